@@ -1,0 +1,60 @@
+// Command mcpguard is the MCP-aware sidecar proxy, its admission webhook and
+// its tooling, in one binary. Each subcommand lives in a file of its own:
+// flags and environment become a validated config, the config wires the
+// packages together, and nothing else happens here.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+// Exit codes that scripts may depend on.
+const (
+	exitOK    = 0
+	exitFail  = 1 // the command ran and its answer is "no" (a denied call, a failed demo row)
+	exitUsage = 2 // bad flags, bad config, or an error before any answer
+)
+
+// exitError carries an exit code out of a command's RunE.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	root := &cobra.Command{
+		Use:           "mcpguard",
+		Short:         "MCP-aware sidecar proxy: per-tool argument policy for AI agents",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(
+		newVersionCmd(),
+	)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		os.Exit(exitOK)
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.err != nil && ee.err.Error() != "" {
+			fmt.Fprintln(os.Stderr, "mcpguard:", ee.err)
+		}
+		os.Exit(ee.code)
+	}
+	fmt.Fprintln(os.Stderr, "mcpguard:", err)
+	os.Exit(exitUsage)
+}

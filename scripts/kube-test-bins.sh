@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Builds a real kube-apiserver and etcd from the Go module proxy into a cache
+# directory keyed on the version, for the webhook's envtest tests. Idempotent:
+# it does nothing when the binaries are already there. Prints the directory.
+#
+# k8s.io/kubernetes is built in a throwaway module outside mcpguard's go.mod,
+# so it never enters the product's dependency graph.
+set -euo pipefail
+K=v1.37.2 S=v0.37.2 ETCD=v3.7.0
+out=${XDG_CACHE_HOME:-$HOME/.cache}/mcpguard/kube/$K
+if [ -x "$out/kube-apiserver" ] && [ -x "$out/etcd" ]; then echo "$out"; exit 0; fi
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+# k8s.io/kubernetes replaces its staging modules with ./staging paths; pin them
+# to the published versions instead.
+gomod=$(go mod download -json k8s.io/kubernetes@$K | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+{
+  printf 'module local/kubebins\n\ngo 1.26.0\n\nrequire k8s.io/kubernetes %s\n\nreplace (\n' "$K"
+  grep -oE 'k8s.io/[a-z0-9-]+ => ./staging' "$gomod" | awk '{print $1}' |
+    grep -vE 'sample-cli-plugin|sample-controller' |
+    while read -r m; do printf '\t%s => %s %s\n' "$m" "$m" "$S"; done
+  printf ')\n'
+} > go.mod
+go get k8s.io/kubernetes/cmd/kube-apiserver@$K go.etcd.io/etcd/server/v3@$ETCD >&2
+V=k8s.io/component-base/version
+# Without the -X version stamps the apiserver reports v0.0.0-master, which confuses clients.
+LD="-s -w -X $V.gitVersion=$K -X $V.gitMajor=1 -X $V.gitMinor=37 -X $V.gitTreeState=clean -X $V.buildDate=2026-01-01T00:00:00Z"
+mkdir -p "$out.tmp"
+go build -trimpath -ldflags "$LD" -o "$out.tmp/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver >&2
+go build -trimpath -ldflags "-s -w" -o "$out.tmp/etcd" go.etcd.io/etcd/server/v3 >&2
+rm -rf "$out" && mv "$out.tmp" "$out"
+echo "$out"
