@@ -1,0 +1,475 @@
+package jsonrpc
+
+import (
+	"bytes"
+	"fmt"
+	"unicode/utf16"
+	"unicode/utf8"
+)
+
+// Limits bound what the decoder accepts from an untrusted peer.
+type Limits struct {
+	// MaxBytes is the largest encoded message (or batch) accepted. Zero means
+	// DefaultLimits.MaxBytes.
+	MaxBytes int
+	// MaxDepth is the deepest nesting of objects and arrays accepted. Zero
+	// means DefaultLimits.MaxDepth.
+	MaxDepth int
+}
+
+// DefaultLimits are 4 MiB and 64 levels: far above any real tool call, far
+// below what would let a peer exhaust memory or stack.
+var DefaultLimits = Limits{MaxBytes: 4 << 20, MaxDepth: 64}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxBytes <= 0 {
+		l.MaxBytes = DefaultLimits.MaxBytes
+	}
+	if l.MaxDepth <= 0 {
+		l.MaxDepth = DefaultLimits.MaxDepth
+	}
+	return l
+}
+
+// Canonical validates src as exactly one strict JSON value and appends its
+// canonical encoding to dst.
+//
+// Strict means: valid UTF-8 only (no lone surrogates, escaped or raw), no
+// duplicate object keys (compared after unescaping, so "a" and "\u0061"
+// collide), bounded nesting, RFC 8259 number grammar, nothing but whitespace
+// after the value. Canonical means: no insignificant whitespace, strings
+// re-escaped one way (only '"', '\\' and control characters are escaped),
+// numbers kept byte for byte so no precision is lost. Two parsers that accept
+// the canonical form cannot disagree about what it says, which is why the
+// proxy forwards this form and never the bytes it received.
+func Canonical(dst, src []byte, lim Limits) ([]byte, error) {
+	lim = lim.withDefaults()
+	if len(src) > lim.MaxBytes {
+		return dst, &SizeError{Limit: lim.MaxBytes}
+	}
+	s := scanner{src: src, out: dst, maxDepth: lim.MaxDepth}
+	s.skipSpace()
+	if err := s.value(); err != nil {
+		return dst, err
+	}
+	s.skipSpace()
+	if s.pos != len(s.src) {
+		return dst, s.errorf("unexpected data after the top-level value")
+	}
+	return s.out, nil
+}
+
+// SizeError reports a message over Limits.MaxBytes.
+type SizeError struct{ Limit int }
+
+func (e *SizeError) Error() string {
+	return fmt.Sprintf("message exceeds the %d-byte limit", e.Limit)
+}
+
+// SyntaxError reports invalid or non-strict JSON, with the byte offset.
+type SyntaxError struct {
+	Offset int
+	Msg    string
+}
+
+func (e *SyntaxError) Error() string { return fmt.Sprintf("invalid JSON at byte %d: %s", e.Offset, e.Msg) }
+
+type scanner struct {
+	src      []byte
+	pos      int
+	out      []byte
+	depth    int
+	maxDepth int
+	scratch  []byte
+}
+
+func (s *scanner) errorf(format string, args ...any) error {
+	return &SyntaxError{Offset: s.pos, Msg: fmt.Sprintf(format, args...)}
+}
+
+func (s *scanner) skipSpace() {
+	for s.pos < len(s.src) {
+		switch s.src[s.pos] {
+		case ' ', '\t', '\n', '\r':
+			s.pos++
+		default:
+			return
+		}
+	}
+}
+
+func (s *scanner) value() error {
+	if s.pos >= len(s.src) {
+		return s.errorf("unexpected end of input")
+	}
+	switch c := s.src[s.pos]; {
+	case c == '{':
+		return s.object()
+	case c == '[':
+		return s.array()
+	case c == '"':
+		return s.str()
+	case c == 't':
+		return s.literal("true")
+	case c == 'f':
+		return s.literal("false")
+	case c == 'n':
+		return s.literal("null")
+	case c == '-' || (c >= '0' && c <= '9'):
+		return s.number()
+	default:
+		return s.errorf("unexpected character %q", rune(c))
+	}
+}
+
+func (s *scanner) literal(lit string) error {
+	if !bytes.HasPrefix(s.src[s.pos:], []byte(lit)) {
+		return s.errorf("invalid literal")
+	}
+	s.pos += len(lit)
+	s.out = append(s.out, lit...)
+	return nil
+}
+
+func (s *scanner) enter() error {
+	s.depth++
+	if s.depth > s.maxDepth {
+		return s.errorf("nesting deeper than %d levels", s.maxDepth)
+	}
+	return nil
+}
+
+// keySpan locates one canonical key inside s.out.
+type keySpan struct{ start, end int }
+
+func (s *scanner) object() error {
+	if err := s.enter(); err != nil {
+		return err
+	}
+	s.pos++ // '{'
+	s.out = append(s.out, '{')
+	s.skipSpace()
+	if s.pos < len(s.src) && s.src[s.pos] == '}' {
+		s.pos++
+		s.out = append(s.out, '}')
+		s.depth--
+		return nil
+	}
+	// Keys are compared in canonical form, which is injective: equal
+	// canonical bytes if and only if equal decoded strings. Small objects
+	// (nearly all of them) use a linear scan; large ones a set.
+	var small [16]keySpan
+	keys := small[:0]
+	var set map[string]struct{}
+	for {
+		if s.pos >= len(s.src) || s.src[s.pos] != '"' {
+			return s.errorf("expected a string object key")
+		}
+		start := len(s.out)
+		if err := s.str(); err != nil {
+			return err
+		}
+		key := s.out[start:len(s.out)]
+		if set == nil {
+			for _, k := range keys {
+				if bytes.Equal(s.out[k.start:k.end], key) {
+					return s.errorf("duplicate object key %s", key)
+				}
+			}
+			keys = append(keys, keySpan{start, len(s.out)})
+			if len(keys) > 32 {
+				set = make(map[string]struct{}, 64)
+				for _, k := range keys {
+					set[string(s.out[k.start:k.end])] = struct{}{}
+				}
+			}
+		} else {
+			if _, dup := set[string(key)]; dup {
+				return s.errorf("duplicate object key %s", key)
+			}
+			set[string(key)] = struct{}{}
+		}
+		s.skipSpace()
+		if s.pos >= len(s.src) || s.src[s.pos] != ':' {
+			return s.errorf("expected ':' after object key")
+		}
+		s.pos++
+		s.out = append(s.out, ':')
+		s.skipSpace()
+		if err := s.value(); err != nil {
+			return err
+		}
+		s.skipSpace()
+		if s.pos >= len(s.src) {
+			return s.errorf("unexpected end of input in object")
+		}
+		switch s.src[s.pos] {
+		case ',':
+			s.pos++
+			s.out = append(s.out, ',')
+			s.skipSpace()
+		case '}':
+			s.pos++
+			s.out = append(s.out, '}')
+			s.depth--
+			return nil
+		default:
+			return s.errorf("expected ',' or '}' in object")
+		}
+	}
+}
+
+func (s *scanner) array() error {
+	if err := s.enter(); err != nil {
+		return err
+	}
+	s.pos++ // '['
+	s.out = append(s.out, '[')
+	s.skipSpace()
+	if s.pos < len(s.src) && s.src[s.pos] == ']' {
+		s.pos++
+		s.out = append(s.out, ']')
+		s.depth--
+		return nil
+	}
+	for {
+		if err := s.value(); err != nil {
+			return err
+		}
+		s.skipSpace()
+		if s.pos >= len(s.src) {
+			return s.errorf("unexpected end of input in array")
+		}
+		switch s.src[s.pos] {
+		case ',':
+			s.pos++
+			s.out = append(s.out, ',')
+			s.skipSpace()
+		case ']':
+			s.pos++
+			s.out = append(s.out, ']')
+			s.depth--
+			return nil
+		default:
+			return s.errorf("expected ',' or ']' in array")
+		}
+	}
+}
+
+func (s *scanner) number() error {
+	start := s.pos
+	src := s.src
+	i := s.pos
+	if i < len(src) && src[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(src) && src[i] == '0':
+		i++
+	case i < len(src) && src[i] >= '1' && src[i] <= '9':
+		for i < len(src) && src[i] >= '0' && src[i] <= '9' {
+			i++
+		}
+	default:
+		s.pos = i
+		return s.errorf("invalid number")
+	}
+	if i < len(src) && src[i] == '.' {
+		i++
+		d := i
+		for i < len(src) && src[i] >= '0' && src[i] <= '9' {
+			i++
+		}
+		if i == d {
+			s.pos = i
+			return s.errorf("invalid number: no digits after '.'")
+		}
+	}
+	if i < len(src) && (src[i] == 'e' || src[i] == 'E') {
+		i++
+		if i < len(src) && (src[i] == '+' || src[i] == '-') {
+			i++
+		}
+		d := i
+		for i < len(src) && src[i] >= '0' && src[i] <= '9' {
+			i++
+		}
+		if i == d {
+			s.pos = i
+			return s.errorf("invalid number: no digits in exponent")
+		}
+	}
+	s.pos = i
+	s.out = append(s.out, src[start:i]...)
+	return nil
+}
+
+// str scans a string at s.pos and appends its canonical encoding.
+func (s *scanner) str() error {
+	s.pos++ // opening quote
+	start := s.pos
+	src := s.src
+	// Fast path: printable ASCII without escapes is already canonical.
+	i := start
+	for i < len(src) {
+		c := src[i]
+		if c == '"' {
+			s.out = append(s.out, '"')
+			s.out = append(s.out, src[start:i]...)
+			s.out = append(s.out, '"')
+			s.pos = i + 1
+			return nil
+		}
+		if c == '\\' || c < 0x20 || c >= utf8.RuneSelf {
+			break
+		}
+		i++
+	}
+	// Slow path: decode into scratch, then encode canonically.
+	dec := append(s.scratch[:0], src[start:i]...)
+	for {
+		if i >= len(src) {
+			s.pos = i
+			return s.errorf("unterminated string")
+		}
+		c := src[i]
+		switch {
+		case c == '"':
+			s.pos = i + 1
+			s.scratch = dec
+			s.out = appendString(s.out, dec)
+			return nil
+		case c < 0x20:
+			s.pos = i
+			return s.errorf("control character %#02x in string", c)
+		case c == '\\':
+			if i+1 >= len(src) {
+				s.pos = i
+				return s.errorf("unterminated escape")
+			}
+			switch e := src[i+1]; e {
+			case '"', '\\', '/':
+				dec = append(dec, e)
+				i += 2
+			case 'b':
+				dec = append(dec, '\b')
+				i += 2
+			case 'f':
+				dec = append(dec, '\f')
+				i += 2
+			case 'n':
+				dec = append(dec, '\n')
+				i += 2
+			case 'r':
+				dec = append(dec, '\r')
+				i += 2
+			case 't':
+				dec = append(dec, '\t')
+				i += 2
+			case 'u':
+				r, ok := hex4(src[i+2:])
+				if !ok {
+					s.pos = i
+					return s.errorf("invalid \\u escape")
+				}
+				i += 6
+				if utf16.IsSurrogate(r) {
+					r2, ok := rune(-1), false
+					if i+1 < len(src) && src[i] == '\\' && src[i+1] == 'u' {
+						r2, ok = hex4(src[i+2:])
+					}
+					if !ok || r >= 0xDC00 {
+						s.pos = i
+						return s.errorf("lone UTF-16 surrogate in string")
+					}
+					combined := utf16.DecodeRune(r, r2)
+					if combined == utf8.RuneError {
+						s.pos = i
+						return s.errorf("lone UTF-16 surrogate in string")
+					}
+					r = combined
+					i += 6
+				}
+				dec = utf8.AppendRune(dec, r)
+			default:
+				s.pos = i
+				return s.errorf("invalid escape '\\%c'", e)
+			}
+		case c < utf8.RuneSelf:
+			dec = append(dec, c)
+			i++
+		default:
+			r, size := utf8.DecodeRune(src[i:])
+			if r == utf8.RuneError && size <= 1 {
+				s.pos = i
+				return s.errorf("invalid UTF-8 in string")
+			}
+			dec = append(dec, src[i:i+size]...)
+			i += size
+		}
+	}
+}
+
+func hex4(b []byte) (rune, bool) {
+	if len(b) < 4 {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[:4] {
+		r <<= 4
+		switch {
+		case c >= '0' && c <= '9':
+			r |= rune(c - '0')
+		case c >= 'a' && c <= 'f':
+			r |= rune(c - 'a' + 10)
+		case c >= 'A' && c <= 'F':
+			r |= rune(c - 'A' + 10)
+		default:
+			return 0, false
+		}
+	}
+	return r, true
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString appends s (valid UTF-8) as a canonical JSON string.
+func appendString(dst, s []byte) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' {
+			continue
+		}
+		dst = append(dst, s[start:i]...)
+		switch c {
+		case '"', '\\':
+			dst = append(dst, '\\', c)
+		case '\n':
+			dst = append(dst, '\\', 'n')
+		case '\r':
+			dst = append(dst, '\\', 'r')
+		case '\t':
+			dst = append(dst, '\\', 't')
+		case '\b':
+			dst = append(dst, '\\', 'b')
+		case '\f':
+			dst = append(dst, '\\', 'f')
+		default:
+			dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
+		}
+		start = i + 1
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
+
+// AppendString appends s as a canonical JSON string. Invalid UTF-8 in s is
+// replaced by U+FFFD so the output is always valid.
+func AppendString(dst []byte, s string) []byte {
+	if !utf8.ValidString(s) {
+		s = string(bytes.ToValidUTF8([]byte(s), []byte("\uFFFD")))
+	}
+	return appendString(dst, []byte(s))
+}

@@ -1,0 +1,187 @@
+package jsonrpc
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestCanonical(t *testing.T) {
+	tests := []struct {
+		name, in, want, err string
+	}{
+		{name: "whitespace removed", in: " { \"a\" : [ 1 , 2 ] , \"b\":null } ", want: `{"a":[1,2],"b":null}`},
+		{name: "numbers exact", in: `[12345678901234567890123, -0.5e-7, 1E+2]`, want: `[12345678901234567890123,-0.5e-7,1E+2]`},
+		{name: "escapes normalised", in: `"\u0068ttp\/\/x"`, want: `"http//x"`},
+		{name: "control escaped", in: `"a\u0001b\n"`, want: `"a\u0001b\n"`},
+		{name: "html kept literal", in: `"<&>"`, want: `"<&>"`},
+		{name: "surrogate pair", in: `"\ud83d\ude00"`, want: "\"\U0001F600\""},
+		{name: "utf8 literal", in: "\"h\u00e9\"", want: "\"h\u00e9\""},
+		{name: "duplicate key", in: `{"a":1,"a":2}`, err: "duplicate object key"},
+		{name: "duplicate key via escape", in: `{"a":1,"\u0061":2}`, err: "duplicate object key"},
+		{name: "case variants are distinct", in: `{"a":1,"A":2}`, want: `{"a":1,"A":2}`},
+		{name: "lone high surrogate", in: `"\ud800"`, err: "lone UTF-16 surrogate"},
+		{name: "lone low surrogate", in: `"\udc00\ud800"`, err: "lone UTF-16 surrogate"},
+		{name: "invalid utf8", in: "\"\xff\"", err: "invalid UTF-8"},
+		{name: "raw control char", in: "\"a\x01\"", err: "control character"},
+		{name: "trailing data", in: `{} {}`, err: "unexpected data"},
+		{name: "leading zero", in: `01`, err: "unexpected data"},
+		{name: "bare dot", in: `1.`, err: "no digits after"},
+		{name: "nan", in: `NaN`, err: "unexpected character"},
+		{name: "single quotes", in: `{'a':1}`, err: "expected a string object key"},
+		{name: "trailing comma", in: `[1,]`, err: "unexpected character"},
+		{name: "comment", in: `{"a":1/*x*/}`, err: "expected ',' or '}'"},
+		{name: "deep", in: strings.Repeat("[", 65) + strings.Repeat("]", 65), err: "nesting deeper"},
+		{name: "bad escape", in: `"\x41"`, err: "invalid escape"},
+		{name: "truncated", in: `{"a":`, err: "unexpected end"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Canonical(nil, []byte(tt.in), Limits{})
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("Canonical(%q) error = %v, want %q", tt.in, err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Canonical(%q): %v", tt.in, err)
+			}
+			if string(got) != tt.want {
+				t.Fatalf("Canonical(%q) = %s, want %s", tt.in, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestCanonicalSize(t *testing.T) {
+	_, err := Canonical(nil, []byte(`"`+strings.Repeat("a", 100)+`"`), Limits{MaxBytes: 50})
+	var se *SizeError
+	if !errors.As(err, &se) {
+		t.Fatalf("err = %v, want SizeError", err)
+	}
+}
+
+func TestDecode(t *testing.T) {
+	tests := []struct {
+		name  string
+		in    string
+		kind  Kind
+		code  int64
+		err   string
+		batch bool
+	}{
+		{name: "request", in: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}`, kind: KindRequest},
+		{name: "string id", in: `{"jsonrpc":"2.0","id":"a","method":"ping"}`, kind: KindRequest},
+		{name: "notification", in: `{"jsonrpc":"2.0","method":"notifications/initialized"}`, kind: KindNotification},
+		{name: "result", in: `{"jsonrpc":"2.0","id":1,"result":{}}`, kind: KindResponse},
+		{name: "error", in: `{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"x"}}`, kind: KindResponse},
+		{name: "batch", in: `[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","method":"n"}]`, kind: KindRequest, batch: true},
+		{name: "wrong version", in: `{"jsonrpc":"1.0","id":1,"method":"ping"}`, code: CodeInvalidRequest, err: `"jsonrpc" must be "2.0"`},
+		{name: "missing version", in: `{"id":1,"method":"ping"}`, code: CodeInvalidRequest, err: `missing "jsonrpc"`},
+		{name: "case variant key", in: `{"jsonrpc":"2.0","id":1,"Method":"ping"}`, code: CodeInvalidRequest, err: `unknown member "Method"`},
+		{name: "duplicate method", in: `{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/call"}`, code: CodeParseError, err: "duplicate"},
+		{name: "float id", in: `{"jsonrpc":"2.0","id":1.5,"method":"ping"}`, code: CodeInvalidRequest, err: "string or an integer"},
+		{name: "object id", in: `{"jsonrpc":"2.0","id":{},"method":"ping"}`, code: CodeInvalidRequest, err: "string or an integer"},
+		{name: "huge id", in: `{"jsonrpc":"2.0","id":99999999999999999999,"method":"ping"}`, code: CodeInvalidRequest, err: "out of range"},
+		{name: "null request id", in: `{"jsonrpc":"2.0","id":null,"method":"ping"}`, code: CodeInvalidRequest, err: "must not be null"},
+		{name: "array params", in: `{"jsonrpc":"2.0","id":1,"method":"ping","params":[1]}`, code: CodeInvalidRequest, err: "must be an object"},
+		{name: "number method", in: `{"jsonrpc":"2.0","id":1,"method":1}`, code: CodeInvalidRequest, err: "must be a string"},
+		{name: "result and error", in: `{"jsonrpc":"2.0","id":1,"result":{},"error":{"code":1,"message":"m"}}`, code: CodeInvalidRequest, err: "exactly one"},
+		{name: "neither", in: `{"jsonrpc":"2.0"}`, code: CodeInvalidRequest, err: `"method" or an "id"`},
+		{name: "error missing code", in: `{"jsonrpc":"2.0","id":1,"error":{"message":"m"}}`, code: CodeInvalidRequest, err: "needs"},
+		{name: "empty batch", in: `[]`, code: CodeInvalidRequest, err: "empty batch", batch: true},
+		{name: "bad batch element", in: `[{"jsonrpc":"2.0","id":1,"method":"ping"},3]`, code: CodeInvalidRequest, err: "batch element 1", batch: true},
+		{name: "not an object", in: `"x"`, code: CodeInvalidRequest, err: "must be a JSON object"},
+		{name: "invalid json", in: `{`, code: CodeParseError, err: "invalid JSON"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			msgs, batch, err := Decode([]byte(tt.in), Limits{})
+			if batch != tt.batch {
+				t.Errorf("batch = %v, want %v", batch, tt.batch)
+			}
+			if tt.err != "" {
+				var de *DecodeError
+				if !errors.As(err, &de) || !strings.Contains(err.Error(), tt.err) || de.Code != tt.code {
+					t.Fatalf("Decode(%s) error = %v (%T), want code %d %q", tt.in, err, err, tt.code, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Decode(%s): %v", tt.in, err)
+			}
+			if got := msgs[0].Kind(); got != tt.kind {
+				t.Fatalf("kind = %v, want %v", got, tt.kind)
+			}
+		})
+	}
+}
+
+func TestRoundTrip(t *testing.T) {
+	in := `{"jsonrpc":"2.0","id":"x","method":"tools/call","params":{"name":"fetch_url","arguments":{"url":"https://a/<b>&c","n":1.000000000000000000001}}}`
+	m, err := DecodeOne([]byte(in), Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := Encode(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(out) != in {
+		t.Fatalf("round trip:\n got %s\nwant %s", out, in)
+	}
+	if s, ok, err := LookupString(m.Params, "name"); !ok || err != nil || s != "fetch_url" {
+		t.Fatalf("LookupString = %q %v %v", s, ok, err)
+	}
+	if _, _, err := LookupString(m.Params, "arguments"); err == nil {
+		t.Fatal("LookupString of an object must be an error")
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	for _, s := range []string{
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"u":"\u0041"}}}`,
+		`[{"jsonrpc":"2.0","id":"a","result":{"x":[1,2,{"y":null}]}}]`,
+		`{"jsonrpc":"2.0","id":1,"error":{"code":-1,"message":"\ud83d\ude00","data":{}}}`,
+		`{"a":1,"a":1}`, "\"\xed\xa0\x80\"",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		canon, err := Canonical(nil, data, Limits{})
+		if err != nil {
+			return
+		}
+		// Canonical form is a fixed point.
+		again, err := Canonical(nil, canon, Limits{})
+		if err != nil || string(again) != string(canon) {
+			t.Fatalf("canonical form not stable: %q -> %q (%v)", canon, again, err)
+		}
+		msgs, batch, err := Decode(data, Limits{})
+		if err != nil {
+			return
+		}
+		var out []byte
+		if batch {
+			out, err = EncodeBatch(msgs)
+		} else {
+			out, err = Encode(msgs[0])
+		}
+		if err != nil {
+			t.Fatalf("encode: %v", err)
+		}
+		// What the proxy forwards must decode to the same messages.
+		msgs2, _, err := Decode(out, Limits{})
+		if err != nil {
+			t.Fatalf("re-decode of %q: %v", out, err)
+		}
+		for i := range msgs {
+			a, _ := Encode(msgs[i])
+			b, _ := Encode(msgs2[i])
+			if string(a) != string(b) {
+				t.Fatalf("re-encode differs: %s vs %s", a, b)
+			}
+		}
+	})
+}

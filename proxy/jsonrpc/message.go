@@ -1,0 +1,357 @@
+package jsonrpc
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+)
+
+// Version is the only JSON-RPC version MCP speaks.
+const Version = "2.0"
+
+// Standard JSON-RPC 2.0 error codes.
+const (
+	CodeParseError     = -32700
+	CodeInvalidRequest = -32600
+	CodeMethodNotFound = -32601
+	CodeInvalidParams  = -32602
+	CodeInternalError  = -32603
+)
+
+// ID is a JSON-RPC request id: a string or an integer, kept in its canonical
+// JSON form so that "1" and 1 stay different ids. The zero ID is absent (a
+// notification); NullID is the explicit null of an error response to a
+// message whose id could not be read.
+type ID struct{ raw string }
+
+// NullID is the id of an error response to an unreadable request.
+var NullID = ID{raw: "null"}
+
+// StringID returns the id for a string.
+func StringID(s string) ID { return ID{raw: string(AppendString(nil, s))} }
+
+// IntID returns the id for an integer.
+func IntID(n int64) ID { return ID{raw: strconv.FormatInt(n, 10)} }
+
+// IsZero reports whether the id is absent.
+func (id ID) IsZero() bool { return id.raw == "" }
+
+// String returns the canonical JSON of the id ("" when absent). It is a
+// stable map key: two ids are the same id exactly when their Strings are
+// equal.
+func (id ID) String() string { return id.raw }
+
+// MarshalJSON implements json.Marshaler.
+func (id ID) MarshalJSON() ([]byte, error) {
+	if id.raw == "" {
+		return []byte("null"), nil
+	}
+	return []byte(id.raw), nil
+}
+
+// Error is a JSON-RPC error object.
+type Error struct {
+	Code    int64           `json:"code"`
+	Message string          `json:"message"`
+	Data    json.RawMessage `json:"data,omitempty"`
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("jsonrpc error %d: %s", e.Code, e.Message) }
+
+// Kind says what a Message is.
+type Kind int
+
+const (
+	KindRequest Kind = iota + 1
+	KindNotification
+	KindResponse
+)
+
+// Message is one JSON-RPC message: a request, a notification or a response.
+// It is the single message model every transport of the proxy shares. Params,
+// Result and Error.Data hold canonical JSON (see Canonical), so encoding a
+// decoded Message yields exactly the bytes the policy evaluated.
+type Message struct {
+	ID     ID
+	Method string
+	Params json.RawMessage
+	Result json.RawMessage
+	Error  *Error
+}
+
+// Kind reports what the message is.
+func (m *Message) Kind() Kind {
+	switch {
+	case m.Method != "" && m.ID.IsZero():
+		return KindNotification
+	case m.Method != "":
+		return KindRequest
+	default:
+		return KindResponse
+	}
+}
+
+type wireMessage struct {
+	JSONRPC string          `json:"jsonrpc"`
+	ID      *ID             `json:"id,omitempty"`
+	Method  string          `json:"method,omitempty"`
+	Params  json.RawMessage `json:"params,omitempty"`
+	Result  json.RawMessage `json:"result,omitempty"`
+	Error   *Error          `json:"error,omitempty"`
+}
+
+// MarshalJSON encodes the message from its typed fields.
+func (m *Message) MarshalJSON() ([]byte, error) {
+	return m.AppendJSON(nil)
+}
+
+// AppendJSON appends the message's JSON encoding to dst.
+func (m *Message) AppendJSON(dst []byte) ([]byte, error) {
+	w := wireMessage{JSONRPC: Version, Method: m.Method, Params: m.Params, Result: m.Result, Error: m.Error}
+	switch m.Kind() {
+	case KindRequest:
+		id := m.ID
+		w.ID = &id
+	case KindResponse:
+		id := m.ID
+		if id.IsZero() {
+			id = NullID
+		}
+		w.ID = &id
+		if m.Error == nil && m.Result == nil {
+			w.Result = json.RawMessage("{}")
+		}
+	}
+	buf := bytes.NewBuffer(dst)
+	enc := json.NewEncoder(buf)
+	// The payload is canonical already; HTML escaping would change it.
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(&w); err != nil {
+		return dst, err
+	}
+	out := buf.Bytes()
+	return out[:len(out)-1], nil // Encode adds a newline
+}
+
+// Encode returns the JSON encoding of a message.
+func Encode(m *Message) ([]byte, error) { return m.AppendJSON(nil) }
+
+// EncodeBatch returns the JSON encoding of a batch.
+func EncodeBatch(msgs []*Message) ([]byte, error) {
+	out := []byte{'['}
+	for i, m := range msgs {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		var err error
+		if out, err = m.AppendJSON(out); err != nil {
+			return nil, err
+		}
+	}
+	return append(out, ']'), nil
+}
+
+// DecodeError is why a message was refused, with the JSON-RPC code to answer
+// it with and the id of the offending request when it could be read.
+type DecodeError struct {
+	Code int64
+	ID   ID
+	Err  error
+}
+
+func (e *DecodeError) Error() string { return e.Err.Error() }
+func (e *DecodeError) Unwrap() error { return e.Err }
+
+func invalid(id ID, format string, args ...any) *DecodeError {
+	return &DecodeError{Code: CodeInvalidRequest, ID: id, Err: fmt.Errorf(format, args...)}
+}
+
+// Decode parses one message or a batch strictly (see Canonical) and reports
+// whether it was a batch. Every element of a batch must be a valid message:
+// one bad element refuses the whole batch, because answering part of a batch
+// would hide from the client which of its messages were dropped.
+func Decode(data []byte, lim Limits) (msgs []*Message, batch bool, err error) {
+	canon, err := Canonical(nil, data, lim)
+	if err != nil {
+		var se *SizeError
+		if errors.As(err, &se) {
+			return nil, false, err
+		}
+		return nil, false, &DecodeError{Code: CodeParseError, ID: NullID, Err: err}
+	}
+	if len(canon) > 0 && canon[0] == '[' {
+		elems, err := arrayElems(canon)
+		if err != nil {
+			return nil, true, &DecodeError{Code: CodeParseError, ID: NullID, Err: err}
+		}
+		if len(elems) == 0 {
+			return nil, true, invalid(NullID, "empty batch")
+		}
+		msgs = make([]*Message, 0, len(elems))
+		for i, e := range elems {
+			m, err := decodeMessage(e)
+			if err != nil {
+				err.Err = fmt.Errorf("batch element %d: %w", i, err.Err)
+				return nil, true, err
+			}
+			msgs = append(msgs, m)
+		}
+		return msgs, true, nil
+	}
+	m, derr := decodeMessage(canon)
+	if derr != nil {
+		return nil, false, derr
+	}
+	return []*Message{m}, false, nil
+}
+
+// DecodeOne parses exactly one message; a batch is an error.
+func DecodeOne(data []byte, lim Limits) (*Message, error) {
+	msgs, batch, err := Decode(data, lim)
+	if err != nil {
+		return nil, err
+	}
+	if batch {
+		return nil, invalid(NullID, "a batch is not allowed here")
+	}
+	return msgs[0], nil
+}
+
+// decodeMessage reads one canonical JSON value as a message.
+func decodeMessage(canon []byte) (*Message, *DecodeError) {
+	if len(canon) == 0 || canon[0] != '{' {
+		return nil, invalid(NullID, "a message must be a JSON object")
+	}
+	members, err := objectMembers(canon)
+	if err != nil {
+		return nil, &DecodeError{Code: CodeParseError, ID: NullID, Err: err}
+	}
+	var (
+		m                     Message
+		version               []byte
+		idRaw, method, errRaw []byte
+		hasResult             bool
+	)
+	for _, mb := range members {
+		switch mb.key {
+		case "jsonrpc":
+			version = mb.value
+		case "id":
+			idRaw = mb.value
+		case "method":
+			method = mb.value
+		case "params":
+			m.Params = json.RawMessage(mb.value)
+		case "result":
+			m.Result = json.RawMessage(mb.value)
+			hasResult = true
+		case "error":
+			errRaw = mb.value
+		default:
+			// Case-sensitive and closed: "Method" or "ID" are not aliases.
+			return nil, invalid(NullID, "unknown member %q in JSON-RPC message", mb.key)
+		}
+	}
+	if idRaw != nil {
+		switch {
+		case idRaw[0] == '"':
+			m.ID = ID{raw: string(idRaw)}
+		case idRaw[0] == '-' || (idRaw[0] >= '0' && idRaw[0] <= '9'):
+			if bytes.ContainsAny(idRaw, ".eE") {
+				return nil, invalid(NullID, "id %s must be a string or an integer", idRaw)
+			}
+			if _, err := strconv.ParseInt(string(idRaw), 10, 64); err != nil {
+				return nil, invalid(NullID, "id %s is out of range", idRaw)
+			}
+			m.ID = ID{raw: string(idRaw)}
+		case string(idRaw) == "null":
+			m.ID = NullID
+		default:
+			return nil, invalid(NullID, "id %s must be a string or an integer", idRaw)
+		}
+	}
+	if string(version) != `"2.0"` {
+		if version == nil {
+			return nil, invalid(m.ID, `missing "jsonrpc": "2.0"`)
+		}
+		return nil, invalid(m.ID, `"jsonrpc" must be "2.0", got %s`, version)
+	}
+	if method != nil {
+		if method[0] != '"' {
+			return nil, invalid(m.ID, `"method" must be a string`)
+		}
+		var s string
+		if err := json.Unmarshal(method, &s); err != nil || s == "" {
+			return nil, invalid(m.ID, `"method" must be a non-empty string`)
+		}
+		if m.ID == NullID {
+			return nil, invalid(NullID, "a request id must not be null")
+		}
+		if hasResult || errRaw != nil {
+			return nil, invalid(m.ID, `a request must not carry "result" or "error"`)
+		}
+		if m.Params != nil && m.Params[0] != '{' {
+			// JSON-RPC allows positional params; MCP never uses them.
+			return nil, invalid(m.ID, `"params" must be an object`)
+		}
+		m.Method = s
+		return &m, nil
+	}
+	// A response.
+	if m.Params != nil {
+		return nil, invalid(m.ID, `a response must not carry "params"`)
+	}
+	if idRaw == nil {
+		return nil, invalid(NullID, `a message must have a "method" or an "id"`)
+	}
+	if hasResult == (errRaw != nil) {
+		return nil, invalid(m.ID, `a response must carry exactly one of "result" and "error"`)
+	}
+	if errRaw != nil {
+		e, err := decodeError(errRaw)
+		if err != nil {
+			return nil, invalid(m.ID, "%v", err)
+		}
+		m.Error = e
+	} else if m.ID == NullID {
+		return nil, invalid(NullID, "a result must have a non-null id")
+	}
+	return &m, nil
+}
+
+func decodeError(raw []byte) (*Error, error) {
+	if raw[0] != '{' {
+		return nil, errors.New(`"error" must be an object`)
+	}
+	members, err := objectMembers(raw)
+	if err != nil {
+		return nil, err
+	}
+	var e Error
+	var haveCode, haveMsg bool
+	for _, mb := range members {
+		switch mb.key {
+		case "code":
+			n, err := strconv.ParseInt(string(mb.value), 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("error code %s must be an integer", mb.value)
+			}
+			e.Code, haveCode = n, true
+		case "message":
+			if err := json.Unmarshal(mb.value, &e.Message); err != nil || mb.value[0] != '"' {
+				return nil, errors.New("error message must be a string")
+			}
+			haveMsg = true
+		case "data":
+			e.Data = json.RawMessage(mb.value)
+		default:
+			return nil, fmt.Errorf("unknown member %q in error object", mb.key)
+		}
+	}
+	if !haveCode || !haveMsg {
+		return nil, errors.New(`an error object needs "code" and "message"`)
+	}
+	return &e, nil
+}
