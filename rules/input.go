@@ -6,7 +6,14 @@ import "encoding/json"
 // from the message it decoded strictly and re-encoded; Arguments are exactly
 // the bytes that will be forwarded upstream.
 type Input struct {
-	// Method is the JSON-RPC method, e.g. "tools/call". For the tool entries
+	// Method is the JSON-RPC method. The proxy asks for a decision on:
+	//   - "tools/call": Tool = params.name, Arguments = params.arguments;
+	//   - "tools/list": one Input per listed tool (see below);
+	//   - "resources/read": Arguments = the whole params object ({"uri": ...});
+	//   - "prompts/get": Tool = params.name (the prompt), Arguments = params.arguments;
+	//   - "sampling/createMessage", "elicitation/create" (server → agent):
+	//     Arguments = the whole params object.
+	// Other methods carry no target and are not decided. For the tool entries
 	// of a tools/list result it is "tools/list": the engine then decides
 	// whether the tool is visible at all (it is, when some call of it could be
 	// allowed).
