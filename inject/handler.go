@@ -148,8 +148,13 @@ func (wh *Webhook) Review(req *admissionv1.AdmissionRequest, scope Scope) *admis
 		return resp
 	}
 	deny := func(code int32, msg string) *admissionv1.AdmissionResponse {
+		reason := map[int32]metav1.StatusReason{
+			http.StatusBadRequest:          metav1.StatusReasonBadRequest,
+			http.StatusForbidden:           metav1.StatusReasonForbidden,
+			http.StatusInternalServerError: metav1.StatusReasonInternalError,
+		}[code]
 		resp.Allowed = false
-		resp.Result = &metav1.Status{Status: metav1.StatusFailure, Code: code, Reason: metav1.StatusReason(http.StatusText(int(code))), Message: msg}
+		resp.Result = &metav1.Status{Status: metav1.StatusFailure, Code: code, Reason: reason, Message: msg}
 		return resp
 	}
 	pod, err := decodePod(req.Object.Raw)
