@@ -204,3 +204,77 @@ func skipValue(b []byte, i int) int {
 		return j
 	}
 }
+
+// Elements splits a canonical JSON array into its elements.
+func Elements(arr json.RawMessage) ([]json.RawMessage, error) {
+	if len(arr) == 0 || arr[0] != '[' {
+		return nil, fmt.Errorf("expected an array, got %s", kindOfOrEmpty(arr))
+	}
+	es, err := arrayElems(arr)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]json.RawMessage, len(es))
+	for i, e := range es {
+		out[i] = e
+	}
+	return out, nil
+}
+
+// Array joins canonical values into a canonical array.
+func Array(elems []json.RawMessage) json.RawMessage {
+	n := 2
+	for _, e := range elems {
+		n += len(e) + 1
+	}
+	out := make([]byte, 0, n)
+	out = append(out, '[')
+	for i, e := range elems {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = append(out, e...)
+	}
+	return append(out, ']')
+}
+
+// Replace returns a copy of the canonical object obj with key's value
+// replaced (or appended when absent).
+func Replace(obj json.RawMessage, key string, value json.RawMessage) (json.RawMessage, error) {
+	ms, err := objectMembers(obj)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 0, len(obj)+len(value))
+	out = append(out, '{')
+	found := false
+	for i, m := range ms {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = AppendString(out, m.key)
+		out = append(out, ':')
+		if m.key == key {
+			out = append(out, value...)
+			found = true
+		} else {
+			out = append(out, m.value...)
+		}
+	}
+	if !found {
+		if len(ms) > 0 {
+			out = append(out, ',')
+		}
+		out = AppendString(out, key)
+		out = append(out, ':')
+		out = append(out, value...)
+	}
+	return append(out, '}'), nil
+}
+
+func kindOfOrEmpty(v []byte) string {
+	if len(v) == 0 {
+		return "nothing"
+	}
+	return kindOf(v)
+}

@@ -1,0 +1,149 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"time"
+
+	"mcpguard.dev/mcpguard/rules"
+)
+
+// Policy decides calls. *rules.Engine implements it; Decide must be safe for
+// concurrent use and must never allow on error.
+type Policy interface {
+	Decide(ctx context.Context, in rules.Input) rules.Decision
+}
+
+// DenyAs says how a denied request is answered.
+type DenyAs string
+
+const (
+	// DenyHTTP403 answers HTTP 403 with a JSON-RPC error body (the default;
+	// what the design's verified results expect).
+	DenyHTTP403 DenyAs = "http-403"
+	// DenyJSONRPCError answers HTTP 200 with a JSON-RPC error.
+	DenyJSONRPCError DenyAs = "jsonrpc-error"
+	// DenyToolError answers a denied tools/call with a successful response
+	// whose result has isError: true, so the model reads the reason.
+	DenyToolError DenyAs = "tool-error"
+)
+
+// UpstreamProtocol selects how the proxy speaks HTTP to the gateway.
+type UpstreamProtocol string
+
+const (
+	// UpstreamAuto uses HTTP/2 over TLS when the gateway offers it (ALPN)
+	// and HTTP/1.1 otherwise. The default.
+	UpstreamAuto UpstreamProtocol = "auto"
+	// UpstreamHTTP1 forces HTTP/1.1.
+	UpstreamHTTP1 UpstreamProtocol = "http1"
+	// UpstreamH2C speaks cleartext HTTP/2 with prior knowledge (no upgrade):
+	// for an http:// gateway that serves h2c, as Envoy and Istio can.
+	UpstreamH2C UpstreamProtocol = "h2c"
+)
+
+// Config is the proxy's whole configuration. The zero value of every field
+// but Upstream and Policy is a safe default, stated on the field.
+type Config struct {
+	// Upstream is the gateway's MCP endpoint, e.g.
+	// http://mcp-gateway-istio.gateway-system.svc.cluster.local:8080/mcp.
+	// Required.
+	Upstream string
+	// UpstreamHost overrides the Host header sent upstream (the design's
+	// gateway routes on mcp.127-0-0-1.sslip.io). Default: the URL's host.
+	UpstreamHost string
+	// UpstreamProtocol: auto (default), http1 or h2c.
+	UpstreamProtocol UpstreamProtocol
+	// UpstreamToken returns the bearer token sent upstream, read per request
+	// so a rotated projected token is picked up. Nil sends none.
+	UpstreamToken func() (string, error)
+	// ForwardAuthorization passes the agent's own Authorization header
+	// upstream when UpstreamToken is nil. Default false: in a pod the
+	// sidecar's credential is the only one the gateway should see.
+	ForwardAuthorization bool
+	// Policy decides every call. Required (use rules.AllowAll explicitly).
+	Policy Policy
+	// DenyAs: http-403 (default), jsonrpc-error or tool-error.
+	DenyAs DenyAs
+	// Identity describes the agent this sidecar serves (downward API).
+	Identity rules.Identity
+	// MaxBodyBytes bounds a request body after decompression and every
+	// message from upstream. Default 4 MiB.
+	MaxBodyBytes int
+	// MaxDepth bounds JSON nesting. Default 64.
+	MaxDepth int
+	// SessionIdleTimeout expires sessions unused for this long. Default 30m.
+	SessionIdleTimeout time.Duration
+	// MaxSessions bounds live sessions; initialize beyond it gets 503.
+	// Default 10000.
+	MaxSessions int
+	// ConnectTimeout bounds dialing the gateway. Default 5s.
+	ConnectTimeout time.Duration
+	// ResponseHeaderTimeout bounds the wait for the gateway's response
+	// headers. Default 60s.
+	ResponseHeaderTimeout time.Duration
+	// StreamIdleTimeout ends an upstream SSE stream that sends nothing (not
+	// even a keep-alive comment) for this long. Default 5m.
+	StreamIdleTimeout time.Duration
+	// CallTimeout bounds a whole call, stream included. Default 10m.
+	CallTimeout time.Duration
+	// Logger receives structured logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Validate applies defaults and reports every problem at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Upstream == "" {
+		errs = append(errs, errors.New("upstream: required; set --upstream to the gateway's MCP URL, e.g. http://gateway:8080/mcp"))
+	} else if u, err := url.Parse(c.Upstream); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		errs = append(errs, fmt.Errorf("upstream: %q is not an http(s) URL with a host", c.Upstream))
+	} else if c.UpstreamProtocol == UpstreamH2C && u.Scheme != "http" {
+		errs = append(errs, fmt.Errorf("upstream-protocol: h2c needs an http:// upstream, got %q", c.Upstream))
+	}
+	if c.UpstreamHost != "" && strings.ContainsAny(c.UpstreamHost, " /\r\n\t") {
+		errs = append(errs, fmt.Errorf("upstream-host: %q is not a host name", c.UpstreamHost))
+	}
+	switch c.UpstreamProtocol {
+	case "":
+		c.UpstreamProtocol = UpstreamAuto
+	case UpstreamAuto, UpstreamHTTP1, UpstreamH2C:
+	default:
+		errs = append(errs, fmt.Errorf("upstream-protocol: %q is not one of auto, http1, h2c", c.UpstreamProtocol))
+	}
+	switch c.DenyAs {
+	case "":
+		c.DenyAs = DenyHTTP403
+	case DenyHTTP403, DenyJSONRPCError, DenyToolError:
+	default:
+		errs = append(errs, fmt.Errorf("deny-as: %q is not one of http-403, jsonrpc-error, tool-error", c.DenyAs))
+	}
+	if c.Policy == nil {
+		errs = append(errs, errors.New("policy: required; pass --policy FILE, or --allow-all to forward everything"))
+	}
+	setDefault(&c.MaxBodyBytes, 4<<20)
+	setDefault(&c.MaxDepth, 64)
+	setDefault(&c.MaxSessions, 10000)
+	setDefault(&c.SessionIdleTimeout, 30*time.Minute)
+	setDefault(&c.ConnectTimeout, 5*time.Second)
+	setDefault(&c.ResponseHeaderTimeout, 60*time.Second)
+	setDefault(&c.StreamIdleTimeout, 5*time.Minute)
+	setDefault(&c.CallTimeout, 10*time.Minute)
+	if c.MaxBodyBytes < 0 || c.MaxDepth < 0 || c.MaxSessions < 0 {
+		errs = append(errs, errors.New("limits: max-body-bytes, max-depth and max-sessions must be positive"))
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return errors.Join(errs...)
+}
+
+func setDefault[T int | time.Duration](v *T, def T) {
+	if *v == 0 {
+		*v = def
+	}
+}

@@ -1,0 +1,163 @@
+package proxy
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+
+	"mcpguard.dev/mcpguard/proxy/jsonrpc"
+	"mcpguard.dev/mcpguard/rules"
+)
+
+// JSON-RPC error codes the proxy answers with, beyond JSON-RPC's own. They
+// sit in the implementation-defined range -32000..-32099; -32020 is MCP's
+// HEADER_MISMATCH (2026-07-28).
+const (
+	CodeSessionNotFound = -32001
+	CodePolicyDenied    = -32003
+	CodeUpstream        = -32004
+	CodeHeaderMismatch  = -32020
+)
+
+// callError is an error the proxy answers with: an HTTP status and a
+// JSON-RPC error. This file is the only place an error becomes either.
+type callError struct {
+	status int
+	code   int64
+	msg    string
+	data   json.RawMessage
+}
+
+func (e *callError) Error() string { return e.msg }
+
+func (e *callError) rpc() *jsonrpc.Error {
+	return &jsonrpc.Error{Code: e.code, Message: e.msg, Data: e.data}
+}
+
+func errParse(err error) *callError {
+	return &callError{status: http.StatusBadRequest, code: jsonrpc.CodeParseError, msg: "parse error: " + err.Error()}
+}
+
+func errInvalid(format string, args ...any) *callError {
+	return &callError{status: http.StatusBadRequest, code: jsonrpc.CodeInvalidRequest, msg: fmt.Sprintf(format, args...)}
+}
+
+func errTooLarge(limit int) *callError {
+	return &callError{status: http.StatusRequestEntityTooLarge, code: jsonrpc.CodeInvalidRequest,
+		msg: fmt.Sprintf("request body exceeds the %d-byte limit", limit)}
+}
+
+func errMediaType(ct string) *callError {
+	return &callError{status: http.StatusUnsupportedMediaType, code: jsonrpc.CodeInvalidRequest,
+		msg: fmt.Sprintf("unsupported Content-Type %q: send application/json", ct)}
+}
+
+func errSessionNotFound(id string) *callError {
+	return &callError{status: http.StatusNotFound, code: CodeSessionNotFound,
+		msg: fmt.Sprintf("session %q not found or expired: send a new initialize request", id)}
+}
+
+func errSessionRequired() *callError {
+	return &callError{status: http.StatusBadRequest, code: jsonrpc.CodeInvalidRequest,
+		msg: "missing Mcp-Session-Id header: send initialize first (or declare protocol version 2026-07-28 to call statelessly)"}
+}
+
+func errSessionOwner() *callError {
+	return &callError{status: http.StatusForbidden, code: jsonrpc.CodeInvalidRequest,
+		msg: "session belongs to another caller: its credentials do not match the ones that created it"}
+}
+
+func errHeaderMismatch(err error) *callError {
+	return &callError{status: http.StatusBadRequest, code: CodeHeaderMismatch, msg: err.Error()}
+}
+
+func errProtocolVersion(format string, args ...any) *callError {
+	return &callError{status: http.StatusBadRequest, code: jsonrpc.CodeInvalidRequest, msg: fmt.Sprintf(format, args...)}
+}
+
+func errUnavailable(format string, args ...any) *callError {
+	return &callError{status: http.StatusServiceUnavailable, code: jsonrpc.CodeInternalError, msg: fmt.Sprintf(format, args...)}
+}
+
+// errUpstream reports a gateway that could not be reached or answered badly.
+func errUpstream(err error) *callError {
+	return &callError{status: http.StatusBadGateway, code: CodeUpstream, msg: "upstream error: " + err.Error()}
+}
+
+func errUpstreamTimeout(err error) *callError {
+	return &callError{status: http.StatusGatewayTimeout, code: CodeUpstream, msg: "upstream timeout: " + err.Error()}
+}
+
+// errorFromDecode maps a codec error.
+func errorFromDecode(err error) *callError {
+	switch e := err.(type) {
+	case *jsonrpc.SizeError:
+		return errTooLarge(e.Limit)
+	case *jsonrpc.DecodeError:
+		if e.Code == jsonrpc.CodeParseError {
+			return errParse(e.Err)
+		}
+		return errInvalid("invalid request: %v", e.Err)
+	}
+	return errInvalid("invalid request: %v", err)
+}
+
+// deniedData is the error data of a policy denial: enough for a person (or
+// a model) to see which rule said no and why.
+type deniedData struct {
+	Rule   string `json:"rule"`
+	Reason string `json:"reason"`
+	Tool   string `json:"tool,omitempty"`
+}
+
+// denial builds the answer to a request the policy blocked, in the form
+// DenyAs asks for. It returns the HTTP status the answer warrants on its own.
+func denial(denyAs DenyAs, req *jsonrpc.Message, tool string, d rules.Decision) (*jsonrpc.Message, int) {
+	msg := fmt.Sprintf("denied by mcpguard policy (rule %s): %s", d.Rule, d.Reason)
+	if denyAs == DenyToolError && req.Method == "tools/call" {
+		result, _ := json.Marshal(toolErrorResult{
+			Content: []textContent{{Type: "text", Text: msg}},
+			IsError: true,
+		})
+		return &jsonrpc.Message{ID: req.ID, Result: result}, http.StatusOK
+	}
+	data, _ := json.Marshal(deniedData{Rule: d.Rule, Reason: d.Reason, Tool: tool})
+	resp := &jsonrpc.Message{ID: req.ID, Error: &jsonrpc.Error{Code: CodePolicyDenied, Message: msg, Data: data}}
+	if denyAs == DenyHTTP403 {
+		return resp, http.StatusForbidden
+	}
+	return resp, http.StatusOK
+}
+
+type toolErrorResult struct {
+	Content []textContent `json:"content"`
+	IsError bool          `json:"isError"`
+}
+
+type textContent struct {
+	Type string `json:"type"`
+	Text string `json:"text"`
+}
+
+// writeError answers a whole HTTP request with one JSON-RPC error.
+func writeError(w http.ResponseWriter, id jsonrpc.ID, e *callError) {
+	if id.IsZero() {
+		id = jsonrpc.NullID
+	}
+	writeMessage(w, e.status, &jsonrpc.Message{ID: id, Error: e.rpc()})
+}
+
+func writeMessage(w http.ResponseWriter, status int, m *jsonrpc.Message) {
+	body, err := jsonrpc.Encode(m)
+	if err != nil {
+		http.Error(w, "internal error encoding a response", http.StatusInternalServerError)
+		return
+	}
+	writeJSON(w, status, body)
+}
+
+func writeJSON(w http.ResponseWriter, status int, body []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}

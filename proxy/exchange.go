@@ -1,0 +1,532 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"mcpguard.dev/mcpguard/proxy/jsonrpc"
+)
+
+// exchange is one agent POST (or GET stream) and everything the gateway
+// sends back for it. It is used by one goroutine.
+type exchange struct {
+	p          *Proxy
+	r          *http.Request
+	sess       *session // nil in the stateless era
+	version    string
+	msgs       []*jsonrpc.Message
+	batch      bool
+	mcpHeaders http.Header
+	resumed    bool // a GET with Last-Event-ID: replayed responses are expected
+	// waiting maps the ids of forwarded requests to their methods until the
+	// gateway answers them. An answer to anything else is dropped.
+	waiting map[string]string
+}
+
+func (ex *exchange) sessionID() string {
+	if ex.sess == nil {
+		return ""
+	}
+	return ex.sess.id
+}
+
+// output is where the messages for the agent go: an HTTP response (JSON or
+// SSE) or a legacy SSE stream.
+type output interface {
+	// stream is called when the gateway answers with an event stream.
+	stream() error
+	// deliver sends or buffers one message for the agent.
+	deliver(m *jsonrpc.Message, eventID string) error
+	// raw passes an SSE control chunk (priming id, retry) where it can.
+	raw(chunk string) error
+	// finish ends the answer; status applies to a single buffered answer.
+	finish(status int)
+	// accepted answers 202: nothing to say.
+	accepted()
+	// fail answers the whole request with an error.
+	fail(e *callError)
+}
+
+// run screens the agent's messages, forwards what the policy allows and
+// relays the gateway's answers. Nothing the agent sent is left unanswered:
+// every forwarded request gets the gateway's response or an error.
+func (ex *exchange) run(out output) {
+	p := ex.p
+	ctx, cancel := context.WithTimeout(ex.r.Context(), p.cfg.CallTimeout)
+	defer cancel()
+
+	var forward, answers []*jsonrpc.Message
+	status := http.StatusOK
+	ex.waiting = make(map[string]string, len(ex.msgs))
+	for _, m := range ex.msgs {
+		switch m.Kind() {
+		case jsonrpc.KindResponse:
+			if ex.sess == nil || !ex.sess.answer(m.ID.String()) {
+				p.log.Warn("dropping a response to an unknown request", "id", m.ID.String(), "session", ex.sessionID())
+				if !ex.batch {
+					out.fail(errInvalid("response id %s answers no outstanding server request", m.ID.String()))
+					return
+				}
+				continue
+			}
+			forward = append(forward, m)
+		case jsonrpc.KindNotification:
+			forward = append(forward, m)
+		case jsonrpc.KindRequest:
+			if _, dup := ex.waiting[m.ID.String()]; dup {
+				answers = append(answers, &jsonrpc.Message{ID: m.ID, Error: errInvalid("duplicate request id %s in batch", m.ID.String()).rpc()})
+				continue
+			}
+			if ans, st := p.screen(ctx, ex, m); ans != nil {
+				answers = append(answers, ans)
+				status = st
+				continue
+			}
+			ex.waiting[m.ID.String()] = m.Method
+			forward = append(forward, m)
+		}
+	}
+	if len(answers) > 0 && ex.batch {
+		status = http.StatusOK // a batch answer mixes outcomes
+	}
+	if len(forward) == 0 {
+		for _, a := range answers {
+			_ = out.deliver(a, "")
+		}
+		if len(answers) == 0 {
+			out.accepted()
+			return
+		}
+		out.finish(status)
+		return
+	}
+
+	var body []byte
+	var err error
+	if ex.batch {
+		body, err = jsonrpc.EncodeBatch(forward)
+	} else {
+		body, err = jsonrpc.Encode(forward[0])
+	}
+	if err != nil {
+		out.fail(errInvalid("encoding the request: %v", err))
+		return
+	}
+	res, cerr := ex.send(ctx, body)
+	if cerr != nil {
+		ex.failWaiting(out, answers, cerr)
+		return
+	}
+	defer res.Body.Close()
+
+	ct := mediaType(res.Header.Get("Content-Type"))
+	switch {
+	case res.StatusCode == http.StatusAccepted || (res.StatusCode/100 == 2 && len(ex.waiting) == 0):
+		_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
+		if len(ex.waiting) > 0 {
+			ex.failWaiting(out, answers, errUpstream(errors.New("gateway accepted the request but sent no response")))
+			return
+		}
+		for _, a := range answers {
+			_ = out.deliver(a, "")
+		}
+		if len(answers) > 0 {
+			out.finish(status)
+		} else {
+			out.accepted()
+		}
+	case res.StatusCode/100 != 2:
+		ex.relayFailure(ctx, res, out, answers)
+	case ct == "text/event-stream":
+		if err := out.stream(); err != nil {
+			return
+		}
+		for _, a := range answers {
+			_ = out.deliver(a, "")
+		}
+		ex.relayStream(ctx, res, out)
+		out.finish(status)
+	case ct == "application/json":
+		data, err := io.ReadAll(io.LimitReader(res.Body, int64(p.cfg.MaxBodyBytes)+1))
+		if err != nil || len(data) > p.cfg.MaxBodyBytes {
+			if err == nil {
+				err = fmt.Errorf("response exceeds the %d-byte limit", p.cfg.MaxBodyBytes)
+			}
+			ex.failWaiting(out, answers, errUpstream(err))
+			return
+		}
+		msgs, _, err := jsonrpc.Decode(data, p.limits())
+		if err != nil {
+			ex.failWaiting(out, answers, errUpstream(fmt.Errorf("invalid JSON-RPC from the gateway: %v", err)))
+			return
+		}
+		for _, a := range answers {
+			_ = out.deliver(a, "")
+		}
+		for _, m := range msgs {
+			ex.fromUpstream(ctx, m, "", out)
+		}
+		ex.answerLeftovers(out, errUpstream(errors.New("gateway's response did not answer this request")))
+		out.finish(status)
+	default:
+		ex.failWaiting(out, answers, errUpstream(fmt.Errorf("gateway answered with Content-Type %q", res.Header.Get("Content-Type"))))
+	}
+}
+
+// send posts body to the gateway. When the gateway has lost the session
+// (404), it re-initializes it and tries once more; 404 reached that way means
+// the gateway did not process the request, so the retry cannot duplicate it.
+func (ex *exchange) send(ctx context.Context, body []byte) (*http.Response, *callError) {
+	p := ex.p
+	call := upstreamCall{method: http.MethodPost, body: body, protocolVersion: ex.headerVersion(),
+		mcpHeaders: ex.mcpHeaders, from: ex.r}
+	if ex.sess != nil {
+		call.sessionID = ex.sess.upstream()
+	}
+	res, err := p.up.do(ctx, call)
+	if err != nil {
+		return nil, p.upstreamError(err)
+	}
+	if res.StatusCode != http.StatusNotFound || ex.sess == nil || call.sessionID == "" {
+		return res, nil
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
+	res.Body.Close()
+	if err := p.reinitialize(ctx, ex.r, ex.sess); err != nil {
+		p.sessions.remove(ex.sess.id)
+		p.log.Warn("gateway lost the session and re-initializing failed", "session", ex.sess.id, "err", err)
+		return nil, &callError{status: http.StatusNotFound, code: CodeSessionNotFound,
+			msg: fmt.Sprintf("the gateway lost session %q and re-initializing it failed (%v): send a new initialize request", ex.sess.id, err)}
+	}
+	call.sessionID = ex.sess.upstream()
+	res, err = p.up.do(ctx, call)
+	if err != nil {
+		return nil, p.upstreamError(err)
+	}
+	return res, nil
+}
+
+// headerVersion is the MCP-Protocol-Version to send: the header exists from
+// 2025-06-18 on, and older servers may not expect it.
+func (ex *exchange) headerVersion() string {
+	if ex.version >= "2025-06-18" {
+		return ex.version
+	}
+	return ""
+}
+
+// relayStream relays the gateway's event stream until every forwarded
+// request is answered (a POST) or the stream ends (a GET).
+func (ex *exchange) relayStream(ctx context.Context, res *http.Response, out output) {
+	p := ex.p
+	if err := out.stream(); err != nil {
+		return
+	}
+	idle := time.AfterFunc(p.cfg.StreamIdleTimeout, func() { res.Body.Close() })
+	defer idle.Stop()
+	rd := newSSEReader(res.Body, p.cfg.MaxBodyBytes)
+	isPost := len(ex.msgs) > 0
+	for {
+		ev, err := rd.next()
+		if err != nil {
+			if ctx.Err() != nil && ex.r.Context().Err() != nil {
+				return // the agent went away; nobody to tell
+			}
+			if isPost || !errors.Is(err, io.EOF) {
+				p.log.Warn("gateway stream ended", "session", ex.sessionID(), "err", err, "unanswered", len(ex.waiting))
+			}
+			ex.answerLeftovers(out, errUpstream(fmt.Errorf("the gateway's stream ended before it answered (%v); the call's outcome is unknown", err)))
+			return
+		}
+		idle.Reset(p.cfg.StreamIdleTimeout)
+		if len(ev.data) == 0 {
+			// A priming event (an id, or a retry hint) for resumption.
+			chunk := ""
+			if ev.hasID {
+				chunk += "id: " + ev.id + "\n"
+			}
+			if ev.retry != "" {
+				chunk += "retry: " + ev.retry + "\n"
+			}
+			if chunk != "" {
+				_ = out.raw(chunk + "data: \n\n")
+			}
+			continue
+		}
+		m, err := jsonrpc.DecodeOne(ev.data, p.limits())
+		if err != nil {
+			p.log.Warn("dropping an invalid message from the gateway", "session", ex.sessionID(), "err", err)
+			continue
+		}
+		ex.fromUpstream(ctx, m, ev.id, out)
+		if isPost && len(ex.waiting) == 0 {
+			return
+		}
+	}
+}
+
+// fromUpstream screens one message from the gateway and passes it on.
+func (ex *exchange) fromUpstream(ctx context.Context, m *jsonrpc.Message, eventID string, out output) {
+	p := ex.p
+	switch m.Kind() {
+	case jsonrpc.KindResponse:
+		method, ok := ex.waiting[m.ID.String()]
+		if !ok {
+			if ex.resumed {
+				_ = out.deliver(m, eventID)
+				return
+			}
+			p.log.Warn("dropping a gateway response for an id never sent or already answered", "id", m.ID.String(), "session", ex.sessionID())
+			return
+		}
+		delete(ex.waiting, m.ID.String())
+		if method == "tools/list" && m.Result != nil {
+			filtered, err := p.filterTools(ctx, ex, m.Result)
+			if err != nil {
+				m = &jsonrpc.Message{ID: m.ID, Error: errUpstream(fmt.Errorf("invalid tools/list result: %v", err)).rpc()}
+			} else {
+				m = &jsonrpc.Message{ID: m.ID, Result: filtered}
+			}
+		}
+		_ = out.deliver(m, eventID)
+	case jsonrpc.KindRequest:
+		if ans := p.screenServer(ctx, ex, m); ans != nil {
+			go ex.answerUpstream(ans)
+			return
+		}
+		if ex.sess != nil {
+			ex.sess.expect(m.ID.String())
+		}
+		_ = out.deliver(m, eventID)
+	case jsonrpc.KindNotification:
+		_ = out.deliver(m, eventID)
+	}
+}
+
+// answerUpstream sends the gateway the proxy's answer to a server request the
+// policy refused.
+func (ex *exchange) answerUpstream(m *jsonrpc.Message) {
+	body, err := jsonrpc.Encode(m)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	call := upstreamCall{method: http.MethodPost, body: body, protocolVersion: ex.headerVersion()}
+	if ex.sess != nil {
+		call.sessionID = ex.sess.upstream()
+	}
+	res, err := ex.p.up.do(ctx, call)
+	if err != nil {
+		ex.p.log.Warn("answering a refused server request failed", "err", err)
+		return
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
+	res.Body.Close()
+}
+
+// relayFailure turns a non-2xx gateway answer into answers for the agent:
+// the gateway's own JSON-RPC error when it sent one, else a proxy error.
+func (ex *exchange) relayFailure(ctx context.Context, res *http.Response, out output, answers []*jsonrpc.Message) {
+	data, _ := io.ReadAll(io.LimitReader(res.Body, 64<<10))
+	status := res.StatusCode
+	if m, err := jsonrpc.DecodeOne(data, ex.p.limits()); err == nil && m.Kind() == jsonrpc.KindResponse && m.Error != nil {
+		if _, ok := ex.waiting[m.ID.String()]; ok {
+			for _, a := range answers {
+				_ = out.deliver(a, "")
+			}
+			ex.fromUpstream(ctx, m, "", out)
+			ex.answerLeftovers(out, errUpstream(fmt.Errorf("gateway answered %s", res.Status)))
+			if ex.batch {
+				status = http.StatusOK
+			}
+			out.finish(status)
+			return
+		}
+	}
+	ex.p.log.Warn("gateway refused the request", "status", res.StatusCode, "session", ex.sessionID())
+	ce := errUpstream(fmt.Errorf("gateway answered %s", res.Status))
+	if status == http.StatusUnauthorized || status == http.StatusForbidden || status == http.StatusTooManyRequests {
+		ce.status = status // the agent should see the gateway's verdict as such
+	}
+	ex.failWaiting(out, answers, ce)
+}
+
+// failWaiting answers every forwarded request with e.
+func (ex *exchange) failWaiting(out output, answers []*jsonrpc.Message, e *callError) {
+	ex.p.log.Warn("call failed", "session", ex.sessionID(), "status", e.status, "err", e.msg)
+	if len(ex.waiting) == 0 && len(answers) == 0 {
+		out.fail(e)
+		return
+	}
+	for _, a := range answers {
+		_ = out.deliver(a, "")
+	}
+	ex.answerLeftovers(out, e)
+	status := e.status
+	if ex.batch {
+		status = http.StatusOK
+	}
+	out.finish(status)
+}
+
+// answerLeftovers answers each still-waiting request with e, in the order
+// the agent sent them.
+func (ex *exchange) answerLeftovers(out output, e *callError) {
+	for _, m := range ex.msgs {
+		if m.Kind() != jsonrpc.KindRequest {
+			continue
+		}
+		if _, ok := ex.waiting[m.ID.String()]; ok {
+			delete(ex.waiting, m.ID.String())
+			_ = out.deliver(&jsonrpc.Message{ID: m.ID, Error: e.rpc()}, "")
+		}
+	}
+}
+
+// httpOut answers a Streamable HTTP request: with JSON when the gateway
+// answered with JSON or the agent cannot take a stream, with SSE otherwise.
+type httpOut struct {
+	w           http.ResponseWriter
+	acceptSSE   bool
+	forceStream bool
+	batch       bool
+	sessionID   string
+	sw          *sseWriter
+	buf         []*jsonrpc.Message
+	done        bool
+}
+
+func newHTTPOut(w http.ResponseWriter, r *http.Request, batch bool, sessionID string) *httpOut {
+	return &httpOut{w: w, acceptSSE: acceptsSSE(r), batch: batch, sessionID: sessionID}
+}
+
+func (o *httpOut) stream() error {
+	if o.sw != nil || !(o.acceptSSE || o.forceStream) {
+		return nil
+	}
+	o.sw = newSSEWriter(o.w)
+	return o.sw.start(func(h http.Header) {
+		if o.sessionID != "" {
+			h.Set("Mcp-Session-Id", o.sessionID)
+		}
+	})
+}
+
+func (o *httpOut) deliver(m *jsonrpc.Message, eventID string) error {
+	if o.sw == nil {
+		o.buf = append(o.buf, m)
+		return nil
+	}
+	data, err := jsonrpc.Encode(m)
+	if err != nil {
+		return err
+	}
+	return o.sw.send(eventID, "message", data)
+}
+
+func (o *httpOut) raw(chunk string) error {
+	if o.sw == nil {
+		return nil
+	}
+	return o.sw.sendRaw(chunk)
+}
+
+func (o *httpOut) finish(status int) {
+	if o.done || o.sw != nil {
+		o.done = true
+		return
+	}
+	o.done = true
+	// Server requests and notifications cannot be delivered in a JSON
+	// answer; only responses go in it.
+	var resps []*jsonrpc.Message
+	for _, m := range o.buf {
+		if m.Kind() == jsonrpc.KindResponse {
+			resps = append(resps, m)
+		}
+	}
+	switch {
+	case len(resps) == 0:
+		o.w.WriteHeader(http.StatusAccepted)
+	case !o.batch && len(resps) == 1:
+		writeMessage(o.w, status, resps[0])
+	default:
+		body, err := jsonrpc.EncodeBatch(resps)
+		if err != nil {
+			http.Error(o.w, "internal error encoding a batch", http.StatusInternalServerError)
+			return
+		}
+		writeJSON(o.w, http.StatusOK, body)
+	}
+}
+
+func (o *httpOut) accepted() {
+	if o.done {
+		return
+	}
+	o.done = true
+	o.w.WriteHeader(http.StatusAccepted)
+}
+
+func (o *httpOut) fail(e *callError) {
+	if o.done || o.sw != nil {
+		o.done = true
+		return
+	}
+	o.done = true
+	writeError(o.w, jsonrpc.NullID, e)
+}
+
+// readOneResponse reads the gateway's answer to a single request the proxy
+// sent on its own behalf (initialize), as JSON or from an event stream.
+func (p *Proxy) readOneResponse(res *http.Response, id jsonrpc.ID) (*jsonrpc.Message, *callError) {
+	if res.StatusCode/100 != 2 {
+		data, _ := io.ReadAll(io.LimitReader(res.Body, 64<<10))
+		if m, err := jsonrpc.DecodeOne(data, p.limits()); err == nil && m.Kind() == jsonrpc.KindResponse && m.Error != nil {
+			return &jsonrpc.Message{ID: id, Error: m.Error}, nil
+		}
+		return nil, errUpstream(fmt.Errorf("gateway answered %s", res.Status))
+	}
+	switch ct := mediaType(res.Header.Get("Content-Type")); ct {
+	case "application/json":
+		data, err := io.ReadAll(io.LimitReader(res.Body, int64(p.cfg.MaxBodyBytes)+1))
+		if err != nil {
+			return nil, errUpstream(err)
+		}
+		m, err := jsonrpc.DecodeOne(data, p.limits())
+		if err != nil {
+			return nil, errUpstream(fmt.Errorf("invalid JSON-RPC from the gateway: %v", err))
+		}
+		if m.Kind() != jsonrpc.KindResponse || m.ID != id {
+			return nil, errUpstream(fmt.Errorf("gateway answered id %s, expected %s", m.ID.String(), id.String()))
+		}
+		return m, nil
+	case "text/event-stream":
+		rd := newSSEReader(res.Body, p.cfg.MaxBodyBytes)
+		for {
+			ev, err := rd.next()
+			if err != nil {
+				return nil, errUpstream(fmt.Errorf("the gateway's stream ended before it answered: %v", err))
+			}
+			if len(ev.data) == 0 {
+				continue
+			}
+			m, err := jsonrpc.DecodeOne(ev.data, p.limits())
+			if err != nil {
+				p.log.Warn("dropping an invalid message from the gateway", "err", err)
+				continue
+			}
+			if m.Kind() == jsonrpc.KindResponse && m.ID == id {
+				return m, nil
+			}
+			p.log.Warn("dropping a gateway message sent before the initialize response", "method", m.Method)
+		}
+	default:
+		return nil, errUpstream(fmt.Errorf("gateway answered with Content-Type %q", res.Header.Get("Content-Type")))
+	}
+}

@@ -1,0 +1,405 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
+
+	"mcpguard.dev/mcpguard/proxy/jsonrpc"
+)
+
+// Protocol versions. Before 2026-07-28 an agent opens a session with
+// initialize; from 2026-07-28 on every request stands alone.
+const (
+	versionStateless = "2026-07-28"
+	versionBatches   = "2025-03-26" // the only version with JSON-RPC batches
+)
+
+// sessionVersions are the versions negotiated through initialize.
+var sessionVersions = map[string]bool{
+	"2024-11-05": true, "2025-03-26": true, "2025-06-18": true, "2025-11-25": true,
+}
+
+// isStateless reports whether v is 2026-07-28 or later (dates compare as
+// strings).
+func isStateless(v string) bool { return v >= versionStateless && len(v) == len(versionStateless) }
+
+// servePost handles one POST of the Streamable HTTP transport: a message or
+// a batch from the agent.
+func (p *Proxy) servePost(w http.ResponseWriter, r *http.Request) {
+	body, cerr := p.readBody(r)
+	if cerr != nil {
+		p.reject(w, r, jsonrpc.NullID, cerr)
+		return
+	}
+	msgs, batch, err := jsonrpc.Decode(body, p.limits())
+	if err != nil {
+		id := jsonrpc.NullID
+		var de *jsonrpc.DecodeError
+		if errors.As(err, &de) && !de.ID.IsZero() {
+			id = de.ID
+		}
+		p.reject(w, r, id, errorFromDecode(err))
+		return
+	}
+	headerVersion := r.Header.Get("Mcp-Protocol-Version")
+	metaVersion := metaProtocolVersion(msgs[0])
+	discover := !batch && msgs[0].Method == "server/discover" && r.Header.Get("Mcp-Session-Id") == ""
+	if discover || isStateless(headerVersion) || isStateless(metaVersion) {
+		p.serveStateless(w, r, msgs, batch, headerVersion, metaVersion)
+		return
+	}
+	if msgs[0].Method == "initialize" {
+		if batch {
+			p.reject(w, r, jsonrpc.NullID, errInvalid("initialize must be sent alone, not in a batch"))
+			return
+		}
+		p.serveInitialize(w, r, msgs[0])
+		return
+	}
+	sid := r.Header.Get("Mcp-Session-Id")
+	if sid == "" {
+		p.reject(w, r, firstID(msgs), errSessionRequired())
+		return
+	}
+	sess, cerr := p.sessions.lookup(sid, subjectOf(r))
+	if cerr != nil {
+		p.reject(w, r, firstID(msgs), cerr)
+		return
+	}
+	if headerVersion != "" && headerVersion != sess.protocolVersion {
+		p.reject(w, r, firstID(msgs), errProtocolVersion(
+			"MCP-Protocol-Version %q does not match the session's negotiated version %q", headerVersion, sess.protocolVersion))
+		return
+	}
+	if batch && sess.protocolVersion != versionBatches {
+		p.reject(w, r, jsonrpc.NullID, errInvalid("batches are only allowed in protocol version %s, this session speaks %s",
+			versionBatches, sess.protocolVersion))
+		return
+	}
+	for _, m := range msgs {
+		if m.Method == "initialize" {
+			p.reject(w, r, m.ID, errInvalid("initialize inside a session: the session is already initialized"))
+			return
+		}
+	}
+	ex := &exchange{p: p, r: r, sess: sess, version: sess.protocolVersion, msgs: msgs, batch: batch}
+	sess.begin()
+	defer sess.end(time.Now())
+	ex.run(newHTTPOut(w, r, batch, ""))
+}
+
+// serveStateless handles a 2026-07-28 request: no session, the protocol
+// version in both the header and _meta, and Mcp-Method / Mcp-Name headers
+// that must agree with the body.
+func (p *Proxy) serveStateless(w http.ResponseWriter, r *http.Request, msgs []*jsonrpc.Message, batch bool, headerVersion, metaVersion string) {
+	id := firstID(msgs)
+	if batch {
+		p.reject(w, r, jsonrpc.NullID, errInvalid("batches are not allowed in protocol version %s", versionStateless))
+		return
+	}
+	m := msgs[0]
+	if m.Kind() == jsonrpc.KindRequest && (headerVersion != "" || metaVersion != "") {
+		if headerVersion == "" {
+			p.reject(w, r, id, errHeaderMismatch(errors.New("Mcp-Protocol-Version header is required for requests declaring "+metaVersion+" in _meta")))
+			return
+		}
+		// A request without _meta (go-sdk's ping) is left to the gateway to
+		// judge; one that states a version must state the same one twice.
+		if metaVersion != "" && headerVersion != metaVersion {
+			p.reject(w, r, id, errHeaderMismatch(fmt.Errorf("Mcp-Protocol-Version header %q does not match params._meta version %q", headerVersion, metaVersion)))
+			return
+		}
+	}
+	if r.Header.Get("Last-Event-ID") != "" {
+		p.reject(w, r, id, errInvalid("Last-Event-ID is not supported in protocol version %s: streams are not resumable, re-issue the request with a new id", versionStateless))
+		return
+	}
+	if m.Kind() != jsonrpc.KindResponse {
+		if err := mcp.ValidateStandardHeaders(r.Header.Get, headerVersion, mcp.MCPMethod(m.Method), m.Params); err != nil {
+			p.reject(w, r, id, errHeaderMismatch(err))
+			return
+		}
+	}
+	hdr := http.Header{}
+	for name, value := range mcp.StandardHeaders(headerVersion, mcp.MCPMethod(m.Method), m.Params) {
+		hdr.Set(name, value)
+	}
+	if m.Method == "tools/call" {
+		if err := p.checkParamHeaders(r, m, hdr); err != nil {
+			p.reject(w, r, id, errHeaderMismatch(err))
+			return
+		}
+	}
+	ex := &exchange{p: p, r: r, version: headerVersion, msgs: msgs, mcpHeaders: hdr}
+	ex.run(newHTTPOut(w, r, false, ""))
+}
+
+// checkParamHeaders verifies the agent's Mcp-Param-* headers against the
+// body, when the tool's definition is known, and carries them upstream.
+func (p *Proxy) checkParamHeaders(r *http.Request, m *jsonrpc.Message, out http.Header) error {
+	for k, v := range r.Header {
+		if strings.HasPrefix(k, "Mcp-Param-") {
+			out[k] = v
+		}
+	}
+	name, _, _ := jsonrpc.LookupString(m.Params, "name")
+	def, ok := p.tools.Load(name)
+	if !ok {
+		return nil // the gateway checks them against its own definition
+	}
+	var tool mcp.Tool
+	if err := json.Unmarshal(def.(json.RawMessage), &tool); err != nil {
+		return nil
+	}
+	return mcp.ValidateParamHeadersLookup(func(h string) (string, bool) {
+		v, ok := r.Header[http.CanonicalHeaderKey(h)]
+		if !ok || len(v) == 0 {
+			return "", false
+		}
+		return v[0], true
+	}, &tool, m.Params)
+}
+
+// serveInitialize opens a session: initialize goes to the gateway, and the
+// agent gets the proxy's own session id, never the gateway's.
+func (p *Proxy) serveInitialize(w http.ResponseWriter, r *http.Request, m *jsonrpc.Message) {
+	if r.Header.Get("Mcp-Session-Id") != "" {
+		p.reject(w, r, m.ID, errInvalid("initialize must not carry an Mcp-Session-Id: a session is opened by initialize"))
+		return
+	}
+	sess, resp, cerr := p.initialize(r.Context(), r, m, nil)
+	if cerr != nil {
+		p.reject(w, r, m.ID, cerr)
+		return
+	}
+	if sess != nil {
+		w.Header().Set("Mcp-Session-Id", sess.id)
+		p.log.Info("session opened", "session", sess.id, "protocol_version", sess.protocolVersion)
+	}
+	writeMessage(w, http.StatusOK, resp)
+}
+
+// initialize runs initialize at the gateway and, when it succeeds, creates
+// the session (or fills legacy, an HTTP+SSE session awaiting it). A JSON-RPC
+// error from the gateway is returned as resp with a nil session.
+func (p *Proxy) initialize(ctx context.Context, r *http.Request, m *jsonrpc.Message, legacy *session) (*session, *jsonrpc.Message, *callError) {
+	body, err := jsonrpc.Encode(m)
+	if err != nil {
+		return nil, nil, errInvalid("encoding initialize: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.CallTimeout)
+	defer cancel()
+	res, err := p.up.do(ctx, upstreamCall{method: http.MethodPost, body: body, from: r})
+	if err != nil {
+		return nil, nil, p.upstreamError(err)
+	}
+	defer res.Body.Close()
+	resp, cerr := p.readOneResponse(res, m.ID)
+	if cerr != nil {
+		return nil, nil, cerr
+	}
+	if resp.Error != nil {
+		return nil, resp, nil
+	}
+	version, _, err := jsonrpc.LookupString(resp.Result, "protocolVersion")
+	if err != nil || !sessionVersions[version] {
+		return nil, nil, errUpstream(fmt.Errorf("gateway negotiated protocol version %q, which the proxy does not speak", version))
+	}
+	sess := legacy
+	if sess == nil {
+		var ok bool
+		sess, ok = p.sessions.create(subjectOf(r), version, nil)
+		if !ok {
+			p.closeUpstream(res.Header.Get("Mcp-Session-Id"), version)
+			return nil, nil, errUnavailable("too many sessions (%d): retry later", p.cfg.MaxSessions)
+		}
+	}
+	sess.mu.Lock()
+	sess.protocolVersion = version
+	sess.upstreamID = res.Header.Get("Mcp-Session-Id")
+	sess.initParams = m.Params
+	sess.ready = true
+	sess.mu.Unlock()
+	return sess, resp, nil
+}
+
+func (p *Proxy) closeUpstream(id, version string) {
+	if id == "" {
+		return
+	}
+	go p.closeSession(&session{upstreamID: id, protocolVersion: version})
+}
+
+// reinitialize re-opens the gateway side of a session the gateway lost
+// (a 404 for its session id), replaying the agent's initialize parameters.
+// The agent keeps its session id and notices nothing.
+func (p *Proxy) reinitialize(ctx context.Context, r *http.Request, sess *session) error {
+	sess.mu.Lock()
+	params := sess.initParams
+	old := sess.upstreamID
+	sess.mu.Unlock()
+	init := &jsonrpc.Message{ID: jsonrpc.StringID("mcpguard-reinitialize-" + newSessionID()[:8]), Method: "initialize", Params: params}
+	body, _ := jsonrpc.Encode(init)
+	res, err := p.up.do(ctx, upstreamCall{method: http.MethodPost, body: body, from: r})
+	if err != nil {
+		return err
+	}
+	resp, cerr := p.readOneResponse(res, init.ID)
+	res.Body.Close()
+	if cerr != nil {
+		return cerr
+	}
+	if resp.Error != nil {
+		return fmt.Errorf("gateway refused re-initialize: %s", resp.Error.Message)
+	}
+	newID := res.Header.Get("Mcp-Session-Id")
+	note, _ := jsonrpc.Encode(&jsonrpc.Message{Method: "notifications/initialized"})
+	res, err = p.up.do(ctx, upstreamCall{method: http.MethodPost, body: note, sessionID: newID, protocolVersion: sess.protocolVersion, from: r})
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
+	res.Body.Close()
+	sess.mu.Lock()
+	if sess.upstreamID == old {
+		sess.upstreamID = newID
+	}
+	sess.mu.Unlock()
+	p.log.Warn("gateway lost the session; re-initialized it", "session", sess.id)
+	return nil
+}
+
+// serveGet opens the agent's standalone SSE stream for server-initiated
+// messages, backed by one at the gateway.
+func (p *Proxy) serveGet(w http.ResponseWriter, r *http.Request) {
+	if !acceptsSSE(r) {
+		http.Error(w, "GET opens an SSE stream: send Accept: text/event-stream", http.StatusNotAcceptable)
+		return
+	}
+	if isStateless(r.Header.Get("Mcp-Protocol-Version")) {
+		w.Header().Set("Allow", "POST")
+		http.Error(w, "protocol version 2026-07-28 has no GET stream: use subscriptions/listen", http.StatusMethodNotAllowed)
+		return
+	}
+	sid := r.Header.Get("Mcp-Session-Id")
+	if sid == "" {
+		p.reject(w, r, jsonrpc.NullID, errSessionRequired())
+		return
+	}
+	sess, cerr := p.sessions.lookup(sid, subjectOf(r))
+	if cerr != nil {
+		p.reject(w, r, jsonrpc.NullID, cerr)
+		return
+	}
+	sess.begin()
+	defer sess.end(time.Now())
+	ctx, cancel := mergeCancel(r.Context(), p.streams)
+	defer cancel()
+	res, err := p.up.do(ctx, upstreamCall{method: http.MethodGet, sessionID: sess.upstream(),
+		protocolVersion: sess.protocolVersion, lastEventID: r.Header.Get("Last-Event-ID"), from: r})
+	if err != nil {
+		p.reject(w, r, jsonrpc.NullID, p.upstreamError(err))
+		return
+	}
+	defer res.Body.Close()
+	if res.StatusCode == http.StatusNotFound {
+		p.sessions.remove(sess.id)
+		p.reject(w, r, jsonrpc.NullID, errSessionNotFound(sess.id))
+		return
+	}
+	if res.StatusCode != http.StatusOK || mediaType(res.Header.Get("Content-Type")) != "text/event-stream" {
+		// 405 (no standalone stream) and friends are passed on as they are.
+		w.Header().Set("Allow", res.Header.Get("Allow"))
+		http.Error(w, fmt.Sprintf("gateway answered the GET stream with %s", res.Status), res.StatusCode)
+		return
+	}
+	ex := &exchange{p: p, r: r, sess: sess, version: sess.protocolVersion, resumed: r.Header.Get("Last-Event-ID") != ""}
+	out := newHTTPOut(w, r, false, "")
+	out.forceStream = true
+	ex.relayStream(ctx, res, out)
+}
+
+// serveDelete ends a session, at the gateway too.
+func (p *Proxy) serveDelete(w http.ResponseWriter, r *http.Request) {
+	sid := r.Header.Get("Mcp-Session-Id")
+	if sid == "" {
+		p.reject(w, r, jsonrpc.NullID, errSessionRequired())
+		return
+	}
+	sess, cerr := p.sessions.lookup(sid, subjectOf(r))
+	if cerr != nil {
+		p.reject(w, r, jsonrpc.NullID, cerr)
+		return
+	}
+	p.sessions.remove(sess.id)
+	p.closeSession(sess)
+	p.log.Info("session closed by the agent", "session", sess.id)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// reject answers a whole request with an error and logs it.
+func (p *Proxy) reject(w http.ResponseWriter, r *http.Request, id jsonrpc.ID, e *callError) {
+	p.log.Warn("request rejected", "method", r.Method, "path", r.URL.Path, "status", e.status, "code", e.code, "err", e.msg)
+	writeError(w, id, e)
+}
+
+// upstreamError classifies a failed gateway call.
+func (p *Proxy) upstreamError(err error) *callError {
+	var ce *callError
+	if errors.As(err, &ce) {
+		return ce
+	}
+	if errors.Is(err, errHeaderTimeout) || errors.Is(err, context.DeadlineExceeded) {
+		return errUpstreamTimeout(err)
+	}
+	return errUpstream(err)
+}
+
+func firstID(msgs []*jsonrpc.Message) jsonrpc.ID {
+	for _, m := range msgs {
+		if m.Kind() == jsonrpc.KindRequest {
+			return m.ID
+		}
+	}
+	return jsonrpc.NullID
+}
+
+// metaProtocolVersion reads params._meta["io.modelcontextprotocol/protocolVersion"].
+func metaProtocolVersion(m *jsonrpc.Message) string {
+	if m.Params == nil {
+		return ""
+	}
+	meta := jsonrpc.Lookup(m.Params, "_meta")
+	if meta == nil || meta[0] != '{' {
+		return ""
+	}
+	v, _, _ := jsonrpc.LookupString(meta, mcp.MetaKeyProtocolVersion)
+	return v
+}
+
+func acceptsSSE(r *http.Request) bool {
+	for _, v := range r.Header.Values("Accept") {
+		for _, part := range strings.Split(v, ",") {
+			switch mediaType(part) {
+			case "text/event-stream", "*/*", "text/*":
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// mergeCancel returns a context cancelled when either a or b is done.
+func mergeCancel(a, b context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(a)
+	stop := context.AfterFunc(b, cancel)
+	return ctx, func() { stop(); cancel() }
+}

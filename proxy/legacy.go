@@ -1,0 +1,213 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sync"
+	"time"
+
+	"mcpguard.dev/mcpguard/proxy/jsonrpc"
+)
+
+// The HTTP+SSE transport of protocol version 2024-11-05, for older agents:
+// GET /sse opens a stream whose first event names the endpoint to POST
+// messages to; every answer travels back on the stream. Toward the gateway
+// the proxy speaks Streamable HTTP as for everyone else.
+
+// legacyStream carries messages to one agent's SSE stream.
+type legacyStream struct {
+	ch   chan []byte
+	done chan struct{}
+	once sync.Once
+}
+
+func newLegacyStream() *legacyStream {
+	return &legacyStream{ch: make(chan []byte, 256), done: make(chan struct{})}
+}
+
+var errLegacyClosed = errors.New("the agent's SSE stream is closed")
+
+// send queues an encoded message. It waits (bounded) rather than drop:
+// nothing for the agent is lost silently.
+func (l *legacyStream) send(data []byte) error {
+	select {
+	case l.ch <- data:
+		return nil
+	case <-l.done:
+		return errLegacyClosed
+	case <-time.After(30 * time.Second):
+		return errors.New("the agent's SSE stream is not being read")
+	}
+}
+
+func (l *legacyStream) close() { l.once.Do(func() { close(l.done) }) }
+
+// serveLegacyStream serves GET /sse.
+func (p *Proxy) serveLegacyStream(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", "GET")
+		http.Error(w, "the legacy SSE endpoint takes GET", http.StatusMethodNotAllowed)
+		return
+	}
+	ls := newLegacyStream()
+	sess, ok := p.sessions.create(subjectOf(r), "", ls)
+	if !ok {
+		p.reject(w, r, jsonrpc.NullID, errUnavailable("too many sessions (%d): retry later", p.cfg.MaxSessions))
+		return
+	}
+	defer func() {
+		ls.close()
+		p.sessions.remove(sess.id)
+		p.closeSession(sess)
+	}()
+	ctx, cancel := mergeCancel(r.Context(), p.streams)
+	defer cancel()
+	sw := newSSEWriter(w)
+	if err := sw.start(nil); err != nil {
+		return
+	}
+	if err := sw.sendRaw("event: endpoint\ndata: /message?sessionId=" + sess.id + "\n\n"); err != nil {
+		return
+	}
+	p.log.Info("legacy SSE session opened", "session", sess.id)
+	keepalive := time.NewTicker(25 * time.Second)
+	defer keepalive.Stop()
+	for {
+		select {
+		case data := <-ls.ch:
+			if err := sw.send("", "message", data); err != nil {
+				return
+			}
+		case <-keepalive.C:
+			if err := sw.sendRaw(": keep-alive\n\n"); err != nil {
+				return
+			}
+		case <-ls.done:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// serveLegacyMessage serves POST /message?sessionId=…: it accepts the
+// message at once and answers on the session's stream.
+func (p *Proxy) serveLegacyMessage(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST")
+		http.Error(w, "the legacy message endpoint takes POST", http.StatusMethodNotAllowed)
+		return
+	}
+	sid := r.URL.Query().Get("sessionId")
+	if sid == "" {
+		p.reject(w, r, jsonrpc.NullID, errInvalid("missing sessionId query parameter: open GET /sse first"))
+		return
+	}
+	sess, cerr := p.sessions.lookup(sid, subjectOf(r))
+	if cerr != nil || sess.legacy == nil {
+		if cerr == nil {
+			cerr = errSessionNotFound(sid)
+		}
+		p.reject(w, r, jsonrpc.NullID, cerr)
+		return
+	}
+	body, cerr := p.readBody(r)
+	if cerr != nil {
+		p.reject(w, r, jsonrpc.NullID, cerr)
+		return
+	}
+	msgs, batch, err := jsonrpc.Decode(body, p.limits())
+	if err != nil {
+		p.reject(w, r, jsonrpc.NullID, errorFromDecode(err))
+		return
+	}
+	sess.mu.Lock()
+	ready := sess.ready
+	sess.mu.Unlock()
+	init := !batch && msgs[0].Method == "initialize"
+	switch {
+	case init && ready:
+		p.reject(w, r, msgs[0].ID, errInvalid("initialize inside a session: the session is already initialized"))
+		return
+	case !init && !ready:
+		p.reject(w, r, firstID(msgs), errInvalid("send initialize first"))
+		return
+	}
+	// The work outlives this POST: it belongs to the stream.
+	ctx, cancel := mergeCancel(context.WithoutCancel(r.Context()), p.streams)
+	r = r.WithContext(ctx)
+	out := &legacyOut{p: p, sess: sess}
+	sess.begin()
+	go func() {
+		defer cancel()
+		defer sess.end(time.Now())
+		if init {
+			_, resp, cerr := p.initialize(ctx, r, msgs[0], sess)
+			if cerr != nil {
+				resp = &jsonrpc.Message{ID: msgs[0].ID, Error: cerr.rpc()}
+			}
+			_ = out.deliver(resp, "")
+			return
+		}
+		ex := &exchange{p: p, r: r, sess: sess, version: sess.protocolVersion, msgs: msgs, batch: batch}
+		ex.run(out)
+		if !batch && msgs[0].Method == "notifications/initialized" {
+			go p.legacyListen(sess)
+		}
+	}()
+	w.WriteHeader(http.StatusAccepted)
+}
+
+// legacyListen relays the gateway's standalone stream (server-initiated
+// messages) onto the agent's legacy stream, for as long as both live.
+func (p *Proxy) legacyListen(sess *session) {
+	ctx, cancel := context.WithCancel(p.streams)
+	defer cancel()
+	go func() {
+		select {
+		case <-sess.legacy.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	res, err := p.up.do(ctx, upstreamCall{method: http.MethodGet, sessionID: sess.upstream(), protocolVersion: sess.protocolVersion})
+	if err != nil {
+		p.log.Warn("opening the gateway's stream for a legacy session failed", "session", sess.id, "err", err)
+		return
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK || mediaType(res.Header.Get("Content-Type")) != "text/event-stream" {
+		return // the gateway offers no standalone stream (405): nothing to relay
+	}
+	r, _ := http.NewRequestWithContext(ctx, http.MethodGet, "/", nil)
+	ex := &exchange{p: p, r: r, sess: sess, version: sess.protocolVersion}
+	ex.relayStream(ctx, res, &legacyOut{p: p, sess: sess})
+}
+
+// legacyOut delivers to a legacy session's stream.
+type legacyOut struct {
+	p    *Proxy
+	sess *session
+}
+
+func (o *legacyOut) stream() error { return nil }
+
+func (o *legacyOut) deliver(m *jsonrpc.Message, _ string) error {
+	data, err := jsonrpc.Encode(m)
+	if err != nil {
+		return err
+	}
+	if err := o.sess.legacy.send(data); err != nil {
+		o.p.log.Warn("could not deliver to a legacy stream", "session", o.sess.id, "err", err)
+		return err
+	}
+	return nil
+}
+
+func (o *legacyOut) raw(string) error { return nil }
+func (o *legacyOut) finish(int)       {}
+func (o *legacyOut) accepted()        {}
+func (o *legacyOut) fail(e *callError) {
+	o.p.log.Warn("legacy message failed", "session", o.sess.id, "err", e.msg)
+}

@@ -1,0 +1,190 @@
+package proxy
+
+import (
+	"compress/zlib"
+	"compress/gzip"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"mcpguard.dev/mcpguard/proxy/jsonrpc"
+)
+
+// Proxy terminates agents' MCP sessions and forwards what the policy allows
+// to the gateway. It is an http.Handler; create it with New.
+type Proxy struct {
+	cfg      Config
+	up       *upstream
+	sessions *sessions
+	log      *slog.Logger
+	tools    sync.Map // tool name → canonical definition, from relayed tools/list results
+
+	draining atomic.Bool
+	// streams is cancelled on Drain: long-lived GET and legacy SSE streams
+	// end so a graceful shutdown is not held open by them.
+	streams      context.Context
+	cancelStream context.CancelFunc
+}
+
+var _ http.Handler = (*Proxy)(nil)
+
+// New validates cfg and returns a ready proxy.
+func New(cfg Config) (*Proxy, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	up, err := newUpstream(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Proxy{
+		cfg:          cfg,
+		up:           up,
+		sessions:     newSessions(cfg.MaxSessions, cfg.SessionIdleTimeout),
+		log:          cfg.Logger,
+		streams:      ctx,
+		cancelStream: cancel,
+	}, nil
+}
+
+// ServeHTTP routes: /sse and /message are the legacy HTTP+SSE transport
+// (2024-11-05); every other path is the Streamable HTTP endpoint, so the
+// agent may be pointed at /mcp or at the root.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if p.draining.Load() {
+		w.Header().Set("Connection", "close")
+		writeError(w, jsonrpc.NullID, errUnavailable("mcpguard is shutting down: retry against a new instance"))
+		return
+	}
+	switch r.URL.Path {
+	case "/sse":
+		p.serveLegacyStream(w, r)
+		return
+	case "/message", "/messages":
+		p.serveLegacyMessage(w, r)
+		return
+	}
+	switch r.Method {
+	case http.MethodPost:
+		p.servePost(w, r)
+	case http.MethodGet:
+		p.serveGet(w, r)
+	case http.MethodDelete:
+		p.serveDelete(w, r)
+	default:
+		w.Header().Set("Allow", "GET, POST, DELETE")
+		http.Error(w, "method not allowed: MCP uses POST, GET and DELETE", http.StatusMethodNotAllowed)
+	}
+}
+
+// Run expires idle sessions until ctx ends. Expired sessions are deleted
+// upstream too, so the gateway does not keep them for its full lifetime.
+func (p *Proxy) Run(ctx context.Context) {
+	tick := time.NewTicker(min(p.cfg.SessionIdleTimeout/4, time.Minute))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			for _, s := range p.sessions.expire() {
+				p.log.Info("session expired", "session", s.id, "idle", p.cfg.SessionIdleTimeout.String())
+				p.closeSession(s)
+			}
+		}
+	}
+}
+
+// Drain stops accepting new MCP requests and ends long-lived streams;
+// requests in flight continue. Call it before http.Server.Shutdown.
+func (p *Proxy) Drain() {
+	p.draining.Store(true)
+	p.cancelStream()
+}
+
+// Ready reports whether the proxy accepts requests.
+func (p *Proxy) Ready() bool { return !p.draining.Load() }
+
+// Sessions returns the number of live sessions.
+func (p *Proxy) Sessions() int { return p.sessions.count() }
+
+// closeSession ends a session at the gateway (best effort, bounded).
+func (p *Proxy) closeSession(s *session) {
+	if s.legacy != nil {
+		s.legacy.close()
+	}
+	up := s.upstream()
+	if up == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := p.up.do(ctx, upstreamCall{method: http.MethodDelete, sessionID: up, protocolVersion: s.protocolVersion})
+	if err != nil {
+		p.log.Warn("deleting the upstream session failed", "session", s.id, "err", err)
+		return
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+}
+
+// readBody reads a request body within the size bound, decoding gzip and
+// deflate first: compressed bytes are never forwarded unseen, and the bound
+// applies to what is decompressed (no zip bombs).
+func (p *Proxy) readBody(r *http.Request) ([]byte, *callError) {
+	if ct := mediaType(r.Header.Get("Content-Type")); ct != "application/json" {
+		return nil, errMediaType(r.Header.Get("Content-Type"))
+	}
+	limit := p.cfg.MaxBodyBytes
+	if r.ContentLength > int64(limit) && r.Header.Get("Content-Encoding") == "" {
+		return nil, errTooLarge(limit)
+	}
+	var body io.Reader = http.MaxBytesReader(nil, r.Body, int64(limit)+1)
+	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
+	case "", "identity":
+	case "gzip", "x-gzip":
+		zr, err := gzip.NewReader(body)
+		if err != nil {
+			return nil, errInvalid("invalid gzip body: %v", err)
+		}
+		defer zr.Close()
+		body = zr
+	case "deflate":
+		// RFC 9110 "deflate" is zlib-wrapped; raw DEFLATE is a common
+		// mistake that we do not guess at: it fails here, visibly.
+		zr, err := zlib.NewReader(body)
+		if err != nil {
+			return nil, errInvalid("invalid deflate (zlib) body: %v", err)
+		}
+		defer zr.Close()
+		body = zr
+	default:
+		return nil, &callError{status: http.StatusUnsupportedMediaType, code: jsonrpc.CodeInvalidRequest,
+			msg: "unsupported Content-Encoding " + quote(enc) + ": send identity, gzip or deflate"}
+	}
+	data, err := io.ReadAll(io.LimitReader(body, int64(limit)+1))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, errTooLarge(limit)
+		}
+		return nil, errInvalid("reading the request body: %v", err)
+	}
+	if len(data) > limit {
+		return nil, errTooLarge(limit)
+	}
+	return data, nil
+}
+
+func quote(s string) string { return string(jsonrpc.AppendString(nil, s)) }
+
+func (p *Proxy) limits() jsonrpc.Limits {
+	return jsonrpc.Limits{MaxBytes: p.cfg.MaxBodyBytes, MaxDepth: p.cfg.MaxDepth}
+}

@@ -1,0 +1,204 @@
+package proxy
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// session is one agent session (protocol versions before 2026-07-28): the
+// proxy's own id toward the agent, the gateway's id toward the gateway.
+type session struct {
+	id              string
+	subject         string // hash of the credential that created it; "" when none
+	protocolVersion string
+	created         time.Time
+	legacy          *legacyStream // non-nil for the HTTP+SSE (2024-11-05) transport
+
+	mu         sync.Mutex
+	upstreamID string
+	initParams json.RawMessage // replayed when the gateway loses the session
+	ready      bool            // the gateway answered initialize
+	lastSeen   time.Time
+	// pending holds the ids of server→client requests relayed to the agent
+	// and not yet answered: a response with any other id is dropped.
+	pending map[string]struct{}
+	active  int // requests in flight; an active session never expires
+	closed  bool
+}
+
+func (s *session) upstream() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.upstreamID
+}
+
+func (s *session) touch(now time.Time) {
+	s.mu.Lock()
+	s.lastSeen = now
+	s.mu.Unlock()
+}
+
+func (s *session) begin() {
+	s.mu.Lock()
+	s.active++
+	s.mu.Unlock()
+}
+
+func (s *session) end(now time.Time) {
+	s.mu.Lock()
+	s.active--
+	s.lastSeen = now
+	s.mu.Unlock()
+}
+
+// expect records a server→client request relayed to the agent.
+func (s *session) expect(id string) {
+	s.mu.Lock()
+	if s.pending == nil {
+		s.pending = make(map[string]struct{})
+	}
+	// Bounded: a gateway flooding requests the agent never answers must not
+	// grow this without limit.
+	if len(s.pending) < 4096 {
+		s.pending[id] = struct{}{}
+	}
+	s.mu.Unlock()
+}
+
+// answer reports whether id is an outstanding server→client request, and
+// forgets it: each request is answered once.
+func (s *session) answer(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.pending[id]; !ok {
+		return false
+	}
+	delete(s.pending, id)
+	return true
+}
+
+// sessions is the proxy's session table.
+type sessions struct {
+	mu   sync.Mutex
+	byID map[string]*session
+	max  int
+	idle time.Duration
+	now  func() time.Time
+}
+
+func newSessions(max int, idle time.Duration) *sessions {
+	return &sessions{byID: make(map[string]*session), max: max, idle: idle, now: time.Now}
+}
+
+// newSessionID returns 256 random bits: unguessable, so knowing one session
+// tells nothing of another.
+func newSessionID() string {
+	var b [32]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand, Go 1.24+)
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// subjectOf identifies the caller by its credential without keeping it: the
+// hash of the Authorization header. No header, no identity to bind.
+func subjectOf(r *http.Request) string {
+	a := r.Header.Get("Authorization")
+	if a == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(a))
+	return hex.EncodeToString(sum[:16])
+}
+
+// create registers a new session, or reports false when the table is full.
+func (t *sessions) create(subject, version string, legacy *legacyStream) (*session, bool) {
+	now := t.now()
+	s := &session{id: newSessionID(), subject: subject, protocolVersion: version,
+		created: now, lastSeen: now, legacy: legacy}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.byID) >= t.max {
+		return nil, false
+	}
+	t.byID[s.id] = s
+	return s, true
+}
+
+// lookup returns the live session with id, checking it belongs to subject.
+func (t *sessions) lookup(id, subject string) (*session, *callError) {
+	t.mu.Lock()
+	s, ok := t.byID[id]
+	t.mu.Unlock()
+	if !ok {
+		return nil, errSessionNotFound(id)
+	}
+	s.mu.Lock()
+	expired := s.active == 0 && t.now().Sub(s.lastSeen) > t.idle
+	s.mu.Unlock()
+	if expired {
+		return nil, errSessionNotFound(id)
+	}
+	// A session created with a credential answers only to that credential
+	// (go-sdk does the same): a leaked session id alone is not enough.
+	if subtle.ConstantTimeCompare([]byte(s.subject), []byte(subject)) != 1 {
+		return nil, errSessionOwner()
+	}
+	return s, nil
+}
+
+// remove deletes a session and reports whether it was there.
+func (t *sessions) remove(id string) (*session, bool) {
+	t.mu.Lock()
+	s, ok := t.byID[id]
+	delete(t.byID, id)
+	t.mu.Unlock()
+	if ok {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+	}
+	return s, ok
+}
+
+// expire removes and returns sessions idle for longer than the timeout.
+func (t *sessions) expire() []*session {
+	now := t.now()
+	var out []*session
+	t.mu.Lock()
+	for id, s := range t.byID {
+		s.mu.Lock()
+		idle := s.active == 0 && now.Sub(s.lastSeen) > t.idle
+		if idle {
+			s.closed = true
+		}
+		s.mu.Unlock()
+		if idle {
+			delete(t.byID, id)
+			out = append(out, s)
+		}
+	}
+	t.mu.Unlock()
+	return out
+}
+
+func (t *sessions) count() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.byID)
+}
+
+func (t *sessions) all() []*session {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]*session, 0, len(t.byID))
+	for _, s := range t.byID {
+		out = append(out, s)
+	}
+	return out
+}

@@ -1,0 +1,155 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"mcpguard.dev/mcpguard/proxy/jsonrpc"
+	"mcpguard.dev/mcpguard/rules"
+)
+
+// This file is the only code that allows, denies or forwards a call. Every
+// agent request passes through screen before it can reach the gateway, every
+// tool a gateway lists passes through filterTools before the agent sees it,
+// and every request the gateway sends the agent passes through screenServer.
+// All three ask the same Policy.
+
+// screen decides one agent request. It returns nil when the request may be
+// forwarded, or the answer that replaces it and the HTTP status that answer
+// warrants on its own.
+func (p *Proxy) screen(ctx context.Context, ex *exchange, m *jsonrpc.Message) (*jsonrpc.Message, int) {
+	in := rules.Input{
+		Method:          m.Method,
+		Session:         ex.sessionID(),
+		ProtocolVersion: ex.version,
+		Identity:        p.identity(ex.r),
+	}
+	switch m.Method {
+	case "tools/call", "prompts/get":
+		name, ok, err := jsonrpc.LookupString(m.Params, "name")
+		if err != nil || !ok {
+			return p.invalidParams(m, `"params.name" must be a string naming the `+targetNoun(m.Method)), http.StatusBadRequest
+		}
+		args := jsonrpc.Lookup(m.Params, "arguments")
+		if args != nil && args[0] != '{' {
+			return p.invalidParams(m, `"params.arguments" must be an object`), http.StatusBadRequest
+		}
+		in.Tool, in.Arguments = name, args
+	case "resources/read":
+		if _, ok, err := jsonrpc.LookupString(m.Params, "uri"); err != nil || !ok {
+			return p.invalidParams(m, `"params.uri" must be a string`), http.StatusBadRequest
+		}
+		in.Arguments = m.Params
+	default:
+		return nil, 0 // carries no target: nothing to decide
+	}
+	d := p.decide(ctx, in)
+	if !d.Blocks() {
+		return nil, 0
+	}
+	return denial(p.cfg.DenyAs, m, in.Tool, d)
+}
+
+// screenServer decides a request the gateway sends the agent (sampling,
+// elicitation). It returns the error to answer the gateway with, or nil.
+func (p *Proxy) screenServer(ctx context.Context, ex *exchange, m *jsonrpc.Message) *jsonrpc.Message {
+	switch m.Method {
+	case "sampling/createMessage", "elicitation/create":
+	default:
+		return nil
+	}
+	d := p.decide(ctx, rules.Input{Method: m.Method, Arguments: m.Params, Session: ex.sessionID(),
+		ProtocolVersion: ex.version, Identity: p.identity(ex.r)})
+	if !d.Blocks() {
+		return nil
+	}
+	resp, _ := denial(DenyJSONRPCError, m, "", d)
+	return resp
+}
+
+// filterTools removes from a tools/list result every tool the policy would
+// never allow, so the agent's model is not even offered it, and remembers
+// the definitions of those it keeps (for Mcp-Param-* checks).
+func (p *Proxy) filterTools(ctx context.Context, ex *exchange, result json.RawMessage) (json.RawMessage, error) {
+	tools := jsonrpc.Lookup(result, "tools")
+	if tools == nil {
+		return result, nil
+	}
+	defs, err := jsonrpc.Elements(tools)
+	if err != nil {
+		return nil, err
+	}
+	kept := make([]json.RawMessage, 0, len(defs))
+	for _, def := range defs {
+		name, ok, err := jsonrpc.LookupString(def, "name")
+		if err != nil || !ok {
+			p.log.Warn("dropping a listed tool without a name", "session", ex.sessionID())
+			continue
+		}
+		d := p.decide(ctx, rules.Input{Method: "tools/list", Tool: name, Definition: def,
+			Session: ex.sessionID(), ProtocolVersion: ex.version, Identity: p.identity(ex.r)})
+		if d.Blocks() {
+			continue
+		}
+		p.tools.Store(name, def)
+		kept = append(kept, def)
+	}
+	return jsonrpc.Replace(result, "tools", jsonrpc.Array(kept))
+}
+
+// decide asks the policy, never letting a panic in it become an allow.
+func (p *Proxy) decide(ctx context.Context, in rules.Input) (d rules.Decision) {
+	start := time.Now()
+	defer func() {
+		if r := recover(); r != nil {
+			d = rules.Deny("internal-error", "the policy engine failed; denying")
+			p.log.Error("policy engine panic", "panic", r, "tool", in.Tool)
+		}
+		if d.Rule == "" {
+			d.Rule = "unnamed"
+		}
+		p.logDecision(in, d, time.Since(start))
+	}()
+	return p.cfg.Policy.Decide(ctx, in)
+}
+
+func (p *Proxy) logDecision(in rules.Input, d rules.Decision, took time.Duration) {
+	if in.Method == "tools/list" && d.Allow {
+		return // one line per visible tool per listing would drown the log
+	}
+	level := p.log.Info
+	if d.Blocks() {
+		level = p.log.Warn
+	}
+	decision := "allow"
+	if !d.Allow {
+		decision = "deny"
+	}
+	level("policy decision", "method", in.Method, "tool", in.Tool, "decision", decision,
+		"rule", d.Rule, "reason", d.Reason, "mode", string(d.Mode), "session", in.Session,
+		"took_us", took.Microseconds())
+}
+
+func (p *Proxy) invalidParams(m *jsonrpc.Message, msg string) *jsonrpc.Message {
+	p.log.Warn("invalid params", "method", m.Method, "err", msg)
+	return &jsonrpc.Message{ID: m.ID, Error: &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: msg}}
+}
+
+func targetNoun(method string) string {
+	if method == "prompts/get" {
+		return "prompt"
+	}
+	return "tool"
+}
+
+// identity is the agent's identity: the sidecar's configured pod identity,
+// plus the subject of the request's credential.
+func (p *Proxy) identity(r *http.Request) rules.Identity {
+	id := p.cfg.Identity
+	if r != nil {
+		id.Subject = subjectOf(r)
+	}
+	return id
+}

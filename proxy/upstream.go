@@ -1,0 +1,197 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/textproto"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// upstream is the client for the MCP gateway. It is safe for concurrent use.
+type upstream struct {
+	url           string
+	host          string
+	client        *http.Client
+	token         func() (string, error)
+	forwardAuth   bool
+	headerTimeout time.Duration
+}
+
+// forwardedHeaders are the only agent request headers that reach the
+// gateway; everything else the proxy sets itself. Mcp-Param-* are added
+// separately after they were checked against the body.
+var forwardedHeaders = []string{
+	"Traceparent", "Tracestate", "Baggage",
+	"User-Agent", "Accept-Language",
+}
+
+func newUpstream(cfg *Config) (*upstream, error) {
+	dialer := &net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
+	var rt http.RoundTripper
+	switch cfg.UpstreamProtocol {
+	case UpstreamH2C:
+		rt = &http2.Transport{
+			AllowHTTP: true,
+			DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+				return dialer.DialContext(ctx, network, addr)
+			},
+			ReadIdleTimeout: 30 * time.Second,
+			PingTimeout:     10 * time.Second,
+		}
+	default:
+		t := &http.Transport{
+			Proxy:                 nil, // the gateway is addressed directly; HTTP_PROXY must not reroute it
+			DialContext:           dialer.DialContext,
+			MaxIdleConns:          1024,
+			MaxIdleConnsPerHost:   1024,
+			IdleConnTimeout:       90 * time.Second,
+			TLSHandshakeTimeout:   cfg.ConnectTimeout,
+			ExpectContinueTimeout: time.Second,
+			// The proxy decodes and re-encodes bodies itself; a transparent
+			// gzip would hide the wire format from the size bound.
+			DisableCompression: true,
+		}
+		if cfg.UpstreamProtocol == UpstreamAuto {
+			// x/net/http2 instead of the bundled copy: it exposes the
+			// health-check pings that notice a dead gateway connection.
+			h2, err := http2.ConfigureTransports(t)
+			if err != nil {
+				return nil, fmt.Errorf("configuring HTTP/2: %w", err)
+			}
+			h2.ReadIdleTimeout = 30 * time.Second
+			h2.PingTimeout = 10 * time.Second
+		} else {
+			t.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+		}
+		rt = t
+	}
+	return &upstream{
+		url:           cfg.Upstream,
+		host:          cfg.UpstreamHost,
+		client:        &http.Client{Transport: rt, CheckRedirect: noRedirects},
+		token:         cfg.UpstreamToken,
+		forwardAuth:   cfg.ForwardAuthorization,
+		headerTimeout: cfg.ResponseHeaderTimeout,
+	}, nil
+}
+
+// noRedirects: a redirect from the gateway must not send the agent's message
+// anywhere the operator did not configure.
+func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
+// upstreamCall is one HTTP request to the gateway.
+type upstreamCall struct {
+	method          string // POST, GET or DELETE
+	body            []byte // canonical JSON for POST
+	sessionID       string // the gateway's session id, if any
+	protocolVersion string
+	mcpHeaders      http.Header // Mcp-Method, Mcp-Name, Mcp-Param-*
+	lastEventID     string
+	from            *http.Request // the agent's request, for allowlisted headers
+}
+
+var errHeaderTimeout = errors.New("no response headers within the timeout")
+
+// do sends the call. The response body, when err is nil, must be closed; the
+// call's context stays alive until then, so streams outlive the header timeout.
+func (u *upstream) do(ctx context.Context, c upstreamCall) (*http.Response, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	var body io.Reader
+	if c.body != nil {
+		body = bytes.NewReader(c.body)
+	}
+	req, err := http.NewRequestWithContext(ctx, c.method, u.url, body)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	if u.host != "" {
+		req.Host = u.host
+	}
+	h := req.Header
+	if c.from != nil {
+		for _, k := range forwardedHeaders {
+			if v := c.from.Header.Values(k); len(v) > 0 {
+				h[k] = v
+			}
+		}
+	}
+	for k, v := range c.mcpHeaders {
+		h[textproto.CanonicalMIMEHeaderKey(k)] = v
+	}
+	if c.method == http.MethodPost {
+		h.Set("Content-Type", "application/json")
+	}
+	h.Set("Accept", "application/json, text/event-stream")
+	if c.method == http.MethodGet {
+		h.Set("Accept", "text/event-stream")
+	}
+	if c.sessionID != "" {
+		h.Set("Mcp-Session-Id", c.sessionID)
+	}
+	if c.protocolVersion != "" {
+		h.Set("Mcp-Protocol-Version", c.protocolVersion)
+	}
+	if c.lastEventID != "" {
+		h.Set("Last-Event-ID", c.lastEventID)
+	}
+	switch {
+	case u.token != nil:
+		tok, err := u.token()
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("reading the upstream token: %w", err)
+		}
+		h.Set("Authorization", "Bearer "+tok)
+	case u.forwardAuth && c.from != nil && c.from.Header.Get("Authorization") != "":
+		h.Set("Authorization", c.from.Header.Get("Authorization"))
+	}
+
+	var timedOut atomic.Bool
+	timer := time.AfterFunc(u.headerTimeout, func() { timedOut.Store(true); cancel() })
+	resp, err := u.client.Do(req)
+	timer.Stop()
+	if err != nil {
+		cancel()
+		if timedOut.Load() {
+			return nil, fmt.Errorf("%w (%s)", errHeaderTimeout, u.headerTimeout)
+		}
+		return nil, err
+	}
+	if timedOut.Load() {
+		resp.Body.Close()
+		cancel()
+		return nil, fmt.Errorf("%w (%s)", errHeaderTimeout, u.headerTimeout)
+	}
+	resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
+	return resp, nil
+}
+
+type cancelBody struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b *cancelBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
+}
+
+// mediaType returns the lower-cased media type of a Content-Type value.
+func mediaType(ct string) string {
+	if i := strings.IndexByte(ct, ';'); i >= 0 {
+		ct = ct[:i]
+	}
+	return strings.ToLower(strings.TrimSpace(ct))
+}
