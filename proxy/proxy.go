@@ -1,8 +1,8 @@
 package proxy
 
 import (
-	"compress/zlib"
 	"compress/gzip"
+	"compress/zlib"
 	"context"
 	"errors"
 	"io"
