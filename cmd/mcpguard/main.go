@@ -43,6 +43,8 @@ func main() {
 	}
 	root.AddCommand(
 		newVersionCmd(),
+		newProxyCmd(),
+		newDemoCmd(),
 	)
 	err := root.ExecuteContext(ctx)
 	if err == nil {

@@ -1,0 +1,387 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"reflect"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"go.yaml.in/yaml/v3"
+
+	"mcpguard.dev/mcpguard/proxy"
+	"mcpguard.dev/mcpguard/rules"
+)
+
+// proxyOptions is everything `mcpguard proxy` can be told, from (lowest to
+// highest precedence) defaults, the YAML config file, MCPGUARD_* environment
+// variables and flags. The yaml name of a field is also its flag name
+// (kebab-cased) and its environment variable (MCPGUARD_ + upper snake case).
+type proxyOptions struct {
+	Listen                string        `yaml:"listen"`
+	AdminListen           string        `yaml:"adminListen"`
+	Upstream              string        `yaml:"upstream"`
+	UpstreamHost          string        `yaml:"upstreamHost"`
+	UpstreamProtocol      string        `yaml:"upstreamProtocol"`
+	UpstreamTokenFile     string        `yaml:"upstreamTokenFile"`
+	ForwardAuthorization  bool          `yaml:"forwardAuthorization"`
+	Policy                []string      `yaml:"policy"`
+	AllowAll              bool          `yaml:"allowAll"`
+	DenyAs                string        `yaml:"denyAs"`
+	MaxBodyBytes          int           `yaml:"maxBodyBytes"`
+	SessionIdleTimeout    time.Duration `yaml:"sessionIdleTimeout"`
+	ResponseHeaderTimeout time.Duration `yaml:"responseHeaderTimeout"`
+	CallTimeout           time.Duration `yaml:"callTimeout"`
+	DrainTimeout          time.Duration `yaml:"drainTimeout"`
+	LogLevel              string        `yaml:"logLevel"`
+
+	// engine, when set, is used instead of loading Policy (the demo's
+	// embedded policy).
+	engine *rules.Engine
+}
+
+func defaultProxyOptions() proxyOptions {
+	return proxyOptions{
+		Listen:       "127.0.0.1:8081",
+		AdminListen:  "127.0.0.1:9901",
+		DenyAs:       string(proxy.DenyHTTP403),
+		DrainTimeout: 20 * time.Second,
+		LogLevel:     "info",
+	}
+}
+
+func newProxyCmd() *cobra.Command {
+	opts := defaultProxyOptions()
+	var configFile string
+	cmd := &cobra.Command{
+		Use:   "proxy --upstream URL --policy FILE",
+		Short: "Run the MCP proxy in front of a gateway",
+		Long: `Run the session-terminating MCP proxy: agents connect to --listen, every
+message is decoded strictly and checked against the policy, and only what the
+policy allowed is re-encoded and sent to --upstream.
+
+Configuration comes from flags, MCPGUARD_* environment variables (e.g.
+MCPGUARD_UPSTREAM) and an optional YAML file (--config); flags win over the
+environment, which wins over the file.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := opts.resolve(cmd.Flags(), configFile); err != nil {
+				return &exitError{code: exitUsage, err: err}
+			}
+			return runProxy(cmd.Context(), opts, nil)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&configFile, "config", os.Getenv("MCPGUARD_CONFIG"), "YAML config file (env MCPGUARD_CONFIG)")
+	f.StringVar(&opts.Listen, "listen", opts.Listen, "address the agent connects to (loopback by default: the agent shares the pod)")
+	f.StringVar(&opts.AdminListen, "admin-listen", opts.AdminListen, "address of /healthz and /readyz; empty disables")
+	f.StringVar(&opts.Upstream, "upstream", "", "the gateway's MCP URL, e.g. http://mcp-gateway:8080/mcp")
+	f.StringVar(&opts.UpstreamHost, "upstream-host", "", "Host header for the gateway, e.g. mcp.127-0-0-1.sslip.io")
+	f.StringVar(&opts.UpstreamProtocol, "upstream-protocol", "auto", "auto (h2 over TLS when offered, else HTTP/1.1), http1 or h2c")
+	f.StringVar(&opts.UpstreamTokenFile, "upstream-token-file", "", "file holding the bearer token for the gateway (re-read when it changes)")
+	f.BoolVar(&opts.ForwardAuthorization, "forward-authorization", false, "pass the agent's Authorization header to the gateway when no token file is set")
+	f.StringSliceVar(&opts.Policy, "policy", nil, "policy file(s); required unless --allow-all")
+	f.BoolVar(&opts.AllowAll, "allow-all", false, "forward every call without a policy (loudly unsafe; for trying things out)")
+	f.StringVar(&opts.DenyAs, "deny-as", opts.DenyAs, "how denials are answered: http-403, jsonrpc-error or tool-error")
+	f.IntVar(&opts.MaxBodyBytes, "max-body-bytes", 0, "largest message accepted, after decompression (default 4 MiB)")
+	f.DurationVar(&opts.SessionIdleTimeout, "session-idle-timeout", 0, "expire sessions idle this long (default 30m)")
+	f.DurationVar(&opts.ResponseHeaderTimeout, "response-header-timeout", 0, "wait this long for the gateway's response headers (default 60s)")
+	f.DurationVar(&opts.CallTimeout, "call-timeout", 0, "bound one call, stream included (default 10m)")
+	f.DurationVar(&opts.DrainTimeout, "drain-timeout", opts.DrainTimeout, "on SIGTERM, let calls in flight finish for this long")
+	f.StringVar(&opts.LogLevel, "log-level", opts.LogLevel, "debug, info, warn or error")
+	return cmd
+}
+
+// resolve layers the config file and the environment under the flags the
+// user set, and checks what only the command knows about.
+func (o *proxyOptions) resolve(flags *pflag.FlagSet, configFile string) error {
+	type saved struct {
+		f     *pflag.Flag
+		val   string
+		slice []string
+	}
+	var user []saved
+	flags.Visit(func(f *pflag.Flag) {
+		s := saved{f: f, val: f.Value.String()}
+		if sv, ok := f.Value.(pflag.SliceValue); ok {
+			s.slice = sv.GetSlice()
+		}
+		user = append(user, s)
+	})
+	if configFile != "" {
+		data, err := os.ReadFile(configFile)
+		if err != nil {
+			return fmt.Errorf("config: %w", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		dec.KnownFields(true) // a misspelt key is an error, not a silent default
+		if err := dec.Decode(o); err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("config %s: %v", configFile, err)
+		}
+	}
+	var errs []error
+	t := reflect.TypeOf(*o)
+	for i := 0; i < t.NumField(); i++ {
+		flag := kebab(t.Field(i).Tag.Get("yaml"))
+		env := "MCPGUARD_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+		f := flags.Lookup(flag)
+		v, ok := os.LookupEnv(env)
+		if f == nil || !ok {
+			continue
+		}
+		var err error
+		if sv, isSlice := f.Value.(pflag.SliceValue); isSlice {
+			err = sv.Replace(strings.Split(v, ","))
+		} else {
+			err = f.Value.Set(v)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: %v", env, v, err))
+		}
+	}
+	for _, s := range user {
+		if sv, isSlice := s.f.Value.(pflag.SliceValue); isSlice {
+			_ = sv.Replace(s.slice)
+		} else {
+			_ = s.f.Value.Set(s.val)
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	if o.AllowAll && len(o.Policy) > 0 {
+		return errors.New("--allow-all and --policy exclude each other: choose one")
+	}
+	if !o.AllowAll && len(o.Policy) == 0 {
+		return errors.New("no policy: pass --policy FILE (see manifests/policies/approved-apis.yaml), or --allow-all to forward everything unchecked")
+	}
+	return nil
+}
+
+func kebab(s string) string {
+	var b strings.Builder
+	for i, r := range s {
+		if r >= 'A' && r <= 'Z' {
+			if i > 0 {
+				b.WriteByte('-')
+			}
+			r += 'a' - 'A'
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+func newLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log-level: %q is not one of debug, info, warn, error", level)
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
+// running is a started proxy, for the demo and tests.
+type running struct {
+	URL      string // the agent-facing MCP endpoint
+	AdminURL string
+	Proxy    *proxy.Proxy
+}
+
+// runProxy serves until ctx ends, then drains. started, when non-nil, is
+// told the addresses once both listeners are up.
+func runProxy(ctx context.Context, o proxyOptions, started func(running)) error {
+	log, err := newLogger(o.LogLevel)
+	if err != nil {
+		return &exitError{code: exitUsage, err: err}
+	}
+	var policy proxy.Policy
+	var engine *rules.Engine
+	switch {
+	case o.engine != nil:
+		engine = o.engine
+	case o.AllowAll:
+		log.Warn("RUNNING WITHOUT A POLICY (--allow-all): every tool call is forwarded unchecked")
+		fmt.Fprintln(os.Stderr, "mcpguard: WARNING: --allow-all: no policy, every tool call is forwarded unchecked")
+		engine = rules.AllowAll()
+	default:
+		engine, err = rules.Load(o.Policy...)
+		if err != nil {
+			return &exitError{code: exitUsage, err: err}
+		}
+		go func() {
+			_ = engine.Watch(ctx, func(err error) {
+				if err != nil {
+					log.Error("policy reload failed; the previous policy stays in force", "err", err)
+				} else {
+					log.Info("policy reloaded", "files", o.Policy)
+				}
+			})
+		}()
+	}
+	policy = engine
+	cfg := proxy.Config{
+		Upstream:              o.Upstream,
+		UpstreamHost:          o.UpstreamHost,
+		UpstreamProtocol:      proxy.UpstreamProtocol(o.UpstreamProtocol),
+		ForwardAuthorization:  o.ForwardAuthorization,
+		Policy:                policy,
+		DenyAs:                proxy.DenyAs(o.DenyAs),
+		Identity:              identityFromEnv(),
+		MaxBodyBytes:          o.MaxBodyBytes,
+		SessionIdleTimeout:    o.SessionIdleTimeout,
+		ResponseHeaderTimeout: o.ResponseHeaderTimeout,
+		CallTimeout:           o.CallTimeout,
+		Logger:                log,
+	}
+	if o.UpstreamTokenFile != "" {
+		cfg.UpstreamToken = tokenFile(o.UpstreamTokenFile)
+		if _, err := cfg.UpstreamToken(); err != nil {
+			return &exitError{code: exitUsage, err: fmt.Errorf("upstream-token-file: %v", err)}
+		}
+	}
+	p, err := proxy.New(cfg)
+	if err != nil {
+		return &exitError{code: exitUsage, err: err}
+	}
+	ln, err := net.Listen("tcp", o.Listen)
+	if err != nil {
+		return &exitError{code: exitUsage, err: fmt.Errorf("listen: %v", err)}
+	}
+	srv := &http.Server{Handler: p, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
+	var admin *http.Server
+	r := running{URL: "http://" + ln.Addr().String() + "/mcp", Proxy: p}
+	if o.AdminListen != "" {
+		aln, err := net.Listen("tcp", o.AdminListen)
+		if err != nil {
+			ln.Close()
+			return &exitError{code: exitUsage, err: fmt.Errorf("admin-listen: %v", err)}
+		}
+		admin = &http.Server{Handler: adminMux(p), ReadHeaderTimeout: 5 * time.Second}
+		r.AdminURL = "http://" + aln.Addr().String()
+		go func() { _ = admin.Serve(aln) }()
+	}
+	runCtx, stopRun := context.WithCancel(context.Background())
+	defer stopRun()
+	go p.Run(runCtx)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	if !nonLoopback(o.Listen) {
+		log.Info("mcpguard proxy listening", "listen", r.URL, "admin", r.AdminURL, "upstream", o.Upstream, "version", versionString())
+	} else {
+		log.Warn("mcpguard proxy listening on a non-loopback address: anything that can reach it can use the gateway's credential", "listen", o.Listen)
+	}
+	if started != nil {
+		started(r)
+	}
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("draining", "timeout", o.DrainTimeout.String())
+	p.Drain()
+	sctx, cancel := context.WithTimeout(context.Background(), o.DrainTimeout)
+	defer cancel()
+	err = srv.Shutdown(sctx)
+	if admin != nil {
+		_ = admin.Shutdown(sctx)
+	}
+	if err != nil {
+		log.Error("drain timed out; closing remaining connections", "err", err)
+		_ = srv.Close()
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func nonLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return true
+	}
+	if host == "localhost" {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip == nil || !ip.IsLoopback()
+}
+
+func adminMux(p *proxy.Proxy) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !p.Ready() {
+			http.Error(w, "draining", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	return mux
+}
+
+// identityFromEnv reads the pod identity the webhook provides through the
+// downward API.
+func identityFromEnv() rules.Identity {
+	id := rules.Identity{
+		Namespace:      os.Getenv("MCPGUARD_POD_NAMESPACE"),
+		ServiceAccount: os.Getenv("MCPGUARD_SERVICE_ACCOUNT"),
+		Pod:            os.Getenv("MCPGUARD_POD_NAME"),
+	}
+	if data, err := os.ReadFile("/etc/mcpguard/podinfo/labels"); err == nil {
+		id.Labels = parseDownwardLabels(string(data))
+	}
+	return id
+}
+
+// parseDownwardLabels reads the downward API's key="value" lines.
+func parseDownwardLabels(s string) map[string]string {
+	out := map[string]string{}
+	for _, line := range strings.Split(s, "\n") {
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			continue
+		}
+		out[k] = strings.Trim(v, `"`)
+	}
+	return out
+}
+
+// tokenFile returns a token source that re-reads path when its modification
+// time changes: projected service-account tokens rotate in place.
+func tokenFile(path string) func() (string, error) {
+	var mu sync.Mutex
+	var tok string
+	var mod time.Time
+	return func() (string, error) {
+		st, err := os.Stat(path)
+		if err != nil {
+			return "", err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if tok == "" || !st.ModTime().Equal(mod) {
+			data, err := os.ReadFile(path)
+			if err != nil {
+				return "", err
+			}
+			t := strings.TrimSpace(string(data))
+			if t == "" {
+				return "", fmt.Errorf("token file %q is empty", path)
+			}
+			tok, mod = t, st.ModTime()
+		}
+		return tok, nil
+	}
+}
