@@ -125,5 +125,3 @@ func serveLoopback(ctx context.Context, h http.Handler) (string, error) {
 	}()
 	return ln.Addr().String(), nil
 }
-
-
