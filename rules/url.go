@@ -63,7 +63,9 @@ func (u *URL) String() string {
 type URLError struct {
 	URL    string
 	Reason string
-	IP     netip.Addr
+	// Host is the host as written, when the host is what was refused.
+	Host string
+	IP   netip.Addr
 }
 
 func (e *URLError) Error() string { return fmt.Sprintf("url %q %s", e.URL, e.Reason) }
@@ -240,7 +242,7 @@ func parsePort(s string) (int, string) {
 // refuses.
 func canonicalHost(h string) (string, netip.Addr, *URLError) {
 	fail := func(ip netip.Addr, format string, args ...any) (string, netip.Addr, *URLError) {
-		return "", netip.Addr{}, &URLError{Reason: fmt.Sprintf(format, args...), IP: ip}
+		return "", netip.Addr{}, &URLError{Reason: fmt.Sprintf(format, args...), Host: h, IP: ip}
 	}
 	if h == "" {
 		return fail(netip.Addr{}, "has no host")

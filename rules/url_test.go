@@ -269,14 +269,14 @@ func TestClassifyIP(t *testing.T) {
 	}{
 		{"169.254.169.254", ClassCloudMetadata | ClassLinkLocal, "cloud metadata (link-local)"},
 		{"::ffff:169.254.169.254", ClassCloudMetadata | ClassLinkLocal, ""},
-		{"::a9fe:a9fe", ClassCloudMetadata | ClassLinkLocal, ""},            // IPv4-compatible
-		{"64:ff9b::a9fe:a9fe", ClassCloudMetadata | ClassLinkLocal, ""},     // NAT64
-		{"64:ff9b::127.0.0.1", ClassLoopback, ""},                           // NAT64, dotted
-		{"2002:a9fe:a9fe::1", ClassCloudMetadata | ClassLinkLocal, ""},      // 6to4
-		{"::ffff:0:a9fe:a9fe", ClassCloudMetadata | ClassLinkLocal, ""},     // SIIT
-		{"fd00:ec2::254", ClassCloudMetadata | ClassPrivate, ""},            // AWS IMDS over IPv6
-		{"100.100.100.200", ClassCloudMetadata | ClassCGNAT, ""},            // Alibaba
-		{"169.254.170.2", ClassCloudMetadata | ClassLinkLocal, ""},          // ECS
+		{"::a9fe:a9fe", ClassCloudMetadata | ClassLinkLocal, ""},        // IPv4-compatible
+		{"64:ff9b::a9fe:a9fe", ClassCloudMetadata | ClassLinkLocal, ""}, // NAT64
+		{"64:ff9b::127.0.0.1", ClassLoopback, ""},                       // NAT64, dotted
+		{"2002:a9fe:a9fe::1", ClassCloudMetadata | ClassLinkLocal, ""},  // 6to4
+		{"::ffff:0:a9fe:a9fe", ClassCloudMetadata | ClassLinkLocal, ""}, // SIIT
+		{"fd00:ec2::254", ClassCloudMetadata | ClassPrivate, ""},        // AWS IMDS over IPv6
+		{"100.100.100.200", ClassCloudMetadata | ClassCGNAT, ""},        // Alibaba
+		{"169.254.170.2", ClassCloudMetadata | ClassLinkLocal, ""},      // ECS
 		{"127.0.0.1", ClassLoopback, "loopback"},
 		{"127.255.255.254", ClassLoopback, ""},
 		{"::1", ClassLoopback, ""},
