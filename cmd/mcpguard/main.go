@@ -42,6 +42,8 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.AddCommand(
+		newWebhookCmd(),
+		newInjectCmd(),
 		newVersionCmd(),
 		newProxyCmd(),
 		newDemoCmd(),

@@ -1,0 +1,163 @@
+package servingcert
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+	"go.uber.org/zap"
+)
+
+// Manager holds the serving certificate. Its methods are safe for concurrent
+// use.
+type Manager struct {
+	magic *certmagic.Config
+	cache *certmagic.Cache
+	log   *zap.Logger
+	run   func(ctx context.Context) error
+	// CABundle is the PEM of the CA that signed the serving certificate, when
+	// the Manager knows it (InCluster); nil for FromFiles.
+	CABundle []byte
+}
+
+// TLSConfig returns a server TLS config whose certificate follows rotations.
+func (m *Manager) TLSConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		GetCertificate: m.magic.GetCertificate,
+		NextProtos:     []string{"h2", "http/1.1"},
+	}
+}
+
+// Run keeps the certificate current until ctx ends: it watches the files
+// (FromFiles) or the CA bundle of the webhook configuration (InCluster);
+// certmagic's own maintenance renews managed certificates. It returns nil
+// when ctx ends.
+func (m *Manager) Run(ctx context.Context) error {
+	if m.run == nil {
+		<-ctx.Done()
+		return nil
+	}
+	return m.run(ctx)
+}
+
+// Close stops certmagic's maintenance.
+func (m *Manager) Close() { m.cache.Stop() }
+
+func newMagic(log *zap.Logger, renewCheck time.Duration, base certmagic.Config) (*certmagic.Config, *certmagic.Cache) {
+	var magic *certmagic.Config
+	cache := certmagic.NewCache(certmagic.CacheOptions{
+		GetConfigForCert:   func(certmagic.Certificate) (*certmagic.Config, error) { return magic, nil },
+		RenewCheckInterval: renewCheck,
+		Logger:             log,
+	})
+	base.Logger = log
+	// The API server never asks for OCSP, and the cluster may have no way out.
+	base.OCSP = certmagic.OCSPConfig{DisableStapling: true}
+	magic = certmagic.New(cache, base)
+	return magic, cache
+}
+
+// FileOptions configure FromFiles.
+type FileOptions struct {
+	// Interval between checks of the files. Zero: 10s. Secret volumes are
+	// updated by an atomic symlink swap, so both files change at once.
+	Interval time.Duration
+	// Logger; nil discards.
+	Logger *zap.Logger
+}
+
+// FromFiles serves the PEM key pair in certFile and keyFile and reloads it
+// when either file's content changes. A pair that does not load (a rotation
+// half-done by something other than the kubelet) is logged and the previous
+// certificate kept.
+func FromFiles(ctx context.Context, certFile, keyFile string, opts FileOptions) (*Manager, error) {
+	if opts.Interval <= 0 {
+		opts.Interval = 10 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	certPEM, keyPEM, err := readPair(certFile, keyFile)
+	if err != nil {
+		return nil, err
+	}
+	name, err := firstName(certPEM)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", certFile, err)
+	}
+	magic, cache := newMagic(opts.Logger, 0, certmagic.Config{DefaultServerName: name, FallbackServerName: name})
+	m := &Manager{magic: magic, cache: cache, log: opts.Logger}
+	if _, err := magic.CacheUnmanagedCertificatePEMBytesAsReplacement(ctx, certPEM, keyPEM, nil, nil); err != nil {
+		cache.Stop()
+		return nil, fmt.Errorf("loading %s and %s: %w", certFile, keyFile, err)
+	}
+	loaded := sum(certPEM, keyPEM)
+	m.run = func(ctx context.Context) error {
+		t := time.NewTicker(opts.Interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+			}
+			c, k, err := readPair(certFile, keyFile)
+			if err != nil {
+				m.log.Warn("reading serving certificate; keeping the previous one", zap.Error(err))
+				continue
+			}
+			if s := sum(c, k); s != loaded {
+				if _, err := magic.CacheUnmanagedCertificatePEMBytesAsReplacement(ctx, c, k, nil, nil); err != nil {
+					m.log.Warn("loading rotated serving certificate; keeping the previous one", zap.Error(err))
+					continue
+				}
+				loaded = s
+				m.log.Info("serving certificate reloaded", zap.String("cert", certFile))
+			}
+		}
+	}
+	return m, nil
+}
+
+func readPair(certFile, keyFile string) (cert, key []byte, err error) {
+	if cert, err = os.ReadFile(certFile); err != nil {
+		return nil, nil, err
+	}
+	if key, err = os.ReadFile(keyFile); err != nil {
+		return nil, nil, err
+	}
+	return cert, key, nil
+}
+
+func sum(parts ...[]byte) [32]byte {
+	return sha256.Sum256(bytes.Join(parts, []byte{0}))
+}
+
+// firstName returns the first DNS name or IP address of the leaf in certPEM,
+// which is served to clients that send no SNI (an IP URL).
+func firstName(certPEM []byte) (string, error) {
+	block, _ := pem.Decode(certPEM)
+	if block == nil {
+		return "", errors.New("no PEM certificate")
+	}
+	leaf, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case len(leaf.DNSNames) > 0:
+		return leaf.DNSNames[0], nil
+	case len(leaf.IPAddresses) > 0:
+		return leaf.IPAddresses[0].String(), nil
+	}
+	return "", errors.New("certificate has no DNS name or IP address")
+}
