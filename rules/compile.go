@@ -232,6 +232,9 @@ func compile(srcs []source) (*compiled, error) {
 	}
 	c.defaultAllow = actionSet == "allow"
 	for _, src := range srcs {
+		// Decoding and validation find problems in different passes; a
+		// reader wants them in file order.
+		slices.SortStableFunc(src.el.errs, func(a, b *PolicyError) int { return a.Line - b.Line })
 		all = append(all, src.el.errs...)
 	}
 	if len(queries) > 0 && len(modules) == 0 && len(all) == 0 {
@@ -326,7 +329,7 @@ func compileRule(el *errorList, fp string, r *Rule, match string, queries *[]str
 			out.id = match
 		}
 	}
-	if out.id != "" && strings.ContainsAny(out.id, " \t\n") {
+	if r.ID != "" && strings.ContainsAny(r.ID, " \t\n") {
 		el.add(fp+".id", "is %q; a rule id has no whitespace", out.id)
 	}
 	switch r.Action {

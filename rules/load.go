@@ -68,9 +68,6 @@ func (e *Engine) Reload() error {
 
 func compileBytes(name string, data []byte) (*compiled, error) {
 	ps, el := decodePolicies(name, data)
-	if len(el.errs) > 0 {
-		return nil, el.errs
-	}
 	return compile([]source{{file: name, policies: ps, el: el}})
 }
 
@@ -105,19 +102,13 @@ func compileFiles(paths []string) (*compiled, error) {
 		}
 	}
 	var srcs []source
-	var errs PolicyErrors
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
 			return nil, fmt.Errorf("policy %q cannot be read: %w", f, err)
 		}
 		ps, el := decodePolicies(f, data)
-		errs = append(errs, el.errs...)
-		el.errs = nil
 		srcs = append(srcs, source{file: f, policies: ps, el: el})
-	}
-	if len(errs) > 0 {
-		return nil, errs
 	}
 	return compile(srcs)
 }

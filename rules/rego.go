@@ -127,6 +127,11 @@ func (re *regoEngine) decide(env *evalEnv, c *check) (bool, string, string) {
 	if err != nil {
 		return false, c.id, fmt.Sprintf("arguments are not valid JSON: %v", err)
 	}
+	if err := env.ctx.Err(); err != nil {
+		// OPA may finish a short evaluation without looking at ctx; a
+		// cancelled call is denied either way.
+		return false, c.id, fmt.Sprintf("the call was cancelled before its Rego check: %v", err)
+	}
 	input, err := regoInput(env, args)
 	if err != nil {
 		return false, c.id, fmt.Sprintf("rego input: %v", err)
