@@ -416,7 +416,9 @@ func TestServerEverything(t *testing.T) {
 				if err == nil || !strings.Contains(err.Error(), "environment variables may hold secrets") {
 					t.Fatalf("get-env = %+v, %v; want an error with the policy's reason", res, err)
 				}
-				if got := tp.find(func(r tapped) bool { return r.msg.Method == "tools/call" && strings.Contains(string(r.msg.Params), "get-env") }); len(got) > 0 {
+				if got := tp.find(func(r tapped) bool {
+					return r.msg.Method == "tools/call" && strings.Contains(string(r.msg.Params), "get-env")
+				}); len(got) > 0 {
 					t.Errorf("the denied call reached the gateway: %+v", got)
 				}
 				if _, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "still here"}}); err != nil {
