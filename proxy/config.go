@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -58,6 +59,9 @@ type Config struct {
 	UpstreamHost string
 	// UpstreamProtocol: auto (default), http1 or h2c.
 	UpstreamProtocol UpstreamProtocol
+	// UpstreamTLS configures TLS to an https:// gateway. Nil uses the
+	// system roots and Go's defaults (TLS 1.2+).
+	UpstreamTLS *tls.Config
 	// UpstreamToken returns the bearer token sent upstream, read per request
 	// so a rotated projected token is picked up. Nil sends none.
 	UpstreamToken func() (string, error)

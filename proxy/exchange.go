@@ -170,7 +170,9 @@ func (ex *exchange) run(out output) {
 		for _, m := range msgs {
 			ex.fromUpstream(ctx, m, "", out)
 		}
-		ex.answerLeftovers(out, errUpstream(errors.New("gateway's response did not answer this request")))
+		if n := ex.answerLeftovers(out, errUpstream(errors.New("gateway's response did not answer this request"))); n > 0 && !ex.batch {
+			status = http.StatusBadGateway
+		}
 		out.finish(status)
 	default:
 		ex.failWaiting(out, answers, errUpstream(fmt.Errorf("gateway answered with Content-Type %q", res.Header.Get("Content-Type"))))
@@ -219,6 +221,10 @@ func (ex *exchange) headerVersion() string {
 	return ""
 }
 
+// streamGrace bounds how long a POST's stream is kept open after its last
+// response, for trailing notifications.
+const streamGrace = 2 * time.Second
+
 // relayStream relays the gateway's event stream until every forwarded
 // request is answered (a POST) or the stream ends (a GET).
 func (ex *exchange) relayStream(ctx context.Context, res *http.Response, out output) {
@@ -230,8 +236,12 @@ func (ex *exchange) relayStream(ctx context.Context, res *http.Response, out out
 	defer idle.Stop()
 	rd := newSSEReader(res.Body, p.cfg.MaxBodyBytes)
 	isPost := len(ex.msgs) > 0
+	idleFor := p.cfg.StreamIdleTimeout
 	for {
 		ev, err := rd.next()
+		if err != nil && isPost && len(ex.waiting) == 0 {
+			return // every request answered; the stream's end is expected
+		}
 		if err != nil {
 			if ctx.Err() != nil && ex.r.Context().Err() != nil {
 				return // the agent went away; nobody to tell
@@ -242,7 +252,7 @@ func (ex *exchange) relayStream(ctx context.Context, res *http.Response, out out
 			ex.answerLeftovers(out, errUpstream(fmt.Errorf("the gateway's stream ended before it answered (%v); the call's outcome is unknown", err)))
 			return
 		}
-		idle.Reset(p.cfg.StreamIdleTimeout)
+		idle.Reset(idleFor)
 		if len(ev.data) == 0 {
 			// A priming event (an id, or a retry hint) for resumption.
 			chunk := ""
@@ -264,7 +274,12 @@ func (ex *exchange) relayStream(ctx context.Context, res *http.Response, out out
 		}
 		ex.fromUpstream(ctx, m, ev.id, out)
 		if isPost && len(ex.waiting) == 0 {
-			return
+			// Every request is answered, but a server may still be
+			// flushing notifications it queued before the response
+			// (mcp-go does): relay them until the stream ends, within a
+			// short grace period rather than the full idle timeout.
+			idleFor = min(idleFor, streamGrace)
+			idle.Reset(idleFor)
 		}
 	}
 }
@@ -376,7 +391,8 @@ func (ex *exchange) failWaiting(out output, answers []*jsonrpc.Message, e *callE
 
 // answerLeftovers answers each still-waiting request with e, in the order
 // the agent sent them.
-func (ex *exchange) answerLeftovers(out output, e *callError) {
+func (ex *exchange) answerLeftovers(out output, e *callError) int {
+	n := 0
 	for _, m := range ex.msgs {
 		if m.Kind() != jsonrpc.KindRequest {
 			continue
@@ -384,8 +400,10 @@ func (ex *exchange) answerLeftovers(out output, e *callError) {
 		if _, ok := ex.waiting[m.ID.String()]; ok {
 			delete(ex.waiting, m.ID.String())
 			_ = out.deliver(&jsonrpc.Message{ID: m.ID, Error: e.rpc()}, "")
+			n++
 		}
 	}
+	return n
 }
 
 // httpOut answers a Streamable HTTP request: with JSON when the gateway

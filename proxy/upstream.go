@@ -49,8 +49,13 @@ func newUpstream(cfg *Config) (*upstream, error) {
 			PingTimeout:     10 * time.Second,
 		}
 	default:
+		var tlsConfig *tls.Config
+		if cfg.UpstreamTLS != nil {
+			tlsConfig = cfg.UpstreamTLS.Clone()
+		}
 		t := &http.Transport{
 			Proxy:                 nil, // the gateway is addressed directly; HTTP_PROXY must not reroute it
+			TLSClientConfig:       tlsConfig,
 			DialContext:           dialer.DialContext,
 			MaxIdleConns:          1024,
 			MaxIdleConnsPerHost:   1024,

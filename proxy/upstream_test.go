@@ -1,0 +1,469 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	mgomcp "github.com/mark3labs/mcp-go/mcp"
+	mcpserver "github.com/mark3labs/mcp-go/server"
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/h2c"
+)
+
+// protoRecorder notes the HTTP version of each request the gateway sees.
+type protoRecorder struct {
+	h      http.Handler
+	mu     sync.Mutex
+	protos map[string]int
+}
+
+func (p *protoRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.mu.Lock()
+	if p.protos == nil {
+		p.protos = map[string]int{}
+	}
+	p.protos[r.Proto]++
+	p.mu.Unlock()
+	p.h.ServeHTTP(w, r)
+}
+
+func (p *protoRecorder) only() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []string
+	for k := range p.protos {
+		out = append(out, k)
+	}
+	return strings.Join(out, ",")
+}
+
+func mcpGoHandler(opts ...mcpserver.StreamableHTTPOption) http.Handler {
+	s := mcpserver.NewMCPServer("upstream", "1.0.0")
+	s.AddTool(mgomcp.NewTool("echo", mgomcp.WithString("message")), func(ctx context.Context, req mgomcp.CallToolRequest) (*mgomcp.CallToolResult, error) {
+		return mgomcp.NewToolResultText("echo: " + req.GetString("message", "")), nil
+	})
+	return mcpserver.NewStreamableHTTPServer(s, opts...)
+}
+
+func echoThroughProxy(t *testing.T, proxyURL, version string) {
+	t.Helper()
+	ctx := ctxT(t)
+	cs, err := sdk.NewClient(&sdk.Implementation{Name: "t", Version: "1"}, nil).
+		Connect(ctx, &sdk.StreamableClientTransport{Endpoint: proxyURL}, &sdk.ClientSessionOptions{ProtocolVersion: version})
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	defer cs.Close()
+	res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "hi"}})
+	if err != nil {
+		t.Fatalf("echo: %v", err)
+	}
+	if got := res.Content[0].(*sdk.TextContent).Text; got != "echo: hi" {
+		t.Fatalf("echo = %q", got)
+	}
+}
+
+// TestUpstreamProtocols: HTTP/1.1, h2 over TLS (ALPN) and h2c with prior
+// knowledge, each in both protocol eras.
+func TestUpstreamProtocols(t *testing.T) {
+	tests := []struct {
+		name      string
+		proto     UpstreamProtocol
+		tls       bool
+		h2c       bool
+		wantProto string
+	}{
+		{"http1", UpstreamHTTP1, false, false, "HTTP/1.1"},
+		{"auto over TLS negotiates h2", UpstreamAuto, true, false, "HTTP/2.0"},
+		{"http1 over TLS", UpstreamHTTP1, true, false, "HTTP/1.1"},
+		{"h2c prior knowledge", UpstreamH2C, false, true, "HTTP/2.0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := &protoRecorder{h: mcpGoHandler()}
+			var h http.Handler = rec
+			if tt.h2c {
+				h = h2c.NewHandler(rec, &http2.Server{})
+			}
+			up := httptest.NewUnstartedServer(h)
+			var tlsConfig *tls.Config
+			if tt.tls {
+				up.EnableHTTP2 = true
+				up.StartTLS()
+				pool := x509.NewCertPool()
+				pool.AddCert(up.Certificate())
+				tlsConfig = &tls.Config{RootCAs: pool}
+			} else {
+				up.Start()
+			}
+			defer up.Close()
+			_, px := newTestProxy(t, up.URL+"/mcp", func(c *Config) {
+				c.UpstreamProtocol = tt.proto
+				c.UpstreamTLS = tlsConfig
+			})
+			for _, v := range []string{"2025-11-25", "2026-07-28"} {
+				echoThroughProxy(t, px.URL+"/mcp", v)
+			}
+			if got := rec.only(); got != tt.wantProto {
+				t.Fatalf("gateway saw %s, want %s", got, tt.wantProto)
+			}
+		})
+	}
+}
+
+// TestUpstreamHostHeader: --upstream-host sets the Host the gateway routes on.
+func TestUpstreamHostHeader(t *testing.T) {
+	var hosts sync.Map
+	// mcp-go refuses non-local Host headers unless told otherwise.
+	inner := mcpGoHandler(mcpserver.WithDisableLocalhostProtection(true))
+	up := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hosts.Store(r.Host, true)
+		inner.ServeHTTP(w, r)
+	}))
+	_, px := newTestProxy(t, up.URL+"/mcp", func(c *Config) { c.UpstreamHost = "mcp.127-0-0-1.sslip.io" })
+	echoThroughProxy(t, px.URL+"/mcp", "2025-11-25")
+	n := 0
+	hosts.Range(func(k, _ any) bool {
+		n++
+		if k != "mcp.127-0-0-1.sslip.io" {
+			t.Errorf("gateway saw Host %q", k)
+		}
+		return true
+	})
+	if n == 0 {
+		t.Fatal("gateway saw no request")
+	}
+}
+
+// TestUpstreamToken: the sidecar's own credential goes upstream, never the
+// agent's.
+func TestUpstreamToken(t *testing.T) {
+	var auths sync.Map
+	inner := mcpGoHandler()
+	up := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		auths.Store(r.Header.Get("Authorization"), true)
+		inner.ServeHTTP(w, r)
+	}))
+	var rotations atomic.Int64
+	_, px := newTestProxy(t, up.URL+"/mcp", func(c *Config) {
+		c.UpstreamToken = func() (string, error) { return fmt.Sprintf("sidecar-%d", rotations.Load()), nil }
+	})
+	ctx := ctxT(t)
+	hc := &http.Client{Transport: headerRT{"Authorization", "Bearer agent-secret"}}
+	cs, err := sdk.NewClient(&sdk.Implementation{Name: "t", Version: "1"}, nil).
+		Connect(ctx, &sdk.StreamableClientTransport{Endpoint: px.URL + "/mcp", HTTPClient: hc}, &sdk.ClientSessionOptions{ProtocolVersion: "2025-11-25"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	rotations.Add(1)
+	if _, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "x"}}); err != nil {
+		t.Fatal(err)
+	}
+	auths.Range(func(k, _ any) bool {
+		if k != "Bearer sidecar-0" && k != "Bearer sidecar-1" {
+			t.Errorf("gateway saw Authorization %q", k)
+		}
+		return true
+	})
+	if _, ok := auths.Load("Bearer sidecar-1"); !ok {
+		t.Error("a rotated token was not picked up")
+	}
+}
+
+type headerRT struct{ k, v string }
+
+func (h headerRT) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set(h.k, h.v)
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// TestSessionOwner: a session opened with one credential cannot be used
+// with another, even with the right session id.
+func TestSessionOwner(t *testing.T) {
+	up := newMCPGoUpstream(t)
+	_, px := newTestProxy(t, up.URL+"/mcp")
+	init := []byte(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`)
+	status, hdr, _ := rawPost(t, px.URL+"/mcp", init, map[string]string{"Authorization": "Bearer alice"})
+	if status != 200 {
+		t.Fatalf("initialize: %d", status)
+	}
+	sid := hdr.Get("Mcp-Session-Id")
+	ping := []byte(`{"jsonrpc":"2.0","id":2,"method":"ping"}`)
+	for _, tt := range []struct {
+		auth   string
+		status int
+	}{
+		{"Bearer alice", 200},
+		{"Bearer mallory", 403},
+		{"", 403},
+	} {
+		status, _, body := rawPost(t, px.URL+"/mcp", ping, map[string]string{"Mcp-Session-Id": sid, "Authorization": tt.auth})
+		if status != tt.status {
+			t.Errorf("auth %q: status %d, want %d (%v)", tt.auth, status, tt.status, body)
+		}
+	}
+}
+
+// TestDeletePropagates: DELETE ends the session here and at the gateway.
+func TestDeletePropagates(t *testing.T) {
+	var deletes atomic.Int64
+	inner := mcpGoHandler()
+	up := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodDelete {
+			deletes.Add(1)
+		}
+		inner.ServeHTTP(w, r)
+	}))
+	p, px := newTestProxy(t, up.URL+"/mcp")
+	ctx := ctxT(t)
+	cs, err := sdk.NewClient(&sdk.Implementation{Name: "t", Version: "1"}, nil).
+		Connect(ctx, &sdk.StreamableClientTransport{Endpoint: px.URL + "/mcp"}, &sdk.ClientSessionOptions{ProtocolVersion: "2025-11-25"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Sessions() != 1 {
+		t.Fatalf("sessions = %d", p.Sessions())
+	}
+	if err := cs.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if p.Sessions() != 0 || deletes.Load() != 1 {
+		t.Fatalf("after DELETE: sessions = %d, gateway DELETEs = %d", p.Sessions(), deletes.Load())
+	}
+}
+
+// scripted is a gateway that misbehaves on purpose: it answers initialize
+// properly, then whatever the test says.
+func scripted(t *testing.T, call func(w http.ResponseWriter, r *http.Request, body string)) *httptest.Server {
+	return newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var b strings.Builder
+		buf := make([]byte, 4096)
+		for {
+			n, err := r.Body.Read(buf)
+			b.Write(buf[:n])
+			if err != nil {
+				break
+			}
+		}
+		body := b.String()
+		switch {
+		case strings.Contains(body, `"method":"initialize"`):
+			w.Header().Set("Mcp-Session-Id", "gw-session")
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprint(w, `{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"s","version":"1"}}}`)
+		case r.Method != http.MethodPost || !strings.Contains(body, `"id"`):
+			w.WriteHeader(http.StatusAccepted)
+		default:
+			call(w, r, body)
+		}
+	}))
+}
+
+// session opens a raw session on the proxy and returns its headers.
+func rawSession(t *testing.T, url string) map[string]string {
+	status, hdr, body := rawPost(t, url, []byte(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`), nil)
+	if status != 200 {
+		t.Fatalf("initialize: %d %v", status, body)
+	}
+	return map[string]string{"Mcp-Session-Id": hdr.Get("Mcp-Session-Id"), "Mcp-Protocol-Version": "2025-06-18"}
+}
+
+// TestMisbehavingUpstream: each fault ends in a clear error for the agent,
+// and the proxy goes on serving.
+func TestMisbehavingUpstream(t *testing.T) {
+	sse := func(w http.ResponseWriter, events ...string) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		for _, e := range events {
+			fmt.Fprintf(w, "event: message\ndata: %s\n\n", e)
+			w.(http.Flusher).Flush()
+		}
+	}
+	tests := []struct {
+		name    string
+		gateway func(w http.ResponseWriter, r *http.Request, body string)
+		status  int
+		want    string // in the agent's answer
+	}{
+		{"invalid JSON", func(w http.ResponseWriter, r *http.Request, _ string) {
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprint(w, `{"jsonrpc":"2.0","id":7,"result":`)
+		}, 502, "invalid JSON-RPC from the gateway"},
+		{"response for an id never sent", func(w http.ResponseWriter, r *http.Request, _ string) {
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprint(w, `{"jsonrpc":"2.0","id":999,"result":{}}`)
+		}, 502, "did not answer this request"},
+		{"response twice on a stream", func(w http.ResponseWriter, r *http.Request, _ string) {
+			sse(w, `{"jsonrpc":"2.0","id":7,"result":{"n":1}}`, `{"jsonrpc":"2.0","id":7,"result":{"n":2}}`)
+		}, 200, `result:map[n:1]`},
+		{"oversized response", func(w http.ResponseWriter, r *http.Request, _ string) {
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"jsonrpc":"2.0","id":7,"result":{"x":"%s"}}`, strings.Repeat("a", 80<<10))
+		}, 502, "exceeds"},
+		{"stream ends before the answer", func(w http.ResponseWriter, r *http.Request, _ string) {
+			sse(w, `{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":1}}`)
+		}, 200, "stream ended before it answered"},
+		{"gateway 500", func(w http.ResponseWriter, r *http.Request, _ string) {
+			http.Error(w, "boom", 500)
+		}, 502, "gateway answered 500"},
+		{"gateway 401 passes as 401", func(w http.ResponseWriter, r *http.Request, _ string) {
+			http.Error(w, "no", 401)
+		}, 401, "gateway answered 401"},
+		{"wrong content type", func(w http.ResponseWriter, r *http.Request, _ string) {
+			w.Header().Set("Content-Type", "text/html")
+			fmt.Fprint(w, "<html>")
+		}, 502, "Content-Type"},
+		{"headers after the timeout", func(w http.ResponseWriter, r *http.Request, _ string) {
+			time.Sleep(400 * time.Millisecond)
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprint(w, `{"jsonrpc":"2.0","id":7,"result":{}}`)
+		}, 504, "upstream timeout"},
+		{"stream that stalls", func(w http.ResponseWriter, r *http.Request, _ string) {
+			sse(w)
+			select {
+			case <-r.Context().Done():
+			case <-time.After(5 * time.Second):
+			}
+		}, 200, "stream ended before it answered"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			up := scripted(t, tt.gateway)
+			_, px := newTestProxy(t, up.URL, func(c *Config) {
+				c.MaxBodyBytes = 64 << 10
+				c.ResponseHeaderTimeout = 200 * time.Millisecond
+				c.StreamIdleTimeout = 300 * time.Millisecond
+			})
+			hdr := rawSession(t, px.URL)
+			hdr["Accept"] = "application/json" // one JSON answer to inspect
+			status, _, body := rawPost(t, px.URL, []byte(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{}}}`), hdr)
+			if status != tt.status {
+				t.Errorf("status = %d, want %d", status, tt.status)
+			}
+			if got := fmt.Sprint(body); !strings.Contains(strings.ReplaceAll(got, " ", ""), strings.ReplaceAll(tt.want, " ", "")) &&
+				!strings.Contains(got, tt.want) {
+				t.Errorf("answer %v does not contain %q", got, tt.want)
+			}
+			if body["id"] != float64(7) {
+				t.Errorf("answer id = %v, want 7", body["id"])
+			}
+		})
+	}
+}
+
+// TestDrain: after Drain, new requests are refused with 503 while a call in
+// flight completes.
+func TestDrain(t *testing.T) {
+	release := make(chan struct{})
+	s := mcpserver.NewMCPServer("upstream", "1.0.0")
+	s.AddTool(mgomcp.NewTool("slow"), func(ctx context.Context, req mgomcp.CallToolRequest) (*mgomcp.CallToolResult, error) {
+		<-release
+		return mgomcp.NewToolResultText("done"), nil
+	})
+	up := newTestServer(t, mcpserver.NewStreamableHTTPServer(s))
+	p, px := newTestProxy(t, up.URL+"/mcp")
+	ctx := ctxT(t)
+	cs, err := sdk.NewClient(&sdk.Implementation{Name: "t", Version: "1"}, nil).
+		Connect(ctx, &sdk.StreamableClientTransport{Endpoint: px.URL + "/mcp"}, &sdk.ClientSessionOptions{ProtocolVersion: "2025-11-25"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "slow"})
+		done <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // let the call reach the gateway
+	p.Drain()
+	if p.Ready() {
+		t.Fatal("Ready after Drain")
+	}
+	status, _, _ := rawPost(t, px.URL+"/mcp", []byte(`{"jsonrpc":"2.0","id":1,"method":"ping"}`), nil)
+	if status != http.StatusServiceUnavailable {
+		t.Errorf("new request while draining: %d, want 503", status)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatalf("in-flight call failed during drain: %v", err)
+	}
+}
+
+// TestProgressStream: notifications a tool sends while it runs reach the
+// agent, in order, before the result.
+func TestProgressStream(t *testing.T) {
+	s := mcpserver.NewMCPServer("upstream", "1.0.0")
+	s.AddTool(mgomcp.NewTool("work"), func(ctx context.Context, req mgomcp.CallToolRequest) (*mgomcp.CallToolResult, error) {
+		srv := mcpserver.ServerFromContext(ctx)
+		token := req.Params.Meta.ProgressToken
+		for i := 1; i <= 3; i++ {
+			_ = srv.SendNotificationToClient(ctx, "notifications/progress", map[string]any{
+				"progressToken": token, "progress": i, "total": 3,
+			})
+		}
+		return mgomcp.NewToolResultText("worked"), nil
+	})
+	up := newTestServer(t, mcpserver.NewStreamableHTTPServer(s))
+	_, px := newTestProxy(t, up.URL+"/mcp")
+	for _, endpoint := range []string{up.URL + "/mcp", px.URL + "/mcp"} {
+		t.Run(strings.TrimPrefix(endpoint, "http://"), func(t *testing.T) { progressOnce(t, endpoint) })
+	}
+}
+
+func progressOnce(t *testing.T, endpoint string) {
+	ctx := ctxT(t)
+	var mu sync.Mutex
+	var got []float64
+	client := sdk.NewClient(&sdk.Implementation{Name: "t", Version: "1"}, &sdk.ClientOptions{
+		ProgressNotificationHandler: func(_ context.Context, req *sdk.ProgressNotificationClientRequest) {
+			mu.Lock()
+			got = append(got, req.Params.Progress)
+			mu.Unlock()
+		},
+	})
+	cs, err := client.Connect(ctx, &sdk.StreamableClientTransport{Endpoint: endpoint}, &sdk.ClientSessionOptions{ProtocolVersion: "2025-11-25"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	params := &sdk.CallToolParams{Name: "work"}
+	params.SetProgressToken("tok")
+	res, err := cs.CallTool(ctx, params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Content[0].(*sdk.TextContent).Text != "worked" {
+		t.Fatalf("result %+v", res)
+	}
+	// The go-sdk client runs notification handlers asynchronously, so they
+	// may finish after CallTool returns, in any order.
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		mu.Lock()
+		n := len(got)
+		mu.Unlock()
+		if n >= 3 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	slices.Sort(got)
+	if fmt.Sprint(got) != "[1 2 3]" {
+		t.Fatalf("progress seen = %v, want [1 2 3]", got)
+	}
+}
