@@ -34,6 +34,7 @@ type compiled struct {
 
 // rule is a compiled Rule.
 type rule struct {
+	where   string // "file:line: field", for lint
 	id      string
 	pattern string // tool or prompt name, or glob
 	glob    bool
@@ -83,7 +84,6 @@ type urlCheck struct {
 	denyClasses   IPClass
 	denyUserinfo  bool
 	allowUserinfo bool
-	hostsText     string // for reasons: "api.weather.gov, httpbin.org"
 }
 
 type hostPattern struct {
@@ -285,7 +285,7 @@ func ValidToolName(name string) bool {
 // selects calls ("tool", "prompt", "uri", or none for sampling/elicitation).
 func compileRule(el *errorList, fp string, r *Rule, match string, queries *[]string) *rule {
 	before := len(el.errs)
-	out := &rule{id: r.ID, servers: r.Servers, reason: r.Reason}
+	out := &rule{id: r.ID, servers: r.Servers, reason: r.Reason, where: fmt.Sprintf("%s:%d: %s", el.file, el.lines[fp], fp)}
 	forbid := func(set bool, field string) {
 		if set {
 			el.add(fp+"."+field, "does not apply here; %q belongs in spec.%s", field, map[string]string{"tool": "tools", "prompt": "prompts", "uri": "resources"}[field])
@@ -503,7 +503,6 @@ func compileURLCheck(el *errorList, fp string, u *URLCheck) *urlCheck {
 	}
 	out.appliesTo = hosts("appliesToHosts", u.AppliesToHosts)
 	out.hosts = hosts("hosts", u.Hosts)
-	out.hostsText = strings.Join(u.Hosts, ", ")
 	for i, s := range u.Schemes {
 		if !validScheme(s) || s != strings.ToLower(s) {
 			el.add(fmt.Sprintf("%s.schemes[%d]", fp, i), "is %q; write a lower-case scheme such as \"https\"", s)

@@ -260,7 +260,7 @@ func sortedKeys(m map[string]int) []string {
 // suggest names the known field a misspelt or miscased one was meant to be.
 func suggest(key string, fields map[string]int) string {
 	for k := range fields {
-		if strings.EqualFold(k, key) || strings.EqualFold(strings.ReplaceAll(k, "_", ""), strings.ReplaceAll(key, "_", "")) {
+		if strings.EqualFold(k, key) || strings.EqualFold(k, key+"s") || strings.EqualFold(k+"s", key) || strings.EqualFold(strings.ReplaceAll(k, "_", ""), strings.ReplaceAll(key, "_", "")) {
 			return fmt.Sprintf(" (did you mean %q?)", k)
 		}
 	}

@@ -47,6 +47,7 @@ func main() {
 		newVersionCmd(),
 		newProxyCmd(),
 		newDemoCmd(),
+		newPolicyCmd(),
 	)
 	err := root.ExecuteContext(ctx)
 	if err == nil {

@@ -1,0 +1,478 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/mark3labs/mcp-go/client"
+	"github.com/mark3labs/mcp-go/client/transport"
+	"github.com/mark3labs/mcp-go/mcp"
+	"github.com/spf13/cobra"
+
+	"mcpguard.dev/mcpguard/rules"
+)
+
+// newPolicyCmd is `mcpguard policy`: the tools a policy author uses before
+// a policy reaches a proxy. Exit codes: 0 yes (valid, allowed, passed,
+// unchanged), 1 no (invalid, denied, failed, changed), 2 could not answer.
+func newPolicyCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "policy",
+		Short: "Check, evaluate, test, replay and pin ToolPolicies",
+	}
+	cmd.AddCommand(newPolicyCheckCmd(), newPolicyEvalCmd(), newPolicyTestCmd(), newPolicyReplayCmd(), newPolicyPinCmd())
+	return cmd
+}
+
+func newPolicyCheckCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "check FILE...",
+		Short: "Validate and lint policy files, listing every problem",
+		Long: `Validates policy files (or directories of them) as the proxy would load
+them, listing every error with file, line and field, then lints the valid
+policy: rules that can never match, pins of tools no rule allows, URL checks
+that leave userinfo open. Exits 1 when there are errors; warnings alone do
+not fail the check.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			out := cmd.OutOrStdout()
+			e, err := rules.Load(args...)
+			if err != nil {
+				var pe rules.PolicyErrors
+				if errors.As(err, &pe) {
+					for _, p := range pe {
+						fmt.Fprintln(out, p)
+					}
+					return &exitError{exitFail, fmt.Errorf("%d problem(s) in %s", len(pe), strings.Join(args, " "))}
+				}
+				return &exitError{exitUsage, err}
+			}
+			for _, w := range e.Lint() {
+				fmt.Fprintln(out, "warning:", w)
+			}
+			fmt.Fprintf(out, "ok: %s (mode %s)\n", strings.Join(args, " "), e.Mode())
+			return nil
+		},
+	}
+}
+
+// evalCall is one line of `policy eval` input.
+type evalCall struct {
+	Method    string          `json:"method"`
+	Tool      string          `json:"tool"`
+	Server    string          `json:"server"`
+	Arguments json.RawMessage `json:"arguments"`
+}
+
+func newPolicyEvalCmd() *cobra.Command {
+	var (
+		policyFiles []string
+		call        evalCall
+		args        string
+	)
+	cmd := &cobra.Command{
+		Use:   "eval --policy FILE [--tool NAME --args JSON]",
+		Short: "Decide one call, or JSON lines of calls from stdin",
+		Long: `Prints the decision as JSON ({"allow","rule","reason","mode"}) and exits 0
+when allowed, 1 when denied, 2 on error. Without --tool it reads JSON lines
+{"tool": ..., "arguments": ..., "method": ..., "server": ...} from stdin and
+writes one decision per line; it then exits 1 if any call was denied.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if len(policyFiles) == 0 {
+				return &exitError{exitUsage, errors.New("--policy is required")}
+			}
+			e, err := rules.Load(policyFiles...)
+			if err != nil {
+				return &exitError{exitUsage, err}
+			}
+			enc := json.NewEncoder(cmd.OutOrStdout())
+			enc.SetEscapeHTML(false)
+			ctx := cmd.Context()
+			if call.Tool != "" || cmd.Flags().Changed("args") {
+				call.Arguments = json.RawMessage(args)
+				if !json.Valid(call.Arguments) {
+					return &exitError{exitUsage, fmt.Errorf("--args %q is not valid JSON", args)}
+				}
+				d := e.Decide(ctx, call.input())
+				if err := enc.Encode(d); err != nil {
+					return &exitError{exitUsage, err}
+				}
+				if !d.Allow {
+					return &exitError{exitFail, nil}
+				}
+				return nil
+			}
+			return evalStream(ctx, e, cmd.InOrStdin(), enc)
+		},
+	}
+	cmd.Flags().StringArrayVar(&policyFiles, "policy", nil, "policy file or directory (repeatable)")
+	cmd.Flags().StringVar(&call.Tool, "tool", "", "tool name as the agent sees it")
+	cmd.Flags().StringVar(&args, "args", "{}", "the call's arguments, a JSON object")
+	cmd.Flags().StringVar(&call.Method, "method", "tools/call", "MCP method to decide")
+	cmd.Flags().StringVar(&call.Server, "server", "", "upstream server name")
+	return cmd
+}
+
+func (c evalCall) input() rules.Input {
+	m := c.Method
+	if m == "" {
+		m = "tools/call"
+	}
+	return rules.Input{Method: m, Tool: c.Tool, Server: c.Server, Arguments: c.Arguments}
+}
+
+func evalStream(ctx context.Context, e *rules.Engine, r io.Reader, enc *json.Encoder) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	denied, bad := 0, 0
+	for line := 1; sc.Scan(); line++ {
+		text := strings.TrimSpace(sc.Text())
+		if text == "" {
+			continue
+		}
+		var c evalCall
+		dec := json.NewDecoder(strings.NewReader(text))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&c); err != nil {
+			bad++
+			if err := enc.Encode(struct {
+				Line  int    `json:"line"`
+				Error string `json:"error"`
+			}{line, err.Error()}); err != nil {
+				return &exitError{exitUsage, err}
+			}
+			continue
+		}
+		d := e.Decide(ctx, c.input())
+		if !d.Allow {
+			denied++
+		}
+		if err := enc.Encode(d); err != nil {
+			return &exitError{exitUsage, err}
+		}
+	}
+	switch {
+	case sc.Err() != nil:
+		return &exitError{exitUsage, sc.Err()}
+	case bad > 0:
+		return &exitError{exitUsage, fmt.Errorf("%d input line(s) were not calls", bad)}
+	case denied > 0:
+		return &exitError{exitFail, nil}
+	}
+	return nil
+}
+
+func newPolicyTestCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "test PATH...",
+		Short: "Run policy test files (YAML cases: call → expected decision and rule)",
+		Long: `Runs test files (or every *.yaml file of a directory). A test file names
+the policy it tests and lists cases:
+
+  policy: [../manifests/policies/approved-apis.yaml]
+  cases:
+    - name: metadata is denied
+      tool: fetch_url
+      arguments: {url: "http://169.254.169.254/"}
+      want: {allow: false, rule: fetch_url/deny-ip-classes}
+
+Prints each failure with what differs and exits 1 if any case failed.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			out := cmd.OutOrStdout()
+			failed, total := 0, 0
+			for _, p := range args {
+				suites, err := rules.LoadTests(p)
+				if err != nil {
+					return &exitError{exitUsage, err}
+				}
+				for _, s := range suites {
+					results, err := s.Run(cmd.Context())
+					if err != nil {
+						return &exitError{exitUsage, fmt.Errorf("%s: %w", s.File, err)}
+					}
+					sf := 0
+					for _, r := range results {
+						if r.Diff != "" {
+							sf++
+							fmt.Fprintf(out, "FAIL %s:%d: %s\n     %s\n", r.Suite, r.Line, r.Case, r.Diff)
+						}
+					}
+					status := "ok  "
+					if sf > 0 {
+						status = "FAIL"
+					}
+					fmt.Fprintf(out, "%s %s: %d/%d passed\n", status, s.File, len(results)-sf, len(results))
+					failed += sf
+					total += len(results)
+				}
+			}
+			if failed > 0 {
+				return &exitError{exitFail, fmt.Errorf("%d of %d case(s) failed", failed, total)}
+			}
+			return nil
+		},
+	}
+}
+
+// logEntry is one line of the proxy's decision log, as replay reads it.
+// Decision is "allow" or "deny" (a boolean is accepted too).
+type logEntry struct {
+	Time      string          `json:"time"`
+	Msg       string          `json:"msg"`
+	Session   string          `json:"session"`
+	Method    string          `json:"method"`
+	Tool      string          `json:"tool"`
+	Server    string          `json:"server"`
+	Decision  json.RawMessage `json:"decision"`
+	Rule      string          `json:"rule"`
+	Reason    string          `json:"reason"`
+	Arguments json.RawMessage `json:"arguments"`
+}
+
+func (l *logEntry) allowed() (bool, error) {
+	var s string
+	if json.Unmarshal(l.Decision, &s) == nil {
+		switch s {
+		case "allow", "allowed":
+			return true, nil
+		case "deny", "denied":
+			return false, nil
+		}
+	}
+	var b bool
+	if json.Unmarshal(l.Decision, &b) == nil {
+		return b, nil
+	}
+	return false, fmt.Errorf("decision %s is neither \"allow\" nor \"deny\"", l.Decision)
+}
+
+func newPolicyReplayCmd() *cobra.Command {
+	var policyFiles []string
+	cmd := &cobra.Command{
+		Use:   "replay --policy FILE LOG",
+		Short: "Re-decide logged calls under a policy and report what would change",
+		Long: `Reads the proxy's decision log (JSON lines with time, session, method, tool,
+decision, rule, reason and, when the operator opted in, arguments; "-" for
+stdin), decides each call again under --policy, and prints every call whose
+decision would change. Lines that are not policy decisions are skipped. A
+call logged without its arguments is judged by whether its tool could be
+allowed at all; such a call that was denied by a check and whose tool is
+still allowed is reported as "unknown". Exits 1 when some decision would
+change.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(policyFiles) == 0 {
+				return &exitError{exitUsage, errors.New("--policy is required")}
+			}
+			e, err := rules.Load(policyFiles...)
+			if err != nil {
+				return &exitError{exitUsage, err}
+			}
+			var r io.Reader = cmd.InOrStdin()
+			if args[0] != "-" {
+				f, err := os.Open(args[0])
+				if err != nil {
+					return &exitError{exitUsage, err}
+				}
+				defer f.Close()
+				r = f
+			}
+			return replay(cmd.Context(), e, r, cmd.OutOrStdout())
+		},
+	}
+	cmd.Flags().StringArrayVar(&policyFiles, "policy", nil, "the new policy file or directory (repeatable)")
+	return cmd
+}
+
+func replay(ctx context.Context, e *rules.Engine, r io.Reader, out io.Writer) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	var replayed, changed, unknown int
+	for line := 1; sc.Scan(); line++ {
+		var l logEntry
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil || l.Decision == nil || (l.Msg != "" && l.Msg != "policy decision") {
+			continue
+		}
+		was, err := l.allowed()
+		if err != nil {
+			return &exitError{exitUsage, fmt.Errorf("line %d: %w", line, err)}
+		}
+		in := rules.Input{Method: l.Method, Tool: l.Tool, Server: l.Server, Session: l.Session, Arguments: l.Arguments}
+		if in.Method == "" {
+			in.Method = "tools/call"
+		}
+		partial := in.Method == "tools/call" && l.Arguments == nil
+		if partial {
+			in.Method = "tools/list" // could any call of this tool be allowed?
+		}
+		d := e.Decide(ctx, in)
+		replayed++
+		switch {
+		case partial && !was && d.Allow:
+			unknown++
+			fmt.Fprintf(out, "unknown  line %d %s session %s %s: was deny (%s); the tool is now allowed under %q, but its arguments were not logged\n",
+				line, l.Time, l.Session, l.Tool, l.Rule, d.Rule)
+		case d.Allow != was:
+			changed++
+			fmt.Fprintf(out, "changed  line %d %s session %s %s: %s (%s) → %s (%s): %s\n",
+				line, l.Time, l.Session, l.Tool, verdict(was), l.Rule, verdict(d.Allow), d.Rule, d.Reason)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return &exitError{exitUsage, err}
+	}
+	fmt.Fprintf(out, "%d decision(s) replayed: %d would change, %d unknown\n", replayed, changed, unknown)
+	if changed > 0 {
+		return &exitError{exitFail, nil}
+	}
+	return nil
+}
+
+func verdict(allow bool) string {
+	if allow {
+		return "allow"
+	}
+	return "deny"
+}
+
+func newPolicyPinCmd() *cobra.Command {
+	var (
+		upstream string
+		headers  []string
+		onChange string
+		timeout  time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "pin --upstream URL",
+		Short: "Print pins for every tool a live MCP server lists",
+		Long: `Connects to an MCP server over streamable HTTP, lists its tools and prints a
+spec.pins block with the PinHash of each definition (name, description,
+inputSchema) exactly as the server sent it. Review the tools before pasting
+the block into a policy: a pin approves a definition.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if upstream == "" {
+				return &exitError{exitUsage, errors.New("--upstream is required")}
+			}
+			if onChange != "hide" && onChange != "block" {
+				return &exitError{exitUsage, fmt.Errorf("--on-change %q: write hide or block", onChange)}
+			}
+			h := http.Header{}
+			for _, kv := range headers {
+				k, v, ok := strings.Cut(kv, ":")
+				if !ok {
+					return &exitError{exitUsage, fmt.Errorf("--header %q: write \"Name: value\"", kv)}
+				}
+				h.Add(strings.TrimSpace(k), strings.TrimSpace(v))
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			defs, err := listToolDefinitions(ctx, upstream, h)
+			if err != nil {
+				return &exitError{exitUsage, err}
+			}
+			return writePins(cmd.OutOrStdout(), upstream, onChange, defs)
+		},
+	}
+	cmd.Flags().StringVar(&upstream, "upstream", "", "MCP server URL (streamable HTTP)")
+	cmd.Flags().StringArrayVar(&headers, "header", nil, "request header \"Name: value\" (repeatable), e.g. Authorization")
+	cmd.Flags().StringVar(&onChange, "on-change", "hide", "what the proxy does with a changed tool: hide or block")
+	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "give up after this long")
+	return cmd
+}
+
+// listToolDefinitions returns the raw tools/list entries of a server. It
+// reads the result as bytes rather than through mcp-go's Tool type, which
+// re-encodes inputSchema lossily: a pin must hash what the proxy will see.
+func listToolDefinitions(ctx context.Context, upstream string, h http.Header) ([]json.RawMessage, error) {
+	opts := []transport.StreamableHTTPCOption{}
+	if len(h) > 0 {
+		hdr := map[string]string{}
+		for k := range h {
+			hdr[k] = h.Get(k)
+		}
+		opts = append(opts, transport.WithHTTPHeaders(hdr))
+	}
+	c, err := client.NewStreamableHttpClient(upstream, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to %q: %w", upstream, err)
+	}
+	defer c.Close()
+	if err := c.Start(ctx); err != nil {
+		return nil, fmt.Errorf("connecting to %q: %w", upstream, err)
+	}
+	init := mcp.InitializeRequest{}
+	init.Params.ProtocolVersion = mcp.LATEST_LEGACY_PROTOCOL_VERSION // a session-based server answers initialize
+	init.Params.ClientInfo = mcp.Implementation{Name: "mcpguard-policy-pin", Version: "1"}
+	if _, err := c.Initialize(ctx, init); err != nil {
+		return nil, fmt.Errorf("initializing %q: %w", upstream, err)
+	}
+	var defs []json.RawMessage
+	cursor := ""
+	for page := 1; ; page++ {
+		var params any
+		if cursor != "" {
+			params = map[string]string{"cursor": cursor}
+		}
+		resp, err := c.GetTransport().SendRequest(ctx, transport.JSONRPCRequest{
+			JSONRPC: "2.0", ID: mcp.NewRequestId(int64(1000 + page)), Method: "tools/list", Params: params,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("tools/list on %q: %w", upstream, err)
+		}
+		if resp.Error != nil {
+			return nil, fmt.Errorf("tools/list on %q: %s", upstream, resp.Error.Message)
+		}
+		var result struct {
+			Tools      []json.RawMessage `json:"tools"`
+			NextCursor string            `json:"nextCursor"`
+		}
+		if err := json.Unmarshal(resp.Result, &result); err != nil {
+			return nil, fmt.Errorf("tools/list on %q: %w", upstream, err)
+		}
+		defs = append(defs, result.Tools...)
+		if result.NextCursor == "" || page >= 100 {
+			return defs, nil
+		}
+		cursor = result.NextCursor
+	}
+}
+
+func writePins(w io.Writer, upstream, onChange string, defs []json.RawMessage) error {
+	type pin struct{ name, hash string }
+	var pins []pin
+	for _, d := range defs {
+		var t struct {
+			Name string `json:"name"`
+		}
+		if err := json.Unmarshal(d, &t); err != nil || !rules.ValidToolName(t.Name) {
+			return &exitError{exitUsage, fmt.Errorf("the server lists a tool named %q, outside MCP's tool-name grammar; mcpguard would deny it anyway", t.Name)}
+		}
+		h, err := rules.PinHash(d)
+		if err != nil {
+			return &exitError{exitUsage, fmt.Errorf("tool %q: %w", t.Name, err)}
+		}
+		pins = append(pins, pin{t.Name, h})
+	}
+	slices.SortFunc(pins, func(a, b pin) int { return strings.Compare(a.name, b.name) })
+	fmt.Fprintf(w, "# Pins of the %d tool(s) %s listed at %s.\n", len(pins), upstream, time.Now().UTC().Format(time.RFC3339))
+	fmt.Fprintln(w, "# A pin approves a definition: review each tool before adding this to spec.")
+	fmt.Fprintln(w, "pins:")
+	fmt.Fprintf(w, "  onChange: %s\n", onChange)
+	fmt.Fprintln(w, "  tools:")
+	for _, p := range pins {
+		fmt.Fprintf(w, "    %s: %s\n", p.name, p.hash)
+	}
+	return nil
+}
