@@ -245,3 +245,15 @@ func (e *Engine) decideSection(ctx context.Context, c *compiled, in *Input, r *r
 	}
 	return e.runChecks(&evalEnv{ctx: ctx, e: e, c: c, in: in}, r)
 }
+
+// DecidesWithoutArguments reports whether the decision for a tools/call of
+// in.Tool cannot depend on its arguments: no rule matches, the rule denies,
+// or it has no checks. `policy replay` uses it for calls logged without
+// their arguments.
+func (e *Engine) DecidesWithoutArguments(in Input) bool {
+	if e.allowAll || !ValidToolName(in.Tool) {
+		return true
+	}
+	r, _, _ := e.cur.Load().matchTool(in.Tool, in.Server)
+	return r == nil || !r.allow || len(r.checks) == 0
+}

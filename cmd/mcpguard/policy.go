@@ -266,10 +266,9 @@ func newPolicyReplayCmd() *cobra.Command {
 decision, rule, reason and, when the operator opted in, arguments; "-" for
 stdin), decides each call again under --policy, and prints every call whose
 decision would change. Lines that are not policy decisions are skipped. A
-call logged without its arguments is judged by whether its tool could be
-allowed at all; such a call that was denied by a check and whose tool is
-still allowed is reported as "unknown". Exits 1 when some decision would
-change.`,
+call logged without its arguments is decided exactly when its rule does not
+look at arguments; otherwise it is "unknown" unless its tool is now denied
+outright. Exits 1 when some decision would change.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(policyFiles) == 0 {
@@ -312,18 +311,19 @@ func replay(ctx context.Context, e *rules.Engine, r io.Reader, out io.Writer) er
 		if in.Method == "" {
 			in.Method = "tools/call"
 		}
-		partial := in.Method == "tools/call" && l.Arguments == nil
-		if partial {
-			in.Method = "tools/list" // could any call of this tool be allowed?
-		}
-		d := e.Decide(ctx, in)
 		replayed++
-		switch {
-		case partial && !was && d.Allow:
-			unknown++
-			fmt.Fprintf(out, "unknown  line %d %s session %s %s: was deny (%s); the tool is now allowed under %q, but its arguments were not logged\n",
-				line, l.Time, l.Session, l.Tool, l.Rule, d.Rule)
-		case d.Allow != was:
+		if in.Method == "tools/call" && l.Arguments == nil && !e.DecidesWithoutArguments(in) {
+			// The decision depends on arguments that were not logged: say
+			// what can be said from the tool alone.
+			in.Method = "tools/list"
+			if d := e.Decide(ctx, in); d.Allow {
+				unknown++
+				fmt.Fprintf(out, "unknown  line %d %s session %s %s: was %s (%s); rule %q now decides on arguments, which were not logged\n",
+					line, l.Time, l.Session, l.Tool, verdict(was), l.Rule, d.Rule)
+				continue
+			}
+		}
+		if d := e.Decide(ctx, in); d.Allow != was {
 			changed++
 			fmt.Fprintf(out, "changed  line %d %s session %s %s: %s (%s) → %s (%s): %s\n",
 				line, l.Time, l.Session, l.Tool, verdict(was), l.Rule, verdict(d.Allow), d.Rule, d.Reason)
