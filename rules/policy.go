@@ -202,7 +202,7 @@ type Pins struct {
 	// Unpinned is what happens to a listed tool with no pin: "hide" (the
 	// default once any pin is set) or "allow".
 	Unpinned string `yaml:"unpinned"`
-	// Tools maps a tool name (without gateway prefix) to the PinHash of its
-	// definition, "sha256:<hex>".
+	// Tools maps a tool name, as listed (gateway prefix included), to the
+	// PinHash of its definition, "sha256:<hex>".
 	Tools map[string]string `yaml:"tools"`
 }

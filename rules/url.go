@@ -482,11 +482,15 @@ func canonicalURLPath(p string) (string, string) {
 	segs := strings.Split(p, "/")
 	out := make([]string, 0, len(segs))
 	for _, s := range segs[1:] {
-		switch s {
+		// "..;x" is ".." to servlet containers, which drop ";params"
+		// before resolving (Orange Tsai, "Breaking Parser Logic", 2018).
+		switch bare, _, _ := strings.Cut(s, ";"); bare {
 		case ".", "..":
 			return "", fmt.Sprintf("has a dot segment %q in its path, which clients and servers resolve differently", s)
 		case "":
-			continue
+			if s == "" {
+				continue
+			}
 		}
 		out = append(out, s)
 	}
