@@ -1,0 +1,547 @@
+//go:build linux
+
+// Command load measures the performance figures (#2) with mcpguard
+// as its own process, on loopback: time from exec to /readyz 200, RSS idle
+// and with 1,000 open sessions (VmRSS from /proc), and tools/call latency
+// and throughput direct vs through a plain httputil.ReverseProxy vs through
+// mcpguard, small and 64 KiB payloads, at 1, 16 and 64 concurrent sessions.
+// Every proxied row is compared with the direct row measured just before it
+// in the same repetition; the printed figures are medians over -reps.
+//
+// The upstream (an mcp-go server) and the reference reverse proxy are this
+// program re-executed with -role, so that the client, the upstream and each
+// proxy are separate processes, as in a pod. mcpguard runs with the shipped
+// approved-apis policy and info-level JSON logs (written to a file), as
+// deployed. Every child dies with this program (SIGKILL on parent death),
+// and the whole run is bounded by -timeout.
+//
+// Usage (bench/run.sh builds the binary and passes it):
+//
+//	go run ./bench/load -mcpguard ./mcpguard -reps 5
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"mcpguard.dev/mcpguard/bench/loadgen"
+	"mcpguard.dev/mcpguard/manifests/policies"
+)
+
+type options struct {
+	mcpguard    string
+	reps        int
+	starts      int
+	duration    time.Duration
+	warmup      time.Duration
+	sessions    int
+	concurrency []int
+	timeout     time.Duration
+}
+
+func main() {
+	var o options
+	var role, listen, target, conc string
+	flag.StringVar(&o.mcpguard, "mcpguard", "", "path to the mcpguard binary (required)")
+	flag.IntVar(&o.reps, "reps", 3, "repetitions of the whole measurement; figures are medians")
+	flag.IntVar(&o.starts, "starts", 3, "extra cold starts per repetition, for ready time and idle RSS")
+	flag.DurationVar(&o.duration, "duration", 2*time.Second, "measured time per table cell")
+	flag.DurationVar(&o.warmup, "warmup", 300*time.Millisecond, "unmeasured calls before each cell")
+	flag.IntVar(&o.sessions, "sessions", 1000, "sessions held open for the RSS figure")
+	flag.StringVar(&conc, "concurrency", "1,16,64", "concurrent sessions per table row")
+	flag.DurationVar(&o.timeout, "timeout", 15*time.Minute, "the whole run stops after this long")
+	flag.StringVar(&role, "role", "", "internal: serve as upstream or reverseproxy")
+	flag.StringVar(&listen, "listen", "127.0.0.1:0", "internal: address for -role")
+	flag.StringVar(&target, "target", "", "internal: the reverse proxy's upstream URL")
+	flag.Parse()
+
+	if role != "" {
+		if err := serveRole(role, listen, target); err != nil {
+			fmt.Fprintln(os.Stderr, "load:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	for _, f := range strings.Split(conc, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "load: -concurrency: %q is not a positive integer\n", f)
+			os.Exit(2)
+		}
+		o.concurrency = append(o.concurrency, n)
+	}
+	if o.mcpguard == "" || o.reps < 1 {
+		fmt.Fprintln(os.Stderr, "load: -mcpguard PATH is required and -reps must be at least 1")
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	if err := run(ctx, o); err != nil {
+		fmt.Fprintln(os.Stderr, "load:", err)
+		os.Exit(1)
+	}
+}
+
+// serveRole is a child process: it prints its address and serves until
+// killed.
+func serveRole(role, listen, target string) error {
+	var h http.Handler
+	switch role {
+	case "upstream":
+		h = loadgen.Upstream()
+	case "reverseproxy":
+		rp, err := loadgen.ReverseProxy(target)
+		if err != nil {
+			return err
+		}
+		h = rp
+	default:
+		return fmt.Errorf("unknown -role %q", role)
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return err
+	}
+	fmt.Println(ln.Addr().String())
+	return (&http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}).Serve(ln)
+}
+
+// child is a process this program started and must stop.
+type child struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	log  string // file holding its stderr, "" when inherited
+}
+
+func start(ctx context.Context, name string, args []string, logFile string) (*child, io.ReadCloser, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	// The child dies with us, even if we are killed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 3 * time.Second
+	c := &child{cmd: cmd, done: make(chan struct{}), log: logFile}
+	if logFile != "" {
+		f, err := os.Create(logFile)
+		if err != nil {
+			return nil, nil, err
+		}
+		defer f.Close()
+		cmd.Stderr = f
+	} else {
+		cmd.Stderr = os.Stderr
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, nil, err
+	}
+	go func() { _ = cmd.Wait(); close(c.done) }()
+	return c, out, nil
+}
+
+// stop ends the child with SIGTERM, then SIGKILL after 3s.
+func (c *child) stop() {
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.done:
+	case <-time.After(3 * time.Second):
+		_ = c.cmd.Process.Kill()
+		<-c.done
+	}
+}
+
+func (c *child) exited() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// startRole starts this program as a child with -role and returns its
+// address.
+func startRole(ctx context.Context, args ...string) (*child, string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, "", err
+	}
+	c, out, err := start(ctx, self, args, "")
+	if err != nil {
+		return nil, "", err
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		c.stop()
+		return nil, "", fmt.Errorf("%v: no address: %v", args, err)
+	}
+	go func() { _, _ = io.Copy(io.Discard, out) }()
+	return c, strings.TrimSpace(line), nil
+}
+
+// proc is one running mcpguard.
+type proc struct {
+	*child
+	url   string // the MCP endpoint
+	ready time.Duration
+}
+
+func freePort() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// startProxy execs mcpguard and returns once /readyz answers 200, with the
+// time that took from just before exec.
+func startProxy(ctx context.Context, o options, upstream, policy, logFile string) (*proc, error) {
+	listen, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	admin, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"proxy", "--listen", listen, "--admin-listen", admin, "--upstream", upstream,
+		"--policy", policy, "--log-level", "info"}
+	hc := &http.Client{Timeout: 200 * time.Millisecond}
+	t0 := time.Now()
+	c, out, err := start(ctx, o.mcpguard, args, logFile)
+	if err != nil {
+		return nil, err
+	}
+	go func() { _, _ = io.Copy(io.Discard, out) }()
+	for {
+		res, err := hc.Get("http://" + admin + "/readyz")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				return &proc{child: c, url: "http://" + listen + "/mcp", ready: time.Since(t0)}, nil
+			}
+		}
+		if c.exited() || ctx.Err() != nil || time.Since(t0) > 10*time.Second {
+			c.stop()
+			return nil, fmt.Errorf("mcpguard did not become ready (%v); its log:\n%s", err, tail(logFile))
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+}
+
+func tail(file string) string {
+	data, _ := os.ReadFile(file)
+	return string(data[max(0, len(data)-2000):])
+}
+
+// status reads a "VmRSS"-style field of /proc/PID/status, in bytes.
+func status(pid int, field string) (int64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
+}
+
+// cell is one table row of one repetition.
+type cell struct {
+	payload  string
+	sessions int
+	path     string
+	res      loadgen.Result
+	direct   loadgen.Result // the direct row of the same repetition
+}
+
+type key struct {
+	payload  string
+	sessions int
+	path     string
+}
+
+// figures is everything measured, all repetitions.
+type figures struct {
+	ready, rssIdle, rss1000, rssPeak []float64
+	cells                            map[key][]cell
+	order                            []key
+}
+
+var paths = []string{"direct", "reverseproxy", "mcpguard"}
+
+func run(ctx context.Context, o options) error {
+	tmp, err := os.MkdirTemp("", "mcpguard-load-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	policy := filepath.Join(tmp, "approved-apis.yaml")
+	if err := os.WriteFile(policy, policies.ApprovedAPIs, 0o600); err != nil {
+		return err
+	}
+	loadStart := loadavg()
+	version, _ := exec.CommandContext(ctx, o.mcpguard, "version").Output()
+
+	up, upAddr, err := startRole(ctx, "-role", "upstream")
+	if err != nil {
+		return fmt.Errorf("upstream: %w", err)
+	}
+	defer up.stop()
+	upstream := "http://" + upAddr + "/mcp"
+	ref, refAddr, err := startRole(ctx, "-role", "reverseproxy", "-target", "http://"+upAddr)
+	if err != nil {
+		return fmt.Errorf("reverse proxy: %w", err)
+	}
+	defer ref.stop()
+
+	f := &figures{cells: map[key][]cell{}}
+	for rep := range o.reps {
+		logf("repetition %d/%d (load %s)", rep+1, o.reps, loadavg())
+		// Cold starts: ready time and idle RSS; the first one then holds
+		// o.sessions sessions open.
+		for s := range max(o.starts, 1) {
+			px, err := startProxy(ctx, o, upstream, policy, filepath.Join(tmp, "mcpguard.log"))
+			if err != nil {
+				return err
+			}
+			err = measureProcess(ctx, o, px, f, s == 0)
+			px.stop()
+			if err != nil {
+				return err
+			}
+		}
+		px, err := startProxy(ctx, o, upstream, policy, filepath.Join(tmp, "mcpguard.log"))
+		if err != nil {
+			return err
+		}
+		f.ready = append(f.ready, px.ready.Seconds()*1e3)
+		urls := map[string]string{"direct": upstream, "reverseproxy": "http://" + refAddr + "/mcp", "mcpguard": px.url}
+		err = measureTable(ctx, o, urls, f)
+		if err == nil {
+			var peak int64
+			peak, err = status(px.cmd.Process.Pid, "VmHWM")
+			f.rssPeak = append(f.rssPeak, mib(peak))
+		}
+		px.stop()
+		if err != nil {
+			return err
+		}
+	}
+	printReport(os.Stdout, o, f, strings.TrimSpace(string(version)), loadStart, loadavg())
+	return nil
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+// measureProcess records a fresh mcpguard's ready time and idle RSS and,
+// when withSessions, its RSS with o.sessions sessions open.
+func measureProcess(ctx context.Context, o options, px *proc, f *figures, withSessions bool) error {
+	f.ready = append(f.ready, px.ready.Seconds()*1e3)
+	time.Sleep(250 * time.Millisecond) // let start-up garbage settle, as an idle pod would
+	rss, err := status(px.cmd.Process.Pid, "VmRSS")
+	if err != nil {
+		return err
+	}
+	f.rssIdle = append(f.rssIdle, mib(rss))
+	if !withSessions {
+		return nil
+	}
+	c := loadgen.NewClient(px.url, 16)
+	defer c.CloseIdle()
+	if _, err := c.OpenSessions(ctx, o.sessions, 16); err != nil {
+		return fmt.Errorf("opening %d sessions: %w", o.sessions, err)
+	}
+	time.Sleep(250 * time.Millisecond)
+	rss, err = status(px.cmd.Process.Pid, "VmRSS")
+	if err != nil {
+		return err
+	}
+	f.rss1000 = append(f.rss1000, mib(rss))
+	logf("  ready %.1f ms, RSS idle %.1f MiB, with %d sessions %.1f MiB",
+		px.ready.Seconds()*1e3, f.rssIdle[len(f.rssIdle)-1], o.sessions, mib(rss))
+	return nil
+}
+
+// measureTable runs every cell, the three paths of a cell back to back so
+// that they share whatever else the machine is doing at the time.
+func measureTable(ctx context.Context, o options, urls map[string]string, f *figures) error {
+	for _, pl := range loadgen.Payloads {
+		call := loadgen.NewCall(pl)
+		for _, n := range o.concurrency {
+			var direct loadgen.Result
+			for _, path := range paths {
+				res, err := measureCell(ctx, o, urls[path], n, call)
+				if err != nil {
+					return fmt.Errorf("%s, %s payload, %d sessions: %w", path, pl.Name, n, err)
+				}
+				if path == "direct" {
+					direct = res
+				}
+				k := key{pl.Name, n, path}
+				if _, seen := f.cells[k]; !seen {
+					f.order = append(f.order, k)
+				}
+				f.cells[k] = append(f.cells[k], cell{payload: pl.Name, sessions: n, path: path, res: res, direct: direct})
+				logf("  %-5s %2d sessions %-12s p50 %8s  p99 %8s  %7.0f calls/s", pl.Name, n, path,
+					fmtDur(res.P50), fmtDur(res.P99), res.Throughput())
+			}
+		}
+	}
+	return nil
+}
+
+func measureCell(ctx context.Context, o options, url string, n int, call loadgen.Call) (loadgen.Result, error) {
+	c := loadgen.NewClient(url, n)
+	defer c.CloseIdle()
+	sessions, err := c.OpenSessions(ctx, n, 16)
+	if err != nil {
+		return loadgen.Result{}, err
+	}
+	defer func() {
+		for _, s := range sessions {
+			s.Close(ctx)
+		}
+	}()
+	if _, err := loadgen.Run(ctx, sessions, call, 0, time.Now().Add(o.warmup)); err != nil {
+		return loadgen.Result{}, err
+	}
+	return loadgen.Run(ctx, sessions, call, 0, time.Now().Add(o.duration))
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(xs))
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func medianOf(cs []cell, f func(cell) float64) float64 {
+	xs := make([]float64, len(cs))
+	for i, c := range cs {
+		xs[i] = f(c)
+	}
+	return median(xs)
+}
+
+func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
+
+func fmtUS(v float64) string {
+	if v >= 10000 || v <= -10000 {
+		return fmt.Sprintf("%.1f ms", v/1e3)
+	}
+	return fmt.Sprintf("%.0f µs", v)
+}
+
+func fmtDur(d time.Duration) string { return fmtUS(us(d)) }
+
+func check(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "**not met**"
+}
+
+func printReport(w io.Writer, o options, f *figures, version, loadStart, loadEnd string) {
+	fmt.Fprintf(w, "### mcpguard performance (bench/run.sh, %s)\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+	fmt.Fprintf(w, "%d CPUs shared by client, upstream and proxy; load average %s at start, %s at end; %s; %s. "+
+		"Medians of %d repetitions, %s per cell after %s of warm-up. Client: lean net/http, sessions (%s), "+
+		"each concurrent session its own; tools/call fetch_url allowed by the shipped approved-apis policy; "+
+		"the 64KiB payload is sent in the arguments and echoed in the result.\n\n",
+		runtime.NumCPU(), loadStart, loadEnd, runtime.Version(), version, o.reps, o.duration, o.warmup, loadgen.ProtocolVersion)
+	fmt.Fprintln(w, "| payload | sessions | path | p50 | p99 | calls/s | added p50 | added p99 | × direct calls/s |")
+	fmt.Fprintln(w, "|---|---:|---|---:|---:|---:|---:|---:|---:|")
+	for _, k := range f.order {
+		cs := f.cells[k]
+		p50 := medianOf(cs, func(c cell) float64 { return us(c.res.P50) })
+		p99 := medianOf(cs, func(c cell) float64 { return us(c.res.P99) })
+		tput := medianOf(cs, func(c cell) float64 { return c.res.Throughput() })
+		added50, added99, ratio := "", "", "1.00"
+		if k.path != "direct" {
+			added50 = fmtUS(medianOf(cs, func(c cell) float64 { return us(c.res.P50 - c.direct.P50) }))
+			added99 = fmtUS(medianOf(cs, func(c cell) float64 { return us(c.res.P99 - c.direct.P99) }))
+			ratio = fmt.Sprintf("%.2f", medianOf(cs, func(c cell) float64 { return c.res.Throughput() / c.direct.Throughput() }))
+		}
+		fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %.0f | %s | %s | %s |\n",
+			k.payload, k.sessions, k.path, fmtUS(p50), fmtUS(p99), tput, added50, added99, ratio)
+	}
+
+	span := func(xs []float64) string {
+		if len(xs) == 0 {
+			return "–"
+		}
+		return fmt.Sprintf("%.1f–%.1f", slices.Min(xs), slices.Max(xs))
+	}
+	fmt.Fprintf(w, "\n| mcpguard process | median | range | samples | target | |\n|---|---:|---:|---:|---|---|\n")
+	fmt.Fprintf(w, "| ready (exec → /readyz 200) | %.1f ms | %s ms | %d | ≤ 100 ms | %s |\n",
+		median(f.ready), span(f.ready), len(f.ready), check(median(f.ready) <= 100))
+	fmt.Fprintf(w, "| RSS idle | %.1f MiB | %s MiB | %d | ≤ 30 MiB | %s |\n",
+		median(f.rssIdle), span(f.rssIdle), len(f.rssIdle), check(median(f.rssIdle) <= 30))
+	fmt.Fprintf(w, "| RSS, %d sessions open | %.1f MiB | %s MiB | %d | ≤ 80 MiB | %s |\n",
+		o.sessions, median(f.rss1000), span(f.rss1000), len(f.rss1000), check(median(f.rss1000) <= 80))
+	fmt.Fprintf(w, "| peak RSS after the table's load | %.1f MiB | %s MiB | %d | – | |\n",
+		median(f.rssPeak), span(f.rssPeak), len(f.rssPeak))
+
+	fmt.Fprintf(w, "\n| latency and throughput target (mcpguard vs direct) | measured | |\n|---|---:|---|\n")
+	for _, pl := range loadgen.Payloads {
+		if cs := f.cells[key{pl.Name, 1, "mcpguard"}]; len(cs) > 0 {
+			a50 := medianOf(cs, func(c cell) float64 { return us(c.res.P50 - c.direct.P50) })
+			a99 := medianOf(cs, func(c cell) float64 { return us(c.res.P99 - c.direct.P99) })
+			fmt.Fprintf(w, "| %s, 1 session: added p50 ≤ 100 µs | %s | %s |\n", pl.Name, fmtUS(a50), check(a50 <= 100))
+			fmt.Fprintf(w, "| %s, 1 session: added p99 ≤ 1 ms | %s | %s |\n", pl.Name, fmtUS(a99), check(a99 <= 1000))
+		}
+		for _, n := range o.concurrency {
+			if n < 16 {
+				continue
+			}
+			if cs := f.cells[key{pl.Name, n, "mcpguard"}]; len(cs) > 0 {
+				r := medianOf(cs, func(c cell) float64 { return c.res.Throughput() / c.direct.Throughput() })
+				fmt.Fprintf(w, "| %s, %d sessions: throughput ≥ 0.6× direct | %.2f× | %s |\n", pl.Name, n, r, check(r >= 0.6))
+			}
+		}
+	}
+}
+
+func loadavg() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	fields := strings.Fields(string(data))
+	if len(fields) < 3 {
+		return "?"
+	}
+	return strings.Join(fields[:3], " ")
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, time.Now().Format("15:04:05 ")+format+"\n", args...)
+}
