@@ -190,6 +190,12 @@ func Mutate(pod *corev1.Pod, cfg *Config, scope Scope) (Result, error) {
 	}
 	no := false
 	ospec.AutomountServiceAccountToken = &no
+	removeDefaultToken(ospec)
+	if ospec.ServiceAccountName == "" {
+		// What the ServiceAccount admission plugin does before any webhook;
+		// a projected token needs it. Here for `mcpguard inject`.
+		ospec.ServiceAccountName = "default"
+	}
 	if runtimeClass != "" {
 		ospec.RuntimeClassName = &runtimeClass
 		if !cfg.MemoryFloor.IsZero() {
@@ -223,6 +229,47 @@ func Mutate(pod *corev1.Pod, cfg *Config, scope Scope) (Result, error) {
 	}
 	out.Annotations[AnnotationStatus] = string(st)
 	return Result{Pod: out, Warnings: warnings}, nil
+}
+
+// defaultTokenPrefix names the volume through which the ServiceAccount
+// admission plugin mounts the pod's default token into every container. That
+// plugin runs before mutating webhooks, so by the time the webhook sees a
+// pod whose automountServiceAccountToken was unset, the token is already
+// mounted: setting the field to false is not enough.
+const defaultTokenPrefix = "kube-api-access-"
+
+// removeDefaultToken removes the ServiceAccount admission plugin's token
+// volume and every mount of it.
+func removeDefaultToken(spec *corev1.PodSpec) {
+	var gone []string
+	spec.Volumes = slices.DeleteFunc(spec.Volumes, func(v corev1.Volume) bool {
+		if !strings.HasPrefix(v.Name, defaultTokenPrefix) || v.Projected == nil {
+			return false
+		}
+		for _, s := range v.Projected.Sources {
+			if s.ServiceAccountToken != nil && s.ServiceAccountToken.Audience == "" {
+				gone = append(gone, v.Name)
+				return true
+			}
+		}
+		return false
+	})
+	if len(gone) == 0 {
+		return
+	}
+	unmount := func(cs []corev1.Container) {
+		for i := range cs {
+			cs[i].VolumeMounts = slices.DeleteFunc(cs[i].VolumeMounts, func(m corev1.VolumeMount) bool { return slices.Contains(gone, m.Name) })
+			if len(cs[i].VolumeMounts) == 0 {
+				cs[i].VolumeMounts = nil
+			}
+		}
+	}
+	unmount(spec.Containers)
+	unmount(spec.InitContainers)
+	if len(spec.Volumes) == 0 {
+		spec.Volumes = nil
+	}
 }
 
 // carriesAudience reports whether vol projects a ServiceAccount token with
