@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +11,10 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
+	"mcpguard.dev/mcpguard/internal/telemetry/decisionlog"
 	"mcpguard.dev/mcpguard/rules"
 )
 
@@ -97,6 +102,23 @@ type Config struct {
 	CallTimeout time.Duration
 	// Logger receives structured logs. Default slog.Default().
 	Logger *slog.Logger
+	// TracerProvider receives a server span per agent request or
+	// notification, a child span per policy decision and a client span per
+	// gateway call, and turns on W3C trace context propagation to the
+	// gateway (headers and params._meta). Nil: no spans, and the agent's
+	// traceparent, tracestate and baggage headers are forwarded unchanged.
+	TracerProvider trace.TracerProvider
+	// MeterProvider receives the MCP operation and session histograms and
+	// mcpguard's own metrics (telemetry.go). Nil: no metrics.
+	MeterProvider metric.MeterProvider
+	// DecisionLog receives one JSON line per policy decision (except tools a
+	// tools/list shows). Nil: decisions are only in Logger.
+	DecisionLog *decisionlog.Writer
+	// RecordArguments, when set, returns the form of a call's arguments
+	// (or of resources/read params) that may be recorded in spans and the
+	// decision log, i.e. redacted. Nil, the default: argument values are
+	// never recorded.
+	RecordArguments func(args json.RawMessage) json.RawMessage
 }
 
 // Validate applies defaults and reports every problem at once.

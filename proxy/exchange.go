@@ -25,6 +25,7 @@ type exchange struct {
 	// waiting maps the ids of forwarded requests to their methods until the
 	// gateway answers them. An answer to anything else is dropped.
 	waiting map[string]string
+	trace   *exTrace // spans and timings (telemetry.go); nil when telemetry is off
 }
 
 func (ex *exchange) sessionID() string {
@@ -58,6 +59,8 @@ func (ex *exchange) run(out output) {
 	p := ex.p
 	ctx, cancel := context.WithTimeout(ex.r.Context(), p.cfg.CallTimeout)
 	defer cancel()
+	ctx, out = ex.startSpans(ctx, out)
+	defer ex.endSpans()
 
 	var forward, answers []*jsonrpc.Message
 	status := http.StatusOK
@@ -81,7 +84,7 @@ func (ex *exchange) run(out output) {
 				answers = append(answers, &jsonrpc.Message{ID: m.ID, Error: errInvalid("duplicate request id %s in batch", m.ID.String()).rpc()})
 				continue
 			}
-			if ans, st := p.screen(ctx, ex, m); ans != nil {
+			if ans, st := p.screen(ex.spanContext(ctx, m), ex, m); ans != nil {
 				answers = append(answers, ans)
 				status = st
 				continue
@@ -105,6 +108,7 @@ func (ex *exchange) run(out output) {
 		return
 	}
 
+	ctx, forward = ex.startUpstream(ctx, forward)
 	var body []byte
 	var err error
 	if ex.batch {
@@ -117,6 +121,7 @@ func (ex *exchange) run(out output) {
 		return
 	}
 	res, cerr := ex.send(ctx, body)
+	ex.upstreamAnswered(res, cerr)
 	if cerr != nil {
 		ex.failWaiting(out, answers, cerr)
 		return
@@ -200,6 +205,7 @@ func (ex *exchange) send(ctx context.Context, body []byte) (*http.Response, *cal
 	res.Body.Close()
 	if err := p.reinitialize(ctx, ex.r, ex.sess); err != nil {
 		p.sessions.remove(ex.sess.id)
+		p.tel.sessionEnded(ex.sess)
 		p.log.Warn("gateway lost the session and re-initializing failed", "session", ex.sess.id, "err", err)
 		return nil, &callError{status: http.StatusNotFound, code: CodeSessionNotFound,
 			msg: fmt.Sprintf("the gateway lost session %q and re-initializing it failed (%v): send a new initialize request", ex.sess.id, err)}

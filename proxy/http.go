@@ -175,7 +175,9 @@ func (p *Proxy) serveInitialize(w http.ResponseWriter, r *http.Request, m *jsonr
 		p.reject(w, r, m.ID, errInvalid("initialize must not carry an Mcp-Session-Id: a session is opened by initialize"))
 		return
 	}
-	sess, resp, cerr := p.initialize(r.Context(), r, m, nil)
+	ctx, traced := p.traceInitialize(r, m)
+	sess, resp, cerr := p.initialize(ctx, r, m, nil)
+	traced(sess, resp, cerr)
 	if cerr != nil {
 		p.reject(w, r, m.ID, cerr)
 		return
@@ -312,6 +314,7 @@ func (p *Proxy) serveGet(w http.ResponseWriter, r *http.Request) {
 	defer res.Body.Close()
 	if res.StatusCode == http.StatusNotFound {
 		p.sessions.remove(sess.id)
+		p.tel.sessionEnded(sess)
 		p.reject(w, r, jsonrpc.NullID, errSessionNotFound(sess.id))
 		return
 	}
@@ -340,6 +343,7 @@ func (p *Proxy) serveDelete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.sessions.remove(sess.id)
+	p.tel.sessionEnded(sess)
 	p.closeSession(sess)
 	p.log.Info("session closed by the agent", "session", sess.id)
 	w.WriteHeader(http.StatusNoContent)

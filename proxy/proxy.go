@@ -23,7 +23,8 @@ type Proxy struct {
 	up       *upstream
 	sessions *sessions
 	log      *slog.Logger
-	tools    sync.Map // tool name → canonical definition, from relayed tools/list results
+	tools    sync.Map   // tool name → canonical definition, from relayed tools/list results
+	tel      *telemetry // nil when Config asks for no telemetry
 
 	draining atomic.Bool
 	// streams is cancelled on Drain: long-lived GET and legacy SSE streams
@@ -44,14 +45,17 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Proxy{
+	p := &Proxy{
 		cfg:          cfg,
 		up:           up,
 		sessions:     newSessions(cfg.MaxSessions, cfg.SessionIdleTimeout),
 		log:          cfg.Logger,
 		streams:      ctx,
 		cancelStream: cancel,
-	}, nil
+	}
+	p.tel = newTelemetry(&p.cfg, p.sessions, &p.tools)
+	p.up.inject = p.tel.traceHeaders()
+	return p, nil
 }
 
 // ServeHTTP routes: /sse and /message are the legacy HTTP+SSE transport
@@ -96,6 +100,7 @@ func (p *Proxy) Run(ctx context.Context) {
 		case <-tick.C:
 			for _, s := range p.sessions.expire() {
 				p.log.Info("session expired", "session", s.id, "idle", p.cfg.SessionIdleTimeout.String())
+				p.tel.sessionEnded(s)
 				p.closeSession(s)
 			}
 		}

@@ -101,6 +101,7 @@ func (p *Proxy) filterTools(ctx context.Context, ex *exchange, result json.RawMe
 
 // decide asks the policy, never letting a panic in it become an allow.
 func (p *Proxy) decide(ctx context.Context, in rules.Input) (d rules.Decision) {
+	pctx, span := p.tel.policySpan(ctx, &in)
 	start := time.Now()
 	defer func() {
 		if r := recover(); r != nil {
@@ -110,9 +111,11 @@ func (p *Proxy) decide(ctx context.Context, in rules.Input) (d rules.Decision) {
 		if d.Rule == "" {
 			d.Rule = "unnamed"
 		}
-		p.logDecision(in, d, time.Since(start))
+		took := time.Since(start)
+		p.logDecision(in, d, took)
+		p.tel.decided(ctx, span, &in, d, took)
 	}()
-	return p.cfg.Policy.Decide(ctx, in)
+	return p.cfg.Policy.Decide(pctx, in)
 }
 
 func (p *Proxy) logDecision(in rules.Input, d rules.Decision, took time.Duration) {

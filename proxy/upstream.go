@@ -25,6 +25,9 @@ type upstream struct {
 	token         func() (string, error)
 	forwardAuth   bool
 	headerTimeout time.Duration
+	// inject writes the trace context of ctx into the headers, after the
+	// agent's own are copied; nil (tracing off) leaves those as they are.
+	inject func(ctx context.Context, h http.Header)
 }
 
 // forwardedHeaders are the only agent request headers that reach the
@@ -130,6 +133,9 @@ func (u *upstream) do(ctx context.Context, c upstreamCall) (*http.Response, erro
 				h[k] = v
 			}
 		}
+	}
+	if u.inject != nil {
+		u.inject(ctx, h)
 	}
 	for k, v := range c.mcpHeaders {
 		h[textproto.CanonicalMIMEHeaderKey(k)] = v
