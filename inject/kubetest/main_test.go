@@ -21,8 +21,8 @@ import (
 	admissionregv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	nodev1 "k8s.io/api/node/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -61,6 +61,8 @@ scripts/test.sh does this for the whole suite.
 	// controller-manager runs, so namespace() creates the "default"
 	// ServiceAccount the plugin looks up.
 	env := &envtest.Environment{}
+	// envtest disables the plugin by default; AlwaysDeny is off anyway.
+	env.ControlPlane.GetAPIServer().Configure().Set("disable-admission-plugins", "AlwaysDeny")
 	rc, err := env.Start()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "FAIL: starting kube-apiserver and etcd from %s: %v\n", os.Getenv("KUBEBUILDER_ASSETS"), err)
