@@ -51,12 +51,13 @@ type options struct {
 	warmup      time.Duration
 	sessions    int
 	concurrency []int
+	payloads    []loadgen.Payload
 	timeout     time.Duration
 }
 
 func main() {
 	var o options
-	var role, listen, target, conc string
+	var role, listen, target, conc, payloads string
 	flag.StringVar(&o.mcpguard, "mcpguard", "", "path to the mcpguard binary (required)")
 	flag.IntVar(&o.reps, "reps", 3, "repetitions of the whole measurement; figures are medians")
 	flag.IntVar(&o.starts, "starts", 3, "extra cold starts per repetition, for ready time and idle RSS")
@@ -64,6 +65,7 @@ func main() {
 	flag.DurationVar(&o.warmup, "warmup", 300*time.Millisecond, "unmeasured calls before each cell")
 	flag.IntVar(&o.sessions, "sessions", 1000, "sessions held open for the RSS figure")
 	flag.StringVar(&conc, "concurrency", "1,16,64", "concurrent sessions per table row")
+	flag.StringVar(&payloads, "payloads", "small,64KiB", "payloads per table row: small, 64KiB")
 	flag.DurationVar(&o.timeout, "timeout", 15*time.Minute, "the whole run stops after this long")
 	flag.StringVar(&role, "role", "", "internal: serve as upstream or reverseproxy")
 	flag.StringVar(&listen, "listen", "127.0.0.1:0", "internal: address for -role")
@@ -84,6 +86,14 @@ func main() {
 			os.Exit(2)
 		}
 		o.concurrency = append(o.concurrency, n)
+	}
+	for _, name := range strings.Split(payloads, ",") {
+		i := slices.IndexFunc(loadgen.Payloads, func(p loadgen.Payload) bool { return p.Name == strings.TrimSpace(name) })
+		if i < 0 {
+			fmt.Fprintf(os.Stderr, "load: -payloads: %q is not one of small, 64KiB\n", name)
+			os.Exit(2)
+		}
+		o.payloads = append(o.payloads, loadgen.Payloads[i])
 	}
 	if o.mcpguard == "" || o.reps < 1 {
 		fmt.Fprintln(os.Stderr, "load: -mcpguard PATH is required and -reps must be at least 1")
@@ -390,7 +400,7 @@ func measureProcess(ctx context.Context, o options, px *proc, f *figures, withSe
 // measureTable runs every cell, the three paths of a cell back to back so
 // that they share whatever else the machine is doing at the time.
 func measureTable(ctx context.Context, o options, urls map[string]string, f *figures) error {
-	for _, pl := range loadgen.Payloads {
+	for _, pl := range o.payloads {
 		call := loadgen.NewCall(pl)
 		for _, n := range o.concurrency {
 			var direct loadgen.Result
@@ -511,7 +521,7 @@ func printReport(w io.Writer, o options, f *figures, version, loadStart, loadEnd
 		median(f.rssPeak), span(f.rssPeak), len(f.rssPeak))
 
 	fmt.Fprintf(w, "\n| latency and throughput target (mcpguard vs direct) | measured | |\n|---|---:|---|\n")
-	for _, pl := range loadgen.Payloads {
+	for _, pl := range o.payloads {
 		if cs := f.cells[key{pl.Name, 1, "mcpguard"}]; len(cs) > 0 {
 			a50 := medianOf(cs, func(c cell) float64 { return us(c.res.P50 - c.direct.P50) })
 			a99 := medianOf(cs, func(c cell) float64 { return us(c.res.P99 - c.direct.P99) })
