@@ -26,6 +26,21 @@ type evalEnv struct {
 	decoded bool
 	args    any
 	argsErr error
+
+	// The last URL canonicalised: a rule's checks usually read the same
+	// argument several times.
+	urlRaw string
+	url    *URL
+	urlErr error
+}
+
+// parseURL is ParseURL, remembered for the last string.
+func (env *evalEnv) parseURL(s string) (*URL, error) {
+	if env.url == nil && env.urlErr == nil || env.urlRaw != s {
+		env.urlRaw = s
+		env.url, env.urlErr = ParseURL(s)
+	}
+	return env.url, env.urlErr
 }
 
 // arguments returns the decoded arguments; absent arguments are an empty
@@ -76,7 +91,8 @@ func (c *check) run(env *evalEnv) (bool, string, string) {
 			if !ok {
 				return false, "", fmt.Sprintf("argument %s is %s, not a URL string", c.ptr.text, jsonType(v))
 			}
-			ok, reason := c.url.eval(s)
+			u, err := env.parseURL(s)
+			ok, reason := c.url.check(u, err)
 			return ok, "", reason
 		case checkPath:
 			return c.evalPath(v)
@@ -201,7 +217,11 @@ func (c *check) evalNumber(v any) (bool, string, string) {
 // such even when it is also not an approved host), then scheme, userinfo,
 // host, port and path.
 func (uc *urlCheck) eval(s string) (bool, string) {
-	u, err := ParseURL(s)
+	return uc.check(ParseURL(s))
+}
+
+// check is eval for a URL already canonicalised.
+func (uc *urlCheck) check(u *URL, err error) (bool, string) {
 	if err != nil {
 		var ue *URLError
 		if errors.As(err, &ue) && uc.denyClasses != 0 && ue.IP.IsValid() {

@@ -41,8 +41,10 @@ type rule struct {
 	servers []string
 	allow   bool
 	reason  string
-	uri     *urlCheck // resources only
-	checks  []*check
+	// allowReason is the reason of an allow, made once.
+	allowReason string
+	uri         *urlCheck // resources only
+	checks      []*check
 }
 
 type checkKind int
@@ -359,6 +361,7 @@ func compileRule(el *errorList, fp string, r *Rule, match string, queries *[]str
 	if len(el.errs) > before {
 		return nil
 	}
+	out.allowReason = fmt.Sprintf("allowed by rule %q", out.id)
 	return out
 }
 

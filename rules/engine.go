@@ -146,7 +146,7 @@ func (e *Engine) runChecks(env *evalEnv, r *rule) Decision {
 			return Decision{Rule: rule, Reason: reason}
 		}
 	}
-	return Decision{Allow: true, Rule: r.id, Reason: fmt.Sprintf("allowed by rule %q", r.id)}
+	return Decision{Allow: true, Rule: r.id, Reason: r.allowReason}
 }
 
 // matchTool returns the first rule, in policy order, whose name or glob
