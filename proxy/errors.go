@@ -67,6 +67,11 @@ func errSessionOwner() *callError {
 		msg: "session belongs to another caller: its credentials do not match the ones that created it"}
 }
 
+func errRebinding(header, value string) *callError {
+	return &callError{status: http.StatusForbidden, code: jsonrpc.CodeInvalidRequest,
+		msg: fmt.Sprintf("%s %q is not a loopback name on a loopback listener: refused as a possible DNS rebinding attack; connect as localhost, 127.0.0.1 or [::1]", header, value)}
+}
+
 func errHeaderMismatch(err error) *callError {
 	return &callError{status: http.StatusBadRequest, code: CodeHeaderMismatch, msg: err.Error()}
 }

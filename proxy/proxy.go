@@ -7,7 +7,10 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -67,6 +70,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, jsonrpc.NullID, errUnavailable("mcpguard is shutting down: retry against a new instance"))
 		return
 	}
+	if cerr := checkRebinding(r); cerr != nil {
+		p.reject(w, r, jsonrpc.NullID, cerr)
+		return
+	}
 	switch r.URL.Path {
 	case "/sse":
 		p.serveLegacyStream(w, r)
@@ -86,6 +93,44 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Allow", "GET, POST, DELETE")
 		http.Error(w, "method not allowed: MCP uses POST, GET and DELETE", http.StatusMethodNotAllowed)
 	}
+}
+
+// checkRebinding refuses DNS rebinding (MCP 2025-11-25 security best
+// practices, "Local MCP server compromise"): a web page whose name an
+// attacker re-pointed at 127.0.0.1 reaches a loopback listener with that name
+// in Host, and the browser sends its Origin. On a loopback connection only
+// loopback names are accepted, as go-sdk's handler does; without this the
+// proxy would lend such a page its upstream credential. A listener on another
+// address is reached by name and is left alone. Found by the conformance
+// suite's dns-rebinding-protection scenario (conformance_test.go).
+func checkRebinding(r *http.Request) *callError {
+	local, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok || !isLoopback(local.String()) {
+		return nil
+	}
+	if !isLoopback(r.Host) {
+		return errRebinding("Host", r.Host)
+	}
+	if origin := r.Header.Get("Origin"); origin != "" {
+		if u, err := url.Parse(origin); err != nil || !isLoopback(u.Host) {
+			return errRebinding("Origin", origin)
+		}
+	}
+	return nil
+}
+
+// isLoopback reports whether a host or host:port names the loopback
+// interface.
+func isLoopback(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host = strings.Trim(hostport, "[]")
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 // Run expires idle sessions until ctx ends. Expired sessions are deleted
