@@ -713,3 +713,12 @@ func FuzzLoadPolicy(f *testing.F) {
 		}
 	})
 }
+
+func mustRead(t testing.TB, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
