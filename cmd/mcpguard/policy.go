@@ -21,6 +21,10 @@ import (
 	"mcpguard.dev/mcpguard/rules"
 )
 
+// errAnswered ends a command whose answer ("denied", "changed") is already
+// printed: main prints nothing more for an empty error.
+var errAnswered = errors.New("")
+
 // newPolicyCmd is `mcpguard policy`: the tools a policy author uses before
 // a policy reaches a proxy. Exit codes: 0 yes (valid, allowed, passed,
 // unchanged), 1 no (invalid, denied, failed, changed), 2 could not answer.
@@ -108,7 +112,7 @@ writes one decision per line; it then exits 1 if any call was denied.`,
 					return &exitError{exitUsage, err}
 				}
 				if !d.Allow {
-					return &exitError{exitFail, nil}
+					return &exitError{exitFail, errAnswered}
 				}
 				return nil
 			}
@@ -167,7 +171,7 @@ func evalStream(ctx context.Context, e *rules.Engine, r io.Reader, enc *json.Enc
 	case bad > 0:
 		return &exitError{exitUsage, fmt.Errorf("%d input line(s) were not calls", bad)}
 	case denied > 0:
-		return &exitError{exitFail, nil}
+		return &exitError{exitFail, errAnswered}
 	}
 	return nil
 }
@@ -334,7 +338,7 @@ func replay(ctx context.Context, e *rules.Engine, r io.Reader, out io.Writer) er
 	}
 	fmt.Fprintf(out, "%d decision(s) replayed: %d would change, %d unknown\n", replayed, changed, unknown)
 	if changed > 0 {
-		return &exitError{exitFail, nil}
+		return &exitError{exitFail, errAnswered}
 	}
 	return nil
 }
