@@ -1,0 +1,247 @@
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
+	"go.opentelemetry.io/otel/metric"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.41.0"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Options are what the command knows beyond the OTEL_* environment.
+type Options struct {
+	// ServiceVersion is service.version on the resource.
+	ServiceVersion string
+	// TraceBuffer is how many ended spans the in-memory ring keeps for
+	// `mcpguard traces` and the admin page. 0 disables the ring; with no
+	// exporter either, tracing is off altogether.
+	TraceBuffer int
+}
+
+// Telemetry is the SDK set up for one process. Its fields are what the proxy
+// and the admin listener are wired with.
+type Telemetry struct {
+	// TracerProvider is nil when there is neither an exporter nor a ring:
+	// the proxy then records no spans at all.
+	TracerProvider trace.TracerProvider
+	// MeterProvider always has the Prometheus reader behind Metrics, plus an
+	// OTLP reader when OTEL_METRICS_EXPORTER or an OTLP endpoint says so.
+	MeterProvider metric.MeterProvider
+	// Ring holds the last TraceBuffer spans; nil when disabled.
+	Ring *Ring
+	// Metrics serves the Prometheus exposition (GET /metrics).
+	Metrics http.Handler
+	// Exporters names what sends data off the machine, e.g.
+	// "traces: otlp http/protobuf"; empty means no network traffic.
+	Exporters []string
+
+	reloads  metric.Int64Counter
+	shutdown []func(context.Context) error
+}
+
+// Setup builds the tracer and meter providers from the standard OTEL_*
+// environment variables:
+//
+//   - OTEL_SDK_DISABLED=true: no spans, no OTLP; /metrics still answers.
+//   - OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER: "otlp" or "none". When
+//     unset, OTLP is used only if an endpoint is configured
+//     (OTEL_EXPORTER_OTLP_ENDPOINT or the per-signal _TRACES_/_METRICS_
+//     variant): no exporter configured means no network traffic, unlike the
+//     specification's default of otlp to localhost.
+//   - OTEL_EXPORTER_OTLP_PROTOCOL (or per signal): "grpc" or "http/protobuf"
+//     (default). Endpoint, headers, timeout, compression, certificates and
+//     insecure are read by the OTLP exporters themselves.
+//   - OTEL_TRACES_SAMPLER and _ARG: read by the SDK (default
+//     parentbased_always_on).
+//   - OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES: the resource, over
+//     service.name=mcpguard and k8s.pod.name / k8s.namespace.name from
+//     MCPGUARD_POD_NAME / MCPGUARD_POD_NAMESPACE (the downward API).
+func Setup(ctx context.Context, o Options) (*Telemetry, error) {
+	t := &Telemetry{}
+	res, err := newResource(ctx, o.ServiceVersion)
+	if err != nil {
+		return nil, err
+	}
+	disabled := strings.EqualFold(strings.TrimSpace(os.Getenv("OTEL_SDK_DISABLED")), "true")
+
+	// Metrics: Prometheus always (it is pulled, never pushed), OTLP on demand.
+	reg := prometheus.NewRegistry()
+	prom, err := otelprom.New(otelprom.WithRegisterer(reg))
+	if err != nil {
+		return nil, fmt.Errorf("prometheus exporter: %w", err)
+	}
+	mopts := []sdkmetric.Option{sdkmetric.WithResource(res), sdkmetric.WithReader(prom)}
+	if !disabled {
+		exp, name, err := metricExporter(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if exp != nil {
+			mopts = append(mopts, sdkmetric.WithReader(sdkmetric.NewPeriodicReader(exp)))
+			t.Exporters = append(t.Exporters, "metrics: "+name)
+		}
+	}
+	mp := sdkmetric.NewMeterProvider(mopts...)
+	t.MeterProvider = mp
+	t.shutdown = append(t.shutdown, mp.Shutdown)
+	t.Metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	t.reloads, _ = mp.Meter(scopeName).Int64Counter("mcpguard.policy.reloads", metric.WithUnit("{reload}"),
+		metric.WithDescription("Policy reloads, by result (success or failure: the previous policy stays in force)."))
+
+	if disabled {
+		return t, nil
+	}
+	var topts []sdktrace.TracerProviderOption
+	exp, name, err := traceExporter(ctx)
+	if err != nil {
+		_ = t.Shutdown(ctx)
+		return nil, err
+	}
+	if exp != nil {
+		topts = append(topts, sdktrace.WithBatcher(exp))
+		t.Exporters = append(t.Exporters, "traces: "+name)
+	}
+	if o.TraceBuffer > 0 {
+		t.Ring = NewRing(o.TraceBuffer)
+		topts = append(topts, sdktrace.WithSpanProcessor(t.Ring))
+	}
+	if len(topts) == 0 {
+		return t, nil
+	}
+	tp := sdktrace.NewTracerProvider(append(topts, sdktrace.WithResource(res))...)
+	t.TracerProvider = tp
+	t.shutdown = append(t.shutdown, tp.Shutdown)
+	return t, nil
+}
+
+// scopeName is the instrumentation scope of the command-level instruments.
+const scopeName = "mcpguard.dev/mcpguard"
+
+// PolicyReloaded counts one policy reload; err is the reason a reload
+// failed (the previous policy then stays in force).
+func (t *Telemetry) PolicyReloaded(err error) {
+	if t == nil || t.reloads == nil {
+		return
+	}
+	result := "success"
+	if err != nil {
+		result = "failure"
+	}
+	t.reloads.Add(context.Background(), 1, metric.WithAttributes(attribute.String("mcpguard.policy.reload.result", result)))
+}
+
+// Shutdown flushes and stops the exporters, within ctx.
+func (t *Telemetry) Shutdown(ctx context.Context) error {
+	if t == nil {
+		return nil
+	}
+	var errs []error
+	for i := len(t.shutdown) - 1; i >= 0; i-- {
+		errs = append(errs, t.shutdown[i](ctx))
+	}
+	return errors.Join(errs...)
+}
+
+func newResource(ctx context.Context, version string) (*resource.Resource, error) {
+	attrs := []attribute.KeyValue{semconv.ServiceName("mcpguard")}
+	if version != "" {
+		attrs = append(attrs, semconv.ServiceVersion(version))
+	}
+	if v := os.Getenv("MCPGUARD_POD_NAME"); v != "" {
+		attrs = append(attrs, semconv.K8SPodName(v))
+	}
+	if v := os.Getenv("MCPGUARD_POD_NAMESPACE"); v != "" {
+		attrs = append(attrs, semconv.K8SNamespaceName(v))
+	}
+	// Later options win: the environment overrides the defaults above.
+	res, err := resource.New(ctx, resource.WithAttributes(attrs...), resource.WithTelemetrySDK(), resource.WithFromEnv())
+	if err != nil {
+		return nil, fmt.Errorf("OTEL_RESOURCE_ATTRIBUTES: %w", err)
+	}
+	return res, nil
+}
+
+// exporterWanted reports whether signal ("TRACES" or "METRICS") is to be
+// exported over OTLP, and with which protocol.
+func exporterWanted(signal string) (bool, string, error) {
+	kind := strings.TrimSpace(os.Getenv("OTEL_" + signal + "_EXPORTER"))
+	endpoint := os.Getenv("OTEL_EXPORTER_OTLP_"+signal+"_ENDPOINT") != "" || os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != ""
+	want := false
+	for _, k := range strings.Split(kind, ",") {
+		switch strings.TrimSpace(k) {
+		case "":
+			want = want || (kind == "" && endpoint)
+		case "none":
+		case "otlp":
+			want = true
+		case "prometheus":
+			if signal != "METRICS" {
+				return false, "", fmt.Errorf("OTEL_%s_EXPORTER: %q is only a metrics exporter", signal, k)
+			}
+			// Always served on the admin listener at /metrics.
+		default:
+			return false, "", fmt.Errorf("OTEL_%s_EXPORTER: %q is not supported; use otlp or none", signal, k)
+		}
+	}
+	proto := os.Getenv("OTEL_EXPORTER_OTLP_" + signal + "_PROTOCOL")
+	if proto == "" {
+		proto = os.Getenv("OTEL_EXPORTER_OTLP_PROTOCOL")
+	}
+	if proto == "" {
+		proto = "http/protobuf"
+	}
+	if proto != "grpc" && proto != "http/protobuf" {
+		return false, "", fmt.Errorf("OTEL_EXPORTER_OTLP_PROTOCOL: %q is not supported; use grpc or http/protobuf", proto)
+	}
+	return want, proto, nil
+}
+
+func traceExporter(ctx context.Context) (sdktrace.SpanExporter, string, error) {
+	want, proto, err := exporterWanted("TRACES")
+	if err != nil || !want {
+		return nil, "", err
+	}
+	var exp sdktrace.SpanExporter
+	if proto == "grpc" {
+		exp, err = otlptracegrpc.New(ctx)
+	} else {
+		exp, err = otlptracehttp.New(ctx)
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("OTLP trace exporter (%s): %w", proto, err)
+	}
+	return exp, "otlp " + proto, nil
+}
+
+func metricExporter(ctx context.Context) (sdkmetric.Exporter, string, error) {
+	want, proto, err := exporterWanted("METRICS")
+	if err != nil || !want {
+		return nil, "", err
+	}
+	var exp sdkmetric.Exporter
+	if proto == "grpc" {
+		exp, err = otlpmetricgrpc.New(ctx)
+	} else {
+		exp, err = otlpmetrichttp.New(ctx)
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("OTLP metric exporter (%s): %w", proto, err)
+	}
+	return exp, "otlp " + proto, nil
+}
