@@ -354,6 +354,10 @@ func TestServerEverything(t *testing.T) {
 					mu.Unlock()
 					progressed <- struct{}{}
 				},
+				// Sampling is deprecated from 2026-07-28 on (SEP-2577) but
+				// lives through its deprecation window, and deployed
+				// servers use it: the proxy must carry it.
+				//lint:ignore SA1019 sampling is tested on purpose until it is removed
 				CreateMessageHandler: func(_ context.Context, req *sdk.CreateMessageRequest) (*sdk.CreateMessageResult, error) {
 					var text string
 					if len(req.Params.Messages) > 0 {
@@ -364,6 +368,7 @@ func TestServerEverything(t *testing.T) {
 					mu.Lock()
 					sampled = append(sampled, text)
 					mu.Unlock()
+					//lint:ignore SA1019 sampling is tested on purpose until it is removed
 					return &sdk.CreateMessageResult{Model: "stub-model", Role: "assistant",
 						Content: &sdk.TextContent{Text: "sampled reply to " + text}}, nil
 				},
