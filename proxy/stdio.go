@@ -144,9 +144,9 @@ type stdioConn struct {
 	toServer *lineWriter
 
 	mu          sync.Mutex
-	version     string            // negotiated by initialize; "" until then
+	version     string             // negotiated by initialize; "" until then
 	waiting     map[string]pending // by id (ID.String), until the server answers
-	gone        bool              // the server's output ended: nothing will be answered
+	gone        bool               // the server's output ended: nothing will be answered
 	clientEnded bool
 }
 

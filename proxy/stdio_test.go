@@ -35,14 +35,14 @@ spec:
 
 // stdioHarness plays both the client and the server around one Serve.
 type stdioHarness struct {
-	t        *testing.T
-	toRelay  *io.PipeWriter // the client's writes
+	t         *testing.T
+	toRelay   *io.PipeWriter // the client's writes
 	fromRelay *lineReader    // what the relay sends the client
-	toServer *lineReader    // what the relay sends the server
-	serverW  *io.PipeWriter // the server's writes
-	serverIn *io.PipeReader // the server's stdin, as the relay sees it closed
-	logs     *lockedBuffer
-	done     chan error
+	toServer  *lineReader    // what the relay sends the server
+	serverW   *io.PipeWriter // the server's writes
+	serverIn  *io.PipeReader // the server's stdin, as the relay sees it closed
+	logs      *lockedBuffer
+	done      chan error
 }
 
 // lineReader reads lines with a deadline, so a test fails instead of
