@@ -329,9 +329,9 @@ type figures struct {
 	// The idle RSS split: anonymous (heap, stacks, runtime) and file-backed
 	// (the pages of the binary that were touched).
 	rssIdleAnon, rssIdleFile []float64
-	cells                            map[key][]cell
-	retries                          []string // cells that failed once, and why
-	order                            []key
+	cells                    map[key][]cell
+	retries                  []string // cells that failed once, and why
+	order                    []key
 }
 
 // path is one way to the upstream: direct, or through a proxy process.
