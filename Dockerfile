@@ -1,0 +1,47 @@
+# syntax=docker/dockerfile:1
+#
+# mcpguard: one static binary for the sidecar (`mcpguard proxy`), the
+# admission webhook (`mcpguard webhook`) and the tooling.
+#
+#   docker build --build-arg VERSION=v0.1.0 -t ghcr.io/mcpguard/mcpguard:v0.1.0 .
+#   podman build --build-arg VERSION=v0.1.0 -t ghcr.io/mcpguard/mcpguard:v0.1.0 .
+#
+# It cannot be built in mcpguard's own CI (no container engine there):
+# manifests/manifests_test.go runs this file's `go build` line with exactly
+# its flags and checks the result is static and stamped, and checks the
+# properties below (docs/operations.md).
+
+# Build stage: the Go release mcpguard is developed and tested with (go.mod
+# asks for at least 1.26.4). The module and build caches are cache mounts, so
+# a rebuild downloads nothing again.
+FROM golang:1.26.8-bookworm AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN --mount=type=cache,target=/go/pkg/mod go mod download
+COPY . .
+# The version is stamped into main.version (`mcpguard version` prints it
+# and the webhook records it in each pod's mcpguard.dev/status annotation).
+ARG VERSION=dev
+# Static (CGO_ENABLED=0: no libc, so the distroless static base has all it
+# needs), reproducible (-trimpath: no build paths), stripped (-s -w).
+RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
+    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/mcpguard ./cmd/mcpguard
+
+# Final stage: no shell, no package manager, nothing but the binary and CA
+# certificates (the proxy may dial the gateway over TLS).
+FROM gcr.io/distroless/static-debian12:nonroot
+ARG VERSION=dev
+# The commit the image was built from: --build-arg REVISION=$(git rev-parse HEAD).
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="mcpguard" \
+      org.opencontainers.image.description="MCP-aware sidecar proxy: per-tool argument policy for AI agents" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.url="https://mcpguard.dev"
+COPY --from=build /out/mcpguard /usr/local/bin/mcpguard
+# Numeric, non-root (distroless "nonroot" is 65532): Kubernetes can verify
+# runAsNonRoot without a fixed runAsUser, and OpenShift's restricted-v2 SCC
+# replaces it with a UID from the namespace's range, which works because the
+# binary needs no file it owns.
+USER 65532:65532
+ENTRYPOINT ["/usr/local/bin/mcpguard"]
