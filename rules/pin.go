@@ -86,6 +86,7 @@ func compilePins(el *errorList, fp string, p *Pins, out *pinSet) {
 
 // toolDef is what the engine keeps of a tool's last listed definition.
 type toolDef struct {
+	raw       [sha256.Size]byte // SHA-256 of the definition's bytes as listed
 	hash      string
 	schema    *jsonschema.Schema // nil when the inputSchema cannot be compiled
 	schemaErr string
@@ -110,15 +111,24 @@ func (e *Engine) definition(in *Input) *toolDef {
 // observe records a listed definition, compiling its inputSchema once per
 // distinct definition.
 func (e *Engine) observe(in *Input) (*toolDef, error) {
+	// The same bytes as last time need neither canonical hashing nor a
+	// schema compilation: the common case of a client listing again.
+	raw := sha256.Sum256(in.Definition)
+	key := defKey(in.Server, in.Tool)
+	if v, ok := e.defs.Load(key); ok && v.(*toolDef).raw == raw {
+		return v.(*toolDef), nil
+	}
 	hash, err := PinHash(in.Definition)
 	if err != nil {
 		return nil, err
 	}
-	key := defKey(in.Server, in.Tool)
 	if v, ok := e.defs.Load(key); ok && v.(*toolDef).hash == hash {
-		return v.(*toolDef), nil
+		same := *v.(*toolDef) // other bytes, same canonical definition
+		same.raw = raw
+		e.defs.Store(key, &same)
+		return &same, nil
 	}
-	def := &toolDef{hash: hash}
+	def := &toolDef{raw: raw, hash: hash}
 	var d struct {
 		InputSchema json.RawMessage `json:"inputSchema"`
 	}

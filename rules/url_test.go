@@ -36,6 +36,16 @@ func TestParseURLAccepts(t *testing.T) {
 		{in: "https://1.example.com/", host: "1.example.com"},
 		{in: "https://my_host.example.com/", host: "my_host.example.com"},
 		{in: "file:///workspace/a.txt", scheme: "file", path: "/workspace/a.txt"},
+		// The authority ends at the first "/", "?" or "#" for every parser;
+		// what follows an "@" there is the host.
+		{in: "http://evil.com#@api.weather.gov/", host: "evil.com", path: "/"},
+		{in: "http://evil.com?@api.weather.gov/", host: "evil.com", path: "/"},
+		{in: "http://evil.com/@api.weather.gov/", host: "evil.com", path: "/@api.weather.gov/"},
+		{in: "http://api.weather.gov%23@evil.com/", host: "evil.com"},
+		{in: "http://api.weather.gov:443@evil.com/", host: "evil.com", port: 80},
+		{in: "http://1.2.3.4.nip.io/", host: "1.2.3.4.nip.io"},
+		{in: "http://0x7f000001.example/", host: "0x7f000001.example"},
+		{in: "http://[::]/", host: "::"},
 	}
 	for _, tt := range tests {
 		u, err := ParseURL(tt.in)
@@ -86,6 +96,12 @@ func TestParseURLRefuses(t *testing.T) {
 		{"http://256.0.0.1/", "no IPv4 address", ""},
 		{"http://09.0.0.1/", "no IPv4 address", ""},
 		{"http://4294967296/", "no IPv4 address", ""},
+		{"http://0XA9FEA9FE/", "non-canonical", "169.254.169.254"},
+		{"http://0x/", "non-canonical", "0.0.0.0"},
+		{"http://ⓔⓧⓐⓜⓟⓛⓔ.com/", "Unicode mapping", ""},
+		{"http://example.com。/", "Unicode mapping", ""},
+		{"http://127.0.0.1:80:80/", "in its host", ""},
+		{"http://evil.com:80\\@api.weather.gov/", "backslash", ""},
 		// Unicode dots, fullwidth forms, percent-encoding in the host.
 		{"http://169。254。169。254/", "Unicode mapping", "169.254.169.254"},
 		{"http://169．254．169．254/", "Unicode mapping", "169.254.169.254"},
