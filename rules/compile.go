@@ -126,6 +126,20 @@ func compile(srcs []source) (*compiled, error) {
 	var modules []regoModuleSource
 	var queries []string
 	modeSet, actionSet := "", ""
+	// Rule ids name decisions in logs and metrics: two rules with one id
+	// would make a decision ambiguous.
+	ids := map[string]string{}
+	register := func(el *errorList, fp string, r *rule) *rule {
+		if r == nil {
+			return nil
+		}
+		if prev, ok := ids[r.id]; ok {
+			el.add(fp+".id", "is %q, already the id of the rule at %s; give each rule its own id", r.id, prev)
+			return nil
+		}
+		ids[r.id] = r.where
+		return r
+	}
 	for _, src := range srcs {
 		c.files = append(c.files, src.file)
 		el := src.el
@@ -197,7 +211,7 @@ func compile(srcs []source) (*compiled, error) {
 			}
 			for i := range s.Tools {
 				fp := fmt.Sprintf("%sspec.tools[%d]", f, i)
-				r := compileRule(el, fp, &s.Tools[i], "tool", &queries)
+				r := register(el, fp, compileRule(el, fp, &s.Tools[i], "tool", &queries))
 				if r == nil {
 					continue
 				}
@@ -210,20 +224,22 @@ func compile(srcs []source) (*compiled, error) {
 				}
 			}
 			for i := range s.Resources {
-				if r := compileRule(el, fmt.Sprintf("%sspec.resources[%d]", f, i), &s.Resources[i], "uri", &queries); r != nil {
+				fp := fmt.Sprintf("%sspec.resources[%d]", f, i)
+				if r := register(el, fp, compileRule(el, fp, &s.Resources[i], "uri", &queries)); r != nil {
 					c.resources = append(c.resources, r)
 				}
 			}
 			for i := range s.Prompts {
-				if r := compileRule(el, fmt.Sprintf("%sspec.prompts[%d]", f, i), &s.Prompts[i], "prompt", &queries); r != nil {
+				fp := fmt.Sprintf("%sspec.prompts[%d]", f, i)
+				if r := register(el, fp, compileRule(el, fp, &s.Prompts[i], "prompt", &queries)); r != nil {
 					c.prompts = append(c.prompts, r)
 				}
 			}
 			if s.Sampling != nil {
-				c.sampling = compileRule(el, f+"spec.sampling", s.Sampling, "sampling", &queries)
+				c.sampling = register(el, f+"spec.sampling", compileRule(el, f+"spec.sampling", s.Sampling, "sampling", &queries))
 			}
 			if s.Elicitation != nil {
-				c.elicitation = compileRule(el, f+"spec.elicitation", s.Elicitation, "elicitation", &queries)
+				c.elicitation = register(el, f+"spec.elicitation", compileRule(el, f+"spec.elicitation", s.Elicitation, "elicitation", &queries))
 			}
 			compilePins(el, f+"spec.pins", &s.Pins, &c.pins)
 		}

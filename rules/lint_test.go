@@ -16,6 +16,7 @@ func TestLint(t *testing.T) {
     - tool: fetch
       checks: [{argument: /u, url: {hosts: [a.com]}}]
     - tool: fetch
+      id: fetch-again
     - tool: "*"
   pins:
     tools: {}
@@ -23,8 +24,8 @@ func TestLint(t *testing.T) {
 	got := strings.Join(e.Lint(), "\n")
 	for _, want := range []string{
 		`policy.yaml:8: spec.tools[1]: rule "gh_list" is never used: rule "gh_*" (policy.yaml:6: spec.tools[0]) matches every call it would`,
-		`policy.yaml:13: spec.tools[4]: rule "fetch" is never used: rule "fetch" (policy.yaml:11: spec.tools[3])`,
-		`policy.yaml:14: spec.tools[5]: rule "*" allows every tool without a check`,
+		`policy.yaml:13: spec.tools[4]: rule "fetch-again" is never used: rule "fetch" (policy.yaml:11: spec.tools[3])`,
+		`policy.yaml:15: spec.tools[5]: rule "*" allows every tool without a check`,
 		`check "fetch/url" lists hosts but does not say userinfo: deny`,
 	} {
 		if !strings.Contains(got, want) {
