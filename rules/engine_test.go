@@ -240,6 +240,8 @@ func TestArgumentChecks(t *testing.T) {
 		{`{"q":"x","limit":0}`, false, "search/limit", "below the minimum 1"},
 		{`{"q":"x","limit":1.5}`, false, "search/limit", "not an integer"},
 		{`{"q":"x","limit":"5"}`, false, "search/limit", "not a number"},
+		{`{"q":"x","limit":1e1000000}`, false, "search/required", "exponent outside"},
+		{`{"q":"x","limit":1E+1000}`, false, "search/limit", "above the maximum"},
 		{`{"q":"x","tags":["ok"]}`, true, "search", ""},
 		{`{"q":"x","tags":["NO"]}`, false, "search/first", ""},
 		{`{"q":"x"`, false, "search/required", "not valid JSON"},

@@ -73,9 +73,35 @@ func decodeValue(dec *json.Decoder, depth int) (any, error) {
 			return a, err
 		}
 		return nil, fmt.Errorf("unexpected %q", t)
+	case json.Number:
+		if err := boundedNumber(t); err != nil {
+			return nil, err
+		}
+		return t, nil
 	default:
 		return t, nil
 	}
+}
+
+// Bounds on number literals: exact comparison (math/big) of 1e1000000
+// takes milliseconds, and no tool argument needs it.
+const (
+	maxNumberLength   = 400
+	maxNumberExponent = 1000
+)
+
+func boundedNumber(n json.Number) error {
+	s := string(n)
+	if len(s) > maxNumberLength {
+		return fmt.Errorf("a number is longer than %d characters", maxNumberLength)
+	}
+	if i := strings.IndexAny(s, "eE"); i >= 0 {
+		exp, err := strconv.Atoi(strings.TrimPrefix(s[i+1:], "+"))
+		if err != nil || exp > maxNumberExponent || exp < -maxNumberExponent {
+			return fmt.Errorf("number %s has an exponent outside ±%d", truncate(s), maxNumberExponent)
+		}
+	}
+	return nil
 }
 
 // pointer is a parsed JSON pointer (RFC 6901).
