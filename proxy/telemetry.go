@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -94,6 +95,8 @@ type telemetry struct {
 	recordArgs func(json.RawMessage) json.RawMessage
 	knownTool  func(string) bool    // bounds metric cardinality to listed tools
 	upAttrs    []attribute.KeyValue // the gateway's server.address, server.port, url.full
+	rules      sync.Map             // rule names seen, for ruleLabel
+	ruleCount  atomic.Int32
 
 	opDuration      mcpconv.ServerOperationDuration
 	sessionDuration mcpconv.ServerSessionDuration
@@ -681,7 +684,7 @@ func (t *telemetry) decided(ctx context.Context, span trace.Span, in *rules.Inpu
 	}
 	blocked := d.Blocks()
 	t.decisionCount.Add(ctx, 1, metric.WithAttributes(semconv.McpMethodNameKey.String(in.Method),
-		attrPolicyRule.String(d.Rule), attrPolicyDecision.String(decision), attrPolicyMode.String(string(d.Mode))))
+		attrPolicyRule.String(t.ruleLabel(d.Rule)), attrPolicyDecision.String(decision), attrPolicyMode.String(string(d.Mode))))
 	t.policyDuration.Record(ctx, took.Seconds(), metric.WithAttributes(semconv.McpMethodNameKey.String(in.Method)))
 	if !d.Allow && strings.HasPrefix(d.Rule, "pin/") {
 		t.pinViolations.Add(ctx, 1, metric.WithAttributes(semconv.McpMethodNameKey.String(in.Method)))
@@ -730,6 +733,25 @@ func (t *telemetry) decided(ctx context.Context, span trace.Span, in *rules.Inpu
 		rec.TraceID, rec.SpanID = sc.TraceID().String(), sc.SpanID().String()
 	}
 	t.decisions.Log(rec)
+}
+
+// maxRuleLabels bounds the rule names used as metric labels. Rule names come
+// from the policy, but some embed a tool name the agent chose ("pin/NAME"
+// for a tool never listed): past the bound they count as "_OTHER".
+const maxRuleLabels = 512
+
+func (t *telemetry) ruleLabel(rule string) string {
+	if _, ok := t.rules.Load(rule); ok {
+		return rule
+	}
+	if t.ruleCount.Add(1) > maxRuleLabels {
+		t.ruleCount.Add(-1)
+		return "_OTHER"
+	}
+	if _, loaded := t.rules.LoadOrStore(rule, struct{}{}); loaded {
+		t.ruleCount.Add(-1)
+	}
+	return rule
 }
 
 // sessionEnded records a session's lifetime when it is deleted or expires.

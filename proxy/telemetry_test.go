@@ -1,0 +1,668 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+
+	inttel "mcpguard.dev/mcpguard/internal/telemetry"
+	"mcpguard.dev/mcpguard/internal/telemetry/decisionlog"
+	"mcpguard.dev/mcpguard/proxy/jsonrpc"
+	"mcpguard.dev/mcpguard/rules"
+)
+
+// Trace contexts an agent might send: one in the HTTP headers, another in
+// params._meta.
+const (
+	agentTrace      = "4bf92f3577b34da6a3ce929d0e0e4736"
+	agentHeaderSpan = "00f067aa0ba902b7"
+	agentMetaSpan   = "53995c3f42cd8ad8"
+	agentHeaderTP   = "00-" + agentTrace + "-" + agentHeaderSpan + "-01"
+	agentMetaTP     = "00-" + agentTrace + "-" + agentMetaSpan + "-01"
+	secretArg       = "s3cr3t-argument-value"
+)
+
+// recorded is one request the upstream saw.
+type recorded struct {
+	header http.Header
+	msg    *jsonrpc.Message
+}
+
+// recordingUpstream wraps a real MCP server and keeps what reached it.
+type recordingUpstream struct {
+	mu   sync.Mutex
+	seen []recorded
+	next http.Handler
+}
+
+func (u *recordingUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodPost {
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		if m, err := jsonrpc.DecodeOne(body, jsonrpc.Limits{}); err == nil {
+			u.mu.Lock()
+			u.seen = append(u.seen, recorded{header: r.Header.Clone(), msg: m})
+			u.mu.Unlock()
+		}
+	}
+	u.next.ServeHTTP(w, r)
+}
+
+func (u *recordingUpstream) find(method string) []recorded {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	var out []recorded
+	for _, s := range u.seen {
+		if s.msg.Method == method {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// telemetryEnv is a proxy with every telemetry output captured.
+type telemetryEnv struct {
+	t        *testing.T
+	spans    *tracetest.InMemoryExporter
+	metrics  http.Handler
+	log      *bytes.Buffer
+	up       *recordingUpstream
+	url      string
+	session  string
+	protocol string
+}
+
+func newTelemetryEnv(t *testing.T, mutate ...func(*Config)) *telemetryEnv {
+	t.Helper()
+	base := newMCPGoUpstream(t)
+	up := &recordingUpstream{next: base.Config.Handler}
+	upSrv := httptest.NewServer(up)
+	t.Cleanup(upSrv.Close)
+
+	spans := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
+	reg := prometheus.NewRegistry()
+	prom, err := otelprom.New(otelprom.WithRegisterer(reg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(prom))
+	var log bytes.Buffer
+	_, srv := newTestProxy(t, upSrv.URL+"/mcp", append([]func(*Config){func(c *Config) {
+		c.TracerProvider = tp
+		c.MeterProvider = mp
+		c.DecisionLog = decisionlog.NewWriter(&log)
+	}}, mutate...)...)
+	return &telemetryEnv{t: t, spans: spans, metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		log: &log, up: up, url: srv.URL + "/mcp"}
+}
+
+// post sends one message and returns the status and the decoded answer.
+func (e *telemetryEnv) post(body string, hdr map[string]string) (int, http.Header, *jsonrpc.Message) {
+	e.t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, e.url, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	if e.session != "" {
+		req.Header.Set("Mcp-Session-Id", e.session)
+		req.Header.Set("Mcp-Protocol-Version", e.protocol)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	data, _ := io.ReadAll(res.Body)
+	if res.StatusCode == http.StatusAccepted {
+		return res.StatusCode, res.Header, nil
+	}
+	if strings.HasPrefix(res.Header.Get("Content-Type"), "text/event-stream") {
+		for _, line := range strings.Split(string(data), "\n") {
+			if d, ok := strings.CutPrefix(line, "data: "); ok && d != "" {
+				data = []byte(d)
+			}
+		}
+	}
+	m, err := jsonrpc.DecodeOne(data, jsonrpc.Limits{})
+	if err != nil {
+		e.t.Fatalf("answer %q: %v", data, err)
+	}
+	return res.StatusCode, res.Header, m
+}
+
+func (e *telemetryEnv) initialize() {
+	e.t.Helper()
+	_, h, m := e.post(`{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`, nil)
+	if m.Error != nil || h.Get("Mcp-Session-Id") == "" {
+		e.t.Fatalf("initialize: %+v", m)
+	}
+	e.session, e.protocol = h.Get("Mcp-Session-Id"), "2025-06-18"
+	if st, _, _ := e.post(`{"jsonrpc":"2.0","method":"notifications/initialized"}`, nil); st != http.StatusAccepted {
+		e.t.Fatalf("initialized: status %d", st)
+	}
+}
+
+// callEcho is an allowed call carrying trace context in its headers.
+func (e *telemetryEnv) callEcho() *jsonrpc.Message {
+	_, _, m := e.post(`{"jsonrpc":"2.0","id":"call-1","method":"tools/call","params":{"name":"echo","arguments":{"message":"`+secretArg+`"}}}`,
+		map[string]string{"Traceparent": agentHeaderTP, "Tracestate": "vendor=agent", "Baggage": "tenant=blue"})
+	return m
+}
+
+// callDenied is a denied call carrying trace context in params._meta.
+func (e *telemetryEnv) callDenied() (int, *jsonrpc.Message) {
+	st, _, m := e.post(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"_meta":{"traceparent":"`+agentMetaTP+`"},"name":"run_command","arguments":{"cmd":"`+secretArg+`"}}}`,
+		map[string]string{"Traceparent": agentHeaderTP})
+	return st, m
+}
+
+func (e *telemetryEnv) span(name string, kind trace.SpanKind) tracetest.SpanStub {
+	e.t.Helper()
+	var found []tracetest.SpanStub
+	for _, s := range e.spans.GetSpans() {
+		if s.Name == name && s.SpanKind == kind {
+			found = append(found, s)
+		}
+	}
+	if len(found) != 1 {
+		e.t.Fatalf("want one %s span %q, got %d; all: %v", kind, name, len(found), spanNames(e.spans.GetSpans()))
+	}
+	return found[0]
+}
+
+func (e *telemetryEnv) children(parent tracetest.SpanStub) []tracetest.SpanStub {
+	var out []tracetest.SpanStub
+	for _, s := range e.spans.GetSpans() {
+		if s.Parent.SpanID() == parent.SpanContext.SpanID() && s.Parent.TraceID() == parent.SpanContext.TraceID() {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func spanNames(spans tracetest.SpanStubs) []string {
+	var out []string
+	for _, s := range spans {
+		out = append(out, s.SpanKind.String()+":"+s.Name)
+	}
+	return out
+}
+
+func attrs(s tracetest.SpanStub) map[string]string {
+	out := map[string]string{}
+	for _, kv := range s.Attributes {
+		out[string(kv.Key)] = kv.Value.Emit()
+	}
+	return out
+}
+
+func wantAttrs(t *testing.T, s tracetest.SpanStub, want map[string]string) {
+	t.Helper()
+	got := attrs(s)
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("span %q: %s = %q, want %q (all: %v)", s.Name, k, got[k], v, got)
+		}
+	}
+}
+
+func TestSpansForAllowedCall(t *testing.T) {
+	e := newTelemetryEnv(t)
+	e.initialize()
+	if m := e.callEcho(); m.Error != nil {
+		t.Fatalf("echo: %+v", m.Error)
+	}
+
+	init := e.span("initialize", trace.SpanKindServer)
+	wantAttrs(t, init, map[string]string{"mcp.method.name": "initialize", "mcp.session.id": e.session,
+		"mcp.protocol.version": "2025-06-18", "jsonrpc.request.id": "0"})
+	e.span("notifications/initialized", trace.SpanKindServer)
+
+	srv := e.span("tools/call echo", trace.SpanKindServer)
+	wantAttrs(t, srv, map[string]string{
+		"mcp.method.name": "tools/call", "mcp.session.id": e.session, "mcp.protocol.version": "2025-06-18",
+		"jsonrpc.request.id": "call-1", "gen_ai.tool.name": "echo", "gen_ai.operation.name": "execute_tool",
+		"network.transport": "tcp", "network.protocol.name": "http", "network.protocol.version": "1.1",
+		"client.address": "127.0.0.1", "server.address": "127.0.0.1",
+		"mcpguard.policy.decision": "allow", "mcpguard.policy.rule": "allow/echo",
+	})
+	if _, ok := attrs(srv)["error.type"]; ok {
+		t.Errorf("allowed call has error.type: %v", attrs(srv))
+	}
+	// The agent's header context is the parent, tracestate kept.
+	if srv.SpanContext.TraceID().String() != agentTrace || srv.Parent.SpanID().String() != agentHeaderSpan || !srv.Parent.IsRemote() {
+		t.Errorf("server span parent = %s/%s, want the agent's %s/%s", srv.Parent.TraceID(), srv.Parent.SpanID(), agentTrace, agentHeaderSpan)
+	}
+	if srv.SpanContext.TraceState().Get("vendor") != "agent" {
+		t.Errorf("tracestate lost: %q", srv.SpanContext.TraceState().String())
+	}
+
+	kids := e.children(srv)
+	if len(kids) != 2 {
+		t.Fatalf("children of the server span: %v, want the policy and the gateway call", spanNames(kids))
+	}
+	pol := e.span(spanPolicy, trace.SpanKindInternal)
+	wantAttrs(t, pol, map[string]string{"mcpguard.policy.decision": "allow", "mcpguard.policy.rule": "allow/echo",
+		"mcpguard.policy.mode": "enforce", "mcpguard.policy.blocked": "false"})
+	if _, ok := attrs(pol)["mcpguard.policy.duration"]; !ok {
+		t.Error("policy span lacks mcpguard.policy.duration")
+	}
+	if pol.Parent.SpanID() != srv.SpanContext.SpanID() {
+		t.Error("policy span is not a child of the call's server span")
+	}
+	cli := e.span("tools/call echo", trace.SpanKindClient)
+	wantAttrs(t, cli, map[string]string{"mcp.method.name": "tools/call", "gen_ai.tool.name": "echo",
+		"http.request.method": "POST", "http.response.status_code": "200", "server.address": "127.0.0.1",
+		"jsonrpc.request.id": "call-1"})
+	if cli.Parent.SpanID() != srv.SpanContext.SpanID() {
+		t.Error("client span is not a child of the call's server span")
+	}
+	if cli.EndTime.After(srv.EndTime) || cli.StartTime.Before(srv.StartTime) {
+		t.Errorf("client span [%v, %v] outside its server span [%v, %v]", cli.StartTime, cli.EndTime, srv.StartTime, srv.EndTime)
+	}
+	noSecret(t, e)
+}
+
+func TestSpansForDeniedCall(t *testing.T) {
+	e := newTelemetryEnv(t)
+	e.initialize()
+	st, m := e.callDenied()
+	if st != http.StatusForbidden || m.Error == nil || m.Error.Code != CodePolicyDenied {
+		t.Fatalf("denied call: status %d answer %+v", st, m)
+	}
+	srv := e.span("tools/call run_command", trace.SpanKindServer)
+	wantAttrs(t, srv, map[string]string{"gen_ai.tool.name": "run_command", "jsonrpc.request.id": "7",
+		"error.type": "-32003", "rpc.response.status_code": "-32003",
+		"mcpguard.policy.decision": "deny", "mcpguard.policy.rule": "deny/run_command", "mcpguard.policy.blocked": "true"})
+	if srv.Status.Code.String() != "Error" {
+		t.Errorf("denied call's span status = %v", srv.Status)
+	}
+	// _meta wins over the header, which stays as a link.
+	if srv.Parent.SpanID().String() != agentMetaSpan {
+		t.Errorf("parent = %s, want the _meta span %s", srv.Parent.SpanID(), agentMetaSpan)
+	}
+	if len(srv.Links) != 1 || srv.Links[0].SpanContext.SpanID().String() != agentHeaderSpan {
+		t.Errorf("links = %+v, want the header context", srv.Links)
+	}
+	pol := e.span(spanPolicy, trace.SpanKindInternal)
+	wantAttrs(t, pol, map[string]string{"mcpguard.policy.decision": "deny", "mcpguard.policy.rule": "deny/run_command",
+		"mcpguard.policy.reason": "shell access is never allowed"})
+	for _, s := range e.children(srv) {
+		if s.SpanKind == trace.SpanKindClient {
+			t.Errorf("a denied call has a gateway span %q", s.Name)
+		}
+	}
+	if got := e.up.find("tools/call"); len(got) != 0 {
+		t.Errorf("the denied call reached the gateway: %d", len(got))
+	}
+	noSecret(t, e)
+}
+
+// noSecret checks argument values appear in no span and no log line.
+func noSecret(t *testing.T, e *telemetryEnv) {
+	t.Helper()
+	for _, s := range e.spans.GetSpans() {
+		for _, kv := range s.Attributes {
+			if strings.Contains(kv.Value.Emit(), secretArg) {
+				t.Errorf("span %q records an argument value in %s", s.Name, kv.Key)
+			}
+		}
+		for _, ev := range s.Events {
+			for _, kv := range ev.Attributes {
+				if strings.Contains(kv.Value.Emit(), secretArg) {
+					t.Errorf("span %q event %q records an argument value", s.Name, ev.Name)
+				}
+			}
+		}
+	}
+	if strings.Contains(e.log.String(), secretArg) {
+		t.Errorf("decision log records an argument value:\n%s", e.log.String())
+	}
+}
+
+func TestTraceContextReachesGateway(t *testing.T) {
+	e := newTelemetryEnv(t)
+	e.initialize()
+	e.callEcho()
+	got := e.up.find("tools/call")
+	if len(got) != 1 {
+		t.Fatalf("gateway saw %d tools/call", len(got))
+	}
+	cli := e.span("tools/call echo", trace.SpanKindClient)
+	want := "00-" + agentTrace + "-" + cli.SpanContext.SpanID().String() + "-01"
+	if h := got[0].header.Get("Traceparent"); h != want {
+		t.Errorf("traceparent header = %q, want the client span's %q", h, want)
+	}
+	if h := got[0].header.Get("Tracestate"); h != "vendor=agent" {
+		t.Errorf("tracestate header = %q", h)
+	}
+	if h := got[0].header.Get("Baggage"); h != "tenant=blue" {
+		t.Errorf("baggage header = %q", h)
+	}
+	meta := jsonrpc.Lookup(got[0].msg.Params, "_meta")
+	for k, v := range map[string]string{"traceparent": want, "tracestate": "vendor=agent", "baggage": "tenant=blue"} {
+		if s, _, _ := jsonrpc.LookupString(meta, k); s != v {
+			t.Errorf("params._meta.%s = %q, want %q (params %s)", k, s, v, got[0].msg.Params)
+		}
+	}
+	// The rest of params is what the policy saw, byte for byte.
+	if args := jsonrpc.Lookup(got[0].msg.Params, "arguments"); string(args) != `{"message":"`+secretArg+`"}` {
+		t.Errorf("arguments changed on the way: %s", args)
+	}
+	// initialize carries the context in its headers too.
+	inits := e.up.find("initialize")
+	if len(inits) != 1 || !strings.HasPrefix(inits[0].header.Get("Traceparent"), "00-") {
+		t.Errorf("initialize without traceparent: %+v", inits)
+	}
+}
+
+func TestTelemetryOffForwardsTraceHeadersUnchanged(t *testing.T) {
+	base := newMCPGoUpstream(t)
+	up := &recordingUpstream{next: base.Config.Handler}
+	upSrv := httptest.NewServer(up)
+	t.Cleanup(upSrv.Close)
+	p, srv := newTestProxy(t, upSrv.URL+"/mcp")
+	if p.tel != nil || p.up.inject != nil {
+		t.Fatal("zero Config turned telemetry on")
+	}
+	e := &telemetryEnv{t: t, up: up, url: srv.URL + "/mcp", log: &bytes.Buffer{}}
+	e.initialize()
+	e.callEcho()
+	got := e.up.find("tools/call")
+	if len(got) != 1 {
+		t.Fatalf("gateway saw %d tools/call", len(got))
+	}
+	if h := got[0].header.Get("Traceparent"); h != agentHeaderTP {
+		t.Errorf("traceparent = %q, want the agent's %q", h, agentHeaderTP)
+	}
+	if meta := jsonrpc.Lookup(got[0].msg.Params, "_meta"); meta != nil {
+		t.Errorf("tracing off added _meta: %s", meta)
+	}
+}
+
+func TestDecisionLog(t *testing.T) {
+	e := newTelemetryEnv(t)
+	e.initialize()
+	e.callEcho()
+	e.callDenied()
+	var recs []*decisionlog.Record
+	for rec, err := range decisionlog.Read(bytes.NewReader(e.log.Bytes())) {
+		if err != nil {
+			t.Fatalf("%v in:\n%s", err, e.log.String())
+		}
+		recs = append(recs, rec)
+	}
+	if len(recs) != 2 {
+		t.Fatalf("want 2 decisions (echo, run_command), got %d:\n%s", len(recs), e.log.String())
+	}
+	allow, deny := recs[0], recs[1]
+	if allow.Tool != "echo" || allow.Decision != "allow" || allow.Rule != "allow/echo" || allow.Blocked {
+		t.Errorf("allow record: %+v", allow)
+	}
+	if deny.Tool != "run_command" || deny.Decision != "deny" || deny.Rule != "deny/run_command" ||
+		deny.Reason != "shell access is never allowed" || !deny.Blocked || deny.Mode != "enforce" ||
+		deny.Method != "tools/call" || deny.Session != e.session || deny.ProtocolVersion != "2025-06-18" || deny.Time.IsZero() {
+		t.Errorf("deny record: %+v", deny)
+	}
+	srv := e.span("tools/call run_command", trace.SpanKindServer)
+	if deny.TraceID != srv.SpanContext.TraceID().String() || deny.SpanID != srv.SpanContext.SpanID().String() {
+		t.Errorf("deny record's trace %s/%s, want the call's span %s/%s", deny.TraceID, deny.SpanID,
+			srv.SpanContext.TraceID(), srv.SpanContext.SpanID())
+	}
+	for _, line := range strings.Split(strings.TrimSpace(e.log.String()), "\n") {
+		var raw map[string]json.RawMessage
+		if err := json.Unmarshal([]byte(line), &raw); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := raw["arguments"]; ok {
+			t.Errorf("arguments recorded without opting in: %s", line)
+		}
+		for _, k := range []string{"time", "session", "tool", "decision", "rule", "traceId"} {
+			if _, ok := raw[k]; !ok {
+				t.Errorf("line lacks %q: %s", k, line)
+			}
+		}
+	}
+}
+
+func TestRecordArgumentsRedacted(t *testing.T) {
+	red, err := inttel.NewRedactor([]string{`s3cr3t-[a-z-]+`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newTelemetryEnv(t, func(c *Config) { c.RecordArguments = red.Redact })
+	e.initialize()
+	_, _, _ = e.post(`{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"message":"see `+secretArg+`","api_key":"abc","n":3}}}`, nil)
+	srv := e.span("tools/call echo", trace.SpanKindServer)
+	want := `{"message":"see [REDACTED]","api_key":"[REDACTED]","n":3}`
+	if got := attrs(srv)["gen_ai.tool.call.arguments"]; got != want {
+		t.Errorf("gen_ai.tool.call.arguments = %q, want %q", got, want)
+	}
+	var rec *decisionlog.Record
+	for r, err := range decisionlog.Read(bytes.NewReader(e.log.Bytes())) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec = r
+	}
+	if rec == nil || string(rec.Arguments) != want {
+		t.Errorf("decision log arguments = %s, want %s", rec.Arguments, want)
+	}
+	noSecret(t, e)
+}
+
+func TestMetrics(t *testing.T) {
+	e := newTelemetryEnv(t)
+	e.initialize()
+	// List the tools so echo is a known tool name (metric cardinality).
+	e.post(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, nil)
+	e.callEcho()
+	e.callDenied()
+	// A tool nobody listed is not a series of its own.
+	e.post(`{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"made-up-`+agentMetaSpan+`","arguments":{}}}`, nil)
+
+	rec := httptest.NewRecorder()
+	e.metrics.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	body := rec.Body.String()
+	for _, want := range []string{
+		`mcp_server_operation_duration_seconds_bucket{gen_ai_operation_name="execute_tool",gen_ai_tool_name="echo",mcp_method_name="tools/call",mcp_protocol_version="2025-06-18",network_protocol_name="http",network_transport="tcp"`,
+		`mcp_server_operation_duration_seconds_count{error_type="-32003",gen_ai_operation_name="execute_tool",gen_ai_tool_name="_OTHER",mcp_method_name="tools/call"`,
+		`mcp_client_operation_duration_seconds_count{gen_ai_tool_name="echo",mcp_method_name="tools/call"`,
+		`mcpguard_policy_decisions_total{mcp_method_name="tools/call",mcpguard_policy_decision="deny",mcpguard_policy_mode="enforce",mcpguard_policy_rule="deny/run_command"`,
+		`mcpguard_policy_decisions_total{mcp_method_name="tools/call",mcpguard_policy_decision="allow",mcpguard_policy_mode="enforce",mcpguard_policy_rule="allow/echo"`,
+		`mcpguard_policy_duration_seconds_count{mcp_method_name="tools/call"`,
+		`mcpguard_proxy_overhead_seconds_count{mcp_method_name="tools/call"`,
+		`mcpguard_sessions_active{`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if strings.Contains(body, `gen_ai_tool_name="made-up-`) {
+		t.Errorf("an unlisted tool name became a metric label:\n%s", grepLines(body, "made-up-"))
+	}
+	if got := grepLines(body, "mcpguard_sessions_active{"); !strings.HasSuffix(got, "} 1") {
+		t.Errorf("sessions_active is not 1: %s", got)
+	}
+}
+
+func TestMetricsUpstreamErrorAndSessionDuration(t *testing.T) {
+	e := newTelemetryEnv(t)
+	e.initialize()
+	// The gateway fails every call from now on.
+	e.up.next = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodDelete {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		http.Error(w, "boom", http.StatusInternalServerError)
+	})
+	if m := e.callEcho(); m.Error == nil || m.Error.Code != CodeUpstream {
+		t.Fatalf("want an upstream error, got %+v", m)
+	}
+	cli := e.span("tools/call echo", trace.SpanKindClient)
+	wantAttrs(t, cli, map[string]string{"http.response.status_code": "500", "error.type": "500"})
+	srv := e.span("tools/call echo", trace.SpanKindServer)
+	wantAttrs(t, srv, map[string]string{"error.type": "-32004"})
+
+	req, _ := http.NewRequest(http.MethodDelete, e.url, nil)
+	req.Header.Set("Mcp-Session-Id", e.session)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+
+	rec := httptest.NewRecorder()
+	e.metrics.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	body := rec.Body.String()
+	for _, want := range []string{
+		`mcpguard_upstream_errors_total{error_type="500"`,
+		`mcp_server_session_duration_seconds_count{`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if n := strings.Count(body, "mcpguard_upstream_errors_total{"); n != 1 {
+		t.Errorf("upstream error counted under %d series, want 1:\n%s", n, grepLines(body, "upstream_errors"))
+	}
+}
+
+func TestRuleLabelsBounded(t *testing.T) {
+	tel := newTelemetry(&Config{MeterProvider: sdkmetric.NewMeterProvider()}, newSessions(1, 0), &sync.Map{})
+	for i := range maxRuleLabels {
+		if got := tel.ruleLabel(fmt.Sprint("pin/t", i)); got != fmt.Sprint("pin/t", i) {
+			t.Fatalf("label %d = %q", i, got)
+		}
+	}
+	if got := tel.ruleLabel("pin/one-too-many"); got != "_OTHER" {
+		t.Errorf("label past the bound = %q, want _OTHER", got)
+	}
+	if got := tel.ruleLabel("pin/t7"); got != "pin/t7" {
+		t.Errorf("a seen label = %q", got)
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+func TestRingCollectsProxySpans(t *testing.T) {
+	ring := inttel.NewRing(64)
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(ring))
+	_, srv := newTestProxy(t, newMCPGoUpstream(t).URL+"/mcp", func(c *Config) { c.TracerProvider = tp })
+	e := &telemetryEnv{t: t, url: srv.URL + "/mcp", log: &bytes.Buffer{}}
+	e.initialize()
+	e.callEcho()
+	e.callDenied()
+	calls := inttel.Calls(ring.Spans(), inttel.Filter{Denied: true})
+	if len(calls) != 1 || calls[0].Name != "tools/call run_command" || calls[0].Rule() != "deny/run_command" {
+		t.Fatalf("denied calls: %+v", calls)
+	}
+	var out bytes.Buffer
+	if err := inttel.WriteTree(&out, inttel.Calls(ring.Spans(), inttel.Filter{Tool: "echo"})); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 3 || !strings.Contains(lines[0], "tools/call echo") || !strings.Contains(lines[0], "allow allow/echo") ||
+		!strings.Contains(lines[1], "mcpguard.policy internal  allow allow/echo") || !strings.Contains(lines[2], "tools/call echo client") {
+		t.Errorf("tree:\n%s", out.String())
+	}
+}
+
+// BenchmarkTelemetryPerCall measures what telemetry adds to one tools/call:
+// the spans, metrics and (off by default) decision log around a decision and
+// a gateway call, without the network, so the figure is the added cost.
+func BenchmarkTelemetryPerCall(b *testing.B) {
+	msg := &jsonrpc.Message{ID: jsonrpc.IntID(1), Method: "tools/call",
+		Params: json.RawMessage(`{"name":"echo","arguments":{"message":"hi"}}`)}
+	r := httptest.NewRequest(http.MethodPost, "http://127.0.0.1:8081/mcp", nil)
+	r.Header.Set("Traceparent", agentHeaderTP)
+	resp := &jsonrpc.Message{ID: msg.ID, Result: json.RawMessage(`{"content":[]}`)}
+	for _, bc := range []struct {
+		name string
+		cfg  func(*Config)
+	}{
+		{"off", func(*Config) {}},
+		{"ring", func(c *Config) {
+			c.TracerProvider = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(inttel.NewRing(2048)))
+		}},
+		{"ring+metrics", func(c *Config) {
+			c.TracerProvider = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(inttel.NewRing(2048)))
+			reg := prometheus.NewRegistry()
+			prom, _ := otelprom.New(otelprom.WithRegisterer(reg))
+			c.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(prom))
+		}},
+		{"ring+metrics+decisionlog", func(c *Config) {
+			c.TracerProvider = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(inttel.NewRing(2048)))
+			reg := prometheus.NewRegistry()
+			prom, _ := otelprom.New(otelprom.WithRegisterer(reg))
+			c.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(prom))
+			c.DecisionLog = decisionlog.NewWriter(io.Discard)
+		}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			cfg := Config{Upstream: "http://127.0.0.1:1/mcp", Policy: testPolicy, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+			bc.cfg(&cfg)
+			p, err := New(cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			out := discardOutput{}
+			b.ReportAllocs()
+			for b.Loop() {
+				ex := &exchange{p: p, r: r, version: "2025-06-18", msgs: []*jsonrpc.Message{msg}}
+				ctx, o := ex.startSpans(context.Background(), out)
+				p.decide(ex.spanContext(ctx, msg), rules.Input{Method: msg.Method, Tool: "echo",
+					Arguments: jsonrpc.Lookup(msg.Params, "arguments"), ProtocolVersion: ex.version})
+				ctx, fwd := ex.startUpstream(ctx, ex.msgs)
+				h := http.Header{}
+				if p.up.inject != nil {
+					p.up.inject(ctx, h)
+				}
+				res := &http.Response{StatusCode: 200, Body: io.NopCloser(strings.NewReader(""))}
+				ex.upstreamAnswered(res, nil)
+				_, _ = io.Copy(io.Discard, res.Body)
+				_ = o.deliver(resp, "")
+				o.finish(200)
+				ex.endSpans()
+				_ = fwd
+			}
+		})
+	}
+}
+
+type discardOutput struct{}
+
+func (discardOutput) stream() error                          { return nil }
+func (discardOutput) deliver(*jsonrpc.Message, string) error { return nil }
+func (discardOutput) raw(string) error                       { return nil }
+func (discardOutput) finish(int)                             {}
+func (discardOutput) accepted()                              {}
+func (discardOutput) fail(*callError)                        {}
