@@ -48,6 +48,7 @@ func main() {
 		newProxyCmd(),
 		newDemoCmd(),
 		newPolicyCmd(),
+		newWrapCmd(),
 	)
 	err := root.ExecuteContext(ctx)
 	if err == nil {

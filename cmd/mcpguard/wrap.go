@@ -1,0 +1,311 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"mcpguard.dev/mcpguard/proxy"
+	"mcpguard.dev/mcpguard/rules"
+)
+
+// wrapOptions is everything `mcpguard wrap` can be told.
+type wrapOptions struct {
+	policyChoice
+	DenyAs       string
+	MaxBodyBytes int
+	LogLevel     string
+	// Grace is how long the server may take to exit: after the client
+	// closes its input, before SIGTERM; after SIGTERM (ours or forwarded),
+	// before SIGKILL.
+	Grace time.Duration
+}
+
+// policyChoice is the --policy / --allow-all pair every command that
+// enforces a policy takes, with the same rules as `mcpguard proxy`.
+type policyChoice struct {
+	Policy   []string
+	AllowAll bool
+}
+
+func (c *policyChoice) flags(cmd *cobra.Command) {
+	cmd.Flags().StringSliceVar(&c.Policy, "policy", nil, "policy file(s); required unless --allow-all")
+	cmd.Flags().BoolVar(&c.AllowAll, "allow-all", false, "forward every call without a policy (loudly unsafe; for trying things out)")
+}
+
+func (c *policyChoice) check() error {
+	if c.AllowAll && len(c.Policy) > 0 {
+		return errors.New("--allow-all and --policy exclude each other: choose one")
+	}
+	if !c.AllowAll && len(c.Policy) == 0 {
+		return errors.New("no policy: pass --policy FILE (see manifests/policies/approved-apis.yaml), or --allow-all to forward everything unchecked")
+	}
+	return nil
+}
+
+// engine loads the policy, reloading it when its files change until ctx
+// ends, as `mcpguard proxy` does.
+func (c *policyChoice) engine(ctx context.Context, log *slog.Logger) (*rules.Engine, error) {
+	if c.AllowAll {
+		log.Warn("RUNNING WITHOUT A POLICY (--allow-all): every tool call is forwarded unchecked")
+		fmt.Fprintln(os.Stderr, "mcpguard: WARNING: --allow-all: no policy, every tool call is forwarded unchecked")
+		return rules.AllowAll(), nil
+	}
+	engine, err := rules.Load(c.Policy...)
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		_ = engine.Watch(ctx, func(err error) {
+			if err != nil {
+				log.Error("policy reload failed; the previous policy stays in force", "err", err)
+			} else {
+				log.Info("policy reloaded", "files", c.Policy)
+			}
+		})
+	}()
+	return engine, nil
+}
+
+func newWrapCmd() *cobra.Command {
+	o := wrapOptions{DenyAs: string(proxy.DenyJSONRPCError), LogLevel: "info", Grace: 5 * time.Second}
+	cmd := &cobra.Command{
+		Use:   "wrap --policy FILE -- CMD [ARGS...]",
+		Short: "Run a stdio MCP server behind the policy",
+		Long: `Run CMD as a stdio MCP server and relay newline-delimited JSON-RPC between it
+and this process's stdin/stdout, through the policy: an MCP client (Claude
+Desktop, Cursor, VS Code, Claude Code) launches "mcpguard wrap ... -- CMD" where
+it launched CMD. Messages are decoded strictly and re-encoded, tools/list is
+filtered, denied calls are answered with the rule and reason, and decisions are
+logged on stderr, as in "mcpguard proxy".
+
+CMD's stderr passes through. SIGINT, SIGTERM, SIGHUP and SIGQUIT are forwarded
+to CMD's process group; mcpguard exits with CMD's exit status (128+N when a
+signal N ended it). When the client closes stdin, CMD's stdin is closed and
+CMD gets --grace to exit before SIGTERM, and as long again before SIGKILL.
+Should CMD crash or write something other than JSON-RPC, every request it left
+unanswered is answered with a JSON-RPC error.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.check(); err != nil {
+				return &exitError{code: exitUsage, err: err}
+			}
+			code, err := runWrap(cmd.Context(), o, args, os.Stdin, os.Stdout)
+			if err != nil {
+				return err
+			}
+			return &exitError{code: code, err: errors.New("")}
+		},
+	}
+	// Everything from CMD on belongs to CMD, even without "--".
+	cmd.Flags().SetInterspersed(false)
+	o.flags(cmd)
+	f := cmd.Flags()
+	f.StringVar(&o.DenyAs, "deny-as", o.DenyAs, "how denials are answered: jsonrpc-error, or tool-error (a result the model reads)")
+	f.IntVar(&o.MaxBodyBytes, "max-body-bytes", 0, "largest message accepted either way (default 4 MiB)")
+	f.StringVar(&o.LogLevel, "log-level", o.LogLevel, "debug, info, warn or error (logs go to stderr)")
+	f.DurationVar(&o.Grace, "grace", o.Grace, "how long CMD may take to exit before SIGTERM, and after SIGTERM before SIGKILL")
+	return cmd
+}
+
+// exitExecFailed is the exit status when CMD cannot be started, as in
+// shells.
+const exitExecFailed = 127
+
+// runWrap runs argv behind the policy, relaying client ↔ server, and
+// returns the exit status to leave with: the server's.
+func runWrap(ctx context.Context, o wrapOptions, argv []string, stdin io.Reader, stdout io.Writer) (int, error) {
+	log, err := newLogger(o.LogLevel)
+	if err != nil {
+		return 0, &exitError{code: exitUsage, err: err}
+	}
+	// Signals are forwarded, not obeyed: the server decides when it has
+	// finished, and its status is ours. (main's context is cancelled by
+	// SIGINT and SIGTERM too; nothing here listens to it but the policy
+	// watcher.)
+	sigc := make(chan os.Signal, 8)
+	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
+	defer signal.Stop(sigc)
+	// A client that goes away must not kill mcpguard with SIGPIPE before
+	// the server is stopped. Notify rather than Ignore: an ignored signal
+	// would stay ignored in the server.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+
+	engine, err := o.engine(ctx, log)
+	if err != nil {
+		return 0, &exitError{code: exitUsage, err: err}
+	}
+	relay, err := proxy.NewStdio(proxy.Config{
+		Policy:       engine,
+		DenyAs:       proxy.DenyAs(o.DenyAs),
+		Identity:     identityFromEnv(),
+		MaxBodyBytes: o.MaxBodyBytes,
+		Logger:       log,
+	})
+	if err != nil {
+		return 0, &exitError{code: exitUsage, err: err}
+	}
+
+	srv, err := startServer(argv)
+	if err != nil {
+		log.Error("starting the MCP server failed", "command", argv[0], "err", err)
+		return 0, &exitError{code: exitExecFailed, err: fmt.Errorf("starting %q: %v", argv[0], err)}
+	}
+	log.Info("mcpguard wrap started the MCP server", "command", argv[0], "pid", srv.cmd.Process.Pid, "version", versionString())
+
+	relayDone := make(chan error, 1)
+	go func() {
+		relayDone <- relay.Serve(context.WithoutCancel(ctx), proxy.StdioStreams{
+			Client: stdin, ToClient: stdout, Server: srv.out, ToServer: srv.in,
+		})
+	}()
+	exited := make(chan error, 1)
+	go func() { exited <- srv.cmd.Wait() }()
+
+	inClosed := srv.in.closed
+	var termTimer, killTimer <-chan time.Time
+	escalate := func() { // SIGTERM now, SIGKILL after the grace
+		if killTimer == nil {
+			killTimer = time.After(o.Grace)
+		}
+	}
+	for {
+		select {
+		case sig := <-sigc:
+			log.Info("forwarding a signal to the MCP server", "signal", sig.String())
+			srv.signal(sig.(syscall.Signal))
+			if sig != syscall.SIGQUIT {
+				escalate()
+			}
+		case <-inClosed:
+			// The client closed our stdin and the relay closed the
+			// server's: MCP's stdio shutdown. The server should exit
+			// on its own now.
+			inClosed = nil
+			termTimer = time.After(o.Grace)
+		case <-termTimer:
+			termTimer = nil
+			log.Warn("the MCP server did not exit after its input closed; sending SIGTERM", "grace", o.Grace.String())
+			srv.signal(syscall.SIGTERM)
+			escalate()
+		case <-killTimer:
+			killTimer = nil
+			log.Warn("the MCP server did not exit after SIGTERM; sending SIGKILL", "grace", o.Grace.String())
+			srv.signal(syscall.SIGKILL)
+		case err := <-relayDone:
+			relayDone = nil
+			if err != nil && !errors.Is(err, proxy.ErrServerGone) {
+				log.Error("stdio relay failed", "err", err)
+			}
+			// The server closed its output; it should be exiting. If it
+			// lingers, it is stopped like one whose input closed.
+			if termTimer == nil && killTimer == nil {
+				termTimer = time.After(o.Grace)
+			}
+		case werr := <-exited:
+			// Anything the server left in its process group goes with
+			// it: nothing outlives mcpguard holding the pipes.
+			srv.signal(syscall.SIGKILL)
+			srv.in.Close()
+			if relayDone != nil {
+				// Let the relay answer what is outstanding, bounded: a
+				// descendant outside the group may hold the pipe open.
+				select {
+				case <-relayDone:
+				case <-time.After(2 * time.Second):
+					srv.out.Close()
+					<-relayDone
+				}
+			}
+			code := exitStatus(srv.cmd.ProcessState)
+			level := log.Info
+			if code != 0 {
+				level = log.Warn
+			}
+			level("the MCP server exited", "status", srv.cmd.ProcessState.String(), "exit_code", code, "wait_err", errString(werr))
+			return code, nil
+		}
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// wrappedServer is the wrapped MCP server process and our ends of its pipes.
+type wrappedServer struct {
+	cmd *exec.Cmd
+	in  *closeNotifier // its stdin
+	out *os.File       // its stdout
+}
+
+// startServer starts argv with its own stdin and stdout pipes and our
+// stderr, in a process group of its own (procattr_*.go) so that signals and
+// the final kill reach everything it started.
+func startServer(argv []string) (*wrappedServer, error) {
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stderr = os.Stderr
+	// Pipes of our own rather than cmd.StdinPipe/StdoutPipe: Wait closes
+	// those as soon as the process exits, losing output not yet read, and
+	// the relay must read the last line a crashing server wrote.
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		inR.Close()
+		inW.Close()
+		return nil, err
+	}
+	cmd.Stdin, cmd.Stdout = inR, outW
+	setProcAttr(cmd)
+	err = cmd.Start()
+	inR.Close()
+	outW.Close()
+	if err != nil {
+		inW.Close()
+		outR.Close()
+		return nil, err
+	}
+	return &wrappedServer{cmd: cmd, in: newCloseNotifier(inW), out: outR}, nil
+}
+
+// signal sends sig to the server's process group.
+func (s *wrappedServer) signal(sig syscall.Signal) {
+	_ = signalGroup(s.cmd.Process, sig)
+}
+
+// closeNotifier is the server's stdin: Close closes it once and closes
+// the closed channel, so runWrap learns that the client has gone.
+type closeNotifier struct {
+	*os.File
+	once   sync.Once
+	closed chan struct{}
+}
+
+func newCloseNotifier(f *os.File) *closeNotifier {
+	return &closeNotifier{File: f, closed: make(chan struct{})}
+}
+
+func (c *closeNotifier) Close() error {
+	var err error
+	c.once.Do(func() {
+		err = c.File.Close()
+		close(c.closed)
+	})
+	return err
+}
