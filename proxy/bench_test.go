@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"runtime/pprof"
 	"testing"
 	"time"
 
@@ -39,10 +40,22 @@ type benchEnv struct {
 
 type benchTarget struct{ name, url string }
 
+// startLabelled starts a test server whose goroutines (every connection it
+// serves, and what those start) carry the pprof label role=name, so that a
+// -cpuprofile of one benchmark splits by process-to-be:
+//
+//	go tool pprof -tagfocus role=mcpguard -top proxy.test cpu.out
+func startLabelled(b *testing.B, name string, h http.Handler) *httptest.Server {
+	b.Helper()
+	srv := httptest.NewUnstartedServer(h)
+	pprof.Do(context.Background(), pprof.Labels("role", name), func(context.Context) { srv.Start() })
+	b.Cleanup(srv.Close)
+	return srv
+}
+
 func newBenchEnv(b *testing.B) *benchEnv {
 	b.Helper()
-	up := httptest.NewServer(loadgen.Upstream())
-	b.Cleanup(up.Close)
+	up := startLabelled(b, "upstream", loadgen.Upstream())
 	engine, err := rules.Parse("manifests/policies/approved-apis.yaml", policies.ApprovedAPIs)
 	if err != nil {
 		b.Fatal(err)
@@ -54,14 +67,12 @@ func newBenchEnv(b *testing.B) *benchEnv {
 	if err != nil {
 		b.Fatal(err)
 	}
-	px := httptest.NewServer(p)
-	b.Cleanup(px.Close)
+	px := startLabelled(b, "mcpguard", p)
 	rp, err := loadgen.ReverseProxy(up.URL)
 	if err != nil {
 		b.Fatal(err)
 	}
-	ref := httptest.NewServer(rp)
-	b.Cleanup(ref.Close)
+	ref := startLabelled(b, "reverseproxy", rp)
 	return &benchEnv{targets: []benchTarget{
 		{"direct", up.URL + "/mcp"},
 		{"reverseproxy", ref.URL + "/mcp"},
@@ -99,7 +110,10 @@ func BenchmarkToolsCall(b *testing.B) {
 // runCalls opens n sessions to url (untimed) and makes b.N calls over them.
 func runCalls(b *testing.B, url string, n int, call loadgen.Call) loadgen.Result {
 	b.Helper()
-	ctx := context.Background()
+	// The client's connections are dialed here: label them too.
+	ctx := pprof.WithLabels(context.Background(), pprof.Labels("role", "client"))
+	pprof.SetGoroutineLabels(ctx)
+	defer pprof.SetGoroutineLabels(context.Background())
 	c := loadgen.NewClient(url, n)
 	defer c.CloseIdle()
 	sessions, err := c.OpenSessions(ctx, n, 16)
