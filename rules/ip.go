@@ -227,9 +227,9 @@ func classify(a netip.Addr) IPClass {
 }
 
 // describeIP says what an address is for a reason, naming the IPv4 address
-// it embeds when there is one: "::ffff:a9fe:a9fe (169.254.169.254)".
+// it embeds when its text does not show it: "64:ff9b::a9fe:a9fe (169.254.169.254)".
 func describeIP(a netip.Addr) string {
-	if v4, ok := EmbeddedIPv4(a); ok {
+	if v4, ok := EmbeddedIPv4(a); ok && !a.Is4In6() { // ::ffff:1.2.3.4 already shows it
 		return fmt.Sprintf("%s (%s)", a, v4)
 	}
 	return a.String()
