@@ -64,6 +64,19 @@ func TestAppendJSONFast(t *testing.T) {
 	}
 }
 
+// TestUnquote pins that unquote's plain path decodes as json.Unmarshal does.
+func TestUnquote(t *testing.T) {
+	for _, tok := range []string{`""`, `"tools/call"`, `"a b"`, `"<&>"`, `"h\u00e9"`, "\"h\u00e9\"",
+		`"a\nb"`, `"\""`, "\"a\x01\"", "\"\xff\"", `"`, `x`, `"a"b"`, "\"\u2028\""} {
+		got, gotErr := unquote([]byte(tok))
+		var want string
+		wantErr := json.Unmarshal([]byte(tok), &want)
+		if got != want || (gotErr == nil) != (wantErr == nil) {
+			t.Errorf("unquote(%q) = %q, %v; json.Unmarshal: %q, %v", tok, got, gotErr, want, wantErr)
+		}
+	}
+}
+
 // BenchmarkAppendJSON: a 64 KiB tools/call, the direct path against the
 // encoding/json path it replaced.
 func BenchmarkAppendJSON(b *testing.B) {

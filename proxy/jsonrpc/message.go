@@ -336,8 +336,8 @@ func decodeMessage(canon []byte) (*Message, *DecodeError) {
 		if method[0] != '"' {
 			return nil, invalid(m.ID, `"method" must be a string`)
 		}
-		var s string
-		if err := json.Unmarshal(method, &s); err != nil || s == "" {
+		s, err := unquote(method)
+		if err != nil || s == "" {
 			return nil, invalid(m.ID, `"method" must be a non-empty string`)
 		}
 		if m.ID == NullID {
