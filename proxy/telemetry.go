@@ -97,6 +97,10 @@ type telemetry struct {
 	upAttrs    []attribute.KeyValue // the gateway's server.address, server.port, url.full
 	rules      sync.Map             // rule names seen, for ruleLabel
 	ruleCount  atomic.Int32
+	// Measurement options by attribute values, built once: an attribute
+	// set per measurement would cost a sort and allocations per call.
+	methodOpts   sync.Map // method → metric.MeasurementOption
+	decisionOpts sync.Map // decisionKey → metric.MeasurementOption
 
 	opDuration      mcpconv.ServerOperationDuration
 	sessionDuration mcpconv.ServerSessionDuration
@@ -425,19 +429,33 @@ func withTraceMeta(m *jsonrpc.Message, carrier propagation.MapCarrier) *jsonrpc.
 		return m
 	}
 	meta := jsonrpc.Lookup(params, "_meta")
-	if meta == nil {
-		meta = json.RawMessage(`{}`)
-	} else if meta[0] != '{' {
-		return m // not ours to fix; the gateway judges it
-	}
 	var err error
-	for _, k := range []string{"traceparent", "tracestate", "baggage"} {
-		v := carrier.Get(k)
-		if v == "" {
-			continue
+	switch {
+	case meta == nil:
+		// The usual case: build {"traceparent":…,…} in one go. Keys are
+		// in the order Replace would append them, so the bytes are the
+		// same either way.
+		meta = append(meta, '{')
+		for _, k := range traceMetaKeys {
+			if v := carrier.Get(k); v != "" {
+				if len(meta) > 1 {
+					meta = append(meta, ',')
+				}
+				meta = jsonrpc.AppendString(meta, k)
+				meta = append(meta, ':')
+				meta = jsonrpc.AppendString(meta, v)
+			}
 		}
-		if meta, err = jsonrpc.Replace(meta, k, jsonrpc.AppendString(nil, v)); err != nil {
-			return m
+		meta = append(meta, '}')
+	case meta[0] != '{':
+		return m // not ours to fix; the gateway judges it
+	default:
+		for _, k := range traceMetaKeys {
+			if v := carrier.Get(k); v != "" {
+				if meta, err = jsonrpc.Replace(meta, k, jsonrpc.AppendString(nil, v)); err != nil {
+					return m
+				}
+			}
 		}
 	}
 	if params, err = jsonrpc.Replace(params, "_meta", meta); err != nil {
@@ -447,6 +465,9 @@ func withTraceMeta(m *jsonrpc.Message, carrier propagation.MapCarrier) *jsonrpc.
 	c.Params = params
 	return &c
 }
+
+// traceMetaKeys are the params._meta keys of MCP's trace context (SEP-414).
+var traceMetaKeys = [...]string{"traceparent", "tracestate", "baggage"}
 
 // metaCarrier reads trace context from a canonical params._meta object.
 type metaCarrier json.RawMessage
@@ -485,15 +506,14 @@ func (ex *exchange) upstreamAnswered(res *http.Response, cerr *callError) {
 		tr.endUpstream()
 		return
 	}
-	if tr.client != nil {
-		tr.client.SetAttributes(semconv.HTTPResponseStatusCode(res.StatusCode))
-	}
 	if res.StatusCode >= 400 {
 		tr.upstreamError(strconv.Itoa(res.StatusCode))
 		if tr.client != nil {
-			tr.client.SetAttributes(semconv.ErrorTypeKey.String(strconv.Itoa(res.StatusCode)))
+			tr.client.SetAttributes(semconv.HTTPResponseStatusCode(res.StatusCode), semconv.ErrorTypeKey.String(strconv.Itoa(res.StatusCode)))
 			tr.client.SetStatus(codes.Error, res.Status)
 		}
+	} else if tr.client != nil {
+		tr.client.SetAttributes(semconv.HTTPResponseStatusCode(res.StatusCode))
 	}
 	res.Body = &upstreamBody{ReadCloser: res.Body, tr: tr}
 }
@@ -534,7 +554,7 @@ func (tr *exTrace) endUpstream() {
 		if c.method == "tools/call" && tr.t.knownTool(c.tool) {
 			attrs = append(attrs, tr.t.upDuration.AttrGenAIToolName(c.tool))
 		}
-		tr.t.upDuration.Record(c.ctx, tr.upTook.Seconds(), mcpconv.MethodNameAttr(c.method), attrs...)
+		tr.t.upDuration.Record(c.ctx, tr.upTook.Seconds(), mcpconv.MethodNameAttr(metricMethod(c.method)), attrs...)
 	}
 }
 
@@ -622,12 +642,12 @@ func (tr *exTrace) end(c *callSpan, resp *jsonrpc.Message, e *callError) {
 		errType = strconv.FormatInt(code, 10)
 	}
 	if tr.t.tracing {
-		if errType != "" {
+		switch {
+		case code != 0:
+			c.span.SetAttributes(semconv.ErrorTypeKey.String(errType), semconv.RPCResponseStatusCode(errType))
+			c.span.SetStatus(codes.Error, errType)
+		case errType != "":
 			c.span.SetAttributes(semconv.ErrorTypeKey.String(errType))
-			if code != 0 {
-				c.span.SetAttributes(semconv.RPCResponseStatusCode(strconv.FormatInt(code, 10)))
-				c.span.SetStatus(codes.Error, errType)
-			}
 		}
 		c.span.End(trace.WithTimestamp(now))
 	}
@@ -648,7 +668,7 @@ func (tr *exTrace) end(c *callSpan, resp *jsonrpc.Message, e *callError) {
 	if errType != "" {
 		attrs = append(attrs, t.opDuration.AttrErrorType(mcpconv.ErrorTypeAttr(errType)))
 	}
-	t.opDuration.Record(c.ctx, took.Seconds(), mcpconv.MethodNameAttr(c.method), attrs...)
+	t.opDuration.Record(c.ctx, took.Seconds(), mcpconv.MethodNameAttr(metricMethod(c.method)), attrs...)
 	overhead := took
 	switch {
 	case c.forwarded && tr.upEnded:
@@ -658,7 +678,7 @@ func (tr *exTrace) end(c *callSpan, resp *jsonrpc.Message, e *callError) {
 		// from the upstream start until now.
 		overhead -= now.Sub(tr.upStart)
 	}
-	t.overhead.Record(c.ctx, max(overhead, 0).Seconds(), metric.WithAttributes(semconv.McpMethodNameKey.String(c.method)))
+	t.overhead.Record(c.ctx, max(overhead, 0).Seconds(), t.methodOpt(c.method))
 }
 
 // policySpan opens the child span of one decision. tools/list decisions (one
@@ -683,29 +703,28 @@ func (t *telemetry) decided(ctx context.Context, span trace.Span, in *rules.Inpu
 		decision = "allow"
 	}
 	blocked := d.Blocks()
-	t.decisionCount.Add(ctx, 1, metric.WithAttributes(semconv.McpMethodNameKey.String(in.Method),
-		attrPolicyRule.String(t.ruleLabel(d.Rule)), attrPolicyDecision.String(decision), attrPolicyMode.String(string(d.Mode))))
-	t.policyDuration.Record(ctx, took.Seconds(), metric.WithAttributes(semconv.McpMethodNameKey.String(in.Method)))
+	t.decisionCount.Add(ctx, 1, t.decisionOpt(metricMethod(in.Method), d.Rule, decision, string(d.Mode)))
+	t.policyDuration.Record(ctx, took.Seconds(), t.methodOpt(in.Method))
 	if !d.Allow && strings.HasPrefix(d.Rule, "pin/") {
-		t.pinViolations.Add(ctx, 1, metric.WithAttributes(semconv.McpMethodNameKey.String(in.Method)))
+		t.pinViolations.Add(ctx, 1, t.methodOpt(in.Method))
 	}
 	var args json.RawMessage
 	if t.recordArgs != nil && in.Arguments != nil && in.Method != "tools/list" {
 		args = t.recordArgs(in.Arguments)
 	}
 	if t.tracing {
-		attrs := []attribute.KeyValue{attrPolicyDecision.String(decision), attrPolicyRule.String(d.Rule),
-			attrPolicyMode.String(string(d.Mode)), attrPolicyBlocked.Bool(blocked)}
+		attrs := make([]attribute.KeyValue, 0, 6)
+		attrs = append(attrs, attrPolicyDecision.String(decision), attrPolicyRule.String(d.Rule),
+			attrPolicyMode.String(string(d.Mode)), attrPolicyBlocked.Bool(blocked))
 		call := trace.SpanFromContext(ctx)
 		switch {
 		case span != nil:
-			span.SetAttributes(attrs...)
-			span.SetAttributes(attrPolicyDuration.Float64(took.Seconds()), attrPolicyReason.String(d.Reason))
+			span.SetAttributes(append(attrs, attrPolicyDuration.Float64(took.Seconds()), attrPolicyReason.String(d.Reason))...)
 			if blocked {
 				span.SetStatus(codes.Error, "denied")
 			}
 			span.End()
-			call.SetAttributes(attrs...)
+			call.SetAttributes(attrs[:2]...) // decision and rule, for lists of calls
 		case !d.Allow:
 			// A tool hidden from a tools/list result.
 			call.AddEvent("mcpguard.policy.hidden", trace.WithAttributes(semconv.GenAIToolName(in.Tool),
@@ -733,6 +752,57 @@ func (t *telemetry) decided(ctx context.Context, span trace.Span, in *rules.Inpu
 		rec.TraceID, rec.SpanID = sc.TraceID().String(), sc.SpanID().String()
 	}
 	t.decisions.Log(rec)
+}
+
+// methodOpt is the {mcp.method.name} option; methods outside the
+// conventions' list share one (the agent chooses method names).
+func (t *telemetry) methodOpt(method string) metric.MeasurementOption {
+	if o, ok := t.methodOpts.Load(method); ok {
+		return o.(metric.MeasurementOption)
+	}
+	if method = metricMethod(method); method == "_OTHER" {
+		if o, ok := t.methodOpts.Load(method); ok {
+			return o.(metric.MeasurementOption)
+		}
+	}
+	o, _ := t.methodOpts.LoadOrStore(method, metric.WithAttributeSet(attribute.NewSet(semconv.McpMethodNameKey.String(method))))
+	return o.(metric.MeasurementOption)
+}
+
+type decisionKey struct{ method, rule, decision, mode string }
+
+func (t *telemetry) decisionOpt(method, rule, decision, mode string) metric.MeasurementOption {
+	k := decisionKey{method, rule, decision, mode}
+	if o, ok := t.decisionOpts.Load(k); ok {
+		return o.(metric.MeasurementOption)
+	}
+	k.rule = t.ruleLabel(rule)
+	o, _ := t.decisionOpts.LoadOrStore(decisionKey{method, k.rule, decision, mode},
+		metric.WithAttributeSet(attribute.NewSet(semconv.McpMethodNameKey.String(method),
+			attrPolicyRule.String(k.rule), attrPolicyDecision.String(decision), attrPolicyMode.String(mode))))
+	return o.(metric.MeasurementOption)
+}
+
+// metricMethod is method as a metric label: a method outside knownMethods
+// is "_OTHER", so an agent cannot mint series by inventing methods.
+func metricMethod(method string) string {
+	if knownMethods[method] {
+		return method
+	}
+	return "_OTHER"
+}
+
+// knownMethods are the MCP methods of the protocol versions the proxy
+// speaks.
+var knownMethods = map[string]bool{
+	"initialize": true, "ping": true, "tools/list": true, "tools/call": true,
+	"resources/list": true, "resources/templates/list": true, "resources/read": true,
+	"resources/subscribe": true, "resources/unsubscribe": true, "prompts/list": true,
+	"prompts/get": true, "logging/setLevel": true, "completion/complete": true,
+	"sampling/createMessage": true, "elicitation/create": true, "roots/list": true,
+	"notifications/initialized": true, "notifications/cancelled": true,
+	"notifications/progress": true, "notifications/roots/list_changed": true,
+	"server/discover": true, "subscriptions/listen": true,
 }
 
 // maxRuleLabels bounds the rule names used as metric labels. Rule names come

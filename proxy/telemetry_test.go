@@ -292,7 +292,7 @@ func TestSpansForDeniedCall(t *testing.T) {
 	srv := e.span("tools/call run_command", trace.SpanKindServer)
 	wantAttrs(t, srv, map[string]string{"gen_ai.tool.name": "run_command", "jsonrpc.request.id": "7",
 		"error.type": "-32003", "rpc.response.status_code": "-32003",
-		"mcpguard.policy.decision": "deny", "mcpguard.policy.rule": "deny/run_command", "mcpguard.policy.blocked": "true"})
+		"mcpguard.policy.decision": "deny", "mcpguard.policy.rule": "deny/run_command"})
 	if srv.Status.Code.String() != "Error" {
 		t.Errorf("denied call's span status = %v", srv.Status)
 	}
@@ -305,7 +305,7 @@ func TestSpansForDeniedCall(t *testing.T) {
 	}
 	pol := e.span(spanPolicy, trace.SpanKindInternal)
 	wantAttrs(t, pol, map[string]string{"mcpguard.policy.decision": "deny", "mcpguard.policy.rule": "deny/run_command",
-		"mcpguard.policy.reason": "shell access is never allowed"})
+		"mcpguard.policy.reason": "shell access is never allowed", "mcpguard.policy.blocked": "true", "mcpguard.policy.mode": "enforce"})
 	for _, s := range e.children(srv) {
 		if s.SpanKind == trace.SpanKindClient {
 			t.Errorf("a denied call has a gateway span %q", s.Name)
@@ -367,6 +367,27 @@ func TestTraceContextReachesGateway(t *testing.T) {
 	// The rest of params is what the policy saw, byte for byte.
 	if args := jsonrpc.Lookup(got[0].msg.Params, "arguments"); string(args) != `{"message":"`+secretArg+`"}` {
 		t.Errorf("arguments changed on the way: %s", args)
+	}
+	// An agent's own _meta keeps its other keys; its traceparent is the
+	// parent, replaced by the proxy's client span on the way up.
+	e.post(`{"jsonrpc":"2.0","id":"call-2","method":"tools/call","params":{"_meta":{"progressToken":5,"traceparent":"`+agentMetaTP+`"},"name":"echo","arguments":{"message":"x"}}}`, nil)
+	got = e.up.find("tools/call")
+	if len(got) != 2 {
+		t.Fatalf("gateway saw %d tools/call", len(got))
+	}
+	meta = jsonrpc.Lookup(got[1].msg.Params, "_meta")
+	tp, _, _ := jsonrpc.LookupString(meta, "traceparent")
+	var second tracetest.SpanStub
+	for _, s := range e.spans.GetSpans() {
+		if s.SpanKind == trace.SpanKindClient && attrs(s)["jsonrpc.request.id"] == "call-2" {
+			second = s
+		}
+	}
+	if !second.SpanContext.IsValid() || tp != "00-"+agentTrace+"-"+second.SpanContext.SpanID().String()+"-01" {
+		t.Errorf("_meta.traceparent = %q, want the second client span's", tp)
+	}
+	if pt := jsonrpc.Lookup(meta, "progressToken"); string(pt) != "5" {
+		t.Errorf("_meta.progressToken = %s, want 5 (meta %s)", pt, meta)
 	}
 	// initialize carries the context in its headers too.
 	inits := e.up.find("initialize")
@@ -477,7 +498,8 @@ func TestMetrics(t *testing.T) {
 	e.post(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, nil)
 	e.callEcho()
 	e.callDenied()
-	// A tool nobody listed is not a series of its own.
+	// Neither an invented method nor a tool nobody listed is a series of its own.
+	e.post(`{"jsonrpc":"2.0","id":10,"method":"made-up/method","params":{}}`, nil)
 	e.post(`{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"made-up-`+agentMetaSpan+`","arguments":{}}}`, nil)
 
 	rec := httptest.NewRecorder()
@@ -497,7 +519,10 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
-	if strings.Contains(body, `gen_ai_tool_name="made-up-`) {
+	if !strings.Contains(body, `mcp_server_operation_duration_seconds_count{error_type="-32601",mcp_method_name="_OTHER"`) {
+		t.Errorf("an invented method is not counted as _OTHER:\n%s", grepLines(body, "_OTHER"))
+	}
+	if strings.Contains(body, `gen_ai_tool_name="made-up-`) || strings.Contains(body, `mcp_method_name="made-up`) {
 		t.Errorf("an unlisted tool name became a metric label:\n%s", grepLines(body, "made-up-"))
 	}
 	if got := grepLines(body, "mcpguard_sessions_active{"); !strings.HasSuffix(got, "} 1") {
