@@ -49,6 +49,7 @@ func main() {
 		newDemoCmd(),
 		newPolicyCmd(),
 		newWrapCmd(),
+		newConfigCmd(),
 	)
 	err := root.ExecuteContext(ctx)
 	if err == nil {

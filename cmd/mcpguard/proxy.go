@@ -71,10 +71,15 @@ message is decoded strictly and checked against the policy, and only what the
 policy allowed is re-encoded and sent to --upstream.
 
 Configuration comes from flags, MCPGUARD_* environment variables (e.g.
-MCPGUARD_UPSTREAM) and an optional YAML file (--config); flags win over the
-environment, which wins over the file.`,
+MCPGUARD_UPSTREAM) and an optional YAML file (--config; without it,
+./mcpguard.yaml or mcpguard/config.yaml in the user config directory when one
+exists); flags win over the environment, which wins over the file.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if configFile == "" {
+				// On a laptop: ./mcpguard.yaml or the user's config directory.
+				configFile = discoverProxyConfig()
+			}
 			if err := opts.resolve(cmd.Flags(), configFile); err != nil {
 				return &exitError{code: exitUsage, err: err}
 			}
