@@ -96,7 +96,8 @@ func FromFiles(ctx context.Context, certFile, keyFile string, opts FileOptions) 
 	}
 	magic, cache := newMagic(opts.Logger, 0, certmagic.Config{DefaultServerName: name, FallbackServerName: name})
 	m := &Manager{magic: magic, cache: cache, log: opts.Logger}
-	if _, err := magic.CacheUnmanagedCertificatePEMBytesAsReplacement(ctx, certPEM, keyPEM, nil, nil); err != nil {
+	hash, err := replace(ctx, magic, cache, "", certPEM, keyPEM)
+	if err != nil {
 		cache.Stop()
 		return nil, fmt.Errorf("loading %s and %s: %w", certFile, keyFile, err)
 	}
@@ -116,16 +117,33 @@ func FromFiles(ctx context.Context, certFile, keyFile string, opts FileOptions) 
 				continue
 			}
 			if s := sum(c, k); s != loaded {
-				if _, err := magic.CacheUnmanagedCertificatePEMBytesAsReplacement(ctx, c, k, nil, nil); err != nil {
+				h, err := replace(ctx, magic, cache, hash, c, k)
+				if err != nil {
 					m.log.Warn("loading rotated serving certificate; keeping the previous one", zap.Error(err))
 					continue
 				}
-				loaded = s
+				loaded, hash = s, h
 				m.log.Info("serving certificate reloaded", zap.String("cert", certFile))
 			}
 		}
 	}
 	return m, nil
+}
+
+// replace caches a key pair and then drops the one cached as old, so that
+// every handshake finds a certificate. Not
+// CacheUnmanagedCertificatePEMBytesAsReplacement: in certmagic v0.25.6 it
+// takes the cache's write lock and then calls getAllMatchingCerts, which
+// takes the read lock of the same RWMutex, and hangs on its first call.
+func replace(ctx context.Context, magic *certmagic.Config, cache *certmagic.Cache, old string, certPEM, keyPEM []byte) (string, error) {
+	h, err := magic.CacheUnmanagedCertificatePEMBytes(ctx, certPEM, keyPEM, nil)
+	if err != nil {
+		return "", err
+	}
+	if old != "" && old != h {
+		cache.Remove([]string{old})
+	}
+	return h, nil
 }
 
 func readPair(certFile, keyFile string) (cert, key []byte, err error) {
