@@ -168,6 +168,11 @@ func ParseURL(raw string) (*URL, error) {
 			return fail("names a host in a file URL; only file:///path is accepted")
 		}
 	} else {
+		if _, special := defaultPorts[u.Scheme]; !special && !isASCII(hostport) {
+			// WHATWG parses the host of a non-special URL as an opaque,
+			// percent-encoded string: no IDNA, no mapping.
+			return fail("has a non-ASCII host in a %q URL, which WHATWG parsers keep opaque", u.Scheme)
+		}
 		host, ip, herr := canonicalHost(hostport)
 		if herr != nil {
 			herr.URL = truncate(raw)
@@ -317,6 +322,15 @@ func canonicalHost(h string) (string, netip.Addr, *URLError) {
 		}
 	}
 	return name, netip.Addr{}, nil
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 func asciiLower(s string) string {

@@ -160,6 +160,7 @@ func TestParseURLRefuses(t *testing.T) {
 		{"https://", "no host", ""},
 		{"https://user@/", "no host", ""},
 		{"file://evil.com/etc/passwd", "names a host", ""},
+		{"weather://münchen/", "keep opaque", ""},
 		{"javascript:alert(1)", "\"//\"", ""},
 		{"//api.weather.gov/", "no valid scheme", ""},
 		{"1http://a/", "no valid scheme", ""},
