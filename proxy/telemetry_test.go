@@ -78,7 +78,7 @@ func (u *recordingUpstream) find(method string) []recorded {
 
 // telemetryEnv is a proxy with every telemetry output captured.
 type telemetryEnv struct {
-	t        *testing.T
+	t        testing.TB
 	spans    *tracetest.InMemoryExporter
 	metrics  http.Handler
 	log      *bytes.Buffer
@@ -691,3 +691,69 @@ func (discardOutput) raw(string) error                       { return nil }
 func (discardOutput) finish(int)                             {}
 func (discardOutput) accepted()                              {}
 func (discardOutput) fail(*callError)                        {}
+
+// fixedGateway answers initialize and tools/call with fixed JSON, so an
+// end-to-end benchmark measures the proxy, not a tool server.
+func fixedGateway() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		m, err := jsonrpc.DecodeOne(body, jsonrpc.Limits{})
+		if err != nil || m.Kind() != jsonrpc.KindRequest {
+			w.WriteHeader(http.StatusAccepted)
+			return
+		}
+		var result string
+		switch m.Method {
+		case "initialize":
+			w.Header().Set("Mcp-Session-Id", "gw-session")
+			result = `{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"gw","version":"1"}}`
+		default:
+			result = `{"content":[{"type":"text","text":"ok"}]}`
+		}
+		out, _ := jsonrpc.Encode(&jsonrpc.Message{ID: m.ID, Result: json.RawMessage(result)})
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(out)
+	})
+}
+
+// BenchmarkTelemetryEndToEnd is one tools/call through the proxy over
+// loopback HTTP, with telemetry off and with the defaults of `mcpguard
+// proxy` (span ring, metrics) plus a decision log.
+func BenchmarkTelemetryEndToEnd(b *testing.B) {
+	gw := httptest.NewServer(fixedGateway())
+	defer gw.Close()
+	for _, bc := range []struct {
+		name string
+		cfg  func(*Config)
+	}{
+		{"off", func(*Config) {}},
+		{"ring+metrics+decisionlog", func(c *Config) {
+			c.TracerProvider = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(inttel.NewRing(2048)))
+			reg := prometheus.NewRegistry()
+			prom, _ := otelprom.New(otelprom.WithRegisterer(reg))
+			c.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(prom))
+			c.DecisionLog = decisionlog.NewWriter(io.Discard)
+		}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			cfg := Config{Upstream: gw.URL + "/mcp", Policy: testPolicy, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+			bc.cfg(&cfg)
+			p, err := New(cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			srv := httptest.NewServer(p)
+			defer srv.Close()
+			e := &telemetryEnv{t: b, url: srv.URL + "/mcp"}
+			_, h, _ := e.post(`{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"b","version":"1"}}}`, nil)
+			e.session, e.protocol = h.Get("Mcp-Session-Id"), "2025-06-18"
+			body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"}}}`
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, _, m := e.post(body, map[string]string{"Traceparent": agentHeaderTP}); m.Error != nil {
+					b.Fatal(m.Error)
+				}
+			}
+		})
+	}
+}
