@@ -49,6 +49,7 @@ func main() {
 		newDemoCmd(),
 		newPolicyCmd(),
 		newWrapCmd(),
+		newConnectCmd(),
 		newConfigCmd(),
 	)
 	err := root.ExecuteContext(ctx)
