@@ -160,8 +160,8 @@ func runConnect(ctx context.Context, o connectOptions, stdin io.Reader, stdout i
 	b := &bridge{
 		endpoint: "http://mcpguard.connect/mcp",
 		client: &http.Client{Transport: &http.Transport{
-			DialContext:       ln.dial,
-			MaxIdleConns:      16,
+			DialContext:  ln.dial,
+			MaxIdleConns: 16,
 		}},
 		out: &lineOut{w: stdout},
 		log: log,
