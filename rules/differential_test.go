@@ -87,11 +87,18 @@ print(json.dumps(out))`
 
 // TestParseURLAgainstOtherParsers is the fuzz property checked against
 // real parsers: Node's WHATWG URL and Python's urllib.parse. Set
-// MCPGUARD_URL_CORPUS to a directory of fuzz corpus files to check those too.
+// MCPGUARD_URL_CORPUS to directories of fuzz corpus files (a path list) to
+// check those too, e.g. $(go env GOCACHE)/fuzz/mcpguard.dev/mcpguard/rules/FuzzCanonicalHTTPURL.
 func TestParseURLAgainstOtherParsers(t *testing.T) {
 	urls := append([]string(nil), differentialURLs...)
-	if dir := os.Getenv("MCPGUARD_URL_CORPUS"); dir != "" {
-		urls = append(urls, corpusStrings(t, dir)...)
+	for _, dir := range filepath.SplitList(os.Getenv("MCPGUARD_URL_CORPUS")) {
+		prefix := ""
+		if filepath.Base(dir) == "FuzzCanonicalHTTPURL" {
+			prefix = "https://"
+		}
+		for _, s := range corpusStrings(t, dir) {
+			urls = append(urls, prefix+s)
+		}
 	}
 	node := readWith(t, "node", []string{"node", "-e", nodeReader}, urls)
 	py := readWith(t, "python3", []string{"python3", "-c", pythonReader}, urls)
@@ -133,6 +140,7 @@ func TestParseURLAgainstOtherParsers(t *testing.T) {
 	if accepted == 0 {
 		t.Fatal("no URL was accepted; the comparison checked nothing")
 	}
+	t.Logf("%d URLs, %d accepted and read alike by Node and Python", len(urls), accepted)
 }
 
 // sameHost reports whether another parser's host is the canonical one:

@@ -380,3 +380,22 @@ func TestCleanPath(t *testing.T) {
 		}
 	}
 }
+
+// FuzzCanonicalHTTPURL is FuzzCanonicalURL with the scheme fixed, so the
+// fuzzer spends its time on authorities and paths.
+func FuzzCanonicalHTTPURL(f *testing.F) {
+	for _, s := range []string{
+		"api.weather.gov/", "0xa9.0xfe.0xa9.0xfe/", "[::ffff:169.254.169.254]:8080/x", "a@b.c/",
+		"xn--mnchen-3ya.de/%61", "169。254。169。254/", "h/..;/x", "münchen.de./",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, rest string) {
+		raw := "https://" + rest
+		u, err := ParseURL(raw)
+		if err != nil {
+			return
+		}
+		otherReadings(t, raw, u)
+	})
+}
