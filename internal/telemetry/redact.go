@@ -116,6 +116,10 @@ func (r *Redactor) value(dst []byte, v []byte) ([]byte, bool) {
 			s = re.ReplaceAllString(s, Redacted)
 		}
 		return jsonrpc.AppendString(dst, s), true
+	case 't', 'f', 'n', '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+		if json.Valid(v) {
+			return append(dst, v...), true // a number, a boolean or null
+		}
 	}
-	return append(dst, v...), true
+	return dst, false
 }
