@@ -295,4 +295,3 @@ func text(n *html.Node) string {
 	walk(n)
 	return strings.TrimSpace(b.String())
 }
-
