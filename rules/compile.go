@@ -347,6 +347,11 @@ func compileRule(el *errorList, fp string, r *Rule, match string, queries *[]str
 			out.id = match
 		}
 	}
+	for i, srv := range r.Servers {
+		if strings.TrimSpace(srv) == "" {
+			el.add(fmt.Sprintf("%s.servers[%d]", fp, i), "is empty; name an upstream server or a gateway prefix")
+		}
+	}
 	if r.ID != "" && strings.ContainsAny(r.ID, " \t\n") {
 		el.add(fp+".id", "is %q; a rule id has no whitespace", out.id)
 	}
@@ -407,6 +412,9 @@ func compileCheck(el *errorList, cp string, c *Check, queries *[]string) *check 
 		out.id = kinds[0]
 	}
 	needsArg := out.kind <= checkNumber
+	if c.Optional && !needsArg {
+		el.add(cp+".optional", "does not apply to a %s check, which reads no single argument", kinds[0])
+	}
 	switch {
 	case needsArg && c.Argument == "":
 		el.add(cp+".argument", "is missing; give the JSON pointer of the argument, e.g. \"/url\"")

@@ -205,7 +205,7 @@ func (e *Engine) decideResource(ctx context.Context, c *compiled, in *Input) Dec
 		return Decision{Rule: "resources/uri", Reason: err.Error()}
 	}
 	for _, r := range c.resources {
-		if ok, _ := r.uri.eval(uri); !ok {
+		if ok, _ := r.uri.eval(uri); !ok || !r.serves(in.Server, "") {
 			continue
 		}
 		if !r.allow {
