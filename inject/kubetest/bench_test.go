@@ -82,11 +82,7 @@ func BenchmarkAdmission(b *testing.B) {
 // its peak.
 func BenchmarkWebhookProcess(b *testing.B) {
 	dir := b.TempDir()
-	bin := filepath.Join(dir, "mcpguard")
-	build := exec.Command("go", "build", "-o", bin, "../../cmd/mcpguard")
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := binary(b)
 	ca := newTestCA(&testing.T{})
 	certDir := filepath.Join(dir, "certs")
 	os.Mkdir(certDir, 0o755)

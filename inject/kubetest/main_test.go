@@ -36,6 +36,7 @@ import (
 // with mcpguard's own CA, one MutatingWebhookConfiguration. Tests run one at
 // a time and each uses namespaces of its own.
 var (
+	env      *envtest.Environment
 	client   kubernetes.Interface
 	hook     *server
 	hookName = "127.0.0.1" // the serving certificate's subject
@@ -60,7 +61,7 @@ scripts/test.sh does this for the whole suite.
 	// token before webhooks run, which the webhook must undo. No
 	// controller-manager runs, so namespace() creates the "default"
 	// ServiceAccount the plugin looks up.
-	env := &envtest.Environment{}
+	env = &envtest.Environment{}
 	// envtest disables the plugin by default; AlwaysDeny is off anyway.
 	env.ControlPlane.GetAPIServer().Configure().Set("disable-admission-plugins", "AlwaysDeny")
 	rc, err := env.Start()

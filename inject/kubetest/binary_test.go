@@ -1,0 +1,171 @@
+package kubetest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	admissionregv1 "k8s.io/api/admissionregistration/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"mcpguard.dev/mcpguard/inject"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	binErr    error
+)
+
+// binary builds cmd/mcpguard once per test run.
+func binary(tb testing.TB) string {
+	tb.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "mcpguard-bin")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "mcpguard")
+		if out, err := exec.Command("go", "build", "-o", binPath, "../../cmd/mcpguard").CombinedOutput(); err != nil {
+			binErr = fmt.Errorf("go build ./cmd/mcpguard: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		tb.Fatal(binErr)
+	}
+	return binPath
+}
+
+// TestWebhookBinaryOwnCA runs `mcpguard webhook` in own-CA mode as a user
+// holding only the RBAC docs/webhook.md lists: it creates its CA and
+// certificate Secrets, writes the caBundle and injects a pod.
+func TestWebhookBinaryOwnCA(t *testing.T) {
+	ctx := context.Background()
+	const (
+		user     = "mcpguard-webhook-binary"
+		caSecret = "binary-ca"
+		certs    = "binary-certs"
+		mwcName  = "mcpguard-binary"
+	)
+	rbac := client.RbacV1()
+	subject := []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}}
+	if _, err := rbac.Roles(systemNamespace).Create(ctx, &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Name: user},
+		Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}},
+			{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{caSecret, certs}, Verbs: []string{"get", "update"}},
+		},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rbac.RoleBindings(systemNamespace).Create(ctx, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: user},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: user},
+		Subjects:   subject,
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rbac.ClusterRoles().Create(ctx, &rbacv1.ClusterRole{
+		ObjectMeta: metav1.ObjectMeta{Name: user},
+		Rules: []rbacv1.PolicyRule{{
+			APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"},
+			ResourceNames: []string{mwcName}, Verbs: []string{"get", "update"},
+		}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rbac.ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: user},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: user},
+		Subjects:   subject,
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	au, err := env.AddUser(envtest.User{Name: user}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig, err := au.KubeConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	kcPath := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(kcPath, kubeconfig, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	// Pods labelled for this test, without the annotation, in a plain
+	// namespace: the shared webhook never sees them.
+	labels := map[string]string{"mcpguard-test": "binary"}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	mwc, err := webhookConfiguration(mwcName, "https://"+addr, func(m *admissionregv1.MutatingWebhookConfiguration) {
+		m.Webhooks = m.Webhooks[1:] // the /mutate/namespace webhook
+		m.Webhooks[0].NamespaceSelector = nil
+		m.Webhooks[0].ObjectSelector = &metav1.LabelSelector{MatchLabels: labels}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := client.AdmissionregistrationV1().MutatingWebhookConfigurations()
+	if _, err := api.Create(ctx, mwc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	defer api.Delete(context.Background(), mwcName, metav1.DeleteOptions{})
+
+	cmd := exec.Command(binary(t), "webhook", "--listen", addr,
+		"--namespace", systemNamespace, "--dns-names", "127.0.0.1",
+		"--ca-secret", caSecret, "--cert-secret", certs, "--webhook-configuration", mwcName,
+		"--upstream", "http://gw:8080/mcp", "--audience", "mcp-gateway", "--log-level", "warn")
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+kcPath, "MCPGUARD_WEBHOOK_IMAGE=registry.example/mcpguard:binary")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() }()
+
+	ns := namespace(t, nil)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		p := newPod("agent", nil)
+		p.Labels = labels
+		got, err := client.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		if err == nil && hasSidecar(got) {
+			for _, c := range got.Spec.InitContainers {
+				if c.Name == inject.SidecarName && c.Image != "registry.example/mcpguard:binary" {
+					t.Errorf("sidecar image %q: MCPGUARD_WEBHOOK_IMAGE not applied", c.Image)
+				}
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the binary's webhook never injected within 30s; last: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	got, err := api.Get(ctx, mwcName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := client.CoreV1().Secrets(systemNamespace).Get(ctx, caSecret, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got.Webhooks[0].ClientConfig.CABundle) != string(ca.Data["tls.crt"]) {
+		t.Error("caBundle is not the CA the binary created")
+	}
+}
