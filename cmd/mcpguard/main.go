@@ -47,6 +47,7 @@ func main() {
 		newVersionCmd(),
 		newProxyCmd(),
 		newDemoCmd(),
+		newTracesCmd(),
 		newPolicyCmd(),
 		newWrapCmd(),
 		newConnectCmd(),

@@ -44,6 +44,10 @@ type proxyOptions struct {
 	CallTimeout           time.Duration `yaml:"callTimeout"`
 	DrainTimeout          time.Duration `yaml:"drainTimeout"`
 	LogLevel              string        `yaml:"logLevel"`
+	DecisionLog           string        `yaml:"decisionLog"`
+	TraceBuffer           int           `yaml:"traceBuffer"`
+	RecordArguments       bool          `yaml:"recordArguments"`
+	Redact                []string      `yaml:"redact"`
 
 	// engine, when set, is used instead of loading Policy (the demo's
 	// embedded policy).
@@ -57,6 +61,7 @@ func defaultProxyOptions() proxyOptions {
 		DenyAs:       string(proxy.DenyHTTP403),
 		DrainTimeout: 20 * time.Second,
 		LogLevel:     "info",
+		TraceBuffer:  2048,
 	}
 }
 
@@ -104,6 +109,10 @@ exists); flags win over the environment, which wins over the file.`,
 	f.DurationVar(&opts.CallTimeout, "call-timeout", 0, "bound one call, stream included (default 10m)")
 	f.DurationVar(&opts.DrainTimeout, "drain-timeout", opts.DrainTimeout, "on SIGTERM, let calls in flight finish for this long")
 	f.StringVar(&opts.LogLevel, "log-level", opts.LogLevel, "debug, info, warn or error")
+	f.StringVar(&opts.DecisionLog, "decision-log", "", "append one JSON line per policy decision to FILE (- for stdout): the input of mcpguard policy replay")
+	f.IntVar(&opts.TraceBuffer, "trace-buffer", opts.TraceBuffer, "spans kept in memory for mcpguard traces and the admin /traces page; 0 disables")
+	f.BoolVar(&opts.RecordArguments, "record-arguments", false, "record tool argument values in spans and the decision log, redacted (off: never recorded)")
+	f.StringSliceVar(&opts.Redact, "redact", nil, "extra regular expression whose matches in recorded argument values become [REDACTED] (repeatable; with --record-arguments)")
 	return cmd
 }
 
@@ -209,6 +218,11 @@ func runProxy(ctx context.Context, o proxyOptions, started func(running)) error 
 	if err != nil {
 		return &exitError{code: exitUsage, err: err}
 	}
+	obs, err := newObservability(ctx, o, log)
+	if err != nil {
+		return &exitError{code: exitUsage, err: err}
+	}
+	defer obs.close(context.Background())
 	var policy proxy.Policy
 	var engine *rules.Engine
 	switch {
@@ -226,8 +240,10 @@ func runProxy(ctx context.Context, o proxyOptions, started func(running)) error 
 		go func() {
 			_ = engine.Watch(ctx, func(err error) {
 				if err != nil {
+					obs.policyReloaded(err)
 					log.Error("policy reload failed; the previous policy stays in force", "err", err)
 				} else {
+					obs.policyReloaded(nil)
 					log.Info("policy reloaded", "files", o.Policy)
 				}
 			})
@@ -248,6 +264,7 @@ func runProxy(ctx context.Context, o proxyOptions, started func(running)) error 
 		CallTimeout:           o.CallTimeout,
 		Logger:                log,
 	}
+	obs.apply(&cfg)
 	if o.UpstreamTokenFile != "" {
 		cfg.UpstreamToken = tokenFile(o.UpstreamTokenFile)
 		if _, err := cfg.UpstreamToken(); err != nil {
@@ -271,7 +288,9 @@ func runProxy(ctx context.Context, o proxyOptions, started func(running)) error 
 			ln.Close()
 			return &exitError{code: exitUsage, err: fmt.Errorf("admin-listen: %v", err)}
 		}
-		admin = &http.Server{Handler: adminMux(p), ReadHeaderTimeout: 5 * time.Second}
+		mux := adminMux(p)
+		obs.mount(mux)
+		admin = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		r.AdminURL = "http://" + aln.Addr().String()
 		go func() { _ = admin.Serve(aln) }()
 	}
