@@ -725,3 +725,44 @@ func mustRead(t testing.TB, path string) []byte {
 	}
 	return b
 }
+
+// TestWatchDirectoryAndRegoModule watches a policy directory and a Rego
+// module it references; an edit to either reloads the policy.
+func TestWatchDirectoryAndRegoModule(t *testing.T) {
+	dir, mods := t.TempDir(), t.TempDir()
+	mod := filepath.Join(mods, "m.rego")
+	write(t, mod, "package m\n\nd := {\"allow\": true}\n")
+	write(t, filepath.Join(dir, "p.yaml"), header+"spec:\n  rego:\n    modules: [{file: "+mod+"}]\n  tools:\n    - tool: a\n      checks: [{rego: data.m.d}]\n")
+	e, err := Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	reloaded := make(chan error, 10)
+	go e.Watch(ctx, func(err error) { reloaded <- err })
+	time.Sleep(50 * time.Millisecond) // let the watch start; fsnotify has no ready signal
+	wantDecision(t, decide(t, e, call("a", `{}`)), true, "a", "")
+
+	write(t, mod, "package m\n\nd := {\"allow\": false, \"reason\": \"module changed\"}\n")
+	select {
+	case err := <-reloaded:
+		if err != nil {
+			t.Fatalf("reload: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no reload within 5s after the module changed")
+	}
+	wantDecision(t, decide(t, e, call("a", `{}`)), false, "a/rego", "module changed")
+
+	write(t, filepath.Join(dir, "q.yaml"), header+"spec:\n  tools:\n    - tool: b\n")
+	select {
+	case err := <-reloaded:
+		if err != nil {
+			t.Fatalf("reload: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no reload within 5s after a file was added to the directory")
+	}
+	wantDecision(t, decide(t, e, call("b", `{}`)), true, "b", "")
+}

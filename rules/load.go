@@ -154,11 +154,19 @@ func (e *Engine) Watch(ctx context.Context, onReload func(error)) error {
 		}
 		names[filepath.Base(p)] = true
 	}
-	for _, f := range e.Files() {
-		if err := add(filepath.Dir(f)); err != nil {
-			return err
+	// The files of the current policy, Rego modules included; called again
+	// after each reload, since a new policy may reference new modules.
+	watchFiles := func() error {
+		for _, f := range e.Files() {
+			if err := add(filepath.Dir(f)); err != nil {
+				return err
+			}
+			names[filepath.Base(f)] = true
 		}
-		names[filepath.Base(f)] = true
+		return nil
+	}
+	if err := watchFiles(); err != nil {
+		return err
 	}
 	relevant := func(ev fsnotify.Event) bool {
 		if names[filepath.Base(ev.Name)] || names["*"+filepath.Dir(ev.Name)] {
@@ -190,6 +198,9 @@ func (e *Engine) Watch(ctx context.Context, onReload func(error)) error {
 			}
 		case <-timer.C:
 			err := e.Reload()
+			if err == nil {
+				err = watchFiles()
+			}
 			if onReload != nil {
 				onReload(err)
 			}
