@@ -199,7 +199,9 @@ func (e *Engine) Watch(ctx context.Context, onReload func(error)) error {
 		case <-timer.C:
 			err := e.Reload()
 			if err == nil {
-				err = watchFiles()
+				if werr := watchFiles(); werr != nil {
+					err = fmt.Errorf("the new policy is in force, but its files are not all watched: %w", werr)
+				}
 			}
 			if onReload != nil {
 				onReload(err)
