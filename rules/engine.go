@@ -31,6 +31,10 @@ type Engine struct {
 	defs     sync.Map   // defKey → *toolDef
 	ndefs    atomic.Int64
 	blocked  sync.Map // server → blockState
+
+	// watchReady, when set (by tests), is called once Watch watches every
+	// directory: fsnotify reports nothing that happens before.
+	watchReady func()
 }
 
 // AllowAll returns an engine that allows everything, for --allow-all: every

@@ -628,8 +628,10 @@ func TestWatchConfigMapSwap(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	reloaded := make(chan error, 10)
 	done := make(chan error, 1)
+	ready := make(chan struct{})
+	e.watchReady = func() { close(ready) }
 	go func() { done <- e.Watch(ctx, func(err error) { reloaded <- err }) }()
-	time.Sleep(50 * time.Millisecond) // let the watch start; fsnotify has no ready signal
+	<-ready
 
 	swap := func(name, policy string) {
 		v := filepath.Join(dir, name)
@@ -740,8 +742,10 @@ func TestWatchDirectoryAndRegoModule(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	reloaded := make(chan error, 10)
+	ready := make(chan struct{})
+	e.watchReady = func() { close(ready) }
 	go e.Watch(ctx, func(err error) { reloaded <- err })
-	time.Sleep(50 * time.Millisecond) // let the watch start; fsnotify has no ready signal
+	<-ready
 	wantDecision(t, decide(t, e, call("a", `{}`)), true, "a", "")
 
 	write(t, mod, "package m\n\nd := {\"allow\": false, \"reason\": \"module changed\"}\n")

@@ -168,6 +168,9 @@ func (e *Engine) Watch(ctx context.Context, onReload func(error)) error {
 	if err := watchFiles(); err != nil {
 		return err
 	}
+	if e.watchReady != nil {
+		e.watchReady()
+	}
 	relevant := func(ev fsnotify.Event) bool {
 		if names[filepath.Base(ev.Name)] || names["*"+filepath.Dir(ev.Name)] {
 			return true
