@@ -14,9 +14,13 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	sdkjsonrpc "github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"mcpguard.dev/mcpguard/rules"
 )
@@ -49,6 +53,11 @@ var conformanceServers = []struct {
 	// itself, with what was measured. They run, their outcome is logged,
 	// and they are left out of the comparison.
 	flaky map[string]string
+	// flakySteps are TestReferenceServerEras steps that do the same.
+	flakySteps map[string]string
+	// eraDefault is the version go-sdk's client settles on when left to
+	// choose.
+	eraDefault string
 }{
 	{
 		name: "mcp-go",
@@ -62,17 +71,24 @@ var conformanceServers = []struct {
 			"tools-call-with-progress": "passed 6/15 direct, 8/15 through the proxy",
 			"tools-call-with-logging":  "passed 4/15 direct, 3/15 through the proxy",
 		},
+		flakySteps: map[string]string{
+			"test_tool_with_progress": "the same lost last notification, in both eras",
+		},
+		eraDefault: "2026-07-28",
 	},
 	{
 		name: "go-sdk-stateful",
 		bin:  "go-sdk-everything-server",
 		args: func(addr string) []string { return []string{"-stateless=false", "-http", addr} },
+		// A go-sdk server with sessions does not answer server/discover.
+		eraDefault: "2025-11-25",
 	},
 	{
 		// go-sdk's default: no session ids, and no server→client requests.
-		name: "go-sdk-stateless",
-		bin:  "go-sdk-everything-server",
-		args: func(addr string) []string { return []string{"-http", addr} },
+		name:       "go-sdk-stateless",
+		bin:        "go-sdk-everything-server",
+		args:       func(addr string) []string { return []string{"-http", addr} },
+		eraDefault: "2026-07-28",
 	},
 }
 
@@ -101,17 +117,7 @@ func TestConformance(t *testing.T) {
 	for _, srv := range conformanceServers {
 		t.Run(srv.name, func(t *testing.T) {
 			t.Parallel()
-			addr := freeAddr(t)
-			var args, env []string
-			if srv.args != nil {
-				args = srv.args(addr)
-			}
-			if srv.env != nil {
-				env = srv.env(addr)
-			}
-			pp := startPeer(t, t.TempDir(), env, filepath.Join(pe.conformanceServers, srv.bin), args...)
-			pp.waitListening(t, addr)
-			upstream := "http://" + addr + "/mcp"
+			upstream := startReferenceServer(t, pe, srv.bin, srv.args, srv.env)
 			_, px := newTestProxy(t, upstream, func(c *Config) { c.Policy = allowAll{} })
 
 			// One after the other: some scenarios change the server's
@@ -168,6 +174,23 @@ func TestConformance(t *testing.T) {
 			}
 		})
 	}
+}
+
+// startReferenceServer runs a conformance reference server on a free
+// loopback port and returns its MCP endpoint.
+func startReferenceServer(t *testing.T, pe peers, bin string, args, env func(addr string) []string) string {
+	t.Helper()
+	addr := freeAddr(t)
+	var a, e []string
+	if args != nil {
+		a = args(addr)
+	}
+	if env != nil {
+		e = env(addr)
+	}
+	pp := startPeer(t, t.TempDir(), e, filepath.Join(pe.conformanceServers, bin), a...)
+	pp.waitListening(t, addr)
+	return "http://" + addr + "/mcp"
 }
 
 // conformanceCheck is one entry of a scenario's checks.json.
@@ -363,5 +386,259 @@ func TestDNSRebinding(t *testing.T) {
 				t.Errorf("403 body does not say why: %s", body)
 			}
 		})
+	}
+}
+
+// TestReferenceServerEras drives the reference servers with the official Go
+// SDK client, once direct and once through the proxy, in both protocol eras,
+// and requires the same transcript. The conformance suite (0.1.16) speaks
+// only the session era; go-sdk's client defaults to 2026-07-28, where
+// server/discover, the Mcp-Method/Mcp-Name/Mcp-Param-* headers,
+// multi-round-trip input requests and subscriptions/listen replace
+// initialize, sessions and server→client requests.
+func TestReferenceServerEras(t *testing.T) {
+	pe := needPeers(t)
+	for _, srv := range conformanceServers {
+		t.Run(srv.name, func(t *testing.T) {
+			t.Parallel()
+			upstream := startReferenceServer(t, pe, srv.bin, srv.args, srv.env)
+			_, px := newTestProxy(t, upstream, func(c *Config) { c.Policy = allowAll{} })
+			for _, tt := range []struct{ ask, want string }{
+				{"", srv.eraDefault}, // the client's default: the newest both sides speak
+				{"2025-11-25", "2025-11-25"},
+			} {
+				t.Run("version="+tt.ask, func(t *testing.T) {
+					direct := eraTranscript(t, upstream, tt.ask)
+					proxied := eraTranscript(t, px.URL+"/mcp", tt.ask)
+					if got := direct[0]; got != "negotiated "+tt.want {
+						t.Errorf("direct: %s, want %s", got, tt.want)
+					}
+					if !slices.Contains(direct, "test_simple_text: This is a simple text response for testing.") {
+						t.Errorf("direct transcript lacks a working tools/call:\n%s", strings.Join(direct, "\n"))
+					}
+					var diff strings.Builder
+					for i := range max(len(direct), len(proxied)) {
+						d, p := lineAt(direct, i), lineAt(proxied, i)
+						if d == p {
+							continue
+						}
+						if step, _, _ := strings.Cut(d, ":"); srv.flakySteps[step] != "" {
+							t.Logf("flaky upstream, not compared: %s (%s)\n  direct:  %s\n  proxied: %s", step, srv.flakySteps[step], d, p)
+							continue
+						}
+						fmt.Fprintf(&diff, "\n  direct:  %s\n  proxied: %s", d, p)
+					}
+					if diff.Len() > 0 {
+						t.Errorf("transcripts differ against %s:%s", srv.name, diff.String())
+					}
+					t.Logf("transcript:\n  %s", strings.Join(direct, "\n  "))
+				})
+			}
+		})
+	}
+}
+
+func lineAt(lines []string, i int) string {
+	if i < len(lines) {
+		return lines[i]
+	}
+	return "(nothing)"
+}
+
+// eraTranscript runs one conversation with a reference server and writes
+// down, one line per step, what the client saw.
+func eraTranscript(t *testing.T, endpoint, version string) []string {
+	t.Helper()
+	ctx := ctxT(t)
+	var mu sync.Mutex
+	progress := 0
+	listChanged := make(chan struct{}, 1)
+	client := sdk.NewClient(&sdk.Implementation{Name: "mcpguard-eras", Version: "1"}, &sdk.ClientOptions{
+		ProgressNotificationHandler: func(context.Context, *sdk.ProgressNotificationClientRequest) {
+			mu.Lock()
+			progress++
+			mu.Unlock()
+		},
+		//lint:ignore SA1019 sampling is tested on purpose until it is removed
+		CreateMessageHandler: func(context.Context, *sdk.CreateMessageRequest) (*sdk.CreateMessageResult, error) {
+			//lint:ignore SA1019 sampling is tested on purpose until it is removed
+			return &sdk.CreateMessageResult{Model: "stub", Role: "assistant", Content: &sdk.TextContent{Text: "Paris"}}, nil
+		},
+		ElicitationHandler: func(context.Context, *sdk.ElicitRequest) (*sdk.ElicitResult, error) {
+			return &sdk.ElicitResult{Action: "accept", Content: map[string]any{"name": "Ada"}}, nil
+		},
+		ToolListChangedHandler: func(context.Context, *sdk.ToolListChangedRequest) {
+			select {
+			case listChanged <- struct{}{}:
+			default:
+			}
+		},
+	})
+	cs, err := client.Connect(ctx, &sdk.StreamableClientTransport{Endpoint: endpoint},
+		&sdk.ClientSessionOptions{ProtocolVersion: version})
+	if err != nil {
+		t.Fatalf("connect to %s asking for %q: %v", endpoint, version, err)
+	}
+	defer cs.Close()
+
+	lines := []string{"negotiated " + cs.InitializeResult().ProtocolVersion}
+	step := func(name string, f func() (string, error)) {
+		out, err := f()
+		if err != nil {
+			out = "error " + rpcErrorSummary(err)
+		}
+		lines = append(lines, name+": "+out)
+	}
+	call := func(name string, args map[string]any) func() (string, error) {
+		return func() (string, error) {
+			res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: name, Arguments: args})
+			if err != nil {
+				return "", err
+			}
+			return contentSummary(res.Content, res.IsError), nil
+		}
+	}
+
+	step("tools/list", func() (string, error) {
+		res, err := cs.ListTools(ctx, nil)
+		if err != nil {
+			return "", err
+		}
+		var names []string
+		for _, tl := range res.Tools {
+			// go-sdk's test_trigger_tool_change toggles this tool in the
+			// server's shared state, so it depends on the runs before.
+			if tl.Name != "__transient_tool_for_list_changed" {
+				names = append(names, tl.Name)
+			}
+		}
+		slices.Sort(names)
+		return strings.Join(names, ","), nil
+	})
+	step("test_simple_text", call("test_simple_text", nil))
+	step("test_multiple_content_types", call("test_multiple_content_types", nil))
+	step("test_error_handling", call("test_error_handling", nil))
+	step("test_x_mcp_header", call("test_x_mcp_header", map[string]any{"region": "eu-west-1", "level": 3}))
+	step("test_tool_with_progress", func() (string, error) {
+		params := &sdk.CallToolParams{Name: "test_tool_with_progress"}
+		params.SetProgressToken("tok-1")
+		res, err := cs.CallTool(ctx, params)
+		if err != nil {
+			return "", err
+		}
+		// Notifications reach the handler after the result may have
+		// (go-sdk queues them): give them a moment.
+		for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			mu.Lock()
+			n := progress
+			mu.Unlock()
+			if n >= 3 {
+				break
+			}
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		return fmt.Sprintf("%s; %d progress notifications", contentSummary(res.Content, res.IsError), progress), nil
+	})
+	step("test_sampling", call("test_sampling", map[string]any{"prompt": "What is the capital of France?"}))
+	step("test_elicitation", call("test_elicitation", map[string]any{"message": "What is your name?"}))
+	step("test_input_required_result_sampling", call("test_input_required_result_sampling", nil))
+	step("test_input_required_result_elicitation", call("test_input_required_result_elicitation", nil))
+	step("resources/read", func() (string, error) {
+		res, err := cs.ReadResource(ctx, &sdk.ReadResourceParams{URI: "test://static-text"})
+		if err != nil {
+			return "", err
+		}
+		var parts []string
+		for _, c := range res.Contents {
+			parts = append(parts, c.URI+" "+c.Text)
+		}
+		return strings.Join(parts, "; "), nil
+	})
+	step("prompts/get", func() (string, error) {
+		res, err := cs.GetPrompt(ctx, &sdk.GetPromptParams{Name: "test_simple_prompt"})
+		if err != nil {
+			return "", err
+		}
+		var parts []string
+		for _, m := range res.Messages {
+			parts = append(parts, string(m.Role)+" "+contentSummary([]sdk.Content{m.Content}, false))
+		}
+		return strings.Join(parts, "; "), nil
+	})
+	step("ping", func() (string, error) { return "ok", cs.Ping(ctx, nil) })
+	step("tools/list_changed", func() (string, error) {
+		if _, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "test_trigger_tool_change"}); err != nil {
+			return "", err
+		}
+		select {
+		case <-listChanged:
+			return "notified", nil
+		case <-time.After(2 * time.Second):
+			return "no notification within 2s", nil
+		}
+	})
+	return lines
+}
+
+// rpcErrorSummary is an error as the peer stated it: its JSON-RPC code and
+// message when there is one.
+func rpcErrorSummary(err error) string {
+	var we *sdkjsonrpc.Error
+	if errors.As(err, &we) {
+		return fmt.Sprintf("%d %s", we.Code, we.Message)
+	}
+	return err.Error()
+}
+
+// contentSummary writes content down in one line: text as it is, other
+// kinds by type.
+func contentSummary(content []sdk.Content, isError bool) string {
+	var parts []string
+	for _, c := range content {
+		switch c := c.(type) {
+		case *sdk.TextContent:
+			parts = append(parts, c.Text)
+		case *sdk.ImageContent:
+			parts = append(parts, "image "+c.MIMEType)
+		case *sdk.AudioContent:
+			parts = append(parts, "audio "+c.MIMEType)
+		case *sdk.EmbeddedResource:
+			parts = append(parts, "resource "+c.Resource.URI)
+		default:
+			parts = append(parts, fmt.Sprintf("%T", c))
+		}
+	}
+	out := strings.Join(parts, " | ")
+	if isError {
+		out += " (isError)"
+	}
+	return out
+}
+
+// TestNullArguments pins, without peers, what TestReferenceServerEras found:
+// go-sdk's client sends "arguments": null when given a nil map (a common Go
+// zero value), servers read it as no arguments, and so must the proxy, for
+// the policy too.
+func TestNullArguments(t *testing.T) {
+	up := newMCPGoUpstream(t)
+	_, px := newTestProxy(t, up.URL+"/mcp")
+	ctx := ctxT(t)
+	cs, err := sdk.NewClient(&sdk.Implementation{Name: "t", Version: "1"}, nil).
+		Connect(ctx, &sdk.StreamableClientTransport{Endpoint: px.URL + "/mcp"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	var none map[string]any
+	res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "echo", Arguments: none})
+	if err != nil {
+		t.Fatalf("echo without arguments: %v", err)
+	}
+	if got := textOf(res.Content); got != "echo: " {
+		t.Errorf("echo = %q", got)
+	}
+	if _, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "run_command", Arguments: none}); err == nil || !strings.Contains(err.Error(), "never allowed") {
+		t.Fatalf("run_command without arguments: %v, want the policy's denial", err)
 	}
 }
