@@ -706,6 +706,7 @@ func FuzzLoadPolicy(f *testing.F) {
 			}
 			return
 		}
+		_ = e.Lint() // must not panic on any valid policy
 		for _, in := range []Input{
 			call("fetch_url", `{"url":"http://169.254.169.254/"}`),
 			call("a", `{"x":0}`),
