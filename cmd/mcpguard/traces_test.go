@@ -10,13 +10,18 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
+	colmetricpb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/protobuf/proto"
 
 	"mcpguard.dev/mcpguard/internal/telemetry/decisionlog"
+	"mcpguard.dev/mcpguard/rules"
 )
 
 const tracesTestPolicy = "../../manifests/policies/approved-apis.yaml"
@@ -24,11 +29,12 @@ const tracesTestPolicy = "../../manifests/policies/approved-apis.yaml"
 // startObservedProxy runs `mcpguard proxy` with the shipped policy, a
 // decision log and the span ring, in front of an MCP server with get_time
 // and run_command.
-func startObservedProxy(t *testing.T, extra func(*proxyOptions)) (running, string) {
+func startObservedProxy(t *testing.T, env map[string]string, extra func(*proxyOptions)) (running, string, func()) {
 	t.Helper()
 	for _, k := range []string{"OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT",
-		"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_SDK_DISABLED", "OTEL_TRACES_SAMPLER"} {
-		t.Setenv(k, "")
+		"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_SDK_DISABLED", "OTEL_TRACES_SAMPLER",
+		"OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"} {
+		t.Setenv(k, env[k])
 	}
 	s := server.NewMCPServer("tools", "1", server.WithToolCapabilities(true))
 	s.AddTool(mcp.NewTool("get_time"), func(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error) {
@@ -54,19 +60,18 @@ func startObservedProxy(t *testing.T, extra func(*proxyOptions)) (running, strin
 	started := make(chan running, 1)
 	errc := make(chan error, 1)
 	go func() { errc <- runProxy(ctx, opts, func(r running) { started <- r }) }()
-	t.Cleanup(func() {
-		cancel()
-		<-errc
-	})
+	var once sync.Once
+	stop := func() { once.Do(func() { cancel(); <-errc }) }
+	t.Cleanup(stop)
 	select {
 	case r := <-started:
-		return r, logPath
+		return r, logPath, stop
 	case err := <-errc:
 		t.Fatalf("proxy did not start: %v", err)
 	case <-time.After(20 * time.Second):
 		t.Fatal("proxy did not start in 20s")
 	}
-	return running{}, ""
+	return running{}, "", nil
 }
 
 // mcpPost sends one JSON-RPC message to the proxy.
@@ -103,7 +108,7 @@ func get(t *testing.T, url string) string {
 }
 
 func TestTracesCommandAndAdminEndpoints(t *testing.T) {
-	r, logPath := startObservedProxy(t, nil)
+	r, logPath, _ := startObservedProxy(t, nil, nil)
 	h, body := mcpPost(t, r.URL, "", `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`)
 	sid := h.Get("Mcp-Session-Id")
 	if sid == "" {
@@ -169,6 +174,17 @@ func TestTracesCommandAndAdminEndpoints(t *testing.T) {
 	if strings.Contains(string(data), "rm -rf") {
 		t.Error("decision log holds argument values")
 	}
+	// It is what `mcpguard policy replay` reads: under the same policy,
+	// nothing changes.
+	engine, err := rules.Load(tracesTestPolicy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var replayed bytes.Buffer
+	if err := replay(context.Background(), engine, bytes.NewReader(data), &replayed); err != nil ||
+		replayed.String() != "3 decision(s) replayed: 0 would change, 0 unknown\n" {
+		t.Errorf("replay of the decision log: %v\n%s", err, replayed.String())
+	}
 
 	// /metrics on the admin listener.
 	metrics := get(t, r.AdminURL+"/metrics")
@@ -198,7 +214,7 @@ func TestTracesCommandAndAdminEndpoints(t *testing.T) {
 }
 
 func TestTracesFollow(t *testing.T) {
-	r, _ := startObservedProxy(t, nil)
+	r, _, _ := startObservedProxy(t, nil, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
@@ -240,5 +256,88 @@ func TestRedactNeedsRecordArguments(t *testing.T) {
 	if _, err := newObservability(context.Background(), o, nil); err == nil ||
 		err.Error() != "redact: patterns only apply with --record-arguments, which is off" {
 		t.Errorf("err = %v", err)
+	}
+}
+
+// otlpSink is an OTLP/HTTP receiver built from the OTLP protobuf types.
+type otlpSink struct {
+	mu      sync.Mutex
+	spans   map[string]map[string]string // span name → attributes
+	kinds   map[string][]string
+	metrics map[string]bool
+}
+
+func (o *otlpSink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	switch r.URL.Path {
+	case "/v1/traces":
+		var req coltracepb.ExportTraceServiceRequest
+		if err := proto.Unmarshal(body, &req); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		for _, rs := range req.ResourceSpans {
+			for _, ss := range rs.ScopeSpans {
+				for _, sp := range ss.Spans {
+					attrs := map[string]string{}
+					for _, kv := range sp.Attributes {
+						attrs[kv.Key] = kv.Value.GetStringValue()
+					}
+					o.spans[sp.Name] = attrs
+					o.kinds[sp.Name] = append(o.kinds[sp.Name], sp.Kind.String())
+				}
+			}
+		}
+		out, _ := proto.Marshal(&coltracepb.ExportTraceServiceResponse{})
+		_, _ = w.Write(out)
+	case "/v1/metrics":
+		var req colmetricpb.ExportMetricsServiceRequest
+		if err := proto.Unmarshal(body, &req); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		for _, rm := range req.ResourceMetrics {
+			for _, sm := range rm.ScopeMetrics {
+				for _, m := range sm.Metrics {
+					o.metrics[m.Name] = true
+				}
+			}
+		}
+		out, _ := proto.Marshal(&colmetricpb.ExportMetricsServiceResponse{})
+		_, _ = w.Write(out)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+func TestProxyExportsOverOTLP(t *testing.T) {
+	sink := &otlpSink{spans: map[string]map[string]string{}, kinds: map[string][]string{}, metrics: map[string]bool{}}
+	col := httptest.NewServer(sink)
+	defer col.Close()
+	r, _, stop := startObservedProxy(t, map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": col.URL},
+		func(o *proxyOptions) { o.TraceBuffer = 0 }) // the exporter alone
+	h, _ := mcpPost(t, r.URL, "", `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`)
+	sid := h.Get("Mcp-Session-Id")
+	mcpPost(t, r.URL, sid, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"get_time","arguments":{}}}`)
+	stop() // flushes the exporters
+
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	srv := sink.spans["tools/call get_time"]
+	if srv == nil || srv["mcp.method.name"] != "tools/call" || srv["mcp.session.id"] != sid || srv["gen_ai.tool.name"] != "get_time" {
+		t.Errorf("collector's tools/call span: %v (all %v)", srv, sink.kinds)
+	}
+	if k := strings.Join(sink.kinds["tools/call get_time"], ","); k != "SPAN_KIND_CLIENT,SPAN_KIND_SERVER" && k != "SPAN_KIND_SERVER,SPAN_KIND_CLIENT" {
+		t.Errorf("tools/call get_time kinds: %q", k)
+	}
+	if p := sink.spans["mcpguard.policy"]; p["mcpguard.policy.decision"] != "allow" || p["mcpguard.policy.rule"] != "get_time" {
+		t.Errorf("policy span: %v", p)
+	}
+	for _, m := range []string{"mcp.server.operation.duration", "mcp.client.operation.duration", "mcpguard.policy.decisions", "mcpguard.sessions.active"} {
+		if !sink.metrics[m] {
+			t.Errorf("collector lacks metric %s (has %v)", m, sink.metrics)
+		}
 	}
 }
