@@ -1,10 +1,18 @@
 package inject
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"strconv"
+	"strings"
 
 	jsonpatch5 "github.com/evanphx/json-patch/v5"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/yaml"
 )
 
 // templatePaths says where each workload kind keeps its pod template.
@@ -30,6 +38,9 @@ func InjectObject(obj []byte, cfg *Config, scope Scope) ([]byte, Result, error) 
 	}
 	if err := json.Unmarshal(obj, &head); err != nil {
 		return nil, Result{}, fmt.Errorf("decoding object: %w", err)
+	}
+	if head.Kind == "List" {
+		return injectList(obj, cfg, scope)
 	}
 	path, ok := templatePaths[head.Kind]
 	if !ok {
@@ -81,4 +92,142 @@ func applyPatch(doc []byte, ops any) ([]byte, error) {
 		return nil, fmt.Errorf("applying patch: %w", err)
 	}
 	return out, nil
+}
+
+// injectList injects every item of a v1 List (kubectl get -o yaml).
+func injectList(obj []byte, cfg *Config, scope Scope) ([]byte, Result, error) {
+	var list map[string]json.RawMessage
+	if err := json.Unmarshal(obj, &list); err != nil {
+		return nil, Result{}, fmt.Errorf("decoding List: %w", err)
+	}
+	var items []json.RawMessage
+	if err := json.Unmarshal(list["items"], &items); err != nil {
+		return nil, Result{}, fmt.Errorf("decoding List items: %w", err)
+	}
+	res := Result{Skip: SkipNotPod}
+	var refusals []string
+	for i, item := range items {
+		out, r, err := InjectObject(item, cfg, scope)
+		if rf, ok := errors.AsType[*Refusal](err); ok {
+			for _, reason := range rf.Reasons {
+				refusals = append(refusals, "items["+strconv.Itoa(i)+"]: "+reason)
+			}
+			continue
+		}
+		if err != nil {
+			return nil, Result{}, fmt.Errorf("items[%d]: %w", i, err)
+		}
+		items[i] = out
+		res.Warnings = append(res.Warnings, r.Warnings...)
+		if r.Skip == "" {
+			res.Skip = ""
+		}
+	}
+	if len(refusals) > 0 {
+		return obj, Result{}, &Refusal{Reasons: refusals}
+	}
+	b, err := json.Marshal(items)
+	if err != nil {
+		return nil, Result{}, err
+	}
+	list["items"] = b
+	out, err := json.Marshal(list)
+	return out, res, err
+}
+
+// ManifestError lists the documents InjectManifests could not inject.
+type ManifestError struct {
+	Documents []string // "Kind namespace/name: reason"
+}
+
+func (e *ManifestError) Error() string { return strings.Join(e.Documents, "\n") }
+
+// InjectManifests reads YAML or JSON documents from in (separated by ---)
+// and writes them to out with InjectObject applied: injected documents
+// re-rendered as YAML, every other document exactly as it came (comments
+// kept). Admission warnings go to warn. Documents Mutate refuses are written
+// unchanged and reported in a *ManifestError after all documents are
+// written; malformed input stops at once with another error.
+func InjectManifests(in io.Reader, out io.Writer, warn func(doc, warning string), cfg *Config, scope Scope) error {
+	r := utilyaml.NewYAMLReader(bufio.NewReader(in))
+	var refused []string
+	first := true
+	for n := 1; ; n++ {
+		doc, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("document %d: %w", n, err)
+		}
+		if isBlank(doc) {
+			continue
+		}
+		obj, err := yaml.YAMLToJSONStrict(doc) // duplicate keys are an error, as in kubectl
+		if err != nil {
+			return fmt.Errorf("document %d: %w", n, err)
+		}
+		name := describe(obj, n)
+		mutated, res, err := InjectObject(obj, cfg, scope)
+		text := doc
+		switch {
+		case err != nil:
+			refused = append(refused, fmt.Sprintf("%s: %v", name, err))
+		case res.Skip == "" && !bytes.Equal(mutated, obj):
+			if text, err = yaml.JSONToYAML(mutated); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+		}
+		for _, w := range res.Warnings {
+			warn(name, w)
+		}
+		if !first {
+			io.WriteString(out, "---\n")
+		}
+		first = false
+		text = bytes.TrimLeft(text, "\n")
+		if !bytes.HasSuffix(text, []byte("\n")) {
+			text = append(text, '\n')
+		}
+		if _, err := out.Write(text); err != nil {
+			return err
+		}
+	}
+	if len(refused) > 0 {
+		return &ManifestError{Documents: refused}
+	}
+	return nil
+}
+
+func isBlank(doc []byte) bool {
+	for _, line := range bytes.Split(doc, []byte("\n")) {
+		t := bytes.TrimSpace(line)
+		if len(t) > 0 && t[0] != '#' && !bytes.Equal(t, []byte("---")) {
+			return false
+		}
+	}
+	return true
+}
+
+// describe names a document for messages: "Kind namespace/name".
+func describe(obj []byte, n int) string {
+	var m struct {
+		Kind     string `json:"kind"`
+		Metadata struct {
+			Name         string `json:"name"`
+			Namespace    string `json:"namespace"`
+			GenerateName string `json:"generateName"`
+		} `json:"metadata"`
+	}
+	if json.Unmarshal(obj, &m) != nil || m.Kind == "" {
+		return fmt.Sprintf("document %d", n)
+	}
+	name := m.Metadata.Name
+	if name == "" {
+		name = m.Metadata.GenerateName
+	}
+	if m.Metadata.Namespace != "" {
+		name = m.Metadata.Namespace + "/" + name
+	}
+	return m.Kind + " " + name
 }
