@@ -38,14 +38,19 @@ func newPolicyCmd() *cobra.Command {
 }
 
 func newPolicyCheckCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "check FILE...",
+	var (
+		upstream string
+		headers  []string
+	)
+	cmd := &cobra.Command{
+		Use:   "check FILE... [--upstream URL]",
 		Short: "Validate and lint policy files, listing every problem",
 		Long: `Validates policy files (or directories of them) as the proxy would load
 them, listing every error with file, line and field, then lints the valid
 policy: rules that can never match, pins of tools no rule allows, URL checks
-that leave userinfo open. Exits 1 when there are errors; warnings alone do
-not fail the check.`,
+that leave userinfo open. With --upstream it also lists a live MCP server's
+tools and warns about each one no rule matches (the default action decides
+it). Exits 1 when there are errors; warnings alone do not fail the check.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			out := cmd.OutOrStdout()
@@ -60,13 +65,60 @@ not fail the check.`,
 				}
 				return &exitError{exitUsage, err}
 			}
-			for _, w := range e.Lint() {
+			warnings := e.Lint()
+			if upstream != "" {
+				h, err := parseHeaders(headers)
+				if err != nil {
+					return &exitError{exitUsage, err}
+				}
+				defs, err := listToolDefinitions(cmd.Context(), upstream, h)
+				if err != nil {
+					return &exitError{exitUsage, err}
+				}
+				for _, name := range toolNames(defs) {
+					// Ask as a listing does, without the definition: this is
+					// about rules, not pins.
+					d := e.Decide(cmd.Context(), rules.Input{Method: "tools/list", Tool: name})
+					if d.Rule == "default" || d.Rule == "tool-name" {
+						warnings = append(warnings, fmt.Sprintf("%s lists tool %q, which no rule matches: %s", upstream, name, d.Reason))
+					}
+				}
+			}
+			for _, w := range warnings {
 				fmt.Fprintln(out, "warning:", w)
 			}
 			fmt.Fprintf(out, "ok: %s (mode %s)\n", strings.Join(args, " "), e.Mode())
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&upstream, "upstream", "", "also lint against the tools this MCP server (streamable HTTP) lists")
+	cmd.Flags().StringArrayVar(&headers, "header", nil, "request header \"Name: value\" for --upstream (repeatable)")
+	return cmd
+}
+
+func parseHeaders(kvs []string) (http.Header, error) {
+	h := http.Header{}
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, ":")
+		if !ok {
+			return nil, fmt.Errorf("--header %q: write \"Name: value\"", kv)
+		}
+		h.Add(strings.TrimSpace(k), strings.TrimSpace(v))
+	}
+	return h, nil
+}
+
+// toolNames returns the names of listed tool definitions, in order.
+func toolNames(defs []json.RawMessage) []string {
+	names := make([]string, 0, len(defs))
+	for _, d := range defs {
+		var t struct {
+			Name string `json:"name"`
+		}
+		_ = json.Unmarshal(d, &t)
+		names = append(names, t.Name)
+	}
+	return names
 }
 
 // evalCall is one line of `policy eval` input.
@@ -372,13 +424,9 @@ the block into a policy: a pin approves a definition.`,
 			if onChange != "hide" && onChange != "block" {
 				return &exitError{exitUsage, fmt.Errorf("--on-change %q: write hide or block", onChange)}
 			}
-			h := http.Header{}
-			for _, kv := range headers {
-				k, v, ok := strings.Cut(kv, ":")
-				if !ok {
-					return &exitError{exitUsage, fmt.Errorf("--header %q: write \"Name: value\"", kv)}
-				}
-				h.Add(strings.TrimSpace(k), strings.TrimSpace(v))
+			h, err := parseHeaders(headers)
+			if err != nil {
+				return &exitError{exitUsage, err}
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()

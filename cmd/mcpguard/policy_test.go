@@ -146,14 +146,23 @@ func TestPolicyPin(t *testing.T) {
 	s.AddTool(mcp.NewToolWithRawSchema("fetch_url", "Fetch a URL", raw), func(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		return mcp.NewToolResultText("ok"), nil
 	})
+	s.AddTool(mcp.NewTool("delete_repo"), func(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		return mcp.NewToolResultText("gone"), nil
+	})
 	ts := httptest.NewServer(server.NewStreamableHTTPServer(s))
 	defer ts.Close()
 
-	out, code := runPolicy(t, "", "pin", "--upstream", ts.URL+"/mcp")
+	out, code := runPolicy(t, "", "check", shippedPolicy, "--upstream", ts.URL+"/mcp")
+	if code != exitOK || !strings.Contains(out, `lists tool "delete_repo", which no rule matches`) ||
+		strings.Contains(out, `"get_time", which`) || strings.Contains(out, `"fetch_url", which`) {
+		t.Errorf("check --upstream: code %d output %q", code, out)
+	}
+
+	out, code = runPolicy(t, "", "pin", "--upstream", ts.URL+"/mcp")
 	if code != exitOK {
 		t.Fatalf("pin: code %d output %q", code, out)
 	}
-	if !strings.Contains(out, "pins:\n  onChange: hide\n  tools:\n    fetch_url: sha256:") || !strings.Contains(out, "    get_time: sha256:") {
+	if !strings.Contains(out, "pins:\n  onChange: hide\n  tools:\n    delete_repo: sha256:") || !strings.Contains(out, "    fetch_url: sha256:") || !strings.Contains(out, "    get_time: sha256:") {
 		t.Fatalf("pin output %q", out)
 	}
 	// The pins written are the pins the engine checks, for the definition
