@@ -35,7 +35,8 @@
 //   - refused: shareProcessNamespace, hostPID, hostNetwork, an explicit
 //     automountServiceAccountToken: true, runAsUser 1337 (Istio's proxy UID,
 //     never captured), a container named mcpguard-proxy, any other container
-//     mounting a token with the gateway's audience.
+//     mounting a token with the gateway's audience; and what would keep the
+//     pod from starting: pod runAsUser 0, a container on the sidecar's ports.
 //
 // Mutate is also what `mcpguard inject` runs on manifests (InjectObject), so
 // GitOps output and admission agree. TLS for the webhook lives in the

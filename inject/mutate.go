@@ -135,8 +135,32 @@ func Mutate(pod *corev1.Pod, cfg *Config, scope Scope) (Result, error) {
 	if spec.AutomountServiceAccountToken != nil && *spec.AutomountServiceAccountToken {
 		refuse("spec.automountServiceAccountToken is true; mcpguard turns it off so agent containers hold no Kubernetes credential (mount a projected token explicitly if an agent needs the Kubernetes API)")
 	}
-	if sc := spec.SecurityContext; sc != nil && sc.RunAsUser != nil && *sc.RunAsUser == istioProxyUID {
-		refuse("spec.securityContext.runAsUser is %d, Istio's proxy UID, whose traffic Istio never captures: the sidecar would inherit it", istioProxyUID)
+	if sc := spec.SecurityContext; sc != nil && sc.RunAsUser != nil {
+		switch *sc.RunAsUser {
+		case istioProxyUID:
+			refuse("spec.securityContext.runAsUser is %d, Istio's proxy UID, whose traffic Istio never captures: the sidecar would inherit it", istioProxyUID)
+		case 0:
+			refuse("spec.securityContext.runAsUser is 0: the sidecar runs as non-root and would never start; set runAsUser on the containers that need it")
+		}
+	}
+	ports := map[int32]string{cfg.ListenPort: "listen port", cfg.AdminPort: "admin port"}
+	for _, cs := range [][]corev1.Container{spec.Containers, spec.InitContainers} {
+		for _, c := range cs {
+			if c.Name == SidecarName {
+				continue
+			}
+			for _, p := range c.Ports {
+				if what, ok := ports[p.ContainerPort]; ok {
+					refuse("container %q declares port %d, the sidecar's %s: containers of a pod share the network", c.Name, p.ContainerPort, what)
+				}
+			}
+			if slices.Contains(cfg.MeshContainers, c.Name) {
+				continue
+			}
+			if sc := c.SecurityContext; sc != nil && sc.RunAsUser != nil && *sc.RunAsUser == istioProxyUID {
+				refuse("container %q runs as UID %d, Istio's proxy UID, whose traffic Istio never captures", c.Name, istioProxyUID)
+			}
+		}
 	}
 	if slices.ContainsFunc(spec.Containers, func(c corev1.Container) bool { return c.Name == SidecarName }) {
 		refuse("container name %q is reserved for mcpguard's sidecar", SidecarName)
