@@ -340,7 +340,7 @@ func compileRule(el *errorList, fp string, r *Rule, match string, queries *[]str
 			out.uri = compileURLCheck(el, fp+".uri", r.URI)
 		}
 		if out.id == "" {
-			out.id = "resources"
+			el.add(fp+".id", "is missing; name the rule (e.g. \"workspace-files\"): decisions report it")
 		}
 	default:
 		if out.id == "" {

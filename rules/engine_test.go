@@ -105,6 +105,7 @@ func TestPolicyErrorsStructure(t *testing.T) {
 		{"bad regexp", header + "spec:\n  tools:\n    - tool: x\n      checks: [{argument: /q, string: {allow: ['(']}}]\n", `is not a valid regular expression`},
 		{"bad prefix", header + "spec:\n  gateway: {prefixes: [Weather_]}\n", `a gateway prefix matches`},
 		{"bad glob", header + "spec:\n  tools:\n    - tool: \"git hub*\"\n", `not a valid glob`},
+		{"resource without id", header + "spec:\n  resources:\n    - uri: {schemes: [file]}\n", `p.yaml:6: spec.resources[0].id: is missing; name the rule`},
 		{"same id", header + "spec:\n  tools:\n    - tool: a\n    - tool: b\n      id: a\n", `p.yaml:8: spec.tools[1].id: is "a", already the id of the rule at p.yaml:6: spec.tools[0]; give each rule its own id`},
 	}
 	for _, tt := range tests {

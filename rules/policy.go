@@ -81,8 +81,9 @@ type RegoModule struct {
 // their method.
 type Rule struct {
 	// ID names the rule in decisions ("fetch_url", then
-	// "fetch_url/approved-hosts" for its checks). Default: the tool or
-	// prompt name, or the section name.
+	// "fetch_url/approved-hosts" for its checks); ids are unique in a
+	// policy. Default: the tool or prompt name, or "sampling" and
+	// "elicitation"; resource rules must name themselves.
 	ID string `yaml:"id"`
 	// Tool is a tool name, or a glob when it contains "*" or "?".
 	Tool string `yaml:"tool"`
