@@ -70,10 +70,21 @@ func ReverseProxy(target string) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &httputil.ReverseProxy{
+	rp := &httputil.ReverseProxy{
 		Rewrite:   func(r *httputil.ProxyRequest) { r.SetURL(u); r.Out.Host = r.In.Host },
 		Transport: &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024, IdleConnTimeout: 90 * time.Second, DisableCompression: true},
-	}, nil
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// ReverseProxy streams the agent's body upstream while it relays
+		// the answer. When the gateway answers before the transport has
+		// read the body's EOF, net/http's HTTP/1 server closes the request
+		// body as the response starts, the transport's body read fails and
+		// it tears down the gateway connection mid-response (seen here on
+		// 64 KiB calls as "use of closed network connection"). Full duplex
+		// lets the two overlap, as a streaming proxy needs.
+		_ = http.NewResponseController(w).EnableFullDuplex()
+		rp.ServeHTTP(w, r)
+	}), nil
 }
 
 // Payload is one call's shape: the size of the text sent in the arguments
