@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -261,7 +262,7 @@ func (tr *exTrace) open(ctx, transport context.Context, m *jsonrpc.Message) *cal
 	}
 	parent := transport
 	var links []trace.Link
-	if meta := jsonrpc.Lookup(m.Params, "_meta"); meta != nil && meta[0] == '{' {
+	if meta := lookupMeta(m.Params); meta != nil && meta[0] == '{' {
 		if mctx := t.prop.Extract(ctx, metaCarrier(meta)); trace.SpanContextFromContext(mctx).IsValid() {
 			// The conventions prefer _meta: it is per message, while the
 			// HTTP headers describe the whole POST. Keep the other as a link.
@@ -271,8 +272,9 @@ func (tr *exTrace) open(ctx, transport context.Context, m *jsonrpc.Message) *cal
 			parent = mctx
 		}
 	}
-	attrs := make([]attribute.KeyValue, 0, 16)
-	attrs = append(attrs, semconv.McpMethodNameKey.String(m.Method))
+	buf := attrPool.Get().(*[]attribute.KeyValue)
+	defer putAttrs(buf)
+	attrs := append((*buf)[:0], semconv.McpMethodNameKey.String(m.Method))
 	if m.Kind() == jsonrpc.KindRequest {
 		attrs = append(attrs, semconv.JSONRPCRequestID(requestID(m.ID)))
 	}
@@ -293,6 +295,24 @@ func (tr *exTrace) open(ctx, transport context.Context, m *jsonrpc.Message) *cal
 		trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attrs...),
 		trace.WithLinks(links...), trace.WithTimestamp(c.start))
 	return c
+}
+
+// attrPool recycles the attribute lists spans start with: the SDK copies
+// them, so the list is scratch.
+var attrPool = sync.Pool{New: func() any { s := make([]attribute.KeyValue, 0, 24); return &s }}
+
+func putAttrs(buf *[]attribute.KeyValue) {
+	clear((*buf)[:cap(*buf)]) // drop references to attribute strings
+	attrPool.Put(buf)
+}
+
+// lookupMeta returns params._meta, skipping the member scan for the many
+// messages without one.
+func lookupMeta(params json.RawMessage) json.RawMessage {
+	if !bytes.Contains(params, []byte(`"_meta"`)) {
+		return nil
+	}
+	return jsonrpc.Lookup(params, "_meta")
 }
 
 // spanName is "{mcp.method.name} {target}", the target being the tool or
@@ -384,8 +404,9 @@ func (ex *exchange) startUpstream(ctx context.Context, forward []*jsonrpc.Messag
 		return ctx, forward // only answers to the gateway's requests
 	}
 	ctx, tool := first.ctx, first.tool
-	attrs := make([]attribute.KeyValue, 0, 12)
-	attrs = append(attrs, semconv.McpMethodNameKey.String(first.method), semconv.HTTPRequestMethodPost)
+	buf := attrPool.Get().(*[]attribute.KeyValue)
+	defer putAttrs(buf)
+	attrs := append((*buf)[:0], semconv.McpMethodNameKey.String(first.method), semconv.HTTPRequestMethodPost)
 	if first.msg.Kind() == jsonrpc.KindRequest {
 		attrs = append(attrs, semconv.JSONRPCRequestID(requestID(first.msg.ID)))
 	}
@@ -428,7 +449,7 @@ func withTraceMeta(m *jsonrpc.Message, carrier propagation.MapCarrier) *jsonrpc.
 	if params[0] != '{' {
 		return m
 	}
-	meta := jsonrpc.Lookup(params, "_meta")
+	meta := lookupMeta(params)
 	var err error
 	switch {
 	case meta == nil:

@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -210,7 +211,7 @@ func spanNames(spans tracetest.SpanStubs) []string {
 func attrs(s tracetest.SpanStub) map[string]string {
 	out := map[string]string{}
 	for _, kv := range s.Attributes {
-		out[string(kv.Key)] = kv.Value.Emit()
+		out[string(kv.Key)] = kv.Value.String()
 	}
 	return out
 }
@@ -322,13 +323,13 @@ func noSecret(t *testing.T, e *telemetryEnv) {
 	t.Helper()
 	for _, s := range e.spans.GetSpans() {
 		for _, kv := range s.Attributes {
-			if strings.Contains(kv.Value.Emit(), secretArg) {
+			if strings.Contains(kv.Value.String(), secretArg) {
 				t.Errorf("span %q records an argument value in %s", s.Name, kv.Key)
 			}
 		}
 		for _, ev := range s.Events {
 			for _, kv := range ev.Attributes {
-				if strings.Contains(kv.Value.Emit(), secretArg) {
+				if strings.Contains(kv.Value.String(), secretArg) {
 					t.Errorf("span %q event %q records an argument value", s.Name, ev.Name)
 				}
 			}
@@ -722,11 +723,27 @@ func fixedGateway() http.Handler {
 func BenchmarkTelemetryEndToEnd(b *testing.B) {
 	gw := httptest.NewServer(fixedGateway())
 	defer gw.Close()
+	// A local OTLP/HTTP receiver that accepts and discards.
+	col := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	defer col.Close()
+	otlp, err := otlptracehttp.New(context.Background(), otlptracehttp.WithEndpointURL(col.URL+"/v1/traces"))
+	if err != nil {
+		b.Fatal(err)
+	}
 	for _, bc := range []struct {
 		name string
 		cfg  func(*Config)
 	}{
 		{"off", func(*Config) {}},
+		{"noop-exporter", func(c *Config) {
+			c.TracerProvider = sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()))
+		}},
+		{"otlp-local-100%", func(c *Config) {
+			c.TracerProvider = sdktrace.NewTracerProvider(sdktrace.WithBatcher(otlp), sdktrace.WithSampler(sdktrace.AlwaysSample()))
+		}},
 		{"ring+metrics+decisionlog", func(c *Config) {
 			c.TracerProvider = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(inttel.NewRing(2048)))
 			reg := prometheus.NewRegistry()
