@@ -658,11 +658,11 @@ func TestInspectorCLI(t *testing.T) {
 	// inspector-cli 1.0.3 finds its own files relative to the working
 	// directory: it runs only from its build/ directory (MCP-PEERS.md).
 	build := filepath.Join(pe.npmModules, "@modelcontextprotocol", "inspector-cli", "build")
-	inspect := func(t *testing.T, args ...string) (stdout string, err error) {
+	inspect := func(t *testing.T, endpoint string, args ...string) (stdout string, err error) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, node, append([]string{"index.js", px.URL + "/mcp"}, args...)...)
+		cmd := exec.CommandContext(ctx, node, append([]string{"index.js", endpoint}, args...)...)
 		cmd.Dir = build
 		var out, errOut bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &errOut
@@ -713,23 +713,28 @@ func TestInspectorCLI(t *testing.T) {
 			wantErr: "environment variables may hold secrets",
 		},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			stdout, err := inspect(t, tt.args...)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error()+stdout, tt.wantErr) {
-					t.Fatalf("err = %v, stdout %q; want a failure mentioning %q", err, stdout, tt.wantErr)
+	// The CLI picks its transport from the path: /mcp is Streamable HTTP,
+	// /sse the legacy HTTP+SSE transport of 2024-11-05, which the proxy
+	// serves to old agents while speaking Streamable HTTP upstream.
+	for _, path := range []string{"/mcp", "/sse"} {
+		for _, tt := range tests {
+			t.Run(strings.TrimPrefix(path, "/")+" "+tt.name, func(t *testing.T) {
+				stdout, err := inspect(t, px.URL+path, tt.args...)
+				if tt.wantErr != "" {
+					if err == nil || !strings.Contains(err.Error()+stdout, tt.wantErr) {
+						t.Fatalf("err = %v, stdout %q; want a failure mentioning %q", err, stdout, tt.wantErr)
+					}
+					return
 				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("inspector-cli %v: %v", tt.args, err)
-			}
-			var out map[string]any
-			if err := json.Unmarshal([]byte(stdout), &out); err != nil {
-				t.Fatalf("inspector-cli output is not JSON: %v\n%s", err, stdout)
-			}
-			tt.check(t, out)
-		})
+				if err != nil {
+					t.Fatalf("inspector-cli %v: %v", tt.args, err)
+				}
+				var out map[string]any
+				if err := json.Unmarshal([]byte(stdout), &out); err != nil {
+					t.Fatalf("inspector-cli output is not JSON: %v\n%s", err, stdout)
+				}
+				tt.check(t, out)
+			})
+		}
 	}
 }
