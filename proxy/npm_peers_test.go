@@ -62,11 +62,12 @@ func needPeers(t *testing.T) peers {
 		node22:             get("MCPGUARD_NODE22"),
 		conformanceServers: get("MCPGUARD_CONFORMANCE_SERVERS"),
 	}
-	for name, path := range map[string]string{
-		"MCPGUARD_NPM_PEERS":           p.npmModules,
-		"MCPGUARD_NODE22":              p.node22,
-		"MCPGUARD_CONFORMANCE_SERVERS": p.conformanceServers,
+	for _, v := range []struct{ name, path string }{
+		{"MCPGUARD_NPM_PEERS", p.npmModules},
+		{"MCPGUARD_NODE22", p.node22},
+		{"MCPGUARD_CONFORMANCE_SERVERS", p.conformanceServers},
 	} {
+		name, path := v.name, v.path
 		if path == "" {
 			t.Fatalf("%s is not set and %s/.cache/test-deps.env does not name it: run scripts/test-deps.sh first", name, root)
 		}
