@@ -154,6 +154,7 @@ type stdioConn struct {
 type pending struct {
 	id     jsonrpc.ID
 	method string
+	trace  *stdioTrace // its spans (telemetry.go); nil when telemetry is off
 }
 
 // exchange is the view of this session that screen, screenServer and
@@ -240,21 +241,31 @@ func (c *stdioConn) fromClient(ctx context.Context, line []byte) {
 				// answer is dropped as one to an unknown id.
 				if id := jsonrpc.Lookup(m.Params, "requestId"); id != nil {
 					c.mu.Lock()
+					c.waiting[string(id)].trace.end(nil)
 					delete(c.waiting, string(id))
 					c.mu.Unlock()
 				}
 			}
+			if p.tel != nil {
+				_, st := p.traceStdio(ctx, c.exchange(m), m)
+				m = st.forward(m)
+				st.end(nil)
+			}
 			forward = append(forward, m)
 		case jsonrpc.KindRequest:
-			if ans, _ := p.screen(ctx, c.exchange(m), m); ans != nil {
+			ex := c.exchange(m)
+			tctx, st := p.traceStdio(ctx, ex, m)
+			if ans, _ := p.screen(tctx, ex, m); ans != nil {
+				st.end(ans)
 				answers = append(answers, ans)
 				continue
 			}
-			if e := c.expect(m); e != nil {
+			if e := c.expect(m, st); e != nil {
 				answers = append(answers, &jsonrpc.Message{ID: m.ID, Error: e.rpc()})
+				st.end(answers[len(answers)-1])
 				continue
 			}
-			forward = append(forward, m)
+			forward = append(forward, st.forward(m))
 		}
 	}
 	if len(forward) > 0 {
@@ -270,7 +281,7 @@ func (c *stdioConn) fromClient(ctx context.Context, line []byte) {
 
 // expect records a client request about to be forwarded, or says why it
 // cannot be.
-func (c *stdioConn) expect(m *jsonrpc.Message) *callError {
+func (c *stdioConn) expect(m *jsonrpc.Message, st *stdioTrace) *callError {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch id := m.ID.String(); {
@@ -281,7 +292,7 @@ func (c *stdioConn) expect(m *jsonrpc.Message) *callError {
 	case len(c.waiting) >= maxStdioInFlight:
 		return errUnavailable("%d requests are already awaiting the MCP server: retry later", maxStdioInFlight)
 	default:
-		c.waiting[id] = pending{id: m.ID, method: m.Method}
+		c.waiting[id] = pending{id: m.ID, method: m.Method, trace: st}
 		return nil
 	}
 }
@@ -302,9 +313,10 @@ func (c *stdioConn) failIDs(ids []jsonrpc.ID, e *callError) {
 	var answers []*jsonrpc.Message
 	c.mu.Lock()
 	for _, id := range ids {
-		if _, ok := c.waiting[id.String()]; ok {
+		if w, ok := c.waiting[id.String()]; ok {
 			delete(c.waiting, id.String())
 			answers = append(answers, &jsonrpc.Message{ID: id, Error: e.rpc()})
+			w.trace.end(answers[len(answers)-1])
 		}
 	}
 	c.mu.Unlock()
@@ -410,6 +422,7 @@ func (c *stdioConn) fromServer(ctx context.Context, line []byte) {
 					m = &jsonrpc.Message{ID: m.ID, Result: filtered}
 				}
 			}
+			w.trace.end(m)
 			deliver = append(deliver, m)
 		case jsonrpc.KindRequest:
 			if ans := p.screenServer(ctx, c.exchange(m), m); ans != nil {

@@ -228,8 +228,8 @@ func (ex *exchange) startSpans(ctx context.Context, out output) (context.Context
 	}
 	tr := &exTrace{t: t, ex: ex, byID: make(map[string]*callSpan, len(ex.msgs))}
 	ex.trace = tr
-	var transport context.Context
-	if t.tracing {
+	transport := ctx
+	if t.tracing && ex.r != nil {
 		transport = t.prop.Extract(ctx, propagation.HeaderCarrier(ex.r.Header))
 	}
 	first := ctx
@@ -338,6 +338,9 @@ func requestID(id jsonrpc.ID) string {
 }
 
 func appendNetwork(attrs []attribute.KeyValue, r *http.Request) []attribute.KeyValue {
+	if r == nil {
+		return append(attrs, semconv.NetworkTransportPipe) // stdio
+	}
 	attrs = append(attrs, semconv.NetworkTransportTCP, semconv.NetworkProtocolName("http"))
 	switch r.ProtoMajor {
 	case 1:
@@ -406,7 +409,7 @@ func (ex *exchange) startUpstream(ctx context.Context, forward []*jsonrpc.Messag
 	ctx, tool := first.ctx, first.tool
 	buf := attrPool.Get().(*[]attribute.KeyValue)
 	defer putAttrs(buf)
-	attrs := append((*buf)[:0], semconv.McpMethodNameKey.String(first.method), semconv.HTTPRequestMethodPost)
+	attrs := append((*buf)[:0], semconv.McpMethodNameKey.String(first.method))
 	if first.msg.Kind() == jsonrpc.KindRequest {
 		attrs = append(attrs, semconv.JSONRPCRequestID(requestID(first.msg.ID)))
 	}
@@ -416,7 +419,12 @@ func (ex *exchange) startUpstream(ctx context.Context, forward []*jsonrpc.Messag
 	if ex.version != "" {
 		attrs = append(attrs, semconv.McpProtocolVersion(ex.version))
 	}
-	attrs = append(attrs, tr.t.upAttrs...)
+	if ex.r != nil {
+		attrs = append(attrs, semconv.HTTPRequestMethodPost)
+		attrs = append(attrs, tr.t.upAttrs...)
+	} else {
+		attrs = append(attrs, semconv.NetworkTransportPipe)
+	}
 	ctx, tr.client = tr.t.tracer.Start(ctx, spanName(first.method, tool),
 		trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...), trace.WithTimestamp(tr.upStart))
 
@@ -571,7 +579,7 @@ func (tr *exTrace) endUpstream() {
 	}
 	if len(tr.calls) > 0 {
 		c := tr.calls[0]
-		attrs := []attribute.KeyValue{tr.t.upDuration.AttrNetworkTransport(mcpconv.NetworkTransportTCP)}
+		attrs := []attribute.KeyValue{tr.t.upDuration.AttrNetworkTransport(tr.transport())}
 		if c.method == "tools/call" && tr.t.knownTool(c.tool) {
 			attrs = append(attrs, tr.t.upDuration.AttrGenAIToolName(c.tool))
 		}
@@ -599,6 +607,14 @@ func upstreamErrorType(e *callError) string {
 		return "upstream_error"
 	}
 	return strconv.Itoa(e.status)
+}
+
+// transport is network.transport for the exchange's metrics.
+func (tr *exTrace) transport() mcpconv.NetworkTransportAttr {
+	if tr.ex.r == nil {
+		return mcpconv.NetworkTransportPipe
+	}
+	return mcpconv.NetworkTransportTCP
 }
 
 // tracedOutput ends each call's server span when its answer is delivered,
@@ -674,7 +690,10 @@ func (tr *exTrace) end(c *callSpan, resp *jsonrpc.Message, e *callError) {
 	}
 	t := tr.t
 	attrs := make([]attribute.KeyValue, 0, 6)
-	attrs = append(attrs, t.opDuration.AttrNetworkTransport(mcpconv.NetworkTransportTCP), t.opDuration.AttrNetworkProtocolName("http"))
+	attrs = append(attrs, t.opDuration.AttrNetworkTransport(tr.transport()))
+	if tr.ex.r != nil {
+		attrs = append(attrs, t.opDuration.AttrNetworkProtocolName("http"))
+	}
 	if tr.ex.version != "" {
 		attrs = append(attrs, t.opDuration.AttrProtocolVersion(tr.ex.version))
 	}
@@ -884,4 +903,43 @@ func (p *Proxy) traceInitialize(r *http.Request, m *jsonrpc.Message) (context.Co
 		tr.endUpstream()
 		tr.end(c, resp, cerr)
 	}
+}
+
+// stdioTrace is the telemetry of one client message relayed over stdio,
+// where there are no headers: trace context comes from and goes to
+// params._meta only. A nil *stdioTrace (telemetry off) does nothing.
+type stdioTrace struct {
+	tr  *exTrace
+	ctx context.Context
+}
+
+// traceStdio opens the server span of m, a client request or notification
+// relayed over stdio; decide m in the returned context.
+func (p *Proxy) traceStdio(ctx context.Context, ex *exchange, m *jsonrpc.Message) (context.Context, *stdioTrace) {
+	if p.tel == nil || m.Kind() == jsonrpc.KindResponse {
+		return ctx, nil
+	}
+	ex.msgs = []*jsonrpc.Message{m}
+	ctx, _ = ex.startSpans(ctx, nil)
+	return ctx, &stdioTrace{tr: ex.trace, ctx: ctx}
+}
+
+// forward opens the client span toward the server process and returns m
+// with that span's trace context in params._meta.
+func (st *stdioTrace) forward(m *jsonrpc.Message) *jsonrpc.Message {
+	if st == nil {
+		return m
+	}
+	_, out := st.tr.ex.startUpstream(st.ctx, []*jsonrpc.Message{m})
+	return out[0]
+}
+
+// end closes the spans with the answer the client got: nil for a
+// notification, or for a request that will get none (cancelled).
+func (st *stdioTrace) end(resp *jsonrpc.Message) {
+	if st == nil {
+		return
+	}
+	st.tr.endUpstream()
+	st.tr.end(st.tr.calls[0], resp, nil)
 }

@@ -774,3 +774,65 @@ func BenchmarkTelemetryEndToEnd(b *testing.B) {
 		})
 	}
 }
+
+func TestStdioSpansAndMeta(t *testing.T) {
+	spans := tracetest.NewInMemoryExporter()
+	var log bytes.Buffer
+	h := startStdio(t, func(c *Config) {
+		c.TracerProvider = sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
+		c.DecisionLog = decisionlog.NewWriter(&log)
+	})
+	h.client(`{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`)
+	h.toServer.next(t, "server")
+	h.server(`{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"s","version":"1"}}}`)
+	h.fromRelay.next(t, "client")
+	// An allowed call with the agent's context in _meta.
+	h.client(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"_meta":{"traceparent":"` + agentMetaTP + `"},"name":"echo","arguments":{"message":"` + secretArg + `"}}}`)
+	up, err := jsonrpc.DecodeOne([]byte(h.toServer.next(t, "server")), jsonrpc.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.server(`{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]}}`)
+	h.fromRelay.next(t, "client")
+	// A denied one.
+	h.client(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"get-env","arguments":{}}}`)
+	h.fromRelay.next(t, "client")
+
+	var srv, cli, denied tracetest.SpanStub
+	for _, s := range spans.GetSpans() {
+		switch {
+		case s.Name == "tools/call echo" && s.SpanKind == trace.SpanKindServer:
+			srv = s
+		case s.Name == "tools/call echo" && s.SpanKind == trace.SpanKindClient:
+			cli = s
+		case s.Name == "tools/call get-env" && s.SpanKind == trace.SpanKindServer:
+			denied = s
+		}
+	}
+	if !srv.SpanContext.IsValid() || !cli.SpanContext.IsValid() || !denied.SpanContext.IsValid() {
+		t.Fatalf("spans: %v", spanNames(spans.GetSpans()))
+	}
+	wantAttrs(t, srv, map[string]string{"network.transport": "pipe", "mcp.protocol.version": "2025-06-18",
+		"gen_ai.tool.name": "echo", "mcpguard.policy.decision": "allow"})
+	if srv.Parent.SpanID().String() != agentMetaSpan || cli.Parent.SpanID() != srv.SpanContext.SpanID() {
+		t.Errorf("parents: server %s, client %s", srv.Parent.SpanID(), cli.Parent.SpanID())
+	}
+	if _, ok := attrs(cli)["http.request.method"]; ok {
+		t.Error("a stdio client span has HTTP attributes")
+	}
+	tp, _, _ := jsonrpc.LookupString(jsonrpc.Lookup(up.Params, "_meta"), "traceparent")
+	if tp != "00-"+agentTrace+"-"+cli.SpanContext.SpanID().String()+"-01" {
+		t.Errorf("the server got _meta.traceparent %q, want the client span's", tp)
+	}
+	wantAttrs(t, denied, map[string]string{"mcpguard.policy.decision": "deny", "error.type": "-32003"})
+	if !strings.Contains(log.String(), `"tool":"get-env","session":"stdio-`) || strings.Contains(log.String(), secretArg) {
+		t.Errorf("decision log:\n%s", log.String())
+	}
+	for _, s := range spans.GetSpans() {
+		for _, kv := range s.Attributes {
+			if strings.Contains(kv.Value.String(), secretArg) {
+				t.Errorf("span %q records an argument value", s.Name)
+			}
+		}
+	}
+}
