@@ -143,7 +143,9 @@ func (p *Proxy) serveLegacyMessage(w http.ResponseWriter, r *http.Request) {
 		defer cancel()
 		defer sess.end(time.Now())
 		if init {
-			_, resp, cerr := p.initialize(ctx, r, msgs[0], sess)
+			tctx, traced := p.traceInitialize(r, msgs[0])
+			_, resp, cerr := p.initialize(tctx, r, msgs[0], sess)
+			traced(sess, resp, cerr)
 			if cerr != nil {
 				resp = &jsonrpc.Message{ID: msgs[0].ID, Error: cerr.rpc()}
 			}

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 
+	mcpclient "github.com/mark3labs/mcp-go/client"
+	mgomcp "github.com/mark3labs/mcp-go/mcp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
@@ -833,6 +835,47 @@ func TestStdioSpansAndMeta(t *testing.T) {
 			if strings.Contains(kv.Value.String(), secretArg) {
 				t.Errorf("span %q records an argument value", s.Name)
 			}
+		}
+	}
+}
+
+func TestLegacySSESpans(t *testing.T) {
+	spans := tracetest.NewInMemoryExporter()
+	up := newMCPGoUpstream(t)
+	_, px := newTestProxy(t, up.URL+"/mcp", func(c *Config) {
+		c.TracerProvider = sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
+	})
+	ctx := ctxT(t)
+	c, err := mcpclient.NewSSEMCPClient(px.URL + "/sse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	init := mgomcp.InitializeRequest{}
+	init.Params.ProtocolVersion = "2024-11-05"
+	init.Params.ClientInfo = mgomcp.Implementation{Name: "legacy", Version: "1"}
+	if _, err := c.Initialize(ctx, init); err != nil {
+		t.Fatal(err)
+	}
+	req := mgomcp.CallToolRequest{}
+	req.Params.Name = "echo"
+	req.Params.Arguments = map[string]any{"message": "old"}
+	if _, err := c.CallTool(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, s := range spans.GetSpans() {
+		got[s.SpanKind.String()+" "+s.Name] = true
+		if s.Name == "tools/call echo" && s.SpanKind == trace.SpanKindServer {
+			wantAttrs(t, s, map[string]string{"mcp.protocol.version": "2024-11-05", "mcpguard.policy.decision": "allow"})
+		}
+	}
+	for _, want := range []string{"server initialize", "client initialize", "server tools/call echo", "client tools/call echo", "internal mcpguard.policy"} {
+		if !got[want] {
+			t.Errorf("no %q span; have %v", want, got)
 		}
 	}
 }
