@@ -38,7 +38,7 @@
 //     mounting a token with the gateway's audience; and what would keep the
 //     pod from starting: pod runAsUser 0, a container on the sidecar's ports.
 //
-// Mutate is also what `mcpguard inject` runs on manifests (InjectObject), so
+// Mutate is also what `mcpguard inject` runs on manifests (Object), so
 // GitOps output and admission agree. TLS for the webhook lives in the
 // servingcert subpackage; tests against a real kube-apiserver in kubetest.
 package inject

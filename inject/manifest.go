@@ -27,12 +27,12 @@ var templatePaths = map[string][]string{
 	"CronJob":     {"spec", "jobTemplate", "spec", "template"},
 }
 
-// InjectObject applies Mutate to one JSON object: a Pod or the pod template
+// Object applies Mutate to one JSON object: a Pod or the pod template
 // of a workload (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job,
 // CronJob). It returns the object with the same JSON patch the webhook would
 // send applied to it, so fields this build does not know survive. Other kinds
 // come back unchanged with Skip set to SkipNotPod.
-func InjectObject(obj []byte, cfg *Config, scope Scope) ([]byte, Result, error) {
+func Object(obj []byte, cfg *Config, scope Scope) ([]byte, Result, error) {
 	var head struct {
 		Kind string `json:"kind"`
 	}
@@ -107,7 +107,7 @@ func injectList(obj []byte, cfg *Config, scope Scope) ([]byte, Result, error) {
 	res := Result{Skip: SkipNotPod}
 	var refusals []string
 	for i, item := range items {
-		out, r, err := InjectObject(item, cfg, scope)
+		out, r, err := Object(item, cfg, scope)
 		if rf, ok := errors.AsType[*Refusal](err); ok {
 			for _, reason := range rf.Reasons {
 				refusals = append(refusals, "items["+strconv.Itoa(i)+"]: "+reason)
@@ -135,20 +135,20 @@ func injectList(obj []byte, cfg *Config, scope Scope) ([]byte, Result, error) {
 	return out, res, err
 }
 
-// ManifestError lists the documents InjectManifests could not inject.
+// ManifestError lists the documents Manifests could not inject.
 type ManifestError struct {
 	Documents []string // "Kind namespace/name: reason"
 }
 
 func (e *ManifestError) Error() string { return strings.Join(e.Documents, "\n") }
 
-// InjectManifests reads YAML or JSON documents from in (separated by ---)
-// and writes them to out with InjectObject applied: injected documents
+// Manifests reads YAML or JSON documents from in (separated by ---)
+// and writes them to out with Object applied: injected documents
 // re-rendered as YAML, every other document exactly as it came (comments
 // kept). Admission warnings go to warn. Documents Mutate refuses are written
 // unchanged and reported in a *ManifestError after all documents are
 // written; malformed input stops at once with another error.
-func InjectManifests(in io.Reader, out io.Writer, warn func(doc, warning string), cfg *Config, scope Scope) error {
+func Manifests(in io.Reader, out io.Writer, warn func(doc, warning string), cfg *Config, scope Scope) error {
 	r := utilyaml.NewYAMLReader(bufio.NewReader(in))
 	var refused []string
 	first := true
@@ -168,7 +168,7 @@ func InjectManifests(in io.Reader, out io.Writer, warn func(doc, warning string)
 			return fmt.Errorf("document %d: %w", n, err)
 		}
 		name := describe(obj, n)
-		mutated, res, err := InjectObject(obj, cfg, scope)
+		mutated, res, err := Object(obj, cfg, scope)
 		text := doc
 		switch {
 		case err != nil:

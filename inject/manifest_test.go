@@ -10,7 +10,7 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-func TestInjectManifests(t *testing.T) {
+func TestManifests(t *testing.T) {
 	in := `# a comment before the first document
 apiVersion: v1
 kind: ConfigMap
@@ -51,7 +51,7 @@ items:
 	cfg := testConfig()
 	var out bytes.Buffer
 	var warnings []string
-	err := InjectManifests(strings.NewReader(in), &out, func(doc, w string) { warnings = append(warnings, doc+": "+w) }, &cfg, ScopeNamespace)
+	err := Manifests(strings.NewReader(in), &out, func(doc, w string) { warnings = append(warnings, doc+": "+w) }, &cfg, ScopeNamespace)
 	me, ok := errors.AsType[*ManifestError](err)
 	if !ok || len(me.Documents) != 1 || !strings.HasPrefix(me.Documents[0], "Pod agents/sneaky: mcpguard cannot guard this pod: spec.shareProcessNamespace is true") {
 		t.Fatalf("error %v, want one refusal of Pod agents/sneaky", err)
@@ -81,14 +81,14 @@ items:
 
 	// A second pass over injected output changes nothing.
 	out.Reset()
-	if err := InjectManifests(strings.NewReader(docs[1]), &out, func(string, string) {}, &cfg, ScopeNamespace); err != nil {
+	if err := Manifests(strings.NewReader(docs[1]), &out, func(string, string) {}, &cfg, ScopeNamespace); err != nil {
 		t.Fatal(err)
 	}
 	if out.String() != docs[1] {
 		t.Errorf("already injected Deployment changed on a second pass")
 	}
 
-	if err := InjectManifests(strings.NewReader("a: [\n"), &out, nil, &cfg, ScopePod); err == nil || errors.As(err, new(*ManifestError)) {
+	if err := Manifests(strings.NewReader("a: [\n"), &out, nil, &cfg, ScopePod); err == nil || errors.As(err, new(*ManifestError)) {
 		t.Errorf("malformed YAML: %v", err)
 	}
 }

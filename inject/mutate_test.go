@@ -114,7 +114,7 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			out, res, merr := InjectObject(obj, &cfg, scope)
+			out, res, merr := Object(obj, &cfg, scope)
 			got, err := render(out, res, merr)
 			if err != nil {
 				t.Fatal(err)
@@ -137,7 +137,7 @@ func TestGolden(t *testing.T) {
 			}
 			// Idempotence: injecting the injected object changes nothing,
 			// which is why a reinvoked webhook never injects twice.
-			again, res2, err := InjectObject(out, &cfg, scope)
+			again, res2, err := Object(out, &cfg, scope)
 			if err != nil {
 				t.Fatalf("second injection: %v", err)
 			}

@@ -57,7 +57,7 @@ Every flag can also be set as ` + webhookEnvPrefix + `<FLAG>.`,
 				scope = inject.ScopePod
 			}
 			warn := func(doc, w string) { fmt.Fprintf(cmd.ErrOrStderr(), "mcpguard inject: %s: warning: %s\n", doc, w) }
-			err = inject.InjectManifests(in, cmd.OutOrStdout(), warn, &cfg, scope)
+			err = inject.Manifests(in, cmd.OutOrStdout(), warn, &cfg, scope)
 			if _, ok := errors.AsType[*inject.ManifestError](err); ok {
 				return &exitError{code: exitFail, err: err}
 			}
