@@ -27,9 +27,9 @@ var templatePaths = map[string][]string{
 	"CronJob":     {"spec", "jobTemplate", "spec", "template"},
 }
 
-// Object applies Mutate to one JSON object: a Pod or the pod template
-// of a workload (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job,
-// CronJob). It returns the object with the same JSON patch the webhook would
+// Object applies Mutate to one JSON object: a Pod, the pod template of a
+// workload (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob) or
+// each item of a v1 List. It returns the object with the same JSON patch the webhook would
 // send applied to it, so fields this build does not know survive. Other kinds
 // come back unchanged with Skip set to SkipNotPod.
 func Object(obj []byte, cfg *Config, scope Scope) ([]byte, Result, error) {
@@ -145,7 +145,7 @@ func (e *ManifestError) Error() string { return strings.Join(e.Documents, "\n") 
 // Manifests reads YAML or JSON documents from in (separated by ---)
 // and writes them to out with Object applied: injected documents
 // re-rendered as YAML, every other document exactly as it came (comments
-// kept). Admission warnings go to warn. Documents Mutate refuses are written
+// kept). Admission warnings go to warn, if not nil. Documents Mutate refuses are written
 // unchanged and reported in a *ManifestError after all documents are
 // written; malformed input stops at once with another error.
 func Manifests(in io.Reader, out io.Writer, warn func(doc, warning string), cfg *Config, scope Scope) error {
@@ -179,7 +179,9 @@ func Manifests(in io.Reader, out io.Writer, warn func(doc, warning string), cfg 
 			}
 		}
 		for _, w := range res.Warnings {
-			warn(name, w)
+			if warn != nil {
+				warn(name, w)
+			}
 		}
 		if !first {
 			io.WriteString(out, "---\n")
