@@ -3,15 +3,21 @@ package kubetest
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	admissionregv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -168,4 +174,82 @@ func TestWebhookBinaryOwnCA(t *testing.T) {
 	if string(got.Webhooks[0].ClientConfig.CABundle) != string(ca.Data["tls.crt"]) {
 		t.Error("caBundle is not the CA the binary created")
 	}
+}
+
+// TestInjectedSidecarRuns runs the sidecar exactly as injected (its args and
+// env, with the mounted paths and ports moved into a temporary directory
+// and free ports) and checks that the proxy accepts them and answers the
+// kubelet's probes: the contract between the webhook and `mcpguard proxy`.
+func TestInjectedSidecarRuns(t *testing.T) {
+	cfg := testConfig().WithDefaults()
+	res, err := inject.Mutate(newPod("agent", map[string]string{inject.AnnotationInject: "true"}), &cfg, inject.ScopePod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sidecar corev1.Container
+	for _, c := range res.Pod.Spec.InitContainers {
+		if c.Name == inject.SidecarName {
+			sidecar = c
+		}
+	}
+	dir := t.TempDir()
+	policy, err := os.ReadFile("../../manifests/policies/approved-apis.yaml")
+	if err != nil {
+		t.Fatalf("the shipped policy the sidecar would mount: %v", err)
+	}
+	os.WriteFile(filepath.Join(dir, "policy.yaml"), policy, 0o644)
+	os.WriteFile(filepath.Join(dir, "token"), []byte("projected-token"), 0o600)
+	listen, admin := freePort(t), freePort(t)
+	replace := map[string]string{
+		inject.PolicyDir + "/policy.yaml":                filepath.Join(dir, "policy.yaml"),
+		inject.TokenDir + "/" + inject.TokenFile:         filepath.Join(dir, "token"),
+		"127.0.0.1:" + strconv.Itoa(int(cfg.ListenPort)): listen,
+		":" + strconv.Itoa(int(cfg.AdminPort)):           ":" + strings.Split(admin, ":")[1],
+	}
+	args := slices.Clone(sidecar.Args)
+	for i, a := range args {
+		if r, ok := replace[a]; ok {
+			args[i] = r
+			delete(replace, a)
+		}
+	}
+	if len(replace) > 0 {
+		t.Fatalf("sidecar args %q lack %q", sidecar.Args, slices.Collect(maps.Keys(replace)))
+	}
+	cmd := exec.Command(binary(t), args...)
+	cmd.Env = append(os.Environ(), "MCPGUARD_POD_NAME=agent", "MCPGUARD_POD_NAMESPACE=agents", "MCPGUARD_SERVICE_ACCOUNT=default")
+	var logs strings.Builder
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() }()
+	probe := func(path string) int {
+		resp, err := http.Get("http://" + admin + path)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, p := range []*corev1.Probe{sidecar.StartupProbe, sidecar.ReadinessProbe, sidecar.LivenessProbe} {
+		path := p.HTTPGet.Path
+		deadline := time.Now().Add(10 * time.Second)
+		for probe(path) != http.StatusOK {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s never answered 200; proxy output:\n%s", path, logs.String())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }
