@@ -46,6 +46,7 @@ import (
 
 type connectOptions struct {
 	policyChoice
+	observe      stdioObserve
 	URL          string
 	CA           string
 	TokenEnv     string
@@ -79,6 +80,7 @@ transparently; the server-to-client stream is resumed with Last-Event-ID.`,
 		},
 	}
 	o.flags(cmd)
+	o.observe.flags(cmd)
 	f := cmd.Flags()
 	f.StringVar(&o.CA, "ca", "", "PEM file of the CA certificates to trust for the gateway (default: the system roots)")
 	f.StringVar(&o.TokenEnv, "token-env", "", "environment variable holding the bearer token for the gateway")
@@ -148,6 +150,11 @@ func runConnect(ctx context.Context, o connectOptions, stdin io.Reader, stdout i
 			return &exitError{code: exitUsage, err: fmt.Errorf("token-file: %v", err)}
 		}
 	}
+	obs, err := o.observe.setup(ctx, log, &cfg)
+	if err != nil {
+		return &exitError{code: exitUsage, err: err}
+	}
+	defer obs.close(context.Background())
 	p, err := proxy.New(cfg)
 	if err != nil {
 		return &exitError{code: exitUsage, err: err}

@@ -22,6 +22,7 @@ import (
 // wrapOptions is everything `mcpguard wrap` can be told.
 type wrapOptions struct {
 	policyChoice
+	observe      stdioObserve
 	DenyAs       string
 	MaxBodyBytes int
 	LogLevel     string
@@ -51,6 +52,36 @@ func (c *policyChoice) check() error {
 		return errors.New("no policy: pass --policy FILE (see manifests/policies/approved-apis.yaml), or --allow-all to forward everything unchecked")
 	}
 	return nil
+}
+
+// stdioObserve is the telemetry of the stdio commands: `mcpguard proxy`'s
+// decision log and argument recording (spans and metrics follow the OTEL_*
+// variables, as for the proxy). There is no admin listener, so no span
+// buffer.
+type stdioObserve struct {
+	DecisionLog     string
+	RecordArguments bool
+	Redact          []string
+}
+
+func (s *stdioObserve) flags(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&s.DecisionLog, "decision-log", "", "append one JSON line per policy decision to FILE (stdout is the MCP channel, so not -)")
+	f.BoolVar(&s.RecordArguments, "record-arguments", false, "record tool argument values in spans and the decision log, redacted (off: never recorded)")
+	f.StringSliceVar(&s.Redact, "redact", nil, "extra regular expression whose matches in recorded argument values become [REDACTED] (repeatable)")
+}
+
+// setup wires the telemetry into cfg; the caller closes what it returns.
+func (s *stdioObserve) setup(ctx context.Context, log *slog.Logger, cfg *proxy.Config) (*observability, error) {
+	if s.DecisionLog == "-" {
+		return nil, errors.New("decision-log: stdout carries the MCP messages; name a file")
+	}
+	ob, err := newObservability(ctx, proxyOptions{DecisionLog: s.DecisionLog, RecordArguments: s.RecordArguments, Redact: s.Redact}, log)
+	if err != nil {
+		return nil, err
+	}
+	ob.apply(cfg)
+	return ob, nil
 }
 
 // engine loads the policy, reloading it when its files change until ctx
@@ -110,6 +141,7 @@ unanswered is answered with a JSON-RPC error.`,
 	// Everything from CMD on belongs to CMD, even without "--".
 	cmd.Flags().SetInterspersed(false)
 	o.flags(cmd)
+	o.observe.flags(cmd)
 	f := cmd.Flags()
 	f.StringVar(&o.DenyAs, "deny-as", o.DenyAs, "how denials are answered: jsonrpc-error, or tool-error (a result the model reads)")
 	f.IntVar(&o.MaxBodyBytes, "max-body-bytes", 0, "largest message accepted either way (default 4 MiB)")
@@ -145,13 +177,19 @@ func runWrap(ctx context.Context, o wrapOptions, argv []string, stdin io.Reader,
 	if err != nil {
 		return 0, &exitError{code: exitUsage, err: err}
 	}
-	relay, err := proxy.NewStdio(proxy.Config{
+	cfg := proxy.Config{
 		Policy:       engine,
 		DenyAs:       proxy.DenyAs(o.DenyAs),
 		Identity:     identityFromEnv(),
 		MaxBodyBytes: o.MaxBodyBytes,
 		Logger:       log,
-	})
+	}
+	obs, err := o.observe.setup(ctx, log, &cfg)
+	if err != nil {
+		return 0, &exitError{code: exitUsage, err: err}
+	}
+	defer obs.close(context.Background())
+	relay, err := proxy.NewStdio(cfg)
 	if err != nil {
 		return 0, &exitError{code: exitUsage, err: err}
 	}

@@ -168,7 +168,8 @@ func writePolicy(t testing.TB, body string) string {
 func TestWrapGoSDK(t *testing.T) {
 	bin := mcpguardBin(t)
 	self, _ := os.Executable()
-	cmd := exec.Command(bin, "wrap", "--policy", writePolicy(t, testPolicy), "--", self)
+	decisions := filepath.Join(t.TempDir(), "decisions.jsonl")
+	cmd := exec.Command(bin, "wrap", "--policy", writePolicy(t, testPolicy), "--decision-log", decisions, "--", self)
 	cmd.Env = append(os.Environ(), testServerEnv+"=exit42")
 	cs := connectSDK(t, cmd)
 
@@ -193,6 +194,30 @@ func TestWrapGoSDK(t *testing.T) {
 	_, err = cs.CallTool(context.Background(), &sdk.CallToolParams{Name: "get-env", Arguments: map[string]any{}})
 	if err == nil || !strings.Contains(err.Error(), "environment variables may hold secrets") {
 		t.Errorf("get-env: err = %v, want the policy's reason", err)
+	}
+
+	// The decision log has the same lines as the HTTP proxy's.
+	if err := cs.Close(); err != nil {
+		t.Logf("close: %v", err)
+	}
+	data, err := os.ReadFile(decisions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var denied, allowed bool
+	for line := range strings.Lines(string(data)) {
+		var d struct {
+			Tool, Decision, Reason string
+			Blocked                bool
+		}
+		if err := json.Unmarshal([]byte(line), &d); err != nil {
+			t.Fatalf("decision log line %q: %v", line, err)
+		}
+		denied = denied || (d.Tool == "get-env" && d.Blocked && d.Reason == "environment variables may hold secrets")
+		allowed = allowed || (d.Tool == "echo" && d.Decision == "allow" && !d.Blocked)
+	}
+	if !denied || !allowed {
+		t.Errorf("decision log lacks the echo allow or the get-env denial:\n%s", data)
 	}
 }
 
@@ -496,6 +521,7 @@ func TestWrapUsage(t *testing.T) {
 		{[]string{"wrap", "--", "true"}, exitUsage, "no policy"},
 		{[]string{"wrap", "--allow-all", "--policy", "p.yaml", "--", "true"}, exitUsage, "exclude each other"},
 		{[]string{"wrap", "--allow-all", "--", "/nonexistent/server"}, exitExecFailed, `"/nonexistent/server"`},
+		{[]string{"wrap", "--allow-all", "--decision-log", "-", "--", "true"}, exitUsage, "stdout carries the MCP messages"},
 		{[]string{"wrap", "--allow-all", "--", "sh", "-c", "exit 5"}, 5, ""},
 	} {
 		cmd := exec.Command(bin, tt.args...)
