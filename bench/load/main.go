@@ -54,6 +54,7 @@ type options struct {
 	concurrency []int
 	payloads    []loadgen.Payload
 	timeout     time.Duration
+	env         []string // extra environment for mcpguard, e.g. GOGC=200
 }
 
 func main() {
@@ -68,6 +69,13 @@ func main() {
 	flag.StringVar(&conc, "concurrency", "1,16,64", "concurrent sessions per table row")
 	flag.StringVar(&payloads, "payloads", "small,64KiB", "payloads per table row: small, 64KiB")
 	flag.DurationVar(&o.timeout, "timeout", 15*time.Minute, "the whole run stops after this long")
+	flag.Func("mcpguard-env", "NAME=VALUE added to mcpguard's environment (repeatable), e.g. GOGC=200", func(v string) error {
+		if !strings.Contains(v, "=") {
+			return fmt.Errorf("%q is not NAME=VALUE", v)
+		}
+		o.env = append(o.env, v)
+		return nil
+	})
 	flag.StringVar(&role, "role", "", "internal: serve as upstream or reverseproxy")
 	flag.StringVar(&listen, "listen", "127.0.0.1:0", "internal: address for -role")
 	flag.StringVar(&target, "target", "", "internal: the reverse proxy's upstream URL")
@@ -141,8 +149,11 @@ type child struct {
 	log  string // file holding its stderr, "" when inherited
 }
 
-func start(ctx context.Context, name string, args []string, logFile string) (*child, io.ReadCloser, error) {
+func start(ctx context.Context, name string, args, env []string, logFile string) (*child, io.ReadCloser, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	// The child dies with us, even if we are killed.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
@@ -196,7 +207,7 @@ func startRole(ctx context.Context, args ...string) (*child, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	c, out, err := start(ctx, self, args, "")
+	c, out, err := start(ctx, self, args, nil, "")
 	if err != nil {
 		return nil, "", err
 	}
@@ -240,7 +251,7 @@ func startProxy(ctx context.Context, o options, upstream, policy, logFile string
 		"--policy", policy, "--log-level", "info"}
 	hc := &http.Client{Timeout: 200 * time.Millisecond}
 	t0 := time.Now()
-	c, out, err := start(ctx, o.mcpguard, args, logFile)
+	c, out, err := start(ctx, o.mcpguard, args, o.env, logFile)
 	if err != nil {
 		return nil, err
 	}
@@ -553,10 +564,10 @@ func check(ok bool) string {
 func printReport(w io.Writer, o options, f *figures, version, loadStart, loadEnd string) {
 	fmt.Fprintf(w, "### mcpguard performance (bench/run.sh, %s)\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
 	fmt.Fprintf(w, "%d CPUs shared by client, upstream and proxy; load average %s at start, %s at end; %s; %s. "+
-		"Medians of %d repetitions, %s per cell after %s of warm-up. Client: lean net/http, sessions (%s), "+
+		"Medians of %d repetitions, %s per cell after %s of warm-up; mcpguard environment: %s. Client: lean net/http, sessions (%s), "+
 		"each concurrent session its own; tools/call fetch_url allowed by the shipped approved-apis policy; "+
 		"the 64KiB payload is sent in the arguments and echoed in the result.\n\n",
-		runtime.NumCPU(), loadStart, loadEnd, runtime.Version(), version, o.reps, o.duration, o.warmup, loadgen.ProtocolVersion)
+		runtime.NumCPU(), loadStart, loadEnd, runtime.Version(), version, o.reps, o.duration, o.warmup, envString(o.env), loadgen.ProtocolVersion)
 	fmt.Fprintln(w, "| payload | sessions | path | p50 | p99 | calls/s | added p50 | added p99 | × direct calls/s | proxy CPU/call | upstream CPU/call |")
 	fmt.Fprintln(w, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, k := range f.order {
@@ -618,6 +629,13 @@ func printReport(w io.Writer, o options, f *figures, version, loadStart, loadEnd
 			}
 		}
 	}
+}
+
+func envString(env []string) string {
+	if len(env) == 0 {
+		return "default"
+	}
+	return strings.Join(env, " ")
 }
 
 func loadavg() string {
