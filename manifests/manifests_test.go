@@ -37,7 +37,6 @@ import (
 	"google.golang.org/protobuf/proto"
 	istionetworking "istio.io/client-go/pkg/apis/networking/v1"
 	istiosecurity "istio.io/client-go/pkg/apis/security/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	clientscheme "k8s.io/client-go/kubernetes/scheme"
 	sigsjson "sigs.k8s.io/json"
@@ -782,15 +781,4 @@ func validateCertManager(o object) error {
 		return errors.Join(errs...)
 	}
 	return fmt.Errorf("no validator for cert-manager kind %s", o.GVK.Kind)
-}
-
-// newObject returns an empty object of a built-in kind, for callers that
-// want the typed value.
-func newObject(t *testing.T, gvk schema.GroupVersionKind) runtime.Object {
-	t.Helper()
-	obj, err := clientscheme.Scheme.New(gvk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return obj
 }
