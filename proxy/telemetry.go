@@ -196,10 +196,13 @@ type exTrace struct {
 	calls   []*callSpan
 	byID    map[string]*callSpan
 	client  trace.Span
+	upErred bool
+	// mu guards the gateway timing: the body that ends the client span may
+	// be closed by the stream idle timer, on another goroutine.
+	mu      sync.Mutex
 	upStart time.Time
 	upTook  time.Duration // gateway time, shared by every call forwarded
 	upEnded bool
-	upErred bool
 }
 
 // callSpan is one agent message's server span and what its end needs.
@@ -385,7 +388,10 @@ func (ex *exchange) startUpstream(ctx context.Context, forward []*jsonrpc.Messag
 	if tr == nil {
 		return ctx, forward
 	}
+	tr.mu.Lock()
 	tr.upStart = time.Now()
+	start := tr.upStart
+	tr.mu.Unlock()
 	for _, m := range forward {
 		for _, c := range tr.calls {
 			if c.msg == m {
@@ -426,7 +432,7 @@ func (ex *exchange) startUpstream(ctx context.Context, forward []*jsonrpc.Messag
 		attrs = append(attrs, semconv.NetworkTransportPipe)
 	}
 	ctx, tr.client = tr.t.tracer.Start(ctx, spanName(first.method, tool),
-		trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...), trace.WithTimestamp(tr.upStart))
+		trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...), trace.WithTimestamp(start))
 
 	carrier := propagation.MapCarrier{}
 	tr.t.prop.Inject(ctx, carrier)
@@ -567,13 +573,16 @@ func (b *upstreamBody) Close() error {
 }
 
 func (tr *exTrace) endUpstream() {
+	tr.mu.Lock()
 	if tr.upEnded || tr.upStart.IsZero() {
+		tr.mu.Unlock()
 		return
 	}
-
 	tr.upEnded = true
 	end := time.Now()
 	tr.upTook = end.Sub(tr.upStart)
+	took := tr.upTook
+	tr.mu.Unlock()
 	if tr.client != nil {
 		tr.client.End(trace.WithTimestamp(end))
 	}
@@ -583,7 +592,7 @@ func (tr *exTrace) endUpstream() {
 		if c.method == "tools/call" && tr.t.knownTool(c.tool) {
 			attrs = append(attrs, tr.t.upDuration.AttrGenAIToolName(c.tool))
 		}
-		tr.t.upDuration.Record(c.ctx, tr.upTook.Seconds(), mcpconv.MethodNameAttr(metricMethod(c.method)), attrs...)
+		tr.t.upDuration.Record(c.ctx, took.Seconds(), mcpconv.MethodNameAttr(metricMethod(c.method)), attrs...)
 	}
 }
 
@@ -710,6 +719,7 @@ func (tr *exTrace) end(c *callSpan, resp *jsonrpc.Message, e *callError) {
 	}
 	t.opDuration.Record(c.ctx, took.Seconds(), mcpconv.MethodNameAttr(metricMethod(c.method)), attrs...)
 	overhead := took
+	tr.mu.Lock()
 	switch {
 	case c.forwarded && tr.upEnded:
 		overhead -= tr.upTook
@@ -718,6 +728,7 @@ func (tr *exTrace) end(c *callSpan, resp *jsonrpc.Message, e *callError) {
 		// from the upstream start until now.
 		overhead -= now.Sub(tr.upStart)
 	}
+	tr.mu.Unlock()
 	t.overhead.Record(c.ctx, max(overhead, 0).Seconds(), t.methodOpt(c.method))
 }
 

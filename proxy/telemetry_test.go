@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	mcpclient "github.com/mark3labs/mcp-go/client"
 	mgomcp "github.com/mark3labs/mcp-go/mcp"
@@ -878,4 +879,44 @@ func TestLegacySSESpans(t *testing.T) {
 			t.Errorf("no %q span; have %v", want, got)
 		}
 	}
+}
+
+// TestIdleStreamEndsClientSpan: the stream idle timer closes the gateway's
+// body on its own goroutine, which ends the client span (run with -race).
+func TestIdleStreamEndsClientSpan(t *testing.T) {
+	gw := fixedGateway()
+	stall := make(chan struct{})
+	defer close(stall)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if !bytes.Contains(body, []byte(`"tools/call"`)) {
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			gw.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		select {
+		case <-stall:
+		case <-r.Context().Done():
+		}
+	}))
+	defer up.Close()
+	spans := tracetest.NewInMemoryExporter()
+	_, srv := newTestProxy(t, up.URL+"/mcp", func(c *Config) {
+		c.TracerProvider = sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
+		c.StreamIdleTimeout = 100 * time.Millisecond
+	})
+	e := &telemetryEnv{t: t, url: srv.URL + "/mcp", log: &bytes.Buffer{}, spans: spans}
+	e.initialize()
+	if m := e.callEcho(); m.Error == nil || m.Error.Code != CodeUpstream {
+		t.Fatalf("want an upstream error after the idle timeout, got %+v", m)
+	}
+	cli := e.span("tools/call echo", trace.SpanKindClient)
+	srvSpan := e.span("tools/call echo", trace.SpanKindServer)
+	if cli.EndTime.IsZero() || cli.EndTime.Sub(cli.StartTime) < 100*time.Millisecond {
+		t.Errorf("client span [%v, %v] did not last until the idle timeout", cli.StartTime, cli.EndTime)
+	}
+	wantAttrs(t, srvSpan, map[string]string{"error.type": "-32004"})
 }
