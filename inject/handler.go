@@ -139,14 +139,6 @@ var podKind = metav1.GroupVersionKind{Group: "", Version: "v1", Kind: "Pod"}
 func (wh *Webhook) Review(req *admissionv1.AdmissionRequest, scope Scope) *admissionv1.AdmissionResponse {
 	resp := &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true}
 	log := wh.log.With("uid", req.UID, "namespace", req.Namespace, "name", req.Name, "dryRun", req.DryRun != nil && *req.DryRun)
-	if req.Kind != podKind || req.Resource.Resource != "pods" || req.SubResource != "" {
-		log.Warn("skipped", "reason", SkipNotPod, "kind", req.Kind.String(), "resource", req.Resource.String(), "subResource", req.SubResource)
-		return resp
-	}
-	if req.Operation != admissionv1.Create {
-		log.Debug("skipped", "reason", SkipNotCreate, "operation", req.Operation)
-		return resp
-	}
 	deny := func(code int32, msg string) *admissionv1.AdmissionResponse {
 		reason := map[int32]metav1.StatusReason{
 			http.StatusBadRequest:          metav1.StatusReasonBadRequest,
@@ -155,6 +147,25 @@ func (wh *Webhook) Review(req *admissionv1.AdmissionRequest, scope Scope) *admis
 		}[code]
 		resp.Allowed = false
 		resp.Result = &metav1.Status{Status: metav1.StatusFailure, Code: code, Reason: reason, Message: msg}
+		return resp
+	}
+	if req.Kind != podKind || req.Resource.Resource != "pods" || req.SubResource != "" && req.SubResource != "ephemeralcontainers" {
+		log.Warn("skipped", "reason", SkipNotPod, "kind", req.Kind.String(), "resource", req.Resource.String(), "subResource", req.SubResource)
+		return resp
+	}
+	if req.SubResource == "ephemeralcontainers" {
+		pod, err := decodePod(req.Object.Raw)
+		if err != nil {
+			return deny(http.StatusBadRequest, err.Error())
+		}
+		if err := CheckEphemeral(pod, &wh.cfg); err != nil {
+			log.Info("refused", "subResource", req.SubResource, "err", err)
+			return deny(http.StatusForbidden, err.Error())
+		}
+		return resp
+	}
+	if req.Operation != admissionv1.Create {
+		log.Debug("skipped", "reason", SkipNotCreate, "operation", req.Operation)
 		return resp
 	}
 	pod, err := decodePod(req.Object.Raw)

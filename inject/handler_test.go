@@ -66,6 +66,19 @@ spec:
     image: registry.example/agent:v1
 `
 
+// injectedPod carries the status annotation, as pods mcpguard injected do.
+const injectedPod = `
+apiVersion: v1
+kind: Pod
+metadata:
+  name: agent
+  annotations: {mcpguard.dev/inject: "true", mcpguard.dev/status: "{}"}
+spec:
+  containers:
+  - name: agent
+    image: registry.example/agent:v1
+`
+
 const plainPod = `
 apiVersion: v1
 kind: Pod
@@ -151,7 +164,16 @@ func TestHandlerVerdicts(t *testing.T) {
 		{"not a pod", PathMutate, `{"apiVersion":"apps/v1","kind":"Deployment"}`, func(r *admissionv1.AdmissionRequest) {
 			r.Kind.Group, r.Kind.Kind, r.Resource.Group, r.Resource.Resource = "apps", "Deployment", "apps", "deployments"
 		}, true, false, ""},
-		{"ephemeral containers subresource", PathMutate, annotatedPod, func(r *admissionv1.AdmissionRequest) { r.SubResource = "ephemeralcontainers" }, true, false, ""},
+		{"ephemeral container on a pod not injected", PathMutate, annotatedPod + "  ephemeralContainers: [{name: dbg, image: busybox, targetContainerName: mcpguard-proxy}]\n", func(r *admissionv1.AdmissionRequest) {
+			r.SubResource, r.Operation = "ephemeralcontainers", admissionv1.Update
+		}, true, false, ""},
+		{"ephemeral container targeting the sidecar", PathMutate, injectedPod + "  ephemeralContainers: [{name: dbg, image: busybox, targetContainerName: mcpguard-proxy}]\n", func(r *admissionv1.AdmissionRequest) {
+			r.SubResource, r.Operation = "ephemeralcontainers", admissionv1.Update
+		}, false, false, `ephemeral container "dbg" targets "mcpguard-proxy"`},
+		{"ephemeral container mounting the token", PathMutate, injectedPod + "  ephemeralContainers: [{name: dbg, image: busybox, volumeMounts: [{name: mcpguard-token, mountPath: /t}]}]\n", func(r *admissionv1.AdmissionRequest) {
+			r.SubResource, r.Operation = "ephemeralcontainers", admissionv1.Update
+		}, false, false, `ephemeral container "dbg" mounts volume "mcpguard-token"`},
+		{"other subresource", PathMutate, annotatedPod, func(r *admissionv1.AdmissionRequest) { r.SubResource = "status" }, true, false, ""},
 		{"bad annotation", PathMutate, strings.Replace(annotatedPod, `"true"`, `"on"`, 1), nil, false, false, `annotation "mcpguard.dev/inject" has value "on"; allowed values are "true" and "false"`},
 		{"shared pid namespace", PathMutate, annotatedPod + "  shareProcessNamespace: true\n", nil, false, false, "spec.shareProcessNamespace is true"},
 		{"no object", PathMutate, "null", func(r *admissionv1.AdmissionRequest) { r.Object.Raw = nil }, false, false, "admission request has no object"},

@@ -39,7 +39,8 @@ const (
 	// misconfigured webhook rule sent; its pods come through on their own.
 	SkipNotPod SkipReason = "NotPod"
 	// SkipNotCreate: the request is not a CREATE; a pod's containers cannot
-	// change after it is created.
+	// change after it is created (ephemeral containers are checked by
+	// CheckEphemeral, not injected).
 	SkipNotCreate SkipReason = "NotCreate"
 )
 
@@ -294,6 +295,38 @@ func removeDefaultToken(spec *corev1.PodSpec) {
 	if len(spec.Volumes) == 0 {
 		spec.Volumes = nil
 	}
+}
+
+// CheckEphemeral refuses ephemeral containers (kubectl debug) that could
+// reach the sidecar's credential in a pod mcpguard injected: one that mounts
+// the token, or one that targets the sidecar and so shares its process
+// namespace, where /proc/<pid>/root leads to the token. Ephemeral containers
+// arrive through the pods/ephemeralcontainers subresource, never on CREATE.
+func CheckEphemeral(pod *corev1.Pod, cfg *Config) error {
+	if _, injected := pod.Annotations[AnnotationStatus]; !injected {
+		return nil
+	}
+	cred := map[string]bool{TokenVolume: true}
+	for _, vol := range pod.Spec.Volumes {
+		if carriesAudience(vol, cfg.Audience) {
+			cred[vol.Name] = true
+		}
+	}
+	var reasons []string
+	for _, ec := range pod.Spec.EphemeralContainers {
+		if ec.TargetContainerName == SidecarName {
+			reasons = append(reasons, fmt.Sprintf("ephemeral container %q targets %q, whose process namespace leads to its gateway credential", ec.Name, SidecarName))
+		}
+		for _, m := range ec.VolumeMounts {
+			if cred[m.Name] {
+				reasons = append(reasons, fmt.Sprintf("ephemeral container %q mounts volume %q, which carries the sidecar's gateway credential (audience %q)", ec.Name, m.Name, cfg.Audience))
+			}
+		}
+	}
+	if len(reasons) > 0 {
+		return &Refusal{Reasons: reasons}
+	}
+	return nil
 }
 
 // carriesAudience reports whether vol projects a ServiceAccount token with

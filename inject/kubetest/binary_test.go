@@ -120,7 +120,7 @@ func TestWebhookBinaryOwnCA(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	mwc, err := webhookConfiguration(mwcName, "https://"+addr, func(m *admissionregv1.MutatingWebhookConfiguration) {
-		m.Webhooks = m.Webhooks[1:] // the /mutate/namespace webhook
+		m.Webhooks = m.Webhooks[1:2] // the /mutate/namespace webhook
 		m.Webhooks[0].NamespaceSelector = nil
 		m.Webhooks[0].ObjectSelector = &metav1.LabelSelector{MatchLabels: labels}
 	})

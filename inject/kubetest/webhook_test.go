@@ -359,3 +359,49 @@ func TestWebhookDown(t *testing.T) {
 		t.Errorf("an opted-out pod was refused while the webhook is down: %s", statusMessage(err))
 	}
 }
+
+// TestEphemeralContainers: kubectl debug on an injected pod may not reach
+// the sidecar's token, by mount or by sharing the sidecar's process
+// namespace; other debug containers are allowed.
+func TestEphemeralContainers(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t, nil)
+	p, err := createPod(t, ns, newPod("debugged", map[string]string{inject.AnnotationInject: "true"}))
+	if err != nil {
+		t.Fatal(statusMessage(err))
+	}
+	for _, tc := range []struct {
+		name string
+		ec   corev1.EphemeralContainer
+		msg  string // "" when allowed
+	}{
+		{"mounts the token", corev1.EphemeralContainer{EphemeralContainerCommon: corev1.EphemeralContainerCommon{
+			Name: "steal", Image: "busybox", VolumeMounts: []corev1.VolumeMount{{Name: inject.TokenVolume, MountPath: "/t"}},
+		}}, `ephemeral container "steal" mounts volume "mcpguard-token"`},
+		{"targets the sidecar", corev1.EphemeralContainer{
+			EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "peek", Image: "busybox"},
+			TargetContainerName:      inject.SidecarName,
+		}, `ephemeral container "peek" targets "mcpguard-proxy"`},
+		{"debugs the agent", corev1.EphemeralContainer{
+			EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debug", Image: "busybox"},
+			TargetContainerName:      "agent",
+		}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cur, err := client.CoreV1().Pods(ns).Get(ctx, p.Name, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cur.Spec.EphemeralContainers = append(cur.Spec.EphemeralContainers, tc.ec)
+			_, err = client.CoreV1().Pods(ns).UpdateEphemeralContainers(ctx, p.Name, cur, metav1.UpdateOptions{})
+			switch {
+			case tc.msg == "" && err != nil:
+				t.Fatalf("refused: %s", statusMessage(err))
+			case tc.msg != "" && err == nil:
+				t.Fatal("admitted")
+			case tc.msg != "" && !strings.Contains(statusMessage(err), tc.msg):
+				t.Errorf("message %q does not contain %q", statusMessage(err), tc.msg)
+			}
+		})
+	}
+}
