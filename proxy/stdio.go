@@ -107,7 +107,7 @@ func (s *Stdio) Serve(ctx context.Context, st StdioStreams) error {
 		c.mu.Lock()
 		c.clientEnded = true
 		c.mu.Unlock()
-		if err != nil && !errors.Is(err, io.EOF) {
+		if !errors.Is(err, io.EOF) { // readClient returns only when reading fails
 			p.log.Warn("reading the client's messages failed", "session", c.sess.id, "err", err)
 		}
 		// MCP's stdio shutdown: close the server's input, then the server
@@ -170,7 +170,8 @@ func (c *stdioConn) exchange(m *jsonrpc.Message) *exchange {
 	return &exchange{p: c.p, sess: c.sess, version: v}
 }
 
-// readClient relays the client's messages until its input ends.
+// readClient relays the client's messages until its input ends, and
+// returns why (io.EOF at the end).
 func (c *stdioConn) readClient(ctx context.Context, r io.Reader) error {
 	p := c.p
 	rd := bufio.NewReaderSize(r, 64<<10)
