@@ -11,8 +11,8 @@
 //	                   │   namespace label mcpguard.dev/inject=enabled, no annotation ─▶ /mutate/namespace
 //	                   ▼
 //	Webhook.ServeHTTP   bounded read, case-sensitive decode, duplicate keys refused
-//	  └─ Review         Pod CREATE; pods/ephemeralcontainers → CheckEphemeral;
-//	                    other kinds and operations pass unchanged
+//	  └─ Review         Pod CREATE; UPDATE → CheckUpdate (sidecar image fixed),
+//	                    pods/ephemeralcontainers → CheckEphemeral; others pass
 //	       └─ Mutate    pure: opt-in → refusals (all at once) → sidecar, volumes, env,
 //	       │            token unmounted, runtime class, status annotation
 //	       └─ podPatch  diff of two typed encodings, rebased onto the raw request

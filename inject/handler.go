@@ -164,6 +164,21 @@ func (wh *Webhook) Review(req *admissionv1.AdmissionRequest, scope Scope) *admis
 		}
 		return resp
 	}
+	if req.Operation == admissionv1.Update && len(req.OldObject.Raw) > 0 {
+		old, err := decodePod(req.OldObject.Raw)
+		if err != nil {
+			return deny(http.StatusBadRequest, "old object: "+err.Error())
+		}
+		pod, err := decodePod(req.Object.Raw)
+		if err != nil {
+			return deny(http.StatusBadRequest, err.Error())
+		}
+		if err := CheckUpdate(old, pod); err != nil {
+			log.Info("refused", "operation", req.Operation, "err", err)
+			return deny(http.StatusForbidden, err.Error())
+		}
+		return resp
+	}
 	if req.Operation != admissionv1.Create {
 		log.Debug("skipped", "reason", SkipNotCreate, "operation", req.Operation)
 		return resp

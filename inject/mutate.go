@@ -329,6 +329,28 @@ func CheckEphemeral(pod *corev1.Pod, cfg *Config) error {
 	return nil
 }
 
+// CheckUpdate refuses an update of a pod mcpguard injected that changes the
+// sidecar's image: container images are the one part of a pod's containers
+// an update may change, and a swapped image would run with the gateway
+// credential. Recreate the pod to change the sidecar.
+func CheckUpdate(old, pod *corev1.Pod) error {
+	if _, injected := old.Annotations[AnnotationStatus]; !injected {
+		return nil
+	}
+	image := func(p *corev1.Pod) string {
+		for _, c := range p.Spec.InitContainers {
+			if c.Name == SidecarName {
+				return c.Image
+			}
+		}
+		return ""
+	}
+	if was, is := image(old), image(pod); was != is {
+		return &Refusal{Reasons: []string{fmt.Sprintf("the image of %q cannot change from %q to %q after injection; recreate the pod", SidecarName, was, is)}}
+	}
+	return nil
+}
+
 // carriesAudience reports whether vol projects a ServiceAccount token with
 // the given audience.
 func carriesAudience(vol corev1.Volume, audience string) bool {

@@ -405,3 +405,39 @@ func TestEphemeralContainers(t *testing.T) {
 		})
 	}
 }
+
+// TestSidecarImageFixed: an update may change container images, the one
+// mutable part of a pod's containers; the sidecar's may not change.
+func TestSidecarImageFixed(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t, nil)
+	p, err := createPod(t, ns, newPod("updated", map[string]string{inject.AnnotationInject: "true"}))
+	if err != nil {
+		t.Fatal(statusMessage(err))
+	}
+	update := func(container, image string) error {
+		cur, err := client.CoreV1().Pods(ns).Get(ctx, p.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, cs := range [][]corev1.Container{cur.Spec.Containers, cur.Spec.InitContainers} {
+			for i := range cs {
+				if cs[i].Name == container {
+					cs[i].Image = image
+				}
+			}
+		}
+		_, err = client.CoreV1().Pods(ns).Update(ctx, cur, metav1.UpdateOptions{})
+		return err
+	}
+	if err := update("agent", "registry.example/agent:v2"); err != nil {
+		t.Errorf("agent image update refused: %s", statusMessage(err))
+	}
+	err = update(inject.SidecarName, "registry.example/evil:v1")
+	if err == nil {
+		t.Fatal("sidecar image update admitted")
+	}
+	if msg := statusMessage(err); !strings.Contains(msg, `the image of "mcpguard-proxy" cannot change from "registry.example/mcpguard:v0.1.0" to "registry.example/evil:v1"`) {
+		t.Errorf("message %q", msg)
+	}
+}
