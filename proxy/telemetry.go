@@ -179,13 +179,23 @@ func upstreamAttrs(raw string) []attribute.KeyValue {
 }
 
 // traceHeaders returns the function that writes the current trace context
-// into a gateway request's headers, or nil when tracing is off (the agent's
-// own traceparent, tracestate and baggage are then forwarded unchanged).
+// into a gateway request's headers, replacing what the agent sent, or nil
+// when tracing is off (the agent's own traceparent, tracestate and baggage
+// are then forwarded unchanged). A request made outside any span (a GET
+// stream) keeps the agent's headers too.
 func (t *telemetry) traceHeaders() func(context.Context, http.Header) {
 	if t == nil || !t.tracing {
 		return nil
 	}
-	return func(ctx context.Context, h http.Header) { t.prop.Inject(ctx, propagation.HeaderCarrier(h)) }
+	return func(ctx context.Context, h http.Header) {
+		if !trace.SpanContextFromContext(ctx).IsValid() {
+			return
+		}
+		h.Del("Traceparent")
+		h.Del("Tracestate")
+		h.Del("Baggage")
+		t.prop.Inject(ctx, propagation.HeaderCarrier(h))
+	}
 }
 
 // exTrace is the telemetry of one exchange: a server span per request or
@@ -266,7 +276,7 @@ func (tr *exTrace) open(ctx, transport context.Context, m *jsonrpc.Message) *cal
 	parent := transport
 	var links []trace.Link
 	if meta := lookupMeta(m.Params); meta != nil && meta[0] == '{' {
-		if mctx := t.prop.Extract(ctx, metaCarrier(meta)); trace.SpanContextFromContext(mctx).IsValid() {
+		if mctx := t.prop.Extract(transport, metaCarrier(meta)); trace.SpanContextFromContext(mctx).IsValid() {
 			// The conventions prefer _meta: it is per message, while the
 			// HTTP headers describe the whole POST. Keep the other as a link.
 			if hsc := trace.SpanContextFromContext(transport); hsc.IsValid() && !hsc.Equal(trace.SpanContextFromContext(mctx)) {
