@@ -312,14 +312,14 @@ func (p *Proxy) serveGet(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer res.Body.Close()
-	if res.StatusCode == http.StatusNotFound {
-		p.sessions.remove(sess.id)
-		p.tel.sessionEnded(sess)
-		p.reject(w, r, jsonrpc.NullID, errSessionNotFound(sess.id))
-		return
-	}
 	if res.StatusCode != http.StatusOK || mediaType(res.Header.Get("Content-Type")) != "text/event-stream" {
 		// 405 (no standalone stream) and friends are passed on as they are.
+		// So is 404, without ending the session: gateways without a GET
+		// stream answer 404 as well as 405, and one that did lose the
+		// session is re-initialized by the next POST (exchange.send).
+		// Ending it here broke every later request of clients that open
+		// the stream right after initialize (go-sdk's; found by the
+		// conformance suite's client scenarios, TestConformanceClient).
 		w.Header().Set("Allow", res.Header.Get("Allow"))
 		http.Error(w, fmt.Sprintf("gateway answered the GET stream with %s", res.Status), res.StatusCode)
 		return
