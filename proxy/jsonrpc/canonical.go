@@ -3,6 +3,7 @@ package jsonrpc
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -47,7 +48,10 @@ func Canonical(dst, src []byte, lim Limits) ([]byte, error) {
 	if len(src) > lim.MaxBytes {
 		return dst, &SizeError{Limit: lim.MaxBytes}
 	}
-	s := scanner{src: src, out: dst, maxDepth: lim.MaxDepth}
+	// The canonical form is never longer than its source (it only drops
+	// whitespace and shortens escapes), so one allocation holds it: growing
+	// by append would copy a 64 KiB payload about twice over (issue #2).
+	s := scanner{src: src, out: slices.Grow(dst, len(src)), maxDepth: lim.MaxDepth}
 	s.skipSpace()
 	if err := s.value(); err != nil {
 		return dst, err
@@ -327,8 +331,9 @@ func (s *scanner) str() error {
 		}
 		i++
 	}
-	// Slow path: decode into scratch, then encode canonically.
-	dec := append(s.scratch[:0], src[start:i]...)
+	// Slow path: decode into scratch, then encode canonically. The decoded
+	// string is no longer than its encoding, up to the closing quote.
+	dec := append(slices.Grow(s.scratch[:0], encodedLen(src[start:])), src[start:i]...)
 	for {
 		if i >= len(src) {
 			s.pos = i
@@ -410,6 +415,21 @@ func (s *scanner) str() error {
 			i += size
 		}
 	}
+}
+
+// encodedLen returns the length of the string body at the start of b, up to
+// its closing quote (or all of b when unterminated): a quick scan that skips
+// each escaped byte, so an escaped quote does not end it.
+func encodedLen(b []byte) int {
+	for i := 0; i < len(b); i++ {
+		switch b[i] {
+		case '\\':
+			i++
+		case '"':
+			return i
+		}
+	}
+	return len(b)
 }
 
 func hex4(b []byte) (rune, bool) {

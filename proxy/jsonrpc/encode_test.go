@@ -96,3 +96,17 @@ func BenchmarkAppendJSON(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkDecode64KiB: strict decoding of a 64 KiB tools/call whose
+// argument string carries escapes (quotes, newlines), as tool output does.
+func BenchmarkDecode64KiB(b *testing.B) {
+	msg := []byte(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"fetch_url","arguments":{"url":"https://api.weather.gov/x","body":` +
+		string(AppendString(nil, strings.Repeat("the quick brown fox \"jumps\"\n", 64<<10/28))) + `}}}`)
+	b.SetBytes(int64(len(msg)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := Decode(msg, Limits{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
