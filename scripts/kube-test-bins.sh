@@ -9,6 +9,15 @@ set -euo pipefail
 K=v1.37.2 S=v0.37.2 ETCD=v3.7.0
 out=${XDG_CACHE_HOME:-$HOME/.cache}/mcpguard/kube/$K
 if [ -x "$out/kube-apiserver" ] && [ -x "$out/etcd" ]; then echo "$out"; exit 0; fi
+# Several test runs may start at once on a shared machine: one builds, the
+# others wait for it and then find the binaries.
+mkdir -p "$(dirname "$out")"
+exec 9>"$out.lock"
+if command -v flock >/dev/null && ! flock -n 9; then
+  echo "kube-test-bins: waiting for another build of $out" >&2
+  flock 9
+fi
+if [ -x "$out/kube-apiserver" ] && [ -x "$out/etcd" ]; then echo "$out"; exit 0; fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
