@@ -39,6 +39,9 @@ directory; default: the one beside this script).
 EOF
 }
 
+# relto DIR FROM prints DIR relative to FROM (both absolute and physical):
+# kustomize refuses absolute paths to other kustomizations.
+relto() { local up="" from=$2; while [ "$from" != / ]; do up+=../; from=$(dirname "$from"); done; printf '%s%s' "$up" "${1#/}"; }
 die() { echo "install.sh: $*" >&2; exit 2; }
 
 platform="" image="" gateway_policy=false registry_only=false body_check=false
@@ -71,7 +74,17 @@ if [ -n "$image" ] && ! [[ "$image" =~ ^[a-z0-9][a-z0-9._/:@-]*$ ]]; then
 fi
 [[ "$timeout" =~ ^[0-9]+[smh]$ ]] || die "--timeout $timeout: want e.g. 180s or 5m"
 
-root=${MCPGUARD_MANIFESTS:-$(cd "$(dirname "$0")/../manifests" && pwd)}
+# Confirm the reboot before touching anything.
+if $kata && ! $yes; then
+  if [ -t 0 ]; then
+    read -r -p "Creating the KataConfig reboots every worker node. Continue? [y/N] " answer
+    [[ "$answer" == [yY]* ]] || die "not confirmed"
+  else
+    die "--kata reboots every worker node: confirm with --yes"
+  fi
+fi
+
+root=$(cd "${MCPGUARD_MANIFESTS:-$(dirname "$0")/../manifests}" && pwd -P) || die "no manifests directory"
 [ -f "$root/base/kustomization.yaml" ] || die "no manifests at $root"
 
 if [ -n "${KUBECTL:-}" ]; then k=$KUBECTL
@@ -95,11 +108,11 @@ if [ -z "$platform" ]; then
 fi
 
 # The overlay, with the image overridden when asked: a throwaway
-# kustomization that refers to the overlay by absolute path (kustomize
-# allows directories outside the root, not files).
+# kustomization that refers to the overlay by a relative path (kustomize
+# allows directories outside its root, but not absolute ones).
 overlay=$root/overlays/$platform
 if [ -n "$image" ]; then
-  tmp=$(mktemp -d)
+  tmp=$(cd "$(mktemp -d)" && pwd -P)
   trap 'rm -rf "$tmp"' EXIT
   name=${image%@*} digest=""
   [ "$name" != "$image" ] && digest=${image#*@}
@@ -109,7 +122,7 @@ if [ -n "$image" ]; then
     echo "apiVersion: kustomize.config.k8s.io/v1beta1"
     echo "kind: Kustomization"
     echo "resources:"
-    echo "  - $overlay"
+    echo "  - $(relto "$overlay" "$tmp")"
     echo "images:"
     echo "  - name: ghcr.io/mcpguard/mcpguard"
     echo "    newName: $name"
@@ -176,14 +189,6 @@ if $body_check; then
 fi
 
 if $kata; then
-  if ! $yes; then
-    if [ -t 0 ]; then
-      read -r -p "Creating the KataConfig reboots every worker node. Continue? [y/N] " answer
-      [[ "$answer" == [yY]* ]] || die "not confirmed"
-    else
-      die "--kata reboots every worker node: confirm with --yes"
-    fi
-  fi
   say "KataConfig (workers reboot one pool at a time; watch: $k get kataconfig -o yaml)"
   "$k" apply "${dry[@]}" -f "$root/osc/kataconfig.yaml"
 fi

@@ -28,6 +28,9 @@ directory; default: the one beside this script).
 EOF
 }
 
+# relto DIR FROM prints DIR relative to FROM (both absolute and physical):
+# kustomize refuses absolute paths to other kustomizations.
+relto() { local up="" from=$2; while [ "$from" != / ]; do up+=../; from=$(dirname "$from"); done; printf '%s%s' "$up" "${1#/}"; }
 die() { echo "setup-namespaces.sh: $*" >&2; exit 2; }
 say() { echo "==> $*" >&2; }
 
@@ -57,7 +60,7 @@ for ns in "${namespaces[@]}"; do
   esac
 done
 
-root=${MCPGUARD_MANIFESTS:-$(cd "$(dirname "$0")/../manifests" && pwd)}
+root=$(cd "${MCPGUARD_MANIFESTS:-$(dirname "$0")/../manifests}" && pwd -P) || die "no manifests directory"
 [ -f "$root/istio/agents/kustomization.yaml" ] || die "no manifests at $root"
 policy=${policy:-$root/policies/approved-apis.yaml}
 [ -f "$policy" ] || die "policy file $policy not found"
@@ -77,14 +80,14 @@ if $egress_firewall && [ -z "$("$k" api-resources --api-group=k8s.ovn.org -o nam
   egress_firewall=false
 fi
 
-tmp=$(mktemp -d)
+tmp=$(cd "$(mktemp -d)" && pwd -P)
 trap 'rm -rf "$tmp"' EXIT
 
 for ns in "${namespaces[@]}"; do
   say "namespace $ns"
-  # One kustomization per namespace: the shipped pieces by absolute path
-  # (kustomize allows directories outside its root), the namespace set on
-  # all of them, and the policy from --policy.
+  # One kustomization per namespace: the shipped pieces by relative path
+  # (kustomize allows directories outside its root, not absolute ones), the
+  # namespace set on all of them, and the policy from --policy.
   dir=$tmp/$ns
   mkdir -p "$dir"
   cp "$policy" "$dir/policy.yaml"
@@ -94,8 +97,8 @@ for ns in "${namespaces[@]}"; do
     echo "namespace: $ns"
     echo "resources:"
     echo "  - namespace.yaml"
-    echo "  - $root/istio/agents"
-    $egress_firewall && echo "  - $root/istio/egressfirewall"
+    echo "  - $(relto "$root/istio/agents" "$dir")"
+    $egress_firewall && echo "  - $(relto "$root/istio/egressfirewall" "$dir")"
     echo "configMapGenerator:"
     echo "  - name: mcpguard-policy"
     echo "    files:"
