@@ -92,9 +92,11 @@ func newConfigWrapCmd() *cobra.Command {
 	var o configWrapOptions
 	cmd := &cobra.Command{
 		Use:   "wrap --client NAME --policy FILE [--server NAME] [--write]",
-		Short: "Wrap an MCP client's stdio servers with `mcpguard wrap`",
-		Long: `Rewrite the stdio server entries of an MCP client's configuration so the client
-launches "mcpguard wrap --policy FILE -- CMD ARGS" where it launched "CMD ARGS".
+		Short: "Put an MCP client's servers behind the policy (mcpguard wrap / connect)",
+		Long: `Rewrite the server entries of an MCP client's configuration so the client
+launches "mcpguard wrap --policy FILE -- CMD ARGS" where it launched "CMD ARGS",
+and "mcpguard connect --policy FILE URL" where it connected to URL itself (a
+remote entry with "headers" is left for you to convert, with --token-env).
 Without --write, print the rewritten entries; with --write, rewrite the file in
 place after copying it to FILE.bak-<time>. Entries already wrapped are left as
 they are, so running it twice changes nothing; a file that is not plain JSON
@@ -206,8 +208,27 @@ func runConfigWrap(o configWrapOptions, stdout, stderr io.Writer, now time.Time)
 			return usage(fmt.Errorf("%s: server %q is not an object", path, name))
 		}
 		command, _ := entry.get("command").(string)
+		if url, _ := entry.get("url").(string); command == "" && url != "" {
+			// A remote server: the client speaks HTTP to it itself, so
+			// it gets `mcpguard connect` as a stdio server instead.
+			if entry.get("headers") != nil {
+				fmt.Fprintf(stderr, "mcpguard: %s: skipping %q: a remote server with \"headers\"; use `mcpguard connect --token-env NAME %s` by hand\n", path, name, url)
+				continue
+			}
+			connectArgs := slices.Clone(wrapArgs)
+			connectArgs[0] = "connect"
+			connectArgs[len(connectArgs)-1] = url // in place of "--"
+			entry.remove("url")
+			if entry.get("type") != nil {
+				entry.set("type", "stdio")
+			}
+			entry.set("command", bin)
+			entry.set("args", connectArgs)
+			changed.set(name, entry)
+			continue
+		}
 		if command == "" {
-			fmt.Fprintf(stderr, "mcpguard: %s: skipping %q: not a stdio server (no \"command\"); for a remote server use `mcpguard connect`\n", path, name)
+			fmt.Fprintf(stderr, "mcpguard: %s: skipping %q: neither a stdio server (\"command\") nor a remote one (\"url\")\n", path, name)
 			continue
 		}
 		args, err := stringArgs(entry.get("args"))
@@ -260,7 +281,7 @@ func runConfigWrap(o configWrapOptions, stdout, stderr io.Writer, now time.Time)
 // isWrapped reports whether a server entry already launches mcpguard wrap.
 func isWrapped(command string, args []string) bool {
 	base := strings.TrimSuffix(filepath.Base(command), ".exe")
-	return base == "mcpguard" && len(args) > 0 && args[0] == "wrap"
+	return base == "mcpguard" && len(args) > 0 && (args[0] == "wrap" || args[0] == "connect")
 }
 
 func stringArgs(v any) ([]string, error) {
@@ -316,6 +337,13 @@ type orderedObject struct {
 }
 
 func (o *orderedObject) get(k string) any { return o.vals[k] }
+
+func (o *orderedObject) remove(k string) {
+	if _, ok := o.vals[k]; ok {
+		delete(o.vals, k)
+		o.keys = slices.DeleteFunc(o.keys, func(s string) bool { return s == k })
+	}
+}
 
 func (o *orderedObject) set(k string, v any) {
 	if _, ok := o.vals[k]; !ok {

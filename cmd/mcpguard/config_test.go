@@ -78,16 +78,29 @@ func TestConfigWrap(t *testing.T) {
 				t.Fatal(err)
 			}
 			var snippet map[string]map[string]struct {
+				Type    string   `json:"type"`
+				URL     string   `json:"url"`
 				Command string   `json:"command"`
 				Args    []string `json:"args"`
 			}
 			if err := json.Unmarshal(out.Bytes(), &snippet); err != nil {
 				t.Fatalf("snippet is not JSON: %v\n%s", err, out.String())
 			}
-			if len(snippet[key]) != 1 {
-				t.Fatalf("snippet %s: want exactly the one stdio server under %q", out.String(), key)
+			// Cursor's remote entry carries headers: it is left alone.
+			remoteConverted := client != "cursor"
+			if want := map[bool]int{true: 2, false: 1}[remoteConverted]; len(snippet[key]) != want {
+				t.Fatalf("snippet %s: want %d entries under %q", out.String(), want, key)
 			}
 			for name, e := range snippet[key] {
+				if name == "remote" {
+					if e.Command != "/usr/local/bin/mcpguard" || !slices.Equal(e.Args, []string{"connect", "--policy", policy, "https://mcp.example.com/mcp"}) || e.URL != "" {
+						t.Errorf("remote converted to %+v, want mcpguard connect", e)
+					}
+					if (client == "vscode" || client == "claude-code") && e.Type != "stdio" {
+						t.Errorf("remote type %q, want stdio", e.Type)
+					}
+					continue
+				}
 				if e.Command != "/usr/local/bin/mcpguard" || !slices.Equal(e.Args[:4], []string{"wrap", "--policy", policy, "--"}) {
 					t.Errorf("%s wrapped as %s %v", name, e.Command, e.Args)
 				}
@@ -95,7 +108,7 @@ func TestConfigWrap(t *testing.T) {
 					t.Errorf("%s: the original command does not follow --: %v", name, e.Args)
 				}
 			}
-			if !strings.Contains(errOut.String(), `"remote": not a stdio server`) {
+			if !remoteConverted && !strings.Contains(errOut.String(), `"remote": a remote server with "headers"`) {
 				t.Errorf("the remote server was not reported as skipped: %q", errOut.String())
 			}
 			if data, _ := os.ReadFile(path); string(data) != orig {
@@ -128,10 +141,12 @@ func TestConfigWrap(t *testing.T) {
 				t.Errorf("top-level keys %v, want %v in the same order", got, want)
 			}
 			servers := root.(*orderedObject).get(key).(*orderedObject)
-			remote, _ := marshalOrdered(servers.get("remote"))
-			origRemote, _ := marshalOrdered(origRoot.(*orderedObject).get(key).(*orderedObject).get("remote"))
-			if !bytes.Equal(remote, origRemote) {
-				t.Errorf("remote entry changed:\n%s\nwant\n%s", remote, origRemote)
+			if !remoteConverted {
+				remote, _ := marshalOrdered(servers.get("remote"))
+				origRemote, _ := marshalOrdered(origRoot.(*orderedObject).get(key).(*orderedObject).get("remote"))
+				if !bytes.Equal(remote, origRemote) {
+					t.Errorf("remote entry changed:\n%s\nwant\n%s", remote, origRemote)
+				}
 			}
 			if client == "claude-code" && !bytes.Contains(data, []byte("12345678901234567890")) {
 				t.Error("a large number lost its digits")
@@ -141,7 +156,10 @@ func TestConfigWrap(t *testing.T) {
 			}
 			for _, name := range servers.keys {
 				e := servers.get(name).(*orderedObject)
-				if name != "remote" && e.keys[0] != "command" && e.keys[0] != "type" {
+				if name == "remote" && !remoteConverted {
+					continue
+				}
+				if e.keys[0] != "command" && e.keys[0] != "type" {
 					t.Errorf("%s: keys %v reordered", name, e.keys)
 				}
 			}
