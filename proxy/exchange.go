@@ -156,7 +156,7 @@ func (ex *exchange) run(out output) {
 		ex.relayStream(ctx, res, out)
 		out.finish(status)
 	case ct == "application/json":
-		data, err := io.ReadAll(io.LimitReader(res.Body, int64(p.cfg.MaxBodyBytes)+1))
+		data, err := readAll(io.LimitReader(res.Body, int64(p.cfg.MaxBodyBytes)+1), res.ContentLength, p.cfg.MaxBodyBytes)
 		if err != nil || len(data) > p.cfg.MaxBodyBytes {
 			if err == nil {
 				err = fmt.Errorf("response exceeds the %d-byte limit", p.cfg.MaxBodyBytes)
