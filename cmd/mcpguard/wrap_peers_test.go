@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -301,4 +302,84 @@ func TestWrapInspectorCLI(t *testing.T) {
 			t.Errorf("tools = %v, want echo and get-sum", names)
 		}
 	})
+}
+
+// TestConnectInspectorServerEverything runs the inspector CLI with
+// `mcpguard connect` as its stdio server, bridging to server-everything's
+// Streamable HTTP endpoint.
+func TestConnectInspectorServerEverything(t *testing.T) {
+	modules, node := npmPeers(t)
+	bin := mcpguardBin(t)
+	loopback := ""
+	for dir := moduleRoot(t); ; dir = filepath.Dir(dir) {
+		if p := filepath.Join(dir, "shared", "testing", "loopback.cjs"); fileExists(p) {
+			loopback = p
+			break
+		}
+		if filepath.Dir(dir) == dir {
+			t.Fatal("shared/testing/loopback.cjs not found above the repo: check out shared/ beside it")
+		}
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	_, port, _ := net.SplitHostPort(addr)
+	srv := exec.Command(node, filepath.Join(modules, "@modelcontextprotocol", "server-everything", "dist", "index.js"), "streamableHttp")
+	srv.Env = append(os.Environ(), "PORT="+port, "NODE_OPTIONS=--require "+loopback)
+	var srvOut lockedBuffer
+	srv.Stdout, srv.Stderr = &srvOut, &srvOut
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = srv.Process.Kill()
+		_ = srv.Wait()
+		if t.Failed() {
+			t.Logf("server-everything:\n%s", srvOut.String())
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server-everything is not listening on %s", addr)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	policy := writePolicy(t, everythingPolicy)
+	build := filepath.Join(modules, "@modelcontextprotocol", "inspector-cli", "build")
+	inspect := func(args ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		argv := append(append([]string{"index.js", bin}, args...), "--", "connect", "--policy", policy, "http://"+addr+"/mcp")
+		cmd := exec.CommandContext(ctx, node, argv...)
+		cmd.Dir = build
+		var out, errOut bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errOut
+		err := cmd.Run()
+		if err != nil {
+			err = fmt.Errorf("%w; stdout: %s; stderr: %s", err, out.String(), errOut.String())
+		}
+		return out.String(), err
+	}
+	out, err := inspect("--method", "tools/call", "--tool-name", "echo", "--tool-arg", "message=hi over connect")
+	if err != nil || !strings.Contains(out, "Echo: hi over connect") {
+		t.Errorf("echo: %v, output %s", err, out)
+	}
+	out, err = inspect("--method", "tools/call", "--tool-name", "get-env")
+	if err == nil || !strings.Contains(err.Error(), "environment variables may hold secrets") {
+		t.Errorf("get-env: err = %v, output %s; want the policy's denial", err, out)
+	}
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
