@@ -4,10 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -216,13 +220,13 @@ type divergence struct {
 }
 
 // matches reports whether r failed exactly as the divergence says: the named
-// check with its message, and no other check.
+// check with a message that starts with dv.message, and no other check.
 func (dv divergence) matches(r scenarioResult) bool {
 	for _, c := range r {
 		if c.Status != "FAILURE" {
 			continue
 		}
-		if c.ID != dv.check || c.ErrorMessage != dv.message {
+		if c.ID != dv.check || !strings.HasPrefix(c.ErrorMessage, dv.message) {
 			return false
 		}
 	}
@@ -253,28 +257,34 @@ func (r scenarioResult) String() string {
 	return strings.Join(parts, "; ")
 }
 
-// runConformance runs the suite's server scenarios against url with Node 22
-// and returns each scenario's checks, read from the JSON files it writes
-// with -o (one directory per scenario: server-<scenario>-<timestamp>).
+// runConformance runs the suite's server scenarios against url.
 func runConformance(t *testing.T, pe peers, url string) map[string]scenarioResult {
+	t.Helper()
+	// --suite all adds the pending scenarios (server-sse-polling,
+	// json-schema-2020-12) to the ~30 active ones: they pass against the
+	// reference servers, and resumable streams are the proxy's business.
+	return runSuite(t, pe, nil, "server", "--suite", "all", "--url", url)
+}
+
+// runSuite runs the conformance suite with Node 22 and returns each
+// scenario's checks, read from the JSON files it writes with -o (one
+// directory per scenario: [server-]<scenario>-<timestamp>).
+func runSuite(t *testing.T, pe peers, env []string, args ...string) map[string]scenarioResult {
 	t.Helper()
 	out := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	script := filepath.Join(pe.npmModules, "@modelcontextprotocol", "conformance", "dist", "index.js")
-	// --suite all adds the pending scenarios (server-sse-polling,
-	// json-schema-2020-12) to the ~30 active ones: they pass against the
-	// reference servers, and resumable streams are the proxy's business.
-	cmd := exec.CommandContext(ctx, pe.node22, script, "server", "--suite", "all", "--url", url, "-o", out)
+	cmd := exec.CommandContext(ctx, pe.node22, append(append([]string{script}, args...), "-o", out)...)
 	cmd.Dir = t.TempDir()
-	cmd.Env = append(os.Environ(), "NODE_OPTIONS=--require "+pe.loopback)
+	cmd.Env = append(append(os.Environ(), "NODE_OPTIONS=--require "+pe.loopback), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
 	stdout, err := cmd.CombinedOutput()
 	// A non-zero exit only says some scenario failed; the pass sets decide.
 	if ctx.Err() != nil {
-		t.Fatalf("conformance against %s did not finish in 90s:\n%s", url, stdout)
+		t.Fatalf("conformance %v did not finish in 90s:\n%s", args, stdout)
 	}
 	var ee *exec.ExitError
 	if err != nil && !errors.As(err, &ee) {
@@ -282,15 +292,15 @@ func runConformance(t *testing.T, pe peers, url string) map[string]scenarioResul
 	}
 	results, err := readConformance(out)
 	if err != nil {
-		t.Fatalf("reading conformance results for %s: %v\n%s", url, err, stdout)
+		t.Fatalf("reading conformance results of %v: %v\n%s", args, err, stdout)
 	}
 	if len(results) == 0 {
-		t.Fatalf("conformance against %s wrote no results:\n%s", url, stdout)
+		t.Fatalf("conformance %v wrote no results:\n%s", args, stdout)
 	}
 	return results
 }
 
-var scenarioDir = regexp.MustCompile(`^server-(.+)-\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-\d{3}Z$`)
+var scenarioDir = regexp.MustCompile(`^(?:server-)?(.+)-\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-\d{3}Z$`)
 
 func readConformance(dir string) (map[string]scenarioResult, error) {
 	entries, err := os.ReadDir(dir)
@@ -299,6 +309,17 @@ func readConformance(dir string) (map[string]scenarioResult, error) {
 	}
 	results := make(map[string]scenarioResult)
 	for _, e := range entries {
+		if e.Name() == "auth" && e.IsDir() {
+			// Client scenarios named auth/<name> nest a directory.
+			sub, err := readConformance(filepath.Join(dir, e.Name()))
+			if err != nil {
+				return nil, err
+			}
+			for name, r := range sub {
+				results["auth/"+name] = r
+			}
+			continue
+		}
 		m := scenarioDir.FindStringSubmatch(e.Name())
 		if m == nil || !e.IsDir() {
 			return nil, fmt.Errorf("unexpected entry %q in the results directory", e.Name())
@@ -640,5 +661,169 @@ func TestNullArguments(t *testing.T) {
 	}
 	if _, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "run_command", Arguments: none}); err == nil || !strings.Contains(err.Error(), "never allowed") {
 		t.Fatalf("run_command without arguments: %v, want the policy's denial", err)
+	}
+}
+
+// clientScenarios are the suite's client scenarios that a proxy stands in
+// the middle of. The auth/* scenarios of the core suite are run but not
+// compared: they test the agent's OAuth flow against the server, and in a
+// pod the sidecar holds the gateway credential, so the agent has no such
+// flow to run through it.
+var clientScenarios = []string{"initialize", "tools_call", "elicitation-sep1034-client-defaults", "sse-retry"}
+
+// clientDivergences are client scenarios the proxy fails as a known bug,
+// pinned like divergences (a message here is a prefix: the suite puts
+// measured timings after it). MCPGUARD_KNOWN_BUG=1 compares without them.
+var clientDivergences = map[string]divergence{
+	"sse-retry": {
+		check:   "client-sse-retry-timing",
+		message: "Client reconnected too early",
+		why: "the suite's server primes the tools/call stream with an event id and retry: 500, then closes it " +
+			"for the client to resume with GET + Last-Event-ID (SEP-1699); the proxy relays the priming event " +
+			"but answers the unanswered call with an error when the gateway's stream ends (exchange.relayStream), " +
+			"so the client never resumes. TODO(#2): when the gateway primed the stream and the agent takes SSE, " +
+			"end the agent's stream without an answer and let the resumed GET (already relayed with " +
+			"Last-Event-ID) deliver it",
+	},
+}
+
+// TestConformanceClient runs the suite's client scenarios differentially:
+// go-sdk's reference client against the suite's test server directly, and
+// again with the proxy in between. Each scenario must pass both ways: this
+// exercises the proxy's gateway side as the suite's server judges it
+// (handshake, server→client elicitation, SSE retry and resumption).
+func TestConformanceClient(t *testing.T) {
+	pe := needPeers(t)
+	strict := os.Getenv("MCPGUARD_KNOWN_BUG") == "1"
+	client := filepath.Join(pe.conformanceServers, "go-sdk-everything-client")
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// In client mode the suite's test servers listen(0) and read address()
+	// at once, which loopback.cjs's added host defers: this preload binds
+	// them to 127.0.0.1 without one.
+	preload := filepath.Join(t.TempDir(), "sync-loopback.cjs")
+	if err := os.WriteFile(preload, []byte(syncLoopbackJS), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	nodeOptions := "NODE_OPTIONS=--require " + preload
+	direct := runSuite(t, pe, []string{nodeOptions}, "client", "--suite", "core", "--command", client)
+	// The suite appends its server's URL to the command and runs it with a
+	// shell: this test binary, re-run as TestConformanceClientHelper, puts a
+	// proxy in front of that URL and runs the reference client through it.
+	proxied := runSuite(t, pe, []string{nodeOptions, "MCPGUARD_CONFORMANCE_CLIENT=" + client},
+		"client", "--suite", "core", "--command", self+" -test.run=TestConformanceClientHelper")
+	for _, scenario := range clientScenarios {
+		t.Run(scenario, func(t *testing.T) {
+			d, p := direct[scenario], proxied[scenario]
+			t.Logf("direct:  %s", d.statuses())
+			t.Logf("proxied: %s", p.statuses())
+			if !d.passed() {
+				t.Fatalf("%s fails without the proxy: %s", scenario, d)
+			}
+			dv, known := clientDivergences[scenario]
+			switch {
+			case p.passed() && known:
+				t.Errorf("%s now passes through the proxy: remove it from clientDivergences", scenario)
+			case p.passed():
+			case known && !strict && dv.matches(p):
+				t.Logf("known divergence: %s: %s", scenario, dv.why)
+			default:
+				t.Errorf("%s passes direct but fails through the proxy: %s", scenario, p)
+			}
+		})
+	}
+	var auth []string
+	for _, s := range passSet(proxied) {
+		if strings.HasPrefix(s, "auth/") {
+			auth = append(auth, s)
+		}
+	}
+	t.Logf("auth/* scenarios passing through the proxy (not compared): %v", auth)
+}
+
+// syncLoopbackJS keeps Node servers on 127.0.0.1, like
+// shared/testing/loopback.cjs, by wrapping net.Server's _listen2, the hook
+// Node keeps for this ("still named like this to avoid breaking code that
+// wraps this method"): no host lookup is added, so listen stays synchronous.
+const syncLoopbackJS = `const net = require('net');
+const listen2 = net.Server.prototype._listen2;
+net.Server.prototype._listen2 = function (address, port, addressType, backlog, fd, flags) {
+  if (!address && !(fd >= 0)) {
+    address = '127.0.0.1';
+    addressType = 4;
+  }
+  return listen2.call(this, address, port, addressType, backlog, fd, flags);
+};
+`
+
+// TestConformanceClientHelper is not a test of its own: TestConformanceClient
+// runs this binary as the suite's client command (the pattern of os/exec's
+// TestHelperProcess). It serves a proxy in front of the suite's server, whose
+// URL the suite appended to the command line, and runs go-sdk's reference
+// client against the proxy; the suite judges what reaches its server.
+func TestConformanceClientHelper(t *testing.T) {
+	client := os.Getenv("MCPGUARD_CONFORMANCE_CLIENT")
+	if client == "" {
+		t.Skip("run only by TestConformanceClient, as the conformance suite's client command")
+	}
+	if flag.NArg() != 1 {
+		t.Fatalf("want the server URL as the only argument, got %q", flag.Args())
+	}
+	u, err := url.Parse(flag.Arg(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(Config{Upstream: u.String(), Policy: allowAll{},
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	px := httptest.NewServer(p)
+	defer px.Close()
+	cmd := exec.Command(client, px.URL+u.Path) // MCP_CONFORMANCE_* come through the environment
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("reference client through the proxy: %v", err)
+	}
+}
+
+// TestGetStream404 pins, without peers, what TestConformanceClient found: a
+// gateway that answers the standalone GET stream with 404 (the suite's test
+// server, like many without a GET stream) must not cost the agent its
+// session.
+func TestGetStream404(t *testing.T) {
+	up := newMCPGoUpstream(t)
+	noGet := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			http.NotFound(w, r)
+			return
+		}
+		r.URL.Host, r.URL.Scheme, r.RequestURI = strings.TrimPrefix(up.URL, "http://"), "http", ""
+		res, err := http.DefaultTransport.RoundTrip(r)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer res.Body.Close()
+		maps.Copy(w.Header(), res.Header)
+		w.WriteHeader(res.StatusCode)
+		_, _ = io.Copy(w, res.Body)
+	}))
+	defer noGet.Close()
+	p, px := newTestProxy(t, noGet.URL+"/mcp")
+	ctx := ctxT(t)
+	cs, err := sdk.NewClient(&sdk.Implementation{Name: "t", Version: "1"}, nil).
+		Connect(ctx, &sdk.StreamableClientTransport{Endpoint: px.URL + "/mcp"}, &sdk.ClientSessionOptions{ProtocolVersion: "2025-11-25"})
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	defer cs.Close()
+	if _, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "x"}}); err != nil {
+		t.Fatalf("call after the gateway refused the GET stream: %v", err)
+	}
+	if n := p.Sessions(); n != 1 {
+		t.Errorf("sessions = %d, want 1", n)
 	}
 }

@@ -8,9 +8,10 @@
 #                                   conformance suite, and Node 22 (from npm),
 #                                   exactly as scripts/test-deps/package-lock.json
 #                                   pins them (npm ci)
-#   .cache/conformance-servers/     the Go SDKs' conformance reference servers,
-#                                   built in a throwaway module so they never
-#                                   enter mcpguard's go.mod
+#   .cache/conformance-servers/     the Go SDKs' conformance reference servers
+#                                   (and go-sdk's reference client), built in a
+#                                   throwaway module so they never enter
+#                                   mcpguard's go.mod
 #   .cache/test-deps.env            the MCPGUARD_* lines below; the Go tests
 #                                   read it when the variables are not set
 #
@@ -33,6 +34,7 @@ srv_dir=$cache/conformance-servers
 go_pkgs=(
   github.com/mark3labs/mcp-go/examples/conformance@v1.2.1
   github.com/modelcontextprotocol/go-sdk/conformance/everything-server@v1.8.0
+  github.com/modelcontextprotocol/go-sdk/conformance/everything-client@v1.8.0
 )
 
 log() { echo "test-deps: $*" >&2; }
@@ -57,6 +59,7 @@ esac
 
 stamp=$srv_dir/versions
 if [ ! -x "$srv_dir/mcp-go-conformance" ] || [ ! -x "$srv_dir/go-sdk-everything-server" ] ||
+  [ ! -x "$srv_dir/go-sdk-everything-client" ] ||
   [ "$(cat "$stamp" 2>/dev/null)" != "${go_pkgs[*]}" ]; then
   log "building the Go conformance reference servers into $srv_dir"
   mod=$(mktemp -d)
@@ -68,6 +71,7 @@ if [ ! -x "$srv_dir/mcp-go-conformance" ] || [ ! -x "$srv_dir/go-sdk-everything-
     mkdir -p "$srv_dir"
     go build -trimpath -o "$srv_dir/mcp-go-conformance" "${go_pkgs[0]%@*}"
     go build -trimpath -o "$srv_dir/go-sdk-everything-server" "${go_pkgs[1]%@*}"
+    go build -trimpath -o "$srv_dir/go-sdk-everything-client" "${go_pkgs[2]%@*}"
   )
   echo "${go_pkgs[*]}" >"$stamp"
 fi
