@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -61,12 +62,27 @@ func TestWebhookConfiguration(t *testing.T) {
 				if !slices.Equal(w.AdmissionReviewVersions, []string{"v1"}) {
 					at("admissionReviewVersions %q, want [v1]", w.AdmissionReviewVersions)
 				}
-				if w.ReinvocationPolicy == nil || *w.ReinvocationPolicy != admissionregistrationv1.IfNeededReinvocationPolicy {
-					at("reinvocationPolicy must be IfNeeded (Istio's injector may run after mcpguard)")
+				if len(w.Rules) != 1 {
+					at("%d rules, want 1", len(w.Rules))
+					continue
 				}
-				if len(w.Rules) != 1 || !slices.Equal(w.Rules[0].Resources, []string{"pods"}) ||
-					!slices.Equal(w.Rules[0].Operations, []admissionregistrationv1.OperationType{admissionregistrationv1.Create}) {
-					at("rules %+v, want pods CREATE only", w.Rules)
+				switch r := w.Rules[0]; {
+				case slices.Equal(r.Operations, []admissionregistrationv1.OperationType{admissionregistrationv1.Create}):
+					if !slices.Equal(r.Resources, []string{"pods"}) {
+						at("CREATE of %q, want pods only", r.Resources)
+					}
+					if w.ReinvocationPolicy == nil || *w.ReinvocationPolicy != admissionregistrationv1.IfNeededReinvocationPolicy {
+						at("reinvocationPolicy must be IfNeeded (Istio's injector may run after mcpguard)")
+					}
+				case slices.Equal(r.Operations, []admissionregistrationv1.OperationType{admissionregistrationv1.Update}):
+					if !slices.Equal(r.Resources, []string{"pods", "pods/ephemeralcontainers"}) {
+						at("UPDATE of %q, want pods and pods/ephemeralcontainers (sidecar image changes, kubectl debug)", r.Resources)
+					}
+					if w.ReinvocationPolicy == nil || *w.ReinvocationPolicy != admissionregistrationv1.NeverReinvocationPolicy {
+						at("the update webhook never patches: reinvocationPolicy Never")
+					}
+				default:
+					at("operations %q, want CREATE or UPDATE", r.Operations)
 				}
 				// The service the configuration calls is the one shipped.
 				s := w.ClientConfig.Service
@@ -124,49 +140,39 @@ func checkMatchConditions(t *testing.T, mwc admissionregistrationv1.MutatingWebh
 	}
 	// sent reports whether every match condition of w is true for p.
 	sent := func(w admissionregistrationv1.MutatingWebhook, p pod) bool {
-		meta := map[string]any{"name": "p", "namespace": p.ns}
-		if p.annotations != nil {
-			a := map[string]any{}
-			for k, v := range p.annotations {
-				a[k] = v
-			}
-			meta["annotations"] = a
-		}
-		vars := map[string]any{
+		meta := annotationsMeta(p.annotations)
+		meta["namespace"] = p.ns
+		return evalConditions(t, env, w, map[string]any{
 			"object":    map[string]any{"metadata": meta},
 			"oldObject": nil,
 			"request":   map[string]any{"namespace": p.ns, "operation": "CREATE"},
-		}
-		for _, mc := range w.MatchConditions {
-			ast, iss := env.Compile(mc.Expression)
-			if iss.Err() != nil {
-				t.Fatalf("webhook %s matchCondition %s: %v", w.Name, mc.Name, iss.Err())
-			}
-			if ast.OutputType() != cel.BoolType && ast.OutputType() != cel.DynType {
-				t.Fatalf("webhook %s matchCondition %s returns %v, not bool", w.Name, mc.Name, ast.OutputType())
-			}
-			prg, err := env.Program(ast)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out, _, err := prg.Eval(vars)
-			if err != nil {
-				t.Fatalf("webhook %s matchCondition %s on %+v: %v", w.Name, mc.Name, p, err)
-			}
-			if out.Value() != true {
-				return false
-			}
-		}
-		return true
+		})
 	}
-	byPath := map[string]admissionregistrationv1.MutatingWebhook{}
+	byName := map[string]admissionregistrationv1.MutatingWebhook{}
 	for _, w := range mwc.Webhooks {
 		if len(w.MatchConditions) == 0 {
 			t.Errorf("webhook %s has no matchConditions: every pod of the selected namespaces would reach it", w.Name)
 		}
-		byPath[*w.ClientConfig.Service.Path] = w
+		byName[w.Name] = w
 	}
-	podHook, nsHook := byPath[inject.PathMutate], byPath[inject.PathMutateNamespace]
+	podHook, nsHook, updHook := byName["pods.inject.mcpguard.dev"], byName["namespaces.inject.mcpguard.dev"], byName["updates.inject.mcpguard.dev"]
+	if len(byName) != 3 || *podHook.ClientConfig.Service.Path != inject.PathMutate || *nsHook.ClientConfig.Service.Path != inject.PathMutateNamespace || *updHook.ClientConfig.Service.Path != inject.PathMutate {
+		t.Fatalf("webhooks %v: want pods.inject (%s), namespaces.inject (%s) and updates.inject (%s)", slices.Sorted(maps.Keys(byName)), inject.PathMutate, inject.PathMutateNamespace, inject.PathMutate)
+	}
+	// Updates: only pods mcpguard injected, judged by the old object.
+	updated := func(oldAnn map[string]string, ns string) bool {
+		return evalConditions(t, env, updHook, map[string]any{
+			"object":    map[string]any{"metadata": map[string]any{"name": "p"}},
+			"oldObject": map[string]any{"metadata": annotationsMeta(oldAnn)},
+			"request":   map[string]any{"namespace": ns, "operation": "UPDATE"},
+		})
+	}
+	if !updated(map[string]string{inject.AnnotationStatus: "{}"}, "agents") {
+		t.Error("an update of an injected pod does not reach the update webhook")
+	}
+	if updated(map[string]string{inject.AnnotationInject: "true"}, "agents") || updated(nil, "agents") {
+		t.Error("updates of pods mcpguard did not inject reach the update webhook")
+	}
 	a := inject.AnnotationInject
 	cases := []struct {
 		pod         pod
@@ -202,6 +208,128 @@ func checkMatchConditions(t *testing.T, mwc admissionregistrationv1.MutatingWebh
 	podSel, _ := metav1.LabelSelectorAsSelector(podHook.NamespaceSelector)
 	if !podSel.Matches(labels.Set{"kubernetes.io/metadata.name": "agents"}) {
 		t.Errorf("%s: pod webhook does not select an ordinary namespace", inject.PathMutate)
+	}
+}
+
+// annotationsMeta is a pod's metadata with these annotations (none at all
+// when nil).
+func annotationsMeta(ann map[string]string) map[string]any {
+	meta := map[string]any{"name": "p"}
+	if ann != nil {
+		a := map[string]any{}
+		for k, v := range ann {
+			a[k] = v
+		}
+		meta["annotations"] = a
+	}
+	return meta
+}
+
+// evalConditions reports whether every match condition of w is true.
+func evalConditions(t *testing.T, env *cel.Env, w admissionregistrationv1.MutatingWebhook, vars map[string]any) bool {
+	t.Helper()
+	for _, mc := range w.MatchConditions {
+		ast, iss := env.Compile(mc.Expression)
+		if iss.Err() != nil {
+			t.Fatalf("webhook %s matchCondition %s: %v", w.Name, mc.Name, iss.Err())
+		}
+		if ast.OutputType() != cel.BoolType && ast.OutputType() != cel.DynType {
+			t.Fatalf("webhook %s matchCondition %s returns %v, not bool", w.Name, mc.Name, ast.OutputType())
+		}
+		prg, err := env.Program(ast)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, _, err := prg.Eval(vars)
+		if err != nil {
+			t.Fatalf("webhook %s matchCondition %s on %v: %v", w.Name, mc.Name, vars, err)
+		}
+		if out.Value() != true {
+			return false
+		}
+	}
+	return true
+}
+
+// TestWebhookConfigurationMatchesTested: the shipped configuration selects
+// what the one the webhook's tests install on a real kube-apiserver selects
+// (inject/kubetest/testdata): same webhooks, operations, resources, paths,
+// policies and CEL, and at least its namespace exclusions. Ours may add
+// conditions (the platform-namespace prefixes), never drop one.
+func TestWebhookConfigurationMatchesTested(t *testing.T) {
+	data, err := os.ReadFile("../inject/kubetest/testdata/mutatingwebhookconfiguration.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tested admissionregistrationv1.MutatingWebhookConfiguration
+	if err := yaml.UnmarshalStrict(data, &tested); err != nil {
+		t.Fatal(err)
+	}
+	norm := func(s string) string { return strings.Join(strings.Fields(s), " ") }
+	for _, dir := range webhookOverlays {
+		var ours admissionregistrationv1.MutatingWebhookConfiguration
+		one(t, dir, "MutatingWebhookConfiguration", webhookConfig, &ours)
+		if ours.Name != tested.Name || len(ours.Webhooks) != len(tested.Webhooks) {
+			t.Fatalf("%s: %s with %d webhooks; the tested one is %s with %d", dir, ours.Name, len(ours.Webhooks), tested.Name, len(tested.Webhooks))
+		}
+		for _, tw := range tested.Webhooks {
+			i := slices.IndexFunc(ours.Webhooks, func(w admissionregistrationv1.MutatingWebhook) bool { return w.Name == tw.Name })
+			if i < 0 {
+				t.Errorf("%s: no webhook %s", dir, tw.Name)
+				continue
+			}
+			w := ours.Webhooks[i]
+			at := func(format string, args ...any) {
+				t.Errorf("%s webhook %s: "+format, append([]any{dir, w.Name}, args...)...)
+			}
+			if !reflect.DeepEqual(w.Rules, tw.Rules) {
+				at("rules %v, tested %v", w.Rules, tw.Rules)
+			}
+			if *w.ClientConfig.Service.Path != *tw.ClientConfig.Service.Path {
+				at("path %s, tested %s", *w.ClientConfig.Service.Path, *tw.ClientConfig.Service.Path)
+			}
+			for name, pair := range map[string][2]any{
+				"failurePolicy":      {*w.FailurePolicy, *tw.FailurePolicy},
+				"sideEffects":        {*w.SideEffects, *tw.SideEffects},
+				"timeoutSeconds":     {*w.TimeoutSeconds, *tw.TimeoutSeconds},
+				"reinvocationPolicy": {*w.ReinvocationPolicy, *tw.ReinvocationPolicy},
+				"matchPolicy":        {*w.MatchPolicy, *tw.MatchPolicy},
+			} {
+				if pair[0] != pair[1] {
+					at("%s %v, tested %v", name, pair[0], pair[1])
+				}
+			}
+			var ourCEL []string
+			for _, mc := range w.MatchConditions {
+				ourCEL = append(ourCEL, norm(mc.Expression))
+			}
+			for _, mc := range tw.MatchConditions {
+				if !slices.Contains(ourCEL, norm(mc.Expression)) {
+					at("lacks the tested matchCondition %q", norm(mc.Expression))
+				}
+			}
+			if fmt.Sprint(w.NamespaceSelector.MatchLabels) != fmt.Sprint(tw.NamespaceSelector.MatchLabels) {
+				at("namespaceSelector labels %v, tested %v", w.NamespaceSelector.MatchLabels, tw.NamespaceSelector.MatchLabels)
+			}
+			for _, te := range tw.NamespaceSelector.MatchExpressions {
+				j := slices.IndexFunc(w.NamespaceSelector.MatchExpressions, func(e metav1.LabelSelectorRequirement) bool {
+					return e.Key == te.Key && e.Operator == te.Operator
+				})
+				if j < 0 {
+					at("namespaceSelector lacks %s %s", te.Key, te.Operator)
+					continue
+				}
+				for _, v := range te.Values {
+					got := w.NamespaceSelector.MatchExpressions[j].Values
+					if te.Operator == metav1.LabelSelectorOpNotIn && !slices.Contains(got, v) {
+						at("namespaceSelector does not exclude %s", v)
+					}
+					if te.Operator == metav1.LabelSelectorOpIn && !slices.Equal(got, te.Values) {
+						at("namespaceSelector %s In %q, tested %q", te.Key, got, te.Values)
+					}
+				}
+			}
+		}
 	}
 }
 
@@ -505,16 +633,14 @@ func TestKubernetesOwnCA(t *testing.T) {
 		if !slices.Equal(r.ResourceNames, []string{caSecret, certSecret}) {
 			t.Errorf("Role grants %v on secrets %q, want exactly %q", r.Verbs, r.ResourceNames, []string{caSecret, certSecret})
 		}
-		for _, v := range r.Verbs {
-			if !slices.Contains([]string{"get", "update", "patch"}, v) {
-				t.Errorf("Role grants %q on secrets", v)
-			}
+		if !slices.Equal(r.Verbs, []string{"get", "update"}) {
+			t.Errorf("Role grants %q on the named secrets, want exactly get and update (docs/webhook.md)", r.Verbs)
 		}
 	}
 	var cr rbacv1.ClusterRole
 	one(t, dir, "ClusterRole", "mcpguard-webhook-cabundle", &cr)
 	if len(cr.Rules) != 1 || !slices.Equal(cr.Rules[0].ResourceNames, []string{webhookConfig}) ||
-		!slices.Equal(cr.Rules[0].Resources, []string{"mutatingwebhookconfigurations"}) {
+		!slices.Equal(cr.Rules[0].Resources, []string{"mutatingwebhookconfigurations"}) || !slices.Equal(cr.Rules[0].Verbs, []string{"get", "update"}) {
 		t.Errorf("ClusterRole %+v: only mutatingwebhookconfigurations/%s", cr.Rules, webhookConfig)
 	}
 	for _, kind := range []string{"RoleBinding", "ClusterRoleBinding"} {
