@@ -80,9 +80,11 @@ type StdioStreams struct {
 //
 // Concurrency: Serve reads Client and Server on a goroutine each and
 // serialises writes to each of ToClient and ToServer, one whole line per
-// Write; callers must not write to either themselves. When Serve returns, a
-// goroutine may still be blocked in a Read of Client: it returns when that
-// Read does and discards what it read (closing Client ends it at once).
+// Write; callers must not write to either themselves. Serve may return
+// while those readers still run: the reader of Client until a Read of
+// Client fails (every request it reads after the server has gone is
+// answered with an error), and, when ctx ended first, the reader of Server
+// until a Read of Server fails. Closing Client and Server ends them.
 //
 // Every request the client sent and the server had not answered when its
 // output ended, or when ctx ends, is answered with a JSON-RPC error saying
