@@ -64,6 +64,16 @@ func TestWebhookBinaryOwnCA(t *testing.T) {
 	)
 	rbac := client.RbacV1()
 	subject := []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}}
+	t.Cleanup(func() {
+		ctx, del := context.Background(), metav1.DeleteOptions{}
+		rbac.Roles(systemNamespace).Delete(ctx, user, del)
+		rbac.RoleBindings(systemNamespace).Delete(ctx, user, del)
+		rbac.ClusterRoles().Delete(ctx, user, del)
+		rbac.ClusterRoleBindings().Delete(ctx, user, del)
+		for _, s := range []string{caSecret, certs} {
+			client.CoreV1().Secrets(systemNamespace).Delete(ctx, s, del)
+		}
+	})
 	if _, err := rbac.Roles(systemNamespace).Create(ctx, &rbacv1.Role{
 		ObjectMeta: metav1.ObjectMeta{Name: user},
 		Rules: []rbacv1.PolicyRule{
