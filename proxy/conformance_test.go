@@ -549,7 +549,7 @@ func eraTranscript(t *testing.T, endpoint, version string) []string {
 		}
 		// Notifications reach the handler after the result may have
 		// (go-sdk queues them): give them a moment.
-		for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 			mu.Lock()
 			n := progress
 			mu.Unlock()
@@ -595,8 +595,8 @@ func eraTranscript(t *testing.T, endpoint, version string) []string {
 		select {
 		case <-listChanged:
 			return "notified", nil
-		case <-time.After(2 * time.Second):
-			return "no notification within 2s", nil
+		case <-time.After(5 * time.Second):
+			return "no notification within 5s", nil
 		}
 	})
 	return lines
