@@ -278,7 +278,9 @@ func runSuite(t *testing.T, pe peers, env []string, args ...string) map[string]s
 	cmd := exec.CommandContext(ctx, pe.node22, append(append([]string{script}, args...), "-o", out)...)
 	cmd.Dir = t.TempDir()
 	cmd.Env = append(append(os.Environ(), "NODE_OPTIONS=--require "+pe.loopback), env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Its own group, so cleanup kills its children too; Pdeathsig, so a
+	// test binary killed by -timeout takes it along rather than orphan it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
 	stdout, err := cmd.CombinedOutput()

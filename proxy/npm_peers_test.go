@@ -179,7 +179,9 @@ func startPeer(t *testing.T, dir string, env []string, name string, args ...stri
 	cmd.Env = append(os.Environ(), env...)
 	pp := &peerProcess{name: filepath.Base(name) + " " + strings.Join(args, " "), out: &lockedBuffer{}, exited: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = pp.out, pp.out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Its own group, so cleanup kills its children too; Pdeathsig, so a
+	// test binary killed by -timeout takes it along rather than orphan it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Start(); err != nil {
