@@ -39,6 +39,16 @@ go_pkgs=(
 
 log() { echo "test-deps: $*" >&2; }
 
+# server-everything and the inspector CLI run on the machine's node.
+for tool in node npm go; do
+  command -v "$tool" >/dev/null || { log "$tool is not on PATH"; exit 1; }
+done
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$node_major" -lt 20 ]; then
+  log "node $(node --version) is too old: the peers need Node 20 or later"
+  exit 1
+fi
+
 # npm ci wipes node_modules and installs the lockfile's tree; it runs only
 # when the lockfile changed since the last install (or there was none).
 want=$(cat "$deps/package.json" "$deps/package-lock.json" | sha256sum | cut -d' ' -f1)
