@@ -34,7 +34,7 @@ func BenchmarkMutate(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := Mutate(&pod, &cfg, ScopePod); err != nil {
+		if _, err := Mutate(&pod, &cfg, Target{}); err != nil {
 			b.Fatal(err)
 		}
 	}

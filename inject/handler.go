@@ -1,6 +1,7 @@
 package inject
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,8 +33,20 @@ const MaxRequestBytes = 4 << 20
 // Webhook answers AdmissionReview v1 requests with Mutate's verdict. It is
 // safe for concurrent use; it has no state beyond its config.
 type Webhook struct {
-	cfg Config
-	log *slog.Logger
+	cfg        Config
+	log        *slog.Logger
+	namespaces NamespaceLookup
+}
+
+// NamespaceLookup returns the annotations of the named namespace. The
+// webhook calls it for every pod it injects; an error refuses the pod.
+type NamespaceLookup func(ctx context.Context, name string) (map[string]string, error)
+
+// WithNamespaces makes the webhook read namespace annotations as defaults
+// for their pods (Target.NamespaceAnnotations). Call it before serving.
+func (wh *Webhook) WithNamespaces(lookup NamespaceLookup) *Webhook {
+	wh.namespaces = lookup
+	return wh
 }
 
 var _ http.Handler = (*Webhook)(nil)
@@ -96,7 +109,7 @@ func (wh *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	resp := wh.Review(review.Request, scope)
+	resp := wh.Review(r.Context(), review.Request, scope)
 	out, err := json.Marshal(admissionv1.AdmissionReview{
 		TypeMeta: metav1.TypeMeta{APIVersion: admissionv1.SchemeGroupVersion.String(), Kind: "AdmissionReview"},
 		Response: resp,
@@ -136,7 +149,7 @@ func decodeReview(body []byte) (*admissionv1.AdmissionReview, error) {
 var podKind = metav1.GroupVersionKind{Group: "", Version: "v1", Kind: "Pod"}
 
 // Review returns the response to one admission request.
-func (wh *Webhook) Review(req *admissionv1.AdmissionRequest, scope Scope) *admissionv1.AdmissionResponse {
+func (wh *Webhook) Review(ctx context.Context, req *admissionv1.AdmissionRequest, scope Scope) *admissionv1.AdmissionResponse {
 	resp := &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true}
 	log := wh.log.With("uid", req.UID, "namespace", req.Namespace, "name", req.Name, "dryRun", req.DryRun != nil && *req.DryRun)
 	deny := func(code int32, msg string) *admissionv1.AdmissionResponse {
@@ -191,7 +204,14 @@ func (wh *Webhook) Review(req *admissionv1.AdmissionRequest, scope Scope) *admis
 	if req.Name == "" {
 		log = log.With("generateName", pod.GenerateName)
 	}
-	res, err := Mutate(pod, &wh.cfg, scope)
+	target := Target{Scope: scope}
+	if wh.namespaces != nil && wantsInjection(pod, scope) {
+		if target.NamespaceAnnotations, err = wh.namespaces(ctx, req.Namespace); err != nil {
+			log.Error("reading namespace", "err", err)
+			return deny(http.StatusInternalServerError, fmt.Sprintf("reading namespace %q for its mcpguard defaults: %v", req.Namespace, err))
+		}
+	}
+	res, err := Mutate(pod, &wh.cfg, target)
 	if r, ok := errors.AsType[*Refusal](err); ok {
 		log.Info("refused", "reasons", r.Reasons)
 		return deny(http.StatusForbidden, r.Error())

@@ -2,7 +2,9 @@ package inject
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -218,6 +220,48 @@ func TestHandlerVerdicts(t *testing.T) {
 	}
 }
 
+func TestNamespaceDefaults(t *testing.T) {
+	var looked []string
+	wh := testWebhook(t).WithNamespaces(func(_ context.Context, name string) (map[string]string, error) {
+		looked = append(looked, name)
+		switch name {
+		case "sandboxed":
+			return map[string]string{AnnotationRuntimeClass: "kata", AnnotationPolicyConfigMap: "team-policy"}, nil
+		case "typo":
+			return map[string]string{AnnotationRuntimeClass: "gvisor"}, nil
+		}
+		return nil, errors.New("connection refused")
+	})
+	review := func(ns, pod, path string) *admissionv1.AdmissionResponse {
+		body := reviewBody(t, ns, pod, func(r *admissionv1.AdmissionRequest) { r.Namespace = ns })
+		return decodeResponse(t, post(t, wh, path, "application/json", body))
+	}
+	resp := review("sandboxed", annotatedPod, PathMutate)
+	if !resp.Allowed || !strings.Contains(string(resp.Patch), `"path":"/spec/runtimeClassName","value":"kata"`) || !strings.Contains(string(resp.Patch), `"name":"team-policy"`) {
+		t.Errorf("namespace defaults not applied: %s", resp.Patch)
+	}
+	// The pod's own annotation wins over the namespace's.
+	resp = review("sandboxed", strings.Replace(annotatedPod, `mcpguard.dev/inject: "true"`, `mcpguard.dev/inject: "true", mcpguard.dev/policy-configmap: own`, 1), PathMutate)
+	if !strings.Contains(string(resp.Patch), `"name":"own"`) {
+		t.Errorf("pod annotation did not win: %s", resp.Patch)
+	}
+	resp = review("typo", annotatedPod, PathMutate)
+	if resp.Allowed || !strings.Contains(resp.Result.Message, `namespace annotation "mcpguard.dev/runtime-class" has value "gvisor"`) {
+		t.Errorf("bad namespace annotation: %+v", resp.Result)
+	}
+	resp = review("unreachable", annotatedPod, PathMutate)
+	if resp.Allowed || resp.Result.Code != 500 || !strings.Contains(resp.Result.Message, `reading namespace "unreachable" for its mcpguard defaults: connection refused`) {
+		t.Errorf("lookup failure did not refuse: %+v", resp.Result)
+	}
+	looked = nil
+	if resp := review("unreachable", plainPod, PathMutate); !resp.Allowed {
+		t.Errorf("a pod that did not opt in was refused: %+v", resp.Result)
+	}
+	if len(looked) > 0 {
+		t.Errorf("namespace read for a pod that did not opt in: %q", looked)
+	}
+}
+
 func TestHealthz(t *testing.T) {
 	w := httptest.NewRecorder()
 	testWebhook(t).ServeHTTP(w, httptest.NewRequest(http.MethodGet, PathHealthz, nil))
@@ -297,7 +341,7 @@ func FuzzAdmissionHandler(f *testing.F) {
 			t.Fatalf("patch does not apply to the raw object: %v\npatch: %s\nobject: %s", err, resp.Patch, in.Request.Object.Raw)
 		}
 		in.Request.Object.Raw = out
-		again := wh.Review(in.Request, scopeOf(path))
+		again := wh.Review(context.Background(), in.Request, scopeOf(path))
 		if !again.Allowed || len(again.Patch) > 0 {
 			t.Fatalf("second review of the patched pod: allowed %v patch %s result %+v\npod: %s", again.Allowed, again.Patch, again.Result, out)
 		}

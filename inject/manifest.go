@@ -62,7 +62,7 @@ func Object(obj []byte, cfg *Config, scope Scope) ([]byte, Result, error) {
 	if err != nil {
 		return nil, Result{}, fmt.Errorf("%s: %w", head.Kind, err)
 	}
-	res, err := Mutate(pod, cfg, scope)
+	res, err := Mutate(pod, cfg, Target{Scope: scope})
 	if err != nil || res.Skip != "" {
 		return obj, res, err
 	}

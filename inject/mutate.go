@@ -26,6 +26,18 @@ const (
 	ScopeNamespace
 )
 
+// Target is what Mutate knows about a pod besides the pod itself.
+type Target struct {
+	// Scope says how the pod came to be reviewed.
+	Scope Scope
+	// NamespaceAnnotations are the annotations of the pod's namespace, when
+	// the webhook reads namespaces (--namespace-defaults); nil otherwise.
+	// AnnotationRuntimeClass and AnnotationPolicyConfigMap there are defaults
+	// for the namespace's pods: a pod's own annotation wins, and
+	// Config.DefaultRuntimeClass and Config.PolicyConfigMap come last.
+	NamespaceAnnotations map[string]string
+}
+
 // SkipReason says why a pod was deliberately left unchanged.
 type SkipReason string
 
@@ -86,7 +98,7 @@ type Status struct {
 // Mutate(Mutate(p)) changes nothing, which is how a reinvoked webhook never
 // injects twice, whatever other webhooks did in between. cfg must have been
 // built with WithDefaults and passed Validate.
-func Mutate(pod *corev1.Pod, cfg *Config, scope Scope) (Result, error) {
+func Mutate(pod *corev1.Pod, cfg *Config, target Target) (Result, error) {
 	if cfg.Image == "" || cfg.AdminPort == 0 {
 		return Result{}, fmt.Errorf("inject: config was not defaulted and validated")
 	}
@@ -96,7 +108,7 @@ func Mutate(pod *corev1.Pod, cfg *Config, scope Scope) (Result, error) {
 		return Result{Pod: pod, Skip: SkipOptedOut}, nil
 	case annotated && v != "true":
 		return Result{}, &Refusal{Reasons: []string{fmt.Sprintf("annotation %q has value %q; allowed values are \"true\" and \"false\"", AnnotationInject, v)}}
-	case !annotated && scope != ScopeNamespace:
+	case !annotated && target.Scope != ScopeNamespace:
 		return Result{Pod: pod, Skip: SkipNotOptedIn}, nil
 	}
 
@@ -105,20 +117,34 @@ func Mutate(pod *corev1.Pod, cfg *Config, scope Scope) (Result, error) {
 	spec := &pod.Spec
 
 	runtimeClass := cfg.DefaultRuntimeClass
-	if rc, ok := pod.Annotations[AnnotationRuntimeClass]; ok {
+	for _, a := range []struct {
+		where string
+		m     map[string]string
+	}{{"namespace annotation", target.NamespaceAnnotations}, {"annotation", pod.Annotations}} {
+		rc, ok := a.m[AnnotationRuntimeClass]
+		if !ok {
+			continue
+		}
 		if slices.Contains(cfg.RuntimeClasses, rc) {
 			runtimeClass = rc
 		} else {
-			refuse("annotation %q has value %q; allowed values are %s", AnnotationRuntimeClass, rc, quoteAll(cfg.RuntimeClasses))
+			refuse("%s %q has value %q; allowed values are %s", a.where, AnnotationRuntimeClass, rc, quoteAll(cfg.RuntimeClasses))
 		}
 	}
 	if runtimeClass != "" && spec.RuntimeClassName != nil && *spec.RuntimeClassName != runtimeClass {
 		refuse("spec.runtimeClassName is %q but mcpguard was asked for runtime class %q; remove one of them", *spec.RuntimeClassName, runtimeClass)
 	}
 	policy := cfg.PolicyConfigMap
-	if p, ok := pod.Annotations[AnnotationPolicyConfigMap]; ok {
+	for _, a := range []struct {
+		where string
+		m     map[string]string
+	}{{"namespace annotation", target.NamespaceAnnotations}, {"annotation", pod.Annotations}} {
+		p, ok := a.m[AnnotationPolicyConfigMap]
+		if !ok {
+			continue
+		}
 		if msgs := validation.IsDNS1123Subdomain(p); len(msgs) > 0 {
-			refuse("annotation %q has value %q, which is not a ConfigMap name: %s", AnnotationPolicyConfigMap, p, strings.Join(msgs, "; "))
+			refuse("%s %q has value %q, which is not a ConfigMap name: %s", a.where, AnnotationPolicyConfigMap, p, strings.Join(msgs, "; "))
 		}
 		policy = p
 	}
@@ -349,6 +375,13 @@ func CheckUpdate(old, pod *corev1.Pod) error {
 		return &Refusal{Reasons: []string{fmt.Sprintf("the image of %q cannot change from %q to %q after injection; recreate the pod", SidecarName, was, is)}}
 	}
 	return nil
+}
+
+// wantsInjection reports whether Mutate would go past the opt-in check, so
+// that the webhook reads the namespace only for pods it may inject.
+func wantsInjection(pod *corev1.Pod, scope Scope) bool {
+	v, ok := pod.Annotations[AnnotationInject]
+	return ok && v != "false" || !ok && scope == ScopeNamespace
 }
 
 // carriesAudience reports whether vol projects a ServiceAccount token with

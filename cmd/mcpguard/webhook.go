@@ -16,7 +16,10 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -134,6 +137,7 @@ type webhookFlags struct {
 	renewCheckInterval time.Duration
 	drainTimeout       time.Duration
 	logLevel           string
+	namespaceDefaults  bool
 }
 
 func newWebhookCmd() *cobra.Command {
@@ -175,6 +179,7 @@ Every flag can also be set as ` + webhookEnvPrefix + `<FLAG>, e.g. ` + webhookEn
 	fs.DurationVar(&f.renewCheckInterval, "renew-check-interval", 10*time.Minute, "how often certmagic checks for renewal (own-CA mode)")
 	fs.DurationVar(&f.drainTimeout, "drain-timeout", 10*time.Second, "on SIGTERM, let reviews in flight finish for this long")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.BoolVar(&f.namespaceDefaults, "namespace-defaults", false, "read the "+inject.AnnotationRuntimeClass+" and "+inject.AnnotationPolicyConfigMap+" annotations of namespaces as defaults for their pods (needs get, list and watch on namespaces)")
 	return cmd
 }
 
@@ -207,25 +212,34 @@ func runWebhook(ctx context.Context, f *webhookFlags) error {
 	if err != nil {
 		return &exitError{code: exitUsage, err: err}
 	}
+	var client kubernetes.Interface
+	if !files || f.namespaceDefaults {
+		if client, err = kubeClient(); err != nil {
+			return &exitError{code: exitFail, err: err}
+		}
+	}
+	if f.namespaceDefaults {
+		lookup, err := namespaceLookup(ctx, client)
+		if err != nil {
+			return &exitError{code: exitFail, err: err}
+		}
+		wh.WithNamespaces(lookup)
+	}
 	var certs *servingcert.Manager
 	if files {
 		certs, err = servingcert.FromFiles(ctx, f.certFile, f.keyFile, servingcert.FileOptions{Interval: f.reloadInterval, Logger: zl})
 	} else {
-		var client kubernetes.Interface
-		client, err = kubeClient()
-		if err == nil {
-			certs, err = servingcert.InCluster(ctx, servingcert.InClusterConfig{
-				Client:               client,
-				Namespace:            f.namespace,
-				CASecret:             f.caSecret,
-				StorageSecret:        f.certs,
-				DNSNames:             f.dnsNames,
-				WebhookConfiguration: f.webhookConfig,
-				Lifetime:             f.certLifetime,
-				RenewCheckInterval:   f.renewCheckInterval,
-				Logger:               zl,
-			})
-		}
+		certs, err = servingcert.InCluster(ctx, servingcert.InClusterConfig{
+			Client:               client,
+			Namespace:            f.namespace,
+			CASecret:             f.caSecret,
+			StorageSecret:        f.certs,
+			DNSNames:             f.dnsNames,
+			WebhookConfiguration: f.webhookConfig,
+			Lifetime:             f.certLifetime,
+			RenewCheckInterval:   f.renewCheckInterval,
+			Logger:               zl,
+		})
 	}
 	if err != nil {
 		return &exitError{code: exitFail, err: fmt.Errorf("tls: %w", err)}
@@ -276,6 +290,33 @@ func zapLevel(l slog.Level) zapcore.Level {
 		return zapcore.WarnLevel
 	}
 	return zapcore.ErrorLevel
+}
+
+// namespaceLookup serves namespace annotations from an informer's cache,
+// falling back to a read for a namespace created a moment ago.
+func namespaceLookup(ctx context.Context, client kubernetes.Interface) (inject.NamespaceLookup, error) {
+	factory := informers.NewSharedInformerFactory(client, 0)
+	namespaces := factory.Core().V1().Namespaces()
+	lister := namespaces.Lister()
+	namespaces.Informer() // registers the informer before Start
+	factory.Start(ctx.Done())
+	sync, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for _, ok := range factory.WaitForCacheSync(sync.Done()) {
+		if !ok {
+			return nil, errors.New("--namespace-defaults: namespaces not listed within 30s (the webhook needs get, list and watch on namespaces)")
+		}
+	}
+	return func(ctx context.Context, name string) (map[string]string, error) {
+		ns, err := lister.Get(name)
+		if apierrors.IsNotFound(err) {
+			ns, err = client.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+		}
+		if err != nil {
+			return nil, err
+		}
+		return ns.Annotations, nil
+	}, nil
 }
 
 // kubeClient uses the in-cluster config, or $KUBECONFIG outside a cluster.

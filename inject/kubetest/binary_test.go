@@ -51,9 +51,10 @@ func binary(tb testing.TB) string {
 	return binPath
 }
 
-// TestWebhookBinaryOwnCA runs `mcpguard webhook` in own-CA mode as a user
-// holding only the RBAC docs/webhook.md lists: it creates its CA and
-// certificate Secrets, writes the caBundle and injects a pod.
+// TestWebhookBinaryOwnCA runs `mcpguard webhook` in own-CA mode with
+// --namespace-defaults as a user holding only the RBAC docs/webhook.md lists:
+// it creates its CA and certificate Secrets, writes the caBundle, reads the
+// namespace's default runtime class and injects a pod.
 func TestWebhookBinaryOwnCA(t *testing.T) {
 	ctx := context.Background()
 	const (
@@ -95,6 +96,9 @@ func TestWebhookBinaryOwnCA(t *testing.T) {
 		Rules: []rbacv1.PolicyRule{{
 			APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"},
 			ResourceNames: []string{mwcName}, Verbs: []string{"get", "update"},
+		}, {
+			// --namespace-defaults
+			APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"get", "list", "watch"},
 		}},
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -146,7 +150,7 @@ func TestWebhookBinaryOwnCA(t *testing.T) {
 	cmd := exec.Command(binary(t), "webhook", "--listen", addr,
 		"--namespace", systemNamespace, "--dns-names", "127.0.0.1",
 		"--ca-secret", caSecret, "--cert-secret", certs, "--webhook-configuration", mwcName,
-		"--upstream", "http://gw:8080/mcp", "--audience", "mcp-gateway", "--log-level", "warn")
+		"--upstream", "http://gw:8080/mcp", "--audience", "mcp-gateway", "--log-level", "warn", "--namespace-defaults")
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+kcPath, "MCPGUARD_WEBHOOK_IMAGE=registry.example/mcpguard:binary")
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -154,13 +158,26 @@ func TestWebhookBinaryOwnCA(t *testing.T) {
 	}
 	defer func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() }()
 
+	// A namespace created after the webhook started: its defaults come from
+	// the informer, or the fallback read if the informer has not seen it.
 	ns := namespace(t, nil)
+	nsObj, err := client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nsObj.Annotations = map[string]string{inject.AnnotationRuntimeClass: "kata"}
+	if _, err := client.CoreV1().Namespaces().Update(ctx, nsObj, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		p := newPod("agent", nil)
 		p.Labels = labels
 		got, err := client.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 		if err == nil && hasSidecar(got) {
+			if got.Spec.RuntimeClassName == nil || *got.Spec.RuntimeClassName != "kata" {
+				t.Errorf("runtimeClassName %v: the namespace default was not applied", got.Spec.RuntimeClassName)
+			}
 			for _, c := range got.Spec.InitContainers {
 				if c.Name == inject.SidecarName && c.Image != "registry.example/mcpguard:binary" {
 					t.Errorf("sidecar image %q: MCPGUARD_WEBHOOK_IMAGE not applied", c.Image)
@@ -192,7 +209,7 @@ func TestWebhookBinaryOwnCA(t *testing.T) {
 // kubelet's probes: the contract between the webhook and `mcpguard proxy`.
 func TestInjectedSidecarRuns(t *testing.T) {
 	cfg := testConfig().WithDefaults()
-	res, err := inject.Mutate(newPod("agent", map[string]string{inject.AnnotationInject: "true"}), &cfg, inject.ScopePod)
+	res, err := inject.Mutate(newPod("agent", map[string]string{inject.AnnotationInject: "true"}), &cfg, inject.Target{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -63,7 +63,7 @@ func checkInjected(t *testing.T, p *corev1.Pod) {
 		}
 	}
 	cfg := hook.wh.Config()
-	res, err := inject.Mutate(p, &cfg, inject.ScopePod)
+	res, err := inject.Mutate(p, &cfg, inject.Target{})
 	if err != nil {
 		t.Fatalf("re-mutating the stored pod: %v", err)
 	}
