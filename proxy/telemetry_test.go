@@ -602,14 +602,46 @@ func grepLines(s, sub string) string {
 	return strings.Join(out, "\n")
 }
 
+// TestRingCollectsProxySpans runs with the SDK feeding the ring, and with
+// the ring's own tracer (what `mcpguard proxy` uses with no exporter).
 func TestRingCollectsProxySpans(t *testing.T) {
-	ring := inttel.NewRing(64)
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(ring))
-	_, srv := newTestProxy(t, newMCPGoUpstream(t).URL+"/mcp", func(c *Config) { c.TracerProvider = tp })
-	e := &telemetryEnv{t: t, url: srv.URL + "/mcp", log: &bytes.Buffer{}}
+	for _, name := range []string{"sdk", "ringtracer"} {
+		t.Run(name, func(t *testing.T) {
+			ring := inttel.NewRing(64)
+			var tp trace.TracerProvider = inttel.NewRingTracerProvider(ring)
+			if name == "sdk" {
+				tp = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(ring))
+			}
+			testRingCollectsProxySpans(t, ring, tp)
+		})
+	}
+}
+
+func testRingCollectsProxySpans(t *testing.T, ring *inttel.Ring, tp trace.TracerProvider) {
+	base := newMCPGoUpstream(t)
+	up := &recordingUpstream{next: base.Config.Handler}
+	upSrv := httptest.NewServer(up)
+	t.Cleanup(upSrv.Close)
+	_, srv := newTestProxy(t, upSrv.URL+"/mcp", func(c *Config) { c.TracerProvider = tp })
+	e := &telemetryEnv{t: t, url: srv.URL + "/mcp", log: &bytes.Buffer{}, up: up}
 	e.initialize()
 	e.callEcho()
 	e.callDenied()
+	// The gateway got the client span's context, in the agent's trace.
+	var client inttel.Span
+	for _, s := range ring.Spans() {
+		if s.Name == "tools/call echo" && s.Kind == "client" {
+			client = s
+		}
+	}
+	want := "00-" + agentTrace + "-" + client.SpanID + "-01"
+	got := e.up.find("tools/call")
+	if len(got) != 1 || got[0].header.Get("Traceparent") != want {
+		t.Fatalf("gateway traceparent %v, want %s", got, want)
+	}
+	if tp, _, _ := jsonrpc.LookupString(jsonrpc.Lookup(got[0].msg.Params, "_meta"), "traceparent"); tp != want {
+		t.Errorf("_meta.traceparent = %q, want %q", tp, want)
+	}
 	calls := inttel.Calls(ring.Spans(), inttel.Filter{Denied: true})
 	if len(calls) != 1 || calls[0].Name != "tools/call run_command" || calls[0].Rule() != "deny/run_command" {
 		t.Fatalf("denied calls: %+v", calls)
@@ -639,16 +671,26 @@ func BenchmarkTelemetryPerCall(b *testing.B) {
 		cfg  func(*Config)
 	}{
 		{"off", func(*Config) {}},
-		{"ring", func(c *Config) {
+		{"sdk+ring", func(c *Config) {
 			c.TracerProvider = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(inttel.NewRing(2048)))
 		}},
-		{"ring+metrics", func(c *Config) {
+		{"ringtracer", func(c *Config) {
+			c.TracerProvider = inttel.NewRingTracerProvider(inttel.NewRing(2048))
+		}},
+		{"ringtracer+metrics+decisionlog", func(c *Config) {
+			c.TracerProvider = inttel.NewRingTracerProvider(inttel.NewRing(2048))
+			reg := prometheus.NewRegistry()
+			prom, _ := otelprom.New(otelprom.WithRegisterer(reg))
+			c.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(prom))
+			c.DecisionLog = decisionlog.NewWriter(io.Discard)
+		}},
+		{"sdk+ring+metrics", func(c *Config) {
 			c.TracerProvider = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(inttel.NewRing(2048)))
 			reg := prometheus.NewRegistry()
 			prom, _ := otelprom.New(otelprom.WithRegisterer(reg))
 			c.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(prom))
 		}},
-		{"ring+metrics+decisionlog", func(c *Config) {
+		{"sdk+ring+metrics+decisionlog", func(c *Config) {
 			c.TracerProvider = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(inttel.NewRing(2048)))
 			reg := prometheus.NewRegistry()
 			prom, _ := otelprom.New(otelprom.WithRegisterer(reg))
@@ -747,8 +789,8 @@ func BenchmarkTelemetryEndToEnd(b *testing.B) {
 		{"otlp-local-100%", func(c *Config) {
 			c.TracerProvider = sdktrace.NewTracerProvider(sdktrace.WithBatcher(otlp), sdktrace.WithSampler(sdktrace.AlwaysSample()))
 		}},
-		{"ring+metrics+decisionlog", func(c *Config) {
-			c.TracerProvider = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(inttel.NewRing(2048)))
+		{"ringtracer+metrics+decisionlog", func(c *Config) {
+			c.TracerProvider = inttel.NewRingTracerProvider(inttel.NewRing(2048))
 			reg := prometheus.NewRegistry()
 			prom, _ := otelprom.New(otelprom.WithRegisterer(reg))
 			c.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(prom))

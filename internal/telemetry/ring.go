@@ -10,21 +10,27 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
-// Ring is a span processor that keeps the last N ended spans in memory, for
-// `mcpguard traces` and the admin page when no collector runs. Ending a span
-// costs one atomic add and one atomic store: no lock, no copy (the SDK hands
-// processors an immutable snapshot, kept as it is). Reading converts the
-// snapshots it returns.
+// Ring keeps the last N ended spans in memory, for `mcpguard traces` and the
+// admin page when no collector runs. It is an SDK span processor, and the
+// store of NewRingTracerProvider's spans. Keeping a span costs one atomic
+// add and one atomic store: no lock, no copy (the SDK hands processors an
+// immutable snapshot, kept as it is). Reading converts what it returns.
 type Ring struct {
-	slots []atomic.Pointer[sdktrace.ReadOnlySpan]
+	slots []atomic.Pointer[entry]
 	next  atomic.Uint64
+}
+
+// entry is one kept span: an SDK snapshot or a ring tracer span.
+type entry struct {
+	sdk sdktrace.ReadOnlySpan
+	own *ringSpan
 }
 
 var _ sdktrace.SpanProcessor = (*Ring)(nil)
 
 // NewRing returns a ring keeping the last n spans (n > 0).
 func NewRing(n int) *Ring {
-	return &Ring{slots: make([]atomic.Pointer[sdktrace.ReadOnlySpan], n)}
+	return &Ring{slots: make([]atomic.Pointer[entry], n)}
 }
 
 // Size returns how many spans the ring keeps.
@@ -34,9 +40,11 @@ func (r *Ring) Size() int { return len(r.slots) }
 func (r *Ring) OnStart(context.Context, sdktrace.ReadWriteSpan) {}
 
 // OnEnd keeps s, replacing the oldest span once the ring is full.
-func (r *Ring) OnEnd(s sdktrace.ReadOnlySpan) {
+func (r *Ring) OnEnd(s sdktrace.ReadOnlySpan) { r.add(entry{sdk: s}) }
+
+func (r *Ring) add(e entry) {
 	i := r.next.Add(1) - 1
-	r.slots[i%uint64(len(r.slots))].Store(&s)
+	r.slots[i%uint64(len(r.slots))].Store(&e)
 }
 
 // Shutdown does nothing; the spans stay readable.
@@ -49,8 +57,12 @@ func (r *Ring) ForceFlush(context.Context) error { return nil }
 func (r *Ring) Spans() []Span {
 	out := make([]Span, 0, min(int(r.next.Load()), len(r.slots)))
 	for i := range r.slots {
-		if p := r.slots[i].Load(); p != nil {
-			out = append(out, spanOf(*p))
+		switch p := r.slots[i].Load(); {
+		case p == nil:
+		case p.own != nil:
+			out = append(out, p.own.span())
+		default:
+			out = append(out, spanOf(p.sdk))
 		}
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Start.Before(out[j].Start) })

@@ -38,7 +38,9 @@ type Options struct {
 // and the admin listener are wired with.
 type Telemetry struct {
 	// TracerProvider is nil when there is neither an exporter nor a ring:
-	// the proxy then records no spans at all.
+	// the proxy then records no spans at all. With a ring and no exporter
+	// or sampler configured it is the ring's own lightweight tracer
+	// (NewRingTracerProvider), otherwise the SDK's.
 	TracerProvider trace.TracerProvider
 	// MeterProvider always has the Prometheus reader behind Metrics, plus an
 	// OTLP reader when OTEL_METRICS_EXPORTER or an OTLP endpoint says so.
@@ -119,6 +121,12 @@ func Setup(ctx context.Context, o Options) (*Telemetry, error) {
 	}
 	if o.TraceBuffer > 0 {
 		t.Ring = NewRing(o.TraceBuffer)
+		if exp == nil && os.Getenv("OTEL_TRACES_SAMPLER") == "" {
+			// Spans are only read locally: the ring's own tracer, at a
+			// fraction of the SDK's cost per span.
+			t.TracerProvider = NewRingTracerProvider(t.Ring)
+			return t, nil
+		}
 		topts = append(topts, sdktrace.WithSpanProcessor(t.Ring))
 	}
 	if len(topts) == 0 {
