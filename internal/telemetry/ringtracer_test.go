@@ -42,7 +42,7 @@ func TestRingTracer(t *testing.T) {
 	child.SetName("mcpguard.policy")
 	child.End()
 	child.SetAttributes(attribute.String("late", "x")) // after End: ignored
-	child.End()                                         // twice: kept once
+	child.End()                                        // twice: kept once
 	_, root := tr.Start(ctx, "other", trace.WithNewRoot())
 	root.End()
 	server.SetStatus(codes.Ok, "")
