@@ -312,6 +312,14 @@ func FuzzAdmissionHandler(f *testing.F) {
 		}
 		f.Add(reviewBody(f, name, src, nil), false)
 	}
+	update := func(sub string) func(*admissionv1.AdmissionRequest) {
+		return func(r *admissionv1.AdmissionRequest) {
+			r.Operation, r.SubResource = admissionv1.Update, sub
+			r.OldObject.Raw = r.Object.Raw
+		}
+	}
+	f.Add(reviewBody(f, "u", injectedPod+"  initContainers: [{name: mcpguard-proxy, image: x}]\n", update("")), false)
+	f.Add(reviewBody(f, "e", injectedPod+"  ephemeralContainers: [{name: d, image: b, targetContainerName: agent}]\n", update("ephemeralcontainers")), false)
 	f.Add([]byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"x","kind":{"version":"v1","kind":"Pod"},"resource":{"version":"v1","resource":"pods"},"operation":"CREATE","object":{"metadata":{"annotations":{"mcpguard.dev/inject":"true"}},"spec":{"containers":[{"name":"a","env":[{"name":"MCP_GATEWAY_URL","valueFrom":{}}]}]}}}}`), false)
 	f.Fuzz(func(t *testing.T, body []byte, namespace bool) {
 		path := PathMutate
