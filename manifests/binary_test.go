@@ -510,3 +510,21 @@ func writeServingCert(t *testing.T, dir string, names []string) {
 		t.Fatal(err)
 	}
 }
+
+// TestValidationModulesStayOutOfBinary: the modules this package's tests use
+// to validate manifests must never be linked into mcpguard.
+func TestValidationModulesStayOutOfBinary(t *testing.T) {
+	cmd := exec.Command("go", "list", "-deps", "./cmd/mcpguard")
+	cmd.Dir = ".."
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pkg := range strings.Fields(string(out)) {
+		for _, heavy := range []string{"sigs.k8s.io/kustomize/", "istio.io/", "github.com/kuadrant/authorino", "sigs.k8s.io/controller-runtime/pkg/envtest", "k8s.io/apiextensions-apiserver"} {
+			if strings.HasPrefix(pkg, heavy) {
+				t.Errorf("mcpguard links %s: validation-only modules belong in test files", pkg)
+			}
+		}
+	}
+}
