@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	colmetricpb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
@@ -235,6 +236,13 @@ func TestNoExporterNoTraffic(t *testing.T) {
 	if tel.TracerProvider == nil || tel.Ring == nil {
 		t.Fatal("the ring alone should still trace")
 	}
+	if _, sdk := tel.TracerProvider.(*sdktrace.TracerProvider); sdk {
+		t.Error("the ring alone should use the ring tracer, not the SDK")
+	}
+	emit(t, tel)
+	if n := len(tel.Ring.Spans()); n != 1 {
+		t.Errorf("ring tracer kept %d spans", n)
+	}
 	// Neither a ring nor an exporter: no tracing at all.
 	tel2, err := Setup(context.Background(), Options{})
 	if err != nil {
@@ -256,6 +264,9 @@ func TestSamplerFromEnv(t *testing.T) {
 		t.Fatal(err)
 	}
 	emit(t, tel)
+	if _, sdk := tel.TracerProvider.(*sdktrace.TracerProvider); !sdk {
+		t.Error("a configured sampler needs the SDK")
+	}
 	if n := len(tel.Ring.Spans()); n != 0 {
 		t.Errorf("always_off kept %d spans", n)
 	}
