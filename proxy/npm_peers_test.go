@@ -722,6 +722,7 @@ func TestInspectorCLI(t *testing.T) {
 	for _, path := range []string{"/mcp", "/sse"} {
 		for _, tt := range tests {
 			t.Run(strings.TrimPrefix(path, "/")+" "+tt.name, func(t *testing.T) {
+				t.Parallel() // each run is its own CLI process and session
 				stdout, err := inspect(t, px.URL+path, tt.args...)
 				if tt.wantErr != "" {
 					if err == nil || !strings.Contains(err.Error()+stdout, tt.wantErr) {
