@@ -331,6 +331,10 @@ func TestWebhookDown(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	injected, err := createPod(t, ns, newPod("injected", map[string]string{inject.AnnotationInject: "true"}))
+	if err != nil {
+		t.Fatal(statusMessage(err))
+	}
 	setURL("https://127.0.0.1:1")
 	defer func() {
 		setURL(hook.url)
@@ -357,6 +361,12 @@ func TestWebhookDown(t *testing.T) {
 	}
 	if _, err := createPod(t, ns, newPod("optout", map[string]string{inject.AnnotationInject: "false"})); err != nil {
 		t.Errorf("an opted-out pod was refused while the webhook is down: %s", statusMessage(err))
+	}
+	// Controllers keep updating injected pods (labels, finalizers): that
+	// must not depend on the webhook.
+	injected.Labels = map[string]string{"while": "down"}
+	if _, err := client.CoreV1().Pods(ns).Update(context.Background(), injected, metav1.UpdateOptions{}); err != nil {
+		t.Errorf("updating an injected pod's labels was refused while the webhook is down: %s", statusMessage(err))
 	}
 }
 
@@ -430,8 +440,18 @@ func TestSidecarImageFixed(t *testing.T) {
 		_, err = client.CoreV1().Pods(ns).Update(ctx, cur, metav1.UpdateOptions{})
 		return err
 	}
+	before := hook.calls.Load()
 	if err := update("agent", "registry.example/agent:v2"); err != nil {
 		t.Errorf("agent image update refused: %s", statusMessage(err))
+	}
+	cur, _ := client.CoreV1().Pods(ns).Get(ctx, p.Name, metav1.GetOptions{})
+	cur.Labels = map[string]string{"touched": "yes"}
+	cur.Finalizers = []string{"example.com/keep"}
+	if _, err := client.CoreV1().Pods(ns).Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+		t.Errorf("metadata update refused: %s", statusMessage(err))
+	}
+	if n := hook.calls.Load() - before; n != 0 {
+		t.Errorf("the webhook reviewed %d ordinary updates; the CEL should keep them away", n)
 	}
 	err = update(inject.SidecarName, "registry.example/evil:v1")
 	if err == nil {
