@@ -78,6 +78,14 @@ func (ex *exchange) run(out output) {
 			}
 			forward = append(forward, m)
 		case jsonrpc.KindNotification:
+			if e := screenNotification(m); e != nil {
+				p.log.Warn("refusing a request sent as a notification", "method", m.Method, "session", ex.sessionID())
+				if !ex.batch {
+					out.fail(e)
+					return
+				}
+				continue
+			}
 			forward = append(forward, m)
 		case jsonrpc.KindRequest:
 			if _, dup := ex.waiting[m.ID.String()]; dup {

@@ -238,6 +238,11 @@ func (c *stdioConn) fromClient(ctx context.Context, line []byte) {
 			}
 			forward = append(forward, m)
 		case jsonrpc.KindNotification:
+			if e := screenNotification(m); e != nil {
+				// A notification cannot be answered: refused, and logged.
+				p.log.Warn("refusing a request sent as a notification", "method", m.Method, "session", c.sess.id, "err", e.msg)
+				continue
+			}
 			if m.Method == "notifications/cancelled" {
 				// A cancelled request may go unanswered (MCP's
 				// cancellation utility): stop waiting for it; a late

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"mcpguard.dev/mcpguard/proxy/jsonrpc"
 	"mcpguard.dev/mcpguard/rules"
 )
 
@@ -223,6 +225,8 @@ func TestStdioRelay(t *testing.T) {
 	if got := h.fromRelay.next(t, "client"); !strings.Contains(got, `"error"`) {
 		t.Fatalf("duplicate keys answered with %s", got)
 	}
+	// A tools/call without an id would escape the decision: refused.
+	h.client(`{"jsonrpc":"2.0","method":"tools/call","params":{"name":"get-env"}}`)
 	h.client(`not json`)
 	if got := h.fromRelay.next(t, "client"); !strings.Contains(got, `"code":-32700`) || !strings.Contains(got, `"id":null`) {
 		t.Fatalf("garbage answered with %s", got)
@@ -370,4 +374,63 @@ func TestReadLine(t *testing.T) {
 			t.Errorf("line %d = %+v, want %+v", i, all[i], want[i])
 		}
 	}
+}
+
+// closeFunc is a WriteCloser that records writes and runs a func on Close.
+type closeFunc struct {
+	bytes.Buffer
+	onClose func()
+}
+
+func (c *closeFunc) Close() error { c.onClose(); return nil }
+
+// FuzzStdioClient feeds arbitrary client bytes through the relay: whatever
+// reaches the server must be lines the strict codec accepts, in canonical
+// form, and never the call the policy denies.
+func FuzzStdioClient(f *testing.F) {
+	for _, seed := range []string{
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"m":"x"}}}` + "\n",
+		`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"get-env"}}` + "\n",
+		`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"get-\u0065nv"}}` + "\n",
+		`[{"jsonrpc":"2.0","id":1,"method":"ping"}]` + "\n",
+		`{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}` + "\r\n\n",
+		`{"jsonrpc":"2.0","id":1,"result":{}}`,
+		"not json\n{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tools/list\"}",
+	} {
+		f.Add([]byte(seed))
+	}
+	engine, err := rules.Parse("stdio-test.yaml", []byte(stdioPolicy))
+	if err != nil {
+		f.Fatal(err)
+	}
+	s, err := NewStdio(Config{Policy: engine, Logger: slog.New(slog.DiscardHandler), MaxBodyBytes: 64 << 10})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		serverR, serverW := io.Pipe()
+		toServer := &closeFunc{onClose: func() { serverW.Close() }}
+		err := s.Serve(context.Background(), StdioStreams{
+			Client: bytes.NewReader(data), ToClient: io.Discard, Server: serverR, ToServer: toServer,
+		})
+		if err != nil {
+			t.Fatalf("Serve = %v, want nil after the client's input ended", err)
+		}
+		for line := range strings.Lines(toServer.String()) {
+			line = strings.TrimSuffix(line, "\n")
+			msgs, _, err := jsonrpc.Decode([]byte(line), jsonrpc.DefaultLimits)
+			if err != nil {
+				t.Fatalf("forwarded a line the codec refuses (%v): %s", err, line)
+			}
+			for _, m := range msgs {
+				if name, _, _ := jsonrpc.LookupString(m.Params, "name"); m.Method == "tools/call" && name != "echo" {
+					t.Fatalf("forwarded a call the policy denies: %s", line)
+				}
+				again, _ := jsonrpc.Encode(m)
+				if len(msgs) == 1 && string(again) != line {
+					t.Fatalf("forwarded a non-canonical line:\n%s\nre-encoded:\n%s", line, again)
+				}
+			}
+		}
+	})
 }

@@ -58,6 +58,17 @@ func (p *Proxy) screen(ctx context.Context, ex *exchange, m *jsonrpc.Message) (*
 	return denial(p.cfg.DenyAs, m, in.Tool, d)
 }
 
+// screenNotification refuses a notification whose method is one screen
+// decides: sent without an id, a tools/call, prompts/get or resources/read
+// would reach the gateway undecided, and a lax server might act on it.
+func screenNotification(m *jsonrpc.Message) *callError {
+	switch m.Method {
+	case "tools/call", "prompts/get", "resources/read":
+		return errInvalid("%s must be a request with an id, not a notification: the policy decides it before it is forwarded", m.Method)
+	}
+	return nil
+}
+
 // screenServer decides a request the gateway sends the agent (sampling,
 // elicitation). It returns the error to answer the gateway with, or nil.
 func (p *Proxy) screenServer(ctx context.Context, ex *exchange, m *jsonrpc.Message) *jsonrpc.Message {
