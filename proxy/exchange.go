@@ -332,6 +332,10 @@ func (ex *exchange) fromUpstream(ctx context.Context, m *jsonrpc.Message, eventI
 		}
 		_ = out.deliver(m, eventID)
 	case jsonrpc.KindNotification:
+		if screenNotification(m) != nil {
+			p.log.Warn("dropping a gateway request sent as a notification", "method", m.Method, "session", ex.sessionID())
+			return
+		}
 		_ = out.deliver(m, eventID)
 	}
 }

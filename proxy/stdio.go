@@ -440,6 +440,10 @@ func (c *stdioConn) fromServer(ctx context.Context, line []byte) {
 			c.sess.expect(m.ID.String())
 			deliver = append(deliver, m)
 		case jsonrpc.KindNotification:
+			if screenNotification(m) != nil {
+				p.log.Warn("dropping a server request sent as a notification", "method", m.Method, "session", c.sess.id)
+				continue
+			}
 			if m.Method == "notifications/cancelled" {
 				if id := jsonrpc.Lookup(m.Params, "requestId"); id != nil {
 					c.sess.answer(string(id))

@@ -210,6 +210,7 @@ func TestStdioRelay(t *testing.T) {
 	if got := h.toServer.next(t, "server"); !strings.Contains(got, `"id":"s1"`) || !strings.Contains(got, `-32003`) {
 		t.Fatalf("refused server request answered with %s", got)
 	}
+	h.server(`{"jsonrpc":"2.0","method":"sampling/createMessage","params":{"messages":[],"maxTokens":1}}`) // no id: dropped
 	h.server(`{"jsonrpc":"2.0","id":"s2","method":"roots/list"}`)
 	if got := h.fromRelay.next(t, "client"); !strings.Contains(got, `"method":"roots/list"`) {
 		t.Fatalf("client got %s", got)

@@ -58,12 +58,13 @@ func (p *Proxy) screen(ctx context.Context, ex *exchange, m *jsonrpc.Message) (*
 	return denial(p.cfg.DenyAs, m, in.Tool, d)
 }
 
-// screenNotification refuses a notification whose method is one screen
-// decides: sent without an id, a tools/call, prompts/get or resources/read
-// would reach the gateway undecided, and a lax server might act on it.
+// screenNotification refuses a notification whose method is one screen or
+// screenServer decides: sent without an id, a tools/call, prompts/get,
+// resources/read, sampling/createMessage or elicitation/create would pass
+// undecided, and a lax peer might act on it. Either direction.
 func screenNotification(m *jsonrpc.Message) *callError {
 	switch m.Method {
-	case "tools/call", "prompts/get", "resources/read":
+	case "tools/call", "prompts/get", "resources/read", "sampling/createMessage", "elicitation/create":
 		return errInvalid("%s must be a request with an id, not a notification: the policy decides it before it is forwarded", m.Method)
 	}
 	return nil
