@@ -100,16 +100,7 @@ var conformanceServers = []struct {
 // the one check that fails and its message, so that any other failure of the
 // scenario still fails the test; an entry that stops matching fails it too.
 // MCPGUARD_KNOWN_BUG=1 compares without them.
-var divergences = map[string]divergence{
-	"server-sse-multiple-streams": {
-		check:   "server-accepts-multiple-post-streams",
-		message: "Server rejected some requests. Statuses: 400, 400, 400",
-		why: "the suite negotiates 2025-11-25, then POSTs with MCP-Protocol-Version: 2025-03-26 on the " +
-			"session; the proxy answers a version other than the negotiated one with 400 (badinput_test.go, " +
-			"\"protocol version mismatch\"), the reference servers accept any version they support. TODO(#2): " +
-			"the spec says the client SHOULD send the negotiated version; decide whether the proxy keeps refusing",
-	},
-}
+var divergences = map[string]divergence{}
 
 // coreScenarios must pass against every reference server directly, so the
 // comparison can never pass because both runs failed wholesale.

@@ -74,9 +74,13 @@ func (p *Proxy) servePost(w http.ResponseWriter, r *http.Request) {
 		p.reject(w, r, firstID(msgs), cerr)
 		return
 	}
-	if headerVersion != "" && headerVersion != sess.protocolVersion {
+	// The spec (2025-06-18, "Protocol Version Header") requires a 400 for an
+	// invalid or unsupported version; a client that sends another supported
+	// session-era version is tolerated, as the reference servers do, and the
+	// gateway still gets the negotiated one.
+	if headerVersion != "" && !sessionVersions[headerVersion] {
 		p.reject(w, r, firstID(msgs), errProtocolVersion(
-			"MCP-Protocol-Version %q does not match the session's negotiated version %q", headerVersion, sess.protocolVersion))
+			"MCP-Protocol-Version %q is not a version this session can speak (negotiated %q)", headerVersion, sess.protocolVersion))
 		return
 	}
 	if batch && sess.protocolVersion != versionBatches {
