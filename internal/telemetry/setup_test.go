@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -225,11 +226,35 @@ func TestOTLPGRPCExport(t *testing.T) {
 
 func TestNoExporterNoTraffic(t *testing.T) {
 	clearOTelEnv(t)
+	// Listen where OTLP exporters send by default: nothing may arrive.
+	var conns atomic.Int32
+	for _, addr := range []string{"127.0.0.1:4317", "127.0.0.1:4318", "[::1]:4317", "[::1]:4318"} {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Logf("cannot watch %s: %v", addr, err)
+			continue
+		}
+		defer ln.Close()
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				conns.Add(1)
+				c.Close()
+			}
+		}()
+	}
+	defer func() {
+		if n := conns.Load(); n != 0 {
+			t.Errorf("%d connections to the default OTLP ports with no exporter configured", n)
+		}
+	}()
 	tel, err := Setup(context.Background(), Options{TraceBuffer: 8})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer tel.Shutdown(context.Background())
 	if len(tel.Exporters) != 0 {
 		t.Errorf("exporters without configuration: %v", tel.Exporters)
 	}
@@ -254,6 +279,11 @@ func TestNoExporterNoTraffic(t *testing.T) {
 	if tel2.MeterProvider == nil || tel2.Metrics == nil {
 		t.Error("metrics must stay available for /metrics")
 	}
+	emit(t, tel)
+	if err := tel.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // let a stray dial land before counting
 }
 
 func TestSamplerFromEnv(t *testing.T) {
