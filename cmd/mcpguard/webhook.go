@@ -215,7 +215,11 @@ func runWebhook(ctx context.Context, f *webhookFlags) error {
 	var client kubernetes.Interface
 	if !files || f.namespaceDefaults {
 		if client, err = kubeClient(); err != nil {
-			return &exitError{code: exitFail, err: err}
+			what := "tls" // own-CA mode keeps its certificate in the cluster
+			if files {
+				what = "--namespace-defaults"
+			}
+			return &exitError{code: exitFail, err: fmt.Errorf("%s: %w", what, err)}
 		}
 	}
 	if f.namespaceDefaults {
