@@ -75,8 +75,8 @@ func TestWebhookConfiguration(t *testing.T) {
 						at("reinvocationPolicy must be IfNeeded (Istio's injector may run after mcpguard)")
 					}
 				case slices.Equal(r.Operations, []admissionregistrationv1.OperationType{admissionregistrationv1.Update}):
-					if !slices.Equal(r.Resources, []string{"pods", "pods/ephemeralcontainers"}) {
-						at("UPDATE of %q, want pods and pods/ephemeralcontainers (sidecar image changes, kubectl debug)", r.Resources)
+					if !slices.Equal(r.Resources, []string{"pods"}) && !slices.Equal(r.Resources, []string{"pods/ephemeralcontainers"}) {
+						at("UPDATE of %q, want pods (sidecar image changes) or pods/ephemeralcontainers (kubectl debug)", r.Resources)
 					}
 					if w.ReinvocationPolicy == nil || *w.ReinvocationPolicy != admissionregistrationv1.NeverReinvocationPolicy {
 						at("the update webhook never patches: reinvocationPolicy Never")
@@ -155,23 +155,43 @@ func checkMatchConditions(t *testing.T, mwc admissionregistrationv1.MutatingWebh
 		}
 		byName[w.Name] = w
 	}
-	podHook, nsHook, updHook := byName["pods.inject.mcpguard.dev"], byName["namespaces.inject.mcpguard.dev"], byName["updates.inject.mcpguard.dev"]
-	if len(byName) != 3 || *podHook.ClientConfig.Service.Path != inject.PathMutate || *nsHook.ClientConfig.Service.Path != inject.PathMutateNamespace || *updHook.ClientConfig.Service.Path != inject.PathMutate {
-		t.Fatalf("webhooks %v: want pods.inject (%s), namespaces.inject (%s) and updates.inject (%s)", slices.Sorted(maps.Keys(byName)), inject.PathMutate, inject.PathMutateNamespace, inject.PathMutate)
+	podHook, nsHook := byName["pods.inject.mcpguard.dev"], byName["namespaces.inject.mcpguard.dev"]
+	updHook, dbgHook := byName["updates.inject.mcpguard.dev"], byName["debug.inject.mcpguard.dev"]
+	for name, w := range map[string]admissionregistrationv1.MutatingWebhook{"pods": podHook, "namespaces": nsHook, "updates": updHook, "debug": dbgHook} {
+		want := inject.PathMutate
+		if name == "namespaces" {
+			want = inject.PathMutateNamespace
+		}
+		if w.ClientConfig.Service == nil || *w.ClientConfig.Service.Path != want {
+			t.Fatalf("webhooks %v: want %s.inject.mcpguard.dev on %s", slices.Sorted(maps.Keys(byName)), name, want)
+		}
 	}
-	// Updates: only pods mcpguard injected, judged by the old object.
-	updated := func(oldAnn map[string]string, ns string) bool {
-		return evalConditions(t, env, updHook, map[string]any{
-			"object":    map[string]any{"metadata": map[string]any{"name": "p"}},
-			"oldObject": map[string]any{"metadata": annotationsMeta(oldAnn)},
-			"request":   map[string]any{"namespace": ns, "operation": "UPDATE"},
-		})
+	// Updates: only pods mcpguard injected, judged by the old object, and
+	// of those only the ones whose sidecar image changes.
+	podObj := func(ann map[string]string, sidecarImage string) map[string]any {
+		p := map[string]any{"metadata": annotationsMeta(ann)}
+		if sidecarImage != "" {
+			p["spec"] = map[string]any{"initContainers": []any{map[string]any{"name": inject.SidecarName, "image": sidecarImage}}}
+		} else {
+			p["spec"] = map[string]any{}
+		}
+		return p
 	}
-	if !updated(map[string]string{inject.AnnotationStatus: "{}"}, "agents") {
-		t.Error("an update of an injected pod does not reach the update webhook")
+	injected := map[string]string{inject.AnnotationStatus: "{}"}
+	update := func(w admissionregistrationv1.MutatingWebhook, old, cur map[string]any) bool {
+		return evalConditions(t, env, w, map[string]any{"object": cur, "oldObject": old, "request": map[string]any{"namespace": "agents", "operation": "UPDATE"}})
 	}
-	if updated(map[string]string{inject.AnnotationInject: "true"}, "agents") || updated(nil, "agents") {
+	if !update(updHook, podObj(injected, "mcpguard:v1"), podObj(injected, "evil:v1")) {
+		t.Error("a sidecar image change on an injected pod does not reach the update webhook")
+	}
+	if update(updHook, podObj(injected, "mcpguard:v1"), podObj(map[string]string{"label-change": "x"}, "mcpguard:v1")) {
+		t.Error("an ordinary update of an injected pod reaches the update webhook: it would depend on the webhook being up")
+	}
+	if update(updHook, podObj(map[string]string{inject.AnnotationInject: "true"}, ""), podObj(nil, "")) {
 		t.Error("updates of pods mcpguard did not inject reach the update webhook")
+	}
+	if !update(dbgHook, podObj(injected, "mcpguard:v1"), podObj(injected, "mcpguard:v1")) || update(dbgHook, podObj(nil, ""), podObj(nil, "")) {
+		t.Error("the debug webhook must see ephemeral containers of injected pods, and only those")
 	}
 	a := inject.AnnotationInject
 	cases := []struct {
