@@ -112,7 +112,7 @@ exists); flags win over the environment, which wins over the file.`,
 	f.StringVar(&opts.DecisionLog, "decision-log", "", "append one JSON line per policy decision to FILE (- for stdout): the input of mcpguard policy replay")
 	f.IntVar(&opts.TraceBuffer, "trace-buffer", opts.TraceBuffer, "spans kept in memory for mcpguard traces and the admin /traces page; 0 disables")
 	f.BoolVar(&opts.RecordArguments, "record-arguments", false, "record tool argument values in spans and the decision log, redacted (off: never recorded)")
-	f.StringSliceVar(&opts.Redact, "redact", nil, "extra regular expression whose matches in recorded argument values become [REDACTED] (repeatable; with --record-arguments)")
+	f.StringArrayVar(&opts.Redact, "redact", nil, "extra regular expression whose matches in recorded argument values become [REDACTED] (repeatable, not split at commas; with --record-arguments)")
 	return cmd
 }
 

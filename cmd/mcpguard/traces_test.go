@@ -341,3 +341,14 @@ func TestProxyExportsOverOTLP(t *testing.T) {
 		}
 	}
 }
+
+func TestRedactFlagKeepsCommas(t *testing.T) {
+	cmd := newProxyCmd()
+	if err := cmd.Flags().Parse([]string{"--redact", "a{1,3}", "--redact", "b"}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := cmd.Flags().GetStringArray("redact")
+	if strings.Join(got, "|") != "a{1,3}|b" {
+		t.Errorf("--redact = %q", got)
+	}
+}
