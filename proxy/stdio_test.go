@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -435,3 +436,84 @@ func FuzzStdioClient(f *testing.F) {
 		}
 	})
 }
+
+// FuzzStdioServer feeds arbitrary server bytes through the relay, after
+// the client asked for tools/list: whatever reaches the client must be lines
+// the strict codec accepts, with no tool the policy hides and no server
+// request it refuses.
+func FuzzStdioServer(f *testing.F) {
+	for _, seed := range []string{
+		`{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"echo"},{"name":"get-env"}]}}` + "\n",
+		`{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"get-env","name":"echo"}]}}` + "\n",
+		`[{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"get-\u0065nv"}]}}]` + "\n",
+		`{"jsonrpc":"2.0","id":"s","method":"sampling/createMessage","params":{}}` + "\n",
+		`{"jsonrpc":"2.0","method":"sampling/createMessage"}` + "\n",
+		"garbage\n{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}",
+	} {
+		f.Add([]byte(seed))
+	}
+	engine, err := rules.Parse("stdio-test.yaml", []byte(stdioPolicy))
+	if err != nil {
+		f.Fatal(err)
+	}
+	s, err := NewStdio(Config{Policy: engine, Logger: slog.New(slog.DiscardHandler), MaxBodyBytes: 64 << 10})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		clientR, clientW := io.Pipe()
+		var toClient bytes.Buffer
+		// The server speaks only once the request has been forwarded to it.
+		sent := make(chan struct{})
+		toServer := &signalWriter{written: sent}
+		go func() { _, _ = io.WriteString(clientW, `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`+"\n") }()
+		server := io.MultiReader(readerAfter(sent), bytes.NewReader(data))
+		err := s.Serve(context.Background(), StdioStreams{Client: clientR, ToClient: &toClient, Server: server, ToServer: toServer})
+		clientW.Close()
+		if !errors.Is(err, ErrServerGone) {
+			t.Fatalf("Serve = %v, want ErrServerGone", err)
+		}
+		for line := range strings.Lines(toClient.String()) {
+			line = strings.TrimSuffix(line, "\n")
+			msgs, _, err := jsonrpc.Decode([]byte(line), jsonrpc.DefaultLimits)
+			if err != nil {
+				t.Fatalf("relayed a line the codec refuses (%v): %s", err, line)
+			}
+			for _, m := range msgs {
+				if m.Method == "sampling/createMessage" {
+					t.Fatalf("relayed a server request the policy refuses: %s", line)
+				}
+				if m.ID.String() == "1" && m.Result != nil {
+					tools, _ := jsonrpc.Elements(jsonrpc.Lookup(m.Result, "tools"))
+					for _, tl := range tools {
+						if name, _, _ := jsonrpc.LookupString(tl, "name"); name != "echo" {
+							t.Fatalf("listed a tool the policy hides: %s", line)
+						}
+					}
+				}
+			}
+		}
+	})
+}
+
+// signalWriter closes written at its first Write.
+type signalWriter struct {
+	once    sync.Once
+	written chan struct{}
+}
+
+func (w *signalWriter) Write(p []byte) (int, error) {
+	w.once.Do(func() { close(w.written) })
+	return len(p), nil
+}
+
+func (w *signalWriter) Close() error { return nil }
+
+// readerAfter is an empty reader whose first Read waits for c to close.
+func readerAfter(c <-chan struct{}) io.Reader {
+	return readerFunc(func([]byte) (int, error) { <-c; return 0, io.EOF })
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
