@@ -667,18 +667,7 @@ var clientScenarios = []string{"initialize", "tools_call", "elicitation-sep1034-
 // clientDivergences are client scenarios the proxy fails as a known bug,
 // pinned like divergences (a message here is a prefix: the suite puts
 // measured timings after it). MCPGUARD_KNOWN_BUG=1 compares without them.
-var clientDivergences = map[string]divergence{
-	"sse-retry": {
-		check:   "client-sse-retry-timing",
-		message: "Client reconnected too early",
-		why: "the suite's server primes the tools/call stream with an event id and retry: 500, then closes it " +
-			"for the client to resume with GET + Last-Event-ID (SEP-1699); the proxy relays the priming event " +
-			"but answers the unanswered call with an error when the gateway's stream ends (exchange.relayStream), " +
-			"so the client never resumes. TODO(#2): when the gateway primed the stream and the agent takes SSE, " +
-			"end the agent's stream without an answer and let the resumed GET (already relayed with " +
-			"Last-Event-ID) deliver it",
-	},
-}
+var clientDivergences = map[string]divergence{}
 
 // TestConformanceClient runs the suite's client scenarios differentially:
 // go-sdk's reference client against the suite's test server directly, and

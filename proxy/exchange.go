@@ -21,7 +21,6 @@ type exchange struct {
 	msgs       []*jsonrpc.Message
 	batch      bool
 	mcpHeaders http.Header
-	resumed    bool // a GET with Last-Event-ID: replayed responses are expected
 	// waiting maps the ids of forwarded requests to their methods until the
 	// gateway answers them. An answer to anything else is dropped.
 	waiting map[string]string
@@ -40,6 +39,9 @@ func (ex *exchange) sessionID() string {
 type output interface {
 	// stream is called when the gateway answers with an event stream.
 	stream() error
+	// resumable reports whether the agent receives an event stream it can
+	// resume with Last-Event-ID.
+	resumable() bool
 	// deliver sends or buffers one message for the agent.
 	deliver(m *jsonrpc.Message, eventID string) error
 	// raw passes an SSE control chunk (priming id, retry) where it can.
@@ -98,6 +100,9 @@ func (ex *exchange) run(out output) {
 				continue
 			}
 			ex.waiting[m.ID.String()] = m.Method
+			if ex.sess != nil {
+				ex.sess.track(m.ID.String(), m.Method)
+			}
 			forward = append(forward, m)
 		}
 	}
@@ -251,6 +256,7 @@ func (ex *exchange) relayStream(ctx context.Context, res *http.Response, out out
 	rd := newSSEReader(res.Body, p.cfg.MaxBodyBytes)
 	isPost := len(ex.msgs) > 0
 	idleFor := p.cfg.StreamIdleTimeout
+	primed := false // the gateway gave the stream event ids: it can be resumed
 	for {
 		ev, err := rd.next()
 		if err != nil && isPost && len(ex.waiting) == 0 {
@@ -260,6 +266,15 @@ func (ex *exchange) relayStream(ctx context.Context, res *http.Response, out out
 			if ctx.Err() != nil && ex.r.Context().Err() != nil {
 				return // the agent went away; nobody to tell
 			}
+			if isPost && primed && ex.sess != nil && out.resumable() &&
+				(errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) {
+				// SSE polling (2025-11-25, SEP-1699): the gateway closed a
+				// stream it gave event ids, for the agent to resume with GET
+				// and Last-Event-ID. The answers come on that stream (see
+				// fromUpstream); answering now would answer twice.
+				p.log.Info("gateway closed a resumable stream; the agent resumes it", "session", ex.sessionID(), "unanswered", len(ex.waiting))
+				return
+			}
 			if isPost || !errors.Is(err, io.EOF) {
 				p.log.Warn("gateway stream ended", "session", ex.sessionID(), "err", err, "unanswered", len(ex.waiting))
 			}
@@ -267,6 +282,7 @@ func (ex *exchange) relayStream(ctx context.Context, res *http.Response, out out
 			return
 		}
 		idle.Reset(idleFor)
+		primed = primed || ev.hasID
 		if len(ev.data) == 0 {
 			// A priming event (an id, or a retry hint) for resumption.
 			chunk := ""
@@ -304,15 +320,18 @@ func (ex *exchange) fromUpstream(ctx context.Context, m *jsonrpc.Message, eventI
 	switch m.Kind() {
 	case jsonrpc.KindResponse:
 		method, ok := ex.waiting[m.ID.String()]
+		if ok {
+			delete(ex.waiting, m.ID.String())
+			ex.settle(m.ID)
+		} else if len(ex.msgs) == 0 && ex.sess != nil {
+			// A GET stream: after a resumption it carries the answers to
+			// requests whose POST stream was cut, each delivered once.
+			method, ok = ex.sess.settle(m.ID.String())
+		}
 		if !ok {
-			if ex.resumed {
-				_ = out.deliver(m, eventID)
-				return
-			}
 			p.log.Warn("dropping a gateway response for an id never sent or already answered", "id", m.ID.String(), "session", ex.sessionID())
 			return
 		}
-		delete(ex.waiting, m.ID.String())
 		if method == "tools/list" && m.Result != nil {
 			filtered, err := p.filterTools(ctx, ex, m.Result)
 			if err != nil {
@@ -407,6 +426,13 @@ func (ex *exchange) failWaiting(out output, answers []*jsonrpc.Message, e *callE
 	out.finish(status)
 }
 
+// settle forgets a request of the session once answered.
+func (ex *exchange) settle(id jsonrpc.ID) {
+	if ex.sess != nil {
+		ex.sess.settle(id.String())
+	}
+}
+
 // answerLeftovers answers each still-waiting request with e, in the order
 // the agent sent them.
 func (ex *exchange) answerLeftovers(out output, e *callError) int {
@@ -417,6 +443,7 @@ func (ex *exchange) answerLeftovers(out output, e *callError) int {
 		}
 		if _, ok := ex.waiting[m.ID.String()]; ok {
 			delete(ex.waiting, m.ID.String())
+			ex.settle(m.ID)
 			_ = out.deliver(&jsonrpc.Message{ID: m.ID, Error: e.rpc()}, "")
 			n++
 		}
@@ -440,6 +467,8 @@ type httpOut struct {
 func newHTTPOut(w http.ResponseWriter, r *http.Request, batch bool, sessionID string) *httpOut {
 	return &httpOut{w: w, acceptSSE: acceptsSSE(r), batch: batch, sessionID: sessionID}
 }
+
+func (o *httpOut) resumable() bool { return o.sw != nil }
 
 func (o *httpOut) stream() error {
 	if o.sw != nil || !(o.acceptSSE || o.forceStream) {

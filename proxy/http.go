@@ -328,7 +328,7 @@ func (p *Proxy) serveGet(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("gateway answered the GET stream with %s", res.Status), res.StatusCode)
 		return
 	}
-	ex := &exchange{p: p, r: r, sess: sess, version: sess.protocolVersion, resumed: r.Header.Get("Last-Event-ID") != ""}
+	ex := &exchange{p: p, r: r, sess: sess, version: sess.protocolVersion}
 	out := newHTTPOut(w, r, false, "")
 	out.forceStream = true
 	ex.relayStream(ctx, res, out)

@@ -29,8 +29,12 @@ type session struct {
 	// pending holds the ids of server→client requests relayed to the agent
 	// and not yet answered: a response with any other id is dropped.
 	pending map[string]struct{}
-	active  int // requests in flight; an active session never expires
-	closed  bool
+	// calls maps the ids of agent requests forwarded to the gateway to their
+	// methods until answered, across streams: an answer may arrive on a
+	// resumed GET stream after the POST's stream was cut (SEP-1699).
+	calls  map[string]string
+	active int // requests in flight; an active session never expires
+	closed bool
 }
 
 func (s *session) upstream() string {
@@ -82,6 +86,28 @@ func (s *session) answer(id string) bool {
 	}
 	delete(s.pending, id)
 	return true
+}
+
+// track records a forwarded agent request.
+func (s *session) track(id, method string) {
+	s.mu.Lock()
+	if s.calls == nil {
+		s.calls = make(map[string]string)
+	}
+	if len(s.calls) < 4096 {
+		s.calls[id] = method
+	}
+	s.mu.Unlock()
+}
+
+// settle forgets a forwarded request once it is answered, returning its
+// method; false when it was never forwarded or is already answered.
+func (s *session) settle(id string) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, ok := s.calls[id]
+	delete(s.calls, id)
+	return m, ok
 }
 
 // sessions is the proxy's session table.

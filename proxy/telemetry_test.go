@@ -732,6 +732,7 @@ func BenchmarkTelemetryPerCall(b *testing.B) {
 type discardOutput struct{}
 
 func (discardOutput) stream() error                          { return nil }
+func (discardOutput) resumable() bool                        { return false }
 func (discardOutput) deliver(*jsonrpc.Message, string) error { return nil }
 func (discardOutput) raw(string) error                       { return nil }
 func (discardOutput) finish(int)                             {}
