@@ -81,7 +81,7 @@ func runDemo(ctx context.Context, out io.Writer, serve, verbose bool) error {
 		fmt.Fprintf(out, `  curl -s %s \
     -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' \
     -H 'Mcp-Protocol-Version: 2026-07-28' -H 'Mcp-Method: tools/call' -H 'Mcp-Name: fetch_url' \
-    -d '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fetch_url","arguments":{"url":"http://169.254.169.254/latest/meta-data/"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}'
+    -d '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fetch_url","arguments":{"url":"http://169.254.169.254/latest/meta-data/"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}'
 `, px.URL)
 		fmt.Fprintln(out, "\nPoint any MCP client at the proxy URL above. Ctrl-C stops.")
 		select {

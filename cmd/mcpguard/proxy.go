@@ -66,7 +66,14 @@ func defaultProxyOptions() proxyOptions {
 }
 
 func newProxyCmd() *cobra.Command {
-	opts := defaultProxyOptions()
+	cmd, _ := proxyCommand()
+	return cmd
+}
+
+// proxyCommand returns the command and the options its flags write to.
+func proxyCommand() (*cobra.Command, *proxyOptions) {
+	opts := &proxyOptions{}
+	*opts = defaultProxyOptions()
 	var configFile string
 	cmd := &cobra.Command{
 		Use:   "proxy --upstream URL --policy FILE",
@@ -88,7 +95,7 @@ exists); flags win over the environment, which wins over the file.`,
 			if err := opts.resolve(cmd.Flags(), configFile); err != nil {
 				return &exitError{code: exitUsage, err: err}
 			}
-			return runProxy(cmd.Context(), opts, nil)
+			return runProxy(cmd.Context(), *opts, nil)
 		},
 	}
 	f := cmd.Flags()
@@ -113,7 +120,7 @@ exists); flags win over the environment, which wins over the file.`,
 	f.IntVar(&opts.TraceBuffer, "trace-buffer", opts.TraceBuffer, "spans kept in memory for mcpguard traces and the admin /traces page; 0 disables")
 	f.BoolVar(&opts.RecordArguments, "record-arguments", false, "record tool argument values in spans and the decision log, redacted (off: never recorded)")
 	f.StringArrayVar(&opts.Redact, "redact", nil, "extra regular expression whose matches in recorded argument values become [REDACTED] (repeatable, not split at commas; with --record-arguments)")
-	return cmd
+	return cmd, opts
 }
 
 // resolve layers the config file and the environment under the flags the
@@ -225,6 +232,7 @@ func runProxy(ctx context.Context, o proxyOptions, started func(running)) error 
 	defer obs.close(context.Background())
 	var policy proxy.Policy
 	var engine *rules.Engine
+	health := &policyHealth{}
 	switch {
 	case o.engine != nil:
 		engine = o.engine
@@ -237,8 +245,10 @@ func runProxy(ctx context.Context, o proxyOptions, started func(running)) error 
 		if err != nil {
 			return &exitError{code: exitUsage, err: err}
 		}
+		health.files = o.Policy
 		go func() {
 			_ = engine.Watch(ctx, func(err error) {
+				health.reloaded(err)
 				if err != nil {
 					obs.policyReloaded(err)
 					log.Error("policy reload failed; the previous policy stays in force", "err", err)
@@ -288,7 +298,7 @@ func runProxy(ctx context.Context, o proxyOptions, started func(running)) error 
 			ln.Close()
 			return &exitError{code: exitUsage, err: fmt.Errorf("admin-listen: %v", err)}
 		}
-		mux := adminMux(p)
+		mux := adminMux(p, health)
 		obs.mount(mux)
 		admin = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		r.AdminURL = "http://" + aln.Addr().String()
@@ -340,10 +350,39 @@ func nonLoopback(addr string) bool {
 	return ip == nil || !ip.IsLoopback()
 }
 
-func adminMux(p *proxy.Proxy) *http.ServeMux {
+// policyHealth is what /healthz says about the policy: a failed reload
+// leaves the previous policy in force, and says so here until a reload
+// succeeds.
+type policyHealth struct {
+	files   []string
+	mu      sync.Mutex
+	lastErr error
+	at      time.Time
+}
+
+func (h *policyHealth) reloaded(err error) {
+	h.mu.Lock()
+	h.lastErr, h.at = err, time.Now()
+	h.mu.Unlock()
+}
+
+func (h *policyHealth) status() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.lastErr != nil {
+		return fmt.Sprintf("ok; policy reload failed at %s: %v; the previous policy stays in force",
+			h.at.UTC().Format(time.RFC3339), h.lastErr)
+	}
+	return "ok"
+}
+
+// adminMux serves health. It stays 200 while the previous policy is in
+// force after a failed reload: restarting the pod would not fix the file,
+// and serving with the last good policy is the safe state.
+func adminMux(p *proxy.Proxy, health *policyHealth) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintln(w, "ok")
+		fmt.Fprintln(w, health.status())
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !p.Ready() {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -224,8 +225,11 @@ func (ob *observability) mount(mux *http.ServeMux) {
 	}
 	mux.Handle("GET /metrics", ob.tel.Metrics)
 	if ob.tel.Ring != nil {
-		mux.Handle("GET /debug/traces", telemetry.TracesHandler(ob.tel.Ring))
-		mux.Handle("GET /traces", telemetry.PageHandler(ob.tel.Ring))
+		// In a pod the admin listener is on the pod IP for the kubelet's
+		// probes; what the agent called is for the people on the machine
+		// (or behind kubectl port-forward, which arrives on loopback).
+		mux.Handle("GET /debug/traces", loopbackOnly(telemetry.TracesHandler(ob.tel.Ring)))
+		mux.Handle("GET /traces", loopbackOnly(telemetry.PageHandler(ob.tel.Ring)))
 	}
 }
 
@@ -239,4 +243,16 @@ func (ob *observability) close(ctx context.Context) {
 	defer cancel()
 	_ = ob.tel.Shutdown(ctx)
 	_ = ob.decisions.Close()
+}
+
+// loopbackOnly serves h to loopback clients only.
+func loopbackOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+			http.Error(w, "trace inspection is served to loopback clients only: use kubectl port-forward", http.StatusForbidden)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
