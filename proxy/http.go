@@ -356,6 +356,7 @@ func (p *Proxy) serveDelete(w http.ResponseWriter, r *http.Request) {
 // reject answers a whole request with an error and logs it.
 func (p *Proxy) reject(w http.ResponseWriter, r *http.Request, id jsonrpc.ID, e *callError) {
 	p.log.Warn("request rejected", "method", r.Method, "path", r.URL.Path, "status", e.status, "code", e.code, "err", e.msg)
+	p.tel.rejected(r, e)
 	writeError(w, id, e)
 }
 

@@ -964,3 +964,20 @@ func (st *stdioTrace) end(resp *jsonrpc.Message) {
 	st.tr.endUpstream()
 	st.tr.end(st.tr.calls[0], resp, nil)
 }
+
+// rejected records a request refused before it could be read as MCP (bad
+// JSON, an oversized body, an unknown session): a SERVER span with the
+// JSON-RPC code as error.type, so a refusal is visible where calls are.
+func (t *telemetry) rejected(r *http.Request, e *callError) {
+	if t == nil || !t.tracing {
+		return
+	}
+	ctx := t.prop.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	attrs := appendNetwork([]attribute.KeyValue{
+		semconv.ErrorTypeKey.String(strconv.FormatInt(e.code, 10)),
+		semconv.HTTPResponseStatusCode(e.status),
+	}, r)
+	_, span := t.tracer.Start(ctx, "mcpguard rejected", trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attrs...))
+	span.SetStatus(codes.Error, e.msg)
+	span.End()
+}

@@ -963,3 +963,24 @@ func TestIdleStreamEndsClientSpan(t *testing.T) {
 	}
 	wantAttrs(t, srvSpan, map[string]string{"error.type": "-32004"})
 }
+
+// TestRejectedRequestsHaveSpans: input refused before it is MCP (bad JSON,
+// an unknown session) still leaves a span with the error, beside the log
+// line and the JSON-RPC error.
+func TestRejectedRequestsHaveSpans(t *testing.T) {
+	e := newTelemetryEnv(t)
+	for _, tt := range []struct {
+		body, code string
+		hdr        map[string]string
+	}{
+		{`{"jsonrpc":`, "-32700", nil},
+		{`{"jsonrpc":"2.0","id":1,"method":"ping"}`, "-32001", map[string]string{"Mcp-Session-Id": "unknown"}},
+	} {
+		e.spans.Reset()
+		e.post(tt.body, tt.hdr)
+		s := e.span("mcpguard rejected", trace.SpanKindServer)
+		if got := attrs(s)["error.type"]; got != tt.code {
+			t.Errorf("error.type = %q, want %q", got, tt.code)
+		}
+	}
+}
