@@ -136,7 +136,7 @@ for r in "${call_rows[@]}"; do
   body=$(tail -n +2 <<<"$out")
   got=ALLOWED
   # 403 (or a JSON-RPC error, or isError with --deny-as tool-error) is a block.
-  if [ "$status" != 200 ] || grep -q '"error"' <<<"$body" || grep -q '"isError":true' <<<"$body"; then got=BLOCKED; fi
+  if [ "$status" != 200 ] || grep -q '"error":{' <<<"$body" || grep -q '"isError":true' <<<"$body"; then got=BLOCKED; fi
   rule=$(sed -n 's/.*"rule":"\([^"]*\)".*/\1/p' <<<"$body" | head -n 1)
   record "1 policy (sidecar)" "$prefix$tool $args" "$want" "$got" "HTTP $status${rule:+ rule $rule}"
 done
