@@ -188,8 +188,12 @@ type bridge struct {
 	mu        sync.Mutex
 	sessionID string // from the initialize answer's Mcp-Session-Id
 	version   string // negotiated by initialize
-	getOnce   sync.Once
-	inflight  sync.WaitGroup
+	// tools are the definitions tools/list answers carried, for the
+	// Mcp-Param-* headers a 2026-07-28 tools/call mirrors from its
+	// arguments (the proxy checks them against the body).
+	tools    map[string]*mcp.Tool
+	getOnce  sync.Once
+	inflight sync.WaitGroup
 }
 
 // run relays until stdin ends, then lets calls in flight finish (bounded)
@@ -267,7 +271,7 @@ func (b *bridge) post(ctx context.Context, body []byte, m *jsonrpc.Message) {
 	switch ct, _, _ := mime.ParseMediaType(res.Header.Get("Content-Type")); {
 	case res.StatusCode == http.StatusAccepted:
 	case ct == "text/event-stream":
-		_ = b.relaySSE(res.Body, nil)
+		_ = b.relaySSE(res.Body, nil, m)
 	case ct == "application/json":
 		data, err := io.ReadAll(res.Body)
 		if err != nil {
@@ -302,6 +306,40 @@ func (b *bridge) setSession(h http.Header, m *jsonrpc.Message) {
 			h.Set(k, v)
 		}
 	}
+	if m != nil && m.Method == "tools/call" && mcp.RequiresStandardHeaders(version) {
+		name, _, _ := jsonrpc.LookupString(m.Params, "name")
+		b.mu.Lock()
+		tool := b.tools[name]
+		b.mu.Unlock()
+		if tool != nil {
+			for k, v := range mcp.GenerateParamHeaders(tool, m.Params) {
+				h.Set(k, v)
+			}
+		}
+	}
+}
+
+// learnTools remembers the tool definitions of a tools/list answer.
+func (b *bridge) learnTools(line []byte) {
+	m, err := jsonrpc.DecodeOne(line, jsonrpc.DefaultLimits)
+	if err != nil || m.Result == nil {
+		return
+	}
+	defs, err := jsonrpc.Elements(jsonrpc.Lookup(m.Result, "tools"))
+	if err != nil {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.tools == nil {
+		b.tools = make(map[string]*mcp.Tool)
+	}
+	for _, def := range defs {
+		var tool mcp.Tool
+		if json.Unmarshal(def, &tool) == nil && tool.Name != "" {
+			b.tools[tool.Name] = &tool
+		}
+	}
 }
 
 func metaVersion(m *jsonrpc.Message) string {
@@ -320,6 +358,9 @@ func (b *bridge) deliver(data []byte, req *jsonrpc.Message) {
 	if err := json.Compact(&compact, data); err != nil {
 		b.fail(req, fmt.Errorf("the local proxy answered invalid JSON: %v", err))
 		return
+	}
+	if req != nil && req.Method == "tools/list" {
+		b.learnTools(compact.Bytes())
 	}
 	if req != nil && req.Method == "initialize" {
 		if m, err := jsonrpc.DecodeOne(compact.Bytes(), jsonrpc.DefaultLimits); err == nil && m.Result != nil {
@@ -345,8 +386,8 @@ func (b *bridge) fail(m *jsonrpc.Message, err error) {
 }
 
 // relaySSE writes the data of each event as a line, recording event ids in
-// lastID when given.
-func (b *bridge) relaySSE(body io.Reader, lastID *string) error {
+// lastID when given; req is the request a POST's stream answers, if any.
+func (b *bridge) relaySSE(body io.Reader, lastID *string, req *jsonrpc.Message) error {
 	rd := bufio.NewReaderSize(body, 64<<10)
 	var data bytes.Buffer
 	for {
@@ -358,6 +399,9 @@ func (b *bridge) relaySSE(body io.Reader, lastID *string) error {
 		switch {
 		case len(line) == 0:
 			if d := bytes.TrimSpace(data.Bytes()); len(d) > 0 {
+				if req != nil && req.Method == "tools/list" {
+					b.learnTools(d)
+				}
 				b.out.write(d)
 			}
 			data.Reset()
@@ -388,7 +432,7 @@ func (b *bridge) listen(ctx context.Context) {
 			b.log.Warn("the server-to-client stream failed; retrying", "err", err, "in", backoff.String())
 		case res.StatusCode == http.StatusOK:
 			backoff = time.Second
-			err := b.relaySSE(res.Body, &lastID)
+			err := b.relaySSE(res.Body, &lastID, nil)
 			res.Body.Close()
 			b.log.Info("the server-to-client stream ended; resuming", "err", err, "last_event_id", lastID)
 		case res.StatusCode == http.StatusMethodNotAllowed:

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
@@ -21,12 +22,13 @@ import (
 // Streamable HTTP server over TLS, requiring a bearer token. reset drops
 // every session, as a restarted gateway would.
 type gateway struct {
-	srv     *httptest.Server
-	caFile  string
-	mu      sync.Mutex
-	handler http.Handler
-	authBad atomic.Int32
-	inits   atomic.Int32
+	srv       *httptest.Server
+	caFile    string
+	mu        sync.Mutex
+	handler   http.Handler // /mcp: sessions
+	stateless http.Handler // /stateless: also 2026-07-28, which go-sdk serves only statelessly
+	authBad   atomic.Int32
+	inits     atomic.Int32
 }
 
 const gatewayToken = "s3cret-token"
@@ -43,6 +45,9 @@ func startGateway(t *testing.T) *gateway {
 		}
 		g.mu.Lock()
 		h := g.handler
+		if r.URL.Path == "/stateless" {
+			h = g.stateless
+		}
 		g.mu.Unlock()
 		h.ServeHTTP(w, r)
 	}))
@@ -66,8 +71,19 @@ func (g *gateway) reset() {
 	sdk.AddTool(s, &sdk.Tool{Name: "get-env"}, func(context.Context, *sdk.CallToolRequest, struct{}) (*sdk.CallToolResult, any, error) {
 		return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: "SECRET=1"}}}, nil, nil
 	})
+	// weather mirrors its region into an Mcp-Param-Region header
+	// (2026-07-28), which the proxy checks against the body.
+	type weatherIn struct {
+		Region string `json:"region"`
+	}
+	sdk.AddTool(s, &sdk.Tool{Name: "weather", InputSchema: json.RawMessage(`{"type":"object","properties":{"region":{"type":"string","x-mcp-header":"Region"}},"required":["region"]}`)},
+		func(_ context.Context, _ *sdk.CallToolRequest, in weatherIn) (*sdk.CallToolResult, any, error) {
+			return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: "sunny in " + in.Region}}}, nil, nil
+		})
 	h := sdk.NewStreamableHTTPHandler(func(r *http.Request) *sdk.Server { return s }, nil)
+	stateless := sdk.NewStreamableHTTPHandler(func(r *http.Request) *sdk.Server { return s }, &sdk.StreamableHTTPOptions{Stateless: true})
 	g.mu.Lock()
+	g.stateless = stateless
 	g.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost && r.Header.Get("Mcp-Session-Id") == "" {
 			g.inits.Add(1)
@@ -79,8 +95,13 @@ func (g *gateway) reset() {
 
 func connectCmd(t *testing.T, g *gateway, token string, extra ...string) *exec.Cmd {
 	t.Helper()
-	args := append([]string{"connect", "--policy", writePolicy(t, testPolicy), "--token-env", "MCPGUARD_TEST_TOKEN"}, extra...)
-	cmd := exec.Command(mcpguardBin(t), append(args, g.srv.URL+"/mcp")...)
+	return connectPath(t, g, "/mcp", token, extra...)
+}
+
+func connectPath(t *testing.T, g *gateway, path, token string, extra ...string) *exec.Cmd {
+	t.Helper()
+	args := append([]string{"connect", "--policy", writePolicy(t, testPolicy+"    - tool: weather\n"), "--token-env", "MCPGUARD_TEST_TOKEN"}, extra...)
+	cmd := exec.Command(mcpguardBin(t), append(args, g.srv.URL+path)...)
 	cmd.Env = append(os.Environ(), "MCPGUARD_TEST_TOKEN="+token)
 	return cmd
 }
@@ -88,14 +109,14 @@ func connectCmd(t *testing.T, g *gateway, token string, extra ...string) *exec.C
 func TestConnect(t *testing.T) {
 	g := startGateway(t)
 	// Both protocol eras: sessions (2025-11-25, where a gateway restart
-	// loses the session) and the stateless 2026-07-28 (the SDK's default).
-	for _, version := range []string{"2025-11-25", ""} {
-		name := version
-		if name == "" {
-			name = "default"
-		}
-		t.Run(name, func(t *testing.T) {
-			cmd := connectCmd(t, g, gatewayToken, "--ca", g.caFile)
+	// loses the session) and the stateless 2026-07-28 (server/discover).
+	for _, version := range []string{"2025-11-25", "2026-07-28"} {
+		t.Run(version, func(t *testing.T) {
+			path := "/mcp"
+			if version == "2026-07-28" {
+				path = "/stateless"
+			}
+			cmd := connectPath(t, g, path, gatewayToken, "--ca", g.caFile)
 			var stderr lockedBuffer
 			cmd.Stderr = &stderr
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -112,13 +133,29 @@ func TestConnect(t *testing.T) {
 					t.Logf("stderr:\n%s", stderr.String())
 				}
 			}()
+			if got := cs.InitializeResult().ProtocolVersion; got != version {
+				t.Fatalf("negotiated %q through mcpguard connect, want %q", got, version)
+			}
 
 			tools, err := cs.ListTools(ctx, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(tools.Tools) != 1 || tools.Tools[0].Name != "echo" {
-				t.Errorf("tools = %+v, want only echo (get-env filtered by the policy)", tools.Tools)
+			var names []string
+			for _, tl := range tools.Tools {
+				names = append(names, tl.Name)
+			}
+			if !sameSet(names, []string{"echo", "weather"}) {
+				t.Errorf("tools = %v, want echo and weather (get-env filtered by the policy)", names)
+			}
+			// In 2026-07-28 the bridge mirrors the region into the
+			// Mcp-Param-Region header the proxy checks against the body.
+			res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "weather", Arguments: map[string]any{"region": "eu-west"}})
+			if err != nil {
+				t.Fatalf("weather: %v", err)
+			}
+			if got := sdkText(res.Content); got != "sunny in eu-west" {
+				t.Errorf("weather = %q", got)
 			}
 			echo := func() {
 				t.Helper()
@@ -141,7 +178,7 @@ func TestConnect(t *testing.T) {
 			before := g.inits.Load()
 			g.reset()
 			echo()
-			if version != "" && g.inits.Load() == before {
+			if version == "2025-11-25" && g.inits.Load() == before {
 				t.Error("no re-initialize reached the gateway after it lost the session")
 			}
 			if g.authBad.Load() != 0 {
