@@ -316,43 +316,9 @@ func TestInstallScript(t *testing.T) {
 			t.Errorf("changed more than the webhook without being asked: %q", calls)
 		}
 	})
-	t.Run("image override, dry run", func(t *testing.T) {
-		f := newFakeCluster(t)
-		const image = "quay.io/example/mcpguard:v9.9.9"
-		if code, out := f.run(t, "install.sh", "--platform", "kubernetes", "--image", image, "--dry-run"); code != 0 {
-			t.Fatalf("exit %d\n%s", code, out)
-		}
-		for _, c := range f.calls(t) {
-			if slices.Contains(c, "apply") && !slices.Contains(c, "--dry-run=server") {
-				t.Errorf("--dry-run, but %q", c)
-			}
-			if slices.Contains(c, "rollout") {
-				t.Errorf("waited for a rollout in a dry run: %q", c)
-			}
-		}
-		applied := f.applied(t)
-		if len(applied) != 1 {
-			t.Fatalf("applied %d kustomizations, want 1", len(applied))
-		}
-		var d appsv1.Deployment
-		for _, o := range applied[0] {
-			if err := validateObject(t, o); err != nil {
-				t.Errorf("%s: %v", o, err)
-			}
-			if o.GVK.Kind == "Deployment" {
-				if err := strict(o.JSON, &d); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-		c := d.Spec.Template.Spec.Containers[0]
-		if c.Image != image || flagValue(expandArgs(c), "image") != image {
-			t.Errorf("image %q, sidecar --image %q; want both %q", c.Image, flagValue(expandArgs(c), "image"), image)
-		}
-		if flagValue(expandArgs(c), "dns-names") == "" {
-			t.Error("--platform kubernetes did not install the own-CA overlay")
-		}
-	})
+	for _, image := range []string{"quay.io/example/mcpguard:v9.9.9", "registry.example:5000/team/mcpguard@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"} {
+		t.Run("image override, dry run, "+image, func(t *testing.T) { installImage(t, image) })
+	}
 	t.Run("body check appends the provider", func(t *testing.T) {
 		existing := `{"spec":{"values":{"meshConfig":{"extensionProviders":[{"name":"otel","opentelemetry":{"service":"otel.svc","port":4317}}]}}}}`
 		f := newFakeCluster(t, "FAKE_PROVIDERS=otel")
@@ -425,6 +391,46 @@ func TestInstallScript(t *testing.T) {
 			t.Errorf("KataConfig or ServiceEntry not applied: %q", calls)
 		}
 	})
+}
+
+// installImage runs install.sh --image IMAGE --dry-run and checks that the
+// webhook and the sidecar both get IMAGE.
+func installImage(t *testing.T, image string) {
+	t.Helper()
+	f := newFakeCluster(t)
+	if code, out := f.run(t, "install.sh", "--platform", "kubernetes", "--image", image, "--dry-run"); code != 0 {
+		t.Fatalf("exit %d\n%s", code, out)
+	}
+	for _, c := range f.calls(t) {
+		if slices.Contains(c, "apply") && !slices.Contains(c, "--dry-run=server") {
+			t.Errorf("--dry-run, but %q", c)
+		}
+		if slices.Contains(c, "rollout") {
+			t.Errorf("waited for a rollout in a dry run: %q", c)
+		}
+	}
+	applied := f.applied(t)
+	if len(applied) != 1 {
+		t.Fatalf("applied %d kustomizations, want 1", len(applied))
+	}
+	var d appsv1.Deployment
+	for _, o := range applied[0] {
+		if err := validateObject(t, o); err != nil {
+			t.Errorf("%s: %v", o, err)
+		}
+		if o.GVK.Kind == "Deployment" {
+			if err := strict(o.JSON, &d); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	c := d.Spec.Template.Spec.Containers[0]
+	if c.Image != image || flagValue(expandArgs(c), "image") != image {
+		t.Errorf("image %q, sidecar --image %q; want both %q", c.Image, flagValue(expandArgs(c), "image"), image)
+	}
+	if flagValue(expandArgs(c), "dns-names") == "" {
+		t.Error("--platform kubernetes did not install the own-CA overlay")
+	}
 }
 
 // patchArg returns the -p value of the one `patch --type=TYPE` call.
