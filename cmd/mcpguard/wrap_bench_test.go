@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"testing"
 	"time"
 
@@ -17,14 +18,18 @@ import (
 // latency wrap adds (two extra pipe hops, strict decoding both ways, one
 // policy decision, re-encoding).
 //
-//	go test ./cmd/mcpguard -run '^$' -bench StdioCall -benchtime 2000x
+// The three sessions are open at once and each iteration calls each of
+// them in turn, so a shared machine's changing load falls on all alike; the
+// medians and the added latency are reported as metrics.
+//
+//	go test ./cmd/mcpguard -run '^$' -bench StdioCall -benchtime 3000x
 func BenchmarkStdioCall(b *testing.B) {
 	self, err := os.Executable()
 	if err != nil {
 		b.Fatal(err)
 	}
 	policy := writePolicy(b, testPolicy)
-	for _, tt := range []struct {
+	variants := []struct {
 		name string
 		argv []string
 	}{
@@ -32,30 +37,52 @@ func BenchmarkStdioCall(b *testing.B) {
 		{"wrap", []string{mcpguardBin(b), "wrap", "--log-level", "warn", "--policy", policy, "--", self}},
 		// The default log level writes a decision line per call to stderr.
 		{"wrap-info-log", []string{mcpguardBin(b), "wrap", "--policy", policy, "--", self}},
-	} {
-		b.Run(tt.name, func(b *testing.B) {
-			cmd := exec.Command(tt.argv[0], tt.argv[1:]...)
-			cmd.Env = append(os.Environ(), testServerEnv+"=exit42")
-			cmd.Stderr = io.Discard
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-			defer cancel()
-			client := sdk.NewClient(&sdk.Implementation{Name: "bench", Version: "1"}, nil)
-			cs, err := client.Connect(ctx, &sdk.CommandTransport{Command: cmd}, nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer cs.Close()
-			params := &sdk.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "benchmark"}}
-			if _, err := cs.CallTool(ctx, params); err != nil { // warm up
-				b.Fatal(err)
-			}
-			b.ResetTimer()
-			for b.Loop() {
-				res, err := cs.CallTool(ctx, params)
-				if err != nil || res.IsError {
-					b.Fatalf("echo: %v %+v", err, res)
-				}
-			}
-		})
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	params := &sdk.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "benchmark"}}
+	sessions := make([]*sdk.ClientSession, len(variants))
+	for i, v := range variants {
+		cmd := exec.Command(v.argv[0], v.argv[1:]...)
+		cmd.Env = append(os.Environ(), testServerEnv+"=exit42")
+		cmd.Stderr = io.Discard
+		client := sdk.NewClient(&sdk.Implementation{Name: "bench", Version: "1"}, nil)
+		cs, err := client.Connect(ctx, &sdk.CommandTransport{Command: cmd}, nil)
+		if err != nil {
+			b.Fatalf("%s: %v", v.name, err)
+		}
+		defer cs.Close()
+		for range 20 { // warm up
+			if _, err := cs.CallTool(ctx, params); err != nil {
+				b.Fatalf("%s: %v", v.name, err)
+			}
+		}
+		sessions[i] = cs
+	}
+	took := make([][]time.Duration, len(variants))
+	b.ResetTimer()
+	for b.Loop() {
+		for i, cs := range sessions {
+			start := time.Now()
+			res, err := cs.CallTool(ctx, params)
+			took[i] = append(took[i], time.Since(start))
+			if err != nil || res.IsError {
+				b.Fatalf("%s: echo: %v %+v", variants[i].name, err, res)
+			}
+		}
+	}
+	b.StopTimer()
+	median := func(d []time.Duration) float64 {
+		slices.Sort(d)
+		return float64(d[len(d)/2].Microseconds())
+	}
+	direct := median(took[0])
+	for i, v := range variants {
+		m := median(took[i])
+		b.ReportMetric(m, v.name+"-µs/call")
+		if i > 0 {
+			b.ReportMetric(m-direct, v.name+"-added-µs")
+		}
+	}
+	b.ReportMetric(median(took[1])/direct, "wrap/direct")
 }
