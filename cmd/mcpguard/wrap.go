@@ -212,7 +212,7 @@ func runWrap(ctx context.Context, o wrapOptions, argv []string, stdin io.Reader,
 
 	inClosed := srv.in.closed
 	var termTimer, killTimer <-chan time.Time
-	escalate := func() { // SIGTERM now, SIGKILL after the grace
+	escalate := func() { // after a SIGTERM (or like): SIGKILL once the grace is up
 		if killTimer == nil {
 			killTimer = time.After(o.Grace)
 		}
