@@ -1,6 +1,7 @@
 package manifests_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -9,6 +10,9 @@ import (
 	"testing"
 
 	"github.com/google/cel-go/cel"
+	authorinov1beta3 "github.com/kuadrant/authorino/api/v1beta3"
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
 	"google.golang.org/protobuf/encoding/protojson"
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
 	istionetworking "istio.io/client-go/pkg/apis/networking/v1"
@@ -358,3 +362,59 @@ func TestSandboxedAgent(t *testing.T) {
 }
 
 func resourceMust(s string) resource.Quantity { return resource.MustParse(s) }
+
+// TestBodyCheckRego evaluates the AuthConfig's Rego the way Authorino does:
+// Rego v0, wrapped in a package of its own, queried for allow, with the raw
+// body as input.request.body. A coarse net, so the cases are the obvious
+// ones; the sidecar's canonicalising policy decides the rest.
+func TestBodyCheckRego(t *testing.T) {
+	var ac authorinov1beta3.AuthConfig
+	one(t, "istio/body-check", "AuthConfig", "mcpguard-body-check", &ac)
+	opa := ac.Spec.Authorization["tool-arguments"].Opa
+	if opa == nil || opa.Rego == "" {
+		t.Fatal("no inline Rego in authorization tool-arguments")
+	}
+	ctx := context.Background()
+	q, err := rego.New(
+		rego.Query("data.mcpguard_body_check.allow"),
+		rego.Module("body-check.rego", "package mcpguard_body_check\n"+opa.Rego),
+		rego.SetRegoVersion(ast.RegoV0),
+	).PrepareForEval(ctx)
+	if err != nil {
+		t.Fatalf("the Rego does not compile as Authorino's v0: %v", err)
+	}
+	call := func(name string, args string) string {
+		return `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"` + name + `","arguments":` + args + `}}`
+	}
+	for _, c := range []struct {
+		body  string
+		allow bool
+	}{
+		{`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}`, true},
+		{`{"jsonrpc":"2.0","id":2,"method":"tools/list"}`, true},
+		{call("get_time", `{}`), true},
+		{call("weather_fetch_url", `{"url":"https://api.weather.gov/points/1,2"}`), true},
+		{call("fetch_url", `{"url":"https://example.com"}`), true},
+		{call("read_file", `{"path":"/workspace/notes.md"}`), true},
+		{call("fetch_url", `{"url":"https://malicious.com"}`), false},
+		{call("fetch_url", `{"url":"https://api.weather.gov.evil.com/"}`), false},
+		{call("fetch_url", `{"url":"http://169.254.169.254/"}`), false},
+		{call("read_file", `{"path":"/etc/passwd"}`), false},
+		{call("run_command", `{"cmd":"id"}`), false},
+		{call("weather_run_command", `{"cmd":"id"}`), false},
+		{`not json`, false},
+		{`[]`, false},
+		{`[` + call("get_time", `{}`) + `,` + call("fetch_url", `{"url":"https://api.github.com/"}`) + `]`, true},
+		{`[` + call("get_time", `{}`) + `,` + call("run_command", `{"cmd":"id"}`) + `]`, false},
+		{call("read_file", `{"path":"/workspace/../etc/passwd"}`), false},
+	} {
+		rs, err := q.Eval(ctx, rego.EvalInput(map[string]any{"request": map[string]any{"body": c.body}}))
+		if err != nil {
+			t.Fatalf("%s: %v", c.body, err)
+		}
+		got := rs.Allowed()
+		if got != c.allow {
+			t.Errorf("body %s: allow = %v, want %v", c.body, got, c.allow)
+		}
+	}
+}
