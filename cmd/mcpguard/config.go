@@ -118,7 +118,7 @@ Clients and the files looked for, first found wins:
 	o.flags(cmd)
 	f := cmd.Flags()
 	f.StringVar(&o.Client, "client", "", "the MCP client: "+clientNames())
-	f.StringSliceVar(&o.Servers, "server", nil, "the server entries to wrap (default: every stdio entry)")
+	f.StringSliceVar(&o.Servers, "server", nil, "the server entries to convert (default: every one)")
 	f.BoolVar(&o.Write, "write", false, "rewrite the configuration file in place (after a backup)")
 	f.StringVar(&o.ConfigFile, "config-file", "", "the configuration file (default: the client's, see above)")
 	f.StringVar(&o.Mcpguard, "mcpguard", "", "path of the mcpguard binary the client should launch (default: this one)")
