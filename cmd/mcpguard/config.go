@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"mcpguard.dev/mcpguard/rules"
 )
 
 // This file is `mcpguard config`: it finds an MCP client's configuration
@@ -165,6 +167,13 @@ func runConfigWrap(o configWrapOptions, stdout, stderr io.Writer, now time.Time)
 			return usage(fmt.Errorf("policy: %v", err))
 		}
 		policies = append(policies, abs)
+	}
+	if len(policies) > 0 {
+		// A broken policy would only show when the client launches the
+		// server, as a server that fails to start: say so now.
+		if _, err := rules.Load(policies...); err != nil {
+			return usage(fmt.Errorf("policy: %v", err))
+		}
 	}
 
 	data, err := os.ReadFile(path)

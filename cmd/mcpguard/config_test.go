@@ -218,6 +218,22 @@ func TestConfigWrapRefuses(t *testing.T) {
 			}
 		})
 	}
+	t.Run("broken policy", func(t *testing.T) {
+		path := filepath.Join(dir, "ok.json")
+		content := `{"servers": {"a": {"command": "x"}}}`
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		bad := writePolicy(t, "apiVersion: mcpguard.dev/v1alpha1\nkind: ToolPolicy\nspec:\n  defaultAction: maybe\n")
+		o := configWrapOptions{policyChoice: policyChoice{Policy: []string{bad}}, Client: "vscode", ConfigFile: path, Mcpguard: "/bin/mcpguard", Write: true}
+		err := runConfigWrap(o, &bytes.Buffer{}, &bytes.Buffer{}, time.Now())
+		if err == nil || !strings.Contains(err.Error(), "policy:") {
+			t.Fatalf("err = %v, want the policy's error", err)
+		}
+		if data, _ := os.ReadFile(path); string(data) != content {
+			t.Error("the file was changed for a broken policy")
+		}
+	})
 	t.Run("unknown client", func(t *testing.T) {
 		err := runConfigWrap(configWrapOptions{Client: "emacs"}, &bytes.Buffer{}, &bytes.Buffer{}, time.Now())
 		if err == nil || !strings.Contains(err.Error(), `"emacs" is not one of claude-desktop, cursor, vscode, claude-code`) {
