@@ -47,7 +47,9 @@ var (
 	buildErr  error
 )
 
-// mcpguardBin builds the mcpguard binary once per test run.
+// mcpguardBin builds the mcpguard binary once per test run. Set
+// MCPGUARD_TEST_RACE=1 to build it with the race detector, so that the
+// relay, the bridge and wrap's process handling are checked too.
 func mcpguardBin(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -56,7 +58,11 @@ func mcpguardBin(t testing.TB) string {
 			return
 		}
 		builtBin = filepath.Join(builtDir, "mcpguard")
-		out, err := exec.Command("go", "build", "-o", builtBin, ".").CombinedOutput()
+		args := []string{"build", "-o", builtBin}
+		if os.Getenv("MCPGUARD_TEST_RACE") == "1" {
+			args = append(args, "-race")
+		}
+		out, err := exec.Command("go", append(args, ".")...).CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}
