@@ -69,6 +69,7 @@ func TestGatewayAuthPolicy(t *testing.T) {
 		Spec struct {
 			TargetRef struct {
 				Group, Kind, Name string
+				SectionName       string `json:"sectionName"`
 			} `json:"targetRef"`
 			Rules struct {
 				Authorization map[string]struct {
@@ -84,8 +85,10 @@ func TestGatewayAuthPolicy(t *testing.T) {
 	if err := json.Unmarshal(objs[0].JSON, &ap); err != nil {
 		t.Fatal(err)
 	}
-	if objs[0].Namespace != "gateway-system" || ap.Spec.TargetRef.Kind != "Gateway" || ap.Spec.TargetRef.Name != "mcp-gateway" {
-		t.Errorf("AuthPolicy %s targets %+v; want the Gateway gateway-system/mcp-gateway", objs[0], ap.Spec.TargetRef)
+	// The agents' listener only: the broker discovers tools through "mcps"
+	// without an agent's token.
+	if objs[0].Namespace != "gateway-system" || ap.Spec.TargetRef.Kind != "Gateway" || ap.Spec.TargetRef.Name != "mcp-gateway" || ap.Spec.TargetRef.SectionName != "mcp" {
+		t.Errorf("AuthPolicy %s targets %+v; want listener mcp of the Gateway gateway-system/mcp-gateway", objs[0], ap.Spec.TargetRef)
 	}
 	rule, ok := ap.Spec.Rules.Authorization["approved-tools"]
 	if !ok || len(rule.PatternMatching.Patterns) != 1 {
@@ -160,12 +163,28 @@ func TestEgress(t *testing.T) {
 	}
 	var agentSC istionetworking.Sidecar
 	one(t, "istio/agents", "Sidecar", "default", &agentSC)
+	var agentHosts []string
 	for _, e := range agentSC.Spec.GetEgress() {
-		for _, h := range e.GetHosts() {
-			if h != "gateway-system/*" {
-				t.Errorf("agents' Sidecar lets them reach %q; only the gateway", h)
-			}
-		}
+		agentHosts = append(agentHosts, e.GetHosts()...)
+	}
+	if want := []string{"gateway-system/*", "./mcp.127-0-0-1.sslip.io"}; !slices.Equal(agentHosts, want) {
+		t.Errorf("agents' Sidecar egress hosts %q, want only the gateway %q", agentHosts, want)
+	}
+	// The gateway's public host name resolves, in the agents' namespace only,
+	// to the gateway Service the webhook's --upstream names.
+	var gw istionetworking.ServiceEntry
+	one(t, "istio/agents", "ServiceEntry", "mcp-gateway-public-host", &gw)
+	var wh appsv1.Deployment
+	one(t, "base", "Deployment", webhookName, &wh)
+	args := expandArgs(wh.Spec.Template.Spec.Containers[0])
+	if !slices.Equal(gw.Spec.GetHosts(), []string{flagValue(args, "upstream-host")}) || !slices.Equal(gw.Spec.GetExportTo(), []string{"."}) {
+		t.Errorf("gateway ServiceEntry hosts %q exportTo %q, want [%s] exported to its namespace only", gw.Spec.GetHosts(), gw.Spec.GetExportTo(), flagValue(args, "upstream-host"))
+	}
+	if eps := gw.Spec.GetEndpoints(); len(eps) != 1 || !strings.Contains(flagValue(args, "upstream"), "//"+eps[0].GetAddress()+":") {
+		t.Errorf("gateway ServiceEntry endpoints %v do not name the host of --upstream %s", eps, flagValue(args, "upstream"))
+	}
+	if ports := gw.Spec.GetPorts(); len(ports) != 1 || !strings.Contains(flagValue(args, "upstream"), fmt.Sprintf(":%d/", ports[0].GetNumber())) {
+		t.Errorf("gateway ServiceEntry ports %v do not match --upstream %s", ports, flagValue(args, "upstream"))
 	}
 
 	var se istionetworking.ServiceEntry
