@@ -108,7 +108,7 @@ Clients and the files looked for, first found wins:
   claude-desktop  <user config dir>/Claude/claude_desktop_config.json   (mcpServers)
   cursor          .cursor/mcp.json, ~/.cursor/mcp.json                   (mcpServers)
   vscode          .vscode/mcp.json, <user config dir>/Code/User/mcp.json (servers)
-  claude-code     .mcp.json, ~/.claude.json                              (mcpServers)`,
+  claude-code     .mcp.json, ~/.claude.json (also projects.<cwd>)        (mcpServers)`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.check(); err != nil {
@@ -188,13 +188,37 @@ func runConfigWrap(o configWrapOptions, stdout, stderr io.Writer, now time.Time)
 	if !ok {
 		return usage(fmt.Errorf("%s: the top level is not a JSON object", path))
 	}
-	servers, ok := doc.get(client.key).(*orderedObject)
-	if !ok {
+	// The server objects to work on: the client's key at the top level,
+	// and for Claude Code also its local scope, the current project's
+	// entry under "projects" in ~/.claude.json (where `claude mcp add`
+	// puts servers by default).
+	var scopes []*orderedObject
+	if top, ok := doc.get(client.key).(*orderedObject); ok {
+		scopes = append(scopes, top)
+	}
+	if client.name == "claude-code" {
+		if cwd, err := os.Getwd(); err == nil {
+			if projects, ok := doc.get("projects").(*orderedObject); ok {
+				if project, ok := projects.get(cwd).(*orderedObject); ok {
+					if local, ok := project.get(client.key).(*orderedObject); ok {
+						scopes = append(scopes, local)
+					}
+				}
+			}
+		}
+	}
+	if len(scopes) == 0 {
 		return usage(fmt.Errorf("%s: no %q object of servers", path, client.key))
 	}
 	for _, name := range o.Servers {
-		if servers.get(name) == nil {
-			return usage(fmt.Errorf("%s: no server %q in %q (it has %s)", path, name, client.key, strings.Join(servers.keys, ", ")))
+		found := false
+		var names []string
+		for _, sc := range scopes {
+			found = found || sc.get(name) != nil
+			names = append(names, sc.keys...)
+		}
+		if !found {
+			return usage(fmt.Errorf("%s: no server %q in %q (it has %s)", path, name, client.key, strings.Join(names, ", ")))
 		}
 	}
 
@@ -208,53 +232,55 @@ func runConfigWrap(o configWrapOptions, stdout, stderr io.Writer, now time.Time)
 	wrapArgs = append(wrapArgs, "--")
 
 	changed := &orderedObject{vals: map[string]any{}}
-	for _, name := range servers.keys {
-		if len(o.Servers) > 0 && !slices.Contains(o.Servers, name) {
-			continue
-		}
-		entry, ok := servers.get(name).(*orderedObject)
-		if !ok {
-			return usage(fmt.Errorf("%s: server %q is not an object", path, name))
-		}
-		command, _ := entry.get("command").(string)
-		if url, _ := entry.get("url").(string); command == "" && url != "" {
-			// A remote server: the client speaks HTTP to it itself, so
-			// it gets `mcpguard connect` as a stdio server instead.
-			if entry.get("headers") != nil {
-				fmt.Fprintf(stderr, "mcpguard: %s: skipping %q: a remote server with \"headers\"; use `mcpguard connect --token-env NAME %s` by hand\n", path, name, url)
+	for _, servers := range scopes {
+		for _, name := range servers.keys {
+			if len(o.Servers) > 0 && !slices.Contains(o.Servers, name) {
 				continue
 			}
-			connectArgs := slices.Clone(wrapArgs)
-			connectArgs[0] = "connect"
-			connectArgs[len(connectArgs)-1] = url // in place of "--"
-			entry.remove("url")
-			if entry.get("type") != nil {
-				entry.set("type", "stdio")
+			entry, ok := servers.get(name).(*orderedObject)
+			if !ok {
+				return usage(fmt.Errorf("%s: server %q is not an object", path, name))
+			}
+			command, _ := entry.get("command").(string)
+			if url, _ := entry.get("url").(string); command == "" && url != "" {
+				// A remote server: the client speaks HTTP to it itself, so
+				// it gets `mcpguard connect` as a stdio server instead.
+				if entry.get("headers") != nil {
+					fmt.Fprintf(stderr, "mcpguard: %s: skipping %q: a remote server with \"headers\"; use `mcpguard connect --token-env NAME %s` by hand\n", path, name, url)
+					continue
+				}
+				connectArgs := slices.Clone(wrapArgs)
+				connectArgs[0] = "connect"
+				connectArgs[len(connectArgs)-1] = url // in place of "--"
+				entry.remove("url")
+				if entry.get("type") != nil {
+					entry.set("type", "stdio")
+				}
+				entry.set("command", bin)
+				entry.set("args", connectArgs)
+				changed.set(name, entry)
+				continue
+			}
+			if command == "" {
+				fmt.Fprintf(stderr, "mcpguard: %s: skipping %q: neither a stdio server (\"command\") nor a remote one (\"url\")\n", path, name)
+				continue
+			}
+			args, err := stringArgs(entry.get("args"))
+			if err != nil {
+				return usage(fmt.Errorf("%s: server %q: %v", path, name, err))
+			}
+			if isWrapped(command, args) {
+				fmt.Fprintf(stderr, "mcpguard: %s: %q is already wrapped\n", path, name)
+				continue
+			}
+			newArgs := append(slices.Clone(wrapArgs), command)
+			for _, a := range args {
+				newArgs = append(newArgs, a)
 			}
 			entry.set("command", bin)
-			entry.set("args", connectArgs)
+			entry.set("args", newArgs)
 			changed.set(name, entry)
-			continue
 		}
-		if command == "" {
-			fmt.Fprintf(stderr, "mcpguard: %s: skipping %q: neither a stdio server (\"command\") nor a remote one (\"url\")\n", path, name)
-			continue
-		}
-		args, err := stringArgs(entry.get("args"))
-		if err != nil {
-			return usage(fmt.Errorf("%s: server %q: %v", path, name, err))
-		}
-		if isWrapped(command, args) {
-			fmt.Fprintf(stderr, "mcpguard: %s: %q is already wrapped\n", path, name)
-			continue
-		}
-		newArgs := append(slices.Clone(wrapArgs), command)
-		for _, a := range args {
-			newArgs = append(newArgs, a)
-		}
-		entry.set("command", bin)
-		entry.set("args", newArgs)
-		changed.set(name, entry)
 	}
 
 	snippet := &orderedObject{vals: map[string]any{}}

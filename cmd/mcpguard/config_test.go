@@ -306,3 +306,45 @@ func TestDiscoverProxyConfig(t *testing.T) {
 		t.Fatalf("discovered %q, want ./mcpguard.yaml first", got)
 	}
 }
+
+// TestConfigWrapClaudeCodeLocalScope wraps the servers `claude mcp add`
+// stores by default: under the current project in ~/.claude.json.
+func TestConfigWrapClaudeCodeLocalScope(t *testing.T) {
+	project := t.TempDir()
+	t.Chdir(project)
+	cwd, _ := os.Getwd()
+	path := filepath.Join(t.TempDir(), ".claude.json")
+	doc := map[string]any{
+		"numStartups": 3,
+		"projects": map[string]any{
+			cwd:               map[string]any{"mcpServers": map[string]any{"local": map[string]any{"type": "stdio", "command": "node", "args": []string{"s.js"}}}},
+			"/somewhere/else": map[string]any{"mcpServers": map[string]any{"other": map[string]any{"command": "other"}}},
+		},
+	}
+	data, _ := json.Marshal(doc)
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o := configWrapOptions{policyChoice: policyChoice{AllowAll: true}, Client: "claude-code", ConfigFile: path, Mcpguard: "/bin/mcpguard", Write: true}
+	if err := runConfigWrap(o, &bytes.Buffer{}, &bytes.Buffer{}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Projects map[string]struct {
+			McpServers map[string]struct {
+				Command string   `json:"command"`
+				Args    []string `json:"args"`
+			} `json:"mcpServers"`
+		} `json:"projects"`
+	}
+	data, _ = os.ReadFile(path)
+	if err := json.Unmarshal(data, &got); err != nil {
+		t.Fatal(err)
+	}
+	if e := got.Projects[cwd].McpServers["local"]; e.Command != "/bin/mcpguard" || !slices.Equal(e.Args, []string{"wrap", "--allow-all", "--", "node", "s.js"}) {
+		t.Errorf("local-scope server = %+v, want it wrapped", e)
+	}
+	if e := got.Projects["/somewhere/else"].McpServers["other"]; e.Command != "other" {
+		t.Errorf("another project's server was changed: %+v", e)
+	}
+}
