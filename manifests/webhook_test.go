@@ -1,14 +1,19 @@
 package manifests_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/cel-go/cel"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -18,6 +23,8 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 
 	"mcpguard.dev/mcpguard/inject"
@@ -679,4 +686,95 @@ func orDefault(v, def string) string {
 		return def
 	}
 	return v
+}
+
+// TestNamespaceDefaultsComponent adds components/namespace-defaults to each
+// webhook overlay and checks the result: the flag, a token to call the API
+// with, read-only access to namespaces for the webhook alone, and a binary
+// that accepts it and stops only for want of a cluster.
+func TestNamespaceDefaultsComponent(t *testing.T) {
+	bin := mcpguardBinary(t)
+	for _, overlay := range webhookOverlays {
+		t.Run(overlay, func(t *testing.T) {
+			dir := t.TempDir()
+			here, err := filepath.Abs(".")
+			if err != nil {
+				t.Fatal(err)
+			}
+			rel := func(p string) string {
+				r, err := filepath.Rel(dir, filepath.Join(here, p))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return r
+			}
+			k := fmt.Sprintf("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - %s\ncomponents:\n  - %s\n",
+				rel(overlay), rel("components/namespace-defaults"))
+			if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			m, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var d appsv1.Deployment
+			var sa corev1.ServiceAccount
+			var roles []rbacv1.ClusterRole
+			for _, r := range m.Resources() {
+				js, err := r.MarshalJSON()
+				if err != nil {
+					t.Fatal(err)
+				}
+				gvk := r.GetGvk()
+				o := object{Source: overlay + "+namespace-defaults", Name: r.GetName(), Namespace: r.GetNamespace(), JSON: js}
+				o.GVK.Group, o.GVK.Version, o.GVK.Kind = gvk.Group, gvk.Version, gvk.Kind
+				if err := validateObject(t, o); err != nil {
+					t.Errorf("%s: %v", o, err)
+				}
+				switch gvk.Kind {
+				case "Deployment":
+					_ = strict(js, &d)
+				case "ServiceAccount":
+					_ = strict(js, &sa)
+				case "ClusterRole":
+					var cr rbacv1.ClusterRole
+					_ = strict(js, &cr)
+					roles = append(roles, cr)
+				}
+			}
+			c := d.Spec.Template.Spec.Containers[0]
+			if !slices.Contains(c.Args, "--namespace-defaults") {
+				t.Error("no --namespace-defaults")
+			}
+			if p := d.Spec.Template.Spec.AutomountServiceAccountToken; p == nil || !*p || sa.AutomountServiceAccountToken == nil || !*sa.AutomountServiceAccountToken {
+				t.Error("--namespace-defaults needs the ServiceAccount token mounted")
+			}
+			i := slices.IndexFunc(roles, func(r rbacv1.ClusterRole) bool { return r.Name == "mcpguard-webhook-namespaces" })
+			if i < 0 || len(roles[i].Rules) != 1 || !slices.Equal(roles[i].Rules[0].Resources, []string{"namespaces"}) ||
+				!slices.Equal(roles[i].Rules[0].Verbs, []string{"get", "list", "watch"}) {
+				t.Fatalf("ClusterRole for namespaces: %+v", roles)
+			}
+
+			args := expandArgs(c)
+			for i, a := range args {
+				args[i] = strings.ReplaceAll(a, "$(POD_NAMESPACE)", systemNamespace)
+			}
+			if cert := flagValue(args, "tls-cert-file"); cert != "" {
+				tmp := t.TempDir()
+				writeServingCert(t, tmp, serviceDNSNames())
+				for i, a := range args {
+					args[i] = strings.Replace(a, filepath.Dir(cert), tmp, 1)
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, bin, args...)
+			cmd.Env = []string{"HOME=" + t.TempDir(), "KUBECONFIG=" + filepath.Join(t.TempDir(), "none")}
+			out, err := cmd.CombinedOutput()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "kubernetes client") {
+				t.Errorf("mcpguard %s: %v\n%s\nwant exit 1 for want of a cluster, after the flags were accepted", strings.Join(args, " "), err, out)
+			}
+		})
+	}
 }
