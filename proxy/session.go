@@ -218,13 +218,3 @@ func (t *sessions) count() int {
 	defer t.mu.Unlock()
 	return len(t.byID)
 }
-
-func (t *sessions) all() []*session {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	out := make([]*session, 0, len(t.byID))
-	for _, s := range t.byID {
-		out = append(out, s)
-	}
-	return out
-}

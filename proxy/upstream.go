@@ -13,8 +13,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/net/http2"
 )
 
 // upstream is the client for the MCP gateway. It is safe for concurrent use.
@@ -40,49 +38,41 @@ var forwardedHeaders = []string{
 
 func newUpstream(cfg *Config) (*upstream, error) {
 	dialer := &net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
-	var rt http.RoundTripper
+	var tlsConfig *tls.Config
+	if cfg.UpstreamTLS != nil {
+		tlsConfig = cfg.UpstreamTLS.Clone()
+	}
+	t := &http.Transport{
+		Proxy:                 nil, // the gateway is addressed directly; HTTP_PROXY must not reroute it
+		TLSClientConfig:       tlsConfig,
+		DialContext:           dialer.DialContext,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   1024,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   cfg.ConnectTimeout,
+		ExpectContinueTimeout: time.Second,
+		// The proxy decodes and re-encodes bodies itself; a transparent
+		// gzip would hide the wire format from the size bound.
+		DisableCompression: true,
+		// Health-check pings notice a dead gateway connection before a
+		// call is sent down it.
+		HTTP2: &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 10 * time.Second},
+	}
+	// x/net v0.62 deprecated its http2.Transport in favour of net/http's own
+	// (the same code, bundled), configured through Protocols: h2c with prior
+	// knowledge is UnencryptedHTTP2 alone.
+	protocols := new(http.Protocols)
 	switch cfg.UpstreamProtocol {
 	case UpstreamH2C:
-		rt = &http2.Transport{
-			AllowHTTP: true,
-			DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-				return dialer.DialContext(ctx, network, addr)
-			},
-			ReadIdleTimeout: 30 * time.Second,
-			PingTimeout:     10 * time.Second,
-		}
+		protocols.SetUnencryptedHTTP2(true)
+	case UpstreamHTTP1:
+		protocols.SetHTTP1(true)
 	default:
-		var tlsConfig *tls.Config
-		if cfg.UpstreamTLS != nil {
-			tlsConfig = cfg.UpstreamTLS.Clone()
-		}
-		t := &http.Transport{
-			Proxy:                 nil, // the gateway is addressed directly; HTTP_PROXY must not reroute it
-			TLSClientConfig:       tlsConfig,
-			DialContext:           dialer.DialContext,
-			MaxIdleConns:          1024,
-			MaxIdleConnsPerHost:   1024,
-			IdleConnTimeout:       90 * time.Second,
-			TLSHandshakeTimeout:   cfg.ConnectTimeout,
-			ExpectContinueTimeout: time.Second,
-			// The proxy decodes and re-encodes bodies itself; a transparent
-			// gzip would hide the wire format from the size bound.
-			DisableCompression: true,
-		}
-		if cfg.UpstreamProtocol == UpstreamAuto {
-			// x/net/http2 instead of the bundled copy: it exposes the
-			// health-check pings that notice a dead gateway connection.
-			h2, err := http2.ConfigureTransports(t)
-			if err != nil {
-				return nil, fmt.Errorf("configuring HTTP/2: %w", err)
-			}
-			h2.ReadIdleTimeout = 30 * time.Second
-			h2.PingTimeout = 10 * time.Second
-		} else {
-			t.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
-		}
-		rt = t
+		protocols.SetHTTP1(true)
+		protocols.SetHTTP2(true)
 	}
+	t.Protocols = protocols
+	rt := http.RoundTripper(t)
 	return &upstream{
 		url:           cfg.Upstream,
 		host:          cfg.UpstreamHost,

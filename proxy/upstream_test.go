@@ -17,8 +17,6 @@ import (
 	mgomcp "github.com/mark3labs/mcp-go/mcp"
 	mcpserver "github.com/mark3labs/mcp-go/server"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
-	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/h2c"
 )
 
 // protoRecorder notes the HTTP version of each request the gateway sees.
@@ -92,11 +90,12 @@ func TestUpstreamProtocols(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			rec := &protoRecorder{h: mcpGoHandler()}
-			var h http.Handler = rec
+			up := httptest.NewUnstartedServer(rec)
 			if tt.h2c {
-				h = h2c.NewHandler(rec, &http2.Server{})
+				up.Config.Protocols = new(http.Protocols)
+				up.Config.Protocols.SetHTTP1(true)
+				up.Config.Protocols.SetUnencryptedHTTP2(true)
 			}
-			up := httptest.NewUnstartedServer(h)
 			var tlsConfig *tls.Config
 			if tt.tls {
 				up.EnableHTTP2 = true
@@ -321,8 +320,8 @@ func TestMisbehavingUpstream(t *testing.T) {
 			http.Error(w, "boom", 500)
 		}, 502, "gateway answered 500"},
 		{"gateway 401 passes as 401", func(w http.ResponseWriter, r *http.Request, _ string) {
-			http.Error(w, "no", 401)
-		}, 401, "gateway answered 401"},
+			http.Error(w, "no", http.StatusUnauthorized)
+		}, http.StatusUnauthorized, "gateway answered 401"},
 		{"wrong content type", func(w http.ResponseWriter, r *http.Request, _ string) {
 			w.Header().Set("Content-Type", "text/html")
 			fmt.Fprint(w, "<html>")
