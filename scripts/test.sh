@@ -13,12 +13,13 @@ step() { echo; echo "== $* ($((SECONDS - start))s)"; }
 step "installing test peers: npm MCP servers, inspector, conformance suite, Node 22, Go reference servers"
 scripts/test-deps.sh >/dev/null
 
-step "installing Chromium for the trace page test (Debian package)"
-if ! command -v chromium >/dev/null 2>&1; then
-  if command -v apt-get >/dev/null 2>&1; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ||
-      echo "could not install chromium; the trace page test will say so" >&2
-  fi
+step "installing Chromium (trace page test) and shellcheck (scripts test) from Debian"
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
+if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null) ||
+    echo "could not install ${missing[*]}; the tests that need them will say so" >&2
 fi
 
 step "building kube-apiserver and etcd from the Go module proxy (cached per machine)"
