@@ -191,6 +191,12 @@ func ParseURL(raw string) (*URL, error) {
 		return fail("%s", perr)
 	}
 	u.Path = p
+	// Percent-encoding can triple the path: a URL within the bound whose
+	// canonical form is not would be refused when read again, so the
+	// canonical form is held to the same bound (found by FuzzCanonicalURL).
+	if len(u.String()) > MaxURLLength {
+		return fail("is longer than %d bytes once canonical", MaxURLLength)
+	}
 	return u, nil
 }
 
