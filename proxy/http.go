@@ -295,14 +295,8 @@ func (p *Proxy) serveGet(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "protocol version 2026-07-28 has no GET stream: use subscriptions/listen", http.StatusMethodNotAllowed)
 		return
 	}
-	sid := r.Header.Get("Mcp-Session-Id")
-	if sid == "" {
-		p.reject(w, r, jsonrpc.NullID, errSessionRequired())
-		return
-	}
-	sess, cerr := p.sessions.lookup(sid, subjectOf(r))
-	if cerr != nil {
-		p.reject(w, r, jsonrpc.NullID, cerr)
+	sess, ok := p.requestSession(w, r)
+	if !ok {
 		return
 	}
 	sess.begin()
@@ -334,16 +328,26 @@ func (p *Proxy) serveGet(w http.ResponseWriter, r *http.Request) {
 	ex.relayStream(ctx, res, out)
 }
 
-// serveDelete ends a session, at the gateway too.
-func (p *Proxy) serveDelete(w http.ResponseWriter, r *http.Request) {
+// requestSession finds the session a GET or DELETE names, answering the
+// request itself when there is none.
+func (p *Proxy) requestSession(w http.ResponseWriter, r *http.Request) (*session, bool) {
 	sid := r.Header.Get("Mcp-Session-Id")
 	if sid == "" {
 		p.reject(w, r, jsonrpc.NullID, errSessionRequired())
-		return
+		return nil, false
 	}
 	sess, cerr := p.sessions.lookup(sid, subjectOf(r))
 	if cerr != nil {
 		p.reject(w, r, jsonrpc.NullID, cerr)
+		return nil, false
+	}
+	return sess, true
+}
+
+// serveDelete ends a session, at the gateway too.
+func (p *Proxy) serveDelete(w http.ResponseWriter, r *http.Request) {
+	sess, ok := p.requestSession(w, r)
+	if !ok {
 		return
 	}
 	p.sessions.remove(sess.id)
