@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	sigsjson "sigs.k8s.io/json"
 	"strings"
 	"testing"
 
@@ -333,9 +334,13 @@ func FuzzAdmissionHandler(f *testing.F) {
 			}
 			return
 		}
+		// The oracle decodes as the API server's own library does:
+		// case-sensitively. encoding/json would read a case variant such as
+		// "ResourCe" as "resource"; the handler rightly ignores it as an
+		// unknown field (a seed under testdata/fuzz pins this).
 		var in admissionv1.AdmissionReview
-		if err := json.Unmarshal(body, &in); err != nil {
-			t.Fatalf("handler accepted a body encoding/json cannot decode: %v", err)
+		if err := sigsjson.UnmarshalCaseSensitivePreserveInts(body, &in); err != nil {
+			t.Fatalf("handler accepted a body the API server's decoder cannot decode: %v", err)
 		}
 		resp := decodeResponse(t, w)
 		if resp.UID != in.Request.UID {
