@@ -98,6 +98,8 @@ type Config struct {
 	// StreamIdleTimeout ends an upstream SSE stream that sends nothing (not
 	// even a keep-alive comment) for this long. Default 5m.
 	StreamIdleTimeout time.Duration
+	// BodyReadTimeout bounds the arrival of a request body. Default 30s.
+	BodyReadTimeout time.Duration
 	// CallTimeout bounds a whole call, stream included. Default 10m.
 	CallTimeout time.Duration
 	// Logger receives structured logs. Default slog.Default().
@@ -159,6 +161,7 @@ func (c *Config) Validate() error {
 	setDefault(&c.ResponseHeaderTimeout, 60*time.Second)
 	setDefault(&c.StreamIdleTimeout, 5*time.Minute)
 	setDefault(&c.CallTimeout, 10*time.Minute)
+	setDefault(&c.BodyReadTimeout, 30*time.Second)
 	if c.MaxBodyBytes < 0 || c.MaxDepth < 0 || c.MaxSessions < 0 {
 		errs = append(errs, errors.New("limits: max-body-bytes, max-depth and max-sessions must be positive"))
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"time"
 
 	"mcpguard.dev/mcpguard/proxy/jsonrpc"
 	"mcpguard.dev/mcpguard/rules"
@@ -45,6 +46,11 @@ func errInvalid(format string, args ...any) *callError {
 func errTooLarge(limit int) *callError {
 	return &callError{status: http.StatusRequestEntityTooLarge, code: jsonrpc.CodeInvalidRequest,
 		msg: fmt.Sprintf("request body exceeds the %d-byte limit", limit)}
+}
+
+func errBodyTimeout(d time.Duration) *callError {
+	return &callError{status: http.StatusRequestTimeout, code: jsonrpc.CodeInvalidRequest,
+		msg: fmt.Sprintf("the request body did not arrive within %s", d)}
 }
 
 func errMediaType(ct string) *callError {

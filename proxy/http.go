@@ -34,7 +34,7 @@ func isStateless(v string) bool { return v >= versionStateless && len(v) == len(
 // servePost handles one POST of the Streamable HTTP transport: a message or
 // a batch from the agent.
 func (p *Proxy) servePost(w http.ResponseWriter, r *http.Request) {
-	body, cerr := p.readBody(r)
+	body, cerr := p.readBody(w, r)
 	if cerr != nil {
 		p.reject(w, r, jsonrpc.NullID, cerr)
 		return

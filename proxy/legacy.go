@@ -112,7 +112,7 @@ func (p *Proxy) serveLegacyMessage(w http.ResponseWriter, r *http.Request) {
 		p.reject(w, r, jsonrpc.NullID, cerr)
 		return
 	}
-	body, cerr := p.readBody(r)
+	body, cerr := p.readBody(w, r)
 	if cerr != nil {
 		p.reject(w, r, jsonrpc.NullID, cerr)
 		return

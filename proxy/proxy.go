@@ -189,10 +189,17 @@ func (p *Proxy) closeSession(s *session) {
 // readBody reads a request body within the size bound, decoding gzip and
 // deflate first: compressed bytes are never forwarded unseen, and the bound
 // applies to what is decompressed (no zip bombs).
-func (p *Proxy) readBody(r *http.Request) ([]byte, *callError) {
+func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *callError) {
 	if ct := mediaType(r.Header.Get("Content-Type")); ct != "application/json" {
 		return nil, errMediaType(r.Header.Get("Content-Type"))
 	}
+	// A body that trickles in (slowloris) must not hold a goroutine and a
+	// connection for ever: the whole body has BodyReadTimeout to arrive.
+	// The deadline is lifted only once the body is in: after a timeout it
+	// must stay, or net/http, discarding the unread rest of the body before
+	// it writes the 408, would wait on the slow client again.
+	rc := http.NewResponseController(w)
+	deadline := rc.SetReadDeadline(time.Now().Add(p.cfg.BodyReadTimeout)) == nil
 	limit := p.cfg.MaxBodyBytes
 	if r.ContentLength > int64(limit) && r.Header.Get("Content-Encoding") == "" {
 		return nil, errTooLarge(limit)
@@ -228,7 +235,14 @@ func (p *Proxy) readBody(r *http.Request) ([]byte, *callError) {
 		if errors.As(err, &mbe) {
 			return nil, errTooLarge(limit)
 		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return nil, errBodyTimeout(p.cfg.BodyReadTimeout)
+		}
 		return nil, errInvalid("reading the request body: %v", err)
+	}
+	if deadline {
+		_ = rc.SetReadDeadline(time.Time{})
 	}
 	if len(data) > limit {
 		return nil, errTooLarge(limit)

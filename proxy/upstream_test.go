@@ -1,10 +1,12 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -464,5 +466,34 @@ func progressOnce(t *testing.T, endpoint string) {
 	slices.Sort(got)
 	if fmt.Sprint(got) != "[1 2 3]" {
 		t.Fatalf("progress seen = %v, want [1 2 3]", got)
+	}
+}
+
+// TestSlowBody: a body that trickles in (slowloris) is cut off at
+// BodyReadTimeout with 408, while the proxy goes on serving others.
+func TestSlowBody(t *testing.T) {
+	up := newMCPGoUpstream(t)
+	_, px := newTestProxy(t, up.URL+"/mcp", func(c *Config) { c.BodyReadTimeout = 300 * time.Millisecond })
+	conn, err := net.Dial("tcp", strings.TrimPrefix(px.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"json")
+	start := time.Now()
+	hdr := rawSession(t, px.URL+"/mcp")
+	if status, _, _ := rawPost(t, px.URL+"/mcp", []byte(`{"jsonrpc":"2.0","id":2,"method":"ping"}`), hdr); status != 200 {
+		t.Fatalf("another agent meanwhile: %d", status)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer to the slow body: %v", err)
+	}
+	if resp.StatusCode != http.StatusRequestTimeout {
+		t.Fatalf("status = %d, want 408", resp.StatusCode)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("cut off after %s", took)
 	}
 }
