@@ -67,6 +67,7 @@ type options struct {
 	reload    time.Duration
 	listEvery int
 	timeout   time.Duration
+	direct    bool
 }
 
 func main() {
@@ -78,6 +79,7 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 60*time.Second, "how long the load runs")
 	flag.DurationVar(&o.reload, "reload", time.Second, "how often the policy file is replaced")
 	flag.IntVar(&o.listEvery, "list-every", 5, "every n-th request of a worker is tools/list, the others tools/call")
+	flag.BoolVar(&o.direct, "direct", false, "drive the stand-in gateway without mcpguard: the reference for latency (proxy checks skipped)")
 	flag.DurationVar(&o.timeout, "timeout", 0, "the whole run stops after this long (default: duration + 3m)")
 	flag.Parse()
 	if *short {
@@ -143,7 +145,7 @@ func run(ctx context.Context, o options) (bool, error) {
 		return false, err
 	}
 	defer os.RemoveAll(tmp)
-	if o.mcpguard == "" {
+	if o.mcpguard == "" && !o.direct {
 		o.mcpguard = filepath.Join(tmp, "mcpguard")
 		logf("building mcpguard into %s", o.mcpguard)
 		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", o.mcpguard, "./cmd/mcpguard")
@@ -176,11 +178,16 @@ func run(ctx context.Context, o options) (bool, error) {
 	defer upSrv.Close()
 
 	logFile := filepath.Join(tmp, "mcpguard.log")
-	px, err := startProxy(ctx, o.mcpguard, "http://"+uln.Addr().String()+"/mcp", policy, logFile)
-	if err != nil {
-		return false, err
+	target := "http://" + uln.Addr().String() + "/mcp"
+	var px *proc // nil with -direct
+	if !o.direct {
+		px, err = startProxy(ctx, o.mcpguard, target, policy, logFile)
+		if err != nil {
+			return false, err
+		}
+		defer px.stop()
+		target = px.url
 	}
-	defer px.stop()
 	loadStart := uptime()
 
 	r := &report{o: o, loadStart: loadStart}
@@ -190,7 +197,7 @@ func run(ctx context.Context, o options) (bool, error) {
 	// Open the session-era sessions before the clock starts.
 	var ids []string
 	if o.sessions > 0 {
-		lc := loadgen.NewClient(px.url, 16)
+		lc := loadgen.NewClient(target, 16)
 		ss, err := lc.OpenSessions(ctx, o.sessions, 16)
 		lc.CloseIdle()
 		if err != nil {
@@ -218,10 +225,10 @@ func run(ctx context.Context, o options) (bool, error) {
 	}
 	workers := make([]*worker, 0, o.sessions+o.stateless)
 	for i, id := range ids {
-		workers = append(workers, newWorker(hc, px.url, 's', i, id, o.listEvery))
+		workers = append(workers, newWorker(hc, target, 's', i, id, o.listEvery))
 	}
 	for i := range o.stateless {
-		workers = append(workers, newWorker(hc, px.url, 'x', i, "", o.listEvery))
+		workers = append(workers, newWorker(hc, target, 'x', i, "", o.listEvery))
 	}
 
 	loadCtx, stopLoad := context.WithTimeout(ctx, o.duration)
@@ -277,7 +284,7 @@ func run(ctx context.Context, o options) (bool, error) {
 	r.reloadsWritten = reloads
 
 	// End: close every session, let the proxy settle, sample.
-	closeSessions(ctx, hc, px.url, ids)
+	closeSessions(ctx, hc, target, ids)
 	hc.CloseIdleConnections()
 	time.Sleep(2 * time.Second)
 	r.end = px.sample()
@@ -631,6 +638,9 @@ func (p *proc) stop() {
 }
 
 func (p *proc) exited() bool {
+	if p == nil {
+		return false
+	}
 	select {
 	case <-p.done:
 		return true
@@ -648,6 +658,9 @@ type sample struct {
 
 func (p *proc) sample() sample {
 	s := sample{rss: -1, goroutines: -1, sessions: -1}
+	if p == nil {
+		return s
+	}
 	if data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid)); err == nil {
 		for line := range strings.SplitSeq(string(data), "\n") {
 			if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
@@ -753,7 +766,7 @@ func (r *report) print(w io.Writer) bool {
 	if r.end.sessions > r.idle.sessions {
 		r.fail("%d sessions still active after every session was closed (%d idle)", r.end.sessions, r.idle.sessions)
 	}
-	if r.reloadsDone == 0 {
+	if r.reloadsDone == 0 && !r.o.direct {
 		r.fail("the policy was replaced %d times but never reloaded", r.reloadsWritten)
 	}
 
@@ -762,6 +775,9 @@ func (r *report) print(w io.Writer) bool {
 		"closed loop, every %d-th request tools/list, the others tools/call fetch_url; policy file replaced every %s.\n\n",
 		runtime.NumCPU(), runtime.Version(), r.o.sessions, loadgen.ProtocolVersion, r.o.stateless, statelessVersion,
 		r.o.listEvery, r.o.reload)
+	if r.o.direct {
+		fmt.Fprint(w, "**Direct**: no mcpguard in the path (the reference row); the policy reloads and proxy figures do not apply.\n\n")
+	}
 	fmt.Fprintf(w, "uptime at start: %s  \nuptime at end: %s\n\n", r.loadStart, r.loadEnd)
 	fmt.Fprintln(w, "| measure | value |")
 	fmt.Fprintln(w, "|---|---:|")
