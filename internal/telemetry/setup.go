@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
@@ -84,6 +85,9 @@ func Setup(ctx context.Context, o Options) (*Telemetry, error) {
 
 	// Metrics: Prometheus always (it is pulled, never pushed), OTLP on demand.
 	reg := prometheus.NewRegistry()
+	// The Go runtime and process collectors (go_goroutines, RSS, GC) are
+	// what a soak checks for leaks.
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	prom, err := otelprom.New(otelprom.WithRegisterer(reg))
 	if err != nil {
 		return nil, fmt.Errorf("prometheus exporter: %w", err)
