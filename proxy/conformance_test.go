@@ -26,6 +26,7 @@ import (
 	sdkjsonrpc "github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"mcpguard.dev/mcpguard/internal/testpeers"
 	"mcpguard.dev/mcpguard/rules"
 )
 
@@ -107,7 +108,7 @@ var divergences = map[string]divergence{}
 var coreScenarios = []string{"server-initialize", "ping", "tools-list", "tools-call-simple-text", "resources-list", "prompts-list"}
 
 func TestConformance(t *testing.T) {
-	pe := needPeers(t)
+	pe := testpeers.Need(t)
 	strict := os.Getenv("MCPGUARD_KNOWN_BUG") == "1"
 	for _, srv := range conformanceServers {
 		t.Run(srv.name, func(t *testing.T) {
@@ -173,7 +174,7 @@ func TestConformance(t *testing.T) {
 
 // startReferenceServer runs a conformance reference server on a free
 // loopback port and returns its MCP endpoint.
-func startReferenceServer(t *testing.T, pe peers, bin string, args, env func(addr string) []string) string {
+func startReferenceServer(t *testing.T, pe testpeers.Peers, bin string, args, env func(addr string) []string) string {
 	t.Helper()
 	addr := freeAddr(t)
 	var a, e []string
@@ -183,7 +184,7 @@ func startReferenceServer(t *testing.T, pe peers, bin string, args, env func(add
 	if env != nil {
 		e = env(addr)
 	}
-	pp := startPeer(t, t.TempDir(), e, filepath.Join(pe.conformanceServers, bin), a...)
+	pp := startPeer(t, t.TempDir(), e, filepath.Join(pe.ConformanceServers, bin), a...)
 	pp.waitListening(t, addr)
 	return "http://" + addr + "/mcp"
 }
@@ -249,7 +250,7 @@ func (r scenarioResult) String() string {
 }
 
 // runConformance runs the suite's server scenarios against url.
-func runConformance(t *testing.T, pe peers, url string) map[string]scenarioResult {
+func runConformance(t *testing.T, pe testpeers.Peers, url string) map[string]scenarioResult {
 	t.Helper()
 	// --suite all adds the pending scenarios (server-sse-polling,
 	// json-schema-2020-12) to the ~30 active ones: they pass against the
@@ -260,15 +261,15 @@ func runConformance(t *testing.T, pe peers, url string) map[string]scenarioResul
 // runSuite runs the conformance suite with Node 22 and returns each
 // scenario's checks, read from the JSON files it writes with -o (one
 // directory per scenario: [server-]<scenario>-<timestamp>).
-func runSuite(t *testing.T, pe peers, env []string, args ...string) map[string]scenarioResult {
+func runSuite(t *testing.T, pe testpeers.Peers, env []string, args ...string) map[string]scenarioResult {
 	t.Helper()
 	out := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	script := filepath.Join(pe.npmModules, "@modelcontextprotocol", "conformance", "dist", "index.js")
-	cmd := exec.CommandContext(ctx, pe.node22, append(append([]string{script}, args...), "-o", out)...)
+	script := filepath.Join(pe.NPMModules, "@modelcontextprotocol", "conformance", "dist", "index.js")
+	cmd := exec.CommandContext(ctx, pe.Node22, append(append([]string{script}, args...), "-o", out)...)
 	cmd.Dir = t.TempDir()
-	cmd.Env = append(append(os.Environ(), "NODE_OPTIONS=--require "+pe.loopback), env...)
+	cmd.Env = append(append(os.Environ(), "NODE_OPTIONS=--require "+pe.Loopback), env...)
 	// Its own group, so cleanup kills its children too; Pdeathsig, so a
 	// test binary killed by -timeout takes it along rather than orphan it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -411,7 +412,7 @@ func TestDNSRebinding(t *testing.T) {
 // multi-round-trip input requests and subscriptions/listen replace
 // initialize, sessions and server→client requests.
 func TestReferenceServerEras(t *testing.T) {
-	pe := needPeers(t)
+	pe := testpeers.Need(t)
 	for _, srv := range conformanceServers {
 		t.Run(srv.name, func(t *testing.T) {
 			t.Parallel()
@@ -675,9 +676,9 @@ var clientDivergences = map[string]divergence{}
 // exercises the proxy's gateway side as the suite's server judges it
 // (handshake, server→client elicitation, SSE retry and resumption).
 func TestConformanceClient(t *testing.T) {
-	pe := needPeers(t)
+	pe := testpeers.Need(t)
 	strict := os.Getenv("MCPGUARD_KNOWN_BUG") == "1"
-	client := filepath.Join(pe.conformanceServers, "go-sdk-everything-client")
+	client := filepath.Join(pe.ConformanceServers, "go-sdk-everything-client")
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -796,11 +797,7 @@ func TestGetStream404(t *testing.T) {
 	defer noGet.Close()
 	p, px := newTestProxy(t, noGet.URL+"/mcp")
 	ctx := ctxT(t)
-	cs, err := sdk.NewClient(&sdk.Implementation{Name: "t", Version: "1"}, nil).
-		Connect(ctx, &sdk.StreamableClientTransport{Endpoint: px.URL + "/mcp"}, &sdk.ClientSessionOptions{ProtocolVersion: "2025-11-25"})
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
+	cs := connectGoSDK(t, ctx, px.URL+"/mcp", "2025-11-25", nil)
 	defer cs.Close()
 	if _, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "x"}}); err != nil {
 		t.Fatalf("call after the gateway refused the GET stream: %v", err)

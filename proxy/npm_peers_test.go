@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"bytes"
 	"cmp"
 	"context"
@@ -25,6 +24,8 @@ import (
 	"time"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"mcpguard.dev/mcpguard/internal/testpeers"
 )
 
 // This file runs peers that no one here wrote, from npm, against the proxy:
@@ -32,104 +33,6 @@ import (
 // the official Go SDK client, and the official inspector CLI as a client.
 // scripts/test-deps.sh installs them; without them these tests fail (they
 // skip only under -short).
-
-// peers is where scripts/test-deps.sh put the real MCP peers.
-type peers struct {
-	npmModules         string // node_modules holding the @modelcontextprotocol packages
-	node22             string // a Node 22 binary (the conformance suite needs it)
-	conformanceServers string // the Go SDKs' conformance reference servers
-	loopback           string // shared/testing/loopback.cjs: keeps Node servers on 127.0.0.1
-}
-
-// needPeers returns the installed peers, or fails the test saying how to
-// install them. Each location comes from its MCPGUARD_* variable or, when
-// that is unset, from the .cache/test-deps.env the script writes.
-func needPeers(t *testing.T) peers {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("real MCP peers are not run under -short")
-	}
-	root := repoRoot(t)
-	file := readEnvFile(filepath.Join(root, ".cache", "test-deps.env"))
-	get := func(name string) string {
-		if v := os.Getenv(name); v != "" {
-			return v
-		}
-		return file[name]
-	}
-	p := peers{
-		npmModules:         get("MCPGUARD_NPM_PEERS"),
-		node22:             get("MCPGUARD_NODE22"),
-		conformanceServers: get("MCPGUARD_CONFORMANCE_SERVERS"),
-	}
-	for _, v := range []struct{ name, path string }{
-		{"MCPGUARD_NPM_PEERS", p.npmModules},
-		{"MCPGUARD_NODE22", p.node22},
-		{"MCPGUARD_CONFORMANCE_SERVERS", p.conformanceServers},
-	} {
-		name, path := v.name, v.path
-		if path == "" {
-			t.Fatalf("%s is not set and %s/.cache/test-deps.env does not name it: run scripts/test-deps.sh first", name, root)
-		}
-		if _, err := os.Stat(path); err != nil {
-			t.Fatalf("%s=%q: %v: run scripts/test-deps.sh first", name, path, err)
-		}
-	}
-	p.loopback = findLoopback(t, root)
-	return p
-}
-
-// repoRoot is the directory holding mcpguard's go.mod.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if data, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && bytes.HasPrefix(data, []byte("module mcpguard.dev/mcpguard\n")) {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod for mcpguard.dev/mcpguard above the test's directory")
-		}
-		dir = parent
-	}
-}
-
-// findLoopback finds shared/testing/loopback.cjs in the repo root or a
-// directory above it: CI checks shared/ out beside the clone.
-func findLoopback(t *testing.T, root string) string {
-	t.Helper()
-	for dir := root; ; dir = filepath.Dir(dir) {
-		p := filepath.Join(dir, "shared", "testing", "loopback.cjs")
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-		if filepath.Dir(dir) == dir {
-			break
-		}
-	}
-	t.Fatalf("shared/testing/loopback.cjs not found in %s or any directory above it: check out shared/ beside the repo", root)
-	return ""
-}
-
-// readEnvFile reads KEY=VALUE lines; a missing file is an empty map.
-func readEnvFile(path string) map[string]string {
-	out := map[string]string{}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return out
-	}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(strings.TrimSpace(sc.Text()), "="); ok && !strings.HasPrefix(k, "#") {
-			out[k] = v
-		}
-	}
-	return out
-}
 
 // freeAddr returns a loopback address nothing listens on right now.
 func freeAddr(t *testing.T) string {
@@ -142,28 +45,10 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// lockedBuffer collects a child's output from two pipes.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // peerProcess is a long-running peer (a server) started for one test.
 type peerProcess struct {
 	name   string
-	out    *lockedBuffer
+	out    *testpeers.Buffer
 	exited chan struct{} // closed when the process has been waited on
 	err    error         // Wait's result, once exited is closed
 }
@@ -177,7 +62,7 @@ func startPeer(t *testing.T, dir string, env []string, name string, args ...stri
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), env...)
-	pp := &peerProcess{name: filepath.Base(name) + " " + strings.Join(args, " "), out: &lockedBuffer{}, exited: make(chan struct{})}
+	pp := &peerProcess{name: filepath.Base(name) + " " + strings.Join(args, " "), out: &testpeers.Buffer{}, exited: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = pp.out, pp.out
 	// Its own group, so cleanup kills its children too; Pdeathsig, so a
 	// test binary killed by -timeout takes it along rather than orphan it.
@@ -227,7 +112,7 @@ func (pp *peerProcess) waitListening(t *testing.T, addr string) {
 // startServerEverything runs @modelcontextprotocol/server-everything in
 // streamableHttp mode on Node 20 (the machine's node), held to loopback by
 // the preload, and returns its MCP endpoint.
-func startServerEverything(t *testing.T, pe peers) string {
+func startServerEverything(t *testing.T, pe testpeers.Peers) string {
 	t.Helper()
 	node, err := exec.LookPath("node")
 	if err != nil {
@@ -235,8 +120,8 @@ func startServerEverything(t *testing.T, pe peers) string {
 	}
 	addr := freeAddr(t)
 	_, port, _ := net.SplitHostPort(addr)
-	script := filepath.Join(pe.npmModules, "@modelcontextprotocol", "server-everything", "dist", "index.js")
-	pp := startPeer(t, t.TempDir(), []string{"PORT=" + port, "NODE_OPTIONS=--require " + pe.loopback},
+	script := filepath.Join(pe.NPMModules, "@modelcontextprotocol", "server-everything", "dist", "index.js")
+	pp := startPeer(t, t.TempDir(), []string{"PORT=" + port, "NODE_OPTIONS=--require " + pe.Loopback},
 		node, script, "streamableHttp")
 	pp.waitListening(t, addr)
 	return "http://" + addr + "/mcp"
@@ -336,7 +221,7 @@ var everythingPolicy = toolPolicy{deny: map[string]string{"get-env": "environmen
 // proxy must carry in each direction, in each protocol version the client
 // can ask for.
 func TestServerEverything(t *testing.T) {
-	pe := needPeers(t)
+	pe := testpeers.Need(t)
 	upstream := startServerEverything(t, pe)
 	for _, version := range []string{"", "2025-11-25", "2025-06-18", "2025-03-26"} {
 		t.Run("version="+version, func(t *testing.T) {
@@ -651,7 +536,7 @@ func textOf(content []sdk.Content) string {
 // TestInspectorCLI uses the official inspector CLI as the agent, through
 // the proxy to server-everything.
 func TestInspectorCLI(t *testing.T) {
-	pe := needPeers(t)
+	pe := testpeers.Need(t)
 	upstream := startServerEverything(t, pe)
 	_, px := newTestProxy(t, upstream, func(c *Config) { c.Policy = everythingPolicy })
 	node, err := exec.LookPath("node")
@@ -660,7 +545,7 @@ func TestInspectorCLI(t *testing.T) {
 	}
 	// inspector-cli 1.0.3 finds its own files relative to the working
 	// directory: it runs only from its build/ directory (MCP-PEERS.md).
-	build := filepath.Join(pe.npmModules, "@modelcontextprotocol", "inspector-cli", "build")
+	build := filepath.Join(pe.NPMModules, "@modelcontextprotocol", "inspector-cli", "build")
 	inspect := func(t *testing.T, endpoint string, args ...string) (stdout string, err error) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -84,6 +84,18 @@ func ctxT(t *testing.T) context.Context {
 	return ctx
 }
 
+// connectGoSDK opens a session of the official Go SDK's client at the
+// given protocol version; hc may be nil.
+func connectGoSDK(t *testing.T, ctx context.Context, endpoint, version string, hc *http.Client) *sdk.ClientSession {
+	t.Helper()
+	cs, err := sdk.NewClient(&sdk.Implementation{Name: "t", Version: "1"}, nil).
+		Connect(ctx, &sdk.StreamableClientTransport{Endpoint: endpoint, HTTPClient: hc}, &sdk.ClientSessionOptions{ProtocolVersion: version})
+	if err != nil {
+		t.Fatalf("connect to %s at %q: %v", endpoint, version, err)
+	}
+	return cs
+}
+
 // TestGoSDKClient drives the proxy with the official Go SDK's client, in
 // each protocol era, against an mcp-go server.
 func TestGoSDKClient(t *testing.T) {
@@ -259,11 +271,7 @@ func TestDenyAs(t *testing.T) {
 		t.Run(string(tt.denyAs), func(t *testing.T) {
 			_, px := newTestProxy(t, up.URL+"/mcp", func(c *Config) { c.DenyAs = tt.denyAs })
 			ctx := ctxT(t)
-			cs, err := sdk.NewClient(&sdk.Implementation{Name: "t", Version: "1"}, nil).
-				Connect(ctx, &sdk.StreamableClientTransport{Endpoint: px.URL + "/mcp"}, &sdk.ClientSessionOptions{ProtocolVersion: "2025-11-25"})
-			if err != nil {
-				t.Fatal(err)
-			}
+			cs := connectGoSDK(t, ctx, px.URL+"/mcp", "2025-11-25", nil)
 			defer cs.Close()
 			res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "run_command", Arguments: map[string]any{"cmd": "id"}})
 			if (err != nil) != tt.wantErr {
@@ -294,11 +302,7 @@ func TestUpstreamSessionLoss(t *testing.T) {
 	defer up.Close()
 	_, px := newTestProxy(t, up.URL+"/mcp")
 	ctx := ctxT(t)
-	cs, err := sdk.NewClient(&sdk.Implementation{Name: "t", Version: "1"}, nil).
-		Connect(ctx, &sdk.StreamableClientTransport{Endpoint: px.URL + "/mcp"}, &sdk.ClientSessionOptions{ProtocolVersion: "2025-11-25"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cs := connectGoSDK(t, ctx, px.URL+"/mcp", "2025-11-25", nil)
 	defer cs.Close()
 	call := func() error {
 		_, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "x"}})

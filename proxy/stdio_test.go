@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"mcpguard.dev/mcpguard/internal/testpeers"
 	"mcpguard.dev/mcpguard/proxy/jsonrpc"
 	"mcpguard.dev/mcpguard/rules"
 )
@@ -44,7 +45,7 @@ type stdioHarness struct {
 	toServer  *lineReader    // what the relay sends the server
 	serverW   *io.PipeWriter // the server's writes
 	serverIn  *io.PipeReader // the server's stdin, as the relay sees it closed
-	logs      *lockedBuffer
+	logs      *testpeers.Buffer
 	done      chan error
 }
 
@@ -99,7 +100,7 @@ func startStdio(t *testing.T, mutate ...func(*Config)) *stdioHarness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &lockedBuffer{}
+	logs := &testpeers.Buffer{}
 	cfg := Config{Policy: engine, DenyAs: DenyJSONRPCError, Logger: slog.New(slog.NewTextHandler(logs, nil))}
 	for _, m := range mutate {
 		m(&cfg)

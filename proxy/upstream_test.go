@@ -59,11 +59,7 @@ func mcpGoHandler(opts ...mcpserver.StreamableHTTPOption) http.Handler {
 func echoThroughProxy(t *testing.T, proxyURL, version string) {
 	t.Helper()
 	ctx := ctxT(t)
-	cs, err := sdk.NewClient(&sdk.Implementation{Name: "t", Version: "1"}, nil).
-		Connect(ctx, &sdk.StreamableClientTransport{Endpoint: proxyURL}, &sdk.ClientSessionOptions{ProtocolVersion: version})
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
+	cs := connectGoSDK(t, ctx, proxyURL, version, nil)
 	defer cs.Close()
 	res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "hi"}})
 	if err != nil {
@@ -162,11 +158,7 @@ func TestUpstreamToken(t *testing.T) {
 	})
 	ctx := ctxT(t)
 	hc := &http.Client{Transport: headerRT{"Authorization", "Bearer agent-secret"}}
-	cs, err := sdk.NewClient(&sdk.Implementation{Name: "t", Version: "1"}, nil).
-		Connect(ctx, &sdk.StreamableClientTransport{Endpoint: px.URL + "/mcp", HTTPClient: hc}, &sdk.ClientSessionOptions{ProtocolVersion: "2025-11-25"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cs := connectGoSDK(t, ctx, px.URL+"/mcp", "2025-11-25", hc)
 	defer cs.Close()
 	rotations.Add(1)
 	if _, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "x"}}); err != nil {
@@ -230,11 +222,7 @@ func TestDeletePropagates(t *testing.T) {
 	}))
 	p, px := newTestProxy(t, up.URL+"/mcp")
 	ctx := ctxT(t)
-	cs, err := sdk.NewClient(&sdk.Implementation{Name: "t", Version: "1"}, nil).
-		Connect(ctx, &sdk.StreamableClientTransport{Endpoint: px.URL + "/mcp"}, &sdk.ClientSessionOptions{ProtocolVersion: "2025-11-25"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cs := connectGoSDK(t, ctx, px.URL+"/mcp", "2025-11-25", nil)
 	if p.Sessions() != 1 {
 		t.Fatalf("sessions = %d", p.Sessions())
 	}
@@ -378,11 +366,7 @@ func TestDrain(t *testing.T) {
 	up := newTestServer(t, mcpserver.NewStreamableHTTPServer(s))
 	p, px := newTestProxy(t, up.URL+"/mcp")
 	ctx := ctxT(t)
-	cs, err := sdk.NewClient(&sdk.Implementation{Name: "t", Version: "1"}, nil).
-		Connect(ctx, &sdk.StreamableClientTransport{Endpoint: px.URL + "/mcp"}, &sdk.ClientSessionOptions{ProtocolVersion: "2025-11-25"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cs := connectGoSDK(t, ctx, px.URL+"/mcp", "2025-11-25", nil)
 	done := make(chan error, 1)
 	go func() {
 		_, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "slow"})

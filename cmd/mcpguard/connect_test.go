@@ -16,6 +16,8 @@ import (
 	"time"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"mcpguard.dev/mcpguard/internal/testpeers"
 )
 
 // gateway is a remote MCP gateway for the connect tests: the Go SDK's
@@ -117,7 +119,7 @@ func TestConnect(t *testing.T) {
 				path = "/stateless"
 			}
 			cmd := connectPath(t, g, path, gatewayToken, "--ca", g.caFile)
-			var stderr lockedBuffer
+			var stderr testpeers.Buffer
 			cmd.Stderr = &stderr
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
@@ -201,7 +203,7 @@ func TestConnectFailures(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cmd := connectCmd(t, g, tt.token, tt.extra...)
-			var stderr lockedBuffer
+			var stderr testpeers.Buffer
 			cmd.Stderr = &stderr
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -16,6 +15,8 @@ import (
 	"time"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"mcpguard.dev/mcpguard/internal/testpeers"
 )
 
 // These tests put `mcpguard wrap` between real peers from npm: the official
@@ -27,59 +28,15 @@ import (
 // npmPeers returns node_modules as scripts/test-deps.sh left it, and node.
 func npmPeers(t *testing.T) (modules, node string) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("real MCP peers are not run under -short")
-	}
-	modules = os.Getenv("MCPGUARD_NPM_PEERS")
-	root := moduleRoot(t)
-	if modules == "" {
-		modules = envFileValue(filepath.Join(root, ".cache", "test-deps.env"), "MCPGUARD_NPM_PEERS")
-	}
-	if modules == "" {
-		t.Fatalf("MCPGUARD_NPM_PEERS is not set and %s/.cache/test-deps.env does not name it: run scripts/test-deps.sh first", root)
-	}
+	p := testpeers.Need(t)
 	for _, pkg := range []string{"server-everything", "server-filesystem", "inspector-cli"} {
-		if _, err := os.Stat(filepath.Join(modules, "@modelcontextprotocol", pkg, "package.json")); err != nil {
-			t.Fatalf("@modelcontextprotocol/%s is not installed in %s (%v): run scripts/test-deps.sh first", pkg, modules, err)
-		}
+		p.NPMPackage(t, pkg)
 	}
 	node, err := exec.LookPath("node")
 	if err != nil {
 		t.Fatalf("node (20 or later) is not on PATH: %v", err)
 	}
-	return modules, node
-}
-
-func moduleRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if data, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && bytes.HasPrefix(data, []byte("module mcpguard.dev/mcpguard\n")) {
-			return dir
-		}
-		if filepath.Dir(dir) == dir {
-			t.Fatal("no go.mod for mcpguard.dev/mcpguard above the test's directory")
-		}
-		dir = filepath.Dir(dir)
-	}
-}
-
-func envFileValue(path, key string) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(strings.TrimSpace(sc.Text()), "="); ok && k == key {
-			return v
-		}
-	}
-	return ""
+	return p.NPMModules, node
 }
 
 const everythingPolicy = `apiVersion: mcpguard.dev/v1alpha1
@@ -310,16 +267,7 @@ func TestWrapInspectorCLI(t *testing.T) {
 func TestConnectInspectorServerEverything(t *testing.T) {
 	modules, node := npmPeers(t)
 	bin := mcpguardBin(t)
-	loopback := ""
-	for dir := moduleRoot(t); ; dir = filepath.Dir(dir) {
-		if p := filepath.Join(dir, "shared", "testing", "loopback.cjs"); fileExists(p) {
-			loopback = p
-			break
-		}
-		if filepath.Dir(dir) == dir {
-			t.Fatal("shared/testing/loopback.cjs not found above the repo: check out shared/ beside it")
-		}
-	}
+	loopback := testpeers.Need(t).Loopback
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -329,7 +277,7 @@ func TestConnectInspectorServerEverything(t *testing.T) {
 	_, port, _ := net.SplitHostPort(addr)
 	srv := exec.Command(node, filepath.Join(modules, "@modelcontextprotocol", "server-everything", "dist", "index.js"), "streamableHttp")
 	srv.Env = append(os.Environ(), "PORT="+port, "NODE_OPTIONS=--require "+loopback)
-	var srvOut lockedBuffer
+	var srvOut testpeers.Buffer
 	srv.Stdout, srv.Stderr = &srvOut, &srvOut
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
@@ -377,9 +325,4 @@ func TestConnectInspectorServerEverything(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "environment variables may hold secrets") {
 		t.Errorf("get-env: err = %v, output %s; want the policy's denial", err, out)
 	}
-}
-
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
 }

@@ -22,6 +22,8 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"mcpguard.dev/mcpguard/internal/testpeers"
 )
 
 // The tests here run the real binary, built once with `go build`, as an MCP
@@ -230,7 +232,7 @@ func TestWrapGoSDK(t *testing.T) {
 // connectSDK starts cmd through the Go SDK's CommandTransport.
 func connectSDK(t *testing.T, cmd *exec.Cmd) *sdk.ClientSession {
 	t.Helper()
-	var stderr lockedBuffer
+	var stderr testpeers.Buffer
 	cmd.Stderr = &stderr
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -274,31 +276,13 @@ func sdkText(content []sdk.Content) string {
 	return b.String()
 }
 
-// lockedBuffer collects a child's stderr.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // wrapped is `mcpguard wrap` run with raw pipes, for the fault tests.
 type wrapped struct {
 	t      *testing.T
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	lines  chan string
-	stderr *lockedBuffer
+	stderr *testpeers.Buffer
 	exited chan struct{}
 }
 
@@ -309,7 +293,7 @@ func startWrap(t *testing.T, env []string, args ...string) *wrapped {
 	full = append(full, "--", self)
 	cmd := exec.Command(mcpguardBin(t), full...)
 	cmd.Env = append(os.Environ(), env...)
-	w := &wrapped{t: t, cmd: cmd, lines: make(chan string, 64), stderr: &lockedBuffer{}, exited: make(chan struct{})}
+	w := &wrapped{t: t, cmd: cmd, lines: make(chan string, 64), stderr: &testpeers.Buffer{}, exited: make(chan struct{})}
 	cmd.Stderr = w.stderr
 	var err error
 	if w.stdin, err = cmd.StdinPipe(); err != nil {
