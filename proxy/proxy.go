@@ -27,8 +27,10 @@ type Proxy struct {
 	up       *upstream
 	sessions *sessions
 	log      *slog.Logger
-	tools    sync.Map   // tool name → canonical definition, from relayed tools/list results
-	tel      *telemetry // nil when Config asks for no telemetry
+	tools    sync.Map // tool name → canonical definition, from relayed tools/list results
+	// toolCount counts the entries of tools (see rememberTool).
+	toolCount atomic.Int64
+	tel       *telemetry // nil when Config asks for no telemetry
 
 	draining atomic.Bool
 	// streams is cancelled on Drain: long-lived GET and legacy SSE streams

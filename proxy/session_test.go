@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"encoding/json"
+	"fmt"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -64,5 +66,22 @@ func TestServerRequestBookkeeping(t *testing.T) {
 	}
 	if s.answer(`"s1"`) {
 		t.Fatal("accepted a second answer to one request")
+	}
+}
+
+func TestRememberToolIsBounded(t *testing.T) {
+	p := &Proxy{}
+	for i := range maxKnownTools + 100 {
+		p.rememberTool(fmt.Sprintf("tool_%d", i), json.RawMessage(`{}`))
+	}
+	p.rememberTool("tool_0", json.RawMessage(`{"v":2}`)) // known: updated, not counted again
+	if n := p.toolCount.Load(); n != maxKnownTools {
+		t.Fatalf("remembered %d tools, want the bound %d", n, maxKnownTools)
+	}
+	if def, ok := p.tools.Load("tool_0"); !ok || string(def.(json.RawMessage)) != `{"v":2}` {
+		t.Fatalf("tool_0 = %s, %v: a known tool's definition must be updated", def, ok)
+	}
+	if _, ok := p.tools.Load(fmt.Sprintf("tool_%d", maxKnownTools+50)); ok {
+		t.Fatal("a tool beyond the bound was remembered")
 	}
 }

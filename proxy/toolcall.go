@@ -111,10 +111,24 @@ func (p *Proxy) filterTools(ctx context.Context, ex *exchange, result json.RawMe
 		if d.Blocks() {
 			continue
 		}
-		p.tools.Store(name, def)
+		p.rememberTool(name, def)
 		kept = append(kept, def)
 	}
 	return jsonrpc.Replace(result, "tools", jsonrpc.Array(kept))
+}
+
+// maxKnownTools bounds the tool definitions the proxy remembers: a gateway
+// listing ever new names must not grow memory (or metric labels, which are
+// bounded by this set) without limit.
+const maxKnownTools = 4096
+
+// rememberTool keeps a listed tool's latest definition, for Mcp-Param-*
+// checks and metric labels.
+func (p *Proxy) rememberTool(name string, def json.RawMessage) {
+	if _, known := p.tools.Swap(name, def); !known && p.toolCount.Add(1) > maxKnownTools {
+		p.tools.Delete(name)
+		p.toolCount.Add(-1)
+	}
 }
 
 // decide asks the policy, never letting a panic in it become an allow.
