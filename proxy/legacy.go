@@ -17,9 +17,10 @@ import (
 
 // legacyStream carries messages to one agent's SSE stream.
 type legacyStream struct {
-	ch   chan []byte
-	done chan struct{}
-	once sync.Once
+	ch     chan []byte
+	done   chan struct{}
+	once   sync.Once
+	listen sync.Once // one relay of the gateway's standalone stream, however often initialized is sent
 }
 
 func newLegacyStream() *legacyStream {
@@ -155,7 +156,7 @@ func (p *Proxy) serveLegacyMessage(w http.ResponseWriter, r *http.Request) {
 		ex := &exchange{p: p, r: r, sess: sess, version: sess.protocolVersion, msgs: msgs, batch: batch}
 		ex.run(out)
 		if !batch && msgs[0].Method == "notifications/initialized" {
-			go p.legacyListen(sess)
+			sess.legacy.listen.Do(func() { go p.legacyListen(sess) })
 		}
 	}()
 	w.WriteHeader(http.StatusAccepted)
