@@ -191,10 +191,7 @@ func TestProxyOptions(t *testing.T) {
 				}
 				return
 			}
-			if tt.file != "" && err != nil && strings.Contains(err.Error(), "no policy") {
-				t.Fatal(err)
-			}
-			if err != nil && !strings.Contains(err.Error(), "no policy") {
+			if err != nil {
 				t.Fatal(err)
 			}
 			if msg := tt.want(*o); msg != "" {
