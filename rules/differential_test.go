@@ -49,7 +49,10 @@ type reading struct {
 func readWith(t *testing.T, name string, args []string, urls []string) []reading {
 	t.Helper()
 	if _, err := exec.LookPath(args[0]); err != nil {
-		t.Skipf("%s is not installed: %v", args[0], err)
+		if testing.Short() {
+			t.Skipf("-short: %s is not installed: %v", args[0], err)
+		}
+		t.Fatalf("%s is not installed (%v): the differential check needs Node and Python 3 on PATH", args[0], err)
 	}
 	in, _ := json.Marshal(urls)
 	cmd := exec.Command(args[0], args[1:]...)
