@@ -243,10 +243,19 @@ func TestShellcheck(t *testing.T) {
 		}
 		t.Fatal("shellcheck is not installed: run scripts/test.sh, or apt-get install -y shellcheck")
 	}
-	args := []string{"--shell=bash", "--severity=style"}
-	for _, s := range scripts {
-		args = append(args, filepath.Join("..", "scripts", s))
+	// Every shell script in the repository, not only the shipped ones: the
+	// test, fuzz and bench scripts are what CI and users run.
+	all, err := filepath.Glob(filepath.Join("..", "scripts", "*.sh"))
+	if err != nil {
+		t.Fatal(err)
 	}
+	more, _ := filepath.Glob(filepath.Join("..", "bench", "*.sh"))
+	all = append(all, more...)
+	all = append(all, filepath.Join("..", ".ci", "run"))
+	if len(all) < len(scripts)+3 {
+		t.Fatalf("found only %d scripts to check: %v", len(all), all)
+	}
+	args := append([]string{"--shell=bash", "--severity=style"}, all...)
 	if out, err := exec.Command(sc, args...).CombinedOutput(); err != nil {
 		t.Errorf("shellcheck: %v\n%s", err, out)
 	}

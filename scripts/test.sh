@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The full test suite, from a fresh clone: installs what the tests need, then
 # runs vet, staticcheck, every test (real MCP peers, a real kube-apiserver),
-# each fuzz target for a short bounded time, and the demo.
+# each fuzz target for a short bounded time (scripts/fuzz.sh), a short soak
+# (bench/soak -short), and the demo.
 # This is the README's test command; .ci/run calls exactly this.
 #
 #   FUZZTIME=30s scripts/test.sh    fuzz longer (default 10s per target)
@@ -36,14 +37,10 @@ step "go test"
 go test -count=1 -timeout 30m ./...
 
 step "fuzzing each target for ${FUZZTIME:=10s}"
-# go test -fuzz takes one target in one package at a time.
-for pkg in $(go list ./...); do
-  dir=$(go list -f '{{.Dir}}' "$pkg")
-  for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u); do
-    echo "-- $pkg $target"
-    go test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" "$pkg"
-  done
-done
+FUZZTIME=$FUZZTIME scripts/fuzz.sh
+
+step "soak, short form: sessions and stateless load through the proxy process, policy reloaded every second"
+go run ./bench/soak -short
 
 step "demo"
 go run ./cmd/mcpguard demo
