@@ -102,6 +102,16 @@ type Config struct {
 	BodyReadTimeout time.Duration
 	// CallTimeout bounds a whole call, stream included. Default 10m.
 	CallTimeout time.Duration
+	// ReadHeaderTimeout bounds the arrival of an agent request's headers,
+	// and so how long a connection that sends nothing (or half a header,
+	// slowloris) holds a goroutine. Used by HTTPServer. Default 10s.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout closes an agent's keep-alive connection idle between
+	// requests for this long. Used by HTTPServer. Default 2m.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds an agent request's header block. Used by
+	// HTTPServer. Default 64 KiB.
+	MaxHeaderBytes int
 	// Logger receives structured logs. Default slog.Default().
 	Logger *slog.Logger
 	// TracerProvider receives a server span per agent request or
@@ -162,8 +172,24 @@ func (c *Config) Validate() error {
 	setDefault(&c.StreamIdleTimeout, 5*time.Minute)
 	setDefault(&c.CallTimeout, 10*time.Minute)
 	setDefault(&c.BodyReadTimeout, 30*time.Second)
-	if c.MaxBodyBytes < 0 || c.MaxDepth < 0 || c.MaxSessions < 0 {
-		errs = append(errs, errors.New("limits: max-body-bytes, max-depth and max-sessions must be positive"))
+	setDefault(&c.ReadHeaderTimeout, 10*time.Second)
+	setDefault(&c.IdleTimeout, 2*time.Minute)
+	setDefault(&c.MaxHeaderBytes, 64<<10)
+	if c.MaxBodyBytes < 0 || c.MaxDepth < 0 || c.MaxSessions < 0 || c.MaxHeaderBytes < 0 {
+		errs = append(errs, errors.New("limits: max-body-bytes, max-depth, max-sessions and max-header-bytes must be positive"))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"session-idle-timeout", c.SessionIdleTimeout}, {"connect-timeout", c.ConnectTimeout},
+		{"response-header-timeout", c.ResponseHeaderTimeout}, {"stream-idle-timeout", c.StreamIdleTimeout},
+		{"call-timeout", c.CallTimeout}, {"body-read-timeout", c.BodyReadTimeout},
+		{"read-header-timeout", c.ReadHeaderTimeout}, {"idle-timeout", c.IdleTimeout},
+	} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("%s: %s is negative; leave it unset for the default or give a positive duration", d.name, d.v))
+		}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -64,6 +64,28 @@ func New(cfg Config) (*Proxy, error) {
 	return p, nil
 }
 
+// HTTPServer returns the http.Server to serve the proxy with: its timeouts
+// and limits are the proxy's defence against agents that misbehave (idle
+// connections, slowloris headers, huge headers), so they live here, with the
+// handler they protect, and are tested with it (faults_test.go).
+//
+// Connections are not counted or capped: a cap cannot tell a slow agent from
+// an attacker and so lets a few idle connections lock everyone out, while
+// ReadHeaderTimeout already reclaims every connection that does not send a
+// request. An idle connection costs a goroutine and its buffers (about
+// 10 KiB; see TestFaultIdleConnections) until then.
+func (p *Proxy) HTTPServer() *http.Server {
+	return &http.Server{
+		Handler:           p,
+		ReadHeaderTimeout: p.cfg.ReadHeaderTimeout,
+		IdleTimeout:       p.cfg.IdleTimeout,
+		MaxHeaderBytes:    p.cfg.MaxHeaderBytes,
+		// net/http's own complaints (a panic, an accept error) go to the
+		// proxy's log rather than to stderr unstructured.
+		ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
+	}
+}
+
 // ServeHTTP routes: /sse and /message are the legacy HTTP+SSE transport
 // (2024-11-05); every other path is the Streamable HTTP endpoint, so the
 // agent may be pointed at /mcp or at the root.

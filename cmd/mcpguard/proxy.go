@@ -289,7 +289,7 @@ func runProxy(ctx context.Context, o proxyOptions, started func(running)) error 
 	if err != nil {
 		return &exitError{code: exitUsage, err: fmt.Errorf("listen: %v", err)}
 	}
-	srv := &http.Server{Handler: p, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
+	srv := p.HTTPServer()
 	var admin *http.Server
 	r := running{URL: "http://" + ln.Addr().String() + "/mcp", Proxy: p}
 	if o.AdminListen != "" {
