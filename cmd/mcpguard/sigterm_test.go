@@ -1,0 +1,698 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"mcpguard.dev/mcpguard/bench/loadgen"
+	"mcpguard.dev/mcpguard/internal/testpeers"
+)
+
+// The tests here stop the real binary with SIGTERM while it is busy, as the
+// kubelet does when a pod is deleted (issue #8, "Faults"): calls in flight
+// are answered once, new ones are refused with a clear error, streams end,
+// and the process exits 0.
+
+// holdUpstream is the gateway: a go-sdk server whose "hold" tool reports
+// progress and then blocks until the test releases it, so calls are
+// provably in flight when the signal arrives. Every run of a tool is
+// counted by its label, so an answer the agent never got, or a call that
+// ran twice, shows.
+type holdUpstream struct {
+	URL     string
+	entered chan string   // a hold call's label, once it has reported progress
+	release chan struct{} // closed to let every hold call answer
+	mu      sync.Mutex
+	runs    map[string]int
+	relOnce sync.Once
+}
+
+func startHoldUpstream(t *testing.T) *holdUpstream {
+	t.Helper()
+	u := &holdUpstream{
+		entered: make(chan string, 64),
+		release: make(chan struct{}),
+		runs:    map[string]int{},
+	}
+	type labelled struct {
+		Label string `json:"label"`
+	}
+	s := sdk.NewServer(&sdk.Implementation{Name: "hold-upstream", Version: "1"}, nil)
+	sdk.AddTool(s, &sdk.Tool{Name: "hold"}, func(ctx context.Context, req *sdk.CallToolRequest, in labelled) (*sdk.CallToolResult, any, error) {
+		u.ran(in.Label)
+		if token := req.Params.GetProgressToken(); token != nil {
+			if err := req.Session.NotifyProgress(ctx, &sdk.ProgressNotificationParams{ProgressToken: token, Progress: 1, Message: "holding"}); err != nil {
+				return nil, nil, err
+			}
+		}
+		u.entered <- in.Label
+		select {
+		case <-u.release:
+			return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: "done " + in.Label}}}, nil, nil
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		}
+	})
+	sdk.AddTool(s, &sdk.Tool{Name: "quick"}, func(_ context.Context, _ *sdk.CallToolRequest, in labelled) (*sdk.CallToolResult, any, error) {
+		u.ran(in.Label)
+		return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: "done " + in.Label}}}, nil, nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	addr, err := serveLoopback(ctx, sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return s }, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.URL = "http://" + addr + "/mcp"
+	t.Cleanup(func() {
+		u.releaseAll()
+		cancel()
+	})
+	return u
+}
+
+func (u *holdUpstream) ran(label string) {
+	u.mu.Lock()
+	u.runs[label]++
+	u.mu.Unlock()
+}
+
+func (u *holdUpstream) releaseAll() { u.relOnce.Do(func() { close(u.release) }) }
+
+// timesRun returns how often each label ran.
+func (u *holdUpstream) timesRun() map[string]int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	out := make(map[string]int, len(u.runs))
+	for k, v := range u.runs {
+		out[k] = v
+	}
+	return out
+}
+
+// waitEntered waits until the hold calls named by labels are all blocked
+// in the upstream.
+func (u *holdUpstream) waitEntered(t *testing.T, labels ...string) {
+	t.Helper()
+	want := map[string]bool{}
+	for _, l := range labels {
+		want[l] = true
+	}
+	timeout := time.After(10 * time.Second)
+	for len(want) > 0 {
+		select {
+		case l := <-u.entered:
+			delete(want, l)
+		case <-timeout:
+			t.Fatalf("hold calls %v never reached the upstream", want)
+		}
+	}
+}
+
+// process is a running mcpguard binary whose JSON log lines are kept.
+type process struct {
+	cmd    *exec.Cmd
+	logs   *testpeers.Buffer
+	lines  chan map[string]any
+	exited chan struct{}
+}
+
+// startProcess runs mcpguard with args and returns once it logged a line
+// with message msg, together with that line.
+func startProcess(t *testing.T, msg string, args ...string) (*process, map[string]any) {
+	t.Helper()
+	cmd := exec.Command(mcpguardBin(t), args...)
+	// No ./mcpguard.yaml, no user config, no OTEL_* from the developer's
+	// shell: only the flags count.
+	cmd.Dir = t.TempDir()
+	cmd.Env = []string{"HOME=" + cmd.Dir, "PATH=" + os.Getenv("PATH")}
+	p := &process{cmd: cmd, logs: &testpeers.Buffer{}, lines: make(chan map[string]any, 256), exited: make(chan struct{})}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			p.logs.Write(append(sc.Bytes(), '\n'))
+			var l map[string]any
+			if json.Unmarshal(sc.Bytes(), &l) == nil {
+				select {
+				case p.lines <- l:
+				default: // nobody is waiting for lines any more
+				}
+			}
+		}
+		_ = cmd.Wait()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.exited
+		if t.Failed() {
+			t.Logf("mcpguard %s:\n%s", strings.Join(args, " "), p.logs.String())
+		}
+	})
+	timeout := time.After(15 * time.Second)
+	for {
+		select {
+		case l := <-p.lines:
+			if l["msg"] == msg {
+				return p, l
+			}
+		case <-p.exited:
+			t.Fatalf("mcpguard %s exited before logging %q:\n%s", strings.Join(args, " "), msg, p.logs.String())
+		case <-timeout:
+			t.Fatalf("mcpguard %s did not log %q within 15s", strings.Join(args, " "), msg)
+		}
+	}
+}
+
+func (p *process) signal(t *testing.T, sig os.Signal) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// exitWithin waits for the process to exit and returns its exit code.
+func (p *process) exitWithin(t *testing.T, limit time.Duration) int {
+	t.Helper()
+	select {
+	case <-p.exited:
+		return p.cmd.ProcessState.ExitCode()
+	case <-time.After(limit):
+		t.Fatalf("mcpguard still running %v after SIGTERM", limit)
+	}
+	return -1
+}
+
+// running reports whether the process has not exited yet.
+func (p *process) running() bool {
+	select {
+	case <-p.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// logged returns the messages of the process's JSON log lines.
+func (p *process) logged() []string {
+	var out []string
+	for _, line := range strings.Split(p.logs.String(), "\n") {
+		var l struct {
+			Msg string `json:"msg"`
+		}
+		if json.Unmarshal([]byte(line), &l) == nil && l.Msg != "" {
+			out = append(out, l.Msg)
+		}
+	}
+	return out
+}
+
+// startDrainProxy runs `mcpguard proxy` in front of up with a policy that
+// allows hold and quick, and returns it with its agent and admin URLs.
+func startDrainProxy(t *testing.T, up *holdUpstream, drainTimeout time.Duration) (p *process, url, admin string) {
+	t.Helper()
+	policy := writePolicy(t, `apiVersion: mcpguard.dev/v1alpha1
+kind: ToolPolicy
+metadata:
+  name: sigterm
+spec:
+  mode: enforce
+  defaultAction: deny
+  tools:
+    - tool: hold
+    - tool: quick
+`)
+	p, l := startProcess(t, "mcpguard proxy listening", "proxy",
+		"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--upstream", up.URL,
+		"--policy", policy, "--drain-timeout", drainTimeout.String(), "--trace-buffer", "0")
+	url, _ = l["listen"].(string)
+	admin, _ = l["admin"].(string)
+	if url == "" || admin == "" {
+		t.Fatalf("listening line without addresses: %v", l)
+	}
+	return p, url, admin
+}
+
+// sseMessage is one JSON-RPC message read from an event stream.
+type sseMessage struct {
+	ID     json.RawMessage `json:"id"`
+	Method string          `json:"method"`
+	Result *struct {
+		Content []struct {
+			Text string `json:"text"`
+		} `json:"content"`
+		IsError bool `json:"isError"`
+	} `json:"result"`
+	Error *struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+// readStream reads an SSE body to its end. Every event must hold one whole
+// JSON-RPC message: a torn one is an error, as is a body cut off.
+func readStream(body io.Reader) ([]sseMessage, error) {
+	var msgs []sseMessage
+	var data bytes.Buffer
+	r := bufio.NewReader(body)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			if errors.Is(err, io.EOF) && line == "" && data.Len() == 0 {
+				return msgs, nil
+			}
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return msgs, err
+		}
+		line = strings.TrimRight(line, "\r\n")
+		switch {
+		case strings.HasPrefix(line, "data:"):
+			data.WriteString(strings.TrimPrefix(strings.TrimPrefix(line, "data:"), " "))
+		case line == "" && data.Len() > 0:
+			var m sseMessage
+			if err := json.Unmarshal(data.Bytes(), &m); err != nil {
+				return msgs, fmt.Errorf("torn event %q: %v", data.String(), err)
+			}
+			msgs = append(msgs, m)
+			data.Reset()
+		}
+	}
+}
+
+// mcpRequest is a POST of one JSON-RPC message in session sid.
+func mcpRequest(ctx context.Context, url, sid, body string) *http.Request {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	if sid != "" {
+		req.Header.Set("Mcp-Session-Id", sid)
+		req.Header.Set("Mcp-Protocol-Version", loadgen.ProtocolVersion)
+	}
+	return req
+}
+
+func toolCall(id int, tool, label string, progress bool) string {
+	meta := ""
+	if progress {
+		meta = fmt.Sprintf(`,"_meta":{"progressToken":"p-%s"}`, label)
+	}
+	return fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":%q,"arguments":{"label":%q}%s}}`, id, tool, label, meta)
+}
+
+// callOutcome is what an agent saw of one call.
+type callOutcome struct {
+	label    string
+	status   int
+	msgs     []sseMessage
+	err      error
+	progress int
+}
+
+// answers returns the JSON-RPC responses among the messages.
+func (o callOutcome) answers() []sseMessage {
+	var out []sseMessage
+	for _, m := range o.msgs {
+		if m.Method == "" {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// rawCall makes a tools/call in session sid and reads its event stream to
+// the end.
+func rawCall(ctx context.Context, hc *http.Client, url, sid string, id int, tool, label string) callOutcome {
+	o := callOutcome{label: label}
+	resp, err := hc.Do(mcpRequest(ctx, url, sid, toolCall(id, tool, label, true)))
+	if err != nil {
+		o.err = err
+		return o
+	}
+	defer resp.Body.Close()
+	o.status = resp.StatusCode
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		b, _ := io.ReadAll(resp.Body)
+		var m sseMessage
+		if jerr := json.Unmarshal(b, &m); jerr != nil {
+			o.err = fmt.Errorf("HTTP %d, not one JSON-RPC message: %q", resp.StatusCode, b)
+		}
+		o.msgs = []sseMessage{m}
+		return o
+	}
+	o.msgs, o.err = readStream(resp.Body)
+	for _, m := range o.msgs {
+		if m.Method == "notifications/progress" {
+			o.progress++
+		}
+	}
+	return o
+}
+
+// openSessions opens n raw sessions through the proxy.
+func openSessions(t *testing.T, url string, n int) []*loadgen.Session {
+	t.Helper()
+	ss, err := loadgen.NewClient(url, n).OpenSessions(context.Background(), n, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ss
+}
+
+// refusedCleanly reports why a request made after SIGTERM was not a clean
+// refusal, or "" when it was: no connection at all, or a 503 whose body is
+// a JSON-RPC error saying the proxy is shutting down.
+func refusedCleanly(resp *http.Response, err error) string {
+	if err != nil {
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			return ""
+		}
+		return fmt.Sprintf("error %v, want connection refused", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var m sseMessage
+	if resp.StatusCode != http.StatusServiceUnavailable || json.Unmarshal(b, &m) != nil || m.Error == nil ||
+		!strings.Contains(m.Error.Message, "shutting down") {
+		return fmt.Sprintf("HTTP %d %q, want 503 with a JSON-RPC error saying the proxy is shutting down", resp.StatusCode, b)
+	}
+	return ""
+}
+
+// TestSIGTERMDrainsProxy loads the proxy with long calls streaming progress
+// (raw and through the official Go SDK's client), an open GET stream and a
+// loop of short calls, then sends SIGTERM: readiness goes, the GET stream
+// ends, new requests are refused cleanly, every call in flight is answered
+// exactly once when the gateway answers within the drain period, and the
+// process exits 0 saying so.
+func TestSIGTERMDrainsProxy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the mcpguard binary")
+	}
+	const drain = 5 * time.Second
+	up := startHoldUpstream(t)
+	p, url, admin := startDrainProxy(t, up, drain)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	// Long calls over raw HTTP, where the stream can be checked event by
+	// event.
+	const rawN, sdkN, quickN = 4, 4, 4
+	raw := openSessions(t, url, rawN+1+quickN)
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 32}}
+	t.Cleanup(hc.CloseIdleConnections)
+	var labels []string
+	rawDone := make(chan callOutcome, rawN)
+	for i := range rawN {
+		label := fmt.Sprintf("raw-%d", i)
+		labels = append(labels, label)
+		go func() { rawDone <- rawCall(ctx, hc, url, raw[i].ID, 7, "hold", label) }()
+	}
+
+	// Long calls through the Go SDK, each session with its own standalone
+	// GET stream.
+	var sdkProgress atomic.Int64
+	client := sdk.NewClient(&sdk.Implementation{Name: "sigterm-agent", Version: "1"}, &sdk.ClientOptions{
+		ProgressNotificationHandler: func(context.Context, *sdk.ProgressNotificationClientRequest) { sdkProgress.Add(1) },
+	})
+	type sdkOutcome struct {
+		label string
+		res   *sdk.CallToolResult
+		err   error
+	}
+	sdkDone := make(chan sdkOutcome, sdkN)
+	for i := range sdkN {
+		cs, err := client.Connect(ctx, &sdk.StreamableClientTransport{Endpoint: url}, &sdk.ClientSessionOptions{ProtocolVersion: "2025-11-25"})
+		if err != nil {
+			t.Fatalf("go-sdk connect: %v", err)
+		}
+		t.Cleanup(func() { _ = cs.Close() })
+		label := fmt.Sprintf("sdk-%d", i)
+		labels = append(labels, label)
+		go func() {
+			params := &sdk.CallToolParams{Name: "hold", Arguments: map[string]any{"label": label}}
+			params.SetProgressToken("p-" + label)
+			res, err := cs.CallTool(ctx, params)
+			sdkDone <- sdkOutcome{label, res, err}
+		}()
+	}
+
+	// An open standalone GET stream.
+	getReq, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	getReq.Header.Set("Accept", "text/event-stream")
+	getReq.Header.Set("Mcp-Session-Id", raw[rawN].ID)
+	getReq.Header.Set("Mcp-Protocol-Version", loadgen.ProtocolVersion)
+	getResp, err := hc.Do(getReq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if getResp.StatusCode != http.StatusOK {
+		t.Fatalf("GET stream: %s", getResp.Status)
+	}
+	getEnded := make(chan error, 1)
+	go func() {
+		_, err := readStream(getResp.Body)
+		getResp.Body.Close()
+		getEnded <- err
+	}()
+
+	// Short calls in a loop until the proxy refuses one: each is answered,
+	// or refused, never left hanging or torn.
+	type quickLoop struct {
+		answered []string
+		last     callOutcome
+		at       time.Time
+	}
+	quickDone := make(chan quickLoop, quickN)
+	var quickAnswered atomic.Int64
+	for g := range quickN {
+		sid := raw[rawN+1+g].ID
+		go func() {
+			var ql quickLoop
+			for n := 0; ; n++ {
+				label := fmt.Sprintf("quick-%d-%d", g, n)
+				o := rawCall(ctx, hc, url, sid, n+1, "quick", label)
+				if a := o.answers(); o.err == nil && o.status == http.StatusOK && len(a) == 1 &&
+					a[0].Result != nil && len(a[0].Result.Content) == 1 && a[0].Result.Content[0].Text == "done "+label {
+					ql.answered = append(ql.answered, label)
+					quickAnswered.Add(1)
+					continue
+				}
+				ql.last, ql.at = o, time.Now()
+				quickDone <- ql
+				return
+			}
+		}()
+	}
+
+	up.waitEntered(t, labels...)
+	pollUntil(t, 10*time.Second, "short calls to flow", func() bool { return quickAnswered.Load() >= 100 })
+	sigtermAt := time.Now()
+	p.signal(t, syscall.SIGTERM)
+
+	// The kubelet stops sending traffic once /readyz fails.
+	pollUntil(t, 3*time.Second, "/readyz to answer 503 after SIGTERM", func() bool {
+		resp, err := http.Get(admin + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusServiceUnavailable
+	})
+	// A GET stream would otherwise hold the drain for its whole length.
+	select {
+	case err := <-getEnded:
+		if err != nil {
+			t.Errorf("GET stream ended with %v, want a clean end", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("the GET stream was still open 3s after SIGTERM")
+	}
+	// New sessions and new calls in old sessions, on new connections.
+	fresh := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	for name, req := range map[string]*http.Request{
+		"initialize": mcpRequest(ctx, url, "", `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"late","version":"1"}}}`),
+		"tools/call": mcpRequest(ctx, url, raw[0].ID, toolCall(99, "quick", "late", false)),
+	} {
+		if why := refusedCleanly(fresh.Do(req)); why != "" {
+			t.Errorf("%s after SIGTERM: %s", name, why)
+		}
+	}
+	if !p.running() {
+		t.Fatal("mcpguard exited with calls in flight")
+	}
+
+	// The gateway answers, well within the drain period.
+	up.releaseAll()
+	for range rawN {
+		o := <-rawDone
+		a := o.answers()
+		switch {
+		case o.err != nil || o.status != http.StatusOK:
+			t.Errorf("%s: HTTP %d, %v", o.label, o.status, o.err)
+		case len(a) != 1 || a[0].Result == nil || len(a[0].Result.Content) != 1 || a[0].Result.Content[0].Text != "done "+o.label:
+			t.Errorf("%s: answers %+v, want exactly one, the tool's result", o.label, a)
+		case o.progress < 1:
+			t.Errorf("%s: no progress notification on the stream", o.label)
+		}
+	}
+	for range sdkN {
+		o := <-sdkDone
+		if o.err != nil {
+			t.Errorf("%s through the go-sdk client: %v", o.label, o.err)
+		} else if got := sdkText(o.res.Content); got != "done "+o.label {
+			t.Errorf("%s through the go-sdk client: %q", o.label, got)
+		}
+	}
+	if n := sdkProgress.Load(); n < sdkN {
+		t.Errorf("go-sdk client saw %d progress notifications, want at least %d", n, sdkN)
+	}
+
+	code := p.exitWithin(t, drain+3*time.Second)
+	took := time.Since(sigtermAt)
+	if code != exitOK {
+		t.Errorf("exit code %d, want 0", code)
+	}
+	msgs := p.logged()
+	for _, want := range []string{"draining", "stopped"} {
+		if !contains(msgs, want) {
+			t.Errorf("no %q in the log", want)
+		}
+	}
+	if contains(msgs, "drain timed out; closing remaining connections") {
+		t.Error("the drain timed out although every call finished in time")
+	}
+
+	// Every short call was answered or cleanly refused, and the gateway ran
+	// exactly the ones that were answered.
+	runs := up.timesRun()
+	for range quickN {
+		ql := <-quickDone
+		if ql.at.Before(sigtermAt) {
+			t.Errorf("%s failed before SIGTERM: HTTP %d, %v", ql.last.label, ql.last.status, ql.last.err)
+			continue
+		}
+		for _, l := range ql.answered {
+			if runs[l] != 1 {
+				t.Errorf("%s was answered, and ran %d times upstream", l, runs[l])
+			}
+		}
+		o := ql.last
+		switch {
+		case o.err == nil && o.status == http.StatusServiceUnavailable:
+			if a := o.answers(); len(a) != 1 || a[0].Error == nil || !strings.Contains(a[0].Error.Message, "shutting down") {
+				t.Errorf("%s: 503 with %+v, want a JSON-RPC error saying the proxy is shutting down", o.label, a)
+			}
+		case o.err != nil && o.status == 0:
+			// Refused, or a keep-alive connection closed before the
+			// request was read: then the gateway must not have run it.
+			if runs[o.label] != 0 {
+				t.Errorf("%s ran upstream but its agent got %v", o.label, o.err)
+			}
+		default:
+			t.Errorf("%s after SIGTERM: HTTP %d, %v, want an answer or a clean refusal", o.label, o.status, o.err)
+		}
+	}
+	for _, l := range labels {
+		if runs[l] != 1 {
+			t.Errorf("%s ran %d times upstream, want 1", l, runs[l])
+		}
+	}
+	t.Logf("SIGTERM to exit: %v with %d long calls in flight; %d short calls answered in all", took.Round(time.Millisecond), len(labels), len(runs)-len(labels))
+}
+
+// TestSIGTERMDrainTimeout: a call that outlasts --drain-timeout is cut off
+// (the agent sees its stream end without an answer, never a made-up one)
+// and the process still exits 0, logging that the drain timed out.
+func TestSIGTERMDrainTimeout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the mcpguard binary")
+	}
+	const drain = time.Second
+	up := startHoldUpstream(t)
+	p, url, _ := startDrainProxy(t, up, drain)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	const n = 3
+	ss := openSessions(t, url, n)
+	hc := &http.Client{}
+	done := make(chan callOutcome, n)
+	var labels []string
+	for i := range n {
+		label := fmt.Sprintf("stuck-%d", i)
+		labels = append(labels, label)
+		go func() { done <- rawCall(ctx, hc, url, ss[i].ID, 1, "hold", label) }()
+	}
+	up.waitEntered(t, labels...)
+	start := time.Now()
+	p.signal(t, syscall.SIGTERM)
+	for range n {
+		o := <-done
+		if o.status != http.StatusOK || o.err == nil || len(o.answers()) != 0 {
+			t.Errorf("%s: HTTP %d, %d answers, err %v; want the stream cut off without an answer", o.label, o.status, len(o.answers()), o.err)
+		}
+		if o.progress != 1 {
+			t.Errorf("%s: %d progress notifications before the cut, want 1", o.label, o.progress)
+		}
+	}
+	cut := time.Since(start)
+	if cut < drain {
+		t.Errorf("calls cut off %v after SIGTERM, before the %v drain period ended", cut, drain)
+	}
+	if code := p.exitWithin(t, drain+3*time.Second); code != exitOK {
+		t.Errorf("exit code %d, want 0", code)
+	}
+	msgs := p.logged()
+	for _, want := range []string{"draining", "drain timed out; closing remaining connections", "stopped"} {
+		if !contains(msgs, want) {
+			t.Errorf("no %q in the log", want)
+		}
+	}
+	t.Logf("drain timeout %v: streams cut after %v", drain, cut.Round(time.Millisecond))
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// pollUntil polls cond every 10ms until it holds, failing the test after
+// limit.
+func pollUntil(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v for %s", limit, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
