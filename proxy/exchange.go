@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"mcpguard.dev/mcpguard/proxy/jsonrpc"
@@ -245,13 +246,17 @@ func (ex *exchange) headerVersion() string {
 const streamGrace = 2 * time.Second
 
 // relayStream relays the gateway's event stream until every forwarded
-// request is answered (a POST) or the stream ends (a GET).
-func (ex *exchange) relayStream(ctx context.Context, res *http.Response, out output) {
+// request is answered (a POST) or the stream ends (a GET). It reports
+// whether a GET stream broke — the connection failed, as when the gateway
+// dies — rather than ended cleanly, idled out or lost its agent: one the
+// proxy may reopen.
+func (ex *exchange) relayStream(ctx context.Context, res *http.Response, out output) (broken bool) {
 	p := ex.p
 	if err := out.stream(); err != nil {
-		return
+		return false
 	}
-	idle := time.AfterFunc(p.cfg.StreamIdleTimeout, func() { res.Body.Close() })
+	var idled atomic.Bool
+	idle := time.AfterFunc(p.cfg.StreamIdleTimeout, func() { idled.Store(true); res.Body.Close() })
 	defer idle.Stop()
 	rd := newSSEReader(res.Body, p.cfg.MaxBodyBytes)
 	isPost := len(ex.msgs) > 0
@@ -260,11 +265,11 @@ func (ex *exchange) relayStream(ctx context.Context, res *http.Response, out out
 	for {
 		ev, err := rd.next()
 		if err != nil && isPost && len(ex.waiting) == 0 {
-			return // every request answered; the stream's end is expected
+			return false // every request answered; the stream's end is expected
 		}
 		if err != nil {
 			if ctx.Err() != nil && ex.r.Context().Err() != nil {
-				return // the agent went away; nobody to tell
+				return false // the agent went away; nobody to tell
 			}
 			if isPost && primed && ex.sess != nil && out.resumable() &&
 				(errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) {
@@ -273,13 +278,13 @@ func (ex *exchange) relayStream(ctx context.Context, res *http.Response, out out
 				// and Last-Event-ID. The answers come on that stream (see
 				// fromUpstream); answering now would answer twice.
 				p.log.Info("gateway closed a resumable stream; the agent resumes it", "session", ex.sessionID(), "unanswered", len(ex.waiting))
-				return
+				return false
 			}
 			if isPost || !errors.Is(err, io.EOF) {
 				p.log.Warn("gateway stream ended", "session", ex.sessionID(), "err", err, "unanswered", len(ex.waiting))
 			}
 			ex.answerLeftovers(out, errUpstream(fmt.Errorf("the gateway's stream ended before it answered (%v); the call's outcome is unknown", err)))
-			return
+			return !isPost && !idled.Load() && ctx.Err() == nil && !errors.Is(err, io.EOF) && !errors.Is(err, errEventTooLarge)
 		}
 		idle.Reset(idleFor)
 		primed = primed || ev.hasID

@@ -275,10 +275,18 @@ func (p *Proxy) reinitialize(ctx context.Context, r *http.Request, sess *session
 	_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
 	res.Body.Close()
 	sess.mu.Lock()
-	if sess.upstreamID == old {
+	won := sess.upstreamID == old
+	if won {
 		sess.upstreamID = newID
 	}
 	sess.mu.Unlock()
+	if !won {
+		// A POST and the GET stream both found the session lost and
+		// re-initialized it; the other's is kept, and this one must not
+		// linger at the gateway.
+		p.closeUpstream(newID, sess.protocolVersion)
+		return nil
+	}
 	p.log.Warn("gateway lost the session; re-initialized it", "session", sess.id)
 	return nil
 }
@@ -309,7 +317,7 @@ func (p *Proxy) serveGet(w http.ResponseWriter, r *http.Request) {
 		p.reject(w, r, jsonrpc.NullID, p.upstreamError(err))
 		return
 	}
-	defer res.Body.Close()
+	defer func() { res.Body.Close() }()
 	if res.StatusCode != http.StatusOK || mediaType(res.Header.Get("Content-Type")) != "text/event-stream" {
 		// 405 (no standalone stream) and friends are passed on as they are.
 		// So is 404, without ending the session: gateways without a GET
@@ -325,7 +333,66 @@ func (p *Proxy) serveGet(w http.ResponseWriter, r *http.Request) {
 	ex := &exchange{p: p, r: r, sess: sess, version: sess.protocolVersion}
 	out := newHTTPOut(w, r, false, "")
 	out.forceStream = true
-	ex.relayStream(ctx, res, out)
+	// When the gateway's stream breaks (the gateway died or restarted), the
+	// agent's stays open and the proxy reopens the gateway's behind it.
+	// Ending the agent's would make it reconnect, and while the gateway is
+	// down that gets a 502, which the Go SDK's client takes for the end of
+	// the whole session (TestFaultGatewayKilledAndRestarted); a proxy that
+	// re-initializes lost sessions should not lose them this way.
+	for ex.relayStream(ctx, res, out) {
+		res.Body.Close()
+		p.log.Warn("gateway's GET stream broke; reopening it behind the agent's", "session", sess.id)
+		if res = p.reopenStream(ctx, r, sess); res == nil {
+			return
+		}
+	}
+}
+
+// reopenStream opens the gateway's standalone stream again after it broke:
+// with backoff while the gateway is unreachable, re-initializing the
+// session when the gateway lost it (a restarted gateway answers 404). It
+// returns nil, and the agent's stream ends, when the agent leaves, the proxy
+// drains, the gateway refuses the stream, or none opens within
+// StreamIdleTimeout.
+func (p *Proxy) reopenStream(ctx context.Context, r *http.Request, sess *session) *http.Response {
+	giveUp := time.Now().Add(p.cfg.StreamIdleTimeout)
+	delay := 50 * time.Millisecond
+	reinitialized := false
+	for {
+		res, err := p.up.do(ctx, upstreamCall{method: http.MethodGet, sessionID: sess.upstream(),
+			protocolVersion: sess.protocolVersion, from: r})
+		switch {
+		case err != nil:
+			if ctx.Err() != nil {
+				return nil
+			}
+		case res.StatusCode == http.StatusOK && mediaType(res.Header.Get("Content-Type")) == "text/event-stream":
+			p.log.Info("gateway's GET stream reopened", "session", sess.id)
+			return res
+		case res.StatusCode == http.StatusNotFound && !reinitialized:
+			_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
+			res.Body.Close()
+			if err = p.reinitialize(ctx, r, sess); err == nil {
+				reinitialized = true
+				continue
+			}
+		default:
+			res.Body.Close()
+			p.log.Warn("gateway refused to reopen the GET stream; ending the agent's", "session", sess.id, "status", res.StatusCode)
+			return nil
+		}
+		if time.Now().After(giveUp) {
+			p.log.Warn("gateway's GET stream could not be reopened; ending the agent's", "session", sess.id,
+				"err", err, "tried_for", p.cfg.StreamIdleTimeout.String())
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 2*time.Second)
+	}
 }
 
 // requestSession finds the session a GET or DELETE names, answering the

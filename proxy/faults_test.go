@@ -1,0 +1,495 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	sdkjsonrpc "github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"mcpguard.dev/mcpguard/proxy/jsonrpc"
+)
+
+// Faults of issue #8: the gateway dying and coming back, a slow gateway,
+// one that floods the agent with requests, and agents that open connections
+// and streams and never use them. Each test asserts what the agent sees and
+// that the proxy goes on serving everyone else; the gateway-misbehaviour
+// cases that need a single call (invalid JSON, unknown id, duplicate
+// response, oversize) are in upstream_test.go.
+
+// syncBuffer is a log sink the proxy's goroutines may write concurrently.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// logInto sends the proxy's log to buf, so a test can assert a fault was
+// logged.
+func logInto(buf *syncBuffer) func(*Config) {
+	return func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+}
+
+// wantLogged fails the test unless the log has a line containing every one
+// of parts.
+func wantLogged(t *testing.T, log *syncBuffer, parts ...string) {
+	t.Helper()
+	for _, line := range strings.Split(log.String(), "\n") {
+		all := true
+		for _, p := range parts {
+			all = all && strings.Contains(line, p)
+		}
+		if all {
+			return
+		}
+	}
+	t.Errorf("no log line contains all of %q; log:\n%s", parts, lastLines(log.String(), 20))
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// gateway is a real MCP server (the official Go SDK's) on a fixed loopback
+// address, which a test can kill — listener and every connection closed at
+// once, as when the process dies — and start again on the same address with
+// none of its old state, as a restarted process.
+type gateway struct {
+	t    *testing.T
+	addr string
+
+	mu      sync.Mutex
+	srv     *http.Server
+	life    *gatewayLife
+	entered chan string // tool names, as each call starts running
+}
+
+// gatewayLife is one incarnation of the gateway.
+type gatewayLife struct {
+	server *sdk.Server
+	dead   chan struct{} // closed when killed: ends the tools still running
+	gets   atomic.Int64  // standalone GET streams open right now
+}
+
+func startGateway(t *testing.T) *gateway {
+	t.Helper()
+	g := &gateway{t: t, addr: "127.0.0.1:0", entered: make(chan string, 64)}
+	g.start()
+	t.Cleanup(g.kill)
+	return g
+}
+
+func (g *gateway) url() string { return "http://" + g.addr + "/mcp" }
+
+// start serves a fresh gateway on g.addr (the same port after the first).
+func (g *gateway) start() {
+	g.t.Helper()
+	life := &gatewayLife{dead: make(chan struct{})}
+	s := sdk.NewServer(&sdk.Implementation{Name: "gateway", Version: "1"}, nil)
+	object := map[string]any{"type": "object"}
+	s.AddTool(&sdk.Tool{Name: "echo", InputSchema: object}, func(ctx context.Context, req *sdk.CallToolRequest) (*sdk.CallToolResult, error) {
+		return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: "echo"}}}, nil
+	})
+	// block runs until the gateway dies: a call in flight.
+	s.AddTool(&sdk.Tool{Name: "block", InputSchema: object}, func(ctx context.Context, req *sdk.CallToolRequest) (*sdk.CallToolResult, error) {
+		g.entered <- "block"
+		select {
+		case <-life.dead:
+		case <-ctx.Done():
+		}
+		return nil, errors.New("unreachable: the gateway is dead")
+	})
+	// progress streams one notification, then runs until the gateway dies:
+	// an answer cut mid-stream.
+	s.AddTool(&sdk.Tool{Name: "progress", InputSchema: object}, func(ctx context.Context, req *sdk.CallToolRequest) (*sdk.CallToolResult, error) {
+		if err := req.Session.NotifyProgress(ctx, &sdk.ProgressNotificationParams{ProgressToken: req.Params.GetProgressToken(), Progress: 1, Total: 2}); err != nil {
+			return nil, err
+		}
+		g.entered <- "progress"
+		select {
+		case <-life.dead:
+		case <-ctx.Done():
+		}
+		return nil, errors.New("unreachable: the gateway is dead")
+	})
+	life.server = s
+	h := sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return s }, nil)
+	counted := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			life.gets.Add(1)
+			defer life.gets.Add(-1)
+		}
+		h.ServeHTTP(w, r)
+	})
+	ln, err := net.Listen("tcp", g.addr)
+	if err != nil {
+		g.t.Fatalf("gateway listen on %s: %v", g.addr, err)
+	}
+	srv := &http.Server{Handler: counted, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	g.mu.Lock()
+	g.addr, g.srv, g.life = ln.Addr().String(), srv, life
+	g.mu.Unlock()
+}
+
+// kill closes the listener and every connection, without a goodbye.
+func (g *gateway) kill() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.srv == nil {
+		return
+	}
+	_ = g.srv.Close()
+	close(g.life.dead)
+	g.srv = nil
+}
+
+func (g *gateway) current() *gatewayLife {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.life
+}
+
+// awaitEntered waits until the named tools have started running.
+func (g *gateway) awaitEntered(t *testing.T, names ...string) {
+	t.Helper()
+	want := map[string]int{}
+	for _, n := range names {
+		want[n]++
+	}
+	timeout := time.After(10 * time.Second)
+	for len(want) > 0 {
+		select {
+		case n := <-g.entered:
+			if want[n]--; want[n] == 0 {
+				delete(want, n)
+			}
+		case <-timeout:
+			t.Fatalf("tools %v never started at the gateway", want)
+		}
+	}
+}
+
+// agentStream is the agent's side of one SSE answer or GET stream.
+type agentStream struct {
+	res    *http.Response
+	events chan *jsonrpc.Message
+	done   chan error // the stream's end, once
+}
+
+// openStream sends a request expecting an event stream and reads it on its
+// own goroutine.
+func openStream(t *testing.T, method, url, body string, hdr map[string]string) *agentStream {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	if method == http.MethodPost {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { res.Body.Close() })
+	if ct := mediaType(res.Header.Get("Content-Type")); res.StatusCode != 200 || ct != "text/event-stream" {
+		data, _ := io.ReadAll(res.Body)
+		t.Fatalf("%s: %d %s %s, want an event stream", method, res.StatusCode, ct, data)
+	}
+	s := &agentStream{res: res, events: make(chan *jsonrpc.Message, 1024), done: make(chan error, 1)}
+	go func() {
+		rd := newSSEReader(res.Body, 1<<20)
+		for {
+			ev, err := rd.next()
+			if err != nil {
+				close(s.events)
+				s.done <- err
+				return
+			}
+			if len(ev.data) == 0 {
+				continue
+			}
+			m, err := jsonrpc.DecodeOne(ev.data, jsonrpc.Limits{MaxBytes: 1 << 20, MaxDepth: 64})
+			if err != nil {
+				close(s.events)
+				s.done <- fmt.Errorf("the proxy sent an invalid message %q: %v", ev.data, err)
+				return
+			}
+			s.events <- m
+		}
+	}()
+	return s
+}
+
+// next returns the next message, or fails the test.
+func (s *agentStream) next(t *testing.T, what string) *jsonrpc.Message {
+	t.Helper()
+	select {
+	case m, ok := <-s.events:
+		if !ok {
+			t.Fatalf("waiting for %s: the stream ended", what)
+		}
+		return m
+	case <-time.After(10 * time.Second):
+		t.Fatalf("waiting for %s: nothing within 10s", what)
+	}
+	return nil
+}
+
+// rest collects the messages until the stream ends.
+func (s *agentStream) rest(t *testing.T) []*jsonrpc.Message {
+	t.Helper()
+	var out []*jsonrpc.Message
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case m, ok := <-s.events:
+			if !ok {
+				return out
+			}
+			out = append(out, m)
+		case <-timeout:
+			t.Fatalf("the stream did not end within 10s; got %d messages", len(out))
+		}
+	}
+}
+
+func wantUpstreamError(t *testing.T, what string, m *jsonrpc.Message, id string) {
+	t.Helper()
+	if m == nil || m.ID.String() != id || m.Error == nil || m.Error.Code != CodeUpstream {
+		t.Errorf("%s: agent got %s, want id %s with error %d", what, describe(m), id, CodeUpstream)
+	}
+}
+
+func describe(m *jsonrpc.Message) string {
+	if m == nil {
+		return "nothing"
+	}
+	b, _ := jsonrpc.Encode(m)
+	return string(b)
+}
+
+// postJSON sends one message asking for a JSON answer and decodes it.
+func postJSON(t *testing.T, url, body string, hdr map[string]string) (int, *jsonrpc.Message) {
+	t.Helper()
+	status, m, err := tryPostJSON(url, body, hdr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return status, m
+}
+
+// tryPostJSON is postJSON for other goroutines than the test's.
+func tryPostJSON(url, body string, hdr map[string]string) (int, *jsonrpc.Message, error) {
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	req.Header.Set("Accept", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer res.Body.Close()
+	data, err := io.ReadAll(res.Body)
+	if err != nil || len(data) == 0 {
+		return res.StatusCode, nil, err
+	}
+	m, err := jsonrpc.DecodeOne(data, jsonrpc.Limits{MaxBytes: 1 << 20, MaxDepth: 64})
+	if err != nil {
+		return res.StatusCode, nil, fmt.Errorf("the proxy answered %d with %q: %v", res.StatusCode, data, err)
+	}
+	return res.StatusCode, m, nil
+}
+
+// TestFaultGatewayKilledAndRestarted kills the gateway while a call is in
+// flight, while another call's answer is mid-stream and while standalone GET
+// streams are open, then starts a new gateway process on the same port. Two
+// agents watch: a raw one, to pin the wire (one -32004 per call, nothing
+// twice), and the official Go SDK client, to show a real agent's session
+// survives. The new gateway knows none of the old sessions (404), so the
+// proxy re-initializes them; the agents keep their session ids.
+func TestFaultGatewayKilledAndRestarted(t *testing.T) {
+	g := startGateway(t)
+	var log syncBuffer
+	p, _ := newTestProxy(t, g.url(), logInto(&log))
+	var agentGets atomic.Int64 // GET streams the agents open
+	px := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			agentGets.Add(1)
+		}
+		p.ServeHTTP(w, r)
+	}))
+	endpoint := px.URL + "/mcp"
+	ctx := ctxT(t)
+
+	// The raw agent: a session, its GET stream, a blocked call (no answer
+	// headers yet: go-sdk sends them with the first message) and a call
+	// mid-stream.
+	raw := rawSession(t, endpoint)
+	get := openStream(t, http.MethodGet, endpoint, "", raw)
+	type answer struct {
+		status int
+		m      *jsonrpc.Message
+		err    error
+	}
+	blocked := make(chan answer, 1)
+	go func() {
+		st, m, err := tryPostJSON(endpoint, `{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"block","arguments":{}}}`, raw)
+		blocked <- answer{st, m, err}
+	}()
+	streamed := openStream(t, http.MethodPost, endpoint,
+		`{"jsonrpc":"2.0","id":"b","method":"tools/call","params":{"name":"progress","arguments":{},"_meta":{"progressToken":"p"}}}`, raw)
+	if m := streamed.next(t, "progress"); m.Method != "notifications/progress" {
+		t.Fatalf("first event %s, want progress", describe(m))
+	}
+
+	// The Go SDK agent: its own GET stream (opened on connect) and the same
+	// two calls.
+	progressed := make(chan struct{}, 1)
+	client := sdk.NewClient(&sdk.Implementation{Name: "agent", Version: "1"}, &sdk.ClientOptions{
+		ProgressNotificationHandler: func(context.Context, *sdk.ProgressNotificationClientRequest) {
+			progressed <- struct{}{}
+		},
+	})
+	cs, err := client.Connect(ctx, &sdk.StreamableClientTransport{Endpoint: endpoint}, &sdk.ClientSessionOptions{ProtocolVersion: "2025-11-25"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	sdkErrs := make(chan error, 2)
+	go func() {
+		_, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "block"})
+		sdkErrs <- err
+	}()
+	go func() {
+		params := &sdk.CallToolParams{Name: "progress"}
+		params.SetProgressToken("q")
+		_, err := cs.CallTool(ctx, params)
+		sdkErrs <- err
+	}()
+	g.awaitEntered(t, "block", "block", "progress", "progress")
+	<-progressed
+	waitFor(t, "both GET streams open at the gateway", func() bool { return g.current().gets.Load() == 2 })
+
+	g.kill()
+
+	// (a) The blocked call: one JSON-RPC error, 502.
+	a := <-blocked
+	if a.err != nil {
+		t.Fatalf("blocked call: %v", a.err)
+	}
+	if a.status != http.StatusBadGateway {
+		t.Errorf("blocked call: status %d, want 502", a.status)
+	}
+	wantUpstreamError(t, "blocked call", a.m, `"a"`)
+	// (b) The call mid-stream: exactly one answer, the error, then the end.
+	rest := streamed.rest(t)
+	if len(rest) != 1 {
+		t.Errorf("after the kill the stream carried %d messages, want exactly one error: %v", len(rest), rest)
+	}
+	if len(rest) > 0 {
+		wantUpstreamError(t, "call mid-stream", rest[0], `"b"`)
+	}
+	// The Go SDK agent: both calls fail, the streamed one with -32004 in
+	// its stream; the blocked one's 502 go-sdk reports as a transient
+	// transport error, with the status only.
+	var codes []string
+	for range 2 {
+		err := <-sdkErrs
+		var we *sdkjsonrpc.Error
+		switch {
+		case err == nil:
+			t.Error("a go-sdk call succeeded through a dead gateway")
+		case errors.As(err, &we) && we.Code == CodeUpstream,
+			// go-sdk v1.8.0 flattens some JSON-RPC errors into text.
+			strings.Contains(err.Error(), "upstream error: the gateway's stream ended before it answered"):
+			codes = append(codes, "upstream")
+		case strings.Contains(err.Error(), "Bad Gateway"):
+			codes = append(codes, "bad gateway")
+		default:
+			t.Errorf("go-sdk call: %v, want -32004 or Bad Gateway", err)
+		}
+	}
+	if slices.Sort(codes); fmt.Sprint(codes) != "[bad gateway upstream]" {
+		t.Errorf("go-sdk calls ended with %v, want one of each", codes)
+	}
+	wantLogged(t, &log, "gateway stream ended")
+
+	// While the gateway is down a call fails at once, clearly.
+	status, m := postJSON(t, endpoint, `{"jsonrpc":"2.0","id":"c","method":"tools/call","params":{"name":"echo","arguments":{}}}`, raw)
+	if status != http.StatusBadGateway {
+		t.Errorf("call while down: status %d, want 502", status)
+	}
+	wantUpstreamError(t, "call while down", m, `"c"`)
+
+	g.start()
+
+	// The same sessions work again, re-initialized at the new gateway.
+	status, m = postJSON(t, endpoint, `{"jsonrpc":"2.0","id":"d","method":"tools/call","params":{"name":"echo","arguments":{}}}`, raw)
+	if status != http.StatusOK || m == nil || m.Error != nil {
+		t.Fatalf("raw agent after the restart: %d %s", status, describe(m))
+	}
+	if _, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "echo"}); err != nil {
+		t.Fatalf("go-sdk agent after the restart: %v", err)
+	}
+	wantLogged(t, &log, "re-initialized")
+
+	// (c) The agents' GET streams outlived the gateway's: the proxy
+	// reopened them at the new gateway, and a message the new gateway
+	// sends reaches the stream the raw agent opened before the kill.
+	waitFor(t, "both GET streams reopened at the new gateway", func() bool { return g.current().gets.Load() == 2 })
+	g.current().server.AddTool(&sdk.Tool{Name: "late", InputSchema: map[string]any{"type": "object"}},
+		func(context.Context, *sdk.CallToolRequest) (*sdk.CallToolResult, error) { return &sdk.CallToolResult{}, nil })
+	if m := get.next(t, "tools/list_changed on the old GET stream"); m.Method != "notifications/tools/list_changed" {
+		t.Errorf("GET stream carried %s, want notifications/tools/list_changed", describe(m))
+	}
+	if n := agentGets.Load(); n != 2 {
+		t.Errorf("agents opened %d GET streams, want 2: a stream ended and the agent had to reconnect", n)
+	}
+	wantLogged(t, &log, "GET stream reopened")
+}
+
+var _ = bufio.NewReader
+var _ = json.Marshal
+var _ = runtime.NumGoroutine
+var _ = pprof.Lookup
