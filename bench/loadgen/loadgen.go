@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -40,13 +41,46 @@ const ProtocolVersion = "2025-11-25"
 // (IP classes, approved hosts, httpbin paths) and is forwarded.
 const FetchURL = "https://api.weather.gov/points/39.7456,-97.0892"
 
+// The stand-in gateway's tools beyond the shipped policy's two, for the
+// soak's streaming and server→client traffic. A policy must allow them by
+// name; the shipped approved-apis policy hides and denies them.
+const (
+	// ProgressTool sends "count" (default 3, at most 100)
+	// notifications/progress for the call's params._meta.progressToken,
+	// then answers "ticked <count> for <token>": the answer comes as an
+	// event stream after its notifications.
+	ProgressTool = "progress_ticks"
+	// AskTool sends the agent an elicitation/create request during the
+	// call, on the call's own event stream, with "question" as its message
+	// and a schema asking for one string "answer"; it answers "the client
+	// answered <answer>", so a caller can tell its own answer came back.
+	AskTool = "ask_client"
+)
+
 // Upstream returns the stand-in gateway: an mcp-go Streamable HTTP server
 // (both protocol eras on one endpoint) with the shipped policy's fetch_url
-// and get_time tools. fetch_url never touches the network: it answers with
-// its optional body argument echoed back, so a call's payload travels both
-// ways through the proxy.
-func Upstream() http.Handler {
-	s := server.NewMCPServer("loadgen-upstream", "1.0.0", server.WithToolCapabilities(false))
+// and get_time tools, and ProgressTool and AskTool. fetch_url never touches
+// the network: it answers with its optional body argument echoed back, so a
+// call's payload travels both ways through the proxy.
+func Upstream() http.Handler { return NewGateway() }
+
+// Gateway is the stand-in gateway Upstream returns, with a ledger of the
+// progress notifications it wrote.
+type Gateway struct {
+	h http.Handler
+	// written counts, per progress token, the notifications/progress
+	// events written to a response. mcp-go (v1.2.1) can drop a call's last
+	// notification when it races the answer (its forwarder has taken it
+	// off the queue when the handler's drain closes the stream), so what
+	// a client must receive is what was written, not what the tool sent.
+	written sync.Map // string(token JSON) → *atomic.Int64
+}
+
+// NewGateway returns the stand-in gateway (see Upstream).
+func NewGateway() *Gateway {
+	quiet := slog.New(slog.DiscardHandler) // mcp-go logs every delivered client answer at info
+	s := server.NewMCPServer("loadgen-upstream", "1.0.0", server.WithToolCapabilities(false),
+		server.WithElicitation(), server.WithLogger(quiet))
 	s.AddTool(mcp.NewTool("fetch_url",
 		mcp.WithDescription("Fetch a URL (stand-in: echoes body, touches no network)"),
 		mcp.WithString("url", mcp.Required()),
@@ -58,7 +92,111 @@ func Upstream() http.Handler {
 		func(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 			return mcp.NewToolResultText(time.Now().UTC().Format(time.RFC3339)), nil
 		})
-	return server.NewStreamableHTTPServer(s)
+	s.AddTool(mcp.NewTool(ProgressTool,
+		mcp.WithDescription("Report progress count times, then answer"),
+		mcp.WithNumber("count", mcp.Description("notifications to send, 0 to 100 (default 3)"))),
+		progressTicks)
+	s.AddTool(mcp.NewTool(AskTool,
+		mcp.WithDescription("Ask the client a question (elicitation/create) and answer with its reply"),
+		mcp.WithString("question", mcp.Required())),
+		askClient)
+	return &Gateway{h: server.NewStreamableHTTPServer(s, server.WithStreamableHTTPLogger(quiet))}
+}
+
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	g.h.ServeHTTP(&ledgerWriter{ResponseWriter: w, g: g}, r)
+}
+
+// ProgressWritten returns how many progress notifications for token (its
+// JSON encoding, e.g. `"s1-7"`) the gateway wrote to a response, and
+// forgets the token.
+func (g *Gateway) ProgressWritten(token []byte) int {
+	n, ok := g.written.LoadAndDelete(string(token))
+	if !ok {
+		return 0
+	}
+	return int(n.(*atomic.Int64).Load())
+}
+
+// ledgerWriter counts the progress notifications mcp-go writes; it writes
+// each SSE event in one Write ("event: message\ndata: {…}\n\n").
+type ledgerWriter struct {
+	http.ResponseWriter
+	g *Gateway
+}
+
+var progressMethod = []byte(`"method":"notifications/progress"`)
+
+func (lw *ledgerWriter) Write(b []byte) (int, error) {
+	n, err := lw.ResponseWriter.Write(b)
+	if err == nil && bytes.Contains(b, progressMethod) {
+		if _, data, ok := bytes.Cut(b, []byte("data: ")); ok {
+			var m struct {
+				Params struct {
+					Token json.RawMessage `json:"progressToken"`
+				} `json:"params"`
+			}
+			if json.Unmarshal(bytes.TrimSpace(data), &m) == nil && m.Params.Token != nil {
+				c, _ := lw.g.written.LoadOrStore(string(m.Params.Token), new(atomic.Int64))
+				c.(*atomic.Int64).Add(1)
+			}
+		}
+	}
+	return n, err
+}
+
+// Flush makes the wrapper a Flusher, so mcp-go still streams.
+func (lw *ledgerWriter) Flush() {
+	if f, ok := lw.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (lw *ledgerWriter) Unwrap() http.ResponseWriter { return lw.ResponseWriter }
+
+func progressTicks(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+	n := req.GetInt("count", 3)
+	if n < 0 || n > 100 {
+		return mcp.NewToolResultError(fmt.Sprintf("count is %d; give 0 to 100", n)), nil
+	}
+	var token mcp.ProgressToken
+	if req.Params.Meta != nil {
+		token = req.Params.Meta.ProgressToken
+	}
+	if token == nil {
+		return mcp.NewToolResultError(ProgressTool + " needs params._meta.progressToken: it reports progress against it"), nil
+	}
+	srv := server.ServerFromContext(ctx)
+	for i := 1; i <= n; i++ {
+		err := srv.SendNotificationToClient(ctx, "notifications/progress",
+			map[string]any{"progressToken": token, "progress": i, "total": n})
+		if err != nil {
+			return nil, fmt.Errorf("sending progress %d of %d: %w", i, n, err)
+		}
+	}
+	return mcp.NewToolResultText(fmt.Sprintf("ticked %d for %v", n, token)), nil
+}
+
+func askClient(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+	res, err := server.ServerFromContext(ctx).RequestElicitation(ctx, mcp.ElicitationRequest{
+		Params: mcp.ElicitationParams{
+			Message: req.GetString("question", ""),
+			RequestedSchema: map[string]any{
+				"type":       "object",
+				"properties": map[string]any{"answer": map[string]any{"type": "string"}},
+				"required":   []string{"answer"},
+			},
+		},
+	})
+	if err != nil {
+		return mcp.NewToolResultError("elicitation/create failed: " + err.Error()), nil
+	}
+	content, _ := res.Content.(map[string]any)
+	answer, ok := content["answer"].(string)
+	if res.Action != mcp.ElicitationResponseActionAccept || !ok {
+		return mcp.NewToolResultError(fmt.Sprintf("the client did not accept with a string answer: action %q, content %v", res.Action, res.Content)), nil
+	}
+	return mcp.NewToolResultText("the client answered " + answer), nil
 }
 
 // ReverseProxy returns a plain httputil.ReverseProxy to target, the
@@ -115,6 +253,9 @@ for grid points arrives in chunks of text and numbers 39.7456 -97.0892 `
 type Client struct {
 	url  string
 	http *http.Client
+	// Capabilities is the JSON object Open sends as initialize's client
+	// capabilities; "" sends {}. Set it before opening sessions.
+	Capabilities string
 }
 
 // NewClient returns a client for endpoint that keeps up to conns idle
@@ -145,8 +286,12 @@ type Session struct {
 // Open initializes a session: initialize, then notifications/initialized.
 func (c *Client) Open(ctx context.Context) (*Session, error) {
 	s := &Session{c: c}
+	caps := c.Capabilities
+	if caps == "" {
+		caps = "{}"
+	}
 	init := `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"` + ProtocolVersion +
-		`","capabilities":{},"clientInfo":{"name":"mcpguard-loadgen","version":"1"}}}`
+		`","capabilities":` + caps + `,"clientInfo":{"name":"mcpguard-loadgen","version":"1"}}}`
 	res, body, err := s.post(ctx, []byte(init))
 	if err != nil {
 		return nil, fmt.Errorf("initialize: %w", err)

@@ -33,7 +33,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -44,9 +43,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"runtime"
-	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -65,9 +61,13 @@ type options struct {
 	stateless int
 	duration  time.Duration
 	reload    time.Duration
-	listEvery int
+	mix       mix
 	timeout   time.Duration
 	direct    bool
+	profiles  string // directory for heap and goroutine profiles; "" keeps none
+
+	goroutineSlack int   // goroutines the end may hold above idle
+	heapSlack      int64 // bytes of live heap the end may hold above idle
 }
 
 func main() {
@@ -78,10 +78,18 @@ func main() {
 	flag.IntVar(&o.stateless, "stateless", 100, "concurrent stateless (2026-07-28) workers")
 	flag.DurationVar(&o.duration, "duration", 60*time.Second, "how long the load runs")
 	flag.DurationVar(&o.reload, "reload", time.Second, "how often the policy file is replaced")
-	flag.IntVar(&o.listEvery, "list-every", 5, "every n-th request of a worker is tools/list, the others tools/call")
+	flag.IntVar(&o.mix.listEvery, "list-every", 5, "every n-th request of a worker is tools/list")
+	flag.IntVar(&o.mix.askEvery, "ask-every", 4, "of the others, every n-th of a session-era worker calls "+loadgen.AskTool+" (a server→client elicitation/create answered by POST); 0: none")
+	flag.IntVar(&o.mix.progressEvery, "progress-every", 3, "of the others, every n-th calls "+loadgen.ProgressTool+" (progress notifications, then the answer); 0: none; the rest call fetch_url")
+	flag.IntVar(&o.mix.ticks, "ticks", 3, "progress notifications per "+loadgen.ProgressTool+" call")
+	flag.StringVar(&o.profiles, "profiles", "", "save mcpguard's heap and goroutine profiles at idle, peak and end into this directory (for go tool pprof -diff_base)")
+	flag.IntVar(&o.goroutineSlack, "goroutine-slack", 20, "goroutines mcpguard may hold at the end above idle before it counts as a leak")
+	heapSlack := flag.Int("heap-slack", 16, "MiB of live heap (after a forced GC) mcpguard may hold at the end above idle before it counts as a leak")
 	flag.BoolVar(&o.direct, "direct", false, "drive the stand-in gateway without mcpguard: the reference for latency (proxy checks skipped)")
 	flag.DurationVar(&o.timeout, "timeout", 0, "the whole run stops after this long (default: duration + 3m)")
 	flag.Parse()
+	o.heapSlack = int64(*heapSlack) << 20
+	o.mix.replay = !o.direct
 	if *short {
 		set := map[string]bool{}
 		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -95,9 +103,16 @@ func main() {
 			o.duration = 10 * time.Second
 		}
 	}
-	if o.sessions < 0 || o.stateless < 0 || o.sessions+o.stateless == 0 || o.duration <= 0 || o.reload <= 0 || o.listEvery < 1 {
-		fmt.Fprintln(os.Stderr, "soak: need -sessions + -stateless > 0, -duration > 0, -reload > 0, -list-every ≥ 1")
+	if o.sessions < 0 || o.stateless < 0 || o.sessions+o.stateless == 0 || o.duration <= 0 || o.reload <= 0 ||
+		o.mix.listEvery < 1 || o.mix.askEvery < 0 || o.mix.progressEvery < 0 || o.mix.ticks < 0 || o.mix.ticks > 100 {
+		fmt.Fprintln(os.Stderr, "soak: need -sessions + -stateless > 0, -duration > 0, -reload > 0, -list-every ≥ 1, -ask-every and -progress-every ≥ 0, -ticks 0 to 100")
 		os.Exit(2)
+	}
+	if o.profiles != "" {
+		if err := os.MkdirAll(o.profiles, 0o755); err != nil {
+			fmt.Fprintln(os.Stderr, "soak: -profiles:", err)
+			os.Exit(2)
+		}
 	}
 	if o.timeout == 0 {
 		o.timeout = o.duration + 3*time.Minute
@@ -118,12 +133,29 @@ func main() {
 }
 
 // policyVersions returns the two policies the reloads alternate between:
-// the shipped approved-apis policy and the same with one more approved host.
-// Both allow fetch_url of loadgen.FetchURL and get_time.
+// the shipped approved-apis policy, with the soak's two extra tools allowed
+// and its elicitation rule turned to allow, and the same with one more
+// approved host and a length check on the elicitation message. Both allow
+// fetch_url of loadgen.FetchURL, get_time, the two tools and the
+// ask_client's elicitation/create.
 func policyVersions() ([2][]byte, error) {
+	edits := []struct{ old, new string }{
+		{"    - tool: get_time\n", "    - tool: get_time\n    - tool: " + loadgen.ProgressTool + "\n    - tool: " + loadgen.AskTool + "\n"},
+		{"  elicitation:\n    id: elicitation\n    action: deny\n    reason: tool servers may not ask the agent's user for input\n",
+			"  elicitation:\n    id: elicitation\n"},
+	}
 	a := policies.ApprovedAPIs
+	for _, e := range edits {
+		next := bytes.Replace(a, []byte(e.old), []byte(e.new), 1)
+		if bytes.Equal(a, next) {
+			return [2][]byte{}, fmt.Errorf("the shipped approved-apis policy no longer contains %q; update policyVersions", e.old)
+		}
+		a = next
+	}
 	b := bytes.Replace(a, []byte("example.com]"), []byte("example.com, api.open-meteo.com]"), 1)
-	if bytes.Equal(a, b) {
+	b = bytes.Replace(b, []byte("  elicitation:\n    id: elicitation\n"),
+		[]byte("  elicitation:\n    id: elicitation\n    checks: [{argument: /message, string: {maxLength: 200}}]\n"), 1)
+	if bytes.Count(b, []byte("open-meteo")) != 1 || !bytes.Contains(b, []byte("maxLength: 200")) {
 		return [2][]byte{}, errors.New("the shipped policy no longer lists example.com in its hosts; update policyVersions")
 	}
 	return [2][]byte{a, b}, nil
@@ -173,7 +205,8 @@ func run(ctx context.Context, o options) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	upSrv := &http.Server{Handler: loadgen.Upstream(), ReadHeaderTimeout: 10 * time.Second}
+	gw := loadgen.NewGateway()
+	upSrv := &http.Server{Handler: gw, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = upSrv.Serve(uln) }()
 	defer upSrv.Close()
 
@@ -191,13 +224,18 @@ func run(ctx context.Context, o options) (bool, error) {
 	loadStart := uptime()
 
 	r := &report{o: o, loadStart: loadStart}
-	r.idle = px.sample()
-	logf("mcpguard ready; idle RSS %s, goroutines %s", fmtMiB(r.idle.rss), fmtInt(r.idle.goroutines))
+	r.idle = px.sample(true)
+	if px != nil && !r.idle.gc {
+		return false, errors.New("mcpguard's admin listener serves no /debug/pprof/heap: the leak check needs it (build mcpguard from this tree)")
+	}
+	logf("mcpguard ready; idle RSS %s, goroutines %s, heap %s", fmtMiB(r.idle.rss), fmtInt(r.idle.goroutines), fmtMiB(r.idle.heapInuse))
+	r.saveProfiles(px, "idle")
 
 	// Open the session-era sessions before the clock starts.
 	var ids []string
 	if o.sessions > 0 {
 		lc := loadgen.NewClient(target, 16)
+		lc.Capabilities = `{"elicitation":{}}`
 		ss, err := lc.OpenSessions(ctx, o.sessions, 16)
 		lc.CloseIdle()
 		if err != nil {
@@ -210,8 +248,8 @@ func run(ctx context.Context, o options) (bool, error) {
 			r.fail("two sessions were given the same Mcp-Session-Id %q", dup)
 		}
 	}
-	r.start = px.sample()
-	logf("%d sessions open; RSS %s, goroutines %s; load for %s", len(ids), fmtMiB(r.start.rss), fmtInt(r.start.goroutines), o.duration)
+	r.start = px.sample(true)
+	logf("%d sessions open; RSS %s, goroutines %s, heap %s; load for %s", len(ids), fmtMiB(r.start.rss), fmtInt(r.start.goroutines), fmtMiB(r.start.heapInuse), o.duration)
 
 	hc := &http.Client{
 		Transport: &http.Transport{
@@ -225,10 +263,10 @@ func run(ctx context.Context, o options) (bool, error) {
 	}
 	workers := make([]*worker, 0, o.sessions+o.stateless)
 	for i, id := range ids {
-		workers = append(workers, newWorker(hc, target, 's', i, id, o.listEvery))
+		workers = append(workers, newWorker(hc, gw, target, 's', i, id, o.mix))
 	}
 	for i := range o.stateless {
-		workers = append(workers, newWorker(hc, target, 'x', i, "", o.listEvery))
+		workers = append(workers, newWorker(hc, gw, target, 'x', i, "", o.mix))
 	}
 
 	loadCtx, stopLoad := context.WithTimeout(ctx, o.duration)
@@ -258,17 +296,25 @@ func run(ctx context.Context, o options) (bool, error) {
 	})
 	peak := r.start
 	wg.Go(func() {
+		// Every 8th sample forces a GC, so the peak live heap is measured
+		// as such without collecting 4 times a second under load.
 		tick := time.NewTicker(250 * time.Millisecond)
 		defer tick.Stop()
-		for {
+		for n := 1; ; n++ {
 			select {
 			case <-loadCtx.Done():
 				return
 			case <-tick.C:
-				s := px.sample()
+				s := px.sample(n%8 == 0)
 				peak.rss = max(peak.rss, s.rss)
 				peak.goroutines = max(peak.goroutines, s.goroutines)
 				peak.sessions = max(peak.sessions, s.sessions)
+				if s.gc && s.heapInuse > peak.heapInuse {
+					peak.heapInuse, peak.heapAlloc, peak.heapUnused = s.heapInuse, s.heapAlloc, s.heapUnused
+					if n%32 == 0 {
+						r.saveProfiles(px, "peak")
+					}
+				}
 			}
 		}
 	})
@@ -283,11 +329,29 @@ func run(ctx context.Context, o options) (bool, error) {
 	}
 	r.reloadsWritten = reloads
 
-	// End: close every session, let the proxy settle, sample.
+	// End: close every session and the client's connections, and wait for
+	// the proxy to settle: the sessions back to idle. Then sample twice:
+	// with the proxy's pool of idle gateway connections as the load left
+	// it (each holds two goroutines and its buffers until the pool's idle
+	// timeout), and after the gateway closed its idle connections, as one
+	// does when it restarts or times them out, which empties the pool.
+	// What remains above idle then is what the proxy itself retains.
 	closeSessions(ctx, hc, target, ids)
 	hc.CloseIdleConnections()
-	time.Sleep(2 * time.Second)
-	r.end = px.sample()
+	settle := func(until func(sample) bool) (sample, time.Duration) {
+		t0 := time.Now()
+		for {
+			s := px.sample(false)
+			if px == nil || until(s) || time.Since(t0) > 15*time.Second || px.exited() {
+				return px.sample(true), time.Since(t0)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	r.pooled, _ = settle(func(s sample) bool { return s.sessions <= r.idle.sessions })
+	upSrv.SetKeepAlivesEnabled(false) // closes its idle connections
+	r.end, r.settled = settle(func(s sample) bool { return s.goroutines <= r.idle.goroutines+int64(o.goroutineSlack) })
+	r.saveProfiles(px, "end")
 	r.ended = px.exited()
 	r.reloadsDone, r.reloadsFailed = countReloads(logFile)
 	r.loadEnd = uptime()
@@ -354,508 +418,4 @@ func countReloads(logFile string) (done, failed int) {
 		}
 	}
 	return done, failed
-}
-
-// worker is one session-era session ('s') or one stateless client ('x'),
-// used by one goroutine.
-type worker struct {
-	hc        *http.Client
-	url       string
-	kind      byte
-	index     int
-	session   string // Mcp-Session-Id; "" for stateless
-	listEvery int
-	seq       int
-
-	requests int
-	lat      []time.Duration
-	errs     map[string]int
-	sample   map[string]string // one example per error kind
-}
-
-func newWorker(hc *http.Client, url string, kind byte, index int, session string, listEvery int) *worker {
-	return &worker{hc: hc, url: url, kind: kind, index: index, session: session, listEvery: listEvery,
-		lat: make([]time.Duration, 0, 1024), errs: map[string]int{}, sample: map[string]string{}}
-}
-
-func (w *worker) loop(ctx context.Context) {
-	for ctx.Err() == nil {
-		w.seq++
-		method := "tools/call"
-		if w.seq%w.listEvery == 0 {
-			method = "tools/list"
-		}
-		t0 := time.Now()
-		kind, detail := w.do(ctx, method)
-		if kind == "canceled" {
-			// The run's end cut this request off: not counted.
-			return
-		}
-		w.requests++
-		if kind != "" {
-			w.errs[kind]++
-			if _, ok := w.sample[kind]; !ok {
-				w.sample[kind] = detail
-			}
-			continue
-		}
-		w.lat = append(w.lat, time.Since(t0))
-	}
-}
-
-// metaStateless is the per-request _meta a 2026-07-28 request carries.
-var metaStateless = json.RawMessage(`{"io.modelcontextprotocol/protocolVersion":"` + statelessVersion +
-	`","io.modelcontextprotocol/clientCapabilities":{}}`)
-
-type request struct {
-	JSONRPC string `json:"jsonrpc"`
-	ID      string `json:"id"`
-	Method  string `json:"method"`
-	Params  params `json:"params"`
-}
-
-type params struct {
-	Name      string            `json:"name,omitempty"`
-	Arguments map[string]string `json:"arguments,omitempty"`
-	Meta      json.RawMessage   `json:"_meta,omitempty"`
-}
-
-// message is an answer: a response (id with result or error) or, on an
-// event stream, possibly a notification or request from the server.
-type message struct {
-	ID     json.RawMessage `json:"id"`
-	Method string          `json:"method"`
-	Result *struct {
-		IsError bool `json:"isError"`
-		Tools   []struct {
-			Name string `json:"name"`
-		} `json:"tools"`
-	} `json:"result"`
-	Error *struct {
-		Code    int    `json:"code"`
-		Message string `json:"message"`
-	} `json:"error"`
-}
-
-// do makes one request and returns "" or the kind of its failure, with a
-// detail for the report.
-func (w *worker) do(ctx context.Context, method string) (kind, detail string) {
-	id := fmt.Sprintf("%c%d-%d", w.kind, w.index, w.seq)
-	req := request{JSONRPC: "2.0", ID: id, Method: method}
-	if method == "tools/call" {
-		req.Params.Name = "fetch_url"
-		req.Params.Arguments = map[string]string{"url": loadgen.FetchURL}
-	}
-	if w.session == "" {
-		req.Params.Meta = metaStateless
-	}
-	body, err := json.Marshal(req)
-	if err != nil {
-		return "encode", err.Error()
-	}
-	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, w.url, bytes.NewReader(body))
-	if err != nil {
-		return "encode", err.Error()
-	}
-	hr.Header["Content-Type"] = []string{"application/json"}
-	hr.Header["Accept"] = []string{"application/json, text/event-stream"}
-	if w.session != "" {
-		hr.Header["Mcp-Session-Id"] = []string{w.session}
-		hr.Header["Mcp-Protocol-Version"] = []string{loadgen.ProtocolVersion}
-	} else {
-		hr.Header["Mcp-Protocol-Version"] = []string{statelessVersion}
-		hr.Header["Mcp-Method"] = []string{method}
-		if req.Params.Name != "" {
-			hr.Header["Mcp-Name"] = []string{req.Params.Name}
-		}
-	}
-	res, err := w.hc.Do(hr)
-	if err != nil {
-		if ctx.Err() != nil {
-			return "canceled", ""
-		}
-		return "transport", err.Error()
-	}
-	data, err := io.ReadAll(res.Body)
-	res.Body.Close()
-	if err != nil {
-		if ctx.Err() != nil {
-			return "canceled", ""
-		}
-		return "transport", err.Error()
-	}
-	if res.StatusCode != http.StatusOK {
-		return "HTTP " + strconv.Itoa(res.StatusCode), fmt.Sprintf("%s %s: %.200s", method, id, data)
-	}
-	msgs, err := decodeAnswer(res.Header.Get("Content-Type"), data)
-	if err != nil {
-		return "bad answer", fmt.Sprintf("%s %s: %v: %.200s", method, id, err, data)
-	}
-	want, _ := json.Marshal(id)
-	var mine *message
-	for i := range msgs {
-		m := &msgs[i]
-		if m.Method != "" || len(m.ID) == 0 {
-			continue // a notification or a server request, not an answer
-		}
-		if !bytes.Equal(m.ID, want) {
-			return "crossed id", fmt.Sprintf("%s %s answered with id %s", method, id, m.ID)
-		}
-		if mine != nil {
-			return "duplicated", fmt.Sprintf("%s %s answered twice", method, id)
-		}
-		mine = m
-	}
-	switch {
-	case mine == nil:
-		return "lost", fmt.Sprintf("%s %s: no response with its id: %.200s", method, id, data)
-	case mine.Error != nil:
-		return "JSON-RPC " + strconv.Itoa(mine.Error.Code), fmt.Sprintf("%s %s: %s", method, id, mine.Error.Message)
-	case mine.Result == nil:
-		return "bad answer", fmt.Sprintf("%s %s: neither result nor error: %.200s", method, id, data)
-	case mine.Result.IsError:
-		return "tool error", fmt.Sprintf("%s %s: %.200s", method, id, data)
-	}
-	if method == "tools/list" {
-		var names []string
-		for _, t := range mine.Result.Tools {
-			names = append(names, t.Name)
-		}
-		if !slices.Contains(names, "fetch_url") || !slices.Contains(names, "get_time") {
-			return "tools/list incomplete", fmt.Sprintf("%s: tools %v", id, names)
-		}
-	}
-	return "", ""
-}
-
-// decodeAnswer returns the JSON-RPC messages of an answer: one JSON body, or
-// every data: payload of an event stream.
-func decodeAnswer(contentType string, data []byte) ([]message, error) {
-	if !strings.HasPrefix(contentType, "text/event-stream") {
-		var m message
-		if err := json.Unmarshal(data, &m); err != nil {
-			return nil, err
-		}
-		return []message{m}, nil
-	}
-	var out []message
-	for event := range bytes.SplitSeq(bytes.ReplaceAll(data, []byte("\r\n"), []byte("\n")), []byte("\n\n")) {
-		var payload []byte
-		for line := range bytes.SplitSeq(event, []byte("\n")) {
-			if v, ok := bytes.CutPrefix(line, []byte("data:")); ok {
-				if len(payload) > 0 {
-					payload = append(payload, '\n')
-				}
-				payload = append(payload, bytes.TrimPrefix(v, []byte(" "))...)
-			}
-		}
-		if len(payload) == 0 {
-			continue
-		}
-		var m message
-		if err := json.Unmarshal(payload, &m); err != nil {
-			return nil, err
-		}
-		out = append(out, m)
-	}
-	return out, nil
-}
-
-// proc is the running mcpguard.
-type proc struct {
-	cmd   *exec.Cmd
-	done  chan struct{}
-	url   string // the MCP endpoint
-	admin string // the admin listener's base URL
-	hc    *http.Client
-}
-
-func freePort() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
-// startProxy execs mcpguard with info-level logs to logFile and returns once
-// /readyz answers 200. mcpguard dies with this program (SIGKILL on parent
-// death).
-func startProxy(ctx context.Context, bin, upstream, policy, logFile string) (*proc, error) {
-	listen, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	admin, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	f, err := os.Create(logFile)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	cmd := exec.CommandContext(ctx, bin, "proxy", "--listen", listen, "--admin-listen", admin,
-		"--upstream", upstream, "--policy", policy, "--log-level", "info")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = 3 * time.Second
-	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	p := &proc{cmd: cmd, done: make(chan struct{}), url: "http://" + listen + "/mcp", admin: "http://" + admin,
-		hc: &http.Client{Timeout: 2 * time.Second}}
-	go func() { _ = cmd.Wait(); close(p.done) }()
-	t0 := time.Now()
-	for {
-		res, err := p.hc.Get(p.admin + "/readyz")
-		if err == nil {
-			res.Body.Close()
-			if res.StatusCode == http.StatusOK {
-				return p, nil
-			}
-		}
-		if p.exited() || ctx.Err() != nil || time.Since(t0) > 15*time.Second {
-			p.stop()
-			data, _ := os.ReadFile(logFile)
-			return nil, fmt.Errorf("mcpguard did not become ready (%v); its log:\n%s", err, data[max(0, len(data)-2000):])
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// stop ends mcpguard with SIGTERM, then SIGKILL after 5s.
-func (p *proc) stop() {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(5 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-func (p *proc) exited() bool {
-	if p == nil {
-		return false
-	}
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// sample is the proxy's footprint at one moment; -1 where unknown.
-type sample struct {
-	rss        int64 // bytes
-	goroutines int64 // go_goroutines
-	sessions   int64 // mcpguard_sessions_active
-}
-
-func (p *proc) sample() sample {
-	s := sample{rss: -1, goroutines: -1, sessions: -1}
-	if p == nil {
-		return s
-	}
-	if data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid)); err == nil {
-		for line := range strings.SplitSeq(string(data), "\n") {
-			if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-				if kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64); err == nil {
-					s.rss = kb << 10
-				}
-			}
-		}
-	}
-	res, err := p.hc.Get(p.admin + "/metrics")
-	if err != nil {
-		return s
-	}
-	defer res.Body.Close()
-	sc := bufio.NewScanner(res.Body)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		name, value := metric(sc.Text())
-		switch name {
-		case "go_goroutines":
-			s.goroutines = value
-		case "mcpguard_sessions_active":
-			s.sessions = value
-		}
-	}
-	return s
-}
-
-// metric splits a Prometheus text-format sample line into its name and
-// value; "" for comments and lines it cannot read.
-func metric(line string) (string, int64) {
-	if strings.HasPrefix(line, "#") {
-		return "", 0
-	}
-	i := strings.LastIndexByte(line, ' ')
-	if i < 0 {
-		return "", 0
-	}
-	f, err := strconv.ParseFloat(line[i+1:], 64)
-	if err != nil {
-		return "", 0
-	}
-	name, _, _ := strings.Cut(line[:i], "{")
-	return strings.TrimSpace(name), int64(f)
-}
-
-// report gathers what the run measured.
-type report struct {
-	o                      options
-	loadStart, loadEnd     string
-	idle, start, peak, end sample
-	elapsed                time.Duration
-	ended                  bool // mcpguard exited during the run
-	reloadsWritten         int
-	reloadsDone            int
-	reloadsFailed          int
-
-	requests [2]int // session-era, stateless
-	lat      []time.Duration
-	errs     map[string]int
-	samples  []string
-	failures []string
-}
-
-func (r *report) fail(format string, args ...any) {
-	r.failures = append(r.failures, fmt.Sprintf(format, args...))
-}
-
-func (r *report) add(w *worker) {
-	if r.errs == nil {
-		r.errs = map[string]int{}
-	}
-	r.requests[min(int(w.kind-'s'), 1)] += w.requests // 's' → 0, 'x' → 1
-	r.lat = append(r.lat, w.lat...)
-	for k, n := range w.errs {
-		if r.errs[k] == 0 {
-			r.samples = append(r.samples, k+": "+w.sample[k])
-		}
-		r.errs[k] += n
-	}
-}
-
-// print writes the markdown report and reports whether every invariant held.
-func (r *report) print(w io.Writer) bool {
-	slices.Sort(r.lat)
-	total := r.requests[0] + r.requests[1]
-	var nerr int
-	for _, n := range r.errs {
-		nerr += n
-	}
-	if nerr > 0 {
-		r.fail("%d of %d requests failed", nerr, total)
-	}
-	if total == 0 {
-		r.fail("no request was made")
-	}
-	if r.ended {
-		r.fail("mcpguard exited during the run")
-	}
-	if r.reloadsFailed > 0 {
-		r.fail("%d policy reloads failed", r.reloadsFailed)
-	}
-	if r.end.sessions > r.idle.sessions {
-		r.fail("%d sessions still active after every session was closed (%d idle)", r.end.sessions, r.idle.sessions)
-	}
-	if r.reloadsDone == 0 && !r.o.direct {
-		r.fail("the policy was replaced %d times but never reloaded", r.reloadsWritten)
-	}
-
-	fmt.Fprintf(w, "### mcpguard soak (bench/soak, %s)\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
-	fmt.Fprintf(w, "%d CPUs shared by client, stand-in gateway and proxy; %s. Load: %d session-era sessions (%s) and %d stateless workers (%s), "+
-		"closed loop, every %d-th request tools/list, the others tools/call fetch_url; policy file replaced every %s.\n\n",
-		runtime.NumCPU(), runtime.Version(), r.o.sessions, loadgen.ProtocolVersion, r.o.stateless, statelessVersion,
-		r.o.listEvery, r.o.reload)
-	if r.o.direct {
-		fmt.Fprint(w, "**Direct**: no mcpguard in the path (the reference row); the policy reloads and proxy figures do not apply.\n\n")
-	}
-	fmt.Fprintf(w, "uptime at start: %s  \nuptime at end: %s\n\n", r.loadStart, r.loadEnd)
-	fmt.Fprintln(w, "| measure | value |")
-	fmt.Fprintln(w, "|---|---:|")
-	fmt.Fprintf(w, "| duration | %.1f s |\n", r.elapsed.Seconds())
-	fmt.Fprintf(w, "| requests (session-era + stateless) | %d (%d + %d) |\n", total, r.requests[0], r.requests[1])
-	fmt.Fprintf(w, "| requests/s | %.0f |\n", float64(total)/max(r.elapsed.Seconds(), 1e-9))
-	kinds := slices.Sorted(func(yield func(string) bool) {
-		for k := range r.errs {
-			if !yield(k) {
-				return
-			}
-		}
-	})
-	if len(kinds) == 0 {
-		fmt.Fprintln(w, "| errors | 0 |")
-	}
-	for _, k := range kinds {
-		fmt.Fprintf(w, "| errors: %s | %d |\n", k, r.errs[k])
-	}
-	fmt.Fprintf(w, "| latency p50 / p99 / p999 | %s / %s / %s |\n",
-		fmtDur(loadgen.Percentile(r.lat, 50)), fmtDur(loadgen.Percentile(r.lat, 99)), fmtDur(loadgen.Percentile(r.lat, 99.9)))
-	fmt.Fprintf(w, "| policy reloads (file replaced / reloaded / failed) | %d / %d / %d |\n", r.reloadsWritten, r.reloadsDone, r.reloadsFailed)
-	fmt.Fprintf(w, "| proxy RSS idle / start / peak / end | %s / %s / %s / %s |\n",
-		fmtMiB(r.idle.rss), fmtMiB(r.start.rss), fmtMiB(r.peak.rss), fmtMiB(r.end.rss))
-	if r.idle.sessions >= 0 {
-		fmt.Fprintf(w, "| proxy sessions active idle / start / peak / end | %s / %s / %s / %s |\n",
-			fmtInt(r.idle.sessions), fmtInt(r.start.sessions), fmtInt(r.peak.sessions), fmtInt(r.end.sessions))
-	}
-	if r.idle.goroutines < 0 {
-		fmt.Fprintln(w, "| proxy goroutines | not measured: mcpguard's /metrics exports no go_goroutines |")
-	} else {
-		fmt.Fprintf(w, "| proxy goroutines idle / start / peak / end | %s / %s / %s / %s |\n",
-			fmtInt(r.idle.goroutines), fmtInt(r.start.goroutines), fmtInt(r.peak.goroutines), fmtInt(r.end.goroutines))
-	}
-	result := "all invariants held"
-	if len(r.failures) > 0 {
-		result = "**FAILED**: " + strings.Join(r.failures, "; ")
-	}
-	fmt.Fprintf(w, "| result | %s |\n", result)
-	if len(r.samples) > 0 {
-		slices.Sort(r.samples)
-		fmt.Fprintln(w, "\nFirst error of each kind:")
-		for _, s := range r.samples {
-			fmt.Fprintf(w, "- %s\n", s)
-		}
-	}
-	return len(r.failures) == 0
-}
-
-func fmtDur(d time.Duration) string {
-	if d >= 10*time.Millisecond {
-		return fmt.Sprintf("%.1f ms", float64(d)/1e6)
-	}
-	return fmt.Sprintf("%.0f µs", float64(d)/1e3)
-}
-
-func fmtMiB(b int64) string {
-	if b < 0 {
-		return "?"
-	}
-	return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
-}
-
-func fmtInt(n int64) string {
-	if n < 0 {
-		return "–"
-	}
-	return strconv.FormatInt(n, 10)
-}
-
-func uptime() string {
-	out, err := exec.Command("uptime").Output()
-	if err != nil {
-		return "?"
-	}
-	return strings.TrimSpace(string(out))
-}
-
-func logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, time.Now().Format("15:04:05 ")+format+"\n", args...)
 }

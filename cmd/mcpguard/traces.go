@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"os"
 	"strings"
@@ -217,13 +218,24 @@ func (ob *observability) policyReloaded(err error) {
 	}
 }
 
-// mount adds /metrics, and with a span ring /debug/traces and /traces, to
-// the admin listener.
+// mount adds /metrics, /debug/pprof/ (loopback only), and with a span ring
+// /debug/traces and /traces, to the admin listener.
 func (ob *observability) mount(mux *http.ServeMux) {
 	if ob == nil {
 		return
 	}
 	mux.Handle("GET /metrics", ob.tel.Metrics)
+	// Heap and goroutine profiles tell a leak from memory the runtime has
+	// not yet returned to the OS (bench/soak forces a GC through
+	// heap?gc=1 before reading the heap). Loopback only, like the traces:
+	// profiles show internals, and a CPU profile costs the proxy CPU.
+	// Registered by hand: importing net/http/pprof also registers on
+	// http.DefaultServeMux, which mcpguard never serves.
+	mux.Handle("GET /debug/pprof/", loopbackOnly(http.HandlerFunc(pprof.Index)))
+	mux.Handle("GET /debug/pprof/cmdline", loopbackOnly(http.HandlerFunc(pprof.Cmdline)))
+	mux.Handle("GET /debug/pprof/profile", loopbackOnly(http.HandlerFunc(pprof.Profile)))
+	mux.Handle("GET /debug/pprof/symbol", loopbackOnly(http.HandlerFunc(pprof.Symbol)))
+	mux.Handle("GET /debug/pprof/trace", loopbackOnly(http.HandlerFunc(pprof.Trace)))
 	if ob.tel.Ring != nil {
 		// In a pod the admin listener is on the pod IP for the kubelet's
 		// probes; what the agent called is for the people on the machine
