@@ -21,10 +21,15 @@ type legacyStream struct {
 	done   chan struct{}
 	once   sync.Once
 	listen sync.Once // one relay of the gateway's standalone stream, however often initialized is sent
+	// work is cancelled with the stream: the calls of a session whose
+	// stream is gone have nowhere to answer.
+	work       context.Context
+	cancelWork context.CancelFunc
 }
 
 func newLegacyStream() *legacyStream {
-	return &legacyStream{ch: make(chan []byte, 256), done: make(chan struct{})}
+	work, cancel := context.WithCancel(context.Background())
+	return &legacyStream{ch: make(chan []byte, 256), done: make(chan struct{}), work: work, cancelWork: cancel}
 }
 
 var errLegacyClosed = errors.New("the agent's SSE stream is closed")
@@ -42,7 +47,12 @@ func (l *legacyStream) send(data []byte) error {
 	}
 }
 
-func (l *legacyStream) close() { l.once.Do(func() { close(l.done) }) }
+func (l *legacyStream) close() {
+	l.once.Do(func() {
+		close(l.done)
+		l.cancelWork()
+	})
+}
 
 // serveLegacyStream serves GET /sse.
 func (p *Proxy) serveLegacyStream(w http.ResponseWriter, r *http.Request) {
@@ -62,8 +72,6 @@ func (p *Proxy) serveLegacyStream(w http.ResponseWriter, r *http.Request) {
 		p.sessions.remove(sess.id)
 		p.closeSession(sess)
 	}()
-	ctx, cancel := mergeCancel(r.Context(), p.streams)
-	defer cancel()
 	sw := newSSEWriter(w)
 	if err := sw.start(nil); err != nil {
 		return
@@ -74,6 +82,8 @@ func (p *Proxy) serveLegacyStream(w http.ResponseWriter, r *http.Request) {
 	p.log.Info("legacy SSE session opened", "session", sess.id)
 	keepalive := time.NewTicker(25 * time.Second)
 	defer keepalive.Stop()
+	draining := p.streams.Done()
+	var idle <-chan time.Time
 	for {
 		select {
 		case data := <-ls.ch:
@@ -86,8 +96,35 @@ func (p *Proxy) serveLegacyStream(w http.ResponseWriter, r *http.Request) {
 			}
 		case <-ls.done:
 			return
-		case <-ctx.Done():
+		case <-r.Context().Done():
 			return
+		case <-draining:
+			// Unlike a Streamable HTTP GET stream, this one carries the
+			// answers of the session's calls: ending it now would lose
+			// those in flight (issue #8). It ends once they are answered,
+			// or when the server's drain timeout closes the connection.
+			draining = nil
+			check := time.NewTicker(20 * time.Millisecond)
+			defer check.Stop()
+			idle = check.C
+		case <-idle:
+			sess.mu.Lock()
+			busy := sess.active > 0
+			sess.mu.Unlock()
+			if busy {
+				continue
+			}
+			// A call's answer is queued before its work ends.
+			for {
+				select {
+				case data := <-ls.ch:
+					if err := sw.send("", "message", data); err != nil {
+						return
+					}
+				default:
+					return
+				}
+			}
 		}
 	}
 }
@@ -135,8 +172,9 @@ func (p *Proxy) serveLegacyMessage(w http.ResponseWriter, r *http.Request) {
 		p.reject(w, r, firstID(msgs), errInvalid("send initialize first"))
 		return
 	}
-	// The work outlives this POST: it belongs to the stream.
-	ctx, cancel := mergeCancel(context.WithoutCancel(r.Context()), p.streams)
+	// The work outlives this POST: it belongs to the stream, and a drain
+	// lets it finish (the stream waits for it).
+	ctx, cancel := mergeCancel(context.WithoutCancel(r.Context()), sess.legacy.work)
 	r = r.WithContext(ctx)
 	out := &legacyOut{p: p, sess: sess}
 	sess.begin()

@@ -696,3 +696,106 @@ func pollUntil(t *testing.T, limit time.Duration, what string, cond func() bool)
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// sseEvents reads an event stream event by event.
+type sseEvents struct{ r *bufio.Reader }
+
+// next returns the next event's name and data.
+func (s *sseEvents) next() (event, data string, err error) {
+	for {
+		line, err := s.r.ReadString('\n')
+		if err != nil {
+			return "", "", err
+		}
+		line = strings.TrimRight(line, "\r\n")
+		switch {
+		case strings.HasPrefix(line, "event:"):
+			event = strings.TrimSpace(strings.TrimPrefix(line, "event:"))
+		case strings.HasPrefix(line, "data:"):
+			data += strings.TrimPrefix(strings.TrimPrefix(line, "data:"), " ")
+		case line == "" && data != "":
+			return event, data, nil
+		}
+	}
+}
+
+// TestSIGTERMDrainsLegacySession: an agent on the 2024-11-05 HTTP+SSE
+// transport gets its answers on the long-lived /sse stream, so ending that
+// stream at SIGTERM, as the drain does for GET streams, would lose the
+// answer of a call in flight. The stream must stay until the call is
+// answered, and then end.
+func TestSIGTERMDrainsLegacySession(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the mcpguard binary")
+	}
+	const drain = 5 * time.Second
+	up := startHoldUpstream(t)
+	p, url, _ := startDrainProxy(t, up, drain)
+	base := strings.TrimSuffix(url, "/mcp")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/sse", nil)
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	events := &sseEvents{bufio.NewReader(resp.Body)}
+	ev, endpoint, err := events.next()
+	if err != nil || ev != "endpoint" {
+		t.Fatalf("first event %q %q, %v; want the endpoint", ev, endpoint, err)
+	}
+	post := func(body string) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+endpoint, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("POST %s: %s", body, resp.Status)
+		}
+	}
+	post(`{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2024-11-05","capabilities":{},"clientInfo":{"name":"legacy","version":"1"}}}`)
+	if _, data, err := events.next(); err != nil || !strings.Contains(data, `"serverInfo"`) {
+		t.Fatalf("initialize answered %q, %v", data, err)
+	}
+	post(`{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+	post(toolCall(1, "hold", "legacy-0", true))
+	up.waitEntered(t, "legacy-0")
+
+	p.signal(t, syscall.SIGTERM)
+	for _, msg := range []string{"draining"} {
+		pollUntil(t, 3*time.Second, "the "+msg+" log line", func() bool { return contains(p.logged(), msg) })
+	}
+	up.releaseAll()
+	var answers []sseMessage
+	for {
+		_, data, err := events.next()
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				t.Errorf("the legacy stream ended with %v, want a clean end", err)
+			}
+			break
+		}
+		var m sseMessage
+		if err := json.Unmarshal([]byte(data), &m); err != nil {
+			t.Fatalf("torn event %q: %v", data, err)
+		}
+		if m.Method == "" {
+			answers = append(answers, m)
+		}
+	}
+	if len(answers) != 1 || answers[0].Result == nil || len(answers[0].Result.Content) != 1 || answers[0].Result.Content[0].Text != "done legacy-0" {
+		t.Errorf("answers on the legacy stream after SIGTERM: %+v, want exactly one, the tool's result", answers)
+	}
+	if code := p.exitWithin(t, drain+3*time.Second); code != exitOK {
+		t.Errorf("exit code %d, want 0", code)
+	}
+	if msgs := p.logged(); !contains(msgs, "stopped") || contains(msgs, "drain timed out; closing remaining connections") {
+		t.Errorf("log %q, want a drain that finished in time", msgs)
+	}
+}
