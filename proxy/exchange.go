@@ -271,6 +271,10 @@ func (ex *exchange) relayStream(ctx context.Context, res *http.Response, out out
 			if ctx.Err() != nil && ex.r.Context().Err() != nil {
 				return false // the agent went away; nobody to tell
 			}
+			if idled.Load() {
+				// Not "use of closed network connection": say why.
+				err = fmt.Errorf("no event within the stream idle timeout of %s", idleFor)
+			}
 			if isPost && primed && ex.sess != nil && out.resumable() &&
 				(errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) {
 				// SSE polling (2025-11-25, SEP-1699): the gateway closed a

@@ -479,7 +479,9 @@ func TestFaultGatewayKilledAndRestarted(t *testing.T) {
 	// sends reaches the stream the raw agent opened before the kill.
 	waitFor(t, "both GET streams reopened at the new gateway", func() bool { return g.current().gets.Load() == 2 })
 	g.current().server.AddTool(&sdk.Tool{Name: "late", InputSchema: map[string]any{"type": "object"}},
-		func(context.Context, *sdk.CallToolRequest) (*sdk.CallToolResult, error) { return &sdk.CallToolResult{}, nil })
+		func(context.Context, *sdk.CallToolRequest) (*sdk.CallToolResult, error) {
+			return &sdk.CallToolResult{}, nil
+		})
 	if m := get.next(t, "tools/list_changed on the old GET stream"); m.Method != "notifications/tools/list_changed" {
 		t.Errorf("GET stream carried %s, want notifications/tools/list_changed", describe(m))
 	}
@@ -493,3 +495,156 @@ var _ = bufio.NewReader
 var _ = json.Marshal
 var _ = runtime.NumGoroutine
 var _ = pprof.Lookup
+
+// goroutineBaseline settles the process — idle keep-alive connections of
+// the agents' and the proxy's clients closed — and returns its goroutine
+// count.
+func goroutineBaseline(p *Proxy) int {
+	closeIdle(p)
+	time.Sleep(50 * time.Millisecond) // let closed connections' goroutines exit
+	return runtime.NumGoroutine()
+}
+
+func closeIdle(p *Proxy) {
+	http.DefaultClient.CloseIdleConnections()
+	p.up.client.CloseIdleConnections()
+}
+
+// wantGoroutinesBack waits until the process has at most base+margin
+// goroutines, and fails with their stacks if it does not within 10s.
+func wantGoroutinesBack(t *testing.T, p *Proxy, base, margin int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		closeIdle(p)
+		n := runtime.NumGoroutine()
+		if n <= base+margin {
+			return
+		}
+		if time.Now().After(deadline) {
+			var b bytes.Buffer
+			_ = pprof.Lookup("goroutine").WriteTo(&b, 1)
+			t.Fatalf("%d goroutines 10s after the fault, baseline %d (+%d allowed):\n%s", n, base, margin, b.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// peakGoroutines samples the goroutine count until stop is called, and
+// returns the highest seen.
+func peakGoroutines() (stop func() int) {
+	var peak atomic.Int64
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		for {
+			if n := int64(runtime.NumGoroutine()); n > peak.Load() {
+				peak.Store(n)
+			}
+			select {
+			case <-done:
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}()
+	return func() int {
+		close(done)
+		<-finished
+		return int(peak.Load())
+	}
+}
+
+// TestFaultSlowGatewayNoPileUp: 50 calls at once to a gateway that sends no
+// headers within ResponseHeaderTimeout, and 50 whose stream stalls past
+// StreamIdleTimeout. Each agent gets -32004 within the bound, another
+// agent's calls go through meanwhile, and every goroutine the calls took
+// (the proxy's and the gateway's handlers) is released.
+func TestFaultSlowGatewayNoPileUp(t *testing.T) {
+	const calls = 50
+	tests := []struct {
+		name    string
+		slow    func(w http.ResponseWriter, r *http.Request)
+		status  int
+		message string
+		log     []string
+	}{
+		{"headers after the timeout", func(w http.ResponseWriter, r *http.Request) {
+			<-r.Context().Done() // the proxy gives up first
+		}, http.StatusGatewayTimeout, "upstream timeout: no response headers within the timeout (300ms)",
+			[]string{"call failed", "status=504", "no response headers within the timeout"}},
+		{"stream that stalls", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
+		}, http.StatusOK, "the gateway's stream ended before it answered (no event within the stream idle timeout of 300ms)",
+			[]string{"gateway stream ended", "no event within the stream idle timeout"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var log syncBuffer
+			up := scripted(t, func(w http.ResponseWriter, r *http.Request, body string) {
+				if strings.Contains(body, `"name":"slow"`) {
+					tt.slow(w, r)
+					return
+				}
+				w.Header().Set("Content-Type", "application/json")
+				id := body[strings.Index(body, `"id":`)+5 : strings.Index(body, `,"method"`)]
+				fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"content":[]}}`, id)
+			})
+			const bound = 300 * time.Millisecond
+			p, px := newTestProxy(t, up.URL, logInto(&log), func(c *Config) {
+				c.ResponseHeaderTimeout = bound
+				c.StreamIdleTimeout = bound
+			})
+			slowAgent, other := rawSession(t, px.URL), rawSession(t, px.URL)
+			if st, m := postJSON(t, px.URL, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fast","arguments":{}}}`, other); st != 200 || m.Error != nil {
+				t.Fatalf("warm-up call: %d %s", st, describe(m))
+			}
+			base := goroutineBaseline(p)
+
+			peak := peakGoroutines()
+			start := time.Now()
+			type answer struct {
+				status int
+				m      *jsonrpc.Message
+				err    error
+				took   time.Duration
+			}
+			answers := make(chan answer, calls)
+			for i := range calls {
+				go func() {
+					st, m, err := tryPostJSON(px.URL, fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"slow","arguments":{}}}`, 100+i), slowAgent)
+					answers <- answer{st, m, err, time.Since(start)}
+				}()
+			}
+			// Another agent is served at normal speed meanwhile.
+			for i := range 5 {
+				t0 := time.Now()
+				st, m := postJSON(t, px.URL, fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"fast","arguments":{}}}`, 2+i), other)
+				if st != 200 || m.Error != nil || time.Since(t0) > bound/2 {
+					t.Errorf("other agent's call during the fault: %d %s after %s", st, describe(m), time.Since(t0))
+				}
+			}
+			for range calls {
+				a := <-answers
+				if a.err != nil {
+					t.Fatal(a.err)
+				}
+				if a.status != tt.status || a.m == nil || a.m.Error == nil || a.m.Error.Code != CodeUpstream ||
+					!strings.Contains(a.m.Error.Message, tt.message) {
+					t.Errorf("slow call: %d %s, want %d and error %d %q", a.status, describe(a.m), tt.status, CodeUpstream, tt.message)
+				}
+				if a.took > bound+2*time.Second {
+					t.Errorf("slow call answered after %s, bound %s", a.took, bound)
+				}
+			}
+			highest := peak()
+			wantGoroutinesBack(t, p, base, 5)
+			t.Logf("goroutines: %d before, %d at the peak of %d slow calls, back to %d", base, highest, calls, runtime.NumGoroutine())
+			wantLogged(t, &log, tt.log...)
+		})
+	}
+}
