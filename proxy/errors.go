@@ -99,6 +99,13 @@ func errUpstreamTimeout(err error) *callError {
 	return &callError{status: http.StatusGatewayTimeout, code: CodeUpstream, msg: "upstream timeout: " + err.Error()}
 }
 
+// errTooManyServerRequests answers, to the gateway, a server→client request
+// the proxy did not relay because the agent has too many unanswered.
+func errTooManyServerRequests(limit int) *callError {
+	return &callError{status: http.StatusServiceUnavailable, code: jsonrpc.CodeInternalError,
+		msg: fmt.Sprintf("refused by mcpguard: the agent has %d server requests unanswered already; answer or cancel those first", limit)}
+}
+
 // errorFromDecode maps a codec error.
 func errorFromDecode(err error) *callError {
 	switch e := err.(type) {

@@ -26,6 +26,9 @@ type exchange struct {
 	// gateway answers them. An answer to anything else is dropped.
 	waiting map[string]string
 	trace   *exTrace // spans and timings (telemetry.go); nil when telemetry is off
+	// answering holds a token per answer to a gateway request in flight
+	// (answerUpstream); nil until the first.
+	answering chan struct{}
 }
 
 func (ex *exchange) sessionID() string {
@@ -352,11 +355,19 @@ func (ex *exchange) fromUpstream(ctx context.Context, m *jsonrpc.Message, eventI
 		_ = out.deliver(m, eventID)
 	case jsonrpc.KindRequest:
 		if ans := p.screenServer(ctx, ex, m); ans != nil {
-			go ex.answerUpstream(ans)
+			ex.answerUpstream(ctx, ans)
 			return
 		}
-		if ex.sess != nil {
-			ex.sess.expect(m.ID.String())
+		if ex.sess != nil && !ex.sess.expect(m.ID.String()) {
+			// Relaying it would leave an answer the proxy could not accept
+			// (it is not bookkept); refusing it says so to the gateway.
+			if n := p.refusedServer.Add(1); n&(n-1) == 0 { // log 1, 2, 4, 8…: a flood must not flood the log
+				p.log.Warn("refusing server requests: the agent has too many unanswered", "method", m.Method,
+					"session", ex.sessionID(), "limit", maxPendingServerRequests, "refused_so_far", n)
+			}
+			p.tel.serverRequestRefused(m.Method)
+			ex.answerUpstream(ctx, &jsonrpc.Message{ID: m.ID, Error: errTooManyServerRequests(maxPendingServerRequests).rpc()})
+			return
 		}
 		_ = out.deliver(m, eventID)
 	case jsonrpc.KindNotification:
@@ -368,26 +379,46 @@ func (ex *exchange) fromUpstream(ctx context.Context, m *jsonrpc.Message, eventI
 	}
 }
 
-// answerUpstream sends the gateway the proxy's answer to a server request the
-// policy refused.
-func (ex *exchange) answerUpstream(m *jsonrpc.Message) {
+// maxAnswering bounds the answers to server requests one exchange has in
+// flight to the gateway. Before it, a gateway flooding requests the policy
+// refuses got a goroutine and a POST per request, all at once (5096
+// requests: 9990 goroutines; TestFaultServerRequestFlood).
+const maxAnswering = 8
+
+// answerUpstream sends the gateway the proxy's own answer to one of its
+// requests (refused by the policy, or over the limit), on another
+// goroutine so the stream relay goes on; when maxAnswering are in flight it
+// waits for one, slowing the relay of the flooding gateway's stream down to
+// the pace it takes answers.
+func (ex *exchange) answerUpstream(ctx context.Context, m *jsonrpc.Message) {
 	body, err := jsonrpc.Encode(m)
 	if err != nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	if ex.answering == nil {
+		ex.answering = make(chan struct{}, maxAnswering)
+	}
+	select {
+	case ex.answering <- struct{}{}:
+	case <-ctx.Done():
+		return
+	}
 	call := upstreamCall{method: http.MethodPost, body: body, protocolVersion: ex.headerVersion()}
 	if ex.sess != nil {
 		call.sessionID = ex.sess.upstream()
 	}
-	res, err := ex.p.up.do(ctx, call)
-	if err != nil {
-		ex.p.log.Warn("answering a refused server request failed", "err", err)
-		return
-	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
-	res.Body.Close()
+	go func() {
+		defer func() { <-ex.answering }()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		res, err := ex.p.up.do(ctx, call)
+		if err != nil {
+			ex.p.log.Warn("answering a refused server request failed", "err", err)
+			return
+		}
+		_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
+		res.Body.Close()
+	}()
 }
 
 // relayFailure turns a non-2xx gateway answer into answers for the agent:

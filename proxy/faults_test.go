@@ -24,6 +24,7 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"mcpguard.dev/mcpguard/proxy/jsonrpc"
+	"mcpguard.dev/mcpguard/rules"
 )
 
 // Faults of issue #8: the gateway dying and coming back, a slow gateway,
@@ -204,7 +205,15 @@ func (g *gateway) awaitEntered(t *testing.T, names ...string) {
 type agentStream struct {
 	res    *http.Response
 	events chan *jsonrpc.Message
-	done   chan error // the stream's end, once
+	done   chan error    // the stream's end, once
+	gone   chan struct{} // closed by leave
+	once   sync.Once
+}
+
+// leave closes the stream from the agent's side.
+func (s *agentStream) leave() {
+	s.once.Do(func() { close(s.gone) })
+	s.res.Body.Close()
 }
 
 // openStream sends a request expecting an event stream and reads it on its
@@ -226,12 +235,12 @@ func openStream(t *testing.T, method, url, body string, hdr map[string]string) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { res.Body.Close() })
 	if ct := mediaType(res.Header.Get("Content-Type")); res.StatusCode != 200 || ct != "text/event-stream" {
 		data, _ := io.ReadAll(res.Body)
 		t.Fatalf("%s: %d %s %s, want an event stream", method, res.StatusCode, ct, data)
 	}
-	s := &agentStream{res: res, events: make(chan *jsonrpc.Message, 1024), done: make(chan error, 1)}
+	s := &agentStream{res: res, events: make(chan *jsonrpc.Message, 1024), done: make(chan error, 1), gone: make(chan struct{})}
+	t.Cleanup(s.leave)
 	go func() {
 		rd := newSSEReader(res.Body, 1<<20)
 		for {
@@ -250,7 +259,11 @@ func openStream(t *testing.T, method, url, body string, hdr map[string]string) *
 				s.done <- fmt.Errorf("the proxy sent an invalid message %q: %v", ev.data, err)
 				return
 			}
-			s.events <- m
+			select {
+			case s.events <- m:
+			case <-s.gone:
+				return
+			}
 		}
 	}()
 	return s
@@ -491,11 +504,6 @@ func TestFaultGatewayKilledAndRestarted(t *testing.T) {
 	wantLogged(t, &log, "GET stream reopened")
 }
 
-var _ = bufio.NewReader
-var _ = json.Marshal
-var _ = runtime.NumGoroutine
-var _ = pprof.Lookup
-
 // goroutineBaseline settles the process — idle keep-alive connections of
 // the agents' and the proxy's clients closed — and returns its goroutine
 // count.
@@ -645,6 +653,165 @@ func TestFaultSlowGatewayNoPileUp(t *testing.T) {
 			wantGoroutinesBack(t, p, base, 5)
 			t.Logf("goroutines: %d before, %d at the peak of %d slow calls, back to %d", base, highest, calls, runtime.NumGoroutine())
 			wantLogged(t, &log, tt.log...)
+		})
+	}
+}
+
+// idOf returns the raw id of a JSON-RPC message, or "" when it has none.
+func idOf(body string) string {
+	var m struct {
+		ID json.RawMessage `json:"id"`
+	}
+	_ = json.Unmarshal([]byte(body), &m)
+	return string(m.ID)
+}
+
+// noSampling is testPolicy that also refuses every sampling request.
+type noSampling struct{}
+
+func (noSampling) Decide(ctx context.Context, in rules.Input) rules.Decision {
+	if in.Method == "sampling/createMessage" {
+		return rules.Deny("deny/sampling", "this agent does not sample for the gateway")
+	}
+	return testPolicy.Decide(ctx, in)
+}
+
+// floodGateway answers initialize, then floods: n server→client requests of
+// method on every call to the tool "flood" (before its result) and on the
+// standalone GET stream. It counts the answers to them it receives, and
+// how many of those are errors.
+type floodGateway struct {
+	n       int
+	method  string
+	answers atomic.Int64
+	errors  atomic.Int64
+}
+
+func (f *floodGateway) request(i int) string {
+	params := ""
+	if f.method == "sampling/createMessage" {
+		params = `,"params":{"messages":[{"role":"user","content":{"type":"text","text":"hi"}}],"maxTokens":1}`
+	}
+	return fmt.Sprintf(`{"jsonrpc":"2.0","id":"s%d","method":%q%s}`, i, f.method, params)
+}
+
+func (f *floodGateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	data, _ := io.ReadAll(r.Body)
+	body := string(data)
+	flood := func() {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		bw := bufio.NewWriter(w)
+		for i := range f.n {
+			fmt.Fprintf(bw, "event: message\ndata: %s\n\n", f.request(i))
+		}
+		_ = bw.Flush()
+		w.(http.Flusher).Flush()
+	}
+	switch {
+	case r.Method == http.MethodGet:
+		flood()
+		<-r.Context().Done()
+	case strings.Contains(body, `"method":"initialize"`):
+		w.Header().Set("Mcp-Session-Id", "gw-session")
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"s","version":"1"}}}`, idOf(body))
+	case !strings.Contains(body, `"method"`): // an answer to one of ours
+		f.answers.Add(1)
+		if strings.Contains(body, `"error"`) {
+			f.errors.Add(1)
+		}
+		w.WriteHeader(http.StatusAccepted)
+	case strings.Contains(body, `"name":"flood"`):
+		flood()
+		fmt.Fprintf(w, "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":%s,\"result\":{\"content\":[]}}\n\n", idOf(body))
+	case strings.Contains(body, `"method":"tools/call"`):
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"content":[]}}`, idOf(body))
+	default:
+		w.WriteHeader(http.StatusAccepted)
+	}
+}
+
+// TestFaultServerRequestFlood: a gateway sends thousands of server→client
+// requests on a call's stream or on the GET stream. The agent still gets its
+// answer; the requests it is shown are bookkept up to maxPendingServerRequests
+// and the rest are refused to the gateway, never silently lost; requests the
+// policy refuses are answered by the proxy with a bounded number of
+// goroutines; another agent's calls go through meanwhile.
+func TestFaultServerRequestFlood(t *testing.T) {
+	const n = maxPendingServerRequests + 1000
+	tests := []struct {
+		name   string
+		method string
+		get    bool // on the GET stream, else on the call's stream
+		shown  int  // requests the agent sees
+		errors int  // refusals the gateway gets
+		log    string
+	}{
+		{"pings on a call's stream", "ping", false, maxPendingServerRequests, n - maxPendingServerRequests, "too many unanswered"},
+		{"pings on the GET stream", "ping", true, maxPendingServerRequests, n - maxPendingServerRequests, "too many unanswered"},
+		{"refused sampling on a call's stream", "sampling/createMessage", false, 0, n, "deny/sampling"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := &floodGateway{n: n, method: tt.method}
+			up := newTestServer(t, f)
+			var log syncBuffer
+			p, px := newTestProxy(t, up.URL, logInto(&log), func(c *Config) { c.Policy = noSampling{} })
+			agent, other := rawSession(t, px.URL), rawSession(t, px.URL)
+			base := goroutineBaseline(p)
+			peak := peakGoroutines()
+
+			var stream *agentStream
+			if tt.get {
+				stream = openStream(t, http.MethodGet, px.URL, "", agent)
+			} else {
+				stream = openStream(t, http.MethodPost, px.URL, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"flood","arguments":{}}}`, agent)
+			}
+			shown := 0
+			for answered := false; !answered; {
+				m := stream.next(t, "the flood and the call's answer")
+				switch {
+				case m.Kind() == jsonrpc.KindRequest && m.Method == tt.method:
+					shown++
+				case m.Kind() == jsonrpc.KindResponse && m.ID.String() == "7" && m.Error == nil:
+					answered = true
+				default:
+					t.Fatalf("unexpected %s", describe(m))
+				}
+				if tt.get && shown == tt.shown {
+					break // a GET stream has no answer; it ends when the agent leaves
+				}
+			}
+			if st, m := postJSON(t, px.URL, `{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"fast","arguments":{}}}`, other); st != 200 || m.Error != nil {
+				t.Errorf("other agent during the flood: %d %s", st, describe(m))
+			}
+			waitFor(t, "the gateway to get its refusals", func() bool { return f.errors.Load() >= int64(tt.errors) })
+			highest := peak()
+			if shown != tt.shown || f.errors.Load() != int64(tt.errors) || f.answers.Load() != int64(tt.errors) {
+				t.Errorf("agent shown %d requests, gateway got %d answers (%d errors); want %d shown, %d errors",
+					shown, f.answers.Load(), f.errors.Load(), tt.shown, tt.errors)
+			}
+			// The agent can still answer what it was shown, once each.
+			if tt.shown > 0 {
+				hdr := map[string]string{"Accept": "application/json, text/event-stream"}
+				for k, v := range agent {
+					hdr[k] = v
+				}
+				for _, want := range []int{http.StatusAccepted, http.StatusBadRequest} {
+					if st, _ := postJSON(t, px.URL, `{"jsonrpc":"2.0","id":"s0","result":{}}`, hdr); st != want {
+						t.Errorf("agent answering s0: %d, want %d", st, want)
+					}
+				}
+			}
+			stream.leave()
+			wantGoroutinesBack(t, p, base, 5)
+			t.Logf("%d server requests: goroutines %d before, %d at the peak, back to %d", n, base, highest, runtime.NumGoroutine())
+			if highest > base+100 {
+				t.Errorf("goroutines peaked at %d during the flood, baseline %d: answering the gateway is not bounded", highest, base)
+			}
+			wantLogged(t, &log, tt.log)
 		})
 	}
 }

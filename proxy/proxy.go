@@ -30,7 +30,10 @@ type Proxy struct {
 	tools    sync.Map // tool name → canonical definition, from relayed tools/list results
 	// toolCount counts the entries of tools (see rememberTool).
 	toolCount atomic.Int64
-	tel       *telemetry // nil when Config asks for no telemetry
+	// refusedServer counts server requests refused for want of room to
+	// bookkeep them (exchange.fromUpstream).
+	refusedServer atomic.Int64
+	tel           *telemetry // nil when Config asks for no telemetry
 
 	draining atomic.Bool
 	// streams is cancelled on Drain: long-lived GET and legacy SSE streams

@@ -62,18 +62,26 @@ func (s *session) end(now time.Time) {
 	s.mu.Unlock()
 }
 
-// expect records a server→client request relayed to the agent.
-func (s *session) expect(id string) {
+// maxPendingServerRequests bounds the server→client requests of one session
+// relayed to the agent and not yet answered: a gateway flooding requests the
+// agent never answers must not grow the session without limit. Beyond it the
+// proxy refuses them to the gateway itself (exchange.fromUpstream).
+const maxPendingServerRequests = 4096
+
+// expect records a server→client request relayed to the agent. It reports
+// false, recording nothing, when the session already has
+// maxPendingServerRequests unanswered.
+func (s *session) expect(id string) bool {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.pending == nil {
 		s.pending = make(map[string]struct{})
 	}
-	// Bounded: a gateway flooding requests the agent never answers must not
-	// grow this without limit.
-	if len(s.pending) < 4096 {
-		s.pending[id] = struct{}{}
+	if len(s.pending) >= maxPendingServerRequests {
+		return false
 	}
-	s.mu.Unlock()
+	s.pending[id] = struct{}{}
+	return true
 }
 
 // answer reports whether id is an outstanding server→client request, and

@@ -69,6 +69,9 @@ const (
 	metricActiveSessions = "mcpguard.sessions.active"
 	metricPinViolations  = "mcpguard.policy.pin_violations"
 	metricUpstreamErrors = "mcpguard.upstream.errors"
+	// metricServerRefused counts server→client requests the proxy refused
+	// to the gateway because the agent had too many unanswered.
+	metricServerRefused = "mcpguard.server_requests.refused"
 )
 
 // errorTypeToolError is error.type for a tools/call answered with a result
@@ -108,6 +111,7 @@ type telemetry struct {
 	overhead        metric.Float64Histogram
 	pinViolations   metric.Int64Counter
 	upstreamErrors  metric.Int64Counter
+	serverRefused   metric.Int64Counter
 }
 
 // newTelemetry builds the proxy's telemetry from cfg, or returns nil when
@@ -148,6 +152,8 @@ func newTelemetry(cfg *Config, sessions *sessions, tools *sync.Map) *telemetry {
 		metric.WithDescription("Tools refused because their definition does not match its pin."))
 	t.upstreamErrors, _ = m.Int64Counter(metricUpstreamErrors, metric.WithUnit("{error}"),
 		metric.WithDescription("Gateway calls that failed: transport errors, timeouts, non-2xx answers, invalid responses."))
+	t.serverRefused, _ = m.Int64Counter(metricServerRefused, metric.WithUnit("{request}"),
+		metric.WithDescription("Server-to-client requests refused to the gateway because the agent had too many unanswered."))
 	_, _ = m.Int64ObservableGauge(metricActiveSessions, metric.WithUnit("{session}"),
 		metric.WithDescription("Live agent sessions."),
 		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
@@ -336,6 +342,14 @@ func (t *telemetry) ruleLabel(rule string) string {
 		t.ruleCount.Add(-1)
 	}
 	return rule
+}
+
+// serverRequestRefused counts a server request refused for want of room.
+func (t *telemetry) serverRequestRefused(method string) {
+	if t == nil {
+		return
+	}
+	t.serverRefused.Add(context.Background(), 1, t.methodOpt(method))
 }
 
 // sessionEnded records a session's lifetime when it is deleted or expires.
