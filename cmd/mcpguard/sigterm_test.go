@@ -4,13 +4,23 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,8 +29,14 @@ import (
 	"time"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 
 	"mcpguard.dev/mcpguard/bench/loadgen"
+	"mcpguard.dev/mcpguard/inject"
 	"mcpguard.dev/mcpguard/internal/testpeers"
 )
 
@@ -797,5 +813,288 @@ func TestSIGTERMDrainsLegacySession(t *testing.T) {
 	}
 	if msgs := p.logged(); !contains(msgs, "stopped") || contains(msgs, "drain timed out; closing remaining connections") {
 		t.Errorf("log %q, want a drain that finished in time", msgs)
+	}
+}
+
+// servingCert writes a certificate for 127.0.0.1 and its key to dir and
+// returns a pool that trusts it.
+func servingCert(t *testing.T, dir string) *x509.CertPool {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "mcpguard-webhook"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IsCA:         true,
+
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	writeFile(t, filepath.Join(dir, "tls.crt"), string(certPEM))
+	writeFile(t, filepath.Join(dir, "tls.key"), string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})))
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(certPEM)
+	return pool
+}
+
+// admissionReview encodes the review of an agent pod that asks for the
+// sidecar, with pad bytes of JSON whitespace inside, so that a body can be
+// made long enough to be in flight for a while.
+func admissionReview(t *testing.T, uid string, pad int) []byte {
+	t.Helper()
+	pod := corev1.Pod{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "agent-", Namespace: "agents", Annotations: map[string]string{inject.AnnotationInject: "true"}},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "agent", Image: "registry.example/agent:1"}}},
+	}
+	raw, err := json.Marshal(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := json.Marshal(admissionv1.AdmissionReview{
+		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
+		Request: &admissionv1.AdmissionRequest{
+			UID:       types.UID(uid),
+			Kind:      metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
+			Resource:  metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
+			Namespace: "agents",
+			Operation: admissionv1.Create,
+			Object:    k8sruntime.RawExtension{Raw: raw},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(append([]byte{'{'}, bytes.Repeat([]byte{' '}, pad)...), body[1:]...)
+}
+
+// reviewAnswer reports what is wrong with the webhook's answer to the
+// review uid, or "" when it is a whole AdmissionReview injecting the pod.
+func reviewAnswer(resp *http.Response, uid string) string {
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Sprintf("torn answer: %d bytes, then %v", len(b), err)
+	}
+	var got admissionv1.AdmissionReview
+	if resp.StatusCode != http.StatusOK || json.Unmarshal(b, &got) != nil || got.Response == nil {
+		return fmt.Sprintf("HTTP %d %.200q, want an AdmissionReview", resp.StatusCode, b)
+	}
+	if string(got.Response.UID) != uid || !got.Response.Allowed || len(got.Response.Patch) == 0 {
+		return fmt.Sprintf("answer for %q allowed=%v with %d patch bytes, want %q injected", got.Response.UID, got.Response.Allowed, len(got.Response.Patch), uid)
+	}
+	return ""
+}
+
+// startWebhook runs `mcpguard webhook` with mounted certificate files and
+// returns it with its mutate URL, the pool trusting its certificate, and a
+// POST to it over proto (h2 or http/1.1).
+func startWebhook(t *testing.T, proto string, drain time.Duration) (p *process, url string, pool *x509.CertPool, post func(context.Context, io.Reader) (*http.Response, error)) {
+	t.Helper()
+	dir := t.TempDir()
+	pool = servingCert(t, dir)
+	p, l := startProcess(t, "mcpguard webhook listening", "webhook",
+		"--image", "registry.example/mcpguard:test", "--upstream", "http://gateway.example:8080/mcp", "--audience", "gateway",
+		"--tls-cert-file", filepath.Join(dir, "tls.crt"), "--tls-key-file", filepath.Join(dir, "tls.key"),
+		"--listen", "127.0.0.1:0", "--drain-timeout", drain.String())
+	url = fmt.Sprintf("https://%v%s", l["listen"], inject.PathMutate)
+	tr := &http.Transport{
+		TLSClientConfig:   &tls.Config{RootCAs: pool, NextProtos: []string{proto}},
+		ForceAttemptHTTP2: proto == "h2",
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	post = func(ctx context.Context, body io.Reader) (*http.Response, error) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, body)
+		req.Header.Set("Content-Type", "application/json")
+		return hc.Do(req)
+	}
+	return p, url, pool, post
+}
+
+// slowReview is a review whose body is partly sent.
+type slowReview struct {
+	w      *io.PipeWriter
+	rest   []byte
+	answer chan string // what was wrong with the answer, "" if nothing
+}
+
+// startSlowReview sends the first 2.5 MiB of a review over HTTP/2 and
+// returns once the webhook is provably reading it: the server takes a body
+// no faster than its handler reads (flow control, 1 MiB windows).
+func startSlowReview(t *testing.T, ctx context.Context, post func(context.Context, io.Reader) (*http.Response, error)) *slowReview {
+	t.Helper()
+	body := admissionReview(t, "slow", 3<<20)
+	pr, pw := io.Pipe()
+	s := &slowReview{w: pw, rest: body[5<<19:], answer: make(chan string, 1)}
+	go func() {
+		resp, err := post(ctx, pr)
+		if err != nil {
+			s.answer <- "no answer: " + err.Error()
+			return
+		}
+		s.answer <- reviewAnswer(resp, "slow")
+	}()
+	wrote := make(chan error, 1)
+	go func() { _, err := pw.Write(body[:5<<19]); wrote <- err }()
+	select {
+	case err := <-wrote:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the webhook did not read the first 2.5 MiB of a review within 10s")
+	}
+	return s
+}
+
+// TestSIGTERMDrainsWebhook runs `mcpguard webhook` with mounted certificate
+// files under concurrent AdmissionReview load, over HTTP/2 as the API
+// server speaks it and over HTTP/1.1, then sends SIGTERM: every review that
+// reached it gets a whole answer (a review whose body is still arriving at
+// SIGTERM included), new connections are refused, and it exits 0.
+func TestSIGTERMDrainsWebhook(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the mcpguard binary")
+	}
+	for _, proto := range []string{"h2", "http/1.1"} {
+		t.Run(strings.ReplaceAll(proto, "/", ""), func(t *testing.T) {
+			const drain = 5 * time.Second
+			p, url, pool, post := startWebhook(t, proto, drain)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+
+			const loops = 8
+			var answered atomic.Int64
+			type loopEnd struct {
+				uid string
+				err error
+				at  time.Time
+			}
+			ended := make(chan loopEnd, loops)
+			var bad sync.Map // uid → what was wrong with its answer
+			for g := range loops {
+				go func() {
+					for n := 0; ; n++ {
+						uid := fmt.Sprintf("load-%d-%d", g, n)
+						resp, err := post(ctx, bytes.NewReader(admissionReview(t, uid, 0)))
+						if err != nil {
+							ended <- loopEnd{uid, err, time.Now()}
+							return
+						}
+						if resp.ProtoMajor != map[string]int{"h2": 2, "http/1.1": 1}[proto] {
+							bad.Store(uid, "answered over "+resp.Proto)
+						}
+						if why := reviewAnswer(resp, uid); why != "" {
+							bad.Store(uid, why)
+						}
+						answered.Add(1)
+					}
+				}()
+			}
+
+			// Over HTTP/2 the server takes a body no faster than its handler
+			// reads it (flow control, 1 MiB windows): once 2.5 MiB are
+			// written, the review is provably inside the webhook.
+			var slow *slowReview
+			if proto == "h2" {
+				slow = startSlowReview(t, ctx, post)
+			}
+			pollUntil(t, 10*time.Second, "reviews to flow", func() bool { return answered.Load() >= 200 })
+
+			sigterm := time.Now()
+			p.signal(t, syscall.SIGTERM)
+			pollUntil(t, 3*time.Second, "the draining log line", func() bool { return contains(p.logged(), "draining") })
+			fresh := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+			_, err := (&http.Client{Transport: fresh, Timeout: 3 * time.Second}).Post(url, "application/json", bytes.NewReader(admissionReview(t, "late", 0)))
+			if !errors.Is(err, syscall.ECONNREFUSED) {
+				t.Errorf("a new connection after SIGTERM: %v, want connection refused", err)
+			}
+			if slow != nil {
+				if !p.running() {
+					t.Fatal("the webhook exited with a review in flight")
+				}
+				if _, err := slow.w.Write(slow.rest); err != nil {
+					t.Fatal(err)
+				}
+				slow.w.Close()
+				if why := <-slow.answer; why != "" {
+					t.Errorf("the review in flight at SIGTERM: %s", why)
+				}
+			}
+			for range loops {
+				e := <-ended
+				if e.at.Before(sigterm) {
+					t.Errorf("%s failed before SIGTERM: %v", e.uid, e.err)
+				}
+			}
+			bad.Range(func(uid, why any) bool {
+				t.Errorf("%s: %s", uid, why)
+				return true
+			})
+			if code := p.exitWithin(t, drain+3*time.Second); code != exitOK {
+				t.Errorf("exit code %d, want 0", code)
+			}
+			took := time.Since(sigterm)
+			msgs := p.logged()
+			for _, want := range []string{"draining", "stopped"} {
+				if !contains(msgs, want) {
+					t.Errorf("no %q in the log", want)
+				}
+			}
+			if contains(msgs, "drain timed out; closing remaining connections") {
+				t.Error("the drain timed out although every review finished in time")
+			}
+			t.Logf("%s: %d reviews answered, SIGTERM to exit %v", proto, answered.Load(), took.Round(time.Millisecond))
+		})
+	}
+}
+
+// TestSIGTERMWebhookDrainTimeout: a review still arriving when
+// --drain-timeout ends is cut off without an answer (the API server then
+// applies the failure policy), and the webhook exits 0 saying the drain
+// timed out, as the proxy does.
+func TestSIGTERMWebhookDrainTimeout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the mcpguard binary")
+	}
+	const drain = time.Second
+	p, _, _, post := startWebhook(t, "h2", drain)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	slow := startSlowReview(t, ctx, post)
+	defer slow.w.Close()
+	p.signal(t, syscall.SIGTERM)
+	if code := p.exitWithin(t, drain+3*time.Second); code != exitOK {
+		t.Errorf("exit code %d, want 0", code)
+	}
+	select {
+	case why := <-slow.answer:
+		if !strings.HasPrefix(why, "no answer") {
+			t.Errorf("the review cut off by the drain timeout: %q, want no answer", why)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the review cut off by the drain timeout was still waiting for an answer 5s after the exit")
+	}
+	msgs := p.logged()
+	for _, want := range []string{"draining", "drain timed out; closing remaining connections", "stopped"} {
+		if !contains(msgs, want) {
+			t.Errorf("no %q in the log", want)
+		}
 	}
 }

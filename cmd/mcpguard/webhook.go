@@ -279,9 +279,18 @@ func runWebhook(ctx context.Context, f *webhookFlags) error {
 		return &exitError{code: exitFail, err: err}
 	case <-ctx.Done():
 	}
+	// Shutdown closes the listener at once (new reviews go to the other
+	// replica) and waits for the reviews in flight. Like the proxy, a drain
+	// that times out is not a failure of the process: exit 0, and say so.
+	log.Info("draining", "timeout", f.drainTimeout.String())
 	sctx, scancel := context.WithTimeout(context.Background(), f.drainTimeout)
 	defer scancel()
-	return srv.Shutdown(sctx)
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Error("drain timed out; closing remaining connections", "err", err)
+		_ = srv.Close()
+	}
+	log.Info("stopped")
+	return nil
 }
 
 func zapLevel(l slog.Level) zapcore.Level {
