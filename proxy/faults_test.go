@@ -11,9 +11,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -814,4 +816,192 @@ func TestFaultServerRequestFlood(t *testing.T) {
 			wantLogged(t, &log, tt.log)
 		})
 	}
+}
+
+// serveReal serves p with the http.Server production uses (HTTPServer) on a
+// loopback listener, and returns its URL.
+func serveReal(t *testing.T, p *Proxy) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := p.HTTPServer()
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return "http://" + ln.Addr().String()
+}
+
+// TestHTTPServerDefaults pins the agent-facing server's production limits.
+func TestHTTPServerDefaults(t *testing.T) {
+	p, err := New(Config{Upstream: "http://127.0.0.1:1/mcp", Policy: testPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := p.HTTPServer()
+	got := fmt.Sprint(srv.ReadHeaderTimeout, srv.IdleTimeout, srv.MaxHeaderBytes, srv.Handler == p, srv.ErrorLog != nil)
+	if want := "10s 2m0s 65536 true true"; got != want {
+		t.Errorf("HTTPServer() = %s, want %s", got, want)
+	}
+	_, err = New(Config{Upstream: "http://127.0.0.1:1/mcp", Policy: testPolicy, ReadHeaderTimeout: -time.Second})
+	if want := "read-header-timeout: -1s is negative"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("a negative ReadHeaderTimeout: %v, want %q", err, want)
+	}
+}
+
+// TestFaultIdleConnections opens thousands of connections to the proxy's
+// real server that send nothing, and some that send half a header
+// (slowloris), while an agent (the official Go SDK client) keeps calling.
+// Its calls must succeed at normal speed; ReadHeaderTimeout must close every
+// idle connection; the goroutines they held must be released; a keep-alive
+// connection idle for IdleTimeout is closed; an oversized header block gets
+// 431.
+func TestFaultIdleConnections(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow (about 3s): thousands of connections opened and timed out")
+	}
+	idle, slow := 2000, 200
+	if n, ok := openFilesLimit(); ok && n < 2*(idle+slow)+500 {
+		// Both ends of each connection are in this process.
+		idle = (n-500)/2 - slow
+		if idle < 100 {
+			t.Fatalf("the open files limit is %d: raise it (ulimit -n) to at least %d for this test", n, 2*(100+slow)+500)
+		}
+		t.Logf("the open files limit is %d: %d idle connections", n, idle)
+	}
+	up := newMCPGoUpstream(t)
+	var log syncBuffer
+	const headerTimeout = 1500 * time.Millisecond
+	p, _ := newTestProxy(t, up.URL+"/mcp", logInto(&log), func(c *Config) {
+		c.ReadHeaderTimeout = headerTimeout
+		c.IdleTimeout = 500 * time.Millisecond
+	})
+	base := serveReal(t, p)
+	ctx := ctxT(t)
+	cs := connectGoSDK(t, ctx, base+"/mcp", "2025-11-25", nil)
+	defer cs.Close()
+	call := func() time.Duration {
+		t.Helper()
+		t0 := time.Now()
+		if _, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "x"}}); err != nil {
+			t.Fatalf("agent's call: %v", err)
+		}
+		return time.Since(t0)
+	}
+	var before time.Duration
+	for range 20 {
+		before = max(before, call())
+	}
+	goroutines := goroutineBaseline(p)
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	heapBefore := ms.HeapInuse + ms.StackInuse
+
+	addr := strings.TrimPrefix(base, "http://")
+	opened := time.Now()
+	conns := make([]net.Conn, 0, idle+slow)
+	for i := range idle + slow {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		if i >= idle {
+			fmt.Fprintf(c, "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: appl")
+		}
+		conns = append(conns, c)
+	}
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	// Every connection is being served (a goroutine each) before we measure.
+	waitFor(t, "the server to take every connection", func() bool { return runtime.NumGoroutine() >= goroutines+idle+slow })
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	perConn := float64(ms.HeapInuse+ms.StackInuse-heapBefore) / float64(idle+slow)
+
+	var during time.Duration
+	for range 20 {
+		during = max(during, call())
+	}
+	if during > before+250*time.Millisecond {
+		t.Errorf("the agent's slowest call took %s among %d idle connections, %s before", during, idle+slow, before)
+	}
+	if since := time.Since(opened); since >= headerTimeout {
+		t.Fatalf("setup took %s, longer than ReadHeaderTimeout: the calls were not made among the idle connections", since)
+	}
+
+	// The server closes each idle connection at ReadHeaderTimeout.
+	var wg sync.WaitGroup
+	var notClosed atomic.Int64
+	for _, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = c.SetReadDeadline(opened.Add(headerTimeout + 5*time.Second))
+			if _, err := io.Copy(io.Discard, c); err != nil { // nil at EOF: closed by the server
+				notClosed.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := notClosed.Load(); n > 0 {
+		t.Errorf("%d of %d idle connections were still open 5s after ReadHeaderTimeout", n, len(conns))
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	wantGoroutinesBack(t, p, goroutines, 5)
+	call()
+	t.Logf("%d idle + %d slowloris connections: about %.1f KiB each; agent's slowest call %s before, %s among them",
+		idle, slow, perConn/1024, before.Round(time.Millisecond), during.Round(time.Millisecond))
+
+	// A keep-alive connection idle for IdleTimeout is closed too.
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "DELETE /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+	br := bufio.NewReader(c)
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.Copy(io.Discard, br); err != nil {
+		t.Errorf("keep-alive connection not closed after IdleTimeout: %v", err)
+	}
+
+	// A header block over MaxHeaderBytes is refused before the proxy sees it.
+	req, _ := http.NewRequest(http.MethodPost, base+"/mcp", strings.NewReader(`{}`))
+	req.Header.Set("X-Padding", strings.Repeat("a", 70<<10))
+	res, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("70 KiB of headers: %d, want 431", res.StatusCode)
+	}
+}
+
+// openFilesLimit reads this process's open files limit where the system
+// shows it (Linux); ok is false elsewhere.
+func openFilesLimit() (int, bool) {
+	data, err := os.ReadFile("/proc/self/limits")
+	if err != nil {
+		return 0, false
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(strings.TrimPrefix(line, "Max open files")); len(f) > 0 && line != strings.TrimPrefix(line, "Max open files") {
+			n, err := strconv.Atoi(f[0])
+			return n, err == nil
+		}
+	}
+	return 0, false
 }
