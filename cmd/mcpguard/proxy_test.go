@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,41 +15,6 @@ import (
 	"mcpguard.dev/mcpguard/internal/demo"
 	"mcpguard.dev/mcpguard/manifests/policies"
 )
-
-// startProxy runs the proxy command's runProxy in-process against the demo
-// gateway and returns its addresses.
-func startProxy(t *testing.T, mutate func(*proxyOptions)) running {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	internet, err := serveLoopback(ctx, demo.Internet())
-	if err != nil {
-		t.Fatal(err)
-	}
-	gateway, err := serveLoopback(ctx, demo.Gateway(internet))
-	if err != nil {
-		t.Fatal(err)
-	}
-	o := defaultProxyOptions()
-	o.Listen, o.AdminListen = "127.0.0.1:0", "127.0.0.1:0"
-	o.Upstream = "http://" + gateway + "/mcp"
-	o.LogLevel = "error"
-	o.TraceBuffer = 0
-	mutate(&o)
-	started := make(chan running, 1)
-	errc := make(chan error, 1)
-	go func() { errc <- runProxy(ctx, o, func(r running) { started <- r }) }()
-	t.Cleanup(func() {
-		cancel()
-		<-errc
-	})
-	select {
-	case r := <-started:
-		return r
-	case err := <-errc:
-		t.Fatalf("proxy did not start: %v", err)
-	}
-	return running{}
-}
 
 // call makes one stateless tools/call through the proxy and returns the
 // HTTP status.
@@ -86,51 +52,123 @@ func getURL(t *testing.T, url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// TestPolicyFileBroken: a policy file deleted, truncated or replaced by
-// garbage while the proxy runs leaves the last good policy in force, and
-// /healthz says why.
+// TestPolicyFileBroken: a policy file deleted, emptied, truncated or
+// replaced by garbage while the proxy runs leaves the last good policy in
+// force (a call it denied stays denied, one it allowed stays allowed), and
+// the failure shows in /healthz, the log and the reload metric, while
+// /readyz stays ready; a good file is then taken up again. The real binary
+// runs, so that its log can be read.
 func TestPolicyFileBroken(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the mcpguard binary")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	internet, err := serveLoopback(ctx, demo.Internet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gateway, err := serveLoopback(ctx, demo.Gateway(internet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The recovered policy differs from the first, so that deciding by it
+	// shows it was read.
+	recovered := bytes.Replace(policies.ApprovedAPIs, []byte("    - tool: get_time\n"),
+		[]byte("    - tool: get_time\n      action: deny\n"), 1)
+	if bytes.Equal(recovered, policies.ApprovedAPIs) {
+		t.Fatal("approved-apis.yaml no longer has a get_time rule to change")
+	}
 	for _, tt := range []struct {
 		name    string
 		breakIt func(path string) error
+		want    string // in the reload error
 	}{
-		{"garbage", func(p string) error { return os.WriteFile(p, []byte("{{{ not yaml"), 0o644) }},
+		{"garbage", func(p string) error { return os.WriteFile(p, []byte("{{{ not yaml"), 0o644) }, "policy.yaml"},
 		{"truncated", func(p string) error {
 			return os.WriteFile(p, policies.ApprovedAPIs[:len(policies.ApprovedAPIs)/2], 0o644)
-		}},
-		{"deleted", os.Remove},
+		}, "policy.yaml"},
+		{"emptied", func(p string) error { return os.Truncate(p, 0) }, "policy.yaml"},
+		{"deleted", os.Remove, "policy.yaml"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			dir := t.TempDir()
-			path := filepath.Join(dir, "policy.yaml")
+			path := filepath.Join(t.TempDir(), "policy.yaml")
 			if err := os.WriteFile(path, policies.ApprovedAPIs, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			r := startProxy(t, func(o *proxyOptions) { o.Policy = []string{path} })
-			if got := call(t, r.URL, "run_command", `{"cmd":"id"}`); got != 403 {
-				t.Fatalf("run_command before: %d, want 403", got)
+			p, l := startProcess(t, "mcpguard proxy listening", "proxy", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+				"--upstream", "http://"+gateway+"/mcp", "--policy", path, "--trace-buffer", "0")
+			url, _ := l["listen"].(string)
+			admin, _ := l["admin"].(string)
+			reloads := func(result string) int {
+				_, metrics := getURL(t, admin+"/metrics")
+				for _, line := range strings.Split(metrics, "\n") {
+					if strings.HasPrefix(line, `mcpguard_policy_reloads_total{mcpguard_policy_reload_result="`+result+`"`) {
+						n, _ := strconv.Atoi(line[strings.LastIndexByte(line, ' ')+1:])
+						return n
+					}
+				}
+				return 0
 			}
+			decides := func(when string, getTime int) {
+				t.Helper()
+				if got := call(t, url, "run_command", `{"cmd":"id"}`); got != 403 {
+					t.Errorf("run_command %s: %d, want 403", when, got)
+				}
+				if got := call(t, url, "get_time", `{}`); got != getTime {
+					t.Errorf("get_time %s: %d, want %d", when, got, getTime)
+				}
+				if code, body := getURL(t, admin+"/readyz"); code != 200 {
+					t.Errorf("/readyz %s: %d %q, want ready: the last good policy serves", when, code, body)
+				}
+			}
+			// The watcher may start after the listener, and misses what
+			// happens before: rewrite the same policy until a reload is
+			// counted, which shows it is watching.
+			var rewrites int
+			pollUntil(t, 5*time.Second, "the watcher to reload the rewritten policy", func() bool {
+				if rewrites%20 == 0 {
+					if err := os.WriteFile(path, policies.ApprovedAPIs, 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+				rewrites++
+				return reloads("success") >= 1
+			})
+			decides("before", 200)
+
 			if err := tt.breakIt(path); err != nil {
 				t.Fatal(err)
 			}
-			deadline := time.Now().Add(10 * time.Second)
-			var health string
-			for time.Now().Before(deadline) {
-				_, health = getURL(t, r.AdminURL+"/healthz")
-				if strings.Contains(health, "reload failed") {
-					break
-				}
-				time.Sleep(50 * time.Millisecond)
+			pollUntil(t, 5*time.Second, "the reload failure in /healthz", func() bool {
+				_, health := getURL(t, admin+"/healthz")
+				return strings.Contains(health, "reload failed")
+			})
+			if _, health := getURL(t, admin+"/healthz"); !strings.Contains(health, "previous policy stays in force") || !strings.Contains(health, tt.want) {
+				t.Errorf("/healthz = %q, want the reload failure naming %q", health, tt.want)
 			}
-			if !strings.Contains(health, "previous policy stays in force") {
-				t.Fatalf("/healthz = %q, want the reload failure", health)
+			if n := reloads("failure"); n < 1 {
+				t.Errorf("mcpguard_policy_reloads_total{result=failure} = %d, want at least 1", n)
 			}
-			if got := call(t, r.URL, "run_command", `{"cmd":"id"}`); got != 403 {
-				t.Errorf("run_command after a broken reload: %d, want 403 (last good policy)", got)
+			if !strings.Contains(p.logs.String(), `"msg":"policy reload failed; the previous policy stays in force","err":"`) {
+				t.Errorf("no policy reload failure with its error in the log")
 			}
-			if got := call(t, r.URL, "get_time", `{}`); got != 200 {
-				t.Errorf("get_time after a broken reload: %d, want 200", got)
+			decides("after a broken reload", 200)
+
+			if err := os.WriteFile(path, recovered, 0o644); err != nil {
+				t.Fatal(err)
 			}
+			pollUntil(t, 5*time.Second, "/healthz to recover", func() bool {
+				_, health := getURL(t, admin+"/healthz")
+				return health == "ok\n"
+			})
+			if n := reloads("success"); n < 2 {
+				t.Errorf("mcpguard_policy_reloads_total{result=success} = %d after recovery, want at least 2", n)
+			}
+			if n := strings.Count(p.logs.String(), `"msg":"policy reloaded"`); n < 2 {
+				t.Errorf("%d \"policy reloaded\" log lines after recovery, want at least 2", n)
+			}
+			decides("after recovery (get_time now denied)", 403)
 		})
 	}
 }
