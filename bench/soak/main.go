@@ -4,29 +4,42 @@
 // its own process in front of the loadgen stand-in gateway, driven by
 // -sessions session-era sessions (2025-11-25: initialize, Mcp-Session-Id)
 // and -stateless workers speaking the stateless 2026-07-28 protocol
-// alongside, each closed-loop, mixing tools/call (fetch_url) with tools/list,
-// for -duration, while the policy file is replaced every -reload by one of
-// two valid versions that both allow the tools used.
+// alongside, each closed-loop for -duration, mixing tools/list with
+// tools/call of fetch_url (a JSON answer), progress_ticks (progress
+// notifications, then the answer, on an event stream) and, session-era
+// only, ask_client (the gateway sends an elicitation/create mid-call, which
+// the client answers by POSTing a response), while the policy file is
+// replaced every -reload by one of two valid versions that both allow it
+// all.
 //
 // Invariants (any failure exits 1):
 //   - every request gets exactly one JSON-RPC response, matched by id: none
 //     lost, none duplicated, none crossed between sessions (each id embeds
 //     the worker's index and kind, and the answer's id must be that id);
 //   - no request fails: HTTP 200, a result, not a tool error, and every
-//     tools/list shows fetch_url and get_time (a decision was made under one
-//     policy or the other, never none);
+//     tools/list shows all four tools (a decision was made under one policy
+//     or the other, never none);
+//   - every progress notification carries its own call's token, arrives in
+//     order and before the answer, and every one the gateway wrote arrives;
+//   - every server→client request arrives once, on its own call's stream,
+//     the client's answer is accepted once (a second is refused) and the
+//     tool result carries that answer;
 //   - the policy was reloaded during the run and no reload failed (counted
-//     from mcpguard's log).
+//     from mcpguard's log);
+//   - no leak: once the sessions are closed and the gateway has dropped its
+//     idle connections, mcpguard's goroutines (go_goroutines on the admin
+//     /metrics) are back within -goroutine-slack of idle and its live heap
+//     after a forced GC (/debug/pprof/heap?gc=1, then
+//     go_memstats_heap_alloc_bytes) within -heap-slack of idle.
 //
-// Proxy RSS (VmRSS from /proc/PID/status) and goroutines (go_goroutines from
-// the admin /metrics, when exported) are reported idle, at the start of the
-// load, at their peak and at the end, after the sessions are closed.
+// Proxy RSS (VmRSS from /proc/PID/status), goroutines and heap are reported
+// idle, at the start of the load, at their peak and at the end.
 //
 // Usage:
 //
 //	go run ./bench/soak -short              # 100 sessions + 10 stateless workers, 10 s
 //	go run ./bench/soak                     # 1000 sessions + 100 stateless workers, 60 s
-//	go run ./bench/soak -mcpguard ./mcpguard -duration 10m
+//	go run ./bench/soak -mcpguard ./mcpguard -duration 10m -linger 3m -profiles /tmp/prof
 package main
 
 import (
@@ -65,6 +78,7 @@ type options struct {
 	timeout   time.Duration
 	direct    bool
 	profiles  string // directory for heap and goroutine profiles; "" keeps none
+	linger    time.Duration
 
 	goroutineSlack int   // goroutines the end may hold above idle
 	heapSlack      int64 // bytes of live heap the end may hold above idle
@@ -83,6 +97,7 @@ func main() {
 	flag.IntVar(&o.mix.progressEvery, "progress-every", 3, "of the others, every n-th calls "+loadgen.ProgressTool+" (progress notifications, then the answer); 0: none; the rest call fetch_url")
 	flag.IntVar(&o.mix.ticks, "ticks", 3, "progress notifications per "+loadgen.ProgressTool+" call")
 	flag.StringVar(&o.profiles, "profiles", "", "save mcpguard's heap and goroutine profiles at idle, peak and end into this directory (for go tool pprof -diff_base)")
+	flag.DurationVar(&o.linger, "linger", 0, "after the end, leave mcpguard idle this long and sample its RSS again: how much memory the runtime returns to the OS by itself")
 	flag.IntVar(&o.goroutineSlack, "goroutine-slack", 20, "goroutines mcpguard may hold at the end above idle before it counts as a leak")
 	heapSlack := flag.Int("heap-slack", 16, "MiB of live heap (after a forced GC) mcpguard may hold at the end above idle before it counts as a leak")
 	flag.BoolVar(&o.direct, "direct", false, "drive the stand-in gateway without mcpguard: the reference for latency (proxy checks skipped)")
@@ -104,8 +119,9 @@ func main() {
 		}
 	}
 	if o.sessions < 0 || o.stateless < 0 || o.sessions+o.stateless == 0 || o.duration <= 0 || o.reload <= 0 ||
-		o.mix.listEvery < 1 || o.mix.askEvery < 0 || o.mix.progressEvery < 0 || o.mix.ticks < 0 || o.mix.ticks > 100 {
-		fmt.Fprintln(os.Stderr, "soak: need -sessions + -stateless > 0, -duration > 0, -reload > 0, -list-every ≥ 1, -ask-every and -progress-every ≥ 0, -ticks 0 to 100")
+		o.mix.listEvery < 1 || o.mix.askEvery < 0 || o.mix.progressEvery < 0 || o.mix.ticks < 0 || o.mix.ticks > 100 ||
+		o.goroutineSlack < 0 || *heapSlack < 0 || o.linger < 0 {
+		fmt.Fprintln(os.Stderr, "soak: need -sessions + -stateless > 0, -duration > 0, -reload > 0, -list-every ≥ 1, -ask-every and -progress-every ≥ 0, -ticks 0 to 100, -goroutine-slack, -heap-slack and -linger ≥ 0")
 		os.Exit(2)
 	}
 	if o.profiles != "" {
@@ -115,7 +131,7 @@ func main() {
 		}
 	}
 	if o.timeout == 0 {
-		o.timeout = o.duration + 3*time.Minute
+		o.timeout = o.duration + o.linger + 3*time.Minute
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -228,7 +244,7 @@ func run(ctx context.Context, o options) (bool, error) {
 	if px != nil && !r.idle.gc {
 		return false, errors.New("mcpguard's admin listener serves no /debug/pprof/heap: the leak check needs it (build mcpguard from this tree)")
 	}
-	logf("mcpguard ready; idle RSS %s, goroutines %s, heap %s", fmtMiB(r.idle.rss), fmtInt(r.idle.goroutines), fmtMiB(r.idle.heapInuse))
+	logf("mcpguard ready; idle RSS %s, goroutines %s, live heap %s", fmtMiB(r.idle.rss), fmtInt(r.idle.goroutines), fmtMiB(r.idle.heapAlloc))
 	r.saveProfiles(px, "idle")
 
 	// Open the session-era sessions before the clock starts.
@@ -249,7 +265,7 @@ func run(ctx context.Context, o options) (bool, error) {
 		}
 	}
 	r.start = px.sample(true)
-	logf("%d sessions open; RSS %s, goroutines %s, heap %s; load for %s", len(ids), fmtMiB(r.start.rss), fmtInt(r.start.goroutines), fmtMiB(r.start.heapInuse), o.duration)
+	logf("%d sessions open; RSS %s, goroutines %s, live heap %s; load for %s", len(ids), fmtMiB(r.start.rss), fmtInt(r.start.goroutines), fmtMiB(r.start.heapAlloc), o.duration)
 
 	hc := &http.Client{
 		Transport: &http.Transport{
@@ -309,7 +325,7 @@ func run(ctx context.Context, o options) (bool, error) {
 				peak.rss = max(peak.rss, s.rss)
 				peak.goroutines = max(peak.goroutines, s.goroutines)
 				peak.sessions = max(peak.sessions, s.sessions)
-				if s.gc && s.heapInuse > peak.heapInuse {
+				if s.gc && s.heapAlloc > peak.heapAlloc {
 					peak.heapInuse, peak.heapAlloc, peak.heapUnused = s.heapInuse, s.heapAlloc, s.heapUnused
 					if n%32 == 0 {
 						r.saveProfiles(px, "peak")
@@ -352,6 +368,14 @@ func run(ctx context.Context, o options) (bool, error) {
 	upSrv.SetKeepAlivesEnabled(false) // closes its idle connections
 	r.end, r.settled = settle(func(s sample) bool { return s.goroutines <= r.idle.goroutines+int64(o.goroutineSlack) })
 	r.saveProfiles(px, "end")
+	if o.linger > 0 && px != nil {
+		logf("end: RSS %s; lingering %s", fmtMiB(r.end.rss), o.linger)
+		select {
+		case <-ctx.Done():
+		case <-time.After(o.linger):
+		}
+		r.lingered = px.sample(true)
+	}
 	r.ended = px.exited()
 	r.reloadsDone, r.reloadsFailed = countReloads(logFile)
 	r.loadEnd = uptime()

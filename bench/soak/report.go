@@ -23,6 +23,7 @@ type report struct {
 	loadStart, loadEnd     string
 	idle, start, peak, end sample
 	pooled                 sample        // sessions closed, the proxy's idle gateway connections still pooled
+	lingered               sample        // -linger after the end
 	settled                time.Duration // how long the goroutines took to come back once the pool emptied
 	elapsed                time.Duration
 	ended                  bool // mcpguard exited during the run
@@ -116,8 +117,8 @@ func (r *report) print(w io.Writer) bool {
 		if r.end.goroutines < 0 || r.end.goroutines > r.idle.goroutines+int64(r.o.goroutineSlack) {
 			r.fail("goroutine leak: %s at the end, %s idle (slack %d)", fmtInt(r.end.goroutines), fmtInt(r.idle.goroutines), r.o.goroutineSlack)
 		}
-		if r.end.heapInuse < 0 || r.end.heapInuse > r.idle.heapInuse+r.o.heapSlack {
-			r.fail("heap leak: %s live at the end, %s idle (slack %s)", fmtMiB(r.end.heapInuse), fmtMiB(r.idle.heapInuse), fmtMiB(r.o.heapSlack))
+		if r.end.heapAlloc < 0 || r.end.heapAlloc > r.idle.heapAlloc+r.o.heapSlack {
+			r.fail("heap leak: %s live at the end, %s idle (slack %s)", fmtMiB(r.end.heapAlloc), fmtMiB(r.idle.heapAlloc), fmtMiB(r.o.heapSlack))
 		}
 	}
 
@@ -171,8 +172,14 @@ func (r *report) print(w io.Writer) bool {
 		fmt.Fprintf(w, "| proxy goroutines idle / start / peak / pooled / end | %s / %s / %s / %s / %s |\n",
 			fmtInt(r.idle.goroutines), fmtInt(r.start.goroutines), fmtInt(r.peak.goroutines), fmtInt(r.pooled.goroutines), fmtInt(r.end.goroutines))
 		fmt.Fprintf(w, "| proxy live heap after GC idle / start / peak / pooled / end | %s / %s / %s / %s / %s |\n",
+			fmtMiB(r.idle.heapAlloc), fmtMiB(r.start.heapAlloc), fmtMiB(r.peak.heapAlloc), fmtMiB(r.pooled.heapAlloc), fmtMiB(r.end.heapAlloc))
+		fmt.Fprintf(w, "| proxy heap spans in use after GC idle / start / peak / pooled / end | %s / %s / %s / %s / %s |\n",
 			fmtMiB(r.idle.heapInuse), fmtMiB(r.start.heapInuse), fmtMiB(r.peak.heapInuse), fmtMiB(r.pooled.heapInuse), fmtMiB(r.end.heapInuse))
 		fmt.Fprintf(w, "| proxy heap free but not returned to the OS, pooled / end | %s / %s |\n", fmtMiB(r.pooled.heapUnused), fmtMiB(r.end.heapUnused))
+		if r.o.linger > 0 {
+			fmt.Fprintf(w, "| proxy after %s idle: RSS / live heap / free heap not returned | %s / %s / %s |\n",
+				r.o.linger, fmtMiB(r.lingered.rss), fmtMiB(r.lingered.heapAlloc), fmtMiB(r.lingered.heapUnused))
+		}
 		fmt.Fprintf(w, "| goroutines back within slack (%d) after the pool emptied | %.1f s |\n", r.o.goroutineSlack, r.settled.Seconds())
 	}
 	result := "all invariants held"
