@@ -913,9 +913,14 @@ func startWebhook(t *testing.T, proto string, drain time.Duration) (p *process, 
 		"--tls-cert-file", filepath.Join(dir, "tls.crt"), "--tls-key-file", filepath.Join(dir, "tls.key"),
 		"--listen", "127.0.0.1:0", "--drain-timeout", drain.String())
 	url = fmt.Sprintf("https://%v%s", l["listen"], inject.PathMutate)
+	// Enough idle connections for every loop: with net/http's default of 2
+	// the client keeps dialing, and a connection dialed but not yet used
+	// when SIGTERM comes holds Shutdown for up to 5s (net/http treats a new
+	// connection as about to send a request; golang/go#22682).
 	tr := &http.Transport{
-		TLSClientConfig:   &tls.Config{RootCAs: pool, NextProtos: []string{proto}},
-		ForceAttemptHTTP2: proto == "h2",
+		TLSClientConfig:     &tls.Config{RootCAs: pool, NextProtos: []string{proto}},
+		ForceAttemptHTTP2:   proto == "h2",
+		MaxIdleConnsPerHost: 16,
 	}
 	t.Cleanup(tr.CloseIdleConnections)
 	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
@@ -974,7 +979,7 @@ func TestSIGTERMDrainsWebhook(t *testing.T) {
 	}
 	for _, proto := range []string{"h2", "http/1.1"} {
 		t.Run(strings.ReplaceAll(proto, "/", ""), func(t *testing.T) {
-			const drain = 5 * time.Second
+			const drain = 10 * time.Second // the default
 			p, url, pool, post := startWebhook(t, proto, drain)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
