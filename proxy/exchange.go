@@ -272,7 +272,13 @@ func (ex *exchange) relayStream(ctx context.Context, res *http.Response, out out
 		}
 		if err != nil {
 			if ctx.Err() != nil && ex.r.Context().Err() != nil {
-				return false // the agent went away; nobody to tell
+				// The agent went away; nobody to tell. Closing the
+				// gateway's stream does not cancel the call (a
+				// disconnection is not a cancellation, MCP 2025-11-25).
+				if isPost && len(ex.waiting) > 0 {
+					p.log.Info("the agent left before the answer; closing the gateway's stream", "session", ex.sessionID(), "unanswered", len(ex.waiting))
+				}
+				return false
 			}
 			if idled.Load() {
 				// Not "use of closed network connection": say why.

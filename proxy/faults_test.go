@@ -101,7 +101,10 @@ type gateway struct {
 type gatewayLife struct {
 	server *sdk.Server
 	dead   chan struct{} // closed when killed: ends the tools still running
+	// release ends the tools still running without killing the gateway.
+	release chan struct{}
 	gets   atomic.Int64  // standalone GET streams open right now
+	active atomic.Int64  // requests of any kind being served right now
 }
 
 func startGateway(t *testing.T) *gateway {
@@ -117,7 +120,7 @@ func (g *gateway) url() string { return "http://" + g.addr + "/mcp" }
 // start serves a fresh gateway on g.addr (the same port after the first).
 func (g *gateway) start() {
 	g.t.Helper()
-	life := &gatewayLife{dead: make(chan struct{})}
+	life := &gatewayLife{dead: make(chan struct{}), release: make(chan struct{})}
 	s := sdk.NewServer(&sdk.Implementation{Name: "gateway", Version: "1"}, nil)
 	object := map[string]any{"type": "object"}
 	s.AddTool(&sdk.Tool{Name: "echo", InputSchema: object}, func(ctx context.Context, req *sdk.CallToolRequest) (*sdk.CallToolResult, error) {
@@ -128,6 +131,7 @@ func (g *gateway) start() {
 		g.entered <- "block"
 		select {
 		case <-life.dead:
+		case <-life.release:
 		case <-ctx.Done():
 		}
 		return nil, errors.New("unreachable: the gateway is dead")
@@ -141,6 +145,7 @@ func (g *gateway) start() {
 		g.entered <- "progress"
 		select {
 		case <-life.dead:
+		case <-life.release:
 		case <-ctx.Done():
 		}
 		return nil, errors.New("unreachable: the gateway is dead")
@@ -148,6 +153,8 @@ func (g *gateway) start() {
 	life.server = s
 	h := sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return s }, nil)
 	counted := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		life.active.Add(1)
+		defer life.active.Add(-1)
 		if r.Method == http.MethodGet {
 			life.gets.Add(1)
 			defer life.gets.Add(-1)
@@ -1004,4 +1011,78 @@ func openFilesLimit() (int, bool) {
 		}
 	}
 	return 0, false
+}
+
+// TestFaultAbandonedStreams: agents open GET streams and calls answered by a
+// stream, then vanish — the TCP connection closed without reading a byte of
+// the answer. The proxy must close the gateway's side of each (the gateway
+// sees its requests end), release every goroutine they held, and go on
+// serving everyone else.
+func TestFaultAbandonedStreams(t *testing.T) {
+	const agents = 30
+	g := startGateway(t)
+	var log syncBuffer
+	p, px := newTestProxy(t, g.url(), logInto(&log))
+	ctx := ctxT(t)
+	other := connectGoSDK(t, ctx, px.URL+"/mcp", "2025-11-25", nil)
+	defer other.Close()
+	waitFor(t, "the other agent's GET stream", func() bool { return g.current().gets.Load() == 1 })
+	sessions := make([]map[string]string, agents)
+	for i := range sessions {
+		sessions[i] = rawSession(t, px.URL)
+	}
+	base := goroutineBaseline(p)
+	active := g.current().active.Load()
+
+	addr := strings.TrimPrefix(px.URL, "http://")
+	var conns []net.Conn
+	send := func(method, body string, hdr map[string]string) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		var b strings.Builder
+		fmt.Fprintf(&b, "%s /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json, text/event-stream\r\n", method)
+		for k, v := range hdr {
+			fmt.Fprintf(&b, "%s: %s\r\n", k, v)
+		}
+		if body != "" {
+			fmt.Fprintf(&b, "Content-Type: application/json\r\nContent-Length: %d\r\n", len(body))
+		}
+		b.WriteString("\r\n" + body)
+		if _, err := io.WriteString(c, b.String()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	names := make([]string, 0, agents)
+	for _, hdr := range sessions {
+		send(http.MethodGet, "", hdr)
+		send(http.MethodPost, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"progress","arguments":{},"_meta":{"progressToken":1}}}`, hdr)
+		names = append(names, "progress")
+	}
+	g.awaitEntered(t, names...)
+	waitFor(t, "every GET stream open at the gateway", func() bool { return g.current().gets.Load() == agents+1 })
+	if n := g.current().active.Load(); n != active+2*agents {
+		t.Fatalf("gateway serves %d requests, want %d", n, active+2*agents)
+	}
+
+	for _, c := range conns {
+		c.Close()
+	}
+	waitFor(t, "the gateway's streams to end", func() bool { return g.current().active.Load() == active })
+	// The tools themselves run on: a disconnection is not a cancellation
+	// (MCP 2025-11-25, Streamable HTTP), and the proxy does not pretend
+	// the agent sent one. End them, to count the proxy's goroutines.
+	close(g.current().release)
+	wantGoroutinesBack(t, p, base, 5)
+	if _, err := other.CallTool(ctx, &sdk.CallToolParams{Name: "echo"}); err != nil {
+		t.Fatalf("another agent after %d abandoned streams: %v", 2*agents, err)
+	}
+	for _, hdr := range sessions[:3] {
+		if st, m := postJSON(t, px.URL, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{}}}`, hdr); st != 200 || m.Error != nil {
+			t.Errorf("an abandoning agent's session afterwards: %d %s", st, describe(m))
+		}
+	}
+	wantLogged(t, &log, "the agent left before the answer")
 }
