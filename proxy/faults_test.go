@@ -103,8 +103,8 @@ type gatewayLife struct {
 	dead   chan struct{} // closed when killed: ends the tools still running
 	// release ends the tools still running without killing the gateway.
 	release chan struct{}
-	gets   atomic.Int64  // standalone GET streams open right now
-	active atomic.Int64  // requests of any kind being served right now
+	gets    atomic.Int64 // standalone GET streams open right now
+	active  atomic.Int64 // requests of any kind being served right now
 }
 
 func startGateway(t *testing.T) *gateway {
@@ -839,8 +839,8 @@ func serveReal(t *testing.T, p *Proxy) string {
 	return "http://" + ln.Addr().String()
 }
 
-// TestHTTPServerDefaults pins the agent-facing server's production limits.
-func TestHTTPServerDefaults(t *testing.T) {
+// TestFaultHTTPServerDefaults pins the agent-facing server's production limits.
+func TestFaultHTTPServerDefaults(t *testing.T) {
 	p, err := New(Config{Upstream: "http://127.0.0.1:1/mcp", Policy: testPolicy})
 	if err != nil {
 		t.Fatal(err)
@@ -1085,4 +1085,126 @@ func TestFaultAbandonedStreams(t *testing.T) {
 		}
 	}
 	wantLogged(t, &log, "the agent left before the answer")
+}
+
+// TestFaultSessionFromAnotherIdentity completes TestSessionOwner, which
+// covers POST: a session opened with one credential refuses GET and DELETE
+// from another, and so does a legacy HTTP+SSE session's message endpoint;
+// each refusal is logged, and the owner's session is untouched by them (a
+// DELETE from someone else must not end it).
+func TestFaultSessionFromAnotherIdentity(t *testing.T) {
+	up := newMCPGoUpstream(t)
+	var log syncBuffer
+	p, px := newTestProxy(t, up.URL+"/mcp", logInto(&log))
+	endpoint := px.URL + "/mcp"
+	alice := map[string]string{"Authorization": "Bearer alice"}
+	init := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`
+	status, hdr, _ := rawPost(t, endpoint, []byte(init), alice)
+	if status != 200 {
+		t.Fatalf("initialize: %d", status)
+	}
+	sid := hdr.Get("Mcp-Session-Id")
+	do := func(method, url, auth, body string, extra map[string]string) int {
+		t.Helper()
+		req, _ := http.NewRequest(method, url, strings.NewReader(body))
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Mcp-Protocol-Version", "2025-06-18")
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		for k, v := range extra {
+			req.Header.Set(k, v)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	withSession := map[string]string{"Mcp-Session-Id": sid}
+	ping := `{"jsonrpc":"2.0","id":2,"method":"ping"}`
+	for _, tt := range []struct{ method, auth string }{
+		{http.MethodGet, "Bearer mallory"},
+		{http.MethodGet, ""},
+		{http.MethodDelete, "Bearer mallory"},
+		{http.MethodDelete, ""},
+		{http.MethodPost, "bearer alice"}, // another credential, however alike
+	} {
+		body := ""
+		if tt.method == http.MethodPost {
+			body = ping
+		}
+		if st := do(tt.method, endpoint, tt.auth, body, withSession); st != http.StatusForbidden {
+			t.Errorf("%s with %q: %d, want 403", tt.method, tt.auth, st)
+		}
+		if st := do(http.MethodPost, endpoint, "Bearer alice", ping, withSession); st != http.StatusOK {
+			t.Fatalf("the owner's session after %s with %q: %d, want 200", tt.method, tt.auth, st)
+		}
+	}
+	if p.Sessions() != 1 {
+		t.Errorf("sessions = %d, want 1", p.Sessions())
+	}
+	wantLogged(t, &log, "request rejected", "method=DELETE", "status=403", "belongs to another caller")
+
+	// The legacy transport: the session is the stream's, and its message
+	// endpoint answers only to the stream's credential.
+	req, _ := http.NewRequest(http.MethodGet, px.URL+"/sse", nil)
+	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Authorization", "Bearer alice")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	ev, err := newSSEReader(res.Body, 1<<16).next()
+	if err != nil || ev.name != "endpoint" {
+		t.Fatalf("legacy stream: %+v %v, want the endpoint event", ev, err)
+	}
+	message := px.URL + string(ev.data)
+	if st := do(http.MethodPost, message, "Bearer mallory", init, nil); st != http.StatusForbidden {
+		t.Errorf("legacy message with another credential: %d, want 403", st)
+	}
+	if st := do(http.MethodPost, message, "Bearer alice", init, nil); st != http.StatusAccepted {
+		t.Errorf("legacy message from the owner: %d, want 202", st)
+	}
+}
+
+// TestFaultSessionLostForGood: the gateway comes back without the session
+// and refuses to open it again. The proxy cannot re-establish it, so it
+// reports it lost as the spec says — 404, for the agent to initialize anew
+// (MCP 2025-11-25, Streamable HTTP, "Session Management") — forgets it and
+// logs why.
+func TestFaultSessionLostForGood(t *testing.T) {
+	handler := newSwapHandler(mcpGoHandler())
+	up := newTestServer(t, handler)
+	var log syncBuffer
+	p, px := newTestProxy(t, up.URL+"/mcp", logInto(&log))
+	hdr := rawSession(t, px.URL+"/mcp")
+	ping := `{"jsonrpc":"2.0","id":2,"method":"ping"}`
+	if st, m := postJSON(t, px.URL+"/mcp", ping, hdr); st != 200 || m.Error != nil {
+		t.Fatalf("ping: %d %s", st, describe(m))
+	}
+	handler.set(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if r.Header.Get("Mcp-Session-Id") != "" {
+			http.Error(w, "unknown session", http.StatusNotFound)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"error":{"code":-32603,"message":"not accepting sessions yet"}}`, idOf(string(body)))
+	}))
+	st, m := postJSON(t, px.URL+"/mcp", ping, hdr)
+	if st != http.StatusNotFound || m == nil || m.Error == nil || m.Error.Code != CodeSessionNotFound ||
+		!strings.Contains(m.Error.Message, "send a new initialize request") {
+		t.Fatalf("call after the gateway lost the session for good: %d %s, want 404 with %d", st, describe(m), CodeSessionNotFound)
+	}
+	if p.Sessions() != 0 {
+		t.Errorf("sessions = %d, want the lost one forgotten", p.Sessions())
+	}
+	if st, m := postJSON(t, px.URL+"/mcp", ping, hdr); st != http.StatusNotFound || m.Error.Code != CodeSessionNotFound {
+		t.Errorf("the lost session's id again: %d %s, want 404", st, describe(m))
+	}
+	wantLogged(t, &log, "re-initializing failed", "not accepting sessions yet")
 }
