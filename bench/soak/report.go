@@ -140,7 +140,11 @@ func (r *report) print(w io.Writer) bool {
 	fmt.Fprintf(w, "| requests: %s | %d / %d / %d / %d |\n", strings.Join(opNames[:], " / "), r.byOp[0], r.byOp[1], r.byOp[2], r.byOp[3])
 	fmt.Fprintf(w, "| progress notifications checked (own token, in order, before the answer, all the gateway wrote) | %d |\n", r.progress)
 	fmt.Fprintf(w, "| progress notifications the gateway dropped (mcp-go race, not counted as errors) | %d |\n", r.dropped)
-	fmt.Fprintf(w, "| server→client requests answered (once each; a second answer refused) | %d |\n", r.asks)
+	if r.o.mix.replay {
+		fmt.Fprintf(w, "| server→client requests answered (once each; a second answer refused) | %d |\n", r.asks)
+	} else {
+		fmt.Fprintf(w, "| server→client requests answered (once each) | %d |\n", r.asks)
+	}
 	kinds := slices.Sorted(func(yield func(string) bool) {
 		for k := range r.errs {
 			if !yield(k) {
