@@ -96,7 +96,9 @@ type Config struct {
 	// headers. Default 60s.
 	ResponseHeaderTimeout time.Duration
 	// StreamIdleTimeout ends an upstream SSE stream that sends nothing (not
-	// even a keep-alive comment) for this long. Default 5m.
+	// even a keep-alive comment) for this long. It also bounds how long the
+	// proxy tries to reopen a gateway's GET stream that broke (the gateway
+	// died) behind an agent's that stays open. Default 5m.
 	StreamIdleTimeout time.Duration
 	// BodyReadTimeout bounds the arrival of a request body. Default 30s.
 	BodyReadTimeout time.Duration

@@ -248,10 +248,14 @@ func openStream(t *testing.T, method, url, body string, hdr map[string]string) *
 		data, _ := io.ReadAll(res.Body)
 		t.Fatalf("%s: %d %s %s, want an event stream", method, res.StatusCode, ct, data)
 	}
+	return readStream(t, res, newSSEReader(res.Body, 1<<20))
+}
+
+// readStream reads the messages of an event stream on its own goroutine.
+func readStream(t *testing.T, res *http.Response, rd *sseReader) *agentStream {
 	s := &agentStream{res: res, events: make(chan *jsonrpc.Message, 1024), done: make(chan error, 1), gone: make(chan struct{})}
 	t.Cleanup(s.leave)
 	go func() {
-		rd := newSSEReader(res.Body, 1<<20)
 		for {
 			ev, err := rd.next()
 			if err != nil {
@@ -389,6 +393,9 @@ func TestFaultGatewayKilledAndRestarted(t *testing.T) {
 	// mid-stream.
 	raw := rawSession(t, endpoint)
 	get := openStream(t, http.MethodGet, endpoint, "", raw)
+	// A legacy HTTP+SSE agent (2024-11-05), whose stream relays the
+	// gateway's GET stream.
+	legacy := openLegacy(t, px.URL)
 	type answer struct {
 		status int
 		m      *jsonrpc.Message
@@ -431,7 +438,7 @@ func TestFaultGatewayKilledAndRestarted(t *testing.T) {
 	}()
 	g.awaitEntered(t, "block", "block", "progress", "progress")
 	<-progressed
-	waitFor(t, "both GET streams open at the gateway", func() bool { return g.current().gets.Load() == 2 })
+	waitFor(t, "three GET streams open at the gateway", func() bool { return g.current().gets.Load() == 3 })
 
 	g.kill()
 
@@ -499,7 +506,7 @@ func TestFaultGatewayKilledAndRestarted(t *testing.T) {
 	// (c) The agents' GET streams outlived the gateway's: the proxy
 	// reopened them at the new gateway, and a message the new gateway
 	// sends reaches the stream the raw agent opened before the kill.
-	waitFor(t, "both GET streams reopened at the new gateway", func() bool { return g.current().gets.Load() == 2 })
+	waitFor(t, "three GET streams reopened at the new gateway", func() bool { return g.current().gets.Load() == 3 })
 	g.current().server.AddTool(&sdk.Tool{Name: "late", InputSchema: map[string]any{"type": "object"}},
 		func(context.Context, *sdk.CallToolRequest) (*sdk.CallToolResult, error) {
 			return &sdk.CallToolResult{}, nil
@@ -507,10 +514,52 @@ func TestFaultGatewayKilledAndRestarted(t *testing.T) {
 	if m := get.next(t, "tools/list_changed on the old GET stream"); m.Method != "notifications/tools/list_changed" {
 		t.Errorf("GET stream carried %s, want notifications/tools/list_changed", describe(m))
 	}
-	if n := agentGets.Load(); n != 2 {
-		t.Errorf("agents opened %d GET streams, want 2: a stream ended and the agent had to reconnect", n)
+	if m := legacy.next(t, "tools/list_changed on the legacy stream"); m.Method != "notifications/tools/list_changed" {
+		t.Errorf("legacy stream carried %s, want notifications/tools/list_changed", describe(m))
+	}
+	if n := agentGets.Load(); n != 3 {
+		t.Errorf("agents opened %d GET streams, want 3: a stream ended and the agent had to reconnect", n)
 	}
 	wantLogged(t, &log, "GET stream reopened")
+}
+
+// openLegacy opens a legacy HTTP+SSE session (2024-11-05) and initializes
+// it; the stream it returns carries what follows the initialize result.
+func openLegacy(t *testing.T, base string) *agentStream {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, base+"/sse", nil)
+	req.Header.Set("Accept", "text/event-stream")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd := newSSEReader(res.Body, 1<<20)
+	ev, err := rd.next()
+	if err != nil || ev.name != "endpoint" {
+		res.Body.Close()
+		t.Fatalf("legacy stream: %+v %v, want the endpoint event", ev, err)
+	}
+	s := readStream(t, res, rd)
+	message := base + string(ev.data)
+	for _, body := range []string{
+		`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2024-11-05","capabilities":{},"clientInfo":{"name":"legacy","version":"1"}}}`,
+		`{"jsonrpc":"2.0","method":"notifications/initialized"}`,
+	} {
+		res, err := http.Post(message, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusAccepted {
+			t.Fatalf("legacy message %s: %d", body, res.StatusCode)
+		}
+		if strings.Contains(body, "initialize\"") {
+			if m := s.next(t, "the initialize result"); m.Result == nil {
+				t.Fatalf("legacy initialize: %s", describe(m))
+			}
+		}
+	}
+	return s
 }
 
 // goroutineBaseline settles the process — idle keep-alive connections of

@@ -160,6 +160,9 @@ func (p *Proxy) serveLegacyMessage(w http.ResponseWriter, r *http.Request) {
 		p.reject(w, r, jsonrpc.NullID, errorFromDecode(err))
 		return
 	}
+	if p.refuseRequestsWhileDraining(w, msgs) {
+		return
+	}
 	sess.mu.Lock()
 	ready := sess.ready
 	sess.mu.Unlock()
@@ -217,13 +220,21 @@ func (p *Proxy) legacyListen(sess *session) {
 		p.log.Warn("opening the gateway's stream for a legacy session failed", "session", sess.id, "err", err)
 		return
 	}
-	defer res.Body.Close()
+	defer func() { res.Body.Close() }()
 	if res.StatusCode != http.StatusOK || mediaType(res.Header.Get("Content-Type")) != "text/event-stream" {
 		return // the gateway offers no standalone stream (405): nothing to relay
 	}
 	r, _ := http.NewRequestWithContext(ctx, http.MethodGet, "/", nil)
 	ex := &exchange{p: p, r: r, sess: sess, version: sess.protocolVersion}
-	ex.relayStream(ctx, res, &legacyOut{p: p, sess: sess})
+	// As for a Streamable HTTP agent's GET (serveGet): a gateway restart
+	// must not silently end the relay of server-initiated messages.
+	for ex.relayStream(ctx, res, &legacyOut{p: p, sess: sess}) {
+		res.Body.Close()
+		p.log.Warn("gateway's GET stream broke; reopening it behind the agent's", "session", sess.id)
+		if res = p.reopenStream(ctx, r, sess); res == nil {
+			return
+		}
+	}
 }
 
 // legacyOut delivers to a legacy session's stream.
