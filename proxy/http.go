@@ -49,6 +49,9 @@ func (p *Proxy) servePost(w http.ResponseWriter, r *http.Request) {
 		p.reject(w, r, id, errorFromDecode(err))
 		return
 	}
+	if p.refuseRequestsWhileDraining(w, msgs) {
+		return
+	}
 	headerVersion := r.Header.Get("Mcp-Protocol-Version")
 	metaVersion := metaProtocolVersion(msgs[0])
 	discover := !batch && msgs[0].Method == "server/discover" && r.Header.Get("Mcp-Session-Id") == ""

@@ -36,6 +36,8 @@ type Proxy struct {
 	tel           *telemetry // nil when Config asks for no telemetry
 
 	draining atomic.Bool
+	// inflight counts the requests being served, for WaitIdle.
+	inflight atomic.Int64
 	// streams is cancelled on Drain: long-lived GET and legacy SSE streams
 	// end so a graceful shutdown is not held open by them.
 	streams      context.Context
@@ -93,9 +95,12 @@ func (p *Proxy) HTTPServer() *http.Server {
 // (2024-11-05); every other path is the Streamable HTTP endpoint, so the
 // agent may be pointed at /mcp or at the root.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if p.draining.Load() {
-		w.Header().Set("Connection", "close")
-		writeError(w, jsonrpc.NullID, errUnavailable("mcpguard is shutting down: retry against a new instance"))
+	// Counted before the drain check, so that WaitIdle cannot miss a
+	// request that got past it.
+	p.inflight.Add(1)
+	defer p.inflight.Add(-1)
+	if p.draining.Load() && !mayFinishWork(r) {
+		p.refuseDraining(w)
 		return
 	}
 	if cerr := checkRebinding(r); cerr != nil {
@@ -181,10 +186,65 @@ func (p *Proxy) Run(ctx context.Context) {
 }
 
 // Drain stops accepting new MCP requests and ends long-lived streams;
-// requests in flight continue. Call it before http.Server.Shutdown.
+// requests in flight continue. What an agent sends to finish them is still
+// taken: answers to the gateway's requests (a tool that elicits or samples
+// mid-call) and notifications such as notifications/cancelled. Call
+// WaitIdle, then http.Server.Shutdown, after it.
 func (p *Proxy) Drain() {
 	p.draining.Store(true)
 	p.cancelStream()
+}
+
+// WaitIdle waits, after Drain, until no request is being served, or ctx
+// ends. Closing the listener before (http.Server.Shutdown does so at once)
+// would leave a call that waits on its agent's answer unable to finish
+// (issue #8).
+func (p *Proxy) WaitIdle(ctx context.Context) error {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for p.inflight.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+	return nil
+}
+
+// mayFinishWork reports whether a request may, while draining, carry what
+// finishes a call in flight: a POST within a session. Its requests are
+// refused once decoded (refuseRequestsWhileDraining).
+func mayFinishWork(r *http.Request) bool {
+	if r.Method != http.MethodPost {
+		return false
+	}
+	switch r.URL.Path {
+	case "/message", "/messages":
+		return true
+	}
+	return r.Header.Get("Mcp-Session-Id") != ""
+}
+
+// refuseRequestsWhileDraining answers for msgs, and reports true, when the
+// proxy is draining and msgs hold a request: new work goes to another
+// instance, while answers and notifications pass.
+func (p *Proxy) refuseRequestsWhileDraining(w http.ResponseWriter, msgs []*jsonrpc.Message) bool {
+	if !p.draining.Load() {
+		return false
+	}
+	for _, m := range msgs {
+		if m.Kind() == jsonrpc.KindRequest {
+			p.refuseDraining(w)
+			return true
+		}
+	}
+	return false
+}
+
+func (p *Proxy) refuseDraining(w http.ResponseWriter) {
+	w.Header().Set("Connection", "close")
+	writeError(w, jsonrpc.NullID, errUnavailable("mcpguard is shutting down: retry against a new instance"))
 }
 
 // Ready reports whether the proxy accepts requests.

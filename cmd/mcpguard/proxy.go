@@ -326,13 +326,18 @@ func runProxy(ctx context.Context, o proxyOptions, started func(running)) error 
 	p.Drain()
 	sctx, cancel := context.WithTimeout(context.Background(), o.DrainTimeout)
 	defer cancel()
-	err = srv.Shutdown(sctx)
+	// The listener stays open while calls are in flight: Drain refuses new
+	// work with a 503, but an agent may still have to answer the gateway
+	// (elicitation, sampling) or cancel a call. Once nothing is being
+	// served, what is still connected is idle or has not sent a whole
+	// request (which would only be refused): Close, not Shutdown, which
+	// waits up to 5s for the latter (golang/go#22682).
+	if err := p.WaitIdle(sctx); err != nil {
+		log.Error("drain timed out; closing remaining connections", "err", err)
+	}
+	_ = srv.Close()
 	if admin != nil {
 		_ = admin.Shutdown(sctx)
-	}
-	if err != nil {
-		log.Error("drain timed out; closing remaining connections", "err", err)
-		_ = srv.Close()
 	}
 	log.Info("stopped")
 	return nil

@@ -85,6 +85,21 @@ func startHoldUpstream(t *testing.T) *holdUpstream {
 			return nil, nil, ctx.Err()
 		}
 	})
+	sdk.AddTool(s, &sdk.Tool{Name: "ask"}, func(ctx context.Context, req *sdk.CallToolRequest, in labelled) (*sdk.CallToolResult, any, error) {
+		u.ran(in.Label)
+		u.entered <- in.Label
+		select {
+		case <-u.release:
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		}
+		// Answering needs the agent: a request to it, and its answer back.
+		res, err := req.Session.Elicit(ctx, &sdk.ElicitParams{Message: "go on?", RequestedSchema: map[string]any{"type": "object"}})
+		if err != nil {
+			return nil, nil, err
+		}
+		return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: res.Action + " " + in.Label}}}, nil, nil
+	})
 	sdk.AddTool(s, &sdk.Tool{Name: "quick"}, func(_ context.Context, _ *sdk.CallToolRequest, in labelled) (*sdk.CallToolResult, any, error) {
 		u.ran(in.Label)
 		return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: "done " + in.Label}}}, nil, nil
@@ -260,6 +275,10 @@ spec:
   tools:
     - tool: hold
     - tool: quick
+    - tool: ask
+  elicitation:
+    id: elicitation
+    action: allow
 `)
 	p, l := startProcess(t, "mcpguard proxy listening", "proxy",
 		"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--upstream", up.URL,
@@ -399,15 +418,13 @@ func openSessions(t *testing.T, url string, n int) []*loadgen.Session {
 	return ss
 }
 
-// refusedCleanly reports why a request made after SIGTERM was not a clean
-// refusal, or "" when it was: no connection at all, or a 503 whose body is
-// a JSON-RPC error saying the proxy is shutting down.
-func refusedCleanly(resp *http.Response, err error) string {
+// refusedWhileDraining reports why a request made during the drain was not
+// refused as it should be, or "" when it was: a 503 whose body is a
+// JSON-RPC error saying the proxy is shutting down. (The listener stays
+// open while calls are in flight, for their agents' answers.)
+func refusedWhileDraining(resp *http.Response, err error) string {
 	if err != nil {
-		if errors.Is(err, syscall.ECONNREFUSED) {
-			return ""
-		}
-		return fmt.Sprintf("error %v, want connection refused", err)
+		return fmt.Sprintf("error %v, want a 503", err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
@@ -422,9 +439,9 @@ func refusedCleanly(resp *http.Response, err error) string {
 // TestSIGTERMDrainsProxy loads the proxy with long calls streaming progress
 // (raw and through the official Go SDK's client), an open GET stream and a
 // loop of short calls, then sends SIGTERM: readiness goes, the GET stream
-// ends, new requests are refused cleanly, every call in flight is answered
-// exactly once when the gateway answers within the drain period, and the
-// process exits 0 saying so.
+// ends, new work is refused with a 503 and a JSON-RPC error while the calls
+// in flight finish, each is answered exactly once when the gateway answers
+// within the drain period, and the process exits 0 saying so.
 func TestSIGTERMDrainsProxy(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the mcpguard binary")
@@ -548,13 +565,17 @@ func TestSIGTERMDrainsProxy(t *testing.T) {
 	case <-time.After(3 * time.Second):
 		t.Fatal("the GET stream was still open 3s after SIGTERM")
 	}
-	// New sessions and new calls in old sessions, on new connections.
+	// New sessions, new calls in old sessions and new GET streams, on new
+	// connections.
 	fresh := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	lateGet, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	lateGet.Header = getReq.Header.Clone()
 	for name, req := range map[string]*http.Request{
 		"initialize": mcpRequest(ctx, url, "", `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"late","version":"1"}}}`),
 		"tools/call": mcpRequest(ctx, url, raw[0].ID, toolCall(99, "quick", "late", false)),
+		"GET":        lateGet,
 	} {
-		if why := refusedCleanly(fresh.Do(req)); why != "" {
+		if why := refusedWhileDraining(fresh.Do(req)); why != "" {
 			t.Errorf("%s after SIGTERM: %s", name, why)
 		}
 	}
@@ -593,6 +614,9 @@ func TestSIGTERMDrainsProxy(t *testing.T) {
 	if code != exitOK {
 		t.Errorf("exit code %d, want 0", code)
 	}
+	if _, err := fresh.Do(mcpRequest(ctx, url, raw[0].ID, toolCall(100, "quick", "gone", false))); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("a call after the exit: %v, want connection refused", err)
+	}
 	msgs := p.logged()
 	for _, want := range []string{"draining", "stopped"} {
 		if !contains(msgs, want) {
@@ -624,8 +648,9 @@ func TestSIGTERMDrainsProxy(t *testing.T) {
 				t.Errorf("%s: 503 with %+v, want a JSON-RPC error saying the proxy is shutting down", o.label, a)
 			}
 		case o.err != nil && o.status == 0:
-			// Refused, or a keep-alive connection closed before the
-			// request was read: then the gateway must not have run it.
+			// A keep-alive connection closed before the request was
+			// read (the 503 says Connection: close): then the gateway
+			// must not have run it.
 			if runs[o.label] != 0 {
 				t.Errorf("%s ran upstream but its agent got %v", o.label, o.err)
 			}
@@ -1101,5 +1126,52 @@ func TestSIGTERMWebhookDrainTimeout(t *testing.T) {
 		if !contains(msgs, want) {
 			t.Errorf("no %q in the log", want)
 		}
+	}
+}
+
+// TestSIGTERMDrainsCallWaitingOnAgent: a call in flight at SIGTERM whose
+// tool then asks the agent something (elicitation) can only finish if the
+// agent's answer still gets in during the drain.
+func TestSIGTERMDrainsCallWaitingOnAgent(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the mcpguard binary")
+	}
+	const drain = 5 * time.Second
+	up := startHoldUpstream(t)
+	p, url, _ := startDrainProxy(t, up, drain)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	client := sdk.NewClient(&sdk.Implementation{Name: "sigterm-agent", Version: "1"}, &sdk.ClientOptions{
+		ElicitationHandler: func(context.Context, *sdk.ElicitRequest) (*sdk.ElicitResult, error) {
+			return &sdk.ElicitResult{Action: "accept", Content: map[string]any{}}, nil
+		},
+	})
+	cs, err := client.Connect(ctx, &sdk.StreamableClientTransport{Endpoint: url}, &sdk.ClientSessionOptions{ProtocolVersion: "2025-11-25"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cs.Close() })
+	done := make(chan error, 1)
+	var text string
+	go func() {
+		res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "ask", Arguments: map[string]any{"label": "ask-0"}})
+		if err == nil {
+			text = sdkText(res.Content)
+		}
+		done <- err
+	}()
+	up.waitEntered(t, "ask-0")
+	start := time.Now()
+	p.signal(t, syscall.SIGTERM)
+	pollUntil(t, 3*time.Second, "the draining log line", func() bool { return contains(p.logged(), "draining") })
+	up.releaseAll()
+	if err := <-done; err != nil || text != "accept ask-0" {
+		t.Errorf("the call in flight at SIGTERM: %q, %v; want the agent's answer", text, err)
+	}
+	if code := p.exitWithin(t, drain+3*time.Second); code != exitOK {
+		t.Errorf("exit code %d, want 0", code)
+	}
+	if contains(p.logged(), "drain timed out; closing remaining connections") {
+		t.Errorf("the drain timed out (%v after SIGTERM)", time.Since(start).Round(time.Millisecond))
 	}
 }
