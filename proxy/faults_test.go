@@ -1257,3 +1257,50 @@ func TestFaultSessionLostForGood(t *testing.T) {
 	}
 	wantLogged(t, &log, "re-initializing failed", "not accepting sessions yet")
 }
+
+// TestFaultGatewayUnavailableWhileRestarting: the gateway's GET stream
+// breaks and, for a while, what answers in its place is a 503 (the
+// gateway's own front while the gateway restarts). The proxy keeps the
+// agent's stream, waits the 503s out and reopens the stream at the gateway
+// that comes back.
+func TestFaultGatewayUnavailableWhileRestarting(t *testing.T) {
+	var gets atomic.Int64 // GETs the live gateway serves right now
+	newGateway := func() (*sdk.Server, http.Handler) {
+		s := sdk.NewServer(&sdk.Implementation{Name: "gateway", Version: "1"}, nil)
+		h := sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return s }, nil)
+		return s, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodGet {
+				gets.Add(1)
+				defer gets.Add(-1)
+			}
+			h.ServeHTTP(w, r)
+		})
+	}
+	_, h := newGateway()
+	swap := newSwapHandler(h)
+	up := newTestServer(t, swap)
+	var log syncBuffer
+	_, px := newTestProxy(t, up.URL, logInto(&log))
+	get := openStream(t, http.MethodGet, px.URL, "", rawSession(t, px.URL))
+	waitFor(t, "the GET stream open at the gateway", func() bool { return gets.Load() == 1 })
+
+	var unavailable atomic.Int64
+	swap.set(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		unavailable.Add(1)
+		http.Error(w, "upstream connect error", http.StatusServiceUnavailable)
+	}))
+	up.CloseClientConnections()
+	waitFor(t, "the proxy to try the gateway three times", func() bool { return unavailable.Load() >= 3 })
+	s, h := newGateway()
+	swap.set(h)
+	waitFor(t, "the GET stream reopened at the new gateway", func() bool { return gets.Load() == 1 })
+	s.AddTool(&sdk.Tool{Name: "late", InputSchema: map[string]any{"type": "object"}},
+		func(context.Context, *sdk.CallToolRequest) (*sdk.CallToolResult, error) {
+			return &sdk.CallToolResult{}, nil
+		})
+	if m := get.next(t, "tools/list_changed on the agent's GET stream"); m.Method != "notifications/tools/list_changed" {
+		t.Errorf("GET stream carried %s, want notifications/tools/list_changed", describe(m))
+	}
+	wantLogged(t, &log, "GET stream broke; reopening")
+	wantLogged(t, &log, "re-initialized")
+}

@@ -379,6 +379,11 @@ func (p *Proxy) reopenStream(ctx context.Context, r *http.Request, sess *session
 				reinitialized = true
 				continue
 			}
+		case res.StatusCode >= 500 || res.StatusCode == http.StatusTooManyRequests:
+			// What a gateway's own front (Envoy) answers while the
+			// gateway restarts: wait it out.
+			res.Body.Close()
+			err = fmt.Errorf("gateway answered %s", res.Status)
 		default:
 			res.Body.Close()
 			p.log.Warn("gateway refused to reopen the GET stream; ending the agent's", "session", sess.id, "status", res.StatusCode)
