@@ -96,7 +96,7 @@ func main() {
 	flag.IntVar(&o.mix.askEvery, "ask-every", 4, "of the others, every n-th of a session-era worker calls "+loadgen.AskTool+" (a server→client elicitation/create answered by POST); 0: none")
 	flag.IntVar(&o.mix.progressEvery, "progress-every", 3, "of the others, every n-th calls "+loadgen.ProgressTool+" (progress notifications, then the answer); 0: none; the rest call fetch_url")
 	flag.IntVar(&o.mix.ticks, "ticks", 3, "progress notifications per "+loadgen.ProgressTool+" call")
-	flag.StringVar(&o.profiles, "profiles", "", "save mcpguard's heap and goroutine profiles at idle, peak and end into this directory (for go tool pprof -diff_base)")
+	flag.StringVar(&o.profiles, "profiles", "", "save mcpguard's heap and goroutine profiles at idle, under load and at the end into this directory (for go tool pprof -diff_base)")
 	flag.DurationVar(&o.linger, "linger", 0, "after the end, leave mcpguard idle this long and sample its RSS again: how much memory the runtime returns to the OS by itself")
 	flag.IntVar(&o.goroutineSlack, "goroutine-slack", 20, "goroutines mcpguard may hold at the end above idle before it counts as a leak")
 	heapSlack := flag.Int("heap-slack", 16, "MiB of live heap (after a forced GC) mcpguard may hold at the end above idle before it counts as a leak")
@@ -327,9 +327,9 @@ func run(ctx context.Context, o options) (bool, error) {
 				peak.sessions = max(peak.sessions, s.sessions)
 				if s.gc && s.heapAlloc > peak.heapAlloc {
 					peak.heapInuse, peak.heapAlloc, peak.heapUnused = s.heapInuse, s.heapAlloc, s.heapUnused
-					if n%32 == 0 {
-						r.saveProfiles(px, "peak")
-					}
+				}
+				if n%32 == 0 {
+					r.saveProfiles(px, "load") // every 8 s, the last kept
 				}
 			}
 		}
