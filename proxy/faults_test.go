@@ -638,14 +638,14 @@ func TestFaultSlowGatewayNoPileUp(t *testing.T) {
 	}{
 		{"headers after the timeout", func(w http.ResponseWriter, r *http.Request) {
 			<-r.Context().Done() // the proxy gives up first
-		}, http.StatusGatewayTimeout, "upstream timeout: no response headers within the timeout (300ms)",
+		}, http.StatusGatewayTimeout, "upstream timeout: no response headers within the timeout (400ms)",
 			[]string{"call failed", "status=504", "no response headers within the timeout"}},
 		{"stream that stalls", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/event-stream")
 			w.WriteHeader(http.StatusOK)
 			w.(http.Flusher).Flush()
 			<-r.Context().Done()
-		}, http.StatusOK, "the gateway's stream ended before it answered (no event within the stream idle timeout of 300ms)",
+		}, http.StatusOK, "the gateway's stream ended before it answered (no event within the stream idle timeout of 400ms)",
 			[]string{"gateway stream ended", "no event within the stream idle timeout"}},
 	}
 	for _, tt := range tests {
@@ -660,7 +660,7 @@ func TestFaultSlowGatewayNoPileUp(t *testing.T) {
 				id := body[strings.Index(body, `"id":`)+5 : strings.Index(body, `,"method"`)]
 				fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"content":[]}}`, id)
 			})
-			const bound = 300 * time.Millisecond
+			const bound = 400 * time.Millisecond
 			p, px := newTestProxy(t, up.URL, logInto(&log), func(c *Config) {
 				c.ResponseHeaderTimeout = bound
 				c.StreamIdleTimeout = bound
@@ -690,7 +690,8 @@ func TestFaultSlowGatewayNoPileUp(t *testing.T) {
 			for i := range 5 {
 				t0 := time.Now()
 				st, m := postJSON(t, px.URL, fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"fast","arguments":{}}}`, 2+i), other)
-				if st != 200 || m.Error != nil || time.Since(t0) > bound/2 {
+				// Served at once, not after the slow calls' timeout.
+				if st != 200 || m.Error != nil || time.Since(t0) >= bound {
 					t.Errorf("other agent's call during the fault: %d %s after %s", st, describe(m), time.Since(t0))
 				}
 			}
@@ -866,7 +867,7 @@ func TestFaultServerRequestFlood(t *testing.T) {
 			stream.leave()
 			wantGoroutinesBack(t, p, base, 5)
 			t.Logf("%d server requests: goroutines %d before, %d at the peak, back to %d", n, base, highest, runtime.NumGoroutine())
-			if highest > base+100 {
+			if highest > base+200 { // unbounded, it was 9990
 				t.Errorf("goroutines peaked at %d during the flood, baseline %d: answering the gateway is not bounded", highest, base)
 			}
 			wantLogged(t, &log, tt.log)
@@ -927,7 +928,7 @@ func TestFaultIdleConnections(t *testing.T) {
 	}
 	up := newMCPGoUpstream(t)
 	var log syncBuffer
-	const headerTimeout = 1500 * time.Millisecond
+	const headerTimeout = 2 * time.Second
 	p, _ := newTestProxy(t, up.URL+"/mcp", logInto(&log), func(c *Config) {
 		c.ReadHeaderTimeout = headerTimeout
 		c.IdleTimeout = 500 * time.Millisecond
@@ -982,7 +983,7 @@ func TestFaultIdleConnections(t *testing.T) {
 	for range 20 {
 		during = max(during, call())
 	}
-	if during > before+250*time.Millisecond {
+	if during > before+500*time.Millisecond {
 		t.Errorf("the agent's slowest call took %s among %d idle connections, %s before", during, idle+slow, before)
 	}
 	if since := time.Since(opened); since >= headerTimeout {
