@@ -102,7 +102,7 @@ func (w *worker) loop(ctx context.Context) {
 	}
 }
 
-// metaStateless is the per-request _meta a 2026-07-28 request carries.
+// The params._meta keys every 2026-07-28 request carries.
 const (
 	metaVersion      = "io.modelcontextprotocol/protocolVersion"
 	metaCapabilities = "io.modelcontextprotocol/clientCapabilities"
