@@ -350,15 +350,7 @@ func (ex *exchange) fromUpstream(ctx context.Context, m *jsonrpc.Message, eventI
 			p.log.Warn("dropping a gateway response for an id never sent or already answered", "id", m.ID.String(), "session", ex.sessionID())
 			return
 		}
-		if method == "tools/list" && m.Result != nil {
-			filtered, err := p.filterTools(ctx, ex, m.Result)
-			if err != nil {
-				m = &jsonrpc.Message{ID: m.ID, Error: errUpstream(fmt.Errorf("invalid tools/list result: %v", err)).rpc()}
-			} else {
-				m = &jsonrpc.Message{ID: m.ID, Result: filtered}
-			}
-		}
-		_ = out.deliver(m, eventID)
+		_ = out.deliver(p.screenResult(ctx, ex, method, m), eventID)
 	case jsonrpc.KindRequest:
 		if ans := p.screenServer(ctx, ex, m); ans != nil {
 			ex.answerUpstream(ctx, ans)

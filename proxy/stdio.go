@@ -422,13 +422,8 @@ func (c *stdioConn) fromServer(ctx context.Context, line []byte) {
 					c.version = v
 					c.mu.Unlock()
 				}
-			case w.method == "tools/list" && m.Result != nil:
-				filtered, err := p.filterTools(ctx, c.exchange(m), m.Result)
-				if err != nil {
-					m = &jsonrpc.Message{ID: m.ID, Error: errUpstream(fmt.Errorf("invalid tools/list result: %v", err)).rpc()}
-				} else {
-					m = &jsonrpc.Message{ID: m.ID, Result: filtered}
-				}
+			default:
+				m = p.screenResult(ctx, c.exchange(m), w.method, m)
 			}
 			w.trace.end(m)
 			deliver = append(deliver, m)

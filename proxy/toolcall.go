@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -13,8 +14,11 @@ import (
 // This file is the only code that allows, denies or forwards a call. Every
 // agent request passes through screen before it can reach the gateway, every
 // tool a gateway lists passes through filterTools before the agent sees it,
-// and every request the gateway sends the agent passes through screenServer.
-// All three ask the same Policy.
+// every request the gateway sends the agent passes through screenServer, and
+// every answer the gateway gives passes through screenResult, which filters
+// tool lists and decides the requests a 2026-07-28 answer embeds (multi
+// round-trip, "input_required") as screenServer would. All ask the same
+// Policy.
 
 // screen decides one agent request. It returns nil when the request may be
 // forwarded, or the answer that replaces it and the HTTP status that answer
@@ -85,6 +89,67 @@ func (p *Proxy) screenServer(ctx context.Context, ex *exchange, m *jsonrpc.Messa
 	}
 	resp, _ := denial(DenyJSONRPCError, m, "", d)
 	return resp
+}
+
+// screenResult screens the gateway's answer to an agent request (method)
+// before it is delivered, and returns what to deliver instead of m.
+//
+// From 2026-07-28 a server asks the agent's user or model for input by
+// answering with resultType "input_required" and the requests it needs
+// fulfilled (SEP-2322) instead of sending sampling/createMessage or
+// elicitation/create as requests of its own; the agent's client fulfils
+// them and retries. Each embedded request is decided like screenServer's,
+// whatever the era the session negotiated, and one that is refused, or that
+// the proxy cannot read, turns the whole answer into a denial: forwarding
+// the rest would let the client fulfil a request the policy refused.
+func (p *Proxy) screenResult(ctx context.Context, ex *exchange, method string, m *jsonrpc.Message) *jsonrpc.Message {
+	if m.Result == nil {
+		return m
+	}
+	if method == "tools/list" {
+		filtered, err := p.filterTools(ctx, ex, m.Result)
+		if err != nil {
+			return &jsonrpc.Message{ID: m.ID, Error: errUpstream(fmt.Errorf("invalid tools/list result: %v", err)).rpc()}
+		}
+		return &jsonrpc.Message{ID: m.ID, Result: filtered}
+	}
+	rt, _, err := jsonrpc.LookupString(m.Result, "resultType")
+	if err != nil {
+		return &jsonrpc.Message{ID: m.ID, Error: errUpstream(fmt.Errorf("invalid %s result: resultType: %v", method, err)).rpc()}
+	}
+	if rt != "input_required" {
+		return m
+	}
+	embedded := jsonrpc.Lookup(m.Result, "inputRequests")
+	if embedded == nil {
+		return m // only a requestState: the server asks for a retry (load shedding)
+	}
+	reqs, err := jsonrpc.Members(embedded)
+	if err != nil {
+		return &jsonrpc.Message{ID: m.ID, Error: errUpstream(fmt.Errorf("invalid %s result: inputRequests must be an object: %v", method, err)).rpc()}
+	}
+	for _, r := range reqs {
+		inner, ok, err := jsonrpc.LookupString(r.Value, "method")
+		if err != nil || !ok {
+			return &jsonrpc.Message{ID: m.ID, Error: errUpstream(fmt.Errorf("invalid %s result: inputRequests[%q] has no method", method, r.Key)).rpc()}
+		}
+		switch inner {
+		case "sampling/createMessage", "elicitation/create":
+		case "roots/list":
+			continue // the client's roots: what it already tells the server in the session era
+		default:
+			return &jsonrpc.Message{ID: m.ID, Error: errUpstream(fmt.Errorf("the gateway asked for input with %q (inputRequests[%q]), which mcpguard cannot screen; refused", inner, r.Key)).rpc()}
+		}
+		d := p.decide(ctx, rules.Input{Method: inner, Arguments: jsonrpc.Lookup(r.Value, "params"),
+			Session: ex.sessionID(), ProtocolVersion: ex.version, Identity: p.identity(ex.r)})
+		if d.Blocks() {
+			p.log.Warn("refusing an answer that asks the agent for input the policy denies",
+				"method", method, "input_method", inner, "input_id", r.Key, "rule", d.Rule, "session", ex.sessionID())
+			resp, _ := denial(DenyJSONRPCError, m, "", d)
+			return resp
+		}
+	}
+	return m
 }
 
 // filterTools removes from a tools/list result every tool the policy would

@@ -1,0 +1,212 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	mgomcp "github.com/mark3labs/mcp-go/mcp"
+	mcpserver "github.com/mark3labs/mcp-go/server"
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"mcpguard.dev/mcpguard/rules"
+)
+
+// inputPolicy allows the three tools below and screens what their answers
+// ask the agent for: short elicitations only, no sampling.
+const inputPolicy = `apiVersion: mcpguard.dev/v1alpha1
+kind: ToolPolicy
+metadata: {name: input-required}
+spec:
+  defaultAction: deny
+  tools:
+    - tool: ask_name
+    - tool: ask_password
+    - tool: ask_model
+  sampling:
+    id: sampling
+    action: deny
+    reason: tool servers may not sample the agent's model
+  elicitation:
+    id: elicitation
+    checks:
+      - id: short-questions
+        argument: /message
+        string: {maxLength: 20}
+`
+
+// newInputRequiredUpstream is an mcp-go server whose tools answer the first
+// call with resultType "input_required" (SEP-2322) and finish on the retry.
+func newInputRequiredUpstream(t *testing.T) *httptest.Server {
+	t.Helper()
+	s := mcpserver.NewMCPServer("upstream", "1.0.0", mcpserver.WithToolCapabilities(true))
+	elicit := func(message string) mcpserver.ToolHandlerFunc {
+		return func(ctx context.Context, req mgomcp.CallToolRequest) (*mgomcp.CallToolResult, error) {
+			if ans := mcpserver.ElicitationResponse(req.Params.InputResponses, "q"); ans != nil {
+				b, _ := json.Marshal(ans.Content)
+				return mgomcp.NewToolResultText("answered: " + string(b)), nil
+			}
+			return mcpserver.NewInputRequestBuilder("step-1").
+				Elicit("q", mgomcp.ElicitationParams{Message: message, RequestedSchema: map[string]any{"type": "object"}}).
+				ToolResult(), nil
+		}
+	}
+	s.AddTool(mgomcp.NewTool("ask_name"), elicit("your name?"))
+	s.AddTool(mgomcp.NewTool("ask_password"), elicit("please type your password to continue"))
+	s.AddTool(mgomcp.NewTool("ask_model"), func(ctx context.Context, req mgomcp.CallToolRequest) (*mgomcp.CallToolResult, error) {
+		return mcpserver.NewInputRequestBuilder("").
+			Elicit("q", mgomcp.ElicitationParams{Message: "ok?", RequestedSchema: map[string]any{"type": "object"}}).
+			Sample("s", mgomcp.CreateMessageParams{MaxTokens: 10}).
+			ToolResult(), nil
+	})
+	srv := httptest.NewServer(mcpserver.NewStreamableHTTPServer(s))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// TestInputRequiredScreened: in 2026-07-28 a gateway asks the agent's user
+// or model for input inside an answer ("input_required") rather than with a
+// request of its own. Each embedded request is decided like a server
+// request; one the policy refuses turns the answer into a denial, so the
+// agent's client never fulfils it. The official Go SDK client is the agent.
+func TestInputRequiredScreened(t *testing.T) {
+	pol, err := rules.Parse("input-required.yaml", []byte(inputPolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := newInputRequiredUpstream(t)
+	_, px := newTestProxy(t, up.URL+"/mcp", func(c *Config) { c.Policy = pol })
+	ctx := ctxT(t)
+	var asked []string // what the agent's user and model were asked
+	client := sdk.NewClient(&sdk.Implementation{Name: "t", Version: "1"}, &sdk.ClientOptions{
+		ElicitationHandler: func(_ context.Context, req *sdk.ElicitRequest) (*sdk.ElicitResult, error) {
+			asked = append(asked, req.Params.Message)
+			return &sdk.ElicitResult{Action: "accept", Content: map[string]any{"name": "Ada"}}, nil
+		},
+		CreateMessageHandler: func(context.Context, *sdk.CreateMessageRequest) (*sdk.CreateMessageResult, error) {
+			asked = append(asked, "sampling")
+			return &sdk.CreateMessageResult{Model: "m", Role: "assistant", Content: &sdk.TextContent{Text: "x"}}, nil
+		},
+	})
+	for _, endpoint := range []string{up.URL, px.URL} {
+		cs, err := client.Connect(ctx, &sdk.StreamableClientTransport{Endpoint: endpoint + "/mcp"}, &sdk.ClientSessionOptions{ProtocolVersion: "2026-07-28"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cs.Close()
+		through := endpoint == px.URL
+		tests := []struct {
+			tool      string
+			wantText  string // the tool's answer after the client fulfilled the input
+			wantAsked string // what the handlers were asked meanwhile
+			wantErr   string // or, through the proxy, the denial the agent gets instead
+		}{
+			{tool: "ask_name", wantText: `answered: {"name":"Ada"}`, wantAsked: "your name?"},
+			{tool: "ask_password", wantText: `answered: {"name":"Ada"}`, wantAsked: "please type your password to continue",
+				wantErr: "elicitation/short-questions"},
+			// One refused request refuses the answer, the allowed one with it.
+			{tool: "ask_model", wantErr: "may not sample the agent's model"},
+		}
+		for _, tt := range tests {
+			t.Run(fmt.Sprintf("%s/proxied=%v", tt.tool, through), func(t *testing.T) {
+				if !through && tt.wantText == "" {
+					t.Skip("direct, nothing to compare: the server asks again whatever the answer")
+				}
+				asked = nil
+				res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: tt.tool, Arguments: map[string]any{}})
+				if through && tt.wantErr != "" {
+					if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !strings.Contains(err.Error(), "denied by mcpguard policy") {
+						t.Fatalf("error = %v (result %+v), want a policy denial naming %q", err, res, tt.wantErr)
+					}
+					if len(asked) != 0 {
+						t.Fatalf("the agent was asked %q although the policy refused it", asked)
+					}
+					return
+				}
+				if err != nil {
+					t.Fatalf("call: %v", err)
+				}
+				if len(res.Content) != 1 || res.Content[0].(*sdk.TextContent).Text != tt.wantText {
+					t.Fatalf("result = %+v, want %q", res, tt.wantText)
+				}
+				if strings.Join(asked, "|") != tt.wantAsked {
+					t.Fatalf("asked %q, want %q", asked, tt.wantAsked)
+				}
+			})
+		}
+	}
+}
+
+// TestInputRequiredMalformed: an "input_required" answer the proxy cannot
+// read is not forwarded on the chance that the agent's client reads it
+// differently; the agent gets an upstream error. What needs no decision
+// passes unchanged. The gateway here is hand-written because no real server
+// sends the malformed ones (and mcp-go's roots/list input request does not
+// decode in go-sdk v1.8.0's client, with or without the proxy).
+func TestInputRequiredMalformed(t *testing.T) {
+	tests := []struct {
+		name, result, want string // want "": the result reaches the agent unchanged
+	}{
+		{"roots/list needs no decision", `{"resultType":"input_required","inputRequests":{"r":{"method":"roots/list"}}}`, ""},
+		{"load shedding: only a requestState", `{"resultType":"input_required","requestState":"later"}`, ""},
+		{"complete", `{"resultType":"complete","content":[]}`, ""},
+		{"inputRequests not an object", `{"resultType":"input_required","inputRequests":[{"method":"elicitation/create"}]}`, "inputRequests must be an object"},
+		{"request without a method", `{"resultType":"input_required","inputRequests":{"q":{"params":{"message":"hi"}}}}`, `inputRequests["q"] has no method`},
+		{"method not a string", `{"resultType":"input_required","inputRequests":{"q":{"method":7}}}`, `inputRequests["q"] has no method`},
+		{"method mcpguard cannot screen", `{"resultType":"input_required","inputRequests":{"q":{"method":"tasks/run","params":{}}}}`, `"tasks/run"`},
+		{"resultType not a string", `{"resultType":1,"content":[]}`, "resultType"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				var req struct {
+					ID json.RawMessage `json:"id"`
+				}
+				if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.ID == nil {
+					w.WriteHeader(http.StatusAccepted)
+					return
+				}
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = w.Write([]byte(`{"jsonrpc":"2.0","id":` + string(req.ID) + `,"result":` + tt.result + `}`))
+			}))
+			defer up.Close()
+			_, px := newTestProxy(t, up.URL+"/mcp")
+			body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{},` +
+				`"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"elicitation":{}}}}}`
+			req, _ := http.NewRequest(http.MethodPost, px.URL+"/mcp", strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Accept", "application/json, text/event-stream")
+			req.Header.Set("Mcp-Protocol-Version", "2026-07-28")
+			req.Header.Set("Mcp-Method", "tools/call")
+			req.Header.Set("Mcp-Name", "echo")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var got struct {
+				Result json.RawMessage `json:"result"`
+				Error  *struct {
+					Code    int    `json:"code"`
+					Message string `json:"message"`
+				} `json:"error"`
+			}
+			if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
+				t.Fatalf("status %d: %v", resp.StatusCode, err)
+			}
+			if tt.want == "" {
+				if got.Error != nil || string(got.Result) != tt.result {
+					t.Fatalf("answer = result %s error %+v, want the result unchanged", got.Result, got.Error)
+				}
+				return
+			}
+			if got.Error == nil || got.Error.Code != CodeUpstream || !strings.Contains(got.Error.Message, tt.want) {
+				t.Fatalf("answer = result %s error %+v, want code %d naming %q", got.Result, got.Error, CodeUpstream, tt.want)
+			}
+		})
+	}
+}
