@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -350,5 +351,46 @@ func TestRedactFlagKeepsCommas(t *testing.T) {
 	got, _ := cmd.Flags().GetStringArray("redact")
 	if strings.Join(got, "|") != "a{1,3}|b" {
 		t.Errorf("--redact = %q", got)
+	}
+}
+
+// TestAdminLoopbackOnly: in a pod the admin listener is on the pod IP for
+// the kubelet; traces and profiles show what the agent called and the
+// proxy's internals, so they are served to loopback clients only, while
+// /metrics is for the scraper.
+func TestAdminLoopbackOnly(t *testing.T) {
+	o := defaultProxyOptions()
+	ob, err := newObservability(context.Background(), o, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ob.close(context.Background())
+	mux := http.NewServeMux()
+	ob.mount(mux)
+	tests := []struct {
+		path, remote string
+		want         int
+	}{
+		{"/debug/pprof/", "127.0.0.1:4000", http.StatusOK},
+		{"/debug/pprof/goroutine?debug=1", "[::1]:4000", http.StatusOK},
+		{"/debug/pprof/heap", "10.1.2.3:4000", http.StatusForbidden},
+		{"/debug/pprof/cmdline", "10.1.2.3:4000", http.StatusForbidden},
+		{"/debug/pprof/symbol", "[fd00::1]:4000", http.StatusForbidden},
+		{"/debug/traces", "10.1.2.3:4000", http.StatusForbidden},
+		{"/traces", "192.168.0.9:4000", http.StatusForbidden},
+		{"/traces", "127.0.0.1:4000", http.StatusOK},
+		{"/debug/pprof/", "not an address", http.StatusForbidden},
+		{"/metrics", "10.1.2.3:4000", http.StatusOK},
+	}
+	for _, tt := range tests {
+		t.Run(tt.path+" from "+tt.remote, func(t *testing.T) {
+			req := httptest.NewRequest(http.MethodGet, tt.path, nil)
+			req.RemoteAddr = tt.remote
+			rec := httptest.NewRecorder()
+			mux.ServeHTTP(rec, req)
+			if rec.Code != tt.want {
+				t.Fatalf("status %d, want %d: %s", rec.Code, tt.want, rec.Body.String())
+			}
+		})
 	}
 }
