@@ -100,9 +100,9 @@ func (p *Proxy) serveLegacyStream(w http.ResponseWriter, r *http.Request) {
 			return
 		case <-draining:
 			// Unlike a Streamable HTTP GET stream, this one carries the
-			// answers of the session's calls: ending it now would lose
-			// those in flight (issue #8). It ends once they are answered,
-			// or when the server's drain timeout closes the connection.
+			// answers of the session's calls: ending it before they are
+			// answered would lose them (issue #8). It ends once they are;
+			// past the drain timeout the server closes the connection.
 			draining = nil
 			check := time.NewTicker(20 * time.Millisecond)
 			defer check.Stop()
@@ -181,7 +181,9 @@ func (p *Proxy) serveLegacyMessage(w http.ResponseWriter, r *http.Request) {
 	r = r.WithContext(ctx)
 	out := &legacyOut{p: p, sess: sess}
 	sess.begin()
+	p.calls.Add(1) // a drain waits for it as for any call
 	go func() {
+		defer p.calls.Add(-1)
 		defer cancel()
 		defer sess.end(time.Now())
 		if init {

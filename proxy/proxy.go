@@ -36,10 +36,14 @@ type Proxy struct {
 	tel           *telemetry // nil when Config asks for no telemetry
 
 	draining atomic.Bool
-	// inflight counts the requests being served, for WaitIdle.
-	inflight atomic.Int64
-	// streams is cancelled on Drain: long-lived GET and legacy SSE streams
-	// end so a graceful shutdown is not held open by them.
+	// calls counts the requests being served other than GET streams, and
+	// the legacy transport's work behind its 202s; openStreams counts the
+	// GET streams (Streamable HTTP and legacy). WaitIdle waits for both.
+	calls       atomic.Int64
+	openStreams atomic.Int64
+	// streams is cancelled by WaitIdle once no call is in flight: long-lived
+	// GET and legacy SSE streams end so a graceful shutdown is not held
+	// open by them.
 	streams      context.Context
 	cancelStream context.CancelFunc
 }
@@ -95,13 +99,20 @@ func (p *Proxy) HTTPServer() *http.Server {
 // (2024-11-05); every other path is the Streamable HTTP endpoint, so the
 // agent may be pointed at /mcp or at the root.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	// Counted before the drain check, so that WaitIdle cannot miss a
-	// request that got past it.
-	p.inflight.Add(1)
-	defer p.inflight.Add(-1)
+	// A call is counted before the drain check, so that WaitIdle cannot
+	// miss one that got past it.
+	stream := r.Method == http.MethodGet
+	if !stream {
+		p.calls.Add(1)
+		defer p.calls.Add(-1)
+	}
 	if p.draining.Load() && !mayFinishWork(r) {
 		p.refuseDraining(w)
 		return
+	}
+	if stream {
+		p.openStreams.Add(1)
+		defer p.openStreams.Add(-1)
 	}
 	if cerr := checkRebinding(r); cerr != nil {
 		p.reject(w, r, jsonrpc.NullID, cerr)
@@ -185,24 +196,36 @@ func (p *Proxy) Run(ctx context.Context) {
 	}
 }
 
-// Drain stops accepting new MCP requests and ends long-lived streams;
-// requests in flight continue. What an agent sends to finish them is still
-// taken: answers to the gateway's requests (a tool that elicits or samples
-// mid-call) and notifications such as notifications/cancelled. Call
-// WaitIdle, then http.Server.Shutdown, after it.
+// Drain stops accepting new MCP requests (503); requests in flight
+// continue. What an agent sends to finish them is still taken: answers to
+// the gateway's requests (a tool that elicits or samples mid-call) and
+// notifications such as notifications/cancelled. Call WaitIdle after it,
+// then close the listener.
 func (p *Proxy) Drain() {
 	p.draining.Store(true)
-	p.cancelStream()
 }
 
-// WaitIdle waits, after Drain, until no request is being served, or ctx
-// ends. Closing the listener before (http.Server.Shutdown does so at once)
-// would leave a call that waits on its agent's answer unable to finish
+// WaitIdle waits, after Drain, until no call is in flight, then ends the
+// long-lived streams and waits for them to close; it returns early when
+// ctx ends, with the streams ended. Closing the listener before the calls
+// are done (http.Server.Shutdown does so at once) would leave a call that
+// waits on its agent's answer unable to finish; ending the GET streams
+// before makes clients reconnect them, and go-sdk's gives up its whole
+// session, calls in flight included, when that reconnect is refused
 // (issue #8).
 func (p *Proxy) WaitIdle(ctx context.Context) error {
+	defer p.cancelStream()
+	if err := waitZero(ctx, &p.calls); err != nil {
+		return err
+	}
+	p.cancelStream()
+	return waitZero(ctx, &p.openStreams)
+}
+
+func waitZero(ctx context.Context, n *atomic.Int64) error {
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	for p.inflight.Load() > 0 {
+	for n.Load() > 0 {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

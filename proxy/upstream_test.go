@@ -355,7 +355,7 @@ func TestMisbehavingUpstream(t *testing.T) {
 }
 
 // TestDrain: after Drain, new requests are refused with 503 while a call in
-// flight completes.
+// flight completes; WaitIdle then ends the streams and returns.
 func TestDrain(t *testing.T) {
 	release := make(chan struct{})
 	s := mcpserver.NewMCPServer("upstream", "1.0.0")
@@ -384,6 +384,13 @@ func TestDrain(t *testing.T) {
 	close(release)
 	if err := <-done; err != nil {
 		t.Fatalf("in-flight call failed during drain: %v", err)
+	}
+	// With the call answered, WaitIdle ends the client's GET stream and
+	// returns once it has closed.
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := p.WaitIdle(wctx); err != nil {
+		t.Fatalf("WaitIdle after the last call: %v", err)
 	}
 }
 

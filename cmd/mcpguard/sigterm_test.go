@@ -438,10 +438,11 @@ func refusedWhileDraining(resp *http.Response, err error) string {
 
 // TestSIGTERMDrainsProxy loads the proxy with long calls streaming progress
 // (raw and through the official Go SDK's client), an open GET stream and a
-// loop of short calls, then sends SIGTERM: readiness goes, the GET stream
-// ends, new work is refused with a 503 and a JSON-RPC error while the calls
-// in flight finish, each is answered exactly once when the gateway answers
-// within the drain period, and the process exits 0 saying so.
+// loop of short calls, then sends SIGTERM: readiness goes, new work is
+// refused with a 503 and a JSON-RPC error while the calls in flight finish,
+// each is answered exactly once when the gateway answers within the drain
+// period, the GET stream ends once they are, and the process exits 0
+// saying so.
 func TestSIGTERMDrainsProxy(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the mcpguard binary")
@@ -556,14 +557,13 @@ func TestSIGTERMDrainsProxy(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusServiceUnavailable
 	})
-	// A GET stream would otherwise hold the drain for its whole length.
+	// The GET stream stays open while calls are in flight: ended, it is
+	// reconnected, and go-sdk's client gives up its session, calls in
+	// flight included, when that is refused.
 	select {
 	case err := <-getEnded:
-		if err != nil {
-			t.Errorf("GET stream ended with %v, want a clean end", err)
-		}
-	case <-time.After(3 * time.Second):
-		t.Fatal("the GET stream was still open 3s after SIGTERM")
+		t.Fatalf("the GET stream ended (%v) with calls in flight", err)
+	default:
 	}
 	// New sessions, new calls in old sessions and new GET streams, on new
 	// connections.
@@ -583,7 +583,14 @@ func TestSIGTERMDrainsProxy(t *testing.T) {
 		t.Fatal("mcpguard exited with calls in flight")
 	}
 
-	// The gateway answers, well within the drain period.
+	// The calls last a while into the drain: past the go-sdk client's
+	// first reconnect of its GET stream (1-2s), which fails its whole
+	// session if refused (go-sdk v1.8 handleSSE), and still well within
+	// the drain period.
+	time.Sleep(2500 * time.Millisecond)
+	if !p.running() {
+		t.Fatal("mcpguard exited with calls in flight")
+	}
 	up.releaseAll()
 	for range rawN {
 		o := <-rawDone
@@ -596,6 +603,15 @@ func TestSIGTERMDrainsProxy(t *testing.T) {
 		case o.progress < 1:
 			t.Errorf("%s: no progress notification on the stream", o.label)
 		}
+	}
+	// Then it ends, and does not hold the drain.
+	select {
+	case err := <-getEnded:
+		if err != nil {
+			t.Errorf("GET stream ended with %v, want a clean end", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Error("the GET stream was still open 3s after the calls were answered")
 	}
 	for range sdkN {
 		o := <-sdkDone
