@@ -36,9 +36,10 @@ type Proxy struct {
 	tel           *telemetry // nil when Config asks for no telemetry
 
 	draining atomic.Bool
-	// calls counts the requests being served other than GET streams, and
-	// the legacy transport's work behind its 202s; openStreams counts the
-	// GET streams (Streamable HTTP and legacy). WaitIdle waits for both.
+	// calls counts the requests being served other than streams, and the
+	// legacy transport's work behind its 202s; openStreams counts the
+	// streams: GET (Streamable HTTP and legacy) and subscriptions/listen.
+	// WaitIdle waits for both.
 	calls       atomic.Int64
 	openStreams atomic.Int64
 	// streams is cancelled by WaitIdle once no call is in flight: long-lived
@@ -100,8 +101,12 @@ func (p *Proxy) HTTPServer() *http.Server {
 // agent may be pointed at /mcp or at the root.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// A call is counted before the drain check, so that WaitIdle cannot
-	// miss one that got past it.
-	stream := r.Method == http.MethodGet
+	// miss one that got past it. A 2026-07-28 subscriptions/listen is a
+	// stream, like a GET: its Mcp-Method header says so, and
+	// serveStateless holds the header to the body.
+	listen := r.Method == http.MethodPost && isStateless(r.Header.Get("Mcp-Protocol-Version")) &&
+		r.Header.Get("Mcp-Method") == "subscriptions/listen"
+	stream := r.Method == http.MethodGet || listen
 	if !stream {
 		p.calls.Add(1)
 		defer p.calls.Add(-1)
@@ -113,6 +118,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if stream {
 		p.openStreams.Add(1)
 		defer p.openStreams.Add(-1)
+	}
+	if listen {
+		ctx, cancel := mergeCancel(r.Context(), p.streams)
+		defer cancel()
+		r = r.WithContext(ctx)
 	}
 	if cerr := checkRebinding(r); cerr != nil {
 		p.reject(w, r, jsonrpc.NullID, cerr)

@@ -69,7 +69,7 @@ func startHoldUpstream(t *testing.T) *holdUpstream {
 	type labelled struct {
 		Label string `json:"label"`
 	}
-	s := sdk.NewServer(&sdk.Implementation{Name: "hold-upstream", Version: "1"}, nil)
+	s := sdk.NewServer(&sdk.Implementation{Name: "hold-upstream", Version: "1"}, &sdk.ServerOptions{SupportedProtocolVersions: sdk.SupportedProtocolVersions()})
 	sdk.AddTool(s, &sdk.Tool{Name: "hold"}, func(ctx context.Context, req *sdk.CallToolRequest, in labelled) (*sdk.CallToolResult, any, error) {
 		u.ran(in.Label)
 		if token := req.Params.GetProgressToken(); token != nil {
@@ -105,7 +105,18 @@ func startHoldUpstream(t *testing.T) *holdUpstream {
 		return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: "done " + in.Label}}}, nil, nil
 	})
 	ctx, cancel := context.WithCancel(context.Background())
-	addr, err := serveLoopback(ctx, sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return s }, nil))
+	// Sessions for the 2025 protocol versions, none for 2026-07-28: go-sdk
+	// serves that only on a stateless handler.
+	server := func(*http.Request) *sdk.Server { return s }
+	stateful := sdk.NewStreamableHTTPHandler(server, nil)
+	stateless := sdk.NewStreamableHTTPHandler(server, &sdk.StreamableHTTPOptions{Stateless: true})
+	addr, err := serveLoopback(ctx, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Mcp-Protocol-Version") >= "2026-07-28" {
+			stateless.ServeHTTP(w, r)
+			return
+		}
+		stateful.ServeHTTP(w, r)
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1185,6 +1196,68 @@ func TestSIGTERMDrainsCallWaitingOnAgent(t *testing.T) {
 		t.Errorf("the call in flight at SIGTERM: %q, %v; want the agent's answer", text, err)
 	}
 	if code := p.exitWithin(t, drain+3*time.Second); code != exitOK {
+		t.Errorf("exit code %d, want 0", code)
+	}
+	if contains(p.logged(), "drain timed out; closing remaining connections") {
+		t.Errorf("the drain timed out (%v after SIGTERM)", time.Since(start).Round(time.Millisecond))
+	}
+}
+
+// TestSIGTERMEndsListenStream: a 2026-07-28 agent's subscriptions/listen
+// stream is a long-lived POST; like a GET stream it ends once no call is in
+// flight, instead of holding the drain to its timeout.
+func TestSIGTERMEndsListenStream(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the mcpguard binary")
+	}
+	const drain = 5 * time.Second
+	up := startHoldUpstream(t)
+	p, url, _ := startDrainProxy(t, up, drain)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	const version = "2026-07-28"
+	body := `{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"toolsListChanged":true},` +
+		`"_meta":{"io.modelcontextprotocol/protocolVersion":"` + version + `","io.modelcontextprotocol/clientCapabilities":{}}}}`
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
+	for k, v := range map[string]string{
+		"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+		"Mcp-Protocol-Version": version, "Mcp-Method": "subscriptions/listen",
+	} {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("subscriptions/listen: %s %q", resp.Status, b)
+	}
+	events := &sseEvents{bufio.NewReader(resp.Body)}
+	if _, data, err := events.next(); err != nil || !strings.Contains(data, "notifications/subscriptions/acknowledged") {
+		t.Fatalf("first event %q, %v; want the acknowledgement", data, err)
+	}
+	start := time.Now()
+	p.signal(t, syscall.SIGTERM)
+	ended := make(chan error, 1)
+	go func() {
+		for {
+			if _, _, err := events.next(); err != nil {
+				ended <- err
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-ended:
+		if !errors.Is(err, io.EOF) {
+			t.Errorf("the listen stream ended with %v, want a clean end", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("the listen stream was still open 3s after SIGTERM with no call in flight")
+	}
+	if code := p.exitWithin(t, 3*time.Second); code != exitOK {
 		t.Errorf("exit code %d, want 0", code)
 	}
 	if contains(p.logged(), "drain timed out; closing remaining connections") {
