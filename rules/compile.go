@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"math/big"
 	"os"
@@ -27,9 +28,10 @@ type compiled struct {
 	sampling      *rule
 	elicitation   *rule
 	pins          pinSet
-	rego          *regoEngine // nil without modules
-	files         []string    // every file read, for Watch
-	names         []string    // metadata.name of each document
+	rego          *regoEngine       // nil without modules
+	files         []string          // every file read, for Watch
+	sum           [sha256.Size]byte // of every file read, in order, for Watch
+	names         []string          // metadata.name of each document
 }
 
 // rule is a compiled Rule.
@@ -114,6 +116,7 @@ type numberCheck struct {
 // source is one decoded policy file.
 type source struct {
 	file     string
+	data     []byte
 	policies []*Policy
 	el       *errorList
 }
@@ -140,8 +143,17 @@ func compile(srcs []source) (*compiled, error) {
 		ids[r.id] = r.where
 		return r
 	}
+	// The digest of every byte read, so Watch can tell whether the files
+	// still hold what the policy in force was compiled from.
+	sum := sha256.New()
+	read := func(name string, data []byte) {
+		fmt.Fprintf(sum, "%d:%s%d:", len(name), name, len(data))
+		sum.Write(data)
+	}
+	defer func() { sum.Sum(c.sum[:0]) }()
 	for _, src := range srcs {
 		c.files = append(c.files, src.file)
+		read(src.file, src.data)
 		el := src.el
 		for di, p := range src.policies {
 			f := ""
@@ -204,6 +216,7 @@ func compile(srcs []source) (*compiled, error) {
 						continue
 					}
 					c.files = append(c.files, name)
+					read(name, data)
 					modules = append(modules, regoModuleSource{name: name, text: string(data), el: el, field: fp})
 				default:
 					modules = append(modules, regoModuleSource{name: fmt.Sprintf("%s#%s", src.file, fp), text: m.Inline, el: el, field: fp, line: el.lines[fp+".inline"]})

@@ -772,3 +772,53 @@ func TestWatchDirectoryAndRegoModule(t *testing.T) {
 	}
 	wantDecision(t, decide(t, e, call("b", `{}`)), true, "b", "")
 }
+
+// TestWatchCatchesUpWithEarlierChanges: a file changed after Load read it
+// but before Watch watched it (a proxy starting while its ConfigMap is being
+// updated) is taken up once Watch starts, and so is one that broke; an
+// unchanged file reloads nothing.
+func TestWatchCatchesUpWithEarlierChanges(t *testing.T) {
+	tests := []struct {
+		name, change string // "": the file is left as it was
+		wantReload   bool
+		wantErr      bool
+		wantB        bool // call b allowed afterwards
+	}{
+		{name: "unchanged", change: "", wantReload: false},
+		{name: "changed", change: allowB, wantReload: true, wantB: true},
+		{name: "broken", change: "apiVersion: nope\n", wantReload: true, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "policy.yaml")
+			write(t, path, allowA)
+			e, err := Load(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.change != "" {
+				write(t, path, tt.change)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			reloaded := make(chan error, 10)
+			go func() { _ = e.Watch(ctx, func(err error) { reloaded <- err }) }()
+			select {
+			case err := <-reloaded:
+				if !tt.wantReload {
+					t.Fatalf("reloaded (%v) though nothing changed", err)
+				}
+				if (err != nil) != tt.wantErr {
+					t.Fatalf("reload error = %v, want error %v", err, tt.wantErr)
+				}
+			case <-time.After(time.Second):
+				if tt.wantReload {
+					t.Fatal("the change made before Watch started was not taken up within 1s")
+				}
+			}
+			if got := decide(t, e, call("b", `{}`)).Allow; got != tt.wantB {
+				t.Fatalf("call b allowed = %v, want %v", got, tt.wantB)
+			}
+		})
+	}
+}

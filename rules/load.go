@@ -68,7 +68,7 @@ func (e *Engine) Reload() error {
 
 func compileBytes(name string, data []byte) (*compiled, error) {
 	ps, el := decodePolicies(name, data)
-	return compile([]source{{file: name, policies: ps, el: el}})
+	return compile([]source{{file: name, data: data, policies: ps, el: el}})
 }
 
 func compileFiles(paths []string) (*compiled, error) {
@@ -108,7 +108,7 @@ func compileFiles(paths []string) (*compiled, error) {
 			return nil, fmt.Errorf("policy %q cannot be read: %w", f, err)
 		}
 		ps, el := decodePolicies(f, data)
-		srcs = append(srcs, source{file: f, policies: ps, el: el})
+		srcs = append(srcs, source{file: f, data: data, policies: ps, el: el})
 	}
 	return compile(srcs)
 }
@@ -168,9 +168,6 @@ func (e *Engine) Watch(ctx context.Context, onReload func(error)) error {
 	if err := watchFiles(); err != nil {
 		return err
 	}
-	if e.watchReady != nil {
-		e.watchReady()
-	}
 	relevant := func(ev fsnotify.Event) bool {
 		if names[filepath.Base(ev.Name)] || names["*"+filepath.Dir(ev.Name)] {
 			return true
@@ -180,6 +177,17 @@ func (e *Engine) Watch(ctx context.Context, onReload func(error)) error {
 	const settle = 100 * time.Millisecond
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	// A change made after Load read the files and before the watches above
+	// existed is one fsnotify never reports: it would stay unseen until the
+	// next change. So compare what the files hold now with what the policy
+	// in force was compiled from, and reload if they differ (or no longer
+	// compile, which the reload reports).
+	if now, err := compileFiles(e.paths); err != nil || now.sum != e.cur.Load().sum {
+		timer.Reset(settle)
+	}
+	if e.watchReady != nil {
+		e.watchReady()
+	}
 	for {
 		select {
 		case <-ctx.Done():
