@@ -87,10 +87,9 @@ func TestInputRequiredScreened(t *testing.T) {
 			asked = append(asked, req.Params.Message)
 			return &sdk.ElicitResult{Action: "accept", Content: map[string]any{"name": "Ada"}}, nil
 		},
-		CreateMessageHandler: func(context.Context, *sdk.CreateMessageRequest) (*sdk.CreateMessageResult, error) {
-			asked = append(asked, "sampling")
-			return &sdk.CreateMessageResult{Model: "m", Role: "assistant", Content: &sdk.TextContent{Text: "x"}}, nil
-		},
+		// No sampling handler (deprecated in go-sdk): were the sampling
+		// request let through, the client would fail the call on its own
+		// instead of reporting the policy's denial.
 	})
 	for _, endpoint := range []string{up.URL, px.URL} {
 		cs, err := client.Connect(ctx, &sdk.StreamableClientTransport{Endpoint: endpoint + "/mcp"}, &sdk.ClientSessionOptions{ProtocolVersion: "2026-07-28"})
