@@ -34,6 +34,10 @@ func (e *exitError) Unwrap() error { return e.err }
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// The first signal starts a drain; after it the signals are no longer
+	// caught, so a second one (Ctrl-C again) ends the process at once
+	// instead of waiting out --drain-timeout.
+	context.AfterFunc(ctx, stop)
 
 	root := &cobra.Command{
 		Use:           "mcpguard",

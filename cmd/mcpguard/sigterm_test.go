@@ -1264,3 +1264,37 @@ func TestSIGTERMEndsListenStream(t *testing.T) {
 		t.Errorf("the drain timed out (%v after SIGTERM)", time.Since(start).Round(time.Millisecond))
 	}
 }
+
+// TestSecondSignalEndsTheDrain: a second SIGTERM or Ctrl-C during a drain
+// ends the process at once, as the default action of the signal, rather than
+// waiting out a long --drain-timeout with calls held.
+func TestSecondSignalEndsTheDrain(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the mcpguard binary")
+	}
+	for _, second := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		t.Run(second.String(), func(t *testing.T) {
+			up := startHoldUpstream(t)
+			p, url, _ := startDrainProxy(t, up, time.Minute)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			ss := openSessions(t, url, 1)
+			go rawCall(ctx, &http.Client{}, url, ss[0].ID, 1, "hold", "held")
+			up.waitEntered(t, "held")
+			p.signal(t, syscall.SIGTERM)
+			pollUntil(t, 5*time.Second, "the drain to start", func() bool { return contains(p.logged(), "draining") })
+			start := time.Now()
+			p.signal(t, second)
+			select {
+			case <-p.exited:
+			case <-time.After(5 * time.Second):
+				t.Fatalf("still running 5s after a second %v during a 1m drain", second)
+			}
+			ws, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus)
+			if !ok || !ws.Signaled() || ws.Signal() != second {
+				t.Fatalf("exit %v, want ended by %v", p.cmd.ProcessState, second)
+			}
+			t.Logf("second %v: exited %v after it", second, time.Since(start).Round(time.Millisecond))
+		})
+	}
+}
