@@ -388,6 +388,20 @@ func TestWebhookDeployment(t *testing.T) {
 					t.Errorf("probes must GET %s over HTTPS: %+v", inject.PathHealthz, p)
 				}
 			}
+			// Terminating, the pod keeps serving for a preStop sleep while the
+			// API server's endpoints catch up (reviews sent to a closed
+			// listener fail pod creations under failurePolicy Fail), and the
+			// sleep plus the drain fit in the grace period.
+			drain := 10 * time.Second // the webhook's --drain-timeout default
+			if v := flagValue(expandArgs(c), "drain-timeout"); v != "" {
+				drain, _ = time.ParseDuration(v)
+			}
+			if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.Sleep == nil || c.Lifecycle.PreStop.Sleep.Seconds < 3 {
+				t.Errorf("want a preStop sleep of at least 3s: %+v", c.Lifecycle)
+			} else if grace := pod.TerminationGracePeriodSeconds; grace == nil ||
+				time.Duration(*grace)*time.Second < time.Duration(c.Lifecycle.PreStop.Sleep.Seconds)*time.Second+drain {
+				t.Errorf("terminationGracePeriodSeconds %v < preStop sleep %ds + drain %v", grace, c.Lifecycle.PreStop.Sleep.Seconds, drain)
+			}
 			if c.Resources.Requests.Memory().IsZero() || c.Resources.Limits.Memory().IsZero() || c.Resources.Requests.Cpu().IsZero() {
 				t.Errorf("resources %v: want cpu and memory requests and a memory limit", c.Resources)
 			}
