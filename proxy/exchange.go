@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -29,6 +30,9 @@ type exchange struct {
 	// answering holds a token per answer to a gateway request in flight
 	// (answerUpstream); nil until the first.
 	answering chan struct{}
+	// gaveUp holds the forwarded requests the proxy answered itself
+	// (answerLeftovers): the gateway may still be working on them.
+	gaveUp []jsonrpc.ID
 }
 
 func (ex *exchange) sessionID() string {
@@ -65,6 +69,7 @@ func (ex *exchange) run(out output) {
 	p := ex.p
 	ctx, cancel := context.WithTimeout(ex.r.Context(), p.cfg.CallTimeout)
 	defer cancel()
+	defer func() { ex.cancelGivenUp(ctx) }()
 	ctx, out = ex.startSpans(ctx, out)
 	defer ex.endSpans()
 
@@ -405,13 +410,15 @@ func (ex *exchange) answerUpstream(ctx context.Context, m *jsonrpc.Message) {
 	if ex.sess != nil {
 		call.sessionID = ex.sess.upstream()
 	}
+	ex.p.telling.Add(1)
 	go func() {
+		defer ex.p.telling.Done()
 		defer func() { <-ex.answering }()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		res, err := ex.p.up.do(ctx, call)
 		if err != nil {
-			ex.p.log.Warn("answering a refused server request failed", "err", err)
+			ex.p.log.Warn("telling the gateway failed", "method", m.Method, "err", err)
 			return
 		}
 		_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
@@ -444,6 +451,48 @@ func (ex *exchange) relayFailure(ctx context.Context, res *http.Response, out ou
 		ce.status = status // the agent should see the gateway's verdict as such
 	}
 	ex.failWaiting(out, answers, ce)
+}
+
+// cancelGivenUp tells the gateway, with notifications/cancelled, about the
+// forwarded requests the proxy gave up on because their call timed out or
+// because it is shutting down past its drain timeout: the gateway's tools
+// would otherwise go on working for answers no one reads. An agent that
+// only went away is not cancelling (MCP: a disconnection is not a
+// cancellation, and the agent may resume the stream). A stateless request
+// has no session to address a notification to; aborting its HTTP request,
+// which happens anyway, is all the cancelling that era has.
+func (ex *exchange) cancelGivenUp(ctx context.Context) {
+	if ex.sess == nil {
+		return
+	}
+	var reason string
+	switch {
+	case ex.p.abandoning.Load():
+		reason = "mcpguard is shutting down"
+	case errors.Is(ctx.Err(), context.DeadlineExceeded) && ex.r.Context().Err() == nil:
+		reason = fmt.Sprintf("mcpguard's call timeout (%v) expired", ex.p.cfg.CallTimeout)
+	default:
+		return
+	}
+	ids := ex.gaveUp
+	for _, m := range ex.msgs { // not answered at all (the agent's connection was closed)
+		if _, ok := ex.waiting[m.ID.String()]; ok && m.Kind() == jsonrpc.KindRequest {
+			ids = append(ids, m.ID)
+		}
+	}
+	for _, id := range ids {
+		params, err := json.Marshal(cancelledParams{RequestID: json.RawMessage(id.String()), Reason: reason})
+		if err != nil {
+			continue
+		}
+		ex.p.log.Info("cancelling a call at the gateway", "id", id.String(), "session", ex.sessionID(), "reason", reason)
+		ex.answerUpstream(context.WithoutCancel(ctx), &jsonrpc.Message{Method: "notifications/cancelled", Params: params})
+	}
+}
+
+type cancelledParams struct {
+	RequestID json.RawMessage `json:"requestId"`
+	Reason    string          `json:"reason"`
 }
 
 // failWaiting answers every forwarded request with e.
@@ -482,6 +531,7 @@ func (ex *exchange) answerLeftovers(out output, e *callError) int {
 		if _, ok := ex.waiting[m.ID.String()]; ok {
 			delete(ex.waiting, m.ID.String())
 			ex.settle(m.ID)
+			ex.gaveUp = append(ex.gaveUp, m.ID)
 			_ = out.deliver(&jsonrpc.Message{ID: m.ID, Error: e.rpc()}, "")
 			n++
 		}

@@ -36,6 +36,12 @@ type Proxy struct {
 	tel           *telemetry // nil when Config asks for no telemetry
 
 	draining atomic.Bool
+	// abandoning is set by Abandon: the calls still in flight are given up,
+	// and cancelled at the gateway (exchange.cancelGivenUp).
+	abandoning atomic.Bool
+	// telling counts what the proxy is sending the gateway on its own
+	// behalf (answerUpstream): refusals and cancellations.
+	telling sync.WaitGroup
 	// calls counts the requests being served other than streams, and the
 	// legacy transport's work behind its 202s; openStreams counts the
 	// streams: GET (Streamable HTTP and legacy) and subscriptions/listen.
@@ -230,6 +236,30 @@ func (p *Proxy) WaitIdle(ctx context.Context) error {
 	}
 	p.cancelStream()
 	return waitZero(ctx, &p.openStreams)
+}
+
+// Abandon gives up the calls still in flight when a drain has timed out:
+// call it before closing the connections, then WaitAbandoned. Each given-up
+// call is cancelled at the gateway with notifications/cancelled, so its
+// tools do not go on working for an answer no one will read.
+func (p *Proxy) Abandon() {
+	p.abandoning.Store(true)
+}
+
+// WaitAbandoned waits, after Abandon and closing the connections, until the
+// calls have ended and their cancellations have been sent, or ctx ends.
+func (p *Proxy) WaitAbandoned(ctx context.Context) error {
+	if err := waitZero(ctx, &p.calls); err != nil {
+		return err
+	}
+	done := make(chan struct{})
+	go func() { p.telling.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func waitZero(ctx context.Context, n *atomic.Int64) error {

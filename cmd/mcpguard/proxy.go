@@ -334,6 +334,15 @@ func runProxy(ctx context.Context, o proxyOptions, started func(running)) error 
 	// waits up to 5s for the latter (golang/go#22682).
 	if err := p.WaitIdle(sctx); err != nil {
 		log.Error("drain timed out; closing remaining connections", "err", err)
+		p.Abandon()
+		_ = srv.Close()
+		// The calls cut off are cancelled at the gateway; a little time
+		// for that, or its tools go on working for no one.
+		actx, acancel := context.WithTimeout(context.Background(), 3*time.Second)
+		if err := p.WaitAbandoned(actx); err != nil {
+			log.Warn("calls cut off at the drain timeout may not all be cancelled at the gateway", "err", err)
+		}
+		acancel()
 	}
 	_ = srv.Close()
 	if admin != nil {

@@ -51,20 +51,22 @@ import (
 // counted by its label, so an answer the agent never got, or a call that
 // ran twice, shows.
 type holdUpstream struct {
-	URL     string
-	entered chan string   // a hold call's label, once it has reported progress
-	release chan struct{} // closed to let every hold call answer
-	mu      sync.Mutex
-	runs    map[string]int
-	relOnce sync.Once
+	URL       string
+	entered   chan string   // a hold call's label, once it has reported progress
+	release   chan struct{} // closed to let every hold call answer
+	mu        sync.Mutex
+	runs      map[string]int
+	cancelled map[string]bool // hold calls whose context the gateway cancelled
+	relOnce   sync.Once
 }
 
 func startHoldUpstream(t *testing.T) *holdUpstream {
 	t.Helper()
 	u := &holdUpstream{
-		entered: make(chan string, 64),
-		release: make(chan struct{}),
-		runs:    map[string]int{},
+		entered:   make(chan string, 64),
+		release:   make(chan struct{}),
+		runs:      map[string]int{},
+		cancelled: map[string]bool{},
 	}
 	type labelled struct {
 		Label string `json:"label"`
@@ -82,6 +84,9 @@ func startHoldUpstream(t *testing.T) *holdUpstream {
 		case <-u.release:
 			return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: "done " + in.Label}}}, nil, nil
 		case <-ctx.Done():
+			u.mu.Lock()
+			u.cancelled[in.Label] = true
+			u.mu.Unlock()
 			return nil, nil, ctx.Err()
 		}
 	})
@@ -734,8 +739,20 @@ func TestSIGTERMDrainTimeout(t *testing.T) {
 	if code := p.exitWithin(t, drain+3*time.Second); code != exitOK {
 		t.Errorf("exit code %d, want 0", code)
 	}
+	// The calls cut off were cancelled at the gateway, not left running.
+	pollUntil(t, 3*time.Second, "the gateway to see the cut-off calls cancelled", func() bool {
+		u := up
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		for _, l := range labels {
+			if !u.cancelled[l] {
+				return false
+			}
+		}
+		return true
+	})
 	msgs := p.logged()
-	for _, want := range []string{"draining", "drain timed out; closing remaining connections", "stopped"} {
+	for _, want := range []string{"draining", "drain timed out; closing remaining connections", "cancelling a call at the gateway", "stopped"} {
 		if !contains(msgs, want) {
 			t.Errorf("no %q in the log", want)
 		}
