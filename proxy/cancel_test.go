@@ -91,3 +91,47 @@ func TestGivenUpCallsCancelledAtGateway(t *testing.T) {
 		t.Fatalf("tools/list after: %v", err)
 	}
 }
+
+// TestCloseSessions: at shutdown every session ends at the gateway too
+// (DELETE with its session id), and an agent that comes back is told its
+// session is gone.
+func TestCloseSessions(t *testing.T) {
+	var mu sync.Mutex
+	deleted := map[string]bool{}
+	h := mcpGoHandler()
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodDelete {
+			mu.Lock()
+			deleted[r.Header.Get("Mcp-Session-Id")] = true
+			mu.Unlock()
+		}
+		h.ServeHTTP(w, r)
+	}))
+	defer up.Close()
+	p, px := newTestProxy(t, up.URL+"/mcp")
+	ctx := ctxT(t)
+	const n = 5
+	var css []*sdk.ClientSession
+	for range n {
+		cs := connectGoSDK(t, ctx, px.URL+"/mcp", "2025-11-25", nil)
+		defer cs.Close()
+		css = append(css, cs)
+	}
+	if got := p.Sessions(); got != n {
+		t.Fatalf("%d sessions, want %d", got, n)
+	}
+	if got := p.CloseSessions(ctx); got != n {
+		t.Fatalf("CloseSessions asked the gateway to end %d sessions, want %d", got, n)
+	}
+	mu.Lock()
+	if len(deleted) != n || deleted[""] {
+		t.Fatalf("the gateway saw DELETE for %v, want %d distinct sessions", deleted, n)
+	}
+	mu.Unlock()
+	if got := p.Sessions(); got != 0 {
+		t.Fatalf("%d sessions left", got)
+	}
+	if _, err := css[0].ListTools(ctx, nil); err == nil {
+		t.Fatal("a closed session still answered")
+	}
+}

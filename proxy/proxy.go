@@ -316,24 +316,60 @@ func (p *Proxy) Ready() bool { return !p.draining.Load() }
 // Sessions returns the number of live sessions.
 func (p *Proxy) Sessions() int { return p.sessions.count() }
 
+// CloseSessions ends every session, at the gateway too (DELETE), at most 16
+// at a time, until ctx ends; it returns how many the gateway was asked to
+// end. For shutdown: the agents' sessions live in this process and end with
+// it, and the gateway would otherwise keep its side until it expires them.
+func (p *Proxy) CloseSessions(ctx context.Context) int {
+	all := p.sessions.removeAll()
+	sem := make(chan struct{}, 16)
+	var wg sync.WaitGroup
+	var asked atomic.Int64
+	for _, s := range all {
+		p.tel.sessionEnded(s)
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			wg.Wait()
+			return int(asked.Load())
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if p.closeSessionCtx(ctx, s) {
+				asked.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	return int(asked.Load())
+}
+
 // closeSession ends a session at the gateway (best effort, bounded).
 func (p *Proxy) closeSession(s *session) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	p.closeSessionCtx(ctx, s)
+}
+
+// closeSessionCtx ends a session, at the gateway within ctx; it reports
+// whether the gateway was asked to.
+func (p *Proxy) closeSessionCtx(ctx context.Context, s *session) bool {
 	if s.legacy != nil {
 		s.legacy.close()
 	}
 	up := s.upstream()
 	if up == "" {
-		return
+		return false
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
 	resp, err := p.up.do(ctx, upstreamCall{method: http.MethodDelete, sessionID: up, protocolVersion: s.protocolVersion})
 	if err != nil {
 		p.log.Warn("deleting the upstream session failed", "session", s.id, "err", err)
-		return
+		return true
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
+	return true
 }
 
 // readBody reads a request body within the size bound, decoding gzip and

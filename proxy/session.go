@@ -200,6 +200,21 @@ func (t *sessions) remove(id string) (*session, bool) {
 	return s, ok
 }
 
+// removeAll removes and returns every session.
+func (t *sessions) removeAll() []*session {
+	t.mu.Lock()
+	out := make([]*session, 0, len(t.byID))
+	for id, s := range t.byID {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		delete(t.byID, id)
+		out = append(out, s)
+	}
+	t.mu.Unlock()
+	return out
+}
+
 // expire removes and returns sessions idle for longer than the timeout.
 func (t *sessions) expire() []*session {
 	now := t.now()

@@ -345,6 +345,11 @@ func runProxy(ctx context.Context, o proxyOptions, started func(running)) error 
 		acancel()
 	}
 	_ = srv.Close()
+	// The agents' sessions end with this process; end the gateway's side
+	// of them too rather than leave it to the gateway's expiry.
+	cctx, ccancel := context.WithTimeout(context.Background(), 3*time.Second)
+	log.Info("sessions ended at the gateway", "sessions", p.CloseSessions(cctx))
+	ccancel()
 	if admin != nil {
 		_ = admin.Shutdown(sctx)
 	}

@@ -650,7 +650,7 @@ func TestSIGTERMDrainsProxy(t *testing.T) {
 		t.Errorf("a call after the exit: %v, want connection refused", err)
 	}
 	msgs := p.logged()
-	for _, want := range []string{"draining", "stopped"} {
+	for _, want := range []string{"draining", "sessions ended at the gateway", "stopped"} {
 		if !contains(msgs, want) {
 			t.Errorf("no %q in the log", want)
 		}
