@@ -253,6 +253,18 @@ func (p *process) exitWithin(t *testing.T, limit time.Duration) int {
 	return -1
 }
 
+// exitCleanly checks that the process exits 0 within limit of now, its
+// drain (begun by the SIGTERM sent at sigterm) finished in time.
+func (p *process) exitCleanly(t *testing.T, limit time.Duration, sigterm time.Time) {
+	t.Helper()
+	if code := p.exitWithin(t, limit); code != exitOK {
+		t.Errorf("exit code %d, want 0", code)
+	}
+	if contains(p.logged(), "drain timed out; closing remaining connections") {
+		t.Errorf("the drain timed out (%v after SIGTERM)", time.Since(sigterm).Round(time.Millisecond))
+	}
+}
+
 // running reports whether the process has not exited yet.
 func (p *process) running() bool {
 	select {
@@ -1212,12 +1224,7 @@ func TestSIGTERMDrainsCallWaitingOnAgent(t *testing.T) {
 	if err := <-done; err != nil || text != "accept ask-0" {
 		t.Errorf("the call in flight at SIGTERM: %q, %v; want the agent's answer", text, err)
 	}
-	if code := p.exitWithin(t, drain+3*time.Second); code != exitOK {
-		t.Errorf("exit code %d, want 0", code)
-	}
-	if contains(p.logged(), "drain timed out; closing remaining connections") {
-		t.Errorf("the drain timed out (%v after SIGTERM)", time.Since(start).Round(time.Millisecond))
-	}
+	p.exitCleanly(t, drain+3*time.Second, start)
 }
 
 // TestSIGTERMEndsListenStream: a 2026-07-28 agent's subscriptions/listen
@@ -1274,12 +1281,7 @@ func TestSIGTERMEndsListenStream(t *testing.T) {
 	case <-time.After(3 * time.Second):
 		t.Fatal("the listen stream was still open 3s after SIGTERM with no call in flight")
 	}
-	if code := p.exitWithin(t, 3*time.Second); code != exitOK {
-		t.Errorf("exit code %d, want 0", code)
-	}
-	if contains(p.logged(), "drain timed out; closing remaining connections") {
-		t.Errorf("the drain timed out (%v after SIGTERM)", time.Since(start).Round(time.Millisecond))
-	}
+	p.exitCleanly(t, 3*time.Second, start)
 }
 
 // TestSecondSignalEndsTheDrain: a second SIGTERM or Ctrl-C during a drain
