@@ -1,87 +1,267 @@
 package rules
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // maxJSONDepth bounds the nesting of arguments the engine decodes.
 const maxJSONDepth = 64
 
 // decodeJSON decodes one JSON value for evaluation: numbers stay
-// json.Number (exact), objects are map[string]any, duplicate keys and
-// trailing data are errors, so the engine sees the value the tool server
-// will see.
+// json.Number (exact), objects are map[string]any, duplicate keys, nesting
+// deeper than maxJSONDepth and trailing data are errors, so the engine sees
+// the value the tool server will see.
+//
+// It is a small recursive-descent parser over the bytes rather than
+// json.Decoder.Token, which allocated a token, and often an error value, for
+// every delimiter: decoding was most of a 64 KiB call's policy cost. It
+// accepts exactly what encoding/json accepts and decodes it to the same
+// values (FuzzDecodeJSON checks both against the Token-based decoder it
+// replaced); strings with escapes or invalid UTF-8, which canonical
+// arguments rarely have, are handed to encoding/json so that its reading of
+// them (U+FFFD for invalid bytes and lone surrogates) stays the one used.
 func decodeJSON(data []byte) (any, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	v, err := decodeValue(dec, 0)
+	d := jsonDecoder{data: data}
+	v, err := d.value(0)
 	if err != nil {
 		return nil, err
 	}
-	// The rest of the input must be white space. (Asking the decoder for
-	// another token would build an io.EOF syntax error on every call.)
-	if len(bytes.TrimLeft(data[dec.InputOffset():], " \t\r\n")) > 0 {
+	if d.skipSpace(); d.pos < len(d.data) {
 		return nil, errors.New("trailing data after the JSON value")
 	}
 	return v, nil
 }
 
-func decodeValue(dec *json.Decoder, depth int) (any, error) {
+type jsonDecoder struct {
+	data []byte
+	pos  int
+}
+
+func (d *jsonDecoder) skipSpace() {
+	for d.pos < len(d.data) {
+		switch d.data[d.pos] {
+		case ' ', '\t', '\n', '\r':
+			d.pos++
+		default:
+			return
+		}
+	}
+}
+
+// syntaxError describes the byte at the current position.
+func (d *jsonDecoder) syntaxError(context string) error {
+	if d.pos >= len(d.data) {
+		return fmt.Errorf("unexpected end of JSON input %s", context)
+	}
+	return fmt.Errorf("invalid character %q at offset %d %s", d.data[d.pos], d.pos, context)
+}
+
+func (d *jsonDecoder) value(depth int) (any, error) {
 	if depth > maxJSONDepth {
 		return nil, fmt.Errorf("nested deeper than %d", maxJSONDepth)
 	}
-	tok, err := dec.Token()
-	if err != nil {
-		return nil, err
+	d.skipSpace()
+	if d.pos >= len(d.data) {
+		return nil, d.syntaxError("looking for a value")
 	}
-	switch t := tok.(type) {
-	case json.Delim:
-		switch t {
-		case '{':
-			m := map[string]any{}
-			for dec.More() {
-				kt, err := dec.Token()
-				if err != nil {
-					return nil, err
-				}
-				k := kt.(string)
-				if _, dup := m[k]; dup {
-					return nil, fmt.Errorf("key %q appears twice", k)
-				}
-				v, err := decodeValue(dec, depth+1)
-				if err != nil {
-					return nil, err
-				}
-				m[k] = v
-			}
-			_, err := dec.Token()
-			return m, err
-		case '[':
-			a := []any{}
-			for dec.More() {
-				v, err := decodeValue(dec, depth+1)
-				if err != nil {
-					return nil, err
-				}
-				a = append(a, v)
-			}
-			_, err := dec.Token()
-			return a, err
+	switch c := d.data[d.pos]; {
+	case c == '{':
+		return d.object(depth)
+	case c == '[':
+		return d.array(depth)
+	case c == '"':
+		return d.string()
+	case c == '-' || '0' <= c && c <= '9':
+		return d.number()
+	case c == 't':
+		return true, d.literal("true")
+	case c == 'f':
+		return false, d.literal("false")
+	case c == 'n':
+		return nil, d.literal("null")
+	}
+	return nil, d.syntaxError("looking for a value")
+}
+
+func (d *jsonDecoder) literal(word string) error {
+	for i := range len(word) {
+		if d.pos >= len(d.data) || d.data[d.pos] != word[i] {
+			return d.syntaxError("in a literal (true, false or null)")
 		}
-		return nil, fmt.Errorf("unexpected %q", t)
-	case json.Number:
-		if err := boundedNumber(t); err != nil {
+		d.pos++
+	}
+	return nil
+}
+
+func (d *jsonDecoder) object(depth int) (any, error) {
+	d.pos++ // {
+	m := map[string]any{}
+	d.skipSpace()
+	if d.pos < len(d.data) && d.data[d.pos] == '}' {
+		d.pos++
+		return m, nil
+	}
+	for {
+		d.skipSpace()
+		if d.pos >= len(d.data) || d.data[d.pos] != '"' {
+			return nil, d.syntaxError("looking for an object key")
+		}
+		k, err := d.string()
+		if err != nil {
 			return nil, err
 		}
-		return t, nil
-	default:
-		return t, nil
+		if _, dup := m[k]; dup {
+			return nil, fmt.Errorf("key %q appears twice", k)
+		}
+		d.skipSpace()
+		if d.pos >= len(d.data) || d.data[d.pos] != ':' {
+			return nil, d.syntaxError("after an object key")
+		}
+		d.pos++
+		v, err := d.value(depth + 1)
+		if err != nil {
+			return nil, err
+		}
+		m[k] = v
+		d.skipSpace()
+		if d.pos < len(d.data) {
+			switch d.data[d.pos] {
+			case ',':
+				d.pos++
+				continue
+			case '}':
+				d.pos++
+				return m, nil
+			}
+		}
+		return nil, d.syntaxError("after an object value")
 	}
+}
+
+func (d *jsonDecoder) array(depth int) (any, error) {
+	d.pos++ // [
+	a := []any{}
+	d.skipSpace()
+	if d.pos < len(d.data) && d.data[d.pos] == ']' {
+		d.pos++
+		return a, nil
+	}
+	for {
+		v, err := d.value(depth + 1)
+		if err != nil {
+			return nil, err
+		}
+		a = append(a, v)
+		d.skipSpace()
+		if d.pos < len(d.data) {
+			switch d.data[d.pos] {
+			case ',':
+				d.pos++
+				continue
+			case ']':
+				d.pos++
+				return a, nil
+			}
+		}
+		return nil, d.syntaxError("after an array element")
+	}
+}
+
+// string decodes the string literal at the current position.
+func (d *jsonDecoder) string() (string, error) {
+	start := d.pos
+	d.pos++ // "
+	plain := true
+	for d.pos < len(d.data) {
+		c := d.data[d.pos]
+		if plainASCII[c] {
+			d.pos++
+			continue
+		}
+		switch {
+		case c == '"':
+			d.pos++
+			lit := d.data[start:d.pos]
+			if plain {
+				return string(lit[1 : len(lit)-1]), nil
+			}
+			var s string
+			if err := json.Unmarshal(lit, &s); err != nil {
+				return "", err
+			}
+			return s, nil
+		case c == '\\':
+			plain = false
+			d.pos += 2 // the escaped byte cannot end the literal; Unmarshal checks the escape
+		case c < 0x20:
+			return "", d.syntaxError("in a string literal")
+		default:
+			r, n := utf8.DecodeRune(d.data[d.pos:])
+			if r == utf8.RuneError && n == 1 {
+				plain = false
+			}
+			d.pos += n
+		}
+	}
+	d.pos = len(d.data)
+	return "", d.syntaxError("in a string literal")
+}
+
+// number scans a number literal as RFC 8259 writes it:
+// -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+func (d *jsonDecoder) number() (any, error) {
+	start := d.pos
+	if d.data[d.pos] == '-' {
+		d.pos++
+	}
+	switch {
+	case d.pos < len(d.data) && d.data[d.pos] == '0':
+		d.pos++
+	case d.digits() == 0:
+		return nil, d.syntaxError("in a number literal")
+	}
+	if d.pos < len(d.data) && d.data[d.pos] == '.' {
+		d.pos++
+		if d.digits() == 0 {
+			return nil, d.syntaxError("after a decimal point in a number")
+		}
+	}
+	if d.pos < len(d.data) && (d.data[d.pos] == 'e' || d.data[d.pos] == 'E') {
+		d.pos++
+		if d.pos < len(d.data) && (d.data[d.pos] == '+' || d.data[d.pos] == '-') {
+			d.pos++
+		}
+		if d.digits() == 0 {
+			return nil, d.syntaxError("in the exponent of a number")
+		}
+	}
+	n := json.Number(d.data[start:d.pos])
+	if err := boundedNumber(n); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// plainASCII marks the bytes a string literal holds as they are: printable
+// ASCII other than the quote and the backslash.
+var plainASCII = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
+func (d *jsonDecoder) digits() int {
+	start := d.pos
+	for d.pos < len(d.data) && '0' <= d.data[d.pos] && d.data[d.pos] <= '9' {
+		d.pos++
+	}
+	return d.pos - start
 }
 
 // Bounds on number literals: exact comparison (math/big) of 1e1000000
