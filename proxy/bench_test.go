@@ -14,6 +14,7 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"mcpguard.dev/mcpguard/bench/loadgen"
+	"mcpguard.dev/mcpguard/internal/telemetry"
 	"mcpguard.dev/mcpguard/manifests/policies"
 	"mcpguard.dev/mcpguard/proxy"
 	"mcpguard.dev/mcpguard/rules"
@@ -68,6 +69,20 @@ func newBenchEnv(b *testing.B) *benchEnv {
 		b.Fatal(err)
 	}
 	px := startLabelled(b, "mcpguard", p)
+	// The same with telemetry as `mcpguard proxy` sets it up by default:
+	// the in-memory span ring (tracing on) and the Prometheus metrics.
+	tel, err := telemetry.Setup(context.Background(), telemetry.Options{TraceBuffer: 2048})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	pt, err := proxy.New(proxy.Config{Upstream: up.URL + "/mcp", Policy: engine,
+		Logger:         slog.New(slog.NewJSONHandler(io.Discard, nil)),
+		TracerProvider: tel.TracerProvider, MeterProvider: tel.MeterProvider})
+	if err != nil {
+		b.Fatal(err)
+	}
+	pxt := startLabelled(b, "mcpguard-telemetry", pt)
 	rp, err := loadgen.ReverseProxy(up.URL)
 	if err != nil {
 		b.Fatal(err)
@@ -77,6 +92,7 @@ func newBenchEnv(b *testing.B) *benchEnv {
 		{"direct", up.URL + "/mcp"},
 		{"reverseproxy", ref.URL + "/mcp"},
 		{"mcpguard", px.URL + "/mcp"},
+		{"mcpguard-telemetry", pxt.URL + "/mcp"},
 	}}
 }
 

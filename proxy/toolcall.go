@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"time"
 
@@ -219,17 +220,20 @@ func (p *Proxy) logDecision(in rules.Input, d rules.Decision, took time.Duration
 	if in.Method == "tools/list" && d.Allow {
 		return // one line per visible tool per listing would drown the log
 	}
-	level := p.log.Info
+	level := slog.LevelInfo
 	if d.Blocks() {
-		level = p.log.Warn
+		level = slog.LevelWarn
 	}
 	decision := "allow"
 	if !d.Allow {
 		decision = "deny"
 	}
-	level("policy decision", "method", in.Method, "tool", in.Tool, "decision", decision,
-		"rule", d.Rule, "reason", d.Reason, "mode", string(d.Mode), "session", in.Session,
-		"took_us", took.Microseconds())
+	// One line per call: typed attributes, not key-value arguments, which
+	// would box every value.
+	p.log.LogAttrs(context.Background(), level, "policy decision", slog.String("method", in.Method),
+		slog.String("tool", in.Tool), slog.String("decision", decision), slog.String("rule", d.Rule),
+		slog.String("reason", d.Reason), slog.String("mode", string(d.Mode)), slog.String("session", in.Session),
+		slog.Int64("took_us", took.Microseconds()))
 }
 
 func (p *Proxy) invalidParams(m *jsonrpc.Message, msg string) *jsonrpc.Message {

@@ -110,3 +110,20 @@ func BenchmarkDecode64KiB(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDecodeSmall: a small tools/call, decoded and looked into as the
+// proxy does for every call (name, arguments).
+func BenchmarkDecodeSmall(b *testing.B) {
+	msg := []byte(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"fetch_url","arguments":{"url":"https://api.weather.gov/points/39.7,-104.9"},"_meta":{"progressToken":7}}}`)
+	b.SetBytes(int64(len(msg)))
+	b.ReportAllocs()
+	for b.Loop() {
+		msgs, _, err := Decode(msg, Limits{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if name, _, _ := LookupString(msgs[0].Params, "name"); name != "fetch_url" || Lookup(msgs[0].Params, "arguments") == nil {
+			b.Fatal("lookup failed")
+		}
+	}
+}

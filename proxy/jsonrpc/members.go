@@ -35,16 +35,37 @@ func Members(obj json.RawMessage) ([]Member, error) {
 
 // Lookup returns the value of key in a canonical JSON object, or nil.
 func Lookup(obj json.RawMessage, key string) json.RawMessage {
-	ms, err := objectMembers(obj)
-	if err != nil {
-		return nil
-	}
-	for _, m := range ms {
-		if m.key == key {
-			return m.value
+	// It runs several times per message: it scans without building the
+	// member list, and unquotes only keys with escapes. It still reads the
+	// whole object, so a malformed one gives nil wherever the key is.
+	var found json.RawMessage
+	sc := memberScanner{obj: obj}
+	for {
+		tok, value, ok := sc.next()
+		if !ok {
+			break
+		}
+		if found != nil {
+			continue
+		}
+		if body := tok[1 : len(tok)-1]; unescaped(body) {
+			if string(body) == key {
+				found = value
+			}
+			continue
+		}
+		k, err := unquote(tok)
+		if err != nil {
+			return nil
+		}
+		if k == key {
+			found = value
 		}
 	}
-	return nil
+	if sc.err != nil {
+		return nil
+	}
+	return found
 }
 
 // LookupString returns the string value of key in a canonical JSON object.
@@ -71,22 +92,23 @@ func LookupString(obj json.RawMessage, key string) (string, bool, error) {
 // returns for it, without the reflection: this runs for every key the proxy
 // looks up, several times per message.
 func unquote(tok []byte) (string, error) {
-	if len(tok) >= 2 && tok[0] == '"' && tok[len(tok)-1] == '"' {
-		body := tok[1 : len(tok)-1]
-		plain := true
-		for _, c := range body {
-			if c < 0x20 || c == '\\' || c == '"' || c >= utf8.RuneSelf {
-				plain = false
-				break
-			}
-		}
-		if plain {
-			return string(body), nil
-		}
+	if len(tok) >= 2 && tok[0] == '"' && tok[len(tok)-1] == '"' && unescaped(tok[1:len(tok)-1]) {
+		return string(tok[1 : len(tok)-1]), nil
 	}
 	var s string
 	err := json.Unmarshal(tok, &s)
 	return s, err
+}
+
+// unescaped reports whether the body of a string token (without its
+// quotes) is its own value: ASCII, no control characters, no escapes.
+func unescaped(body []byte) bool {
+	for _, c := range body {
+		if c < 0x20 || c == '\\' || c == '"' || c >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 func kindOf(v []byte) string {
@@ -111,47 +133,78 @@ var errNotCanonical = errors.New("not a canonical JSON object")
 // objectMembers splits a canonical object. Canonical input has no
 // whitespace and valid strings, so a short scan suffices.
 func objectMembers(obj []byte) ([]member, error) {
-	if len(obj) < 2 || obj[0] != '{' || obj[len(obj)-1] != '}' {
-		return nil, errNotCanonical
-	}
 	var out []member
-	i := 1
-	if obj[i] == '}' {
-		return out, nil
-	}
+	sc := memberScanner{obj: obj}
 	for {
-		if obj[i] != '"' {
-			return nil, errNotCanonical
+		tok, value, ok := sc.next()
+		if !ok {
+			break
 		}
-		end := skipString(obj, i)
-		if end < 0 {
-			return nil, errNotCanonical
-		}
-		key, err := unquote(obj[i:end])
+		key, err := unquote(tok)
 		if err != nil {
 			return nil, err
 		}
-		if end >= len(obj) || obj[end] != ':' {
-			return nil, errNotCanonical
+		out = append(out, member{key: key, value: value})
+	}
+	if sc.err != nil {
+		return nil, sc.err
+	}
+	return out, nil
+}
+
+// memberScanner walks the members of a canonical object without
+// allocating: next returns each key as its raw string token (quotes
+// included; unquote it) and its value. After the last member, or the
+// first malformed byte, next returns false, and err says which.
+type memberScanner struct {
+	obj  []byte
+	i    int // where the next member starts; 0 before the first
+	done bool
+	err  error
+}
+
+func (sc *memberScanner) next() (key, value []byte, ok bool) {
+	if sc.done {
+		return nil, nil, false
+	}
+	obj := sc.obj
+	if sc.i == 0 {
+		if len(obj) < 2 || obj[0] != '{' || obj[len(obj)-1] != '}' {
+			return sc.fail()
 		}
-		vstart := end + 1
-		vend := skipValue(obj, vstart)
-		if vend < 0 {
-			return nil, errNotCanonical
-		}
-		out = append(out, member{key: key, value: obj[vstart:vend:vend]})
-		if vend >= len(obj) {
-			return nil, errNotCanonical
-		}
-		switch obj[vend] {
-		case ',':
-			i = vend + 1
-		case '}':
-			return out, nil
-		default:
-			return nil, errNotCanonical
+		sc.i = 1
+		if obj[1] == '}' {
+			sc.done = true
+			return nil, nil, false
 		}
 	}
+	i := sc.i
+	if obj[i] != '"' {
+		return sc.fail()
+	}
+	end := skipString(obj, i)
+	if end < 0 || end >= len(obj) || obj[end] != ':' {
+		return sc.fail()
+	}
+	vstart := end + 1
+	vend := skipValue(obj, vstart)
+	if vend < 0 || vend >= len(obj) {
+		return sc.fail()
+	}
+	switch obj[vend] {
+	case ',':
+		sc.i = vend + 1
+	case '}':
+		sc.done = true
+	default:
+		return sc.fail()
+	}
+	return obj[i:end], obj[vstart:vend:vend], true
+}
+
+func (sc *memberScanner) fail() ([]byte, []byte, bool) {
+	sc.done, sc.err = true, errNotCanonical
+	return nil, nil, false
 }
 
 // arrayElems splits a canonical array.

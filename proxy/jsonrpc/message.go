@@ -278,35 +278,55 @@ func decodeMessage(canon []byte) (*Message, *DecodeError) {
 	if len(canon) == 0 || canon[0] != '{' {
 		return nil, invalid(NullID, "a message must be a JSON object")
 	}
-	members, err := objectMembers(canon)
-	if err != nil {
-		return nil, &DecodeError{Code: CodeParseError, ID: NullID, Err: err}
-	}
 	var (
 		m                     Message
 		version               []byte
 		idRaw, method, errRaw []byte
 		hasResult             bool
+		unknown               []byte // the first member that is none of the above
 	)
-	for _, mb := range members {
-		switch mb.key {
+	// The members are scanned in place (this runs for every message, both
+	// ways) and only a key with escapes is unquoted.
+	sc := memberScanner{obj: canon}
+	for {
+		tok, value, ok := sc.next()
+		if !ok {
+			break
+		}
+		key := tok[1 : len(tok)-1]
+		if !unescaped(key) {
+			k, err := unquote(tok)
+			if err != nil {
+				return nil, &DecodeError{Code: CodeParseError, ID: NullID, Err: err}
+			}
+			key = []byte(k)
+		}
+		switch string(key) {
 		case "jsonrpc":
-			version = mb.value
+			version = value
 		case "id":
-			idRaw = mb.value
+			idRaw = value
 		case "method":
-			method = mb.value
+			method = value
 		case "params":
-			m.Params = json.RawMessage(mb.value)
+			m.Params = json.RawMessage(value)
 		case "result":
-			m.Result = json.RawMessage(mb.value)
+			m.Result = json.RawMessage(value)
 			hasResult = true
 		case "error":
-			errRaw = mb.value
+			errRaw = value
 		default:
-			// Case-sensitive and closed: "Method" or "ID" are not aliases.
-			return nil, invalid(NullID, "unknown member %q in JSON-RPC message", mb.key)
+			if unknown == nil {
+				unknown = key
+			}
 		}
+	}
+	if sc.err != nil {
+		return nil, &DecodeError{Code: CodeParseError, ID: NullID, Err: sc.err}
+	}
+	if unknown != nil {
+		// Case-sensitive and closed: "Method" or "ID" are not aliases.
+		return nil, invalid(NullID, "unknown member %q in JSON-RPC message", unknown)
 	}
 	if idRaw != nil {
 		switch {
