@@ -426,11 +426,17 @@ func (tr *exTrace) endUpstream() {
 	}
 	if len(tr.calls) > 0 {
 		c := tr.calls[0]
-		attrs := []attribute.KeyValue{tr.t.upDuration.AttrNetworkTransport(tr.transport())}
+		k := opKey{client: true, pipe: tr.ex.r == nil, method: metricMethod(c.method)}
 		if c.method == "tools/call" && tr.t.knownTool(c.tool) {
-			attrs = append(attrs, tr.t.upDuration.AttrGenAIToolName(c.tool))
+			k.tool = c.tool
 		}
-		tr.t.upDuration.Record(c.ctx, took.Seconds(), mcpconv.MethodNameAttr(metricMethod(c.method)), attrs...)
+		tr.t.upDuration.Inst().Record(c.ctx, took.Seconds(), tr.t.opOpt(k, func() []attribute.KeyValue {
+			attrs := []attribute.KeyValue{tr.t.upDuration.AttrNetworkTransport(tr.transport())}
+			if k.tool != "" {
+				attrs = append(attrs, tr.t.upDuration.AttrGenAIToolName(k.tool))
+			}
+			return attrs
+		}))
 	}
 }
 
@@ -536,26 +542,35 @@ func (tr *exTrace) end(c *callSpan, resp *jsonrpc.Message, e *callError) {
 		c.span.End(trace.WithTimestamp(now))
 	}
 	t := tr.t
-	attrs := make([]attribute.KeyValue, 0, 6)
-	attrs = append(attrs, t.opDuration.AttrNetworkTransport(tr.transport()))
-	if tr.ex.r != nil {
-		attrs = append(attrs, t.opDuration.AttrNetworkProtocolName("http"))
-	}
-	if tr.ex.version != "" {
-		attrs = append(attrs, t.opDuration.AttrProtocolVersion(tr.ex.version))
-	}
+	tool := ""
 	if c.method == "tools/call" {
-		attrs = append(attrs, t.opDuration.AttrGenAIOperationName(mcpconv.GenAIOperationNameExecuteTool))
+		tool = "_OTHER" // an agent must not mint series
 		if t.knownTool(c.tool) {
-			attrs = append(attrs, t.opDuration.AttrGenAIToolName(c.tool))
-		} else {
-			attrs = append(attrs, t.opDuration.AttrGenAIToolName("_OTHER")) // an agent must not mint series
+			tool = c.tool
 		}
 	}
-	if errType != "" {
-		attrs = append(attrs, t.opDuration.AttrErrorType(mcpconv.ErrorTypeAttr(errType)))
+	attrs := func() []attribute.KeyValue {
+		attrs := make([]attribute.KeyValue, 0, 7)
+		attrs = append(attrs, t.opDuration.AttrNetworkTransport(tr.transport()))
+		if tr.ex.r != nil {
+			attrs = append(attrs, t.opDuration.AttrNetworkProtocolName("http"))
+		}
+		if tr.ex.version != "" {
+			attrs = append(attrs, t.opDuration.AttrProtocolVersion(tr.ex.version))
+		}
+		if tool != "" {
+			attrs = append(attrs, t.opDuration.AttrGenAIOperationName(mcpconv.GenAIOperationNameExecuteTool),
+				t.opDuration.AttrGenAIToolName(tool))
+		}
+		return attrs
 	}
-	t.opDuration.Record(c.ctx, took.Seconds(), mcpconv.MethodNameAttr(metricMethod(c.method)), attrs...)
+	if errType != "" {
+		t.opDuration.Record(c.ctx, took.Seconds(), mcpconv.MethodNameAttr(metricMethod(c.method)),
+			append(attrs(), t.opDuration.AttrErrorType(mcpconv.ErrorTypeAttr(errType)))...)
+	} else {
+		t.opDuration.Inst().Record(c.ctx, took.Seconds(),
+			t.opOpt(opKey{pipe: tr.ex.r == nil, version: tr.ex.version, method: metricMethod(c.method), tool: tool}, attrs))
+	}
 	overhead := took
 	tr.mu.Lock()
 	switch {

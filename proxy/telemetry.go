@@ -102,6 +102,8 @@ type telemetry struct {
 	// set per measurement would cost a sort and allocations per call.
 	methodOpts   sync.Map // method → metric.MeasurementOption
 	decisionOpts sync.Map // decisionKey → metric.MeasurementOption
+	opOpts       sync.Map // opKey → metric.MeasurementOption
+	opCount      atomic.Int32
 
 	opDuration      mcpconv.ServerOperationDuration
 	sessionDuration mcpconv.ServerSessionDuration
@@ -290,6 +292,34 @@ func (t *telemetry) methodOpt(method string) metric.MeasurementOption {
 }
 
 type decisionKey struct{ method, rule, decision, mode string }
+
+// opKey is what the attributes of a successful operation's duration
+// (server or, with client, gateway call) are made from.
+type opKey struct {
+	client, pipe          bool
+	version, method, tool string
+}
+
+// maxOpOpts bounds the cached attribute sets: versions come from the agent
+// within the supported set, methods and tools are already bounded labels,
+// but a cache must not be the thing that grows without limit.
+const maxOpOpts = 4096
+
+// opOpt is the measurement option for k: attrs() plus mcp.method.name, as
+// mcpconv's Record would build it, but built once per attribute set rather
+// than sorted and allocated on every call.
+func (t *telemetry) opOpt(k opKey, attrs func() []attribute.KeyValue) metric.MeasurementOption {
+	if o, ok := t.opOpts.Load(k); ok {
+		return o.(metric.MeasurementOption)
+	}
+	o := metric.WithAttributeSet(attribute.NewSet(append(attrs(), semconv.McpMethodNameKey.String(k.method))...))
+	if t.opCount.Load() < maxOpOpts {
+		if _, loaded := t.opOpts.LoadOrStore(k, o); !loaded {
+			t.opCount.Add(1)
+		}
+	}
+	return o
+}
 
 func (t *telemetry) decisionOpt(method, rule, decision, mode string) metric.MeasurementOption {
 	k := decisionKey{method, rule, decision, mode}
