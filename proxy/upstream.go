@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/textproto"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -17,9 +18,12 @@ import (
 
 // upstream is the client for the MCP gateway. It is safe for concurrent use.
 type upstream struct {
-	url           string
-	host          string
-	client        *http.Client
+	url    string
+	host   string
+	client *http.Client
+	// rt is client's transport, which do calls directly: the client would
+	// only clone the headers for redirects, which noRedirects refuses.
+	rt            http.RoundTripper
 	token         func() (string, error)
 	forwardAuth   bool
 	headerTimeout time.Duration
@@ -77,6 +81,7 @@ func newUpstream(cfg *Config) (*upstream, error) {
 		url:           cfg.Upstream,
 		host:          cfg.UpstreamHost,
 		client:        &http.Client{Transport: rt, CheckRedirect: noRedirects},
+		rt:            rt,
 		token:         cfg.UpstreamToken,
 		forwardAuth:   cfg.ForwardAuthorization,
 		headerTimeout: cfg.ResponseHeaderTimeout,
@@ -130,21 +135,26 @@ func (u *upstream) do(ctx context.Context, c upstreamCall) (*http.Response, erro
 	for k, v := range c.mcpHeaders {
 		h[textproto.CanonicalMIMEHeaderKey(k)] = v
 	}
+	// The proxy's own headers share one backing array (h.Set would
+	// allocate a slice each); every value is capped at one element, so an
+	// Add later appends to a copy.
+	vals := [...]string{"application/json", "application/json, text/event-stream", c.sessionID, c.protocolVersion, c.lastEventID}
+	set := func(key string, i int) { h[key] = vals[i : i+1 : i+1] }
 	if c.method == http.MethodPost {
-		h.Set("Content-Type", "application/json")
+		set("Content-Type", 0)
 	}
-	h.Set("Accept", "application/json, text/event-stream")
 	if c.method == http.MethodGet {
-		h.Set("Accept", "text/event-stream")
+		vals[1] = "text/event-stream"
 	}
+	set("Accept", 1)
 	if c.sessionID != "" {
-		h.Set("Mcp-Session-Id", c.sessionID)
+		set("Mcp-Session-Id", 2)
 	}
 	if c.protocolVersion != "" {
-		h.Set("Mcp-Protocol-Version", c.protocolVersion)
+		set("Mcp-Protocol-Version", 3)
 	}
 	if c.lastEventID != "" {
-		h.Set("Last-Event-ID", c.lastEventID)
+		set("Last-Event-Id", 4)
 	}
 	switch {
 	case u.token != nil:
@@ -160,9 +170,11 @@ func (u *upstream) do(ctx context.Context, c upstreamCall) (*http.Response, erro
 
 	var timedOut atomic.Bool
 	timer := time.AfterFunc(u.headerTimeout, func() { timedOut.Store(true); cancel() })
-	resp, err := u.client.Do(req)
+	resp, err := u.rt.RoundTrip(req)
 	timer.Stop()
 	if err != nil {
+		// As http.Client reports it: `Post "http://gateway/mcp": dial tcp ...`.
+		err = &url.Error{Op: c.method[:1] + strings.ToLower(c.method[1:]), URL: req.URL.Redacted(), Err: err}
 		cancel()
 		if timedOut.Load() {
 			return nil, fmt.Errorf("%w (%s)", errHeaderTimeout, u.headerTimeout)
