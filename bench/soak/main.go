@@ -377,7 +377,7 @@ func run(ctx context.Context, o options) (bool, error) {
 		r.lingered = px.sample(true)
 	}
 	r.ended = px.exited()
-	r.reloadsDone, r.reloadsFailed = countReloads(logFile)
+	r.reloadsDone, r.reloadsFailed, r.alarms = scanLog(logFile)
 	r.loadEnd = uptime()
 	for _, w := range workers {
 		r.add(w)
@@ -423,12 +423,13 @@ func closeSessions(ctx context.Context, hc *http.Client, url string, ids []strin
 	wg.Wait()
 }
 
-// countReloads counts mcpguard's "policy reloaded" and "policy reload
-// failed" log lines.
-func countReloads(logFile string) (done, failed int) {
+// scanLog counts mcpguard's "policy reloaded" and "policy reload failed"
+// log lines, and keeps the first of the lines no run may print: a data race
+// report (mcpguard built with -race), a panic, an error-level log line.
+func scanLog(logFile string) (done, failed int, alarms []string) {
 	f, err := os.Open(logFile)
 	if err != nil {
-		return 0, 0
+		return 0, 0, []string{"cannot read mcpguard's log: " + err.Error()}
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
@@ -439,7 +440,11 @@ func countReloads(logFile string) (done, failed int) {
 			failed++
 		case strings.Contains(line, "policy reloaded"):
 			done++
+		case strings.Contains(line, "WARNING: DATA RACE"), strings.HasPrefix(line, "panic:"), strings.Contains(line, `"level":"ERROR"`):
+			if len(alarms) < 5 {
+				alarms = append(alarms, line)
+			}
 		}
 	}
-	return done, failed
+	return done, failed, alarms
 }

@@ -30,6 +30,7 @@ type report struct {
 	reloadsWritten         int
 	reloadsDone            int
 	reloadsFailed          int
+	alarms                 []string // log lines no run may print (scanLog)
 
 	requests [2]int // session-era, stateless
 	byOp     [nops]int
@@ -106,6 +107,9 @@ func (r *report) print(w io.Writer) bool {
 	}
 	if r.reloadsFailed > 0 {
 		r.fail("%d policy reloads failed", r.reloadsFailed)
+	}
+	for _, a := range r.alarms {
+		r.fail("mcpguard logged: %s", a)
 	}
 	if r.end.sessions > r.idle.sessions {
 		r.fail("%d sessions still active after every session was closed (%d idle)", r.end.sessions, r.idle.sessions)
