@@ -384,6 +384,14 @@ const regoPolicy = header + `spec:
           failing := {"allow": true} if {
             1 / 0 == 1
           }
+
+          # 36M iterations, seconds of work: stopped at the budget.
+          default slow := {"allow": true}
+          slow := {"allow": false, "reason": "found"} if {
+            some i in numbers.range(1, 6000)
+            some j in numbers.range(1, 6000)
+            i * j == -1
+          }
   tools:
     - tool: gh
       checks:
@@ -401,6 +409,8 @@ const regoPolicy = header + `spec:
       checks: [{rego: data.mcpguard.classify}]
     - tool: failing
       checks: [{rego: data.mcpguard.failing}]
+    - tool: slow
+      checks: [{rego: data.mcpguard.slow}]
 `
 
 func TestRego(t *testing.T) {
@@ -423,6 +433,7 @@ func TestRego(t *testing.T) {
 		{"classify", `{"ip":"::ffff:127.0.0.1"}`, true, "classify", ""},
 		{"classify", `{"ip":"8.8.8.8"}`, false, "classify/rego", ""},
 		{"failing", `{}`, false, "failing/rego", ""},
+		{"slow", `{}`, false, "slow/rego", "took longer than 250ms; denied"},
 	}
 	for _, tt := range tests {
 		d := decide(t, e, call(tt.tool, tt.args))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
@@ -117,6 +118,12 @@ func regoErrors(m regoModuleSource, err error) PolicyErrors {
 	return out
 }
 
+// regoBudget bounds one Rego check. A check takes microseconds; one that
+// runs long (a policy whose cost grows with the arguments, which are the
+// agent's to choose) is stopped and the call denied, instead of holding a
+// core for as long as the call may last.
+const regoBudget = 250 * time.Millisecond
+
 // decide evaluates a Rego check.
 func (re *regoEngine) decide(env *evalEnv, c *check) (bool, string, string) {
 	pq := re.queries[c.query]
@@ -136,8 +143,13 @@ func (re *regoEngine) decide(env *evalEnv, c *check) (bool, string, string) {
 	if err != nil {
 		return false, c.id, fmt.Sprintf("rego input: %v", err)
 	}
-	rs, err := pq.Eval(env.ctx, rego.EvalParsedInput(input))
+	ctx, cancel := context.WithTimeout(env.ctx, regoBudget)
+	defer cancel()
+	rs, err := pq.Eval(ctx, rego.EvalParsedInput(input))
 	if err != nil {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) && env.ctx.Err() == nil {
+			return false, c.id, fmt.Sprintf("rego query %q took longer than %v; denied", c.query, regoBudget)
+		}
 		return false, c.id, fmt.Sprintf("rego query %q failed: %s", c.query, truncate(err.Error()))
 	}
 	if len(rs) != 1 || len(rs[0].Expressions) != 1 {
