@@ -163,6 +163,7 @@ type observability struct {
 	tel       *telemetry.Telemetry
 	decisions *decisionlog.Writer
 	redact    func(json.RawMessage) json.RawMessage
+	admin     *http.Server // the stdio commands' --admin-listen; nil when none
 }
 
 // newObservability sets up telemetry for o.
@@ -253,6 +254,9 @@ func (ob *observability) close(ctx context.Context) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
+	if ob.admin != nil {
+		_ = ob.admin.Close()
+	}
 	_ = ob.tel.Shutdown(ctx)
 	_ = ob.decisions.Close()
 }

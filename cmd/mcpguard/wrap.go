@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -56,16 +58,18 @@ func (c *policyChoice) check() error {
 
 // stdioObserve is the telemetry of the stdio commands: `mcpguard proxy`'s
 // decision log and argument recording (spans and metrics follow the OTEL_*
-// variables, as for the proxy). There is no admin listener, so no span
-// buffer.
+// variables, as for the proxy), and with --admin-listen the proxy's local
+// trace page, `mcpguard traces` endpoint and /metrics.
 type stdioObserve struct {
 	DecisionLog     string
 	RecordArguments bool
 	Redact          []string
+	AdminListen     string
 }
 
 func (s *stdioObserve) flags(cmd *cobra.Command) {
 	f := cmd.Flags()
+	f.StringVar(&s.AdminListen, "admin-listen", "", "serve /traces (the calls and decisions), /debug/traces (for mcpguard traces --admin) and /metrics on this loopback address, e.g. 127.0.0.1:9464")
 	f.StringVar(&s.DecisionLog, "decision-log", "", "append one JSON line per policy decision to FILE (stdout is the MCP channel, so not -)")
 	f.BoolVar(&s.RecordArguments, "record-arguments", false, "record tool argument values in spans and the decision log, redacted (off: never recorded)")
 	f.StringSliceVar(&s.Redact, "redact", nil, "extra regular expression whose matches in recorded argument values become [REDACTED] (repeatable)")
@@ -76,11 +80,31 @@ func (s *stdioObserve) setup(ctx context.Context, log *slog.Logger, cfg *proxy.C
 	if s.DecisionLog == "-" {
 		return nil, errors.New("decision-log: stdout carries the MCP messages; name a file")
 	}
-	ob, err := newObservability(ctx, proxyOptions{DecisionLog: s.DecisionLog, RecordArguments: s.RecordArguments, Redact: s.Redact}, log)
+	o := proxyOptions{DecisionLog: s.DecisionLog, RecordArguments: s.RecordArguments, Redact: s.Redact}
+	if s.AdminListen != "" {
+		if nonLoopback(s.AdminListen) {
+			return nil, fmt.Errorf("admin-listen: %q is not a loopback address; the trace page shows what the agent called, so it stays on this machine", s.AdminListen)
+		}
+		o.TraceBuffer = defaultProxyOptions().TraceBuffer
+	}
+	ob, err := newObservability(ctx, o, log)
 	if err != nil {
 		return nil, err
 	}
 	ob.apply(cfg)
+	if s.AdminListen != "" {
+		ln, err := net.Listen("tcp", s.AdminListen)
+		if err != nil {
+			ob.close(ctx)
+			return nil, fmt.Errorf("admin-listen: %v", err)
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+		ob.mount(mux)
+		ob.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = ob.admin.Serve(ln) }()
+		log.Info("admin listening", "traces", "http://"+ln.Addr().String()+"/traces")
+	}
 	return ob, nil
 }
 

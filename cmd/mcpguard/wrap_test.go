@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -177,7 +179,13 @@ func TestWrapGoSDK(t *testing.T) {
 	bin := mcpguardBin(t)
 	self, _ := os.Executable()
 	decisions := filepath.Join(t.TempDir(), "decisions.jsonl")
-	cmd := exec.Command(bin, "wrap", "--policy", writePolicy(t, testPolicy), "--decision-log", decisions, "--", self)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := ln.Addr().String()
+	ln.Close()
+	cmd := exec.Command(bin, "wrap", "--policy", writePolicy(t, testPolicy), "--decision-log", decisions, "--admin-listen", admin, "--", self)
 	cmd.Env = append(os.Environ(), testServerEnv+"=exit42")
 	cs := connectSDK(t, cmd)
 
@@ -202,6 +210,26 @@ func TestWrapGoSDK(t *testing.T) {
 	_, err = cs.CallTool(context.Background(), &sdk.CallToolParams{Name: "get-env", Arguments: map[string]any{}})
 	if err == nil || !strings.Contains(err.Error(), "environment variables may hold secrets") {
 		t.Errorf("get-env: err = %v, want the policy's reason", err)
+	}
+
+	// The local trace page's endpoint has the calls, as the proxy's has:
+	// `mcpguard traces --admin` reads it.
+	var out bytes.Buffer
+	if err := runTraces(context.Background(), &out, tracesOptions{admin: "http://" + admin, denied: true, limit: 10, every: time.Second}); err != nil {
+		t.Fatalf("mcpguard traces: %v", err)
+	}
+	if !strings.Contains(out.String(), "tools/call get-env") || !strings.Contains(out.String(), "environment variables may hold secrets") || strings.Contains(out.String(), "echo") {
+		t.Errorf("mcpguard traces --denied on wrap's admin listener:\n%s", out.String())
+	}
+	for _, path := range []string{"/traces", "/metrics", "/healthz"} {
+		res, err := http.Get("http://" + admin + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			t.Errorf("GET %s: %s", path, res.Status)
+		}
 	}
 
 	// The decision log has the same lines as the HTTP proxy's.
@@ -513,6 +541,8 @@ func TestWrapUsage(t *testing.T) {
 		{[]string{"wrap", "--allow-all", "--", "/nonexistent/server"}, exitExecFailed, `"/nonexistent/server"`},
 		{[]string{"wrap", "--allow-all", "--decision-log", "-", "--", "true"}, exitUsage, "stdout carries the MCP messages"},
 		{[]string{"wrap", "--allow-all", "--", "sh", "-c", "exit 5"}, 5, ""},
+		{[]string{"wrap", "--allow-all", "--admin-listen", "0.0.0.0:0", "--", "true"}, exitUsage, "not a loopback address"},
+		{[]string{"wrap", "--allow-all", "--admin-listen", "127.0.0.1:notaport", "--", "true"}, exitUsage, "admin-listen"},
 	} {
 		cmd := exec.Command(bin, tt.args...)
 		var stderr bytes.Buffer
