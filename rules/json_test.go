@@ -88,6 +88,11 @@ var decodeJSONCases = []struct {
 	{in: " \t\r\n[ ] \n", want: []any{}},
 	{in: `"caf\u00e9 \ud83d\ude00 \/ \n"`, want: "café 😀 / \n"},
 	{in: `"lone \ud800 surrogate"`, want: "lone \ufffd surrogate"},
+	{in: `"\"q\" \\ \/ \b\f\n\r\t \u0041\u00e9\u20AC \u0000 é"`, want: "\"q\" \\ / \b\f\n\r\t Aé€ \x00 é"},
+	{in: `"pair \uD83D\uDE00 then \uDE00\uD83D"`, want: "pair 😀 then \ufffd\ufffd"},
+	{in: "\"escaped \\n and bad \xc3\x28 bytes\"", want: "escaped \n and bad \ufffd( bytes"},
+	{in: `"\u00zz"`, err: "invalid character"},
+	{in: `"\'"`, err: "invalid character"},
 	{in: "\"bad \xff byte\"", want: "bad \ufffd byte"},
 	{in: `"ünïcödé"`, want: "ünïcödé"},
 	{in: `-0.0e+5`, want: json.Number("-0.0e+5")},
@@ -158,6 +163,7 @@ func BenchmarkDecodeJSON(b *testing.B) {
 	for _, tt := range []struct{ name, in string }{
 		{"small", `{"url":"https://api.weather.gov/points/39.7456,-97.0892","timeout":5}`},
 		{"64KiB", `{"url":"https://api.weather.gov/","payload":"` + strings.Repeat("x", 64<<10) + `"}`},
+		{"64KiB-escaped", `{"url":"https://api.weather.gov/","payload":"` + strings.Repeat(`the \"quick\" brown fox\n`, 64<<10/26) + `"}`},
 		{"nested", `{"a":[{"b":1,"c":"d"},{"b":2,"c":"e"}],"f":{"g":{"h":[1,2,3]}}}`},
 	} {
 		for _, impl := range []struct {
