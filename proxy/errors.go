@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	"mcpguard.dev/mcpguard/proxy/jsonrpc"
@@ -165,13 +166,27 @@ func writeError(w http.ResponseWriter, id jsonrpc.ID, e *callError) {
 	writeMessage(w, e.status, &jsonrpc.Message{ID: id, Error: e.rpc()})
 }
 
+// answerBufs holds encode buffers for answers: Write copies or sends the
+// body before it returns, so the buffer can serve the next answer, and a
+// 64 KiB answer does not cost a 64 KiB allocation.
+var answerBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxPooledAnswer bounds the buffers kept: one huge answer must not pin its
+// memory in the pool.
+const maxPooledAnswer = 256 << 10
+
 func writeMessage(w http.ResponseWriter, status int, m *jsonrpc.Message) {
-	body, err := jsonrpc.Encode(m)
+	buf := answerBufs.Get().(*[]byte)
+	body, err := m.AppendJSON((*buf)[:0])
 	if err != nil {
 		http.Error(w, "internal error encoding a response", http.StatusInternalServerError)
 		return
 	}
 	writeJSON(w, status, body)
+	if cap(body) <= maxPooledAnswer {
+		*buf = body[:0]
+		answerBufs.Put(buf)
+	}
 }
 
 func writeJSON(w http.ResponseWriter, status int, body []byte) {

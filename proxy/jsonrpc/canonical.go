@@ -403,8 +403,13 @@ func (s *scanner) str() error {
 				return s.errorf("invalid escape '\\%c'", e)
 			}
 		case c < utf8.RuneSelf:
-			dec = append(dec, c)
-			i++
+			// A run of plain ASCII in one append: text between escapes.
+			j := i + 1
+			for j < len(src) && src[j] >= 0x20 && src[j] < utf8.RuneSelf && src[j] != '"' && src[j] != '\\' {
+				j++
+			}
+			dec = append(dec, src[i:j]...)
+			i = j
 		default:
 			r, size := utf8.DecodeRune(src[i:])
 			if r == utf8.RuneError && size <= 1 {

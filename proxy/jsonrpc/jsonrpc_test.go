@@ -185,3 +185,34 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// TestSkipString checks the quote-to-quote skipString against reading escape
+// by escape, on every string of up to 9 bytes over a, \ and ".
+func TestSkipString(t *testing.T) {
+	byEscape := func(b []byte, i int) int {
+		for j := i + 1; j < len(b); j++ {
+			switch b[j] {
+			case '\\':
+				j++
+			case '"':
+				return j + 1
+			}
+		}
+		return -1
+	}
+	alphabet := []byte{'a', '\\', '"'}
+	var walk func(b []byte)
+	walk = func(b []byte) {
+		in := append([]byte{'x', '"'}, b...)
+		if got, want := skipString(in, 1), byEscape(in, 1); got != want {
+			t.Fatalf("skipString(%q, 1) = %d, want %d", in, got, want)
+		}
+		if len(b) == 9 {
+			return
+		}
+		for _, c := range alphabet {
+			walk(append(b, c))
+		}
+	}
+	walk(nil)
+}

@@ -1,6 +1,7 @@
 package jsonrpc
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -235,12 +236,22 @@ func arrayElems(arr []byte) ([][]byte, error) {
 }
 
 // skipString returns the index just past the string starting at b[i].
+// Lookups pass over every string before the key they want, a 64 KiB
+// argument included, several times per call: it jumps from quote to quote
+// (bytes.IndexByte) and a quote ends the string unless an odd run of
+// backslashes precedes it, which is what reading escape by escape decides.
 func skipString(b []byte, i int) int {
 	for j := i + 1; j < len(b); j++ {
-		switch b[j] {
-		case '\\':
-			j++
-		case '"':
+		q := bytes.IndexByte(b[j:], '"')
+		if q < 0 {
+			return -1
+		}
+		j += q
+		n := 0
+		for k := j - 1; k > i && b[k] == '\\'; k-- {
+			n++
+		}
+		if n%2 == 0 {
 			return j + 1
 		}
 	}
