@@ -1080,7 +1080,10 @@ func TestFaultAbandonedStreams(t *testing.T) {
 	g := startGateway(t)
 	var log syncBuffer
 	p, px := newTestProxy(t, g.url(), logInto(&log))
-	ctx := ctxT(t)
+	// The other agent's session lasts the whole test, which took 21s on
+	// a 2-core machine with both cores busy: more than ctxT's 20s.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	other := connectGoSDK(t, ctx, px.URL+"/mcp", "2025-11-25", nil)
 	defer other.Close()
 	waitFor(t, "the other agent's GET stream", func() bool { return g.current().gets.Load() == 1 })
