@@ -377,7 +377,9 @@ func run(ctx context.Context, o options) (bool, error) {
 		r.lingered = px.sample(true)
 	}
 	r.ended = px.exited()
-	r.reloadsDone, r.reloadsFailed, r.alarms = scanLog(logFile)
+	if px != nil { // -direct runs no mcpguard, so it has no log
+		r.reloadsDone, r.reloadsFailed, r.alarms = scanLog(logFile)
+	}
 	r.loadEnd = uptime()
 	for _, w := range workers {
 		r.add(w)
