@@ -79,6 +79,12 @@ func TestBadInput(t *testing.T) {
 		{"wrong jsonrpc", []byte(`{"jsonrpc":"1.0","id":1,"method":"ping"}`), withSession, 400, -32600, `"jsonrpc" must be "2.0"`},
 		{"duplicate keys", []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","name":"run_command"}}`), withSession, 400, -32700, "duplicate object key"},
 		{"case-variant key", []byte(`{"jsonrpc":"2.0","id":1,"Method":"tools/call"}`), withSession, 400, -32600, `unknown member "Method"`},
+		// Go's encoding/json reads keys in any letter case, the last one
+		// winning: a Go server would act on the twin the policy did not see.
+		{"case-variant twin argument", []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"ok","MESSAGE":"x"}}}`), withSession, 400, -32700, "differ only in letter case"},
+		{"case-variant twin name", []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","Name":"run_command"}}`), withSession, 400, -32700, "differ only in letter case"},
+		{"tool name in another case", []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"Name":"run_command","arguments":{}}}`), withSession, 400, -32602, "params.name"},
+		{"arguments in another case", []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","Arguments":{"message":"x"}}}`), withSession, 400, -32602, `"arguments" is given as "Arguments"`},
 		{"oversize body", []byte(`{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":"` + bigString + `"}}`), withSession, 413, -32600, "exceeds"},
 		{"gzip bomb", gz(`{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":"` + bigString + `"}}`),
 			map[string]string{"Mcp-Session-Id": sid, "Content-Encoding": "gzip"}, 413, -32600, "exceeds"},

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -13,6 +15,7 @@ import (
 	mcpserver "github.com/mark3labs/mcp-go/server"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"mcpguard.dev/mcpguard/proxy/jsonrpc"
 	"mcpguard.dev/mcpguard/rules"
 )
 
@@ -208,4 +211,69 @@ func TestInputRequiredMalformed(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzInputRequiredScreen feeds screenResult gateway answers of any shape
+// under a policy that refuses every sampling and elicitation request. The
+// invariant: an answer that reaches the agent unchanged, read the way an
+// agent's SDK reads it (encoding/json, last duplicate key wins... which the
+// codec refuses before this point), embeds no sampling or elicitation
+// request, and anything else is replaced by an error or a denial.
+func FuzzInputRequiredScreen(f *testing.F) {
+	for _, seed := range []string{
+		`{"resultType":"input_required","inputRequests":{"q":{"method":"elicitation/create","params":{"message":"pw?"}}}}`,
+		`{"resultType":"input_required","inputRequests":{"r":{"method":"roots/list"},"s":{"method":"sampling/createMessage","params":{}}}}`,
+		`{"resultType":"input_required","requestState":"x"}`,
+		`{"resultType":"complete","content":[{"type":"text","text":"hi"}]}`,
+		`{"resultType":"input_required","inputRequests":{"q":{"method":"elic\u0069tation/create"}}}`,
+		`{"resultType":"input_required","inputRequests":[]}`,
+		`{"resultType":7}`,
+		`{"content":[],"inputRequests":{"q":{"method":"elicitation/create"}}}`,
+		`{"resultType":"input_required","InputRequests":{"q":{"method":"elicitation/create"}}}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	p, err := New(Config{Upstream: "http://127.0.0.1:1/mcp", Policy: denyServerRequests{}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, result []byte) {
+		msgs, _, err := jsonrpc.Decode(append(append([]byte(`{"jsonrpc":"2.0","id":1,"result":`), result...), '}'), p.limits())
+		if err != nil || len(msgs) != 1 || msgs[0].Result == nil {
+			return // the codec refuses it before any screening
+		}
+		m := msgs[0]
+		out := p.screenResult(context.Background(), &exchange{p: p, version: "2026-07-28"}, "tools/call", m)
+		if out.Error != nil {
+			return // refused: nothing reaches the agent's client to fulfil
+		}
+		if string(out.Result) != string(m.Result) {
+			t.Fatalf("the result was changed, not refused: %s -> %s", m.Result, out.Result)
+		}
+		var read struct {
+			ResultType    any `json:"resultType"`
+			InputRequests map[string]struct {
+				Method string `json:"method"`
+			} `json:"inputRequests"`
+		}
+		if json.Unmarshal(out.Result, &read) != nil || read.ResultType != "input_required" {
+			return // not a request for input, however it reads
+		}
+		for id, r := range read.InputRequests {
+			if r.Method == "sampling/createMessage" || r.Method == "elicitation/create" {
+				t.Fatalf("passed an answer embedding %s (inputRequests[%q]): %s", r.Method, id, out.Result)
+			}
+		}
+	})
+}
+
+// denyServerRequests allows every call and refuses every sampling and
+// elicitation request.
+type denyServerRequests struct{}
+
+func (denyServerRequests) Decide(_ context.Context, in rules.Input) rules.Decision {
+	if in.Method == "sampling/createMessage" || in.Method == "elicitation/create" {
+		return rules.Deny("deny/"+in.Method, "no server requests")
+	}
+	return rules.Decision{Allow: true, Rule: "allow", Mode: rules.Enforce}
 }

@@ -33,11 +33,16 @@ func (p *Proxy) screen(ctx context.Context, ex *exchange, m *jsonrpc.Message) (*
 	}
 	switch m.Method {
 	case "tools/call", "prompts/get":
-		name, ok, err := jsonrpc.LookupString(m.Params, "name")
+		// Exact keys: a Go server would read "Name" or "Arguments" as the
+		// ones the policy decides (encoding/json ignores letter case).
+		name, ok, err := jsonrpc.LookupStringExact(m.Params, "name")
 		if err != nil || !ok {
 			return p.invalidParams(m, `"params.name" must be a string naming the `+targetNoun(m.Method)), http.StatusBadRequest
 		}
-		args := jsonrpc.Lookup(m.Params, "arguments")
+		args, err := jsonrpc.LookupExact(m.Params, "arguments")
+		if err != nil {
+			return p.invalidParams(m, `"params.arguments": `+err.Error()), http.StatusBadRequest
+		}
 		if string(args) == "null" {
 			// go-sdk's client sends "arguments": null for a call without
 			// arguments and servers read it as none; so does the policy
@@ -49,7 +54,7 @@ func (p *Proxy) screen(ctx context.Context, ex *exchange, m *jsonrpc.Message) (*
 		}
 		in.Tool, in.Arguments = name, args
 	case "resources/read":
-		if _, ok, err := jsonrpc.LookupString(m.Params, "uri"); err != nil || !ok {
+		if _, ok, err := jsonrpc.LookupStringExact(m.Params, "uri"); err != nil || !ok {
 			return p.invalidParams(m, `"params.uri" must be a string`), http.StatusBadRequest
 		}
 		in.Arguments = m.Params
@@ -114,14 +119,19 @@ func (p *Proxy) screenResult(ctx context.Context, ex *exchange, method string, m
 		}
 		return &jsonrpc.Message{ID: m.ID, Result: filtered}
 	}
-	rt, _, err := jsonrpc.LookupString(m.Result, "resultType")
+	// Exact keys throughout: agents' SDKs written in Go read "ResultType"
+	// or "InputRequests" as the keys decided here.
+	rt, _, err := jsonrpc.LookupStringExact(m.Result, "resultType")
 	if err != nil {
 		return &jsonrpc.Message{ID: m.ID, Error: errUpstream(fmt.Errorf("invalid %s result: resultType: %v", method, err)).rpc()}
 	}
 	if rt != "input_required" {
 		return m
 	}
-	embedded := jsonrpc.Lookup(m.Result, "inputRequests")
+	embedded, err := jsonrpc.LookupExact(m.Result, "inputRequests")
+	if err != nil {
+		return &jsonrpc.Message{ID: m.ID, Error: errUpstream(fmt.Errorf("invalid %s result: %v", method, err)).rpc()}
+	}
 	if embedded == nil {
 		return m // only a requestState: the server asks for a retry (load shedding)
 	}
@@ -130,9 +140,13 @@ func (p *Proxy) screenResult(ctx context.Context, ex *exchange, method string, m
 		return &jsonrpc.Message{ID: m.ID, Error: errUpstream(fmt.Errorf("invalid %s result: inputRequests must be an object: %v", method, err)).rpc()}
 	}
 	for _, r := range reqs {
-		inner, ok, err := jsonrpc.LookupString(r.Value, "method")
+		inner, ok, err := jsonrpc.LookupStringExact(r.Value, "method")
 		if err != nil || !ok {
 			return &jsonrpc.Message{ID: m.ID, Error: errUpstream(fmt.Errorf("invalid %s result: inputRequests[%q] has no method", method, r.Key)).rpc()}
+		}
+		params, err := jsonrpc.LookupExact(r.Value, "params")
+		if err != nil {
+			return &jsonrpc.Message{ID: m.ID, Error: errUpstream(fmt.Errorf("invalid %s result: inputRequests[%q]: %v", method, r.Key, err)).rpc()}
 		}
 		switch inner {
 		case "sampling/createMessage", "elicitation/create":
@@ -141,7 +155,7 @@ func (p *Proxy) screenResult(ctx context.Context, ex *exchange, method string, m
 		default:
 			return &jsonrpc.Message{ID: m.ID, Error: errUpstream(fmt.Errorf("the gateway asked for input with %q (inputRequests[%q]), which mcpguard cannot screen; refused", inner, r.Key)).rpc()}
 		}
-		d := p.decide(ctx, rules.Input{Method: inner, Arguments: jsonrpc.Lookup(r.Value, "params"),
+		d := p.decide(ctx, rules.Input{Method: inner, Arguments: params,
 			Session: ex.sessionID(), ProtocolVersion: ex.version, Identity: p.identity(ex.r)})
 		if d.Blocks() {
 			p.log.Warn("refusing an answer that asks the agent for input the policy denies",

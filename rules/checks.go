@@ -78,6 +78,9 @@ func (c *check) run(env *evalEnv) (bool, string, string) {
 	}
 	switch c.kind {
 	case checkURL, checkPath, checkString, checkNumber:
+		if other := c.ptr.variant(args); other != "" {
+			return false, "", fmt.Sprintf("argument %s is (also) given as %s: servers decoding with Go's encoding/json read the two as one; name it exactly, once", c.ptr.text, other)
+		}
 		v, present := c.ptr.lookup(args)
 		if !present {
 			if c.optional {

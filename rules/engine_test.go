@@ -833,3 +833,48 @@ func TestWatchCatchesUpWithEarlierChanges(t *testing.T) {
 		})
 	}
 }
+
+// TestCaseVariantArguments: Go's encoding/json reads "URL" into the field
+// it reads "url" into (the last one wins), so an argument named in another
+// case than the checked one, alone or beside it, is denied: alone, an
+// optional check would let it through; beside, a Go server would act on
+// the unchecked one.
+func TestCaseVariantArguments(t *testing.T) {
+	e := mustParse(t, header+`spec:
+  tools:
+    - tool: fetch
+      checks:
+        - id: host
+          argument: /url
+          url: {schemes: [https], hosts: [ok.example]}
+    - tool: maybe
+      checks:
+        - id: host
+          argument: /target/url
+          optional: true
+          url: {schemes: [https], hosts: [ok.example]}
+`)
+	tests := []struct {
+		tool, args string
+		allow      bool
+		why        string
+	}{
+		{"fetch", `{"url":"https://ok.example/"}`, true, ""},
+		{"fetch", `{"url":"https://ok.example/","URL":"http://169.254.169.254/"}`, false, "given as /URL"},
+		{"fetch", `{"URL":"http://169.254.169.254/","url":"https://ok.example/"}`, false, "given as /URL"},
+		{"fetch", `{"Url":"http://169.254.169.254/"}`, false, "given as /Url"},
+		{"fetch", "{\"\u212arl\":1,\"url\":\"https://ok.example/\"}", true, ""}, // not a fold of "url"
+		{"fetch", `{"url":"https://ok.example/","urls":"x"}`, true, ""},
+		{"maybe", `{}`, true, ""},
+		{"maybe", `{"target":{}}`, true, ""},
+		{"maybe", `{"target":{"URL":"http://169.254.169.254/"}}`, false, "given as /target/URL"},
+		{"maybe", `{"Target":{"url":"http://169.254.169.254/"}}`, false, "given as /Target"},
+		{"maybe", `{"target":{"url":"https://ok.example/"}}`, true, ""},
+	}
+	for _, tt := range tests {
+		d := decide(t, e, call(tt.tool, tt.args))
+		if d.Allow != tt.allow || !strings.Contains(d.Reason, tt.why) {
+			t.Errorf("%s %s: %+v, want allow=%v with %q", tt.tool, tt.args, d, tt.allow, tt.why)
+		}
+	}
+}

@@ -381,6 +381,43 @@ func parsePointer(s string) (pointer, error) {
 	return pointer{text: s, tokens: toks}, nil
 }
 
+// variant returns the pointer to a key equal to one of p's tokens but for
+// letter case, found in an object on p's way through v ("/URL" for "/url"),
+// or "". Go's encoding/json reads "URL" into the field it reads "url" into
+// (the last one wins), so a Go server would act on a value the policy did
+// not check: missing, an optional check would let it pass; beside the
+// checked one, it would replace it.
+func (p pointer) variant(v any) string {
+	var path strings.Builder
+	esc := func(k string) string { return "/" + strings.ReplaceAll(strings.ReplaceAll(k, "~", "~0"), "/", "~1") }
+	for _, t := range p.tokens {
+		switch c := v.(type) {
+		case map[string]any:
+			for k := range c {
+				if k != t && strings.EqualFold(k, t) {
+					return path.String() + esc(k)
+				}
+			}
+			next, ok := c[t]
+			if !ok {
+				return ""
+			}
+			path.WriteString(esc(t))
+			v = next
+		case []any:
+			i, err := strconv.Atoi(t)
+			if err != nil || i < 0 || i >= len(c) || (len(t) > 1 && t[0] == '0') {
+				return ""
+			}
+			path.WriteString("/" + t)
+			v = c[i]
+		default:
+			return ""
+		}
+	}
+	return ""
+}
+
 // lookup returns the value at p in v.
 func (p pointer) lookup(v any) (any, bool) {
 	for _, t := range p.tokens {

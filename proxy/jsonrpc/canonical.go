@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"slices"
+	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -162,11 +163,17 @@ func (s *scanner) object() error {
 		return nil
 	}
 	// Keys are compared in canonical form, which is injective: equal
-	// canonical bytes if and only if equal decoded strings. Small objects
-	// (nearly all of them) use a linear scan; large ones a set.
+	// canonical bytes if and only if equal decoded strings. Keys equal but
+	// for letter case are refused too: Go's encoding/json reads "URL" into
+	// the field it reads "url" into (the last one wins), so a Go server
+	// would act on the twin the policy did not check. Canonical form keeps
+	// escapes only for control characters, '"' and '\', always spelled
+	// the same, so folding canonical bytes folds the decoded keys. Small
+	// objects (nearly all of them) use a linear scan; large ones a set of
+	// folded keys.
 	var small [16]keySpan
 	keys := small[:0]
-	var set map[string]struct{}
+	var set map[string][]byte
 	for {
 		if s.pos >= len(s.src) || s.src[s.pos] != '"' {
 			return s.errorf("expected a string object key")
@@ -178,22 +185,23 @@ func (s *scanner) object() error {
 		key := s.out[start:len(s.out)]
 		if set == nil {
 			for _, k := range keys {
-				if bytes.Equal(s.out[k.start:k.end], key) {
-					return s.errorf("duplicate object key %s", key)
+				if prev := s.out[k.start:k.end]; bytes.EqualFold(prev, key) {
+					return s.duplicateKey(prev, key)
 				}
 			}
 			keys = append(keys, keySpan{start, len(s.out)})
 			if len(keys) > 32 {
-				set = make(map[string]struct{}, 64)
+				set = make(map[string][]byte, 64)
 				for _, k := range keys {
-					set[string(s.out[k.start:k.end])] = struct{}{}
+					set[foldKey(s.out[k.start:k.end])] = s.out[k.start:k.end]
 				}
 			}
 		} else {
-			if _, dup := set[string(key)]; dup {
-				return s.errorf("duplicate object key %s", key)
+			f := foldKey(key)
+			if prev, dup := set[f]; dup {
+				return s.duplicateKey(prev, key)
 			}
-			set[string(key)] = struct{}{}
+			set[f] = key
 		}
 		s.skipSpace()
 		if s.pos >= len(s.src) || s.src[s.pos] != ':' {
@@ -223,6 +231,30 @@ func (s *scanner) object() error {
 			return s.errorf("expected ',' or '}' in object")
 		}
 	}
+}
+
+func (s *scanner) duplicateKey(prev, key []byte) error {
+	if bytes.Equal(prev, key) {
+		return s.errorf("duplicate object key %s", key)
+	}
+	return s.errorf("object keys %s and %s differ only in letter case: servers decoding with Go's encoding/json read them as one key", prev, key)
+}
+
+// foldKey maps a key to one representative of its case-folding class: two
+// keys fold to the same string exactly when bytes.EqualFold holds for them
+// (each rune becomes the least rune of its unicode.SimpleFold orbit).
+func foldKey(b []byte) string {
+	out := make([]rune, 0, len(b))
+	for len(b) > 0 {
+		r, n := utf8.DecodeRune(b)
+		b = b[n:]
+		least := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			least = min(least, f)
+		}
+		out = append(out, least)
+	}
+	return string(out)
 }
 
 func (s *scanner) array() error {

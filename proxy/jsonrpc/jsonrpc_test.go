@@ -19,7 +19,16 @@ func TestCanonical(t *testing.T) {
 		{name: "utf8 literal", in: "\"h\u00e9\"", want: "\"h\u00e9\""},
 		{name: "duplicate key", in: `{"a":1,"a":2}`, err: "duplicate object key"},
 		{name: "duplicate key via escape", in: `{"a":1,"\u0061":2}`, err: "duplicate object key"},
-		{name: "case variants are distinct", in: `{"a":1,"A":2}`, want: `{"a":1,"A":2}`},
+		// Go's encoding/json reads case variants into one field, the last
+		// winning: a Go server would act on the one the policy did not see.
+		{name: "case variants", in: `{"url":"https://ok.example","URL":"http://169.254.169.254/"}`, err: "differ only in letter case"},
+		{name: "case variants nested", in: `{"p":{"Name":1,"name":2}}`, err: "differ only in letter case"},
+		{name: "case variants via escape", in: `{"a":1,"A":2}`, err: "differ only in letter case"},
+		{name: "Kelvin sign folds to k", in: "{\"k\":1,\"\u212a\":2}", err: "differ only in letter case"},
+		{name: "long s folds to s", in: "{\"s\":1,\"\u017f\":2}", err: "differ only in letter case"},
+		{name: "case variants among many keys", in: `{"k0":0,"k1":1,"k2":2,"k3":3,"k4":4,"k5":5,"k6":6,"k7":7,"k8":8,"k9":9,"k10":0,"k11":1,"k12":2,"k13":3,"k14":4,"k15":5,"k16":6,"k17":7,"k18":8,"k19":9,"k20":0,"k21":1,"k22":2,"k23":3,"k24":4,"k25":5,"k26":6,"k27":7,"k28":8,"k29":9,"k30":0,"k31":1,"k32":2,"k33":3,"K7":7}`, err: "differ only in letter case"},
+		{name: "keys that only look alike stay distinct", in: `{"a":1,"á":2,"a_":3}`, want: `{"a":1,"á":2,"a_":3}`},
+		{name: "many distinct keys", in: `{"k0":0,"k1":1,"k2":2,"k3":3,"k4":4,"k5":5,"k6":6,"k7":7,"k8":8,"k9":9,"k10":0,"k11":1,"k12":2,"k13":3,"k14":4,"k15":5,"k16":6,"k17":7,"k18":8,"k19":9,"k20":0,"k21":1,"k22":2,"k23":3,"k24":4,"k25":5,"k26":6,"k27":7,"k28":8,"k29":9,"k30":0,"k31":1,"k32":2,"k33":3}`, want: `{"k0":0,"k1":1,"k2":2,"k3":3,"k4":4,"k5":5,"k6":6,"k7":7,"k8":8,"k9":9,"k10":0,"k11":1,"k12":2,"k13":3,"k14":4,"k15":5,"k16":6,"k17":7,"k18":8,"k19":9,"k20":0,"k21":1,"k22":2,"k23":3,"k24":4,"k25":5,"k26":6,"k27":7,"k28":8,"k29":9,"k30":0,"k31":1,"k32":2,"k33":3}`},
 		{name: "lone high surrogate", in: `"\ud800"`, err: "lone UTF-16 surrogate"},
 		{name: "lone low surrogate", in: `"\udc00\ud800"`, err: "lone UTF-16 surrogate"},
 		{name: "invalid utf8", in: "\"\xff\"", err: "invalid UTF-8"},
@@ -215,4 +224,29 @@ func TestSkipString(t *testing.T) {
 		}
 	}
 	walk(nil)
+}
+
+func TestLookupExact(t *testing.T) {
+	tests := []struct {
+		obj, key, want, err string
+	}{
+		{`{"name":"a","x":1}`, "name", `"a"`, ""},
+		{`{"x":1}`, "name", "", ""},
+		{`{"Name":"a"}`, "name", "", `"name" is given as "Name"`},
+		{`{"NAME":"a","x":1}`, "name", "", `given as "NAME"`},
+		{"{\"\u212aey\":1}", "key", "", "given as"}, // Kelvin sign folds to k
+		{`{"nam":"a","names":"b"}`, "name", "", ""},
+		{`{"n\u0061me":"a"}`, "name", `"a"`, ""},
+		{`not an object`, "name", "", "canonical"},
+	}
+	for _, tt := range tests {
+		canon, err := Canonical(nil, []byte(tt.obj), Limits{})
+		if err != nil {
+			canon = []byte(tt.obj)
+		}
+		got, err := LookupExact(canon, tt.key)
+		if (err != nil) != (tt.err != "") || err != nil && !strings.Contains(err.Error(), tt.err) || string(got) != tt.want {
+			t.Errorf("LookupExact(%s, %q) = %s, %v; want %s, error with %q", tt.obj, tt.key, got, err, tt.want, tt.err)
+		}
+	}
 }

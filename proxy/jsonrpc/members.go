@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -69,11 +70,86 @@ func Lookup(obj json.RawMessage, key string) json.RawMessage {
 	return found
 }
 
+// LookupExact is Lookup for a key a peer's decoder may match in any letter
+// case: it is an error when the object has the key in another case ("Name"
+// for "name"), since Go's encoding/json would read that one as the key.
+// Canonical objects never hold two keys equal but for case (Canonical
+// refuses them), so the one found, if any, is the only candidate.
+func LookupExact(obj json.RawMessage, key string) (json.RawMessage, error) {
+	sc := memberScanner{obj: obj}
+	var found json.RawMessage
+	for {
+		tok, value, ok := sc.next()
+		if !ok {
+			break
+		}
+		k := ""
+		if body := tok[1 : len(tok)-1]; unescaped(body) {
+			// ASCII without escapes, nearly every key: compared without
+			// allocating (this runs for every answer the gateway gives).
+			if string(body) == key {
+				found = value
+				continue
+			}
+			if len(body) != len(key) || !asciiEqualFold(body, key) {
+				continue
+			}
+			k = string(body)
+		} else {
+			var err error
+			if k, err = unquote(tok); err != nil {
+				return nil, err
+			}
+			if k == key {
+				found = value
+				continue
+			}
+			if !strings.EqualFold(k, key) {
+				continue
+			}
+		}
+		return nil, fmt.Errorf("%q is given as %q: decoders that ignore letter case (Go's encoding/json) read it as %q", key, k, key)
+	}
+	if sc.err != nil {
+		return nil, sc.err
+	}
+	return found, nil
+}
+
+func asciiEqualFold(b []byte, s string) bool {
+	for i := range b {
+		x, y := b[i], s[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+// LookupStringExact is LookupString with LookupExact's refusal of the key
+// in another letter case.
+func LookupStringExact(obj json.RawMessage, key string) (string, bool, error) {
+	v, err := LookupExact(obj, key)
+	if err != nil {
+		return "", false, err
+	}
+	return stringValue(v, key)
+}
+
 // LookupString returns the string value of key in a canonical JSON object.
 // It reports false when the key is absent; a value of another type is an
 // error, never a silent "".
 func LookupString(obj json.RawMessage, key string) (string, bool, error) {
-	v := Lookup(obj, key)
+	return stringValue(Lookup(obj, key), key)
+}
+
+func stringValue(v json.RawMessage, key string) (string, bool, error) {
 	if v == nil {
 		return "", false, nil
 	}
