@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -10,6 +11,11 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	mgomcp "github.com/mark3labs/mcp-go/mcp"
+	mcpserver "github.com/mark3labs/mcp-go/server"
+
+	"mcpguard.dev/mcpguard/rules"
 )
 
 // rawPost sends body to the proxy and returns the status and decoded error.
@@ -160,5 +166,52 @@ func TestGzipRequest(t *testing.T) {
 		map[string]string{"Content-Encoding": "gzip"})
 	if status != 200 || hdr.Get("Mcp-Session-Id") == "" {
 		t.Fatalf("gzip initialize: %d", status)
+	}
+}
+
+// TestCaseVariantEvasion shows the evasion the codec closes, against a real
+// Go tool server: mcp-go's typed handler (encoding/json underneath) reads
+// {"url": checked, "URL": other} as url = other. Direct, the server fetches
+// the unchecked URL; through the proxy the call is refused before it.
+func TestCaseVariantEvasion(t *testing.T) {
+	var got atomic.Value
+	s := mcpserver.NewMCPServer("upstream", "1.0.0", mcpserver.WithToolCapabilities(true))
+	type fetchArgs struct {
+		URL string `json:"url"`
+	}
+	s.AddTool(mgomcp.NewTool("fetch_url", mgomcp.WithString("url", mgomcp.Required())),
+		mgomcp.NewTypedToolHandler(func(_ context.Context, _ mgomcp.CallToolRequest, a fetchArgs) (*mgomcp.CallToolResult, error) {
+			got.Store(a.URL)
+			return mgomcp.NewToolResultText("fetched " + a.URL), nil
+		}))
+	up := newTestServer(t, mcpserver.NewStreamableHTTPServer(s, mcpserver.WithStateLess(true)))
+	pol, err := rules.Parse("p.yaml", []byte(`apiVersion: mcpguard.dev/v1alpha1
+kind: ToolPolicy
+metadata: {name: p}
+spec:
+  tools:
+    - tool: fetch_url
+      checks:
+        - {id: approved, argument: /url, url: {schemes: [https], hosts: [api.weather.gov]}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, px := newTestProxy(t, up.URL+"/mcp", func(c *Config) { c.Policy = pol })
+	const args = `{"url":"https://api.weather.gov/","URL":"http://169.254.169.254/latest/meta-data/"}`
+	body := []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fetch_url","arguments":` + args + `,` +
+		`"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}`)
+	hdr := map[string]string{"Mcp-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "fetch_url"}
+
+	// Direct: the server acts on the key the policy would not have checked.
+	if status, _, _ := rawPost(t, up.URL+"/mcp", body, hdr); status != 200 || got.Load() != "http://169.254.169.254/latest/meta-data/" {
+		t.Fatalf("direct: status %d, the server fetched %v; the premise of this test no longer holds", status, got.Load())
+	}
+	got.Store("")
+	// Through the proxy: refused, never forwarded.
+	status, _, m := rawPost(t, px.URL+"/mcp", body, hdr)
+	e, _ := m["error"].(map[string]any)
+	if status != 400 || e == nil || !strings.Contains(e["message"].(string), "differ only in letter case") || got.Load() != "" {
+		t.Fatalf("through mcpguard: status %d, answer %v, the server fetched %q; want 400 naming the letter-case twins and nothing fetched", status, m, got.Load())
 	}
 }
