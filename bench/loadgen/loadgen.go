@@ -55,6 +55,12 @@ const (
 	// and a schema asking for one string "answer"; it answers "the client
 	// answered <answer>", so a caller can tell its own answer came back.
 	AskTool = "ask_client"
+	// AskInputTool asks the same in the 2026-07-28 way (multi round-trip,
+	// SEP-2322): its first answer is resultType "input_required" with an
+	// elicitation/create under inputRequests["q"]; called again with the
+	// client's answer under inputResponses["q"], it answers "the client
+	// answered <answer>".
+	AskInputTool = "ask_input"
 )
 
 // Upstream returns the stand-in gateway: an mcp-go Streamable HTTP server
@@ -100,6 +106,10 @@ func NewGateway() *Gateway {
 		mcp.WithDescription("Ask the client a question (elicitation/create) and answer with its reply"),
 		mcp.WithString("question", mcp.Required())),
 		askClient)
+	s.AddTool(mcp.NewTool(AskInputTool,
+		mcp.WithDescription("Ask the client a question by answering input_required, and answer with its reply on the retry"),
+		mcp.WithString("question", mcp.Required())),
+		askInput)
 	return &Gateway{h: server.NewStreamableHTTPServer(s, server.WithStreamableHTTPLogger(quiet))}
 }
 
@@ -197,6 +207,25 @@ func askClient(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResul
 		return mcp.NewToolResultError(fmt.Sprintf("the client did not accept with a string answer: action %q, content %v", res.Action, res.Content)), nil
 	}
 	return mcp.NewToolResultText("the client answered " + answer), nil
+}
+
+func askInput(_ context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+	if res := server.ElicitationResponse(req.Params.InputResponses, "q"); res != nil {
+		content, _ := res.Content.(map[string]any)
+		answer, ok := content["answer"].(string)
+		if res.Action != mcp.ElicitationResponseActionAccept || !ok {
+			return mcp.NewToolResultError(fmt.Sprintf("the client did not accept with a string answer: action %q, content %v", res.Action, res.Content)), nil
+		}
+		return mcp.NewToolResultText("the client answered " + answer), nil
+	}
+	return server.NewInputRequestBuilder("asked").Elicit("q", mcp.ElicitationParams{
+		Message: req.GetString("question", ""),
+		RequestedSchema: map[string]any{
+			"type":       "object",
+			"properties": map[string]any{"answer": map[string]any{"type": "string"}},
+			"required":   []string{"answer"},
+		},
+	}).ToolResult(), nil
 }
 
 // ReverseProxy returns a plain httputil.ReverseProxy to target, the

@@ -93,7 +93,7 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 60*time.Second, "how long the load runs")
 	flag.DurationVar(&o.reload, "reload", time.Second, "how often the policy file is replaced")
 	flag.IntVar(&o.mix.listEvery, "list-every", 5, "every n-th request of a worker is tools/list")
-	flag.IntVar(&o.mix.askEvery, "ask-every", 4, "of the others, every n-th of a session-era worker calls "+loadgen.AskTool+" (a server→client elicitation/create answered by POST); 0: none")
+	flag.IntVar(&o.mix.askEvery, "ask-every", 4, "of the others, every n-th calls "+loadgen.AskTool+" (session era: a server→client elicitation/create answered by POST) or "+loadgen.AskInputTool+" (stateless: an input_required answer, retried with the client's answer); 0: none")
 	flag.IntVar(&o.mix.progressEvery, "progress-every", 3, "of the others, every n-th calls "+loadgen.ProgressTool+" (progress notifications, then the answer); 0: none; the rest call fetch_url")
 	flag.IntVar(&o.mix.ticks, "ticks", 3, "progress notifications per "+loadgen.ProgressTool+" call")
 	flag.StringVar(&o.profiles, "profiles", "", "save mcpguard's heap and goroutine profiles at idle, under load and at the end into this directory (for go tool pprof -diff_base)")
@@ -156,7 +156,7 @@ func main() {
 // ask_client's elicitation/create.
 func policyVersions() ([2][]byte, error) {
 	edits := []struct{ old, new string }{
-		{"    - tool: get_time\n", "    - tool: get_time\n    - tool: " + loadgen.ProgressTool + "\n    - tool: " + loadgen.AskTool + "\n"},
+		{"    - tool: get_time\n", "    - tool: get_time\n    - tool: " + loadgen.ProgressTool + "\n    - tool: " + loadgen.AskTool + "\n    - tool: " + loadgen.AskInputTool + "\n"},
 		{"  elicitation:\n    id: elicitation\n    action: deny\n    reason: tool servers may not ask the agent's user for input\n",
 			"  elicitation:\n    id: elicitation\n"},
 	}

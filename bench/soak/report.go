@@ -141,7 +141,11 @@ func (r *report) print(w io.Writer) bool {
 	fmt.Fprintf(w, "| duration | %.1f s |\n", r.elapsed.Seconds())
 	fmt.Fprintf(w, "| requests (session-era + stateless) | %d (%d + %d) |\n", total, r.requests[0], r.requests[1])
 	fmt.Fprintf(w, "| requests/s | %.0f |\n", float64(total)/max(r.elapsed.Seconds(), 1e-9))
-	fmt.Fprintf(w, "| requests: %s | %d / %d / %d / %d |\n", strings.Join(opNames[:], " / "), r.byOp[0], r.byOp[1], r.byOp[2], r.byOp[3])
+	counts := make([]string, nops)
+	for o := range nops {
+		counts[o] = strconv.Itoa(r.byOp[o])
+	}
+	fmt.Fprintf(w, "| requests: %s | %s |\n", strings.Join(opNames[:], " / "), strings.Join(counts, " / "))
 	fmt.Fprintf(w, "| progress notifications checked (own token, in order, before the answer, all the gateway wrote) | %d |\n", r.progress)
 	fmt.Fprintf(w, "| progress notifications the gateway dropped (mcp-go race, not counted as errors) | %d |\n", r.dropped)
 	if r.o.mix.replay {

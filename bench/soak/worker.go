@@ -27,15 +27,16 @@ const (
 	opList               // tools/list: filtered by the policy
 	opProgress           // tools/call progress_ticks: notifications, then the answer, on an event stream
 	opAsk                // tools/call ask_client: an elicitation/create the client answers by POST mid-call
+	opAskInput           // tools/call ask_input (stateless): input_required, then the retry with the answer
 	nops
 )
 
-var opNames = [nops]string{"call fetch_url", "tools/list", "call " + loadgen.ProgressTool, "call " + loadgen.AskTool}
+var opNames = [nops]string{"call fetch_url", "tools/list", "call " + loadgen.ProgressTool, "call " + loadgen.AskTool, "call " + loadgen.AskInputTool}
 
 // mix says which request a worker makes next: every listEvery-th is
-// tools/list; of the others every askEvery-th (session-era only) ask_client,
-// every progressEvery-th progress_ticks, the rest fetch_url. 0 turns a kind
-// off.
+// tools/list; of the others every askEvery-th ask_client (session era) or
+// ask_input (stateless), every progressEvery-th progress_ticks, the rest
+// fetch_url. 0 turns a kind off.
 type mix struct {
 	listEvery, progressEvery, askEvery int
 	ticks                              int // progress notifications per progress_ticks call
@@ -46,7 +47,10 @@ func (m mix) next(seq int, session bool) op {
 	switch {
 	case seq%m.listEvery == 0:
 		return opList
-	case session && m.askEvery > 0 && seq%m.askEvery == 0:
+	case m.askEvery > 0 && seq%m.askEvery == 0:
+		if !session {
+			return opAskInput
+		}
 		return opAsk
 	case m.progressEvery > 0 && seq%m.progressEvery == 0:
 		return opProgress
@@ -116,9 +120,11 @@ type request struct {
 }
 
 type params struct {
-	Name      string         `json:"name,omitempty"`
-	Arguments map[string]any `json:"arguments,omitempty"`
-	Meta      map[string]any `json:"_meta,omitempty"`
+	Name           string         `json:"name,omitempty"`
+	Arguments      map[string]any `json:"arguments,omitempty"`
+	Meta           map[string]any `json:"_meta,omitempty"`
+	InputResponses map[string]any `json:"inputResponses,omitempty"`
+	RequestState   string         `json:"requestState,omitempty"`
 }
 
 // message is what arrives in an answer: a response (id with result or
@@ -128,8 +134,16 @@ type message struct {
 	Method string          `json:"method"`
 	Params json.RawMessage `json:"params"`
 	Result *struct {
-		IsError bool `json:"isError"`
-		Tools   []struct {
+		ResultType    string `json:"resultType"`
+		InputRequests map[string]struct {
+			Method string `json:"method"`
+			Params struct {
+				Message string `json:"message"`
+			} `json:"params"`
+		} `json:"inputRequests"`
+		RequestState string `json:"requestState"`
+		IsError      bool   `json:"isError"`
+		Tools        []struct {
 			Name string `json:"name"`
 		} `json:"tools"`
 		Content []struct {
@@ -180,7 +194,25 @@ func (w *worker) do(ctx context.Context, o op) (kind, detail string) {
 	case opAsk:
 		req.Params.Name = loadgen.AskTool
 		req.Params.Arguments = map[string]any{"question": "which call is this?"}
+	case opAskInput:
+		req.Params.Name = loadgen.AskInputTool
+		req.Params.Arguments = map[string]any{"question": "which call is this?"}
 	}
+	if kind, detail := w.send(ctx, req, c); kind != "" {
+		return kind, detail
+	}
+	if v := w.check(ctx, c, req); v != nil {
+		if ctx.Err() != nil {
+			return "canceled", ""
+		}
+		return v.kind, v.detail
+	}
+	return "", ""
+}
+
+// send POSTs req and reads its answer into c.
+func (w *worker) send(ctx context.Context, req request, c *call) (kind, detail string) {
+	o := c.op
 	if w.session == "" {
 		if req.Params.Meta == nil {
 			req.Params.Meta = map[string]any{}
@@ -224,12 +256,6 @@ func (w *worker) do(ctx context.Context, o op) (kind, detail string) {
 			return v.kind, v.detail
 		}
 		return "bad answer", fmt.Sprintf("%s %s: %v", opNames[o], c.id, err)
-	}
-	if v := w.check(ctx, c); v != nil {
-		if ctx.Err() != nil {
-			return "canceled", ""
-		}
-		return v.kind, v.detail
 	}
 	return "", ""
 }
@@ -306,8 +332,8 @@ func (w *worker) onMessage(ctx context.Context, c *call, m *message) error {
 	return nil
 }
 
-// check judges c's answer once its stream has ended.
-func (w *worker) check(ctx context.Context, c *call) *violation {
+// check judges c's answer to req once its stream has ended.
+func (w *worker) check(ctx context.Context, c *call, req request) *violation {
 	name, m := opNames[c.op], c.answer
 	switch {
 	case m == nil:
@@ -329,7 +355,7 @@ func (w *worker) check(ctx context.Context, c *call) *violation {
 		for _, t := range m.Result.Tools {
 			names = append(names, t.Name)
 		}
-		for _, want := range []string{"fetch_url", "get_time", loadgen.ProgressTool, loadgen.AskTool} {
+		for _, want := range []string{"fetch_url", "get_time", loadgen.ProgressTool, loadgen.AskTool, loadgen.AskInputTool} {
 			if !slices.Contains(names, want) {
 				return fail("tools/list incomplete", "%s: tools %v", c.id, names)
 			}
@@ -344,6 +370,33 @@ func (w *worker) check(ctx context.Context, c *call) *violation {
 		if len(c.progress) != written {
 			return fail("progress lost", "%s %s: the gateway wrote %d notifications, %d arrived: %v", name, c.id, written, len(c.progress), c.progress)
 		}
+	case opAskInput:
+		// The first answer asks for input (and carries no content); the
+		// retry with this call's answer gets the tool's result.
+		q, ok := m.Result.InputRequests["q"]
+		if m.Result.ResultType != "input_required" || len(m.Result.InputRequests) != 1 || !ok ||
+			q.Method != "elicitation/create" || q.Params.Message != req.Params.Arguments["question"] || m.Result.RequestState != "asked" {
+			return fail("input request wrong", "%s %s: %+v", name, c.id, *m.Result)
+		}
+		retry := req
+		retry.ID = c.id + "-retry"
+		retry.Params.InputResponses = map[string]any{"q": map[string]any{"action": "accept", "content": map[string]any{"answer": c.id}}}
+		retry.Params.RequestState = m.Result.RequestState
+		rc := &call{id: retry.ID, op: opAskInput}
+		if kind, detail := w.send(ctx, retry, rc); kind != "" {
+			return fail(kind, "%s", detail)
+		}
+		switch r := rc.answer; {
+		case r == nil:
+			return fail("lost", "%s %s: no response with its id", name, rc.id)
+		case r.Error != nil:
+			return fail("JSON-RPC "+strconv.Itoa(r.Error.Code), "%s %s: %s", name, rc.id, r.Error.Message)
+		case r.Result == nil || r.Result.IsError || len(r.Result.Content) != 1 || r.Result.ResultType == "input_required":
+			return fail("bad answer", "%s %s: %+v", name, rc.id, r.Result)
+		case r.Result.Content[0].Text != "the client answered "+c.id:
+			return fail("server answer crossed", "%s %s: %q, want %q", name, rc.id, r.Result.Content[0].Text, "the client answered "+c.id)
+		}
+		w.asks++
 	case opAsk:
 		if len(c.asked) != 1 {
 			return fail("server request missing", "%s %s: answered without asking", name, c.id)
