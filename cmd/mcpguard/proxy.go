@@ -332,10 +332,14 @@ func runProxy(ctx context.Context, o proxyOptions, started func(running)) error 
 	// served, what is still connected is idle or has not sent a whole
 	// request (which would only be refused): Close, not Shutdown, which
 	// waits up to 5s for the latter (golang/go#22682).
+	abandoned := false
 	if err := p.WaitIdle(sctx); err != nil {
 		log.Error("drain timed out; closing remaining connections", "err", err)
 		p.Abandon()
-		_ = srv.Close()
+		abandoned = true
+	}
+	_ = srv.Close()
+	if abandoned {
 		// The calls cut off are cancelled at the gateway; a little time
 		// for that, or its tools go on working for no one.
 		actx, acancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -344,7 +348,6 @@ func runProxy(ctx context.Context, o proxyOptions, started func(running)) error 
 		}
 		acancel()
 	}
-	_ = srv.Close()
 	// The agents' sessions end with this process; end the gateway's side
 	// of them too rather than leave it to the gateway's expiry.
 	cctx, ccancel := context.WithTimeout(context.Background(), 3*time.Second)

@@ -289,10 +289,16 @@ func (p *process) logged() []string {
 	return out
 }
 
-// startDrainProxy runs `mcpguard proxy` in front of up with a policy that
-// allows hold and quick, and returns it with its agent and admin URLs.
-func startDrainProxy(t *testing.T, up *holdUpstream, drainTimeout time.Duration) (p *process, url, admin string) {
+// startDrainProxy starts a holdUpstream and `mcpguard proxy` in front of it
+// with a policy that allows hold, quick and ask (and elicitation), and
+// returns both with the proxy's agent and admin URLs. Under -short it skips
+// the test: it starts the mcpguard binary.
+func startDrainProxy(t *testing.T, drainTimeout time.Duration) (up *holdUpstream, p *process, url, admin string) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("starts the mcpguard binary")
+	}
+	up = startHoldUpstream(t)
 	policy := writePolicy(t, `apiVersion: mcpguard.dev/v1alpha1
 kind: ToolPolicy
 metadata:
@@ -316,7 +322,7 @@ spec:
 	if url == "" || admin == "" {
 		t.Fatalf("listening line without addresses: %v", l)
 	}
-	return p, url, admin
+	return up, p, url, admin
 }
 
 // sseMessage is one JSON-RPC message read from an event stream.
@@ -472,12 +478,8 @@ func refusedWhileDraining(resp *http.Response, err error) string {
 // period, the GET stream ends once they are, and the process exits 0
 // saying so.
 func TestSIGTERMDrainsProxy(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts the mcpguard binary")
-	}
 	const drain = 5 * time.Second
-	up := startHoldUpstream(t)
-	p, url, admin := startDrainProxy(t, up, drain)
+	up, p, url, admin := startDrainProxy(t, drain)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
@@ -714,12 +716,8 @@ func TestSIGTERMDrainsProxy(t *testing.T) {
 // (the agent sees its stream end without an answer, never a made-up one)
 // and the process still exits 0, logging that the drain timed out.
 func TestSIGTERMDrainTimeout(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts the mcpguard binary")
-	}
 	const drain = time.Second
-	up := startHoldUpstream(t)
-	p, url, _ := startDrainProxy(t, up, drain)
+	up, p, url, _ := startDrainProxy(t, drain)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	const n = 3
@@ -822,12 +820,8 @@ func (s *sseEvents) next() (event, data string, err error) {
 // answer of a call in flight. The stream must stay until the call is
 // answered, and then end.
 func TestSIGTERMDrainsLegacySession(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts the mcpguard binary")
-	}
 	const drain = 5 * time.Second
-	up := startHoldUpstream(t)
-	p, url, _ := startDrainProxy(t, up, drain)
+	up, p, url, _ := startDrainProxy(t, drain)
 	base := strings.TrimSuffix(url, "/mcp")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -1189,12 +1183,8 @@ func TestSIGTERMWebhookDrainTimeout(t *testing.T) {
 // tool then asks the agent something (elicitation) can only finish if the
 // agent's answer still gets in during the drain.
 func TestSIGTERMDrainsCallWaitingOnAgent(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts the mcpguard binary")
-	}
 	const drain = 5 * time.Second
-	up := startHoldUpstream(t)
-	p, url, _ := startDrainProxy(t, up, drain)
+	up, p, url, _ := startDrainProxy(t, drain)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	client := sdk.NewClient(&sdk.Implementation{Name: "sigterm-agent", Version: "1"}, &sdk.ClientOptions{
@@ -1231,12 +1221,8 @@ func TestSIGTERMDrainsCallWaitingOnAgent(t *testing.T) {
 // stream is a long-lived POST; like a GET stream it ends once no call is in
 // flight, instead of holding the drain to its timeout.
 func TestSIGTERMEndsListenStream(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts the mcpguard binary")
-	}
 	const drain = 5 * time.Second
-	up := startHoldUpstream(t)
-	p, url, _ := startDrainProxy(t, up, drain)
+	_, p, url, _ := startDrainProxy(t, drain)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	const version = "2026-07-28"
@@ -1288,13 +1274,9 @@ func TestSIGTERMEndsListenStream(t *testing.T) {
 // ends the process at once, as the default action of the signal, rather than
 // waiting out a long --drain-timeout with calls held.
 func TestSecondSignalEndsTheDrain(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts the mcpguard binary")
-	}
 	for _, second := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
 		t.Run(second.String(), func(t *testing.T) {
-			up := startHoldUpstream(t)
-			p, url, _ := startDrainProxy(t, up, time.Minute)
+			up, p, url, _ := startDrainProxy(t, time.Minute)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			ss := openSessions(t, url, 1)
