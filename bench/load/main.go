@@ -144,9 +144,8 @@ func serveRole(role, listen, target string) error {
 
 // child is a process this program started and must stop.
 type child struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-	log  string // file holding its stderr, "" when inherited
+	*loadgen.Child
+	log string // file holding its stderr, "" when inherited
 }
 
 func start(ctx context.Context, name string, args, env []string, logFile string) (*child, io.ReadCloser, error) {
@@ -154,11 +153,6 @@ func start(ctx context.Context, name string, args, env []string, logFile string)
 	if len(env) > 0 {
 		cmd.Env = append(os.Environ(), env...)
 	}
-	// The child dies with us, even if we are killed.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = 3 * time.Second
-	c := &child{cmd: cmd, done: make(chan struct{}), log: logFile}
 	if logFile != "" {
 		f, err := os.Create(logFile)
 		if err != nil {
@@ -173,32 +167,15 @@ func start(ctx context.Context, name string, args, env []string, logFile string)
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := cmd.Start(); err != nil {
+	lc, err := loadgen.StartChild(cmd)
+	if err != nil {
 		return nil, nil, err
 	}
-	go func() { _ = cmd.Wait(); close(c.done) }()
-	return c, out, nil
+	return &child{Child: lc, log: logFile}, out, nil
 }
 
 // stop ends the child with SIGTERM, then SIGKILL after 3s.
-func (c *child) stop() {
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-c.done:
-	case <-time.After(3 * time.Second):
-		_ = c.cmd.Process.Kill()
-		<-c.done
-	}
-}
-
-func (c *child) exited() bool {
-	select {
-	case <-c.done:
-		return true
-	default:
-		return false
-	}
-}
+func (c *child) stop() { c.Stop(3 * time.Second) }
 
 // startRole starts this program as a child with -role and returns its
 // address.
@@ -264,7 +241,7 @@ func startProxy(ctx context.Context, o options, upstream, policy, logFile string
 				return &proc{child: c, url: "http://" + listen + "/mcp", ready: time.Since(t0)}, nil
 			}
 		}
-		if c.exited() || ctx.Err() != nil || time.Since(t0) > 10*time.Second {
+		if c.Exited() || ctx.Err() != nil || time.Since(t0) > 10*time.Second {
 			c.stop()
 			return nil, fmt.Errorf("mcpguard did not become ready (%v); its log:\n%s", err, tail(logFile))
 		}
@@ -399,12 +376,12 @@ func run(ctx context.Context, o options) error {
 		}
 		f.ready = append(f.ready, px.ready.Seconds()*1e3)
 		paths := []path{{"direct", upstream, 0},
-			{"reverseproxy", "http://" + refAddr + "/mcp", ref.cmd.Process.Pid},
-			{"mcpguard", px.url, px.cmd.Process.Pid}}
-		err = measureTable(ctx, o, paths, up.cmd.Process.Pid, f)
+			{"reverseproxy", "http://" + refAddr + "/mcp", ref.Cmd.Process.Pid},
+			{"mcpguard", px.url, px.Cmd.Process.Pid}}
+		err = measureTable(ctx, o, paths, up.Cmd.Process.Pid, f)
 		if err == nil {
 			var peak int64
-			peak, err = status(px.cmd.Process.Pid, "VmHWM")
+			peak, err = status(px.Cmd.Process.Pid, "VmHWM")
 			f.rssPeak = append(f.rssPeak, mib(peak))
 		}
 		px.stop()
@@ -423,13 +400,13 @@ func mib(b int64) float64 { return float64(b) / (1 << 20) }
 func measureProcess(ctx context.Context, o options, px *proc, f *figures, withSessions bool) error {
 	f.ready = append(f.ready, px.ready.Seconds()*1e3)
 	time.Sleep(250 * time.Millisecond) // let start-up garbage settle, as an idle pod would
-	rss, err := status(px.cmd.Process.Pid, "VmRSS")
+	rss, err := status(px.Cmd.Process.Pid, "VmRSS")
 	if err != nil {
 		return err
 	}
 	f.rssIdle = append(f.rssIdle, mib(rss))
-	anon, err1 := status(px.cmd.Process.Pid, "RssAnon")
-	file, err2 := status(px.cmd.Process.Pid, "RssFile")
+	anon, err1 := status(px.Cmd.Process.Pid, "RssAnon")
+	file, err2 := status(px.Cmd.Process.Pid, "RssFile")
 	if err := errors.Join(err1, err2); err != nil {
 		return err
 	}
@@ -444,7 +421,7 @@ func measureProcess(ctx context.Context, o options, px *proc, f *figures, withSe
 		return fmt.Errorf("opening %d sessions: %w", o.sessions, err)
 	}
 	time.Sleep(250 * time.Millisecond)
-	rss, err = status(px.cmd.Process.Pid, "VmRSS")
+	rss, err = status(px.Cmd.Process.Pid, "VmRSS")
 	if err != nil {
 		return err
 	}

@@ -14,14 +14,14 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"mcpguard.dev/mcpguard/bench/loadgen"
 )
 
 // proc is the running mcpguard.
 type proc struct {
-	cmd   *exec.Cmd
-	done  chan struct{}
+	*loadgen.Child
 	url   string // the MCP endpoint
 	admin string // the admin listener's base URL
 	hc    *http.Client
@@ -55,16 +55,13 @@ func startProxy(ctx context.Context, bin, upstream, policy, logFile string) (*pr
 	defer f.Close()
 	cmd := exec.CommandContext(ctx, bin, "proxy", "--listen", listen, "--admin-listen", admin,
 		"--upstream", upstream, "--policy", policy, "--log-level", "info")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = 3 * time.Second
 	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Start(); err != nil {
+	child, err := loadgen.StartChild(cmd)
+	if err != nil {
 		return nil, err
 	}
-	p := &proc{cmd: cmd, done: make(chan struct{}), url: "http://" + listen + "/mcp", admin: "http://" + admin,
+	p := &proc{Child: child, url: "http://" + listen + "/mcp", admin: "http://" + admin,
 		hc: &http.Client{Timeout: 10 * time.Second}}
-	go func() { _ = cmd.Wait(); close(p.done) }()
 	t0 := time.Now()
 	for {
 		res, err := p.hc.Get(p.admin + "/readyz")
@@ -84,27 +81,10 @@ func startProxy(ctx context.Context, bin, upstream, policy, logFile string) (*pr
 }
 
 // stop ends mcpguard with SIGTERM, then SIGKILL after 5s.
-func (p *proc) stop() {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(5 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
+func (p *proc) stop() { p.Stop(5 * time.Second) }
 
-func (p *proc) exited() bool {
-	if p == nil {
-		return false
-	}
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
+// exited reports whether mcpguard exited; with -direct there is none.
+func (p *proc) exited() bool { return p != nil && p.Exited() }
 
 // sample is the proxy's footprint at one moment; -1 where unknown.
 type sample struct {
@@ -134,7 +114,7 @@ func (p *proc) sample(gc bool) sample {
 			s.gc = res.StatusCode == http.StatusOK
 		}
 	}
-	if data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid)); err == nil {
+	if data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.Cmd.Process.Pid)); err == nil {
 		for line := range strings.SplitSeq(string(data), "\n") {
 			if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
 				if kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64); err == nil {
