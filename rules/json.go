@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf16"
@@ -388,34 +389,41 @@ func parsePointer(s string) (pointer, error) {
 // not check: missing, an optional check would let it pass; beside the
 // checked one, it would replace it.
 func (p pointer) variant(v any) string {
-	var path strings.Builder
-	esc := func(k string) string { return "/" + strings.ReplaceAll(strings.ReplaceAll(k, "~", "~0"), "/", "~1") }
-	for _, t := range p.tokens {
+	for i, t := range p.tokens {
 		switch c := v.(type) {
 		case map[string]any:
 			for k := range c {
 				if k != t && strings.EqualFold(k, t) {
-					return path.String() + esc(k)
+					// The way there matched exactly: the path is p's own
+					// tokens up to here, then the variant.
+					return pointer{tokens: append(slices.Clone(p.tokens[:i]), k)}.String()
 				}
 			}
 			next, ok := c[t]
 			if !ok {
 				return ""
 			}
-			path.WriteString(esc(t))
 			v = next
 		case []any:
-			i, err := strconv.Atoi(t)
-			if err != nil || i < 0 || i >= len(c) || (len(t) > 1 && t[0] == '0') {
+			n, err := strconv.Atoi(t)
+			if err != nil || n < 0 || n >= len(c) || (len(t) > 1 && t[0] == '0') {
 				return ""
 			}
-			path.WriteString("/" + t)
-			v = c[i]
+			v = c[n]
 		default:
 			return ""
 		}
 	}
 	return ""
+}
+
+// String writes p's tokens as a JSON pointer ("~" as "~0", "/" as "~1").
+func (p pointer) String() string {
+	var b strings.Builder
+	for _, t := range p.tokens {
+		b.WriteString("/" + strings.ReplaceAll(strings.ReplaceAll(t, "~", "~0"), "/", "~1"))
+	}
+	return b.String()
 }
 
 // lookup returns the value at p in v.
