@@ -215,10 +215,10 @@ func TestInputRequiredMalformed(t *testing.T) {
 
 // FuzzInputRequiredScreen feeds screenResult gateway answers of any shape
 // under a policy that refuses every sampling and elicitation request. The
-// invariant: an answer that reaches the agent unchanged, read the way an
-// agent's SDK reads it (encoding/json, last duplicate key wins... which the
-// codec refuses before this point), embeds no sampling or elicitation
-// request, and anything else is replaced by an error or a denial.
+// invariant: an answer that reaches the agent unchanged embeds no sampling
+// or elicitation request when read the way a Go SDK reads it (encoding/json,
+// which ignores letter case in keys), and any other answer is replaced by
+// an error or a denial, never altered.
 func FuzzInputRequiredScreen(f *testing.F) {
 	for _, seed := range []string{
 		`{"resultType":"input_required","inputRequests":{"q":{"method":"elicitation/create","params":{"message":"pw?"}}}}`,
