@@ -388,10 +388,11 @@ func (ex *exchange) fromUpstream(ctx context.Context, m *jsonrpc.Message, eventI
 // requests: 9990 goroutines; TestFaultServerRequestFlood).
 const maxAnswering = 8
 
-// answerUpstream sends the gateway the proxy's own answer to one of its
-// requests (refused by the policy, or over the limit), on another
+// answerUpstream sends the gateway a message of the proxy's own: its
+// answer to one of the gateway's requests (refused by the policy, or over
+// the limit) or a cancellation (cancelGivenUp). It sends on another
 // goroutine so the stream relay goes on; when maxAnswering are in flight it
-// waits for one, slowing the relay of the flooding gateway's stream down to
+// waits for one, slowing the relay of a flooding gateway's stream down to
 // the pace it takes answers.
 func (ex *exchange) answerUpstream(ctx context.Context, m *jsonrpc.Message) {
 	body, err := jsonrpc.Encode(m)
@@ -412,7 +413,7 @@ func (ex *exchange) answerUpstream(ctx context.Context, m *jsonrpc.Message) {
 	}
 	ex.p.telling.Add(1)
 	go func() {
-		defer ex.p.telling.Done()
+		defer ex.p.telling.Add(-1)
 		defer func() { <-ex.answering }()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

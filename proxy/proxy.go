@@ -40,8 +40,10 @@ type Proxy struct {
 	// and cancelled at the gateway (exchange.cancelGivenUp).
 	abandoning atomic.Bool
 	// telling counts what the proxy is sending the gateway on its own
-	// behalf (answerUpstream): refusals and cancellations.
-	telling sync.WaitGroup
+	// behalf (answerUpstream): refusals and cancellations. A counter polled
+	// by waitZero like calls, not a WaitGroup: a stream relay may start a
+	// send while WaitAbandoned waits, which a WaitGroup forbids.
+	telling atomic.Int64
 	// calls counts the requests being served other than streams, and the
 	// legacy transport's work behind its 202s; openStreams counts the
 	// streams: GET (Streamable HTTP and legacy) and subscriptions/listen.
@@ -252,14 +254,7 @@ func (p *Proxy) WaitAbandoned(ctx context.Context) error {
 	if err := waitZero(ctx, &p.calls); err != nil {
 		return err
 	}
-	done := make(chan struct{})
-	go func() { p.telling.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return waitZero(ctx, &p.telling)
 }
 
 func waitZero(ctx context.Context, n *atomic.Int64) error {
