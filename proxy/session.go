@@ -202,37 +202,33 @@ func (t *sessions) remove(id string) (*session, bool) {
 
 // removeAll removes and returns every session.
 func (t *sessions) removeAll() []*session {
-	t.mu.Lock()
-	out := make([]*session, 0, len(t.byID))
-	for id, s := range t.byID {
-		s.mu.Lock()
-		s.closed = true
-		s.mu.Unlock()
-		delete(t.byID, id)
-		out = append(out, s)
-	}
-	t.mu.Unlock()
-	return out
+	return t.removeIf(func(*session) bool { return true })
 }
 
 // expire removes and returns sessions idle for longer than the timeout.
 func (t *sessions) expire() []*session {
 	now := t.now()
+	return t.removeIf(func(s *session) bool { return s.active == 0 && now.Sub(s.lastSeen) > t.idle })
+}
+
+// removeIf removes and returns the sessions for which drop (called with
+// the session's lock held) is true, marking them closed.
+func (t *sessions) removeIf(drop func(*session) bool) []*session {
 	var out []*session
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	for id, s := range t.byID {
 		s.mu.Lock()
-		idle := s.active == 0 && now.Sub(s.lastSeen) > t.idle
-		if idle {
+		gone := drop(s)
+		if gone {
 			s.closed = true
 		}
 		s.mu.Unlock()
-		if idle {
+		if gone {
 			delete(t.byID, id)
 			out = append(out, s)
 		}
 	}
-	t.mu.Unlock()
 	return out
 }
 
