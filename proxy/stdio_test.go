@@ -402,14 +402,7 @@ func FuzzStdioClient(f *testing.F) {
 	} {
 		f.Add([]byte(seed))
 	}
-	engine, err := rules.Parse("stdio-test.yaml", []byte(stdioPolicy))
-	if err != nil {
-		f.Fatal(err)
-	}
-	s, err := NewStdio(Config{Policy: engine, Logger: slog.New(slog.DiscardHandler), MaxBodyBytes: 64 << 10})
-	if err != nil {
-		f.Fatal(err)
-	}
+	s := newFuzzStdio(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		serverR, serverW := io.Pipe()
 		toServer := &closeFunc{onClose: func() { serverW.Close() }}
@@ -438,6 +431,19 @@ func FuzzStdioClient(f *testing.F) {
 	})
 }
 
+// newFuzzStdio is the stdio proxy the fuzz targets drive, under stdioPolicy.
+func newFuzzStdio(f *testing.F) *Stdio {
+	engine, err := rules.Parse("stdio-test.yaml", []byte(stdioPolicy))
+	if err != nil {
+		f.Fatal(err)
+	}
+	s, err := NewStdio(Config{Policy: engine, Logger: slog.New(slog.DiscardHandler), MaxBodyBytes: 64 << 10})
+	if err != nil {
+		f.Fatal(err)
+	}
+	return s
+}
+
 // FuzzStdioServer feeds arbitrary server bytes through the relay, after
 // the client asked for tools/list: whatever reaches the client must be lines
 // the strict codec accepts, with no tool the policy hides and no server
@@ -453,14 +459,7 @@ func FuzzStdioServer(f *testing.F) {
 	} {
 		f.Add([]byte(seed))
 	}
-	engine, err := rules.Parse("stdio-test.yaml", []byte(stdioPolicy))
-	if err != nil {
-		f.Fatal(err)
-	}
-	s, err := NewStdio(Config{Policy: engine, Logger: slog.New(slog.DiscardHandler), MaxBodyBytes: 64 << 10})
-	if err != nil {
-		f.Fatal(err)
-	}
+	s := newFuzzStdio(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		clientR, clientW := io.Pipe()
 		var toClient bytes.Buffer
