@@ -200,29 +200,16 @@ func TestWrapInspectorCLI(t *testing.T) {
 	base, inside, policy := filesystemFixture(t)
 	fs := filepath.Join(modules, "@modelcontextprotocol", "server-filesystem", "dist", "index.js")
 	everything := filepath.Join(modules, "@modelcontextprotocol", "server-everything", "dist", "index.js")
-	// inspector-cli 1.0.3 runs only from its build/ directory (MCP-PEERS.md);
-	// its target is the server command: the first word before its first
-	// "--", the rest after it (which keeps wrap's flags from its parser).
-	build := filepath.Join(modules, "@modelcontextprotocol", "inspector-cli", "build")
-	inspect := func(t *testing.T, server []string, args ...string) (string, error) {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		argv := append(append([]string{"index.js", bin}, args...), "--", "wrap")
-		cmd := exec.CommandContext(ctx, node, append(argv, server...)...)
-		cmd.Dir = build
-		var out, errOut bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errOut
-		err := cmd.Run()
-		if err != nil {
-			err = fmt.Errorf("%w; stdout: %s; stderr: %s", err, out.String(), errOut.String())
-		}
-		return out.String(), err
+	// The inspector's target is the server command: the first word before
+	// its first "--", the rest after it (which keeps wrap's flags from its
+	// parser).
+	inspect := func(server []string, args ...string) (string, error) {
+		return runInspector(node, modules, args, append([]string{bin, "wrap"}, server...))
 	}
 	fsServer := []string{"--policy", policy, "--", node, fs, base}
 
 	t.Run("read inside", func(t *testing.T) {
-		out, err := inspect(t, fsServer, "--method", "tools/call", "--tool-name", "read_text_file", "--tool-arg", "path="+filepath.Join(inside, "notes.txt"))
+		out, err := inspect(fsServer, "--method", "tools/call", "--tool-name", "read_text_file", "--tool-arg", "path="+filepath.Join(inside, "notes.txt"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -234,13 +221,13 @@ func TestWrapInspectorCLI(t *testing.T) {
 		}
 	})
 	t.Run("read outside denied", func(t *testing.T) {
-		out, err := inspect(t, fsServer, "--method", "tools/call", "--tool-name", "read_text_file", "--tool-arg", "path="+filepath.Join(base, "outside", "secret.txt"))
+		out, err := inspect(fsServer, "--method", "tools/call", "--tool-name", "read_text_file", "--tool-arg", "path="+filepath.Join(base, "outside", "secret.txt"))
 		if err == nil || !strings.Contains(err.Error(), "reads are confined to the project directory") || strings.Contains(out, "content of secret.txt") {
 			t.Fatalf("err = %v, out %q; want a denial with the reason", err, out)
 		}
 	})
 	t.Run("tools/list filtered", func(t *testing.T) {
-		out, err := inspect(t, []string{"--policy", writePolicy(t, everythingPolicy), "--", node, everything, "stdio"}, "--method", "tools/list")
+		out, err := inspect([]string{"--policy", writePolicy(t, everythingPolicy), "--", node, everything, "stdio"}, "--method", "tools/list")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -302,20 +289,8 @@ func TestConnectInspectorServerEverything(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	policy := writePolicy(t, everythingPolicy)
-	build := filepath.Join(modules, "@modelcontextprotocol", "inspector-cli", "build")
 	inspect := func(args ...string) (string, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		argv := append(append([]string{"index.js", bin}, args...), "--", "connect", "--policy", policy, "http://"+addr+"/mcp")
-		cmd := exec.CommandContext(ctx, node, argv...)
-		cmd.Dir = build
-		var out, errOut bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errOut
-		err := cmd.Run()
-		if err != nil {
-			err = fmt.Errorf("%w; stdout: %s; stderr: %s", err, out.String(), errOut.String())
-		}
-		return out.String(), err
+		return runInspector(node, modules, args, []string{bin, "connect", "--policy", policy, "http://" + addr + "/mcp"})
 	}
 	out, err := inspect("--method", "tools/call", "--tool-name", "echo", "--tool-arg", "message=hi over connect")
 	if err != nil || !strings.Contains(out, "Echo: hi over connect") {
@@ -325,4 +300,23 @@ func TestConnectInspectorServerEverything(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "environment variables may hold secrets") {
 		t.Errorf("get-env: err = %v, output %s; want the policy's denial", err, out)
 	}
+}
+
+// runInspector runs the inspector CLI (its build/ directory: version 1.0.3
+// runs only from there, MCP-PEERS.md) with inspectorArgs against the stdio
+// server command server, and returns its stdout; the error carries both
+// outputs.
+func runInspector(node, modules string, inspectorArgs, server []string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	argv := append(append([]string{"index.js", server[0]}, inspectorArgs...), "--")
+	cmd := exec.CommandContext(ctx, node, append(argv, server[1:]...)...)
+	cmd.Dir = filepath.Join(modules, "@modelcontextprotocol", "inspector-cli", "build")
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	if err != nil {
+		err = fmt.Errorf("%w; stdout: %s; stderr: %s", err, out.String(), errOut.String())
+	}
+	return out.String(), err
 }
