@@ -26,7 +26,7 @@ import (
 )
 
 // kubeAssets finds the kube-apiserver and etcd that scripts/kube-test-bins.sh
-// builds (../shared/KUBE-TESTING.md), as the webhook's tests do.
+// builds, as the webhook's tests do.
 func kubeAssets(t *testing.T) string {
 	t.Helper()
 	if d := os.Getenv("KUBEBUILDER_ASSETS"); d != "" {

@@ -727,7 +727,7 @@ func TestConformanceClient(t *testing.T) {
 }
 
 // syncLoopbackJS keeps Node servers on 127.0.0.1, like
-// shared/testing/loopback.cjs, by wrapping net.Server's _listen2, the hook
+// internal/testpeers/loopback.cjs, by wrapping net.Server's _listen2, the hook
 // Node keeps for this ("still named like this to avoid breaking code that
 // wraps this method"): no host lookup is added, so listen stays synchronous.
 const syncLoopbackJS = `const net = require('net');

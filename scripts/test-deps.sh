@@ -23,7 +23,7 @@
 #
 # Needs node and npm (Node 20 or later) and go. To bump a peer, edit
 # scripts/test-deps/package.json, run `npm install --package-lock-only` in
-# that directory, and update ../shared/MCP-PEERS.md's versions to match.
+# that directory.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 deps=$root/scripts/test-deps

@@ -1,6 +1,6 @@
 // Package testpeers finds the real MCP peers that scripts/test-deps.sh
 // installs (npm servers, the inspector CLI, the conformance suite, Node 22,
-// the Go reference servers) and shared/testing/loopback.cjs, for the tests
+// the Go reference servers) and loopback.cjs (kept beside this file), for the tests
 // of every package that runs them. Tests call Need; a missing peer fails the
 // test with the command that installs it, and only -short skips.
 package testpeers
@@ -21,7 +21,7 @@ type Peers struct {
 	NPMModules         string // node_modules holding the @modelcontextprotocol packages
 	Node22             string // a Node 22 binary (the conformance suite needs it)
 	ConformanceServers string // the Go SDKs' conformance reference servers and client
-	Loopback           string // shared/testing/loopback.cjs: keeps Node servers on 127.0.0.1
+	Loopback           string // internal/testpeers/loopback.cjs: keeps Node servers on 127.0.0.1
 }
 
 // Need returns the installed peers, or fails the test saying how to install
@@ -92,21 +92,15 @@ func Root(t testing.TB) string {
 	}
 }
 
-// findLoopback finds shared/testing/loopback.cjs in the repo root or a
-// directory above it: CI checks shared/ out beside the clone.
+// findLoopback returns the Node preload kept beside this file, which the
+// repository carries so that a fresh clone needs nothing outside it.
 func findLoopback(t testing.TB, root string) string {
 	t.Helper()
-	for dir := root; ; dir = filepath.Dir(dir) {
-		p := filepath.Join(dir, "shared", "testing", "loopback.cjs")
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-		if filepath.Dir(dir) == dir {
-			break
-		}
+	p := filepath.Join(root, "internal", "testpeers", "loopback.cjs")
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("the Node preload %s is missing (%v): it is part of the repository; restore it with git checkout", p, err)
 	}
-	t.Fatalf("shared/testing/loopback.cjs not found in %s or any directory above it: check out shared/ beside the repo", root)
-	return ""
+	return p
 }
 
 // readEnvFile reads KEY=VALUE lines; a missing file is an empty map.
