@@ -98,7 +98,10 @@ func (c *check) run(env *evalEnv) (bool, string, string) {
 			ok, reason := c.url.check(u, err)
 			return ok, "", reason
 		case checkPath:
-			return c.evalPath(v)
+			if ok, rule, reason := c.evalPath(v); !ok || !env.c.resolveSymlinks {
+				return ok, rule, reason
+			}
+			return c.evalRealPath(v.(string))
 		case checkString:
 			return c.evalString(v)
 		default:

@@ -32,6 +32,8 @@ type compiled struct {
 	files         []string          // every file read, for Watch
 	sum           [sha256.Size]byte // of every file read, in order, for Watch
 	names         []string          // metadata.name of each document
+	// resolveSymlinks is spec.paths.resolveSymlinks of any document.
+	resolveSymlinks bool
 }
 
 // rule is a compiled Rule.
@@ -255,6 +257,7 @@ func compile(srcs []source) (*compiled, error) {
 				c.elicitation = register(el, f+"spec.elicitation", compileRule(el, f+"spec.elicitation", s.Elicitation, "elicitation", &queries))
 			}
 			compilePins(el, f+"spec.pins", &s.Pins, &c.pins)
+			c.resolveSymlinks = c.resolveSymlinks || s.Paths.ResolveSymlinks
 		}
 	}
 	c.mode = Enforce
@@ -448,6 +451,11 @@ func compileCheck(el *errorList, cp string, c *Check, queries *[]string) *check 
 			el.add(cp+".path.roots", "is empty; list the directories the path must stay in")
 		}
 		for i, root := range c.Path.Roots {
+			root, err := expandHome(root)
+			if err != nil {
+				el.add(fmt.Sprintf("%s.path.roots[%d]", cp, i), "%v", err)
+				continue
+			}
 			clean, err := CleanPath(root)
 			if err != nil {
 				el.add(fmt.Sprintf("%s.path.roots[%d]", cp, i), "%v", err)

@@ -53,6 +53,8 @@ type Spec struct {
 	Elicitation *Rule `yaml:"elicitation"`
 	// Pins are the expected tool definitions.
 	Pins Pins `yaml:"pins"`
+	// Paths says how path checks read paths on this machine (home.go).
+	Paths PathsSpec `yaml:"paths"`
 }
 
 // Gateway describes the gateway's tool-name prefixes.

@@ -13,9 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mark3labs/mcp-go/client"
-	"github.com/mark3labs/mcp-go/client/transport"
-	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/spf13/cobra"
 
 	"mcpguard.dev/mcpguard/rules"
@@ -33,45 +30,47 @@ func newPolicyCmd() *cobra.Command {
 		Use:   "policy",
 		Short: "Check, evaluate, test, replay and pin ToolPolicies",
 	}
-	cmd.AddCommand(newPolicyCheckCmd(), newPolicyEvalCmd(), newPolicyTestCmd(), newPolicyReplayCmd(), newPolicyPinCmd())
+	cmd.AddCommand(newPolicyCheckCmd(), newPolicyEvalCmd(), newPolicyTestCmd(), newPolicyReplayCmd(), newPolicyPinCmd(), newPolicyInitCmd())
 	return cmd
 }
 
 func newPolicyCheckCmd() *cobra.Command {
-	var (
-		upstream string
-		headers  []string
-	)
+	var server serverFlags
 	cmd := &cobra.Command{
-		Use:   "check FILE... [--upstream URL]",
+		Use:   "check FILE... [--upstream URL | --upstream -- CMD ARGS]",
 		Short: "Validate and lint policy files, listing every problem",
 		Long: `Validates policy files (or directories of them) as the proxy would load
 them, listing every error with file, line and field, then lints the valid
 policy: rules that can never match, pins of tools no rule allows, URL checks
 that leave userinfo open. With --upstream it also lists a live MCP server's
 tools and warns about each one no rule matches (the default action decides
-it). Exits 1 when there are errors; warnings alone do not fail the check.`,
+it): --upstream URL for a Streamable HTTP server, or --upstream -- CMD ARGS
+to start a stdio server (as a client would launch it) and stop it after.
+Exits 1 when there are errors; warnings alone do not fail the check.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			out := cmd.OutOrStdout()
-			e, err := rules.Load(args...)
+			files, err := server.resolve(cmd, args, true)
+			if err != nil {
+				return &exitError{exitUsage, err}
+			}
+			if len(files) == 0 {
+				return &exitError{exitUsage, errors.New("name the policy file(s) to check")}
+			}
+			e, err := rules.Load(files...)
 			if err != nil {
 				var pe rules.PolicyErrors
 				if errors.As(err, &pe) {
 					for _, p := range pe {
 						fmt.Fprintln(out, p)
 					}
-					return &exitError{exitFail, fmt.Errorf("%d problem(s) in %s", len(pe), strings.Join(args, " "))}
+					return &exitError{exitFail, fmt.Errorf("%d problem(s) in %s", len(pe), strings.Join(files, " "))}
 				}
 				return &exitError{exitUsage, err}
 			}
 			warnings := e.Lint()
-			if upstream != "" {
-				h, err := parseHeaders(headers)
-				if err != nil {
-					return &exitError{exitUsage, err}
-				}
-				defs, err := listToolDefinitions(cmd.Context(), upstream, h)
+			if server.set() {
+				defs, err := server.listTools(cmd.Context())
 				if err != nil {
 					return &exitError{exitUsage, err}
 				}
@@ -80,19 +79,18 @@ it). Exits 1 when there are errors; warnings alone do not fail the check.`,
 					// about rules, not pins.
 					d := e.Decide(cmd.Context(), rules.Input{Method: "tools/list", Tool: name})
 					if d.Rule == "default" || d.Rule == "tool-name" {
-						warnings = append(warnings, fmt.Sprintf("%s lists tool %q, which no rule matches: %s", upstream, name, d.Reason))
+						warnings = append(warnings, fmt.Sprintf("%s lists tool %q, which no rule matches: %s", server.describe(), name, d.Reason))
 					}
 				}
 			}
 			for _, w := range warnings {
 				fmt.Fprintln(out, "warning:", w)
 			}
-			fmt.Fprintf(out, "ok: %s (mode %s)\n", strings.Join(args, " "), e.Mode())
+			fmt.Fprintf(out, "ok: %s (mode %s)\n", strings.Join(files, " "), e.Mode())
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&upstream, "upstream", "", "also lint against the tools this MCP server (streamable HTTP) lists")
-	cmd.Flags().StringArrayVar(&headers, "header", nil, "request header \"Name: value\" for --upstream (repeatable)")
+	server.flags(cmd, "also lint against the tools this MCP server lists: a Streamable HTTP URL, or -- CMD ARGS for a stdio server")
 	return cmd
 }
 
@@ -404,101 +402,41 @@ func verdict(allow bool) string {
 
 func newPolicyPinCmd() *cobra.Command {
 	var (
-		upstream string
-		headers  []string
+		server   serverFlags
 		onChange string
-		timeout  time.Duration
 	)
 	cmd := &cobra.Command{
-		Use:   "pin --upstream URL",
+		Use:   "pin --upstream URL | pin -- CMD ARGS",
 		Short: "Print pins for every tool a live MCP server lists",
-		Long: `Connects to an MCP server over streamable HTTP, lists its tools and prints a
-spec.pins block with the PinHash of each definition (name, description,
-inputSchema) exactly as the server sent it. Review the tools before pasting
-the block into a policy: a pin approves a definition.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if upstream == "" {
-				return &exitError{exitUsage, errors.New("--upstream is required")}
+		Long: `Connects to an MCP server, lists its tools and prints a spec.pins block with
+the PinHash of each definition (name, description, inputSchema) exactly as the
+server sent it: --upstream URL for a Streamable HTTP server, or -- CMD ARGS to
+start a stdio server (as a client would launch it) and stop it after. Review
+the tools before pasting the block into a policy: a pin approves a definition.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			rest, err := server.resolve(cmd, args, false)
+			if err != nil {
+				return &exitError{exitUsage, err}
+			}
+			if len(rest) > 0 {
+				return &exitError{exitUsage, fmt.Errorf("unexpected argument %q: the server command goes after --", rest[0])}
+			}
+			if !server.set() {
+				return &exitError{exitUsage, errors.New("name the server: --upstream URL, or -- CMD ARGS for a stdio server")}
 			}
 			if onChange != "hide" && onChange != "block" {
 				return &exitError{exitUsage, fmt.Errorf("--on-change %q: write hide or block", onChange)}
 			}
-			h, err := parseHeaders(headers)
+			defs, err := server.listTools(cmd.Context())
 			if err != nil {
 				return &exitError{exitUsage, err}
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-			defer cancel()
-			defs, err := listToolDefinitions(ctx, upstream, h)
-			if err != nil {
-				return &exitError{exitUsage, err}
-			}
-			return writePins(cmd.OutOrStdout(), upstream, onChange, defs)
+			return writePins(cmd.OutOrStdout(), server.describe(), onChange, defs)
 		},
 	}
-	cmd.Flags().StringVar(&upstream, "upstream", "", "MCP server URL (streamable HTTP)")
-	cmd.Flags().StringArrayVar(&headers, "header", nil, "request header \"Name: value\" (repeatable), e.g. Authorization")
+	server.flags(cmd, "MCP server URL (Streamable HTTP); for a stdio server put -- CMD ARGS last instead")
 	cmd.Flags().StringVar(&onChange, "on-change", "hide", "what the proxy does with a changed tool: hide or block")
-	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "give up after this long")
 	return cmd
-}
-
-// listToolDefinitions returns the raw tools/list entries of a server. It
-// reads the result as bytes rather than through mcp-go's Tool type, which
-// re-encodes inputSchema lossily: a pin must hash what the proxy will see.
-func listToolDefinitions(ctx context.Context, upstream string, h http.Header) ([]json.RawMessage, error) {
-	opts := []transport.StreamableHTTPCOption{}
-	if len(h) > 0 {
-		hdr := map[string]string{}
-		for k := range h {
-			hdr[k] = h.Get(k)
-		}
-		opts = append(opts, transport.WithHTTPHeaders(hdr))
-	}
-	c, err := client.NewStreamableHttpClient(upstream, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("connecting to %q: %w", upstream, err)
-	}
-	defer c.Close()
-	if err := c.Start(ctx); err != nil {
-		return nil, fmt.Errorf("connecting to %q: %w", upstream, err)
-	}
-	init := mcp.InitializeRequest{}
-	init.Params.ProtocolVersion = mcp.LATEST_LEGACY_PROTOCOL_VERSION // a session-based server answers initialize
-	init.Params.ClientInfo = mcp.Implementation{Name: "mcpguard-policy-pin", Version: "1"}
-	if _, err := c.Initialize(ctx, init); err != nil {
-		return nil, fmt.Errorf("initializing %q: %w", upstream, err)
-	}
-	var defs []json.RawMessage
-	cursor := ""
-	for page := 1; ; page++ {
-		var params any
-		if cursor != "" {
-			params = map[string]string{"cursor": cursor}
-		}
-		resp, err := c.GetTransport().SendRequest(ctx, transport.JSONRPCRequest{
-			JSONRPC: "2.0", ID: mcp.NewRequestId(int64(1000 + page)), Method: "tools/list", Params: params,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("tools/list on %q: %w", upstream, err)
-		}
-		if resp.Error != nil {
-			return nil, fmt.Errorf("tools/list on %q: %s", upstream, resp.Error.Message)
-		}
-		var result struct {
-			Tools      []json.RawMessage `json:"tools"`
-			NextCursor string            `json:"nextCursor"`
-		}
-		if err := json.Unmarshal(resp.Result, &result); err != nil {
-			return nil, fmt.Errorf("tools/list on %q: %w", upstream, err)
-		}
-		defs = append(defs, result.Tools...)
-		if result.NextCursor == "" || page >= 100 {
-			return defs, nil
-		}
-		cursor = result.NextCursor
-	}
 }
 
 func writePins(w io.Writer, upstream, onChange string, defs []json.RawMessage) error {
