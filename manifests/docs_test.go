@@ -8,13 +8,18 @@ import (
 	"testing"
 )
 
-// TestDocsLinks: every relative link in the operator docs this package's
-// manifests come with names a file or directory that exists, so a renamed
-// manifest cannot leave the docs pointing nowhere.
+// TestDocsLinks: every relative link in the README and the operator docs
+// names a file or directory that exists, so a renamed manifest or file
+// cannot leave the docs pointing nowhere.
 func TestDocsLinks(t *testing.T) {
 	link := regexp.MustCompile(`\]\(([^)#\s]+)(#[^)\s]*)?\)`)
-	for _, doc := range []string{"architecture.md", "design-corrections.md", "operations.md"} {
-		path := filepath.Join("..", "docs", doc)
+	for _, path := range []string{
+		filepath.Join("..", "README.md"),
+		filepath.Join("..", "docs", "architecture.md"),
+		filepath.Join("..", "docs", "design-corrections.md"),
+		filepath.Join("..", "docs", "operations.md"),
+		filepath.Join("..", "docs", "performance.md"),
+	} {
 		data, err := os.ReadFile(path)
 		if err != nil {
 			t.Fatal(err)
