@@ -1,8 +1,10 @@
 package rules
 
 import (
+	"cmp"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 )
 
 // PathError says why a file path cannot be trusted.
@@ -21,13 +23,21 @@ const MaxPathLength = 4096
 // path. It refuses, rather than resolves, what a tool server might read
 // differently from a lexical reading:
 //   - ".." segments: under a symlink, "/workspace/link/../x" is not
-//     "/workspace/x", and a lexical check cannot know;
+//     "/workspace/x", and a lexical check cannot know; also segments of only
+//     dots and spaces ("...", ".. "), which Windows trims;
 //   - relative paths and "~": they depend on the server's working directory
-//     and user;
+//     and user; a leading "//", a network share on Windows;
 //   - NUL (truncates the path in C), control characters and backslashes (a
 //     separator on Windows);
-//   - percent-encoded ".", "/", "\" and NUL, which a server that decodes
-//     would turn into a traversal.
+//   - percent-encoded ".", "/", "", NUL and control characters, which a
+//     server that decodes would turn into a traversal; double encoding
+//     ("%252e", "%%32%65"), which a server that decodes twice would; escapes
+//     that decode to bytes that are not UTF-8 (the overlong "%c0%ae" is "."
+//     to a lax decoder);
+//   - characters that NFKC or Windows' best-fit conversion reads as "/",
+//     "" or "%" ("／", "∕", "¥"), and segments it reads as dot segments
+//     ("．．", "‥");
+//   - file URLs with a query or fragment (see ParseURL).
 //
 // It does not follow symlinks: the file lives on the tool server, not here.
 func CleanPath(p string) (string, error) {
@@ -48,6 +58,9 @@ func CleanPath(p string) (string, error) {
 		}
 		raw = u.Path
 	}
+	if !utf8.ValidString(raw) {
+		return fail("is not valid UTF-8")
+	}
 	for i := 0; i < len(raw); i++ {
 		switch c := raw[i]; {
 		case c == 0:
@@ -56,24 +69,40 @@ func CleanPath(p string) (string, error) {
 			return fail("contains a control character (byte %d)", i)
 		case c == '\\':
 			return fail("contains a backslash, a separator on Windows")
-		case c == '%' && i+2 < len(raw) && isHex(raw[i+1]) && isHex(raw[i+2]):
-			switch unhex(raw[i+1])<<4 | unhex(raw[i+2]) {
-			case '.', '/', '\\', 0:
-				return fail("contains %q, an encoded \".\", \"/\", \"\\\" or NUL that a decoding server would act on", raw[i:i+3])
-			}
 		}
+	}
+	decoded, reason := percentDecode(raw, func(esc string, c byte) string {
+		if c == '.' || c == '/' || c == '\\' || c < ' ' || c == 0x7f {
+			return fmt.Sprintf("contains %q, an encoded \".\", \"/\", \"\\\", NUL or control character that a decoding server would act on", esc)
+		}
+		return ""
+	})
+	if reason != "" {
+		return fail("%s", reason)
+	}
+	if r := cmp.Or(decodedReadingProblem(decoded), lookalikeSeparator(decoded)); r != "" {
+		return fail("has %s", r)
 	}
 	if raw == "" || raw[0] != '/' {
 		return fail("is not absolute; write the full path")
 	}
-	segs := strings.Split(raw, "/")
+	if strings.HasPrefix(raw, "//") {
+		return fail("starts with \"//\", which POSIX leaves to the system and Windows reads as a network share")
+	}
+	// No escape decoded to "/": the decoded reading has the same segments.
+	segs, decSegs := strings.Split(raw, "/"), strings.Split(decoded, "/")
 	out := make([]string, 0, len(segs))
-	for _, s := range segs {
-		switch s {
-		case "", ".":
+	for i, s := range segs {
+		switch {
+		case s == "" || s == ".":
 			continue
-		case "..":
+		case s == "..":
 			return fail("has a \"..\" segment; write the path without it")
+		case onlyDotsAndSpaces(decSegs[i]):
+			return fail("has a segment %q of only dots and spaces, which Windows trims to another name", s)
+		}
+		if r := dotLookalike(decSegs[i]); r != "" {
+			return fail("has %s", r)
 		}
 		out = append(out, s)
 	}

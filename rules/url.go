@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"net/url"
@@ -179,6 +180,17 @@ func ParseURL(raw string) (*URL, error) {
 			return nil, herr
 		}
 		u.Host, u.IP = host, ip
+	}
+	if u.Scheme == "file" {
+		// A server that takes the URL for a path ("file://" cut off) reads
+		// "/workspace/x?/../../etc/passwd" as /etc/passwd; one that decodes
+		// to UNC reads "file:////host/share" as a network share.
+		if i := strings.IndexAny(rest, "?#"); i >= 0 {
+			return fail("has a %s in a file URL, which a server that reads the URL as a path takes as part of the path", map[byte]string{'?': "query", '#': "fragment"}[rest[i]])
+		}
+		if strings.HasPrefix(rest, "//") {
+			return fail("has a file URL path starting with \"//\", which Windows reads as a network share")
+		}
 	}
 	if i := strings.IndexByte(rest, '#'); i >= 0 {
 		rest = rest[:i]
@@ -474,43 +486,43 @@ func canonicalURLPath(p string) (string, string) {
 	if p == "" {
 		return "/", ""
 	}
-	var b []byte
-	if strings.IndexByte(p, '%') >= 0 {
-		b = make([]byte, 0, len(p))
-		for i := 0; i < len(p); i++ {
-			if p[i] != '%' {
-				b = append(b, p[i])
-				continue
-			}
-			if i+2 >= len(p) || !isHex(p[i+1]) || !isHex(p[i+2]) {
-				return "", "has a malformed percent escape in its path"
-			}
-			c := unhex(p[i+1])<<4 | unhex(p[i+2])
-			switch {
-			case c == '/' || c == '\\':
-				return "", fmt.Sprintf("has an encoded slash %q in its path, which servers decode differently", p[i:i+3])
-			case c < ' ' || c == 0x7f:
-				return "", fmt.Sprintf("has an encoded control character %q in its path", p[i:i+3])
-			case c == '%' && i+4 < len(p) && isHex(p[i+3]) && isHex(p[i+4]):
-				return "", "has a double percent-encoding in its path, which some servers decode twice"
-			}
-			b = append(b, c)
-			i += 2
+	for i := 0; i < len(p); i++ {
+		if p[i] == '%' && (i+2 >= len(p) || !isHex(p[i+1]) || !isHex(p[i+2])) {
+			return "", "has a malformed percent escape in its path"
 		}
-		p = string(b)
 	}
+	decoded, reason := percentDecode(p, func(esc string, c byte) string {
+		switch {
+		case c == '/' || c == '\\':
+			return fmt.Sprintf("has an encoded slash %q in its path, which servers decode differently", esc)
+		case c < ' ' || c == 0x7f:
+			return fmt.Sprintf("has an encoded control character %q in its path", esc)
+		}
+		return ""
+	})
+	if reason != "" {
+		return "", reason
+	}
+	if r := cmp.Or(decodedReadingProblem(decoded), lookalikeSeparator(decoded)); r != "" {
+		return "", "has in its path " + r
+	}
+	p = decoded
 	segs := strings.Split(p, "/")
 	out := make([]string, 0, len(segs))
 	for _, s := range segs[1:] {
 		// "..;x" is ".." to servlet containers, which drop ";params"
 		// before resolving (Orange Tsai, "Breaking Parser Logic", 2018).
-		switch bare, _, _ := strings.Cut(s, ";"); bare {
+		bare, _, _ := strings.Cut(s, ";")
+		switch bare {
 		case ".", "..":
 			return "", fmt.Sprintf("has a dot segment %q in its path, which clients and servers resolve differently", s)
 		case "":
 			if s == "" {
 				continue
 			}
+		}
+		if r := dotLookalike(bare); r != "" {
+			return "", "has in its path " + r
 		}
 		out = append(out, s)
 	}

@@ -150,6 +150,20 @@ func TestParseURLRefuses(t *testing.T) {
 		{"https://httpbin.org/anything%2fx", "encoded slash", ""},
 		{"https://httpbin.org/anything%5cx", "encoded slash", ""},
 		{"https://httpbin.org/%252e%252e/x", "double percent-encoding", ""},
+		{"https://httpbin.org/%25%32%65%25%32%65/x", "double percent-encoding", ""},
+		{"https://httpbin.org/%25%32e%25%32e/x", "double percent-encoding", ""},
+		{"https://httpbin.org/%c0%ae%c0%ae/x", "not UTF-8", ""},
+		{"https://httpbin.org/%c0%af/x", "not UTF-8", ""},
+		{"https://httpbin.org/%ff/x", "not UTF-8", ""},
+		{"https://httpbin.org/x/．．/anything", `NFKC reads as ".."`, ""},
+		{"https://httpbin.org/x/%EF%BC%8E%EF%BC%8E/anything", `NFKC reads as ".."`, ""},
+		{"https://httpbin.org/x/‥;x/anything", `NFKC reads as ".."`, ""},
+		{"https://httpbin.org/x／..／anything", `reads as "/"`, ""},
+		{"https://httpbin.org/x%EF%BC%8F..%EF%BC%8Fanything", `reads as "/"`, ""},
+		{"https://httpbin.org/x＼..＼anything", `reads as "\\"`, ""},
+		{"file:///workspace/x?/../../etc/passwd", "query in a file URL", ""},
+		{"file:///workspace/x#/../../etc/passwd", "fragment in a file URL", ""},
+		{"file:////host/share/x", "network share", ""},
 		{"https://httpbin.org/%zz", "malformed percent", ""},
 		{"https://httpbin.org/a%00b", "control", ""},
 		// Hosts with characters parsers treat differently.
@@ -352,6 +366,58 @@ func TestCleanPath(t *testing.T) {
 		{"/workspace/a%00", "", "encoded"},
 		{"file:///workspace/../etc", "", "dot segment"},
 		{"file://host/workspace", "", "names a host"},
+		// Two readers, two paths (issue #14): what a server that cuts
+		// "file://" off, decodes twice, decodes UTF-8 laxly, normalises with
+		// NFKC or converts with Windows' best fit would read as a traversal.
+		{"file:///workspace/x?/../../etc/passwd", "", "query in a file URL"},
+		{"file:///workspace/x#/../../etc/passwd", "", "fragment in a file URL"},
+		{"file:///workspace/x?a=1", "", "query in a file URL"},
+		{"file:////host/share/x", "", "network share"},
+		{"//host/share/workspace/x", "", "network share"},
+		{"/workspace/%252e%252e/etc/passwd", "", "double percent-encoding"},
+		{"/workspace/%25252e%25252e/etc/passwd", "", "double percent-encoding"},
+		{"/workspace/%%32%65%%32%65/etc/passwd", "", "double percent-encoding"},
+		{"/workspace/%25%32%65%25%32%65/etc/passwd", "", "double percent-encoding"},
+		{"/workspace/..%252fetc/passwd", "", "double percent-encoding"},
+		{"file:///workspace/%25%32%65%25%32%65/etc", "", "double percent-encoding"},
+		{"file:///workspace/%252e%252e/etc", "", "double percent-encoding"},
+		{"/workspace/%c0%ae%c0%ae/etc/passwd", "", "not UTF-8"},
+		{"/workspace/%c0%af../etc/passwd", "", "not UTF-8"},
+		{"/workspace/%e0%80%ae%e0%80%ae/etc/passwd", "", "not UTF-8"},
+		{"/workspace/%f0%80%80%ae%f0%80%80%ae/etc/passwd", "", "not UTF-8"},
+		{"file:///workspace/%c0%ae%c0%ae/etc/passwd", "", "not UTF-8"},
+		{"/workspace/\xc0\xae\xc0\xae/etc", "", "not valid UTF-8"},
+		{"/workspace/．．/etc/passwd", "", `NFKC reads as ".."`},       // U+FF0E fullwidth full stop
+		{"/workspace/‥/etc/passwd", "", `NFKC reads as ".."`},         // U+2025 two dot leader
+		{"/workspace/․․/etc/passwd", "", `NFKC reads as ".."`},        // U+2024 one dot leader
+		{"/workspace/﹒﹒/etc/passwd", "", `NFKC reads as ".."`},        // U+FE52 small full stop
+		{"/workspace/.\u200b./etc/passwd", "", `NFKC reads as ".."`}, // zero-width space dropped
+		{"/workspace/.\u00ad./etc/passwd", "", `NFKC reads as ".."`}, // soft hyphen dropped
+		{"/workspace/…/etc/passwd", "", `NFKC reads as "..."`},       // U+2026 ellipsis
+		{"/workspace/%ef%bc%8e%ef%bc%8e/etc/passwd", "", `NFKC reads as ".."`},
+		{"file:///workspace/%EF%BC%8E%EF%BC%8E/etc/passwd", "", `NFKC reads as ".."`},
+		{"/workspace/x／..／..／etc/passwd", "", `reads as "/"`},   // U+FF0F fullwidth solidus
+		{"/workspace/x∕..∕..∕etc/passwd", "", `reads as "/"`},     // U+2215, best fit
+		{"/workspace/x＼..＼..＼etc", "", `reads as "\\"`},         // U+FF3C fullwidth reverse solidus
+		{"/workspace/x﹨..﹨etc", "", `reads as "\\"`},             // U+FE68 small reverse solidus
+		{"/workspace/x¥..¥..¥etc", "", `reads as "\\"`},          // U+00A5, best fit in code page 932
+		{"/workspace/x₩..₩etc", "", `reads as "\\"`},             // U+20A9, best fit in code page 949
+		{"/workspace/％2e％2e/etc", "", `reads as "%"`},             // U+FF05 fullwidth percent
+		{"/workspace/%ef%bc%8f..%ef%bc%8fetc", "", `reads as "/"`}, // U+FF0F, encoded
+		{"/workspace/.../etc", "", "only dots and spaces"},
+		{"/workspace/.. /etc", "", "only dots and spaces"},
+		{"/workspace/..%20/etc", "", "only dots and spaces"},
+		{"/workspace/. ./etc", "", "only dots and spaces"},
+		{"/workspace/%0a", "", "encoded"},
+		// Still one reading: percent signs that start no escape, names
+		// with dots, non-ASCII names that NFKC maps to letters.
+		{"/workspace/100%.txt", "/workspace/100%.txt", ""},
+		{"/workspace/100%25.txt", "/workspace/100%25.txt", ""},
+		{"/workspace/a..b/.c/...d", "/workspace/a..b/.c/...d", ""},
+		{"/workspace/ｆｕｌｌ/ﬁle.txt", "/workspace/ｆｕｌｌ/ﬁle.txt", ""},
+		{"/workspace/%c3%a9t%c3%a9", "/workspace/%c3%a9t%c3%a9", ""},
+		{"/workspace/été/日本語.txt", "/workspace/été/日本語.txt", ""},
+		{"file:///workspace/%C3%A9t%C3%A9", "/workspace/été", ""},
 	}
 	for _, tt := range tests {
 		got, err := CleanPath(tt.in)
