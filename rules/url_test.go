@@ -388,21 +388,21 @@ func TestCleanPath(t *testing.T) {
 		{"file:///workspace/%c0%ae%c0%ae/etc/passwd", "", "not UTF-8"},
 		{"/workspace/\xc0\xae\xc0\xae/etc", "", "not valid UTF-8"},
 		{"/workspace/．．/etc/passwd", "", `NFKC reads as ".."`},       // U+FF0E fullwidth full stop
-		{"/workspace/‥/etc/passwd", "", `NFKC reads as ".."`},         // U+2025 two dot leader
-		{"/workspace/․․/etc/passwd", "", `NFKC reads as ".."`},        // U+2024 one dot leader
-		{"/workspace/﹒﹒/etc/passwd", "", `NFKC reads as ".."`},        // U+FE52 small full stop
+		{"/workspace/‥/etc/passwd", "", `NFKC reads as ".."`},        // U+2025 two dot leader
+		{"/workspace/․․/etc/passwd", "", `NFKC reads as ".."`},       // U+2024 one dot leader
+		{"/workspace/﹒﹒/etc/passwd", "", `NFKC reads as ".."`},       // U+FE52 small full stop
 		{"/workspace/.\u200b./etc/passwd", "", `NFKC reads as ".."`}, // zero-width space dropped
 		{"/workspace/.\u00ad./etc/passwd", "", `NFKC reads as ".."`}, // soft hyphen dropped
 		{"/workspace/…/etc/passwd", "", `NFKC reads as "..."`},       // U+2026 ellipsis
 		{"/workspace/%ef%bc%8e%ef%bc%8e/etc/passwd", "", `NFKC reads as ".."`},
 		{"file:///workspace/%EF%BC%8E%EF%BC%8E/etc/passwd", "", `NFKC reads as ".."`},
-		{"/workspace/x／..／..／etc/passwd", "", `reads as "/"`},   // U+FF0F fullwidth solidus
-		{"/workspace/x∕..∕..∕etc/passwd", "", `reads as "/"`},     // U+2215, best fit
-		{"/workspace/x＼..＼..＼etc", "", `reads as "\\"`},         // U+FF3C fullwidth reverse solidus
-		{"/workspace/x﹨..﹨etc", "", `reads as "\\"`},             // U+FE68 small reverse solidus
-		{"/workspace/x¥..¥..¥etc", "", `reads as "\\"`},          // U+00A5, best fit in code page 932
-		{"/workspace/x₩..₩etc", "", `reads as "\\"`},             // U+20A9, best fit in code page 949
-		{"/workspace/％2e％2e/etc", "", `reads as "%"`},             // U+FF05 fullwidth percent
+		{"/workspace/x／..／..／etc/passwd", "", `reads as "/"`},      // U+FF0F fullwidth solidus
+		{"/workspace/x∕..∕..∕etc/passwd", "", `reads as "/"`},      // U+2215, best fit
+		{"/workspace/x＼..＼..＼etc", "", `reads as "\\"`},            // U+FF3C fullwidth reverse solidus
+		{"/workspace/x﹨..﹨etc", "", `reads as "\\"`},               // U+FE68 small reverse solidus
+		{"/workspace/x¥..¥..¥etc", "", `reads as "\\"`},            // U+00A5, best fit in code page 932
+		{"/workspace/x₩..₩etc", "", `reads as "\\"`},               // U+20A9, best fit in code page 949
+		{"/workspace/％2e％2e/etc", "", `reads as "%"`},              // U+FF05 fullwidth percent
 		{"/workspace/%ef%bc%8f..%ef%bc%8fetc", "", `reads as "/"`}, // U+FF0F, encoded
 		{"/workspace/.../etc", "", "only dots and spaces"},
 		{"/workspace/.. /etc", "", "only dots and spaces"},
