@@ -76,6 +76,9 @@ func (c *check) run(env *evalEnv) (bool, string, string) {
 	if err != nil {
 		return false, "", fmt.Sprintf("arguments are not valid JSON: %v", err)
 	}
+	if c.wild {
+		return c.runEach(env, args)
+	}
 	switch c.kind {
 	case checkURL, checkPath, checkString, checkNumber:
 		if other := c.ptr.variant(args); other != "" {

@@ -77,6 +77,7 @@ type check struct {
 	str      *stringCheck
 	num      *numberCheck
 	ptrs     []pointer
+	wild     bool // a pointer has "*": run through runEach
 	query    string
 }
 
@@ -441,7 +442,7 @@ func compileCheck(el *errorList, cp string, c *Check, queries *[]string) *check 
 		if err != nil {
 			el.add(cp+".argument", "%v", err)
 		}
-		out.ptr = p
+		out.ptr, out.wild = p, p.wildcard()
 	}
 	switch out.kind {
 	case checkURL:
@@ -497,11 +498,16 @@ func compileCheck(el *errorList, cp string, c *Check, queries *[]string) *check 
 		}
 		for i, s := range list {
 			p, err := parsePointer(s)
-			if err != nil || s == "" {
+			switch {
+			case s == "":
 				el.add(fmt.Sprintf("%s.%s[%d]", cp, name, i), "is %q, not a JSON pointer to an argument such as \"/url\"", s)
+				continue
+			case err != nil:
+				el.add(fmt.Sprintf("%s.%s[%d]", cp, name, i), "%v", err)
 				continue
 			}
 			out.ptrs = append(out.ptrs, p)
+			out.wild = out.wild || p.wildcard()
 		}
 	case checkAdditional:
 		if *c.AdditionalArguments {

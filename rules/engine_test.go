@@ -107,6 +107,13 @@ func TestPolicyErrorsStructure(t *testing.T) {
 		{"bad glob", header + "spec:\n  tools:\n    - tool: \"git hub*\"\n", `not a valid glob`},
 		{"resource without id", header + "spec:\n  resources:\n    - uri: {schemes: [file]}\n", `p.yaml:6: spec.resources[0].id: is missing; name the rule`},
 		{"same id", header + "spec:\n  tools:\n    - tool: a\n    - tool: b\n      id: a\n", `p.yaml:8: spec.tools[1].id: is "a", already the id of the rule at p.yaml:6: spec.tools[0]; give each rule its own id`},
+		// Pointers no call could satisfy are refused, not accepted to deny
+		// every call at run time.
+		{"glob in a token", header + "spec:\n  tools:\n    - tool: x\n      checks:\n        - argument: /paths/*.txt\n          path: {roots: [/w]}\n", `p.yaml:8: spec.tools[0].checks[0].argument: JSON pointer "/paths/*.txt" has the token "*.txt"; "*" stands alone for each element of an array`},
+		{"double star", header + "spec:\n  tools:\n    - tool: x\n      checks:\n        - forbidden: [/a, /items/**/secret]\n", `p.yaml:8: spec.tools[0].checks[0].forbidden[1]: JSON pointer "/items/**/secret" has the token "**"`},
+		{"star first", header + "spec:\n  tools:\n    - tool: x\n      checks:\n        - argument: /*\n          string: {maxLength: 3}\n", `p.yaml:8: spec.tools[0].checks[0].argument: JSON pointer "/*" starts with "*", but the arguments are an object`},
+		{"trailing slash", header + "spec:\n  tools:\n    - tool: x\n      checks:\n        - required: [/url/]\n", `p.yaml:8: spec.tools[0].checks[0].required[0]: JSON pointer "/url/" has an empty token`},
+		{"bracket index", header + "spec:\n  tools:\n    - tool: x\n      checks:\n        - argument: /items[*]/url\n          url: {schemes: [https]}\n", `has the token "items[*]"`},
 	}
 	for _, tt := range tests {
 		_, err := Parse("p.yaml", []byte(tt.src))
@@ -217,6 +224,21 @@ func TestArgumentChecks(t *testing.T) {
           argument: /tags/0
           optional: true
           string: {allow: ['[a-z]+']}
+    - tool: batch
+      checks:
+        - required: [/items/*/id]
+        - forbidden: [/items/*/secret]
+        - id: paths
+          argument: /paths/*
+          path: {roots: [/workspace]}
+        - id: urls
+          argument: /items/*/url
+          optional: true
+          url: {schemes: [https], hosts: [api.example.com], userinfo: deny}
+        - id: tags
+          argument: /groups/*/tags/*
+          optional: true
+          string: {enum: [a, b]}
 `)
 	tests := []struct {
 		args  string
@@ -252,6 +274,40 @@ func TestArgumentChecks(t *testing.T) {
 	}
 	for _, tt := range tests {
 		d := decide(t, e, call("search", tt.args))
+		if d.Allow != tt.allow || d.Rule != tt.rule || !strings.Contains(d.Reason, tt.why) {
+			t.Errorf("%s: %+v, want allow=%v rule %q reason with %q", tt.args, d, tt.allow, tt.rule, tt.why)
+		}
+	}
+	// "*": every element of an array is checked.
+	each := []struct {
+		args  string
+		allow bool
+		rule  string
+		why   string
+	}{
+		{`{"paths":["/workspace/a","/workspace/b"],"items":[{"id":1,"url":"https://api.example.com/x"},{"id":2}]}`, true, "batch", ""},
+		{`{"paths":[],"items":[]}`, true, "batch", ""},
+		{`{"paths":["/workspace/a","/etc/passwd"],"items":[]}`, false, "batch/paths", `path "/etc/passwd" is outside`},
+		{`{"paths":["/workspace/a","/workspace/．．/etc/passwd"],"items":[]}`, false, "batch/paths", "NFKC"},
+		{`{"paths":["/workspace/a",7],"items":[]}`, false, "batch/paths", "argument /paths/1 is a number, not a path string"},
+		{`{"paths":"/workspace/a","items":[]}`, false, "batch/paths", "argument /paths is a string, not an array: /paths/* checks each of its elements"},
+		{`{"paths":{"0":"/etc/passwd"},"items":[]}`, false, "batch/paths", "argument /paths is an object, not an array"},
+		{`{"paths":{"*":"/workspace/a"},"items":[]}`, false, "batch/paths", "not an array"},
+		{`{"items":[]}`, false, "batch/paths", "argument /paths is missing"},
+		{`{"Paths":["/etc/passwd"],"paths":[],"items":[]}`, false, "batch/paths", "(also) given as /Paths"},
+		{`{"paths":[],"items":[{"id":1,"url":"https://api.example.com/"},{"id":2,"url":"https://evil.com/"}]}`, false, "batch/urls", `host "evil.com" is not in the approved list`},
+		{`{"paths":[],"items":[{"id":1,"url":"https://u@api.example.com/"}]}`, false, "batch/urls", "userinfo"},
+		{`{"paths":[],"items":[{"id":1,"URL":"https://evil.com/"}]}`, false, "batch/urls", "(also) given as /items/0/URL"},
+		{`{"paths":[],"items":[{"id":1},{"url":"https://api.example.com/"}]}`, false, "batch/required", "argument /items/1/id is required"},
+		{`{"paths":[]}`, false, "batch/required", "argument /items is required"},
+		{`{"paths":[],"items":[{"id":1,"secret":"x"}]}`, false, "batch/forbidden", "argument /items/0/secret is not allowed"},
+		{`{"paths":[],"items":{"id":1}}`, false, "batch/required", "argument /items is an object, not an array"},
+		{`{"paths":[],"items":[],"groups":[{"tags":["a","b"]},{"tags":["a"]},{}]}`, true, "batch", ""},
+		{`{"paths":[],"items":[],"groups":[{"tags":["a"]},{"tags":["a","c"]}]}`, false, "batch/tags", "argument /groups/1/tags/1 is not one of the allowed values"},
+		{`{"paths":[],"items":[],"groups":[{"tags":"a"}]}`, false, "batch/tags", "argument /groups/0/tags is a string, not an array"},
+	}
+	for _, tt := range each {
+		d := decide(t, e, call("batch", tt.args))
 		if d.Allow != tt.allow || d.Rule != tt.rule || !strings.Contains(d.Reason, tt.why) {
 			t.Errorf("%s: %+v, want allow=%v rule %q reason with %q", tt.args, d, tt.allow, tt.rule, tt.why)
 		}

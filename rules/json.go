@@ -377,6 +377,16 @@ func parsePointer(s string) (pointer, error) {
 				return pointer{}, fmt.Errorf("JSON pointer %q has a \"~\" not followed by 0 or 1", s)
 			}
 		}
+		// What no call could satisfy is refused here rather than denying
+		// every call at run time.
+		switch {
+		case t == "":
+			return pointer{}, fmt.Errorf("JSON pointer %q has an empty token (a key named \"\"), which no tool argument is; remove the extra \"/\"", s)
+		case t == "*" && i == 0:
+			return pointer{}, fmt.Errorf("JSON pointer %q starts with \"*\", but the arguments are an object; \"*\" stands for each element of an array, e.g. \"/paths/*\"", s)
+		case t != "*" && strings.Contains(t, "*"):
+			return pointer{}, fmt.Errorf("JSON pointer %q has the token %q; \"*\" stands alone for each element of an array (\"/paths/*\", \"/items/*/url\"), and a key holding \"*\" cannot be named", s, t)
+		}
 		toks[i] = strings.ReplaceAll(strings.ReplaceAll(t, "~1", "/"), "~0", "~")
 	}
 	return pointer{text: s, tokens: toks}, nil
@@ -426,26 +436,32 @@ func (p pointer) String() string {
 	return b.String()
 }
 
-// lookup returns the value at p in v.
+// lookup returns the value at p in v. A "*" token is a key here: a pointer
+// with one is read through expand.
 func (p pointer) lookup(v any) (any, bool) {
 	for _, t := range p.tokens {
-		switch c := v.(type) {
-		case map[string]any:
-			var ok bool
-			if v, ok = c[t]; !ok {
-				return nil, false
-			}
-		case []any:
-			i, err := strconv.Atoi(t)
-			if err != nil || i < 0 || i >= len(c) || (len(t) > 1 && t[0] == '0') {
-				return nil, false
-			}
-			v = c[i]
-		default:
+		var ok bool
+		if v, ok = step(v, t); !ok {
 			return nil, false
 		}
 	}
 	return v, true
+}
+
+// step returns the member t of an object or the element t of an array.
+func step(v any, t string) (any, bool) {
+	switch c := v.(type) {
+	case map[string]any:
+		next, ok := c[t]
+		return next, ok
+	case []any:
+		i, err := strconv.Atoi(t)
+		if err != nil || i < 0 || i >= len(c) || (len(t) > 1 && t[0] == '0') {
+			return nil, false
+		}
+		return c[i], true
+	}
+	return nil, false
 }
 
 // jsonType names the JSON type of a decoded value, for reasons.

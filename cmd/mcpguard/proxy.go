@@ -300,7 +300,7 @@ func runProxy(ctx context.Context, o proxyOptions, started func(running)) error 
 		}
 		mux := adminMux(p, health)
 		obs.mount(mux)
-		admin = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		admin = adminServer(mux)
 		r.AdminURL = "http://" + aln.Addr().String()
 		go func() { _ = admin.Serve(aln) }()
 	}

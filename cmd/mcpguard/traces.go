@@ -261,6 +261,14 @@ func (ob *observability) close(ctx context.Context) {
 	_ = ob.decisions.Close()
 }
 
+// adminServer serves an admin listener's mux. Every endpoint is behind the
+// MCP listener's DNS rebinding check: loopbackOnly looks at the peer, and a
+// browser on this machine whose page's name was rebound to 127.0.0.1 is a
+// loopback peer; its Host (and Origin) name the page's site.
+func adminServer(mux *http.ServeMux) *http.Server {
+	return &http.Server{Handler: proxy.RefuseRebinding(mux), ReadHeaderTimeout: 5 * time.Second}
+}
+
 // loopbackOnly serves h to loopback clients only.
 func loopbackOnly(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

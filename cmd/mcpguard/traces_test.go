@@ -354,6 +354,54 @@ func TestRedactFlagKeepsCommas(t *testing.T) {
 	}
 }
 
+// TestAdminRefusesRebinding: a web page whose name an attacker re-pointed
+// at 127.0.0.1 reaches the admin listener from the user's browser, a
+// loopback peer, with the page's name in Host and its site in Origin. Every
+// admin endpoint refuses it as the MCP listener does (issue #14); the same
+// requests named as loopback are served.
+func TestAdminRefusesRebinding(t *testing.T) {
+	r, _, _ := startObservedProxy(t, nil, nil)
+	port := r.AdminURL[strings.LastIndexByte(r.AdminURL, ':')+1:]
+	paths := []string{"/healthz", "/readyz", "/metrics", "/debug/traces", "/traces",
+		"/debug/pprof/", "/debug/pprof/cmdline", "/debug/pprof/symbol", "/debug/pprof/profile?seconds=1", "/debug/pprof/trace?seconds=1"}
+	tests := []struct {
+		host, origin string
+		refused      bool
+	}{
+		{"rebound.attacker.example:" + port, "", true},
+		{"rebound.attacker.example", "", true},
+		{"127.0.0.1.nip.io:" + port, "", true},
+		{"127.0.0.1:" + port, "http://rebound.attacker.example:" + port, true},
+		{"localhost:" + port, "null", true},
+		{"127.0.0.1:" + port, "", false},
+		{"localhost:" + port, "http://localhost:" + port, false},
+		{"[::1]:" + port, "", false},
+	}
+	for _, path := range paths {
+		for _, tt := range tests {
+			t.Run(path+" Host "+tt.host+" Origin "+tt.origin, func(t *testing.T) {
+				req, _ := http.NewRequest(http.MethodGet, r.AdminURL+path, nil)
+				req.Host = tt.host
+				if tt.origin != "" {
+					req.Header.Set("Origin", tt.origin)
+				}
+				res, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, _ := io.ReadAll(res.Body)
+				res.Body.Close()
+				switch {
+				case tt.refused && (res.StatusCode != http.StatusForbidden || !strings.Contains(string(body), "DNS rebinding")):
+					t.Errorf("status %d, want 403 naming DNS rebinding: %.200s", res.StatusCode, body)
+				case !tt.refused && res.StatusCode != http.StatusOK:
+					t.Errorf("status %d, want 200: %.200s", res.StatusCode, body)
+				}
+			})
+		}
+	}
+}
+
 // TestAdminLoopbackOnly: in a pod the admin listener is on the pod IP for
 // the kubelet; traces and profiles show what the agent called and the
 // proxy's internals, so they are served to loopback clients only, while

@@ -101,7 +101,7 @@ func (s *stdioObserve) setup(ctx context.Context, log *slog.Logger, cfg *proxy.C
 		mux := http.NewServeMux()
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 		ob.mount(mux)
-		ob.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		ob.admin = adminServer(mux)
 		go func() { _ = ob.admin.Serve(ln) }()
 		log.Info("admin listening", "traces", "http://"+ln.Addr().String()+"/traces")
 	}

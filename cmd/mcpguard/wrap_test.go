@@ -230,6 +230,16 @@ func TestWrapGoSDK(t *testing.T) {
 		if res.StatusCode != http.StatusOK {
 			t.Errorf("GET %s: %s", path, res.Status)
 		}
+		// A page whose name was rebound to 127.0.0.1 (issue #14).
+		req, _ := http.NewRequest(http.MethodGet, "http://"+admin+path, nil)
+		req.Host = "rebound.attacker.example"
+		if res, err = http.DefaultClient.Do(req); err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusForbidden {
+			t.Errorf("GET %s with Host %s: %s, want 403", path, req.Host, res.Status)
+		}
 	}
 
 	// The decision log has the same lines as the HTTP proxy's.
