@@ -69,7 +69,7 @@ func TestPolicyCheck(t *testing.T) {
 	// "*" is every element of an array; a pointer no call could satisfy is
 	// refused at check time, with file, line and field.
 	ptrs := filepath.Join(dir, "pointers.yaml")
-	writeFile(t, ptrs, "apiVersion: mcpguard.dev/v1alpha1\nkind: ToolPolicy\nspec:\n  tools:\n    - tool: a\n      checks:\n        - {argument: /paths/*, path: {roots: [/w]}}\n        - {argument: /items/*/url, url: {hosts: [a.com], userinfo: deny}}\n        - {argument: /files/*.txt, path: {roots: [/w]}}\n")
+	writeFile(t, ptrs, "apiVersion: mcpguard.dev/v1alpha1\nkind: ToolPolicy\nspec:\n  tools:\n    - tool: a\n      checks:\n        - {argument: /paths/*, path: {roots: [/w]}}\n        - {argument: /items/*/url, url: {hosts: [a.com], userinfo: deny}}\n        - {id: files, argument: /files/*.txt, path: {roots: [/w]}}\n")
 	out, code = runPolicy(t, "", "check", ptrs)
 	want = ptrs + `:9: spec.tools[0].checks[2].argument: JSON pointer "/files/*.txt" has the token "*.txt"; "*" stands alone for each element of an array ("/paths/*", "/items/*/url"), and a key holding "*" cannot be named` + "\n"
 	if code != exitFail || out != want {
