@@ -132,7 +132,7 @@ type deniedData struct {
 // denial builds the answer to a request the policy blocked, in the form
 // DenyAs asks for. It returns the HTTP status the answer warrants on its own.
 func denial(denyAs DenyAs, req *jsonrpc.Message, tool string, d rules.Decision) (*jsonrpc.Message, int) {
-	msg := fmt.Sprintf("denied by mcpguard policy (rule %s): %s", d.Rule, d.Reason)
+	msg := fmt.Sprintf("denied by mcpguard policy (rule %s): %s", d.Rule, d.Explain())
 	if denyAs == DenyToolError && req.Method == "tools/call" {
 		result, _ := json.Marshal(toolErrorResult{
 			Content: []textContent{{Type: "text", Text: msg}},
@@ -140,7 +140,7 @@ func denial(denyAs DenyAs, req *jsonrpc.Message, tool string, d rules.Decision) 
 		})
 		return &jsonrpc.Message{ID: req.ID, Result: result}, http.StatusOK
 	}
-	data, _ := json.Marshal(deniedData{Rule: d.Rule, Reason: d.Reason, Tool: tool})
+	data, _ := json.Marshal(deniedData{Rule: d.Rule, Reason: d.Explain(), Tool: tool})
 	resp := &jsonrpc.Message{ID: req.ID, Error: &jsonrpc.Error{Code: CodePolicyDenied, Message: msg, Data: data}}
 	if denyAs == DenyHTTP403 {
 		return resp, http.StatusForbidden

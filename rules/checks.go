@@ -57,24 +57,27 @@ func (env *evalEnv) arguments() (any, error) {
 	return env.args, env.argsErr
 }
 
-// eval runs the check: ok, or the rule and reason of the denial.
-func (c *check) eval(env *evalEnv) (ok bool, rule, reason string) {
-	ok, rule, reason = c.run(env)
+// eval runs the check: ok, or the rule, reason and detail of the denial.
+// The reason names the argument and the class of the failure and never
+// quotes what the argument holds (it is logged and traced); the detail may
+// (it is only for the agent that sent it). See Decision.
+func (c *check) eval(env *evalEnv) (ok bool, rule, reason, detail string) {
+	ok, rule, reason, detail = c.run(env)
 	if !ok {
 		if rule == "" {
 			rule = c.id
 		}
 		if c.reason != "" {
-			reason = c.reason
+			reason, detail = c.reason, ""
 		}
 	}
-	return ok, rule, reason
+	return ok, rule, reason, detail
 }
 
-func (c *check) run(env *evalEnv) (bool, string, string) {
+func (c *check) run(env *evalEnv) (bool, string, string, string) {
 	args, err := env.arguments()
 	if err != nil {
-		return false, "", fmt.Sprintf("arguments are not valid JSON: %v", err)
+		return false, "", "arguments are not valid JSON", fmt.Sprintf("arguments are not valid JSON: %v", err)
 	}
 	if c.wild {
 		return c.runEach(env, args)
@@ -82,24 +85,28 @@ func (c *check) run(env *evalEnv) (bool, string, string) {
 	switch c.kind {
 	case checkURL, checkPath, checkString, checkNumber:
 		if other := c.ptr.variant(args); other != "" {
-			return false, "", fmt.Sprintf("argument %s is (also) given as %s: servers decoding with Go's encoding/json read the two as one; name it exactly, once", c.ptr.text, other)
+			return false, "", fmt.Sprintf("argument %s is (also) given in another letter case: servers decoding with Go's encoding/json read the two as one; name it exactly, once", c.ptr.text),
+				fmt.Sprintf("argument %s is (also) given as %s: servers decoding with Go's encoding/json read the two as one; name it exactly, once", c.ptr.text, other)
 		}
 		v, present := c.ptr.lookup(args)
 		if !present {
 			if c.optional {
-				return true, "", ""
+				return true, "", "", ""
 			}
-			return false, "", fmt.Sprintf("argument %s is missing", c.ptr.text)
+			return false, "", fmt.Sprintf("argument %s is missing", c.ptr.text), ""
 		}
 		switch c.kind {
 		case checkURL:
 			s, ok := v.(string)
 			if !ok {
-				return false, "", fmt.Sprintf("argument %s is %s, not a URL string", c.ptr.text, jsonType(v))
+				return false, "", fmt.Sprintf("argument %s is %s, not a URL string", c.ptr.text, jsonType(v)), ""
 			}
 			u, err := env.parseURL(s)
-			ok, reason := c.url.check(u, err)
-			return ok, "", reason
+			ok, reason, detail := c.url.check(u, err)
+			if !ok {
+				reason = "argument " + c.ptr.text + ": " + reason
+			}
+			return ok, "", reason, detail
 		case checkPath:
 			if ok, rule, reason := c.evalPath(v); !ok || !env.c.resolveSymlinks {
 				return ok, rule, reason
@@ -113,23 +120,23 @@ func (c *check) run(env *evalEnv) (bool, string, string) {
 	case checkRequired:
 		for _, p := range c.ptrs {
 			if _, ok := p.lookup(args); !ok {
-				return false, "", fmt.Sprintf("argument %s is required", p.text)
+				return false, "", fmt.Sprintf("argument %s is required", p.text), ""
 			}
 		}
 	case checkForbidden:
 		for _, p := range c.ptrs {
 			if _, ok := p.lookup(args); ok {
-				return false, "", fmt.Sprintf("argument %s is not allowed", p.text)
+				return false, "", fmt.Sprintf("argument %s is not allowed", p.text), ""
 			}
 		}
 	case checkAdditional:
 		def := env.e.definition(env.in)
 		if def == nil {
-			return false, "", fmt.Sprintf("no inputSchema has been seen for tool %q; list it (tools/list) before calling it", env.in.Tool)
+			return false, "", fmt.Sprintf("no inputSchema has been seen for tool %q; list it (tools/list) before calling it", env.in.Tool), ""
 		}
 		obj, ok := args.(map[string]any)
 		if !ok {
-			return false, "", fmt.Sprintf("arguments are %s, not an object", jsonType(args))
+			return false, "", fmt.Sprintf("arguments are %s, not an object", jsonType(args)), ""
 		}
 		var extra []string
 		for k := range obj {
@@ -139,86 +146,101 @@ func (c *check) run(env *evalEnv) (bool, string, string) {
 		}
 		if len(extra) > 0 {
 			slices.Sort(extra)
-			return false, "", fmt.Sprintf("argument %q is not in the tool's inputSchema", truncate(extra[0]))
+			// An argument's name is the agent's to choose, so it is content.
+			return false, "", fmt.Sprintf("%d argument(s) not in the tool's inputSchema", len(extra)),
+				fmt.Sprintf("argument %q is not in the tool's inputSchema", truncate(extra[0]))
 		}
 	case checkSchema:
 		def := env.e.definition(env.in)
 		if def == nil {
-			return false, "", fmt.Sprintf("no inputSchema has been seen for tool %q; list it (tools/list) before calling it", env.in.Tool)
+			return false, "", fmt.Sprintf("no inputSchema has been seen for tool %q; list it (tools/list) before calling it", env.in.Tool), ""
 		}
 		if def.schema == nil {
-			return false, "", fmt.Sprintf("the inputSchema of tool %q cannot be used: %s", env.in.Tool, def.schemaErr)
+			return false, "", fmt.Sprintf("the inputSchema of tool %q cannot be used: %s", env.in.Tool, def.schemaErr), ""
 		}
 		if err := def.schema.Validate(args); err != nil {
-			return false, "", "arguments do not match the tool's inputSchema: " + truncate(strings.ReplaceAll(err.Error(), "\n", "; "))
+			return false, "", "arguments do not match the tool's inputSchema",
+				"arguments do not match the tool's inputSchema: " + truncate(strings.ReplaceAll(err.Error(), "\n", "; "))
 		}
 	case checkRego:
-		return env.c.rego.decide(env, c)
+		ok, rule, detail := env.c.rego.decide(env, c)
+		if ok {
+			return true, "", "", ""
+		}
+		// A module's reason may be computed from the input, so it goes to
+		// the agent only; the log names the query and the rule.
+		return false, rule, fmt.Sprintf("denied by rego query %q", c.query), detail
 	}
-	return true, "", ""
+	return true, "", "", ""
 }
 
-func (c *check) evalPath(v any) (bool, string, string) {
+func (c *check) evalPath(v any) (bool, string, string, string) {
 	s, ok := v.(string)
 	if !ok {
-		return false, "", fmt.Sprintf("argument %s is %s, not a path string", c.ptr.text, jsonType(v))
+		return false, "", fmt.Sprintf("argument %s is %s, not a path string", c.ptr.text, jsonType(v)), ""
 	}
 	p, err := CleanPath(s)
 	if err != nil {
-		return false, "", err.Error()
+		var pe *PathError
+		reason := "is refused"
+		if errors.As(err, &pe) {
+			reason = scrubQuoted(pe.Reason)
+		}
+		return false, "", fmt.Sprintf("argument %s: path %s", c.ptr.text, reason), err.Error()
 	}
 	for _, root := range c.roots {
 		if PathWithin(p, root) {
-			return true, "", ""
+			return true, "", "", ""
 		}
 	}
-	return false, "", fmt.Sprintf("path %q is outside the allowed roots (%s)", truncate(p), strings.Join(c.roots, ", "))
+	return false, "", fmt.Sprintf("argument %s: path is outside the allowed roots (%s)", c.ptr.text, strings.Join(c.roots, ", ")),
+		fmt.Sprintf("path %q is outside the allowed roots (%s)", truncate(p), strings.Join(c.roots, ", "))
 }
 
 // evalString never quotes the value in its reasons: free text may be
 // anything, and reasons are logged.
-func (c *check) evalString(v any) (bool, string, string) {
+func (c *check) evalString(v any) (bool, string, string, string) {
 	s, ok := v.(string)
 	if !ok {
-		return false, "", fmt.Sprintf("argument %s is %s, not a string", c.ptr.text, jsonType(v))
+		return false, "", fmt.Sprintf("argument %s is %s, not a string", c.ptr.text, jsonType(v)), ""
 	}
 	sc := c.str
 	if n := utf8.RuneCountInString(s); sc.maxLength > 0 && n > sc.maxLength {
-		return false, "", fmt.Sprintf("argument %s is %d characters long, over the limit of %d", c.ptr.text, n, sc.maxLength)
+		return false, "", fmt.Sprintf("argument %s is %d characters long, over the limit of %d", c.ptr.text, n, sc.maxLength), ""
 	}
 	if len(sc.enum) > 0 && !slices.Contains(sc.enum, s) {
-		return false, "", fmt.Sprintf("argument %s is not one of the allowed values (%s)", c.ptr.text, strings.Join(sc.enum, ", "))
+		return false, "", fmt.Sprintf("argument %s is not one of the allowed values (%s)", c.ptr.text, strings.Join(sc.enum, ", ")), ""
 	}
 	for _, re := range sc.deny {
 		if re.MatchString(s) {
-			return false, "", fmt.Sprintf("argument %s matches the denied pattern %q", c.ptr.text, re.String())
+			return false, "", fmt.Sprintf("argument %s matches the denied pattern %q", c.ptr.text, re.String()), ""
 		}
 	}
 	if len(sc.allow) > 0 && !slices.ContainsFunc(sc.allow, func(re *regexp.Regexp) bool { return re.MatchString(s) }) {
-		return false, "", fmt.Sprintf("argument %s matches no allowed pattern", c.ptr.text)
+		return false, "", fmt.Sprintf("argument %s matches no allowed pattern", c.ptr.text), ""
 	}
-	return true, "", ""
+	return true, "", "", ""
 }
 
-func (c *check) evalNumber(v any) (bool, string, string) {
+func (c *check) evalNumber(v any) (bool, string, string, string) {
 	n, ok := v.(json.Number)
 	if !ok {
-		return false, "", fmt.Sprintf("argument %s is %s, not a number", c.ptr.text, jsonType(v))
+		return false, "", fmt.Sprintf("argument %s is %s, not a number", c.ptr.text, jsonType(v)), ""
 	}
 	r, ok := new(big.Rat).SetString(string(n))
 	if !ok {
-		return false, "", fmt.Sprintf("argument %s is not a number", c.ptr.text)
+		return false, "", fmt.Sprintf("argument %s is not a number", c.ptr.text), ""
 	}
 	nc := c.num
 	switch {
 	case nc.integer && !r.IsInt():
-		return false, "", fmt.Sprintf("argument %s is %s, not an integer", c.ptr.text, n)
+		return false, "", fmt.Sprintf("argument %s is not an integer", c.ptr.text), fmt.Sprintf("argument %s is %s, not an integer", c.ptr.text, n)
 	case nc.min != nil && r.Cmp(nc.min) < 0:
-		return false, "", fmt.Sprintf("argument %s is %s, below the minimum %s", c.ptr.text, n, nc.min.RatString())
+		return false, "", fmt.Sprintf("argument %s is below the minimum %s", c.ptr.text, nc.min.RatString()), fmt.Sprintf("argument %s is %s, below the minimum %s", c.ptr.text, n, nc.min.RatString())
 	case nc.max != nil && r.Cmp(nc.max) > 0:
-		return false, "", fmt.Sprintf("argument %s is %s, above the maximum %s", c.ptr.text, n, nc.max.RatString())
+		return false, "", fmt.Sprintf("argument %s is above the maximum %s", c.ptr.text, nc.max.RatString()), fmt.Sprintf("argument %s is %s, above the maximum %s", c.ptr.text, n, nc.max.RatString())
 	}
-	return true, "", ""
+	return true, "", "", ""
 }
 
 // eval checks a URL: ok, or why not. The order is fixed so the most useful
@@ -226,22 +248,30 @@ func (c *check) evalNumber(v any) (bool, string, string) {
 // such even when it is also not an approved host), then scheme, userinfo,
 // host, port and path.
 func (uc *urlCheck) eval(s string) (bool, string) {
-	return uc.check(ParseURL(s))
+	ok, _, detail := uc.check(ParseURL(s))
+	return ok, detail
 }
 
-// check is eval for a URL already canonicalised.
-func (uc *urlCheck) check(u *URL, err error) (bool, string) {
+// check is eval for a URL already canonicalised: ok, or the reason (the
+// class of the failure, no part of the URL) and the detail (which may
+// quote it).
+func (uc *urlCheck) check(u *URL, err error) (bool, string, string) {
 	if err != nil {
 		var ue *URLError
 		if errors.As(err, &ue) && uc.denyClasses != 0 && ue.IP.IsValid() {
 			if cls := ClassifyIP(ue.IP); cls&uc.denyClasses != 0 {
-				return false, fmt.Sprintf("host %q reads as %s, which is %s", truncate(ue.Host), describeIP(ue.IP), cls)
+				return false, fmt.Sprintf("host reads as an address that is %s", cls),
+					fmt.Sprintf("host %q reads as %s, which is %s", truncate(ue.Host), describeIP(ue.IP), cls)
 			}
 		}
-		return false, err.Error()
+		reason := "URL is refused"
+		if ue != nil || errors.As(err, &ue) {
+			reason = "URL " + scrubQuoted(ue.Reason)
+		}
+		return false, reason, err.Error()
 	}
 	if len(uc.appliesTo) > 0 && !matchHost(u.Host, uc.appliesTo) {
-		return true, ""
+		return true, "", ""
 	}
 	if uc.denyClasses != 0 {
 		var cls IPClass
@@ -252,38 +282,61 @@ func (uc *urlCheck) check(u *URL, err error) (bool, string) {
 			cls = classifyName(u.Host)
 		}
 		if cls&uc.denyClasses != 0 {
-			return false, fmt.Sprintf("host %s is %s", host, cls)
+			return false, fmt.Sprintf("host is %s", cls), fmt.Sprintf("host %s is %s", host, cls)
 		}
 	}
 	if len(uc.schemes) > 0 && !slices.Contains(uc.schemes, u.Scheme) {
-		return false, fmt.Sprintf("scheme %q is not allowed; use %s", u.Scheme, strings.Join(uc.schemes, " or "))
+		return false, fmt.Sprintf("scheme is not allowed; use %s", strings.Join(uc.schemes, " or ")),
+			fmt.Sprintf("scheme %q is not allowed; use %s", u.Scheme, strings.Join(uc.schemes, " or "))
 	}
 	if uc.denyUserinfo && u.Userinfo {
-		return false, "the URL carries userinfo (\"user@\" before the host), which is not allowed"
+		const r = "the URL carries userinfo (\"user@\" before the host), which is not allowed"
+		return false, r, r
 	}
 	if len(uc.hosts) > 0 && !matchHost(u.Host, uc.hosts) {
-		return false, fmt.Sprintf("host %q is not in the approved list", u.Host)
+		return false, "host is not in the approved list", fmt.Sprintf("host %q is not in the approved list", u.Host)
 	}
 	if len(uc.ports) > 0 && !slices.Contains(uc.ports, u.Port) {
 		ports := make([]string, len(uc.ports))
 		for i, p := range uc.ports {
 			ports[i] = strconv.Itoa(p)
 		}
-		return false, fmt.Sprintf("port %d is not allowed; use %s", u.Port, strings.Join(ports, " or "))
+		return false, fmt.Sprintf("port is not allowed; use %s", strings.Join(ports, " or ")),
+			fmt.Sprintf("port %d is not allowed; use %s", u.Port, strings.Join(ports, " or "))
 	}
 	if len(uc.paths) > 0 && !slices.ContainsFunc(uc.paths, func(p pathPattern) bool { return p.match(u.Path, false) }) {
-		return false, fmt.Sprintf("path %q is not in the allowed paths", truncate(u.Path))
+		return false, "path is not in the allowed paths", fmt.Sprintf("path %q is not in the allowed paths", truncate(u.Path))
 	}
 	if len(uc.denyPaths) > 0 {
 		bare := stripParams(u.Path)
 		for _, p := range uc.denyPaths {
 			if p.match(u.Path, true) || p.match(bare, true) {
-				return false, fmt.Sprintf("path %q is denied (%s)", truncate(u.Path), p.text)
+				return false, fmt.Sprintf("path is denied (%s)", p.text), fmt.Sprintf("path %q is denied (%s)", truncate(u.Path), p.text)
 			}
 		}
 	}
-	return true, ""
+	return true, "", ""
 }
+
+// scrubQuoted replaces what a reason quotes (Go's %q) with "…" when it is
+// longer than four characters: the canonicalisers quote the parts of a URL
+// or path they refuse, which are the agent's content, while their short
+// quotes ("@", "//", "..") name syntax. An address a reason names unquoted
+// is dropped too (an IPv6 address carries 16 chosen bytes).
+func scrubQuoted(s string) string {
+	s = quotedRe.ReplaceAllStringFunc(s, func(q string) string {
+		if len(q) > 6 {
+			return `"…"`
+		}
+		return q
+	})
+	return addrRe.ReplaceAllString(s, "an address")
+}
+
+var (
+	quotedRe = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
+	addrRe   = regexp.MustCompile(`\b(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[0-9a-fA-F]{0,4}(?::[0-9a-fA-F]{0,4}){2,7})\b`)
+)
 
 func matchHost(host string, ps []hostPattern) bool {
 	for _, p := range ps {

@@ -1,5 +1,10 @@
 package rules
 
+import (
+	"encoding/json"
+	"time"
+)
+
 // Mode says whether a policy's denials are enforced.
 type Mode string
 
@@ -19,15 +24,40 @@ type Decision struct {
 	// Rule names the rule that decided, e.g. "fetch_url/approved-hosts"; the
 	// default action is "default". Never empty.
 	Rule string `json:"rule"`
-	// Reason says, for a person, why; for a denial it is what the agent sees.
+	// Reason says, for a person, why: the rule's class of failure ("argument
+	// /url: host is not in the approved list"). It never quotes what the
+	// arguments hold (a host, a path, a number, an argument's name), because
+	// it is logged, traced and counted; the policy author's own reason
+	// strings are used as written.
 	Reason string `json:"reason"`
+	// Detail, when set, is Reason with the argument content that decided
+	// (`host "evil.example" is not in the approved list`). It is for the
+	// agent that sent the arguments, in its denial, and for `policy eval`;
+	// the proxy never logs or traces it.
+	Detail string `json:"detail,omitempty"`
 	// Mode is the mode of the policy that decided.
 	Mode Mode `json:"mode"`
+	// RetryAfter, on a denial by a rate limit or budget, is when a call
+	// could next be allowed.
+	RetryAfter time.Duration `json:"retryAfter,omitempty"`
+	// Rewrite, when set on an allow, is what the proxy delivers instead of
+	// what was decided: a tools/list entry with hidden characters stripped,
+	// or a tool result (MethodToolResult) with secrets redacted. It holds
+	// content, so it is never logged.
+	Rewrite json.RawMessage `json:"-"`
 }
 
 // Blocks reports whether the proxy must stop the call: the policy denied it
 // and is enforcing.
 func (d Decision) Blocks() bool { return !d.Allow && d.Mode != Monitor }
+
+// Explain returns what the agent is told: Detail when set, else Reason.
+func (d Decision) Explain() string {
+	if d.Detail != "" {
+		return d.Detail
+	}
+	return d.Reason
+}
 
 // Deny returns an enforced denial; the helper for fail-closed paths.
 func Deny(rule, reason string) Decision {

@@ -14,6 +14,7 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
 
+	"mcpguard.dev/mcpguard/internal/telemetry/decisionlog"
 	"mcpguard.dev/mcpguard/rules"
 )
 
@@ -86,7 +87,7 @@ func TestPolicyEval(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &d); err != nil {
 		t.Fatalf("output %q: %v", out, err)
 	}
-	if code != exitFail || d.Allow || d.Rule != "fetch_url/deny-ip-classes" || d.Reason != "host 169.254.169.254 is cloud metadata (link-local)" {
+	if code != exitFail || d.Allow || d.Rule != "fetch_url/deny-ip-classes" || d.Detail != "host 169.254.169.254 is cloud metadata (link-local)" || d.Reason != "argument /url: host is cloud metadata (link-local)" {
 		t.Errorf("code %d decision %+v", code, d)
 	}
 	if _, code := runPolicy(t, "", "eval", "--policy", shippedPolicy, "--tool", "fetch_url", "--args", `{"url":"https://api.weather.gov/"}`); code != exitOK {
@@ -211,5 +212,45 @@ func writeFile(t *testing.T, path, data string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestAuditVerify(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "decisions.log")
+	w, err := decisionlog.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		w.Log(&decisionlog.Record{Method: "tools/call", Tool: "run_command", Decision: "deny", Rule: "run_command", Blocked: true})
+	}
+	w.Close()
+	run := func(args ...string) (string, int) {
+		cmd := newAuditCmd()
+		var out bytes.Buffer
+		cmd.SetOut(&out)
+		cmd.SetErr(&out)
+		cmd.SetArgs(append([]string{"verify"}, args...))
+		cmd.SilenceUsage, cmd.SilenceErrors = true, true
+		err := cmd.ExecuteContext(context.Background())
+		var ee *exitError
+		if errors.As(err, &ee) {
+			return out.String(), ee.code
+		} else if err != nil {
+			return out.String(), exitUsage
+		}
+		return out.String(), exitOK
+	}
+	if out, code := run(path); code != exitOK || !strings.HasPrefix(out, "ok: 3 records, head seq 3 sha256:") {
+		t.Errorf("intact: %d %q", code, out)
+	}
+	data, _ := os.ReadFile(path)
+	os.WriteFile(path, bytes.Replace(data, []byte(`"decision":"deny"`), []byte(`"decision":"allow"`), 1), 0o600)
+	if out, code := run(path); code != exitFail || !strings.Contains(out, "decisions.log:1: edited:") {
+		t.Errorf("edited: %d %q", code, out)
+	}
+	if _, code := run(filepath.Join(dir, "missing")); code != exitUsage {
+		t.Errorf("missing file: exit %d", code)
 	}
 }
