@@ -12,11 +12,23 @@ import (
 )
 
 // PinHash returns the pin of a tool definition (a tools/list entry):
-// "sha256:" and the hex SHA-256 of the canonical JSON of its name,
-// description and inputSchema. Canonical JSON has sorted keys, no
-// insignificant space, no HTML escaping, and numbers as written; other
-// fields of the definition (title, annotations, …) do not count.
+// "sha256:" and the hex SHA-256 of the canonical JSON of the whole
+// definition — name, title, description, inputSchema, outputSchema,
+// annotations, _meta and any other field — so an instruction planted in any
+// of them changes the pin. Canonical JSON has sorted keys, no insignificant
+// space, no HTML escaping, and numbers as written.
 func PinHash(definition []byte) (string, error) {
+	return pinHash(definition, nil)
+}
+
+// legacyPinHash is the pin mcpguard wrote before every field counted: of
+// name, description and inputSchema only. A pin equal to it is refused with
+// a request to re-pin, never accepted.
+func legacyPinHash(definition []byte) (string, error) {
+	return pinHash(definition, []string{"name", "description", "inputSchema"})
+}
+
+func pinHash(definition []byte, fields []string) (string, error) {
 	v, err := decodeJSON(definition)
 	if err != nil {
 		return "", fmt.Errorf("tool definition is not valid JSON: %w", err)
@@ -25,10 +37,13 @@ func PinHash(definition []byte) (string, error) {
 	if !ok {
 		return "", fmt.Errorf("tool definition is %s, not an object", jsonType(v))
 	}
-	pinned := map[string]any{}
-	for _, k := range []string{"name", "description", "inputSchema"} {
-		if x, ok := obj[k]; ok {
-			pinned[k] = x
+	pinned := obj
+	if fields != nil {
+		pinned = map[string]any{}
+		for _, k := range fields {
+			if x, ok := obj[k]; ok {
+				pinned[k] = x
+			}
 		}
 	}
 	var buf bytes.Buffer
@@ -88,6 +103,7 @@ func compilePins(el *errorList, fp string, p *Pins, out *pinSet) {
 type toolDef struct {
 	raw       [sha256.Size]byte // SHA-256 of the definition's bytes as listed
 	hash      string
+	legacy    string             // legacyPinHash, for the message to a pre-full-definition pin
 	schema    *jsonschema.Schema // nil when the inputSchema cannot be compiled
 	schemaErr string
 	props     map[string]bool // top-level properties of the inputSchema
@@ -128,7 +144,8 @@ func (e *Engine) observe(in *Input) (*toolDef, error) {
 		e.defs.Store(key, &same)
 		return &same, nil
 	}
-	def := &toolDef{raw: raw, hash: hash}
+	legacy, _ := legacyPinHash(in.Definition)
+	def := &toolDef{raw: raw, hash: hash, legacy: legacy}
 	var d struct {
 		InputSchema json.RawMessage `json:"inputSchema"`
 	}
@@ -208,6 +225,9 @@ func (e *Engine) checkPins(c *compiled, in *Input, list bool) (Decision, bool) {
 	case pinned && def.hash != want:
 		if c.pins.block && list {
 			e.blocked.Store(in.Server, blockState{gen: c.gen, tool: in.Tool})
+		}
+		if want == def.legacy {
+			return Decision{Rule: rule, Reason: fmt.Sprintf("the pin of tool %q was written by an older mcpguard and covers only name, description and inputSchema; re-pin with `mcpguard policy pin --upstream URL` (pins now cover the whole definition)", in.Tool)}, false
 		}
 		return Decision{Rule: rule, Reason: fmt.Sprintf("the definition of tool %q changed since it was pinned (now %s, pinned %s)", in.Tool, short(def.hash), short(want))}, false
 	}
