@@ -28,10 +28,14 @@ type compiled struct {
 	sampling      *rule
 	elicitation   *rule
 	pins          pinSet
-	rego          *regoEngine       // nil without modules
-	files         []string          // every file read, for Watch
-	sum           [sha256.Size]byte // of every file read, in order, for Watch
-	names         []string          // metadata.name of each document
+	// contentDefault is spec.secrets and spec.poisoning; a rule with its
+	// own blocks has its own contentPolicy.
+	contentDefault contentPolicy
+	scanner        *SecretScanner
+	rego           *regoEngine       // nil without modules
+	files          []string          // every file read, for Watch
+	sum            [sha256.Size]byte // of every file read, in order, for Watch
+	names          []string          // metadata.name of each document
 	// resolveSymlinks is spec.paths.resolveSymlinks of any document.
 	resolveSymlinks bool
 }
@@ -49,6 +53,11 @@ type rule struct {
 	allowReason string
 	uri         *urlCheck // resources only
 	checks      []*check
+	content     *contentPolicy // nil: the spec's
+	limits      *limitSpec     // nil: none
+	// Rule blocks overriding the spec's, compiled once the spec's are known.
+	secretsSrc   *Secrets
+	poisoningSrc *Poisoning
 }
 
 type checkKind int
@@ -132,6 +141,7 @@ func compile(srcs []source) (*compiled, error) {
 	var modules []regoModuleSource
 	var queries []string
 	modeSet, actionSet := "", ""
+	var patterns []SecretPattern
 	// Rule ids name decisions in logs and metrics: two rules with one id
 	// would make a decision ambiguous.
 	ids := map[string]string{}
@@ -259,7 +269,37 @@ func compile(srcs []source) (*compiled, error) {
 			}
 			compilePins(el, f+"spec.pins", &s.Pins, &c.pins)
 			c.resolveSymlinks = c.resolveSymlinks || s.Paths.ResolveSymlinks
+			if s.Secrets != nil || s.Poisoning != nil {
+				c.contentDefault = compileContent(el, f+"spec", s.Secrets, s.Poisoning, c.contentDefault)
+			}
+			if s.Secrets != nil && len(s.Secrets.Patterns) > 0 {
+				patterns = append(patterns, s.Secrets.Patterns...)
+				for i, sp := range s.Secrets.Patterns {
+					if !ValidToolName(sp.Name) {
+						el.add(fmt.Sprintf("%sspec.secrets.patterns[%d].name", f, i), "is %q; name the pattern with 1-128 of A-Z a-z 0-9 _ - .", sp.Name)
+					}
+					if _, err := regexp.Compile(sp.Regex); err != nil || sp.Regex == "" {
+						el.add(fmt.Sprintf("%sspec.secrets.patterns[%d].regex", f, i), "is not a valid regular expression: %v", err)
+					}
+				}
+			}
+			for i := range s.Tools {
+				if r := &s.Tools[i]; r.Secrets != nil && len(r.Secrets.Patterns) > 0 {
+					el.add(fmt.Sprintf("%sspec.tools[%d].secrets.patterns", f, i), "belong in spec.secrets.patterns, which every rule shares")
+				}
+			}
 		}
+	}
+	for _, r := range c.tools {
+		if r.secretsSrc != nil || r.poisoningSrc != nil {
+			cp := compileContent(&errorList{}, "", r.secretsSrc, r.poisoningSrc, c.contentDefault)
+			r.content = &cp
+		}
+	}
+	if sc, err := NewSecretScanner(patterns); err == nil {
+		c.scanner = sc
+	} else {
+		c.scanner = DefaultSecretScanner()
 	}
 	c.mode = Enforce
 	if modeSet != "" {
@@ -395,6 +435,23 @@ func compileRule(el *errorList, fp string, r *Rule, match string, queries *[]str
 		ids[ch.id] = true
 		ch.id = out.id + "/" + ch.id
 		out.checks = append(out.checks, ch)
+	}
+	if r.Secrets != nil || r.Poisoning != nil {
+		if match != "tool" {
+			el.add(fp+".secrets", "applies to tools only; write it on a rule in spec.tools")
+		}
+		// Validated here; applied over spec's once all documents are read.
+		compileContent(el, fp, r.Secrets, r.Poisoning, contentPolicy{})
+		out.secretsSrc, out.poisoningSrc = r.Secrets, r.Poisoning
+	}
+	if r.Limits != nil {
+		if match != "tool" {
+			el.add(fp+".limits", "applies to tools only; write it on a rule in spec.tools")
+		}
+		if r.Action == "deny" {
+			el.add(fp+".limits", "never applies: the rule's action is \"deny\"")
+		}
+		out.limits = compileLimits(el, fp+".limits", r.Limits)
 	}
 	if len(el.errs) > before {
 		return nil

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"path"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Engine decides calls under a compiled policy. It is safe for concurrent
@@ -31,6 +33,12 @@ type Engine struct {
 	defs     sync.Map   // defKey → *toolDef
 	ndefs    atomic.Int64
 	blocked  sync.Map // server → blockState
+	poisoned sync.Map // defKey → the Decision that hid the tool's last listed definition
+	npoison  atomic.Int64
+	limits   sync.Map // rule id + caller → *limitState; survives reloads
+	nlimits  atomic.Int64
+	// now is the clock of rate limits; time.Now unless a test sets it.
+	now func() time.Time
 
 	// watchReady, when set (by tests), is called once Watch watches every
 	// directory: fsnotify reports nothing that happens before.
@@ -86,6 +94,11 @@ func (e *Engine) decide(ctx context.Context, c *compiled, in *Input) Decision {
 		return e.decideTool(ctx, c, in, false)
 	case "tools/list":
 		return e.decideTool(ctx, c, in, true)
+	case MethodToolResult:
+		if !ValidToolName(in.Tool) {
+			return Decision{Rule: "tool-name", Reason: "the result names no valid tool"}
+		}
+		return e.decideResult(ctx, c, in)
 	case "resources/read":
 		return e.decideResource(ctx, c, in)
 	case "prompts/get":
@@ -125,15 +138,55 @@ func (e *Engine) decideTool(ctx context.Context, c *compiled, in *Input, list bo
 	}
 	r, name, prefix := c.matchTool(in.Tool, in.Server)
 	if r == nil {
-		return c.defaultDecision(fmt.Sprintf("tool %q", in.Tool))
+		d := c.defaultDecision(fmt.Sprintf("tool %q", in.Tool))
+		if d.Allow && list {
+			d = e.notePoison(in, c.screenDefinition(in, c.contentDefault, d))
+		} else if v, ok := e.poisoned.Load(defKey(in.Server, in.Tool)); ok && d.Allow && c.contentDefault.poisonDefs != "" {
+			d = v.(Decision)
+		} else if d.Allow {
+			d = c.screenArguments(in, c.contentDefault, d)
+		}
+		return d
 	}
 	if !r.allow {
 		return denyByRule(r, fmt.Sprintf("tool %q", in.Tool))
 	}
-	if list {
-		return Decision{Allow: true, Rule: r.id, Reason: fmt.Sprintf("tool %q may be called under rule %q", in.Tool, r.id)}
+	cp := c.contentDefault
+	if r.content != nil {
+		cp = *r.content
 	}
-	return e.runChecks(&evalEnv{ctx: ctx, e: e, c: c, in: in, name: name, prefix: prefix}, r)
+	if list {
+		return e.notePoison(in, c.screenDefinition(in, cp, Decision{Allow: true, Rule: r.id, Reason: fmt.Sprintf("tool %q may be called under rule %q", in.Tool, r.id)}))
+	}
+	if v, ok := e.poisoned.Load(defKey(in.Server, in.Tool)); ok && cp.poisonDefs != "" {
+		d := v.(Decision)
+		d.Reason = strings.Replace(d.Reason, "; the tool is hidden", "; the tool is hidden and its calls denied", 1)
+		return d
+	}
+	d := e.runChecks(&evalEnv{ctx: ctx, e: e, c: c, in: in, name: name, prefix: prefix}, r)
+	if !d.Allow {
+		return d
+	}
+	if d = c.screenArguments(in, cp, d); d.Allow && r.limits != nil {
+		d = e.admit(r, in, d)
+	}
+	return d
+}
+
+// notePoison remembers which tools' last listed definitions were hidden as
+// poisoned, so their calls are denied too (an agent may call a tool it was
+// never shown), and forgets a tool once it is listed clean.
+func (e *Engine) notePoison(in *Input, d Decision) Decision {
+	key := defKey(in.Server, in.Tool)
+	if !d.Allow && strings.HasPrefix(d.Rule, "poison/") {
+		if _, loaded := e.poisoned.Swap(key, d); !loaded && e.npoison.Add(1) > maxDefinitions {
+			e.poisoned.Delete(key)
+			e.npoison.Add(-1)
+		}
+	} else if _, loaded := e.poisoned.LoadAndDelete(key); loaded {
+		e.npoison.Add(-1)
+	}
+	return d
 }
 
 func denyByRule(r *rule, what string) Decision {
@@ -146,8 +199,11 @@ func denyByRule(r *rule, what string) Decision {
 
 func (e *Engine) runChecks(env *evalEnv, r *rule) Decision {
 	for _, ch := range r.checks {
-		if ok, rule, reason := ch.eval(env); !ok {
-			return Decision{Rule: rule, Reason: reason}
+		if ok, rule, reason, detail := ch.eval(env); !ok {
+			if detail == reason {
+				detail = ""
+			}
+			return Decision{Rule: rule, Reason: reason, Detail: detail}
 		}
 	}
 	return Decision{Allow: true, Rule: r.id, Reason: r.allowReason}
@@ -205,19 +261,31 @@ func (e *Engine) decideResource(ctx context.Context, c *compiled, in *Input) Dec
 	if !ok {
 		return Decision{Rule: "resources/uri", Reason: "resources/read has no uri string"}
 	}
+	// The URI is the agent's content: reasons say "the resource", details
+	// quote it.
 	if _, err := ParseURL(uri); err != nil {
-		return Decision{Rule: "resources/uri", Reason: err.Error()}
+		_, reason, detail := (&urlCheck{}).check(nil, err)
+		return Decision{Rule: "resources/uri", Reason: "resource " + reason, Detail: detail}
 	}
+	quoted := fmt.Sprintf("resource %q", truncate(uri))
 	for _, r := range c.resources {
 		if ok, _ := r.uri.eval(uri); !ok || !r.serves(in.Server, "") {
 			continue
 		}
 		if !r.allow {
-			return denyByRule(r, fmt.Sprintf("resource %q", truncate(uri)))
+			d := denyByRule(r, "the resource")
+			if r.reason == "" {
+				d.Detail = denyByRule(r, quoted).Reason
+			}
+			return d
 		}
 		return e.runChecks(env, r)
 	}
-	return c.defaultDecision(fmt.Sprintf("resource %q", truncate(uri)))
+	d := c.defaultDecision("the resource")
+	if c.defaultReason == "" {
+		d.Detail = c.defaultDecision(quoted).Reason
+	}
+	return d
 }
 
 // decidePrompt decides a prompts/get by prompt name (Tool); its arguments

@@ -25,9 +25,13 @@ type Input struct {
 	Server string `json:"server,omitempty"`
 	// Arguments is the canonical JSON object of the call's arguments, or nil.
 	Arguments json.RawMessage `json:"arguments,omitempty"`
-	// Definition is the tool's definition from a tools/list result (name,
-	// description, inputSchema), for pinning; nil for calls.
+	// Definition is the tool's whole definition from a tools/list result,
+	// for pins and poisoning checks; nil for calls.
 	Definition json.RawMessage `json:"definition,omitempty"`
+	// Result is the gateway's result of an allowed tools/call, for a
+	// decision of Method MethodToolResult (secrets and poisoning); Tool and
+	// Arguments are the call's.
+	Result json.RawMessage `json:"-"`
 	// Session is the proxy's session id; empty for stateless (2026-07-28) calls.
 	Session string `json:"session,omitempty"`
 	// ProtocolVersion is the MCP protocol version the call was made under.

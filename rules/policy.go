@@ -55,6 +55,61 @@ type Spec struct {
 	Pins Pins `yaml:"pins"`
 	// Paths says how path checks read paths on this machine (home.go).
 	Paths PathsSpec `yaml:"paths"`
+	// Secrets scans tool results and arguments for credentials (DLP); a
+	// rule's own secrets block overrides the actions. nil: no scanning.
+	Secrets *Secrets `yaml:"secrets"`
+	// Poisoning checks tool definitions and results for hidden Unicode,
+	// terminal escapes and instruction-like markers; a rule's own block
+	// overrides it. nil: no checks.
+	Poisoning *Poisoning `yaml:"poisoning"`
+}
+
+// Secrets says what happens to credentials found in tool results and
+// arguments (see docs/policy.md, "Secrets").
+type Secrets struct {
+	// Results is "redact" (replace each secret, keep the rest), "block"
+	// (the agent gets an error instead of the result), "log" (forward, and
+	// the decision names the secret's kind) or "off". Default "redact".
+	Results string `yaml:"results"`
+	// Arguments is "deny" (a call whose arguments carry a secret is
+	// denied), "log" or "off". Default "deny".
+	Arguments string `yaml:"arguments"`
+	// Patterns are the policy's own detectors, added to the built-in ones;
+	// only in spec.secrets.
+	Patterns []SecretPattern `yaml:"patterns"`
+}
+
+// Poisoning says what happens to a tool definition or result carrying
+// hidden instructions.
+type Poisoning struct {
+	// Definitions is "hide" (drop the tool from tools/list and deny its
+	// calls), "strip" (remove what can be removed — hidden characters,
+	// escapes, <IMPORTANT> blocks — and hide the tool if an injection
+	// phrase remains), "log" or "off". Default "hide".
+	Definitions string `yaml:"definitions"`
+	// Results is "deny" (the agent gets an error instead of the result),
+	// "strip" (as above; deny if a phrase remains), "log" or "off".
+	// Default "strip".
+	Results string `yaml:"results"`
+}
+
+// Limits bound how often a rule's tools may be called: a token bucket (Rate
+// calls per second, up to Burst at once) and a budget (Calls per Window).
+// Either part may be left out.
+type Limits struct {
+	// Rate is the sustained calls per second; 0: no bucket.
+	Rate float64 `yaml:"rate"`
+	// Burst is the bucket's size; default: Rate rounded up, at least 1.
+	Burst int `yaml:"burst"`
+	// Calls is the budget per Window; 0: no budget.
+	Calls int `yaml:"calls"`
+	// Window is the budget's period, a Go duration ("1h"); required with
+	// Calls.
+	Window string `yaml:"window"`
+	// Per is "identity" (the default: each caller — credential hash, else
+	// pod ServiceAccount — has its own bucket and budget) or "tool" (one,
+	// shared by every caller).
+	Per string `yaml:"per"`
 }
 
 // Gateway describes the gateway's tool-name prefixes.
@@ -104,6 +159,13 @@ type Rule struct {
 	Reason string `yaml:"reason"`
 	// Checks must all pass for an allow; the first that fails decides.
 	Checks []Check `yaml:"checks"`
+	// Secrets overrides spec.secrets' results and arguments actions for
+	// this rule's tools (patterns stay spec-wide).
+	Secrets *Secrets `yaml:"secrets"`
+	// Poisoning overrides spec.poisoning for this rule's tools.
+	Poisoning *Poisoning `yaml:"poisoning"`
+	// Limits bound the rule's allowed calls (tools only).
+	Limits *Limits `yaml:"limits"`
 }
 
 // Check is one condition on the arguments. Exactly one kind is set: url,

@@ -6,6 +6,7 @@ import (
 	"regexp"
 
 	"mcpguard.dev/mcpguard/proxy/jsonrpc"
+	"mcpguard.dev/mcpguard/rules"
 )
 
 // Redacted replaces what a Redactor removes.
@@ -15,17 +16,15 @@ const Redacted = "[REDACTED]"
 // whatever they hold.
 const DefaultSecretKeys = `(?i)(pass(word|wd|phrase)?|secret|token|api[-_]?key|auth|credential|cookie|session|private[-_]?key|signature)`
 
-// DefaultSecretValues match secrets inside string values: bearer tokens,
-// JWTs, AWS access key ids, GitHub tokens, URL userinfo and credential-like
-// query parameters.
+// DefaultSecretValues match secrets inside string values beyond the
+// credential formats of rules.DefaultSecretScanner (AWS, GitHub, GitLab,
+// Slack, Google, JWTs, private keys, bearer tokens, password=/token=
+// assignments, …): any bearer value, URL userinfo, and every credential-like
+// query parameter, however short.
 var DefaultSecretValues = []string{
 	`(?i)bearer\s+[a-z0-9._~+/=-]+`,
-	`eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*`,
-	`\b(AKIA|ASIA)[0-9A-Z]{16}\b`,
-	`\bgh[pousr]_[A-Za-z0-9]{20,}\b`,
-	`(?i)\b(sk|pk|rk)[-_](live|test|proj)?[-_]?[A-Za-z0-9]{16,}\b`,
 	`//[^/@\s]+@`,
-	`(?i)[?&](access_token|token|key|api_key|apikey|secret|password|sig|signature|code)=[^&#\s]*`,
+	`(?i)[?&;][a-z0-9_.-]*(token|key|secret|password|passwd|sig|signature|credential|code)=[^&#\s]*`,
 }
 
 // Redactor rewrites recorded argument values: values under a secret-looking
@@ -33,14 +32,15 @@ var DefaultSecretValues = []string{
 // string is replaced by [REDACTED]. Numbers, booleans and null are kept.
 // It is safe for concurrent use.
 type Redactor struct {
-	keys   *regexp.Regexp
-	values []*regexp.Regexp
+	keys    *regexp.Regexp
+	values  []*regexp.Regexp
+	scanner *rules.SecretScanner
 }
 
 // NewRedactor returns a Redactor with the default patterns plus extra
 // value patterns (Go regular expressions, e.g. from --redact).
 func NewRedactor(extra []string) (*Redactor, error) {
-	r := &Redactor{keys: regexp.MustCompile(DefaultSecretKeys)}
+	r := &Redactor{keys: regexp.MustCompile(DefaultSecretKeys), scanner: rules.DefaultSecretScanner()}
 	for _, p := range DefaultSecretValues {
 		r.values = append(r.values, regexp.MustCompile(p))
 	}
@@ -81,7 +81,9 @@ func (r *Redactor) value(dst []byte, v []byte) ([]byte, bool) {
 			}
 			dst = jsonrpc.AppendString(dst, m.Key)
 			dst = append(dst, ':')
-			if r.keys.MatchString(m.Key) {
+			// A zero-width character or a percent-encoded letter does not
+			// hide a key from the pattern ("pass\u200bword", "to%6Ben").
+			if r.keys.MatchString(rules.NormalizeForScan(m.Key)) {
 				dst = jsonrpc.AppendString(dst, Redacted)
 				continue
 			}
@@ -112,6 +114,10 @@ func (r *Redactor) value(dst []byte, v []byte) ([]byte, bool) {
 		if err := json.Unmarshal(v, &s); err != nil {
 			return dst, false
 		}
+		// Matched on the normalised string (invisible characters dropped,
+		// percent-encoded letters decoded), which is what is recorded: what
+		// hid a secret from a pattern is not worth keeping.
+		s, _ = r.scanner.RedactAs(rules.NormalizeForScan(s), Redacted)
 		for _, re := range r.values {
 			s = re.ReplaceAllString(s, Redacted)
 		}
