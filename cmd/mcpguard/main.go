@@ -56,6 +56,7 @@ func main() {
 		newWrapCmd(),
 		newConnectCmd(),
 		newConfigCmd(),
+		newAuditCmd(),
 	)
 	err := root.ExecuteContext(ctx)
 	if err == nil {

@@ -12,7 +12,9 @@ import (
 	"net/http/pprof"
 	"net/url"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -184,6 +186,9 @@ func newObservability(ctx context.Context, o proxyOptions, log *slog.Logger) (*o
 			_ = tel.Shutdown(ctx)
 			return nil, err
 		}
+		if o.DecisionLog != "-" {
+			go reopenOnHangup(ctx, ob.decisions, log)
+		}
 	}
 	if o.RecordArguments {
 		red, err := telemetry.NewRedactor(o.Redact)
@@ -198,6 +203,27 @@ func newObservability(ctx context.Context, o proxyOptions, log *slog.Logger) (*o
 		log.Info("telemetry exporters", "exporters", tel.Exporters)
 	}
 	return ob, nil
+}
+
+// reopenOnHangup reopens the decision log on SIGHUP, for rotation (rename
+// the file, then send SIGHUP): the hash chain carries over into the new
+// file.
+func reopenOnHangup(ctx context.Context, w *decisionlog.Writer, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			if err := w.Reopen(); err != nil {
+				log.Error("decision log: reopening after SIGHUP failed; records are dropped until the next SIGHUP", "err", err)
+			} else {
+				log.Info("decision log reopened (SIGHUP)")
+			}
+		}
+	}
 }
 
 // apply fills the telemetry fields of the proxy's config.

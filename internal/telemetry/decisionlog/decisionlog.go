@@ -9,6 +9,9 @@ package decisionlog
 
 import (
 	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -53,6 +56,24 @@ type Record struct {
 	SpanID  string `json:"spanId,omitempty"`
 	// DurationUS is how long the policy took, in microseconds.
 	DurationUS int64 `json:"durationUs"`
+
+	// Seq numbers the records of a chain from 1; it carries on across
+	// restarts (appending to the same file) and rotations (Reopen).
+	Seq uint64 `json:"seq"`
+	// Prev is the digest of the previous record's line ("sha256:" and the
+	// hex SHA-256 of its bytes, without the newline), or Genesis for the
+	// first record of a chain. Set by the Writer; see Verify.
+	Prev string `json:"prev"`
+}
+
+// Genesis is the Prev of the first record of a chain.
+const Genesis = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+
+// Digest returns the digest a record's successor carries as Prev: of the
+// record's line, without its newline.
+func Digest(line []byte) string {
+	sum := sha256.Sum256(line)
+	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
 // Input returns the rules.Input the decision was made on, as far as the log
@@ -71,28 +92,121 @@ func (r *Record) Outcome() rules.Decision {
 // concurrent use; each record reaches the underlying writer in a single
 // Write call, so lines from concurrent calls never interleave. A nil
 // *Writer discards records.
+//
+// The records form a hash chain: each carries its sequence number and the
+// digest of the line before it, so `mcpguard audit verify` finds the first
+// record edited, inserted, deleted or cut short. The chain continues where
+// the file left off when the proxy restarts, and into the next file when
+// the log is rotated (Reopen).
 type Writer struct {
 	mu     sync.Mutex
 	w      io.Writer
 	closer io.Closer
+	path   string
 	buf    []byte
 	err    error // the first write error, reported by Close
+	seq    uint64
+	prev   string
 }
 
-// NewWriter returns a Writer on w.
-func NewWriter(w io.Writer) *Writer { return &Writer{w: w} }
+// NewWriter returns a Writer on w, starting a new chain.
+func NewWriter(w io.Writer) *Writer { return &Writer{w: w, prev: Genesis} }
 
 // Open opens path for appending ("-" is standard output) and returns a
-// Writer on it.
+// Writer on it. When the file already holds records, the chain continues
+// from its last complete line.
 func Open(path string) (*Writer, error) {
 	if path == "-" {
 		return NewWriter(os.Stdout), nil
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("decision log: %w", err)
+	w := &Writer{path: path, prev: Genesis}
+	if err := w.open(); err != nil {
+		return nil, err
 	}
-	return &Writer{w: f, closer: f}, nil
+	return w, nil
+}
+
+// open opens w.path and picks the chain up from its last record, if any.
+func (w *Writer) open() error {
+	f, err := os.OpenFile(w.path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("decision log: %w", err)
+	}
+	last, partial, err := lastLine(f)
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("decision log: %w", err)
+	}
+	if last != nil {
+		var r struct {
+			Seq uint64 `json:"seq"`
+		}
+		if json.Unmarshal(last, &r) == nil {
+			w.seq, w.prev = r.Seq, Digest(last)
+		}
+	}
+	if partial {
+		// A line cut short (a crash mid-write) stays for verify to report;
+		// the next record starts on a line of its own.
+		if _, err := f.Write([]byte("\n")); err != nil {
+			f.Close()
+			return fmt.Errorf("decision log: %w", err)
+		}
+	}
+	w.w, w.closer = f, f
+	return nil
+}
+
+// lastLine returns the last complete line of f (nil when there is none),
+// and whether f ends in a partial line.
+func lastLine(f *os.File) ([]byte, bool, error) {
+	st, err := f.Stat()
+	if err != nil || st.Size() == 0 {
+		return nil, false, err
+	}
+	const window = 16 << 20 // a record is far smaller
+	off := max(0, st.Size()-window)
+	buf := make([]byte, st.Size()-off)
+	if _, err := f.ReadAt(buf, off); err != nil && err != io.EOF {
+		return nil, false, err
+	}
+	partial := buf[len(buf)-1] != '\n'
+	if i := bytes.LastIndexByte(buf, '\n'); i >= 0 {
+		buf = buf[:i]
+	} else {
+		return nil, partial, nil
+	}
+	if i := bytes.LastIndexByte(buf, '\n'); i >= 0 {
+		buf = buf[i+1:]
+	}
+	return buf, partial, nil
+}
+
+// Reopen closes the file and opens its path again, for rotation: after the
+// old file was renamed away, records go to a new file at the path, and the
+// chain carries over (the new file's first record has the old file's last
+// digest as Prev). A file still at the path is appended to.
+func (w *Writer) Reopen() error {
+	if w == nil || w.path == "" {
+		return nil
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closer != nil {
+		w.closer.Close()
+	}
+	seq, prev := w.seq, w.prev
+	if err := w.open(); err != nil {
+		w.w, w.closer = io.Discard, nil
+		if w.err == nil {
+			w.err = err
+		}
+		return err
+	}
+	if w.seq == 0 { // a new, empty file: the chain carries over
+		w.seq, w.prev = seq, prev
+	}
+	return nil
 }
 
 // Log writes one record. Errors are kept for Close: a full disk must not
@@ -101,12 +215,16 @@ func (w *Writer) Log(r *Record) {
 	if w == nil {
 		return
 	}
-	line, err := json.Marshal(r)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	// The chain is linked under the lock, in the order lines are written.
+	rec := *r
+	rec.Seq, rec.Prev = w.seq+1, w.prev
+	line, err := json.Marshal(&rec)
 	if err != nil {
 		return // every field marshals; an error here is a bug, not a call's fault
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
+	w.seq, w.prev = rec.Seq, Digest(line)
 	w.buf = append(append(w.buf[:0], line...), '\n')
 	if _, err := w.w.Write(w.buf); err != nil && w.err == nil {
 		w.err = err

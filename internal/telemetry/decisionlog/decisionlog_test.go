@@ -22,7 +22,7 @@ func TestWriteAndRead(t *testing.T) {
 		Identity: rules.Identity{Namespace: "agents", Pod: "a-1"}, Decision: "deny", Rule: "fetch_url/approved-hosts",
 		Reason: "host not approved", Mode: "enforce", Blocked: true, TraceID: "4bf92f3577b34da6a3ce929d0e0e4736",
 		SpanID: "00f067aa0ba902b7", DurationUS: 7})
-	want := `{"time":"2026-11-27T06:00:00.000000123Z","method":"tools/call","tool":"fetch_url","session":"s1","protocolVersion":"2025-06-18","identity":{"namespace":"agents","pod":"a-1"},"decision":"deny","rule":"fetch_url/approved-hosts","reason":"host not approved","mode":"enforce","blocked":true,"traceId":"4bf92f3577b34da6a3ce929d0e0e4736","spanId":"00f067aa0ba902b7","durationUs":7}` + "\n"
+	want := `{"time":"2026-11-27T06:00:00.000000123Z","method":"tools/call","tool":"fetch_url","session":"s1","protocolVersion":"2025-06-18","identity":{"namespace":"agents","pod":"a-1"},"decision":"deny","rule":"fetch_url/approved-hosts","reason":"host not approved","mode":"enforce","blocked":true,"traceId":"4bf92f3577b34da6a3ce929d0e0e4736","spanId":"00f067aa0ba902b7","durationUs":7,"seq":1,"prev":"sha256:0000000000000000000000000000000000000000000000000000000000000000"}` + "\n"
 	if buf.String() != want {
 		t.Errorf("line\n got %s\nwant %s", buf.String(), want)
 	}
