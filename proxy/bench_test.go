@@ -83,6 +83,20 @@ func newBenchEnv(b *testing.B) *benchEnv {
 		b.Fatal(err)
 	}
 	pxt := startLabelled(b, "mcpguard-telemetry", pt)
+	// The same policy with issue #15's content screening on for every tool:
+	// secrets in arguments (deny) and results (redact), poisoning in
+	// definitions (hide) and results (strip).
+	scan, err := rules.Parse("manifests/policies/approved-apis.yaml+content", append(append([]byte{}, policies.ApprovedAPIs...),
+		"\n---\napiVersion: mcpguard.dev/v1alpha1\nkind: ToolPolicy\nmetadata: {name: content}\nspec:\n  secrets: {results: redact, arguments: deny}\n  poisoning: {definitions: hide, results: strip}\n"...))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ps, err := proxy.New(proxy.Config{Upstream: up.URL + "/mcp", Policy: scan,
+		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
+	if err != nil {
+		b.Fatal(err)
+	}
+	pxs := startLabelled(b, "mcpguard-content", ps)
 	rp, err := loadgen.ReverseProxy(up.URL)
 	if err != nil {
 		b.Fatal(err)
@@ -93,6 +107,7 @@ func newBenchEnv(b *testing.B) *benchEnv {
 		{"reverseproxy", ref.URL + "/mcp"},
 		{"mcpguard", px.URL + "/mcp"},
 		{"mcpguard-telemetry", pxt.URL + "/mcp"},
+		{"mcpguard-content", pxs.URL + "/mcp"},
 	}}
 }
 

@@ -127,6 +127,9 @@ type deniedData struct {
 	Rule   string `json:"rule"`
 	Reason string `json:"reason"`
 	Tool   string `json:"tool,omitempty"`
+	// RetryAfter, for a rate limit or budget, is when to retry, in whole
+	// seconds (rounded up).
+	RetryAfter int64 `json:"retryAfter,omitempty"`
 }
 
 // denial builds the answer to a request the policy blocked, in the form
@@ -140,7 +143,7 @@ func denial(denyAs DenyAs, req *jsonrpc.Message, tool string, d rules.Decision) 
 		})
 		return &jsonrpc.Message{ID: req.ID, Result: result}, http.StatusOK
 	}
-	data, _ := json.Marshal(deniedData{Rule: d.Rule, Reason: d.Explain(), Tool: tool})
+	data, _ := json.Marshal(deniedData{Rule: d.Rule, Reason: d.Explain(), Tool: tool, RetryAfter: ceilSeconds(d.RetryAfter)})
 	resp := &jsonrpc.Message{ID: req.ID, Error: &jsonrpc.Error{Code: CodePolicyDenied, Message: msg, Data: data}}
 	if denyAs == DenyHTTP403 {
 		return resp, http.StatusForbidden
@@ -193,4 +196,12 @@ func writeJSON(w http.ResponseWriter, status int, body []byte) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
+}
+
+// ceilSeconds is d in whole seconds, rounded up; 0 for none.
+func ceilSeconds(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return int64((d + time.Second - 1) / time.Second)
 }

@@ -30,6 +30,8 @@ type Proxy struct {
 	tools    sync.Map // tool name → canonical definition, from relayed tools/list results
 	// toolCount counts the entries of tools (see rememberTool).
 	toolCount atomic.Int64
+	// callTools holds the tool of each call whose result is screened.
+	callTools callTools
 	// refusedServer counts server requests refused for want of room to
 	// bookkeep them (exchange.fromUpstream).
 	refusedServer atomic.Int64

@@ -63,6 +63,9 @@ func (p *Proxy) screen(ctx context.Context, ex *exchange, m *jsonrpc.Message) (*
 	}
 	d := p.decide(ctx, in)
 	if !d.Blocks() {
+		if m.Method == "tools/call" && screensResults(p.cfg.Policy, in.Tool) {
+			p.callTools.note(keyOf(ex.sessionID(), ex.r, m.ID), in.Tool)
+		}
 		return nil, 0
 	}
 	return denial(p.cfg.DenyAs, m, in.Tool, d)
@@ -118,6 +121,15 @@ func (p *Proxy) screenResult(ctx context.Context, ex *exchange, method string, m
 			return &jsonrpc.Message{ID: m.ID, Error: errUpstream(fmt.Errorf("invalid tools/list result: %v", err)).rpc()}
 		}
 		return &jsonrpc.Message{ID: m.ID, Result: filtered}
+	}
+	if method == "tools/call" {
+		if tool := p.callTools.take(keyOf(ex.sessionID(), ex.r, m.ID)); tool != "" {
+			d := p.decide(ctx, rules.Input{Method: rules.MethodToolResult, Tool: tool, Result: m.Result,
+				Session: ex.sessionID(), ProtocolVersion: ex.version, Identity: p.identity(ex.r)})
+			if m = screenToolResult(d, m, tool); m.Result == nil {
+				return m
+			}
+		}
 	}
 	// Exact keys throughout: agents' SDKs written in Go read "ResultType"
 	// or "InputRequests" as the keys decided here.
@@ -180,16 +192,25 @@ func (p *Proxy) filterTools(ctx context.Context, ex *exchange, result json.RawMe
 		return nil, err
 	}
 	kept := make([]json.RawMessage, 0, len(defs))
+	dup := duplicateNames(defs)
 	for _, def := range defs {
 		name, ok, err := jsonrpc.LookupString(def, "name")
 		if err != nil || !ok {
 			p.log.Warn("dropping a listed tool without a name", "session", ex.sessionID())
 			continue
 		}
-		d := p.decide(ctx, rules.Input{Method: "tools/list", Tool: name, Definition: def,
-			Session: ex.sessionID(), ProtocolVersion: ex.version, Identity: p.identity(ex.r)})
+		in := rules.Input{Method: "tools/list", Tool: name, Definition: def,
+			Session: ex.sessionID(), ProtocolVersion: ex.version, Identity: p.identity(ex.r)}
+		if dup[name] {
+			p.logDecision(in, duplicateDecision(name), 0)
+			continue
+		}
+		d := p.decide(ctx, in)
 		if d.Blocks() {
 			continue
+		}
+		if d.Rewrite != nil {
+			def = json.RawMessage(d.Rewrite) // hidden characters stripped
 		}
 		p.rememberTool(name, def)
 		kept = append(kept, def)

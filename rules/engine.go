@@ -95,7 +95,7 @@ func (e *Engine) decide(ctx context.Context, c *compiled, in *Input) Decision {
 	case "tools/list":
 		return e.decideTool(ctx, c, in, true)
 	case MethodToolResult:
-		if !ValidToolName(in.Tool) {
+		if in.Tool != "" && !ValidToolName(in.Tool) {
 			return Decision{Rule: "tool-name", Reason: "the result names no valid tool"}
 		}
 		return e.decideResult(ctx, c, in)

@@ -29,8 +29,9 @@ type Input struct {
 	// for pins and poisoning checks; nil for calls.
 	Definition json.RawMessage `json:"definition,omitempty"`
 	// Result is the gateway's result of an allowed tools/call, for a
-	// decision of Method MethodToolResult (secrets and poisoning); Tool and
-	// Arguments are the call's.
+	// decision of Method MethodToolResult (secrets and poisoning); Tool is
+	// the call's, or "" when the proxy no longer knows it (the spec's
+	// settings then apply).
 	Result json.RawMessage `json:"-"`
 	// Session is the proxy's session id; empty for stateless (2026-07-28) calls.
 	Session string `json:"session,omitempty"`
