@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -50,7 +51,9 @@ func runDemo(ctx context.Context, out io.Writer, serve, verbose bool) error {
 	if err != nil {
 		return err
 	}
-	engine, err := rules.Parse("manifests/policies/approved-apis.yaml", policies.ApprovedAPIs)
+	// The shipped policy, then the demo's extras as a second document.
+	doc := append(append(slices.Clip(policies.ApprovedAPIs), "\n---\n"...), demo.Extras...)
+	engine, err := rules.Parse("manifests/policies/approved-apis.yaml+internal/demo/extras.yaml", doc)
 	if err != nil {
 		return &exitError{code: exitUsage, err: fmt.Errorf("the embedded demo policy: %v", err)}
 	}
@@ -75,7 +78,7 @@ func runDemo(ctx context.Context, out io.Writer, serve, verbose bool) error {
 	}
 
 	fmt.Fprintf(out, "mcpguard demo\n  gateway  %s  (mcp-go; fetch_url answers from a local stand-in for the internet at %s: nothing leaves this machine)\n", opts.Upstream, internet)
-	fmt.Fprintf(out, "  proxy    %s  (policy: manifests/policies/approved-apis.yaml, embedded)\n", px.URL)
+	fmt.Fprintf(out, "  proxy    %s  (policy: manifests/policies/approved-apis.yaml + internal/demo/extras.yaml, embedded)\n", px.URL)
 	if serve {
 		fmt.Fprintf(out, "  health   %s/readyz\n\nTry a stateless (2026-07-28) call through the proxy:\n\n", px.AdminURL)
 		fmt.Fprintf(out, `  curl -s %s \
