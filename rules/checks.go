@@ -108,8 +108,8 @@ func (c *check) run(env *evalEnv) (bool, string, string, string) {
 			}
 			return ok, "", reason, detail
 		case checkPath:
-			if ok, rule, reason := c.evalPath(v); !ok || !env.c.resolveSymlinks {
-				return ok, rule, reason
+			if ok, rule, reason, detail := c.evalPath(v); !ok || !env.c.resolveSymlinks {
+				return ok, rule, reason, detail
 			}
 			return c.evalRealPath(v.(string))
 		case checkString:

@@ -79,14 +79,15 @@ func realPath(p string) (string, error) {
 // spec.paths.resolveSymlinks: p passed the lexical check; its real location
 // must be under one of the roots' real locations too. What remains is a
 // race: a symlink changed between this check and the server's open.
-func (c *check) evalRealPath(p string) (bool, string, string) {
+func (c *check) evalRealPath(p string) (bool, string, string, string) {
 	clean, err := CleanPath(p)
 	if err != nil {
-		return false, "", err.Error()
+		return false, "", fmt.Sprintf("argument %s: path is refused", c.ptr.text), err.Error()
 	}
 	real, err := realPath(clean)
 	if err != nil {
-		return false, "", fmt.Sprintf("path %q cannot be resolved on this machine: %v", truncate(clean), err)
+		return false, "", fmt.Sprintf("argument %s: path cannot be resolved on this machine", c.ptr.text),
+			fmt.Sprintf("path %q cannot be resolved on this machine: %v", truncate(clean), err)
 	}
 	var roots []string
 	for _, root := range c.roots {
@@ -95,9 +96,10 @@ func (c *check) evalRealPath(p string) (bool, string, string) {
 			continue
 		}
 		if PathWithin(real, r) {
-			return true, "", ""
+			return true, "", "", ""
 		}
 		roots = append(roots, r)
 	}
-	return false, "", fmt.Sprintf("path %q leads through a symlink to %q, outside the allowed roots (%s)", truncate(clean), truncate(real), strings.Join(roots, ", "))
+	return false, "", fmt.Sprintf("argument %s: path leads through a symlink outside the allowed roots (%s)", c.ptr.text, strings.Join(roots, ", ")),
+		fmt.Sprintf("path %q leads through a symlink to %q, outside the allowed roots (%s)", truncate(clean), truncate(real), strings.Join(roots, ", "))
 }

@@ -94,7 +94,7 @@ func TestResolveSymlinks(t *testing.T) {
 		e := policy(tc.resolve, tc.root)
 		args, _ := json.Marshal(map[string]string{"path": tc.path})
 		d := e.Decide(context.Background(), Input{Method: "tools/call", Tool: "read", Arguments: args})
-		if d.Allow != tc.allow || !strings.Contains(d.Reason, tc.reason) {
+		if d.Allow != tc.allow || !strings.Contains(d.Reason+" | "+d.Detail, tc.reason) {
 			t.Errorf("resolve=%v root %s path %s: %+v, want allow=%v reason containing %q", tc.resolve, tc.root, tc.path, d, tc.allow, tc.reason)
 		}
 	}

@@ -365,6 +365,9 @@ func replay(ctx context.Context, e *rules.Engine, r io.Reader, out io.Writer) er
 		if in.Method == "" {
 			in.Method = "tools/call"
 		}
+		if in.Method == rules.MethodToolResult {
+			continue // a result's content is never logged: nothing to re-decide
+		}
 		replayed++
 		if in.Method == "tools/call" && l.Arguments == nil && !e.DecidesWithoutArguments(in) {
 			// The decision depends on arguments that were not logged: say
