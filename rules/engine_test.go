@@ -311,7 +311,7 @@ func TestArgumentChecks(t *testing.T) {
 	}
 	for _, tt := range each {
 		d := decide(t, e, call("batch", tt.args))
-		if d.Allow != tt.allow || d.Rule != tt.rule || !strings.Contains(d.Reason, tt.why) {
+		if d.Allow != tt.allow || d.Rule != tt.rule || !strings.Contains(d.Reason+" | "+d.Detail, tt.why) {
 			t.Errorf("%s: %+v, want allow=%v rule %q reason with %q", tt.args, d, tt.allow, tt.rule, tt.why)
 		}
 	}

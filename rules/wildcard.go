@@ -73,11 +73,11 @@ func newPointer(tokens []string) pointer {
 // not be followed: a value that is not an array fails every kind; a
 // missing one fails a required check, passes a forbidden one, and is a
 // missing argument to the others (optional: true lets it pass).
-func (c *check) runEach(env *evalEnv, args any) (bool, string, string) {
+func (c *check) runEach(env *evalEnv, args any) (bool, string, string, string) {
 	each := *c
 	each.wild = false
-	notArray := func(g gap, p pointer) (bool, string, string) {
-		return false, "", fmt.Sprintf("argument %s is %s, not an array: %s checks each of its elements", g.at.text, jsonType(g.v), p.text)
+	notArray := func(g gap, p pointer) (bool, string, string, string) {
+		return false, "", fmt.Sprintf("argument %s is %s, not an array: %s checks each of its elements", g.at.text, jsonType(g.v), p.text), ""
 	}
 	if c.kind == checkRequired || c.kind == checkForbidden {
 		each.ptrs = nil
@@ -100,7 +100,8 @@ func (c *check) runEach(env *evalEnv, args any) (bool, string, string) {
 		// No element to check, but a key in another letter case on the
 		// way may hold what a Go server reads instead.
 		if other := a.variant(args); other != "" {
-			return false, "", fmt.Sprintf("argument %s is (also) given as %s: servers decoding with Go's encoding/json read the two as one; name it exactly, once", a.text, other)
+			return false, "", fmt.Sprintf("argument %s is (also) given in another letter case: servers decoding with Go's encoding/json read the two as one; name it exactly, once", a.text),
+				fmt.Sprintf("argument %s is (also) given as %s: servers decoding with Go's encoding/json read the two as one; name it exactly, once", a.text, other)
 		}
 	}
 	for _, g := range gaps {
@@ -113,9 +114,9 @@ func (c *check) runEach(env *evalEnv, args any) (bool, string, string) {
 	}
 	for _, p := range ps {
 		each.ptr = p
-		if ok, rule, reason := each.run(env); !ok {
-			return ok, rule, reason
+		if ok, rule, reason, detail := each.run(env); !ok {
+			return ok, rule, reason, detail
 		}
 	}
-	return true, "", ""
+	return true, "", "", ""
 }
