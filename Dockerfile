@@ -6,15 +6,20 @@
 #   docker build --build-arg VERSION=v0.1.0 -t ghcr.io/mcpguard/mcpguard:v0.1.0 .
 #   podman build --build-arg VERSION=v0.1.0 -t ghcr.io/mcpguard/mcpguard:v0.1.0 .
 #
-# It cannot be built in mcpguard's own CI (no container engine there):
-# manifests/manifests_test.go runs this file's `go build` line with exactly
-# its flags and checks the result is static and stamped, and checks the
-# properties below (docs/operations.md).
+# mcpguard's CI builds this file with podman (scripts/image-build.sh), with
+# the two base images replaced through the build args below by local
+# stand-ins of the same properties (no registry is reachable there), and
+# e2e/image_test.go checks the image; e2e/ then runs it on a real node.
+
+# The base images. The defaults are the production ones; only CI overrides
+# them (--build-arg GO_IMAGE=... --build-arg BASE_IMAGE=...).
+ARG GO_IMAGE=golang:1.26.8-bookworm
+ARG BASE_IMAGE=gcr.io/distroless/static-debian12:nonroot
 
 # Build stage: the Go release mcpguard is developed and tested with (go.mod
 # asks for at least 1.26.4). The module and build caches are cache mounts, so
 # a rebuild downloads nothing again.
-FROM golang:1.26.8-bookworm AS build
+FROM ${GO_IMAGE} AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN --mount=type=cache,target=/go/pkg/mod go mod download
@@ -29,7 +34,7 @@ RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache
 
 # Final stage: no shell, no package manager, nothing but the binary and CA
 # certificates (the proxy may dial the gateway over TLS).
-FROM gcr.io/distroless/static-debian12:nonroot
+FROM ${BASE_IMAGE}
 ARG VERSION=dev
 # The commit the image was built from: --build-arg REVISION=$(git rev-parse HEAD).
 ARG REVISION=unknown

@@ -59,6 +59,9 @@ func readDockerfile(t *testing.T) dockerfile {
 	}
 	var df dockerfile
 	var cur string
+	// Global ARGs (before the first FROM) name the base images; FROM reads
+	// them with their defaults, the production images.
+	args := map[string]string{}
 	for _, line := range strings.Split(string(data), "\n") {
 		trimmed := strings.TrimSpace(line)
 		if cur == "" && (trimmed == "" || strings.HasPrefix(trimmed, "#")) {
@@ -70,11 +73,20 @@ func readDockerfile(t *testing.T) dockerfile {
 		}
 		cur += trimmed
 		if strings.HasPrefix(strings.ToUpper(cur), "FROM ") {
-			df.stages = append(df.stages, stage{from: strings.TrimSpace(cur[5:])})
+			from := os.Expand(strings.TrimSpace(cur[5:]), func(k string) string {
+				v, ok := args[k]
+				if !ok {
+					t.Fatalf("Dockerfile: FROM %q uses ${%s}, which no ARG before it defines", cur, k)
+				}
+				return v
+			})
+			df.stages = append(df.stages, stage{from: from})
 		} else if len(df.stages) == 0 {
 			if !strings.HasPrefix(strings.ToUpper(cur), "ARG ") {
 				t.Fatalf("Dockerfile: %q before the first FROM", cur)
 			}
+			k, v, _ := strings.Cut(strings.TrimSpace(cur[4:]), "=")
+			args[k] = v
 		} else {
 			s := &df.stages[len(df.stages)-1]
 			s.lines = append(s.lines, cur)
@@ -174,9 +186,11 @@ func mcpguardBinary(t *testing.T) string {
 	return binPath
 }
 
-// TestDockerfile checks what cannot be built here (no container engine):
-// multi-stage, a static stamped stripped binary built with exactly the
-// Dockerfile's flags, a distroless nonroot final stage without a shell.
+// TestDockerfile checks the Dockerfile itself, without a container engine
+// (e2e/image_test.go checks the image podman builds from it): multi-stage,
+// production base images by default, a static stamped stripped binary built
+// with exactly the Dockerfile's flags, a distroless nonroot final stage
+// without a shell.
 func TestDockerfile(t *testing.T) {
 	df := readDockerfile(t)
 	if len(df.stages) != 2 {
