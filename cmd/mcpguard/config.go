@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -73,12 +74,17 @@ func homeDir() string {
 
 // configWrapOptions is everything `mcpguard config wrap` can be told.
 type configWrapOptions struct {
-	policyChoice
+	// Policy holds FILE (every server's policy) and NAME=FILE (server
+	// NAME's) values of --policy.
+	Policy     []string
+	AllowAll   bool
 	Client     string
 	Servers    []string
 	Write      bool
 	ConfigFile string
 	Mcpguard   string // the binary the client should launch
+	NoKeyring  bool
+	NoTraces   bool
 }
 
 func newConfigCmd() *cobra.Command {
@@ -86,23 +92,32 @@ func newConfigCmd() *cobra.Command {
 		Use:   "config",
 		Short: "Set MCP clients up to use mcpguard",
 	}
-	cmd.AddCommand(newConfigWrapCmd())
+	cmd.AddCommand(newConfigWrapCmd(), newConfigUnwrapCmd())
 	return cmd
 }
 
 func newConfigWrapCmd() *cobra.Command {
 	var o configWrapOptions
 	cmd := &cobra.Command{
-		Use:   "wrap --client NAME --policy FILE [--server NAME] [--write]",
+		Use:   "wrap --client NAME --policy [SERVER=]FILE... [--server NAME] [--write]",
 		Short: "Put an MCP client's servers behind the policy (mcpguard wrap / connect)",
 		Long: `Rewrite the server entries of an MCP client's configuration so the client
 launches "mcpguard wrap --policy FILE -- CMD ARGS" where it launched "CMD ARGS",
 and "mcpguard connect --policy FILE URL" where it connected to URL itself (a
 remote entry with "headers" is left for you to convert, with --token-env).
+
+--policy SERVER=FILE gives server SERVER its policy; --policy FILE gives every
+other server one. A server with no policy is left untouched, with a warning.
+Each wrapped server gets a loopback admin listener on a free port, which
+"mcpguard traces --server NAME" finds. Secrets in a server's "env" (names
+with TOKEN, SECRET, PASSWORD, KEY...) move to the OS keyring, from which wrap
+reads them back; where no keyring is available they stay, with a warning.
+
 Without --write, print the rewritten entries; with --write, rewrite the file in
-place after copying it to FILE.bak-<time>. Entries already wrapped are left as
-they are, so running it twice changes nothing; a file that is not plain JSON
-(comments, trailing commas, duplicate keys) is refused and left untouched.
+place after copying it to FILE.bak-<time>. Only the converted entries' bytes
+change: comments (JSONC, as VS Code writes), formatting and every other key
+stay as they were. "mcpguard config unwrap" puts the original entries back
+byte for byte. Entries already wrapped are left as they are.
 
 Clients and the files looked for, first found wins:
   claude-desktop  <user config dir>/Claude/claude_desktop_config.json   (mcpServers)
@@ -111,31 +126,31 @@ Clients and the files looked for, first found wins:
   claude-code     .mcp.json, ~/.claude.json (also projects.<cwd>)        (mcpServers)`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := o.check(); err != nil {
-				return &exitError{code: exitUsage, err: err}
-			}
 			return runConfigWrap(o, cmd.OutOrStdout(), cmd.ErrOrStderr(), time.Now())
 		},
 	}
-	o.flags(cmd)
 	f := cmd.Flags()
+	f.StringArrayVar(&o.Policy, "policy", nil, "policy FILE for every server, or SERVER=FILE for one (repeatable)")
+	f.BoolVar(&o.AllowAll, "allow-all", false, "wrap the servers without a policy: everything forwarded, logged and traced (loudly unsafe)")
 	f.StringVar(&o.Client, "client", "", "the MCP client: "+clientNames())
-	f.StringSliceVar(&o.Servers, "server", nil, "the server entries to convert (default: every one)")
+	f.StringArrayVar(&o.Servers, "server", nil, "the server entries to convert (repeatable; default: every one)")
 	f.BoolVar(&o.Write, "write", false, "rewrite the configuration file in place (after a backup)")
 	f.StringVar(&o.ConfigFile, "config-file", "", "the configuration file (default: the client's, see above)")
 	f.StringVar(&o.Mcpguard, "mcpguard", "", "path of the mcpguard binary the client should launch (default: this one)")
+	f.BoolVar(&o.NoKeyring, "no-keyring", false, "leave secrets in the file's \"env\" rather than moving them to the OS keyring")
+	f.BoolVar(&o.NoTraces, "no-admin", false, "do not give each wrapped server a loopback admin listener (traces)")
 	_ = cmd.MarkFlagRequired("client")
 	return cmd
 }
 
-func runConfigWrap(o configWrapOptions, stdout, stderr io.Writer, now time.Time) error {
-	usage := func(err error) error { return &exitError{code: exitUsage, err: err} }
-	i := slices.IndexFunc(mcpClients, func(c mcpClient) bool { return c.name == o.Client })
+// findClientFile returns the client and the file to edit.
+func findClientFile(clientName, configFile string) (mcpClient, string, error) {
+	i := slices.IndexFunc(mcpClients, func(c mcpClient) bool { return c.name == clientName })
 	if i < 0 {
-		return usage(fmt.Errorf("client: %q is not one of %s", o.Client, clientNames()))
+		return mcpClient{}, "", fmt.Errorf("client: %q is not one of %s", clientName, clientNames())
 	}
 	client := mcpClients[i]
-	path := o.ConfigFile
+	path := configFile
 	if path == "" {
 		candidates := client.paths()
 		path = candidates[len(candidates)-1]
@@ -145,6 +160,19 @@ func runConfigWrap(o configWrapOptions, stdout, stderr io.Writer, now time.Time)
 				break
 			}
 		}
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return client, "", err
+	}
+	return client, abs, nil
+}
+
+func runConfigWrap(o configWrapOptions, stdout, stderr io.Writer, now time.Time) error {
+	usage := func(err error) error { return &exitError{code: exitUsage, err: err} }
+	client, path, err := findClientFile(o.Client, o.ConfigFile)
+	if err != nil {
+		return usage(err)
 	}
 	bin := o.Mcpguard
 	if bin == "" {
@@ -157,137 +185,208 @@ func runConfigWrap(o configWrapOptions, stdout, stderr io.Writer, now time.Time)
 		}
 		bin = exe
 	}
-	var policies []string
+	// The policies: FILE for every server, NAME=FILE for one.
+	var defaults []string
+	perServer := map[string][]string{}
 	for _, p := range o.Policy {
-		abs, err := filepath.Abs(p)
+		name, file, isNamed := strings.Cut(p, "=")
+		if !isNamed || strings.ContainsAny(name, `/\`) {
+			name, file = "", p
+		}
+		abs, err := filepath.Abs(file)
 		if err != nil {
 			return usage(err)
 		}
 		if _, err := os.Stat(abs); err != nil {
 			return usage(fmt.Errorf("policy: %v", err))
 		}
-		policies = append(policies, abs)
-	}
-	if len(policies) > 0 {
 		// A broken policy would only show when the client launches the
 		// server, as a server that fails to start: say so now.
-		if _, err := rules.Load(policies...); err != nil {
+		if _, err := rules.Load(abs); err != nil {
 			return usage(fmt.Errorf("policy: %v", err))
 		}
+		if name == "" {
+			defaults = append(defaults, abs)
+		} else {
+			perServer[name] = append(perServer[name], abs)
+		}
+	}
+	if o.AllowAll && len(defaults) > 0 {
+		return usage(errors.New("--allow-all and a default --policy FILE exclude each other: choose one"))
+	}
+	if !o.AllowAll && len(defaults) == 0 && len(perServer) == 0 {
+		return usage(errors.New("no policy: pass --policy FILE (every server) or --policy SERVER=FILE (see mcpguard policy init), or --allow-all"))
 	}
 
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return usage(fmt.Errorf("reading %s's configuration: %v (pass --config-file PATH)", client.name, err))
 	}
-	root, err := parseOrdered(data)
+	file, err := parseClientFile(path, data, client.key, client.name == "claude-code")
 	if err != nil {
-		return usage(fmt.Errorf("%s is not plain JSON, so it is left untouched: %v", path, err))
+		return usage(err)
 	}
-	doc, ok := root.(*orderedObject)
-	if !ok {
-		return usage(fmt.Errorf("%s: the top level is not a JSON object", path))
-	}
-	// The server objects to work on: the client's key at the top level,
-	// and for Claude Code also its local scope, the current project's
-	// entry under "projects" in ~/.claude.json (where `claude mcp add`
-	// puts servers by default).
-	var scopes []*orderedObject
-	if top, ok := doc.get(client.key).(*orderedObject); ok {
-		scopes = append(scopes, top)
-	}
-	if client.name == "claude-code" {
-		if cwd, err := os.Getwd(); err == nil {
-			if projects, ok := doc.get("projects").(*orderedObject); ok {
-				if project, ok := projects.get(cwd).(*orderedObject); ok {
-					if local, ok := project.get(client.key).(*orderedObject); ok {
-						scopes = append(scopes, local)
-					}
-				}
-			}
+	for _, name := range append(slices.Clone(o.Servers), slices.Collect(maps.Keys(perServer))...) {
+		if !slices.Contains(file.keys, name) {
+			return usage(fmt.Errorf("%s: no server %q in %q (it has %s)", path, name, client.key, strings.Join(file.keys, ", ")))
 		}
 	}
-	if len(scopes) == 0 {
-		return usage(fmt.Errorf("%s: no %q object of servers", path, client.key))
+	state, err := readState(path)
+	if err != nil {
+		return usage(err)
 	}
-	for _, name := range o.Servers {
-		found := false
-		var names []string
-		for _, sc := range scopes {
-			found = found || sc.get(name) != nil
-			names = append(names, sc.keys...)
-		}
-		if !found {
-			return usage(fmt.Errorf("%s: no server %q in %q (it has %s)", path, name, client.key, strings.Join(names, ", ")))
-		}
-	}
-
-	wrapArgs := []any{"wrap"}
-	if o.AllowAll {
-		wrapArgs = append(wrapArgs, "--allow-all")
-	}
-	for _, p := range policies {
-		wrapArgs = append(wrapArgs, "--policy", p)
-	}
-	wrapArgs = append(wrapArgs, "--")
 
 	changed := &orderedObject{vals: map[string]any{}}
-	for _, servers := range scopes {
-		for _, name := range servers.keys {
-			if len(o.Servers) > 0 && !slices.Contains(o.Servers, name) {
+	var splices []splice
+	var moved []string // keyring accounts written, undone on failure
+	fail := func(err error) error {
+		for _, a := range moved {
+			_ = secretStore.del(a)
+		}
+		return err
+	}
+	keyringOK := !o.NoKeyring && o.Write
+	for _, e := range file.entries {
+		name := e.name
+		if len(o.Servers) > 0 && !slices.Contains(o.Servers, name) {
+			continue
+		}
+		entry, err := decodeEntry(e.raw)
+		if err != nil {
+			return fail(usage(fmt.Errorf("%s: server %q: %v", path, name, err)))
+		}
+		policies := perServer[name]
+		if len(policies) == 0 {
+			policies = defaults
+		}
+		if len(policies) == 0 && !o.AllowAll {
+			fmt.Fprintf(stderr, "mcpguard: %s: leaving %q untouched: no policy for it (pass --policy %s=FILE)\n", path, name, name)
+			continue
+		}
+		args := []any{"wrap", "--name", name}
+		if !o.NoTraces {
+			args = append(args, "--admin-listen", "127.0.0.1:0")
+		}
+		if len(policies) == 0 {
+			args = append(args, "--allow-all")
+		}
+		for _, p := range policies {
+			args = append(args, "--policy", p)
+		}
+		command, _ := entry.get("command").(string)
+		if url, _ := entry.get("url").(string); command == "" && url != "" {
+			// A remote server: the client speaks HTTP to it itself, so
+			// it gets `mcpguard connect` as a stdio server instead.
+			if entry.get("headers") != nil {
+				fmt.Fprintf(stderr, "mcpguard: %s: skipping %q: a remote server with \"headers\"; use `mcpguard connect --token-env NAME %s` by hand\n", path, name, url)
 				continue
 			}
-			entry, ok := servers.get(name).(*orderedObject)
-			if !ok {
-				return usage(fmt.Errorf("%s: server %q is not an object", path, name))
+			args[0] = "connect"
+			args = append(args, url)
+			entry.remove("url")
+			if entry.get("type") != nil {
+				entry.set("type", "stdio")
 			}
-			command, _ := entry.get("command").(string)
-			if url, _ := entry.get("url").(string); command == "" && url != "" {
-				// A remote server: the client speaks HTTP to it itself, so
-				// it gets `mcpguard connect` as a stdio server instead.
-				if entry.get("headers") != nil {
-					fmt.Fprintf(stderr, "mcpguard: %s: skipping %q: a remote server with \"headers\"; use `mcpguard connect --token-env NAME %s` by hand\n", path, name, url)
-					continue
-				}
-				connectArgs := slices.Clone(wrapArgs)
-				connectArgs[0] = "connect"
-				connectArgs[len(connectArgs)-1] = url // in place of "--"
-				entry.remove("url")
-				if entry.get("type") != nil {
-					entry.set("type", "stdio")
-				}
-				entry.set("command", bin)
-				entry.set("args", connectArgs)
-				changed.set(name, entry)
-				continue
-			}
+			entry.set("command", bin)
+			entry.set("args", args)
+		} else {
 			if command == "" {
 				fmt.Fprintf(stderr, "mcpguard: %s: skipping %q: neither a stdio server (\"command\") nor a remote one (\"url\")\n", path, name)
 				continue
 			}
-			args, err := stringArgs(entry.get("args"))
+			cmdArgs, err := stringArgs(entry.get("args"))
 			if err != nil {
-				return usage(fmt.Errorf("%s: server %q: %v", path, name, err))
+				return fail(usage(fmt.Errorf("%s: server %q: %v", path, name, err)))
 			}
-			if isWrapped(command, args) {
+			if isWrapped(command, cmdArgs) {
 				fmt.Fprintf(stderr, "mcpguard: %s: %q is already wrapped\n", path, name)
 				continue
 			}
-			newArgs := append(slices.Clone(wrapArgs), command)
-			for _, a := range args {
-				newArgs = append(newArgs, a)
+			// Only the values that change are replaced inside the entry,
+			// so its comments and layout stay: "command", "args", and
+			// each secret of "env", which moves to the keyring and
+			// leaves a note in its place (wrap sets the variable).
+			item := &wrappedItem{Original: string(e.raw)}
+			var inner, cuts []splice
+			if env, ok := entry.get("env").(*orderedObject); ok && !o.NoKeyring {
+				for _, k := range env.keys {
+					v, isString := env.get(k).(string)
+					if !isString || v == "" || !secretName(k) || strings.Contains(v, "${") {
+						continue
+					}
+					span := e.env[k]
+					if !keyringOK {
+						if !o.Write {
+							args = append(args, "--keyring-env", k+"=(moved with --write)")
+							env.set(k, keyringNote)
+						}
+						continue
+					}
+					account := path + "#" + name + "/" + k
+					if err := secretStore.set(account, string(e.raw[span[0]:span[1]])); err != nil {
+						fmt.Fprintf(stderr, "mcpguard: %s: %q: leaving %s in the file: no OS keyring to move it to (%v)\n", path, name, k, err)
+						keyringOK = false
+						continue
+					}
+					moved = append(moved, account)
+					args = append(args, "--keyring-env", k+"="+account)
+					env.set(k, keyringNote)
+					inner = append(inner, splice{span[0], span[1], []byte(`"` + keyringNote + `"`)})
+					cuts = append(cuts, splice{span[0], span[1], nil})
+					item.Secrets = append(item.Secrets, keptSecret{At: span[0], Account: account})
+				}
+				// The state keeps the original without its secrets.
+				item.Original = string(applySplices(e.raw, slices.Clone(cuts)))
+				for i := range item.Secrets {
+					// Offsets into the cut original: earlier cuts shift them.
+					at := item.Secrets[i].At
+					for _, c := range cuts {
+						if c.start < at {
+							item.Secrets[i].At -= c.end - c.start
+						}
+					}
+				}
+			}
+			args = append(args, "--", command)
+			for _, a := range cmdArgs {
+				args = append(args, a)
 			}
 			entry.set("command", bin)
-			entry.set("args", newArgs)
+			entry.set("args", args)
+			cmdSpan := e.members["command"]
+			binJSON, _ := marshalOrdered(bin)
+			inner = append(inner, splice{cmdSpan[0], cmdSpan[1], bytes.TrimSpace(binJSON)})
+			if argsSpan, ok := e.members["args"]; ok {
+				newArgs, err := encodeEntry(args, data, e.start+argsSpan[0], e.raw[argsSpan[0]:argsSpan[1]])
+				if err != nil {
+					return fail(err)
+				}
+				inner = append(inner, splice{argsSpan[0], argsSpan[1], newArgs})
+			} else {
+				argsJSON, _ := encodeEntry(args, nil, 0, nil)
+				inner = append(inner, splice{cmdSpan[1], cmdSpan[1], append([]byte(`, "args": `), argsJSON...)})
+			}
+			newRaw := applySplices(e.raw, inner)
+			item.Wrapped = string(newRaw)
+			state.Servers[name] = item
+			splices = append(splices, splice{e.start, e.end, newRaw})
 			changed.set(name, entry)
+			continue
 		}
+		newRaw, err := encodeEntry(entry, data, e.start, e.raw)
+		if err != nil {
+			return fail(err)
+		}
+		state.Servers[name] = &wrappedItem{Original: string(e.raw), Wrapped: string(newRaw)}
+		splices = append(splices, splice{e.start, e.end, newRaw})
+		changed.set(name, entry)
 	}
 
 	snippet := &orderedObject{vals: map[string]any{}}
 	snippet.set(client.key, changed)
 	out, err := marshalOrdered(snippet)
 	if err != nil {
-		return err
+		return fail(err)
 	}
 	if !o.Write {
 		_, err := stdout.Write(out)
@@ -297,19 +396,116 @@ func runConfigWrap(o configWrapOptions, stdout, stderr io.Writer, now time.Time)
 		fmt.Fprintf(stderr, "mcpguard: %s: nothing to change\n", path)
 		return nil
 	}
-	newData, err := marshalOrdered(doc)
-	if err != nil {
-		return err
-	}
+	newData := applySplices(data, splices)
 	backup := path + ".bak-" + now.UTC().Format("20060102T150405Z")
 	if err := writeFileAtomic(backup, data); err != nil {
-		return fmt.Errorf("backing up %s: %v; nothing was changed", path, err)
+		return fail(fmt.Errorf("backing up %s: %v; nothing was changed", path, err))
+	}
+	if err := writeState(state); err != nil {
+		return fail(fmt.Errorf("recording what unwrap needs: %v; nothing was changed", err))
 	}
 	if err := writeFileAtomic(path, newData); err != nil {
-		return fmt.Errorf("rewriting %s: %v; the original is unchanged", path, err)
+		return fail(fmt.Errorf("rewriting %s: %v; the original is unchanged", path, err))
 	}
-	fmt.Fprintf(stderr, "mcpguard: wrapped %s in %s (backup: %s); restart %s to apply\n",
-		strings.Join(changed.keys, ", "), path, backup, client.name)
+	fmt.Fprintf(stderr, "mcpguard: wrapped %s in %s (backup: %s); restart %s to apply; `mcpguard config unwrap --client %s` undoes it\n",
+		strings.Join(changed.keys, ", "), path, backup, client.name, client.name)
+	return nil
+}
+
+// configUnwrapOptions is everything `mcpguard config unwrap` can be told.
+type configUnwrapOptions struct {
+	Client     string
+	Servers    []string
+	ConfigFile string
+}
+
+func newConfigUnwrapCmd() *cobra.Command {
+	var o configUnwrapOptions
+	cmd := &cobra.Command{
+		Use:   "unwrap --client NAME [--server NAME]",
+		Short: "Put back the server entries config wrap replaced, byte for byte",
+		Long: `Restore the server entries "mcpguard config wrap --write" replaced, exactly as
+they were (secrets come back from the OS keyring, which then forgets them). An
+entry edited since it was wrapped is left alone, with a warning.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runConfigUnwrap(o, cmd.ErrOrStderr())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Client, "client", "", "the MCP client: "+clientNames())
+	f.StringArrayVar(&o.Servers, "server", nil, "the server entries to restore (repeatable; default: every one wrapped)")
+	f.StringVar(&o.ConfigFile, "config-file", "", "the configuration file (default: the client's)")
+	_ = cmd.MarkFlagRequired("client")
+	return cmd
+}
+
+func runConfigUnwrap(o configUnwrapOptions, stderr io.Writer) error {
+	usage := func(err error) error { return &exitError{code: exitUsage, err: err} }
+	client, path, err := findClientFile(o.Client, o.ConfigFile)
+	if err != nil {
+		return usage(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return usage(fmt.Errorf("reading %s's configuration: %v (pass --config-file PATH)", client.name, err))
+	}
+	file, err := parseClientFile(path, data, client.key, client.name == "claude-code")
+	if err != nil {
+		return usage(err)
+	}
+	state, err := readState(path)
+	if err != nil {
+		return usage(err)
+	}
+	if len(state.Servers) == 0 {
+		return usage(fmt.Errorf("%s: nothing was wrapped here by mcpguard config wrap --write", path))
+	}
+	var splices []splice
+	var restored []string
+	var forget []string
+	for _, e := range file.entries {
+		item := state.Servers[e.name]
+		if item == nil || (len(o.Servers) > 0 && !slices.Contains(o.Servers, e.name)) {
+			continue
+		}
+		if string(e.raw) != item.Wrapped {
+			fmt.Fprintf(stderr, "mcpguard: %s: leaving %q as it is: it changed since it was wrapped\n", path, e.name)
+			continue
+		}
+		orig := []byte(item.Original)
+		var puts []splice
+		ok := true
+		for _, s := range item.Secrets {
+			lit, err := secretStore.get(s.Account)
+			if err != nil {
+				fmt.Fprintf(stderr, "mcpguard: %s: leaving %q wrapped: its secret %q is not in the OS keyring: %v\n", path, e.name, s.Account, err)
+				ok = false
+				break
+			}
+			puts = append(puts, splice{s.At, s.At, []byte(lit)})
+			forget = append(forget, s.Account)
+		}
+		if !ok {
+			continue
+		}
+		splices = append(splices, splice{e.start, e.end, applySplices(orig, puts)})
+		restored = append(restored, e.name)
+		delete(state.Servers, e.name)
+	}
+	if len(restored) == 0 {
+		return &exitError{code: exitFail, err: fmt.Errorf("%s: nothing restored", path)}
+	}
+	if err := writeFileAtomic(path, applySplices(data, splices)); err != nil {
+		return fmt.Errorf("rewriting %s: %v; the file is unchanged", path, err)
+	}
+	if err := writeState(state); err != nil {
+		fmt.Fprintf(stderr, "mcpguard: updating %s: %v\n", statePath(path), err)
+	}
+	for _, a := range forget {
+		_ = secretStore.del(a)
+	}
+	fmt.Fprintf(stderr, "mcpguard: restored %s in %s; restart %s to apply\n", strings.Join(restored, ", "), path, client.name)
 	return nil
 }
 

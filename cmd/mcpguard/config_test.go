@@ -60,12 +60,13 @@ func TestConfigWrap(t *testing.T) {
 	now := time.Date(2026, 11, 27, 6, 30, 0, 0, time.UTC)
 	for _, client := range []string{"claude-desktop", "cursor", "vscode", "claude-code"} {
 		t.Run(client, func(t *testing.T) {
+			isolateUserDirs(t)
 			path := filepath.Join(t.TempDir(), "config.json")
 			orig := configFixtures[client]
 			if err := os.WriteFile(path, []byte(orig), 0o640); err != nil {
 				t.Fatal(err)
 			}
-			o := configWrapOptions{policyChoice: policyChoice{Policy: []string{policy}}, Client: client,
+			o := configWrapOptions{Policy: []string{policy}, Client: client,
 				ConfigFile: path, Mcpguard: "/usr/local/bin/mcpguard"}
 			key := "mcpServers"
 			if client == "vscode" {
@@ -93,7 +94,7 @@ func TestConfigWrap(t *testing.T) {
 			}
 			for name, e := range snippet[key] {
 				if name == "remote" {
-					if e.Command != "/usr/local/bin/mcpguard" || !slices.Equal(e.Args, []string{"connect", "--policy", policy, "https://mcp.example.com/mcp"}) || e.URL != "" {
+					if e.Command != "/usr/local/bin/mcpguard" || !slices.Equal(e.Args, []string{"connect", "--name", "remote", "--admin-listen", "127.0.0.1:0", "--policy", policy, "https://mcp.example.com/mcp"}) || e.URL != "" {
 						t.Errorf("remote converted to %+v, want mcpguard connect", e)
 					}
 					if (client == "vscode" || client == "claude-code") && e.Type != "stdio" {
@@ -101,10 +102,10 @@ func TestConfigWrap(t *testing.T) {
 					}
 					continue
 				}
-				if e.Command != "/usr/local/bin/mcpguard" || !slices.Equal(e.Args[:4], []string{"wrap", "--policy", policy, "--"}) {
+				if e.Command != "/usr/local/bin/mcpguard" || !slices.Equal(e.Args[:7], []string{"wrap", "--name", name, "--admin-listen", "127.0.0.1:0", "--policy", policy}) {
 					t.Errorf("%s wrapped as %s %v", name, e.Command, e.Args)
 				}
-				if e.Args[4] != "npx" && e.Args[4] != "node" {
+				if dash := slices.Index(e.Args, "--"); dash < 0 || (e.Args[dash+1] != "npx" && e.Args[dash+1] != "node") {
 					t.Errorf("%s: the original command does not follow --: %v", name, e.Args)
 				}
 			}
@@ -184,6 +185,7 @@ func TestConfigWrap(t *testing.T) {
 }
 
 func TestConfigWrapRefuses(t *testing.T) {
+	isolateUserDirs(t)
 	policy := writePolicy(t, testPolicy)
 	dir := t.TempDir()
 	for _, tt := range []struct {
@@ -191,8 +193,7 @@ func TestConfigWrapRefuses(t *testing.T) {
 		servers       []string
 		want          string
 	}{
-		{"comments", "{\n  // my servers\n  \"servers\": {}\n}\n", nil, "not plain JSON"},
-		{"trailing comma", `{"servers": {"a": {"command": "x"},}}`, nil, "not plain JSON"},
+		{"not JSON", "{\n  // my servers\n  \"servers\": {\"a\": }\n}\n", nil, "is not JSON (comments and trailing commas are fine)"},
 		{"duplicate key", `{"servers": {"a": {"command": "x"}, "a": {"command": "y"}}}`, nil, `duplicate key "a"`},
 		{"no servers", `{"other": {}}`, nil, `no "servers" object`},
 		{"unknown server", `{"servers": {"a": {"command": "x"}}}`, []string{"b"}, `no server "b"`},
@@ -203,7 +204,7 @@ func TestConfigWrapRefuses(t *testing.T) {
 			if err := os.WriteFile(path, []byte(tt.content), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			o := configWrapOptions{policyChoice: policyChoice{Policy: []string{policy}}, Client: "vscode",
+			o := configWrapOptions{Policy: []string{policy}, Client: "vscode",
 				ConfigFile: path, Mcpguard: "/bin/mcpguard", Write: true, Servers: tt.servers}
 			err := runConfigWrap(o, &bytes.Buffer{}, &bytes.Buffer{}, time.Now())
 			var ee *exitError
@@ -225,7 +226,7 @@ func TestConfigWrapRefuses(t *testing.T) {
 			t.Fatal(err)
 		}
 		bad := writePolicy(t, "apiVersion: mcpguard.dev/v1alpha1\nkind: ToolPolicy\nspec:\n  defaultAction: maybe\n")
-		o := configWrapOptions{policyChoice: policyChoice{Policy: []string{bad}}, Client: "vscode", ConfigFile: path, Mcpguard: "/bin/mcpguard", Write: true}
+		o := configWrapOptions{Policy: []string{bad}, Client: "vscode", ConfigFile: path, Mcpguard: "/bin/mcpguard", Write: true}
 		err := runConfigWrap(o, &bytes.Buffer{}, &bytes.Buffer{}, time.Now())
 		if err == nil || !strings.Contains(err.Error(), "policy:") {
 			t.Fatalf("err = %v, want the policy's error", err)
@@ -244,34 +245,18 @@ func TestConfigWrapRefuses(t *testing.T) {
 
 // TestConfigWrapSelectsServer wraps only the named entry.
 func TestConfigWrapSelectsServer(t *testing.T) {
+	isolateUserDirs(t)
 	path := filepath.Join(t.TempDir(), "mcp.json")
 	if err := os.WriteFile(path, []byte(`{"mcpServers": {"a": {"command": "x"}, "b": {"command": "y", "args": ["1"]}}}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	o := configWrapOptions{policyChoice: policyChoice{AllowAll: true}, Client: "cursor", ConfigFile: path,
+	o := configWrapOptions{AllowAll: true, Client: "cursor", ConfigFile: path,
 		Mcpguard: "/bin/mcpguard", Servers: []string{"b"}, Write: true}
 	if err := runConfigWrap(o, &bytes.Buffer{}, &bytes.Buffer{}, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	data, _ := os.ReadFile(path)
-	want := `{
-  "mcpServers": {
-    "a": {
-      "command": "x"
-    },
-    "b": {
-      "command": "/bin/mcpguard",
-      "args": [
-        "wrap",
-        "--allow-all",
-        "--",
-        "y",
-        "1"
-      ]
-    }
-  }
-}
-`
+	want := `{"mcpServers": {"a": {"command": "x"}, "b": {"command": "/bin/mcpguard", "args": ["wrap", "--name", "b", "--admin-listen", "127.0.0.1:0", "--allow-all", "--", "y", "1"]}}}`
 	if string(data) != want {
 		t.Errorf("got\n%s\nwant\n%s", data, want)
 	}
@@ -310,6 +295,7 @@ func TestDiscoverProxyConfig(t *testing.T) {
 // TestConfigWrapClaudeCodeLocalScope wraps the servers `claude mcp add`
 // stores by default: under the current project in ~/.claude.json.
 func TestConfigWrapClaudeCodeLocalScope(t *testing.T) {
+	isolateUserDirs(t)
 	project := t.TempDir()
 	t.Chdir(project)
 	cwd, _ := os.Getwd()
@@ -325,7 +311,7 @@ func TestConfigWrapClaudeCodeLocalScope(t *testing.T) {
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	o := configWrapOptions{policyChoice: policyChoice{AllowAll: true}, Client: "claude-code", ConfigFile: path, Mcpguard: "/bin/mcpguard", Write: true}
+	o := configWrapOptions{AllowAll: true, Client: "claude-code", ConfigFile: path, Mcpguard: "/bin/mcpguard", Write: true}
 	if err := runConfigWrap(o, &bytes.Buffer{}, &bytes.Buffer{}, time.Now()); err != nil {
 		t.Fatal(err)
 	}
@@ -341,7 +327,7 @@ func TestConfigWrapClaudeCodeLocalScope(t *testing.T) {
 	if err := json.Unmarshal(data, &got); err != nil {
 		t.Fatal(err)
 	}
-	if e := got.Projects[cwd].McpServers["local"]; e.Command != "/bin/mcpguard" || !slices.Equal(e.Args, []string{"wrap", "--allow-all", "--", "node", "s.js"}) {
+	if e := got.Projects[cwd].McpServers["local"]; e.Command != "/bin/mcpguard" || !slices.Equal(e.Args, []string{"wrap", "--name", "local", "--admin-listen", "127.0.0.1:0", "--allow-all", "--", "node", "s.js"}) {
 		t.Errorf("local-scope server = %+v, want it wrapped", e)
 	}
 	if e := got.Projects["/somewhere/else"].McpServers["other"]; e.Command != "other" {

@@ -27,6 +27,8 @@ import (
 // tracesOptions are the flags of `mcpguard traces`.
 type tracesOptions struct {
 	admin   string
+	server  string
+	list    bool
 	denied  bool
 	tool    string
 	session string
@@ -51,11 +53,26 @@ durations. Reads GET /debug/traces from the proxy's admin listener, which also
 serves the same as a page with a waterfall at /traces.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.list {
+				return listInstances(cmd.Context(), cmd.OutOrStdout())
+			}
+			if o.server != "" {
+				if cmd.Flags().Changed("admin") {
+					return &exitError{code: exitUsage, err: fmt.Errorf("--server and --admin exclude each other: choose one")}
+				}
+				admin, err := instanceAdmin(cmd.Context(), o.server)
+				if err != nil {
+					return &exitError{code: exitUsage, err: err}
+				}
+				o.admin = admin
+			}
 			return runTraces(cmd.Context(), cmd.OutOrStdout(), o)
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.admin, "admin", o.admin, "the proxy's admin listener (env MCPGUARD_ADMIN)")
+	f.StringVar(&o.admin, "admin", o.admin, "the proxy's admin listener, host:port or URL (env MCPGUARD_ADMIN)")
+	f.BoolVar(&o.list, "list", false, "list the running wrap and connect instances with an admin listener, and their trace pages")
+	f.StringVarP(&o.server, "server", "s", "", "read the traces of the running instance wrapping this server (its name in the client's configuration)")
 	f.BoolVar(&o.denied, "denied", false, "only calls the policy denied")
 	f.StringVar(&o.tool, "tool", "", "only calls of this tool")
 	f.StringVar(&o.session, "session", "", "only calls of this session")
@@ -67,9 +84,12 @@ serves the same as a page with a waterfall at /traces.`,
 }
 
 func runTraces(ctx context.Context, w io.Writer, o tracesOptions) error {
+	if !strings.Contains(o.admin, "://") {
+		o.admin = "http://" + o.admin // host:port, as --admin-listen takes it
+	}
 	base, err := url.Parse(strings.TrimSuffix(o.admin, "/"))
 	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
-		return &exitError{code: exitUsage, err: fmt.Errorf("admin: %q is not an http(s) URL, e.g. http://127.0.0.1:9901", o.admin)}
+		return &exitError{code: exitUsage, err: fmt.Errorf("admin: %q is not host:port or an http(s) URL, e.g. 127.0.0.1:9901", o.admin)}
 	}
 	q := url.Values{}
 	if o.denied {
@@ -166,6 +186,7 @@ type observability struct {
 	decisions *decisionlog.Writer
 	redact    func(json.RawMessage) json.RawMessage
 	admin     *http.Server // the stdio commands' --admin-listen; nil when none
+	instance  string       // the file recording this instance for traces --list; "" when none
 }
 
 // newObservability sets up telemetry for o.
@@ -282,6 +303,9 @@ func (ob *observability) close(ctx context.Context) {
 	defer cancel()
 	if ob.admin != nil {
 		_ = ob.admin.Close()
+	}
+	if ob.instance != "" {
+		_ = os.Remove(ob.instance)
 	}
 	_ = ob.tel.Shutdown(ctx)
 	_ = ob.decisions.Close()

@@ -28,6 +28,9 @@ type wrapOptions struct {
 	DenyAs       string
 	MaxBodyBytes int
 	LogLevel     string
+	// KeyringEnv are VAR=ACCOUNT pairs: the server gets VAR from the OS
+	// keyring (what `config wrap` moved there).
+	KeyringEnv []string
 	// Grace is how long the server may take to exit: after the client
 	// closes its input, before SIGTERM; after SIGTERM (ours or forwarded),
 	// before SIGKILL.
@@ -61,6 +64,9 @@ func (c *policyChoice) check() error {
 // variables, as for the proxy), and with --admin-listen the proxy's local
 // trace page, `mcpguard traces` endpoint and /metrics.
 type stdioObserve struct {
+	// Name is the server's name in the client's configuration, under
+	// which `mcpguard traces --server` finds this instance.
+	Name            string
 	DecisionLog     string
 	RecordArguments bool
 	Redact          []string
@@ -69,7 +75,8 @@ type stdioObserve struct {
 
 func (s *stdioObserve) flags(cmd *cobra.Command) {
 	f := cmd.Flags()
-	f.StringVar(&s.AdminListen, "admin-listen", "", "serve /traces (the calls and decisions), /debug/traces (for mcpguard traces --admin) and /metrics on this loopback address, e.g. 127.0.0.1:9464")
+	f.StringVar(&s.AdminListen, "admin-listen", "", "serve /traces (the calls and decisions), /debug/traces (for mcpguard traces) and /metrics on this loopback address, e.g. 127.0.0.1:9464 (port 0: a free one); mcpguard traces --list finds it")
+	f.StringVar(&s.Name, "name", "", "the server's name, for mcpguard traces --server NAME (config wrap sets it)")
 	f.StringVar(&s.DecisionLog, "decision-log", "", "append one JSON line per policy decision to FILE (stdout is the MCP channel, so not -)")
 	f.BoolVar(&s.RecordArguments, "record-arguments", false, "record tool argument values in spans and the decision log, redacted (off: never recorded)")
 	f.StringSliceVar(&s.Redact, "redact", nil, "extra regular expression whose matches in recorded argument values become [REDACTED] (repeatable)")
@@ -104,6 +111,7 @@ func (s *stdioObserve) setup(ctx context.Context, log *slog.Logger, cfg *proxy.C
 		ob.admin = adminServer(mux)
 		go func() { _ = ob.admin.Serve(ln) }()
 		log.Info("admin listening", "traces", "http://"+ln.Addr().String()+"/traces")
+		ob.instance = registerInstance(s.Name, "http://"+ln.Addr().String(), log)
 	}
 	return ob, nil
 }
@@ -170,6 +178,7 @@ unanswered is answered with a JSON-RPC error.`,
 	f.StringVar(&o.DenyAs, "deny-as", o.DenyAs, "how denials are answered: jsonrpc-error, or tool-error (a result the model reads)")
 	f.IntVar(&o.MaxBodyBytes, "max-body-bytes", 0, "largest message accepted either way (default 4 MiB)")
 	f.StringVar(&o.LogLevel, "log-level", o.LogLevel, "debug, info, warn or error (logs go to stderr)")
+	f.StringArrayVar(&o.KeyringEnv, "keyring-env", nil, "VAR=ACCOUNT: set CMD's environment variable VAR from the OS keyring item ACCOUNT (service \"mcpguard\"; config wrap writes these)")
 	f.DurationVar(&o.Grace, "grace", o.Grace, "how long CMD may take to exit before SIGTERM, and after SIGTERM before SIGKILL")
 	return cmd
 }
@@ -218,7 +227,11 @@ func runWrap(ctx context.Context, o wrapOptions, argv []string, stdin io.Reader,
 		return 0, &exitError{code: exitUsage, err: err}
 	}
 
-	srv, err := startServer(argv)
+	env, err := keyringEnv(o.KeyringEnv)
+	if err != nil {
+		return 0, &exitError{code: exitUsage, err: err}
+	}
+	srv, err := startServer(argv, env...)
 	if err != nil {
 		log.Error("starting the MCP server failed", "command", argv[0], "err", err)
 		return 0, &exitError{code: exitExecFailed, err: fmt.Errorf("starting %q: %v", argv[0], err)}
@@ -316,9 +329,12 @@ type wrappedServer struct {
 
 // startServer starts argv with its own stdin and stdout pipes and our
 // stderr, in a process group of its own (procattr_*.go) so that signals and
-// the final kill reach everything it started.
-func startServer(argv []string) (*wrappedServer, error) {
+// the final kill reach everything it started. env is added to ours.
+func startServer(argv []string, env ...string) (*wrappedServer, error) {
 	cmd := exec.Command(argv[0], argv[1:]...)
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stderr = os.Stderr
 	// Pipes of our own rather than cmd.StdinPipe/StdoutPipe: Wait closes
 	// those as soon as the process exits, losing output not yet read, and

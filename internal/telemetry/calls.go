@@ -224,7 +224,7 @@ func writeChildren(b *strings.Builder, c *Call, t0 time.Time, indent string) {
 		fmt.Fprintf(b, "%s+%s  %s  %s %s", indent, fmtDuration(ch.Start.Sub(t0)), fmtDuration(ch.Duration()), ch.Name, strings.ToLower(ch.Kind))
 		if d := ch.Attr(keyDecision); d != "" {
 			fmt.Fprintf(b, "  %s %s", d, ch.Attr(keyRule))
-			if r := ch.Attr(keyReason); r != "" && d == "deny" {
+			if r := ch.Attr(keyReason); r != "" {
 				fmt.Fprintf(b, ": %s", r)
 			}
 		}
