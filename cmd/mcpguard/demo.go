@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -80,6 +81,7 @@ func runDemo(ctx context.Context, out io.Writer, serve, verbose bool) error {
 	fmt.Fprintf(out, "mcpguard demo\n  gateway  %s  (mcp-go; fetch_url answers from a local stand-in for the internet at %s: nothing leaves this machine)\n", opts.Upstream, internet)
 	fmt.Fprintf(out, "  proxy    %s  (policy: manifests/policies/approved-apis.yaml + internal/demo/extras.yaml, embedded)\n", px.URL)
 	if serve {
+		fmt.Fprintf(out, "  traces   %s/traces  (every call, its decision and reason; or: mcpguard traces --admin %s)\n", px.AdminURL, strings.TrimPrefix(px.AdminURL, "http://"))
 		fmt.Fprintf(out, "  health   %s/readyz\n\nTry a stateless (2026-07-28) call through the proxy:\n\n", px.AdminURL)
 		fmt.Fprintf(out, `  curl -s %s \
     -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' \

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -245,8 +246,13 @@ func TestTracesFollow(t *testing.T) {
 }
 
 func TestTracesBadAdmin(t *testing.T) {
-	err := runTraces(context.Background(), io.Discard, tracesOptions{admin: "127.0.0.1:9901"})
-	if err == nil || !strings.Contains(err.Error(), `admin: "127.0.0.1:9901" is not an http(s) URL`) {
+	err := runTraces(context.Background(), io.Discard, tracesOptions{admin: "ftp://127.0.0.1:9901"})
+	if err == nil || !strings.Contains(err.Error(), `admin: "ftp://127.0.0.1:9901" is not host:port or an http(s) URL`) {
+		t.Errorf("err = %v", err)
+	}
+	// host:port, as --admin-listen takes it, is read as http://host:port.
+	err = runTraces(context.Background(), io.Discard, tracesOptions{admin: "127.0.0.1:1"})
+	if err == nil || !strings.Contains(err.Error(), `http://127.0.0.1:1/debug/traces`) {
 		t.Errorf("err = %v", err)
 	}
 }
@@ -441,4 +447,35 @@ func TestAdminLoopbackOnly(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDemoServePrintsTracePage: `demo --serve` names the trace page, and
+// the page answers.
+func TestDemoServePrintsTracePage(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() { done <- runDemo(ctx, pw, true, false); pw.Close() }()
+	defer func() {
+		cancel()
+		go func() { _, _ = io.Copy(io.Discard, pr) }()
+		<-done
+	}()
+	sc := bufio.NewScanner(pr)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 2 || f[0] != "traces" {
+			continue
+		}
+		res, err := http.Get(f[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK || !strings.HasSuffix(f[1], "/traces") {
+			t.Fatalf("GET %s: %s", f[1], res.Status)
+		}
+		return
+	}
+	t.Fatal("demo --serve printed no traces line")
 }

@@ -181,6 +181,10 @@ func TestTracesPageInChromium(t *testing.T) {
 		text(rule[0]) != "run_command/never" || attr(rule[1], "title") != "shell access is never allowed" {
 		t.Error("rule column wrong")
 	}
+	if reason := findAll(calls[0], func(n *html.Node) bool { return hasClass(n, "reason") }); len(reason) < 2 ||
+		text(reason[1]) != "shell access is never allowed" {
+		t.Error("reason column wrong")
+	}
 	// The waterfall: one bar per span, placed by offset and duration.
 	rows := findAll(calls[1], func(n *html.Node) bool { return n.Data == "tr" && hasClass(n, "span") })
 	if len(rows) != 3 {
