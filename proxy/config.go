@@ -136,9 +136,17 @@ type Config struct {
 }
 
 // Validate applies defaults and reports every problem at once.
-func (c *Config) Validate() error {
+func (c *Config) Validate() error { return c.validate(true) }
+
+// validate is Validate for a proxy that dials the gateway (HTTP) or not
+// (stdio, whose server is the process at the other end of its pipes).
+func (c *Config) validate(dials bool) error {
 	var errs []error
-	if c.Upstream == "" {
+	if !dials {
+		if c.Upstream != "" {
+			errs = append(errs, fmt.Errorf("upstream: %q given to a stdio relay, whose server is the process at the other end of its pipes: leave it empty", c.Upstream))
+		}
+	} else if c.Upstream == "" {
 		errs = append(errs, errors.New("upstream: required; set --upstream to the gateway's MCP URL, e.g. http://gateway:8080/mcp"))
 	} else if u, err := url.Parse(c.Upstream); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		errs = append(errs, fmt.Errorf("upstream: %q is not an http(s) URL with a host", c.Upstream))

@@ -136,7 +136,7 @@ type deniedData struct {
 // DenyAs asks for. It returns the HTTP status the answer warrants on its own.
 func denial(denyAs DenyAs, req *jsonrpc.Message, tool string, d rules.Decision) (*jsonrpc.Message, int) {
 	msg := fmt.Sprintf("denied by mcpguard policy (rule %s): %s", d.Rule, d.Explain())
-	if denyAs == DenyToolError && req.Method == "tools/call" {
+	if mt, _ := rules.MethodOf(req.Method); denyAs == DenyToolError && mt.Target == rules.ToolCall {
 		result, _ := json.Marshal(toolErrorResult{
 			Content: []textContent{{Type: "text", Text: msg}},
 			IsError: true,

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"mcpguard.dev/mcpguard/proxy/jsonrpc"
+	"mcpguard.dev/mcpguard/rules"
 )
 
 // exchange is one agent POST (or GET stream) and everything the gateway
@@ -77,42 +78,16 @@ func (ex *exchange) run(out output) {
 	status := http.StatusOK
 	ex.waiting = make(map[string]string, len(ex.msgs))
 	for _, m := range ex.msgs {
-		switch m.Kind() {
-		case jsonrpc.KindResponse:
-			if ex.sess == nil || !ex.sess.answer(m.ID.String()) {
-				p.log.Warn("dropping a response to an unknown request", "id", m.ID.String(), "session", ex.sessionID())
-				if !ex.batch {
-					out.fail(errInvalid("response id %s answers no outstanding server request", m.ID.String()))
-					return
-				}
-				continue
-			}
-			forward = append(forward, m)
-		case jsonrpc.KindNotification:
-			if e := screenNotification(m); e != nil {
-				p.log.Warn("refusing a request sent as a notification", "method", m.Method, "session", ex.sessionID())
-				if !ex.batch {
-					out.fail(e)
-					return
-				}
-				continue
-			}
-			forward = append(forward, m)
-		case jsonrpc.KindRequest:
-			if _, dup := ex.waiting[m.ID.String()]; dup {
-				answers = append(answers, &jsonrpc.Message{ID: m.ID, Error: errInvalid("duplicate request id %s in batch", m.ID.String()).rpc()})
-				continue
-			}
-			if ans, st := p.screen(ex.spanContext(ctx, m), ex, m); ans != nil {
-				answers = append(answers, ans)
-				status = st
-				continue
-			}
-			ex.waiting[m.ID.String()] = m.Method
-			if ex.sess != nil {
-				ex.sess.track(m.ID.String(), m.Method)
-			}
-			forward = append(forward, m)
+		fwd, ans, st, dropped := p.fromAgent(ex.spanContext(ctx, m), ex, m)
+		switch {
+		case fwd != nil:
+			forward = append(forward, fwd)
+		case ans != nil:
+			answers = append(answers, ans)
+			status = st
+		case !ex.batch:
+			out.fail(dropped) // a lone response or notification refused
+			return
 		}
 	}
 	if len(answers) > 0 && ex.batch {
@@ -130,7 +105,7 @@ func (ex *exchange) run(out output) {
 		return
 	}
 
-	ctx, forward = ex.startUpstream(ctx, forward)
+	ctx, forward = ex.trace.startUpstream(ctx, forward)
 	var body []byte
 	var err error
 	if ex.batch {
@@ -337,48 +312,68 @@ func (ex *exchange) relayStream(ctx context.Context, res *http.Response, out out
 	}
 }
 
-// fromUpstream screens one message from the gateway and passes it on.
+// fromUpstream hands one message from the gateway to the pump and passes
+// on what it decides.
 func (ex *exchange) fromUpstream(ctx context.Context, m *jsonrpc.Message, eventID string, out output) {
-	p := ex.p
-	switch m.Kind() {
-	case jsonrpc.KindResponse:
-		method, ok := ex.waiting[m.ID.String()]
-		if ok {
-			delete(ex.waiting, m.ID.String())
-			ex.settle(m.ID)
-		} else if len(ex.msgs) == 0 && ex.sess != nil {
-			// A GET stream: after a resumption it carries the answers to
-			// requests whose POST stream was cut, each delivered once.
-			method, ok = ex.sess.settle(m.ID.String())
-		}
-		if !ok {
-			p.log.Warn("dropping a gateway response for an id never sent or already answered", "id", m.ID.String(), "session", ex.sessionID())
-			return
-		}
-		_ = out.deliver(p.screenResult(ctx, ex, method, m), eventID)
-	case jsonrpc.KindRequest:
-		if ans := p.screenServer(ctx, ex, m); ans != nil {
-			ex.answerUpstream(ctx, ans)
-			return
-		}
-		if ex.sess != nil && !ex.sess.expect(m.ID.String()) {
-			// Relaying it would leave an answer the proxy could not accept
-			// (it is not bookkept); refusing it says so to the gateway.
-			if n := p.refusedServer.Add(1); n&(n-1) == 0 { // log 1, 2, 4, 8…: a flood must not flood the log
-				p.log.Warn("refusing server requests: the agent has too many unanswered", "method", m.Method,
-					"session", ex.sessionID(), "limit", maxPendingServerRequests, "refused_so_far", n)
-			}
-			p.tel.serverRequestRefused(m.Method)
-			ex.answerUpstream(ctx, &jsonrpc.Message{ID: m.ID, Error: errTooManyServerRequests(maxPendingServerRequests).rpc()})
-			return
-		}
-		_ = out.deliver(m, eventID)
-	case jsonrpc.KindNotification:
-		if screenNotification(m) != nil {
-			p.log.Warn("dropping a gateway request sent as a notification", "method", m.Method, "session", ex.sessionID())
-			return
-		}
-		_ = out.deliver(m, eventID)
+	toAgent, toGateway := ex.p.fromGateway(ctx, ex, m)
+	if toGateway != nil {
+		ex.answerUpstream(ctx, toGateway)
+	}
+	if toAgent != nil {
+		_ = out.deliver(toAgent, eventID)
+	}
+}
+
+// The exchange is the pump's conversation (pump.go): one goroutine reads
+// both sides, and the session's tables lock for the exchanges sharing them.
+var _ conversation = (*exchange)(nil)
+
+func (ex *exchange) scope(*jsonrpc.Message) scope {
+	return scope{session: ex.sessionID(), version: ex.version, r: ex.r}
+}
+
+func (ex *exchange) forwarding(m *jsonrpc.Message) *callError {
+	id := m.ID.String()
+	if _, dup := ex.waiting[id]; dup {
+		return errInvalid("duplicate request id %s in batch", id)
+	}
+	ex.waiting[id] = m.Method
+	if ex.sess != nil {
+		ex.sess.track(id, m.Method)
+	}
+	return nil
+}
+
+func (ex *exchange) answered(id jsonrpc.ID) (string, bool) {
+	method, ok := ex.waiting[id.String()]
+	if ok {
+		delete(ex.waiting, id.String())
+		ex.settle(id)
+	} else if len(ex.msgs) == 0 && ex.sess != nil {
+		// A GET stream: after a resumption it carries the answers to
+		// requests whose POST stream was cut, each delivered once.
+		method, ok = ex.sess.settle(id.String())
+	}
+	return method, ok
+}
+
+// negotiated: initialize is not an exchange's (Proxy.initialize).
+func (ex *exchange) negotiated(string) {}
+
+func (ex *exchange) relaying(id jsonrpc.ID) bool {
+	return ex.sess == nil || ex.sess.expect(id.String())
+}
+
+func (ex *exchange) replied(id jsonrpc.ID) bool {
+	return ex.sess != nil && ex.sess.answer(id.String())
+}
+
+// cancelled: a cancellation from the gateway frees the agent from
+// answering; one from the agent concerns another POST's exchange, which
+// ends when the gateway answers or the call times out.
+func (ex *exchange) cancelled(dir rules.Direction, requestID []byte) {
+	if dir == rules.FromGateway && ex.sess != nil {
+		ex.sess.answer(string(requestID))
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 
 	"mcpguard.dev/mcpguard/proxy/jsonrpc"
+	"mcpguard.dev/mcpguard/rules"
 )
 
 // Protocol versions. Before 2026-07-28 an agent opens a session with
@@ -139,7 +140,7 @@ func (p *Proxy) serveStateless(w http.ResponseWriter, r *http.Request, msgs []*j
 	for name, value := range mcp.StandardHeaders(headerVersion, mcp.MCPMethod(m.Method), m.Params) {
 		hdr.Set(name, value)
 	}
-	if m.Method == "tools/call" {
+	if mt, _ := rules.MethodOf(m.Method); mt.Target == rules.ToolCall {
 		if err := p.checkParamHeaders(r, m, hdr); err != nil {
 			p.reject(w, r, id, errHeaderMismatch(err))
 			return

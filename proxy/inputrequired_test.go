@@ -243,7 +243,7 @@ func FuzzInputRequiredScreen(f *testing.F) {
 			return // the codec refuses it before any screening
 		}
 		m := msgs[0]
-		out := p.screenResult(context.Background(), &exchange{p: p, version: "2026-07-28"}, "tools/call", m)
+		out := p.screenResult(context.Background(), scope{version: "2026-07-28"}, "tools/call", m)
 		if out.Error != nil {
 			return // refused: nothing reaches the agent's client to fulfil
 		}

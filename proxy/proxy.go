@@ -23,19 +23,9 @@ import (
 // Proxy terminates agents' MCP sessions and forwards what the policy allows
 // to the gateway. It is an http.Handler; create it with New.
 type Proxy struct {
-	cfg      Config
+	*pump    // the screening every transport shares (pump.go)
 	up       *upstream
 	sessions *sessions
-	log      *slog.Logger
-	tools    sync.Map // tool name → canonical definition, from relayed tools/list results
-	// toolCount counts the entries of tools (see rememberTool).
-	toolCount atomic.Int64
-	// callTools holds the tool of each call whose result is screened.
-	callTools callTools
-	// refusedServer counts server requests refused for want of room to
-	// bookkeep them (exchange.fromUpstream).
-	refusedServer atomic.Int64
-	tel           *telemetry // nil when Config asks for no telemetry
 
 	draining atomic.Bool
 	// abandoning is set by Abandon: the calls still in flight are given up,
@@ -71,15 +61,14 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	sess := newSessions(cfg.MaxSessions, cfg.SessionIdleTimeout)
 	p := &Proxy{
-		cfg:          cfg,
+		pump:         newPump(cfg, sess.count),
 		up:           up,
-		sessions:     newSessions(cfg.MaxSessions, cfg.SessionIdleTimeout),
-		log:          cfg.Logger,
+		sessions:     sess,
 		streams:      ctx,
 		cancelStream: cancel,
 	}
-	p.tel = newTelemetry(&p.cfg, p.sessions, &p.tools)
 	p.up.inject = p.tel.traceHeaders()
 	return p, nil
 }
@@ -449,7 +438,3 @@ func readAll(r io.Reader, hint int64, limit int) ([]byte, error) {
 }
 
 func quote(s string) string { return string(jsonrpc.AppendString(nil, s)) }
-
-func (p *Proxy) limits() jsonrpc.Limits {
-	return jsonrpc.Limits{MaxBytes: p.cfg.MaxBodyBytes, MaxDepth: p.cfg.MaxDepth}
-}

@@ -20,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"mcpguard.dev/mcpguard/proxy/jsonrpc"
+	"mcpguard.dev/mcpguard/rules"
 )
 
 // The spans of one exchange: a SERVER span per agent message, the CLIENT
@@ -30,7 +31,7 @@ import (
 // notification the agent sent, and the client span of the gateway call.
 type exTrace struct {
 	t       *telemetry
-	ex      *exchange
+	sc      scope
 	calls   []*callSpan
 	byID    map[string]*callSpan
 	client  trace.Span
@@ -49,7 +50,8 @@ type callSpan struct {
 	span   trace.Span
 	start  time.Time
 	method string
-	tool   string // tools/call and prompts/get
+	target rules.Target // the method's, from the table
+	tool   string       // tools/call and prompts/get
 	msg    *jsonrpc.Message
 	// forwarded: the message went to the gateway, so gateway time is not
 	// the proxy's overhead.
@@ -57,24 +59,22 @@ type callSpan struct {
 	ended     bool
 }
 
-// startSpans opens a server span for each request and notification of the
-// exchange, parented on the trace context the agent sent in params._meta
-// or, failing that, in its HTTP headers. It returns the context of the
-// first span and out wrapped so that each span ends when its answer is
-// delivered.
-func (ex *exchange) startSpans(ctx context.Context, out output) (context.Context, output) {
-	t := ex.p.tel
+// startSpans opens a server span for each request and notification of
+// msgs, parented on the trace context the agent sent in params._meta or,
+// failing that, in its HTTP headers. It returns the context of the first
+// span and the trace, whose spans end as their answers are delivered
+// (tracedOutput); nil when telemetry is off.
+func (t *telemetry) startSpans(ctx context.Context, sc scope, msgs []*jsonrpc.Message) (context.Context, *exTrace) {
 	if t == nil {
-		return ctx, out
+		return ctx, nil
 	}
-	tr := &exTrace{t: t, ex: ex, byID: make(map[string]*callSpan, len(ex.msgs))}
-	ex.trace = tr
+	tr := &exTrace{t: t, sc: sc, byID: make(map[string]*callSpan, len(msgs))}
 	transport := ctx
-	if t.tracing && ex.r != nil {
-		transport = t.prop.Extract(ctx, propagation.HeaderCarrier(ex.r.Header))
+	if t.tracing && sc.r != nil {
+		transport = t.prop.Extract(ctx, propagation.HeaderCarrier(sc.r.Header))
 	}
 	first := ctx
-	for _, m := range ex.msgs {
+	for _, m := range msgs {
 		if m.Kind() == jsonrpc.KindResponse {
 			continue
 		}
@@ -87,14 +87,26 @@ func (ex *exchange) startSpans(ctx context.Context, out output) (context.Context
 			first = c.ctx
 		}
 	}
-	return first, tracedOutput{output: out, tr: tr}
+	return first, tr
+}
+
+// startSpans opens the exchange's spans (telemetry.startSpans) and wraps
+// out so that each ends when its answer is delivered.
+func (ex *exchange) startSpans(ctx context.Context, out output) (context.Context, output) {
+	ctx, ex.trace = ex.p.tel.startSpans(ctx, ex.scope(nil), ex.msgs)
+	if ex.trace == nil {
+		return ctx, out
+	}
+	return ctx, tracedOutput{output: out, tr: ex.trace}
 }
 
 func (tr *exTrace) open(ctx, transport context.Context, m *jsonrpc.Message) *callSpan {
-	t, ex := tr.t, tr.ex
+	t, sc := tr.t, tr.sc
 	c := &callSpan{start: time.Now(), method: m.Method, msg: m}
-	switch m.Method {
-	case "tools/call", "prompts/get":
+	mt, _ := rules.MethodOf(m.Method)
+	c.target = mt.Target
+	switch mt.Target {
+	case rules.ToolCall, rules.PromptGet:
 		c.tool, _, _ = jsonrpc.LookupString(m.Params, "name")
 	}
 	if !t.tracing {
@@ -119,19 +131,19 @@ func (tr *exTrace) open(ctx, transport context.Context, m *jsonrpc.Message) *cal
 	if m.Kind() == jsonrpc.KindRequest {
 		attrs = append(attrs, semconv.JSONRPCRequestID(requestID(m.ID)))
 	}
-	if sid := ex.sessionID(); sid != "" {
-		attrs = append(attrs, semconv.McpSessionID(sid))
+	if sc.session != "" {
+		attrs = append(attrs, semconv.McpSessionID(sc.session))
 	}
-	if ex.version != "" {
-		attrs = append(attrs, semconv.McpProtocolVersion(ex.version))
+	if sc.version != "" {
+		attrs = append(attrs, semconv.McpProtocolVersion(sc.version))
 	}
-	switch m.Method {
-	case "tools/call":
+	switch mt.Target {
+	case rules.ToolCall:
 		attrs = append(attrs, semconv.GenAIToolName(c.tool), semconv.GenAIOperationNameExecuteTool)
-	case "prompts/get":
+	case rules.PromptGet:
 		attrs = append(attrs, semconv.GenAIPromptName(c.tool))
 	}
-	attrs = appendNetwork(attrs, ex.r)
+	attrs = appendNetwork(attrs, sc.r)
 	c.ctx, c.span = t.tracer.Start(parent, spanName(m.Method, c.tool),
 		trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attrs...),
 		trace.WithLinks(links...), trace.WithTimestamp(c.start))
@@ -221,8 +233,7 @@ func (ex *exchange) spanContext(ctx context.Context, m *jsonrpc.Message) context
 // trace context into params._meta of every forwarded request (traceparent,
 // tracestate, baggage: MCP SEP-414). The messages are copied, never changed
 // in place, and _meta is edited on the canonical bytes with jsonrpc.Replace.
-func (ex *exchange) startUpstream(ctx context.Context, forward []*jsonrpc.Message) (context.Context, []*jsonrpc.Message) {
-	tr := ex.trace
+func (tr *exTrace) startUpstream(ctx context.Context, forward []*jsonrpc.Message) (context.Context, []*jsonrpc.Message) {
 	if tr == nil {
 		return ctx, forward
 	}
@@ -257,13 +268,13 @@ func (ex *exchange) startUpstream(ctx context.Context, forward []*jsonrpc.Messag
 	if first.msg.Kind() == jsonrpc.KindRequest {
 		attrs = append(attrs, semconv.JSONRPCRequestID(requestID(first.msg.ID)))
 	}
-	if first.method == "tools/call" {
+	if first.target == rules.ToolCall {
 		attrs = append(attrs, semconv.GenAIToolName(tool), semconv.GenAIOperationNameExecuteTool)
 	}
-	if ex.version != "" {
-		attrs = append(attrs, semconv.McpProtocolVersion(ex.version))
+	if tr.sc.version != "" {
+		attrs = append(attrs, semconv.McpProtocolVersion(tr.sc.version))
 	}
-	if ex.r != nil {
+	if tr.sc.r != nil {
 		attrs = append(attrs, semconv.HTTPRequestMethodPost)
 		attrs = append(attrs, tr.t.upAttrs...)
 	} else {
@@ -426,8 +437,8 @@ func (tr *exTrace) endUpstream() {
 	}
 	if len(tr.calls) > 0 {
 		c := tr.calls[0]
-		k := opKey{client: true, pipe: tr.ex.r == nil, method: metricMethod(c.method)}
-		if c.method == "tools/call" && tr.t.knownTool(c.tool) {
+		k := opKey{client: true, pipe: tr.sc.r == nil, method: metricMethod(c.method)}
+		if c.target == rules.ToolCall && tr.t.knownTool(c.tool) {
 			k.tool = c.tool
 		}
 		tr.t.upDuration.Inst().Record(c.ctx, took.Seconds(), tr.t.opOpt(k, func() []attribute.KeyValue {
@@ -464,7 +475,7 @@ func upstreamErrorType(e *callError) string {
 
 // transport is network.transport for the exchange's metrics.
 func (tr *exTrace) transport() mcpconv.NetworkTransportAttr {
-	if tr.ex.r == nil {
+	if tr.sc.r == nil {
 		return mcpconv.NetworkTransportPipe
 	}
 	return mcpconv.NetworkTransportTCP
@@ -525,7 +536,7 @@ func (tr *exTrace) end(c *callSpan, resp *jsonrpc.Message, e *callError) {
 	case resp != nil && resp.Error != nil:
 		code = resp.Error.Code
 		errType = strconv.FormatInt(code, 10)
-	case resp != nil && c.method == "tools/call" && string(jsonrpc.Lookup(resp.Result, "isError")) == "true":
+	case resp != nil && c.target == rules.ToolCall && string(jsonrpc.Lookup(resp.Result, "isError")) == "true":
 		errType = errorTypeToolError
 	case e != nil:
 		code = e.code
@@ -543,7 +554,7 @@ func (tr *exTrace) end(c *callSpan, resp *jsonrpc.Message, e *callError) {
 	}
 	t := tr.t
 	tool := ""
-	if c.method == "tools/call" {
+	if c.target == rules.ToolCall {
 		tool = "_OTHER" // an agent must not mint series
 		if t.knownTool(c.tool) {
 			tool = c.tool
@@ -552,11 +563,11 @@ func (tr *exTrace) end(c *callSpan, resp *jsonrpc.Message, e *callError) {
 	attrs := func() []attribute.KeyValue {
 		attrs := make([]attribute.KeyValue, 0, 7)
 		attrs = append(attrs, t.opDuration.AttrNetworkTransport(tr.transport()))
-		if tr.ex.r != nil {
+		if tr.sc.r != nil {
 			attrs = append(attrs, t.opDuration.AttrNetworkProtocolName("http"))
 		}
-		if tr.ex.version != "" {
-			attrs = append(attrs, t.opDuration.AttrProtocolVersion(tr.ex.version))
+		if tr.sc.version != "" {
+			attrs = append(attrs, t.opDuration.AttrProtocolVersion(tr.sc.version))
 		}
 		if tool != "" {
 			attrs = append(attrs, t.opDuration.AttrGenAIOperationName(mcpconv.GenAIOperationNameExecuteTool),
@@ -569,7 +580,7 @@ func (tr *exTrace) end(c *callSpan, resp *jsonrpc.Message, e *callError) {
 			append(attrs(), t.opDuration.AttrErrorType(mcpconv.ErrorTypeAttr(errType)))...)
 	} else {
 		t.opDuration.Inst().Record(c.ctx, took.Seconds(),
-			t.opOpt(opKey{pipe: tr.ex.r == nil, version: tr.ex.version, method: metricMethod(c.method), tool: tool}, attrs))
+			t.opOpt(opKey{pipe: tr.sc.r == nil, version: tr.sc.version, method: metricMethod(c.method), tool: tool}, attrs))
 	}
 	overhead := took
 	tr.mu.Lock()

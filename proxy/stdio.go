@@ -9,26 +9,20 @@ import (
 	"sync"
 
 	"mcpguard.dev/mcpguard/proxy/jsonrpc"
+	"mcpguard.dev/mcpguard/rules"
 )
 
 // This file is the stdio transport: MCP's newline-delimited JSON-RPC over a
 // pair of byte streams, as spoken between a desktop client and a server it
 // launched. Bytes become messages here and nothing else happens here: every
-// message is decoded by the same strict codec as an HTTP body, every agent
-// request goes through screen, every server request through screenServer and
-// every tools/list result through filterTools (toolcall.go), and what is
+// message is decoded by the same strict codec as an HTTP body and handed to
+// the pump (pump.go), which screens it as it screens HTTP's, and what is
 // forwarded is the re-encoded message the policy saw.
 //
-//	client ──stdin──▶ readLine ─▶ jsonrpc.Decode ─▶ screen ──deny──▶ error to client
+//	client ──stdin──▶ readLine ─▶ jsonrpc.Decode ─▶ pump.fromAgent ──deny──▶ error to client
 //	                                                  │ allow
 //	                          jsonrpc.Encode + "\n" ──┴──▶ server's stdin
-//	client ◀──stdout── filterTools, screenServer, drop unknown ids ◀── server's stdout
-
-// stdioUpstream stands in for Config.Upstream, which New requires. A stdio
-// relay's server is the process at the other end of its pipes and is never
-// dialled; the .invalid TLD (RFC 2606) cannot resolve, so code that dialled
-// it by mistake would fail rather than reach anything.
-const stdioUpstream = "http://stdio.invalid/"
+//	client ◀──stdout── pump.fromGateway ◀── jsonrpc.Decode ◀── server's stdout
 
 // maxStdioInFlight bounds the client requests awaiting the server's answer,
 // so a client that never stops sending cannot grow the table without limit.
@@ -43,7 +37,7 @@ var ErrServerGone = errors.New("the MCP server closed its output (it exited or c
 // the decision log and telemetry. Create it with NewStdio; one Stdio may
 // serve any number of sessions, concurrently.
 type Stdio struct {
-	p *Proxy
+	p *pump
 }
 
 // NewStdio validates cfg as New does and returns a stdio relay. Upstream
@@ -51,15 +45,10 @@ type Stdio struct {
 // given to Serve. DenyAs http-403 has no status to set on stdio and answers
 // like jsonrpc-error.
 func NewStdio(cfg Config) (*Stdio, error) {
-	if cfg.Upstream != "" {
-		return nil, fmt.Errorf("upstream: %q given to a stdio relay, whose server is the process at the other end of its pipes: leave it empty", cfg.Upstream)
-	}
-	cfg.Upstream = stdioUpstream
-	p, err := New(cfg)
-	if err != nil {
+	if err := cfg.validate(false); err != nil {
 		return nil, err
 	}
-	return &Stdio{p: p}, nil
+	return &Stdio{p: newPump(cfg, nil)}, nil
 }
 
 // StdioStreams are the four byte streams of one stdio session.
@@ -140,7 +129,7 @@ func (s *Stdio) Serve(ctx context.Context, st StdioStreams) error {
 
 // stdioConn is the state of one stdio session, shared by its two readers.
 type stdioConn struct {
-	p        *Proxy
+	p        *pump
 	sess     *session // server→client requests awaiting the client (expect/answer)
 	toClient *lineWriter
 	toServer *lineWriter
@@ -159,17 +148,95 @@ type pending struct {
 	trace  *stdioTrace // its spans (telemetry.go); nil when telemetry is off
 }
 
-// exchange is the view of this session that screen, screenServer and
-// filterTools take: its session id and protocol version, and no HTTP
-// request (the identity is the configured one alone).
-func (c *stdioConn) exchange(m *jsonrpc.Message) *exchange {
-	v := metaProtocolVersion(m) // 2026-07-28 requests state their version
+// The stdio session is the pump's conversation (pump.go): its two readers
+// call it at once, so it locks.
+var _ conversation = (*stdioConn)(nil)
+
+// scope is the session id and the protocol version: a 2026-07-28 request
+// states its own, otherwise initialize negotiated it. There is no HTTP
+// request; the identity is the configured one alone.
+func (c *stdioConn) scope(m *jsonrpc.Message) scope {
+	v := metaProtocolVersion(m)
 	if v == "" {
 		c.mu.Lock()
 		v = c.version
 		c.mu.Unlock()
 	}
-	return &exchange{p: c.p, sess: c.sess, version: v}
+	return scope{session: c.sess.id, version: v}
+}
+
+// forwarding records a client request about to be forwarded, or says why
+// it cannot be.
+func (c *stdioConn) forwarding(m *jsonrpc.Message) *callError {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch id := m.ID.String(); {
+	case c.gone:
+		return errUpstream(ErrServerGone)
+	case c.waiting[id].method != "":
+		return errInvalid("request id %s is already in flight: ids must be unique among outstanding requests", id)
+	case len(c.waiting) >= maxStdioInFlight:
+		return errUnavailable("%d requests are already awaiting the MCP server: retry later", maxStdioInFlight)
+	default:
+		c.waiting[id] = pending{id: m.ID, method: m.Method}
+		return nil
+	}
+}
+
+func (c *stdioConn) answered(id jsonrpc.ID) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	w, ok := c.waiting[id.String()]
+	delete(c.waiting, id.String())
+	return w.method, ok
+}
+
+func (c *stdioConn) negotiated(v string) {
+	c.mu.Lock()
+	c.version = v
+	c.mu.Unlock()
+}
+
+func (c *stdioConn) relaying(id jsonrpc.ID) bool { return c.sess.expect(id.String()) }
+func (c *stdioConn) replied(id jsonrpc.ID) bool  { return c.sess.answer(id.String()) }
+
+// cancelled: a request the client cancelled may go unanswered (MCP's
+// cancellation utility): stop waiting for it, and a late answer is dropped
+// as one to an unknown id. One the server cancelled, the client need not
+// answer.
+func (c *stdioConn) cancelled(dir rules.Direction, requestID []byte) {
+	if dir == rules.FromGateway {
+		c.sess.answer(string(requestID))
+		return
+	}
+	c.mu.Lock()
+	c.waiting[string(requestID)].trace.end(nil)
+	delete(c.waiting, string(requestID))
+	c.mu.Unlock()
+}
+
+// trace records the spans of a forwarded request, to end with its answer.
+func (c *stdioConn) trace(id jsonrpc.ID, st *stdioTrace) {
+	if st == nil {
+		return
+	}
+	c.mu.Lock()
+	if w, ok := c.waiting[id.String()]; ok {
+		w.trace = st
+		c.waiting[id.String()] = w
+	}
+	c.mu.Unlock()
+}
+
+// traceOf returns the spans of an outstanding request; nil without
+// telemetry.
+func (c *stdioConn) traceOf(id jsonrpc.ID) *stdioTrace {
+	if c.p.tel == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.waiting[id.String()].trace
 }
 
 // readClient relays the client's messages until its input ends, and
@@ -230,50 +297,25 @@ func (c *stdioConn) fromClient(ctx context.Context, line []byte) {
 	}
 	var forward, answers []*jsonrpc.Message
 	for _, m := range msgs {
-		switch m.Kind() {
-		case jsonrpc.KindResponse:
-			if !c.sess.answer(m.ID.String()) {
-				p.log.Warn("dropping a client response to an unknown server request", "id", m.ID.String(), "session", c.sess.id)
-				continue
-			}
-			forward = append(forward, m)
-		case jsonrpc.KindNotification:
-			if e := screenNotification(m); e != nil {
-				// A notification cannot be answered: refused, and logged.
-				p.log.Warn("refusing a request sent as a notification", "method", m.Method, "session", c.sess.id, "err", e.msg)
-				continue
-			}
-			if m.Method == "notifications/cancelled" {
-				// A cancelled request may go unanswered (MCP's
-				// cancellation utility): stop waiting for it; a late
-				// answer is dropped as one to an unknown id.
-				if id := jsonrpc.Lookup(m.Params, "requestId"); id != nil {
-					c.mu.Lock()
-					c.waiting[string(id)].trace.end(nil)
-					delete(c.waiting, string(id))
-					c.mu.Unlock()
-				}
-			}
-			if p.tel != nil {
-				_, st := p.traceStdio(ctx, c.exchange(m), m)
-				m = st.forward(m)
+		tctx, st := p.tel.traceStdio(ctx, c.scope(m), m)
+		fwd, ans, _, dropped := p.fromAgent(tctx, c, m)
+		switch {
+		case fwd != nil:
+			fwd = st.forward(fwd)
+			if m.Kind() == jsonrpc.KindRequest {
+				c.trace(m.ID, st)
+			} else {
 				st.end(nil)
 			}
-			forward = append(forward, m)
-		case jsonrpc.KindRequest:
-			ex := c.exchange(m)
-			tctx, st := p.traceStdio(ctx, ex, m)
-			if ans, _ := p.screen(tctx, ex, m); ans != nil {
-				st.end(ans)
-				answers = append(answers, ans)
-				continue
-			}
-			if e := c.expect(m, st); e != nil {
-				answers = append(answers, &jsonrpc.Message{ID: m.ID, Error: e.rpc()})
-				st.end(answers[len(answers)-1])
-				continue
-			}
-			forward = append(forward, st.forward(m))
+			forward = append(forward, fwd)
+		case ans != nil:
+			st.end(ans)
+			answers = append(answers, ans)
+		default:
+			// A response or notification cannot be answered: refused,
+			// and logged by the pump.
+			st.end(nil)
+			_ = dropped
 		}
 	}
 	if len(forward) > 0 {
@@ -284,24 +326,6 @@ func (c *stdioConn) fromClient(ctx context.Context, line []byte) {
 	}
 	if len(answers) > 0 {
 		c.toClient.writeAll(answers, batch)
-	}
-}
-
-// expect records a client request about to be forwarded, or says why it
-// cannot be.
-func (c *stdioConn) expect(m *jsonrpc.Message, st *stdioTrace) *callError {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	switch id := m.ID.String(); {
-	case c.gone:
-		return errUpstream(ErrServerGone)
-	case c.waiting[id].method != "":
-		return errInvalid("request id %s is already in flight: ids must be unique among outstanding requests", id)
-	case len(c.waiting) >= maxStdioInFlight:
-		return errUnavailable("%d requests are already awaiting the MCP server: retry later", maxStdioInFlight)
-	default:
-		c.waiting[id] = pending{id: m.ID, method: m.Method, trace: st}
-		return nil
 	}
 }
 
@@ -405,46 +429,17 @@ func (c *stdioConn) fromServer(ctx context.Context, line []byte) {
 	}
 	var deliver, refused []*jsonrpc.Message
 	for _, m := range msgs {
-		switch m.Kind() {
-		case jsonrpc.KindResponse:
-			c.mu.Lock()
-			w, ok := c.waiting[m.ID.String()]
-			delete(c.waiting, m.ID.String())
-			c.mu.Unlock()
-			if !ok {
-				p.log.Warn("dropping a server response for an id never sent or already answered", "id", m.ID.String(), "session", c.sess.id)
-				continue
-			}
-			switch {
-			case w.method == "initialize" && m.Result != nil:
-				if v, _, err := jsonrpc.LookupString(m.Result, "protocolVersion"); err == nil {
-					c.mu.Lock()
-					c.version = v
-					c.mu.Unlock()
-				}
-			default:
-				m = p.screenResult(ctx, c.exchange(m), w.method, m)
-			}
-			w.trace.end(m)
-			deliver = append(deliver, m)
-		case jsonrpc.KindRequest:
-			if ans := p.screenServer(ctx, c.exchange(m), m); ans != nil {
-				refused = append(refused, ans)
-				continue
-			}
-			c.sess.expect(m.ID.String())
-			deliver = append(deliver, m)
-		case jsonrpc.KindNotification:
-			if screenNotification(m) != nil {
-				p.log.Warn("dropping a server request sent as a notification", "method", m.Method, "session", c.sess.id)
-				continue
-			}
-			if m.Method == "notifications/cancelled" {
-				if id := jsonrpc.Lookup(m.Params, "requestId"); id != nil {
-					c.sess.answer(string(id))
-				}
-			}
-			deliver = append(deliver, m)
+		var st *stdioTrace
+		if m.Kind() == jsonrpc.KindResponse {
+			st = c.traceOf(m.ID)
+		}
+		toClient, toServer := p.fromGateway(ctx, c, m)
+		if toServer != nil {
+			refused = append(refused, toServer)
+		}
+		if toClient != nil {
+			st.end(toClient)
+			deliver = append(deliver, toClient)
 		}
 	}
 	if len(refused) > 0 {

@@ -118,7 +118,7 @@ type telemetry struct {
 
 // newTelemetry builds the proxy's telemetry from cfg, or returns nil when
 // cfg asks for none.
-func newTelemetry(cfg *Config, sessions *sessions, tools *sync.Map) *telemetry {
+func newTelemetry(cfg *Config, sessions func() int, tools *sync.Map) *telemetry {
 	if cfg.TracerProvider == nil && cfg.MeterProvider == nil && cfg.DecisionLog == nil {
 		return nil
 	}
@@ -159,7 +159,9 @@ func newTelemetry(cfg *Config, sessions *sessions, tools *sync.Map) *telemetry {
 	_, _ = m.Int64ObservableGauge(metricActiveSessions, metric.WithUnit("{session}"),
 		metric.WithDescription("Live agent sessions."),
 		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
-			o.Observe(int64(sessions.count()))
+			if sessions != nil {
+				o.Observe(int64(sessions()))
+			}
 			return nil
 		}))
 	return t
@@ -207,7 +209,7 @@ func (t *telemetry) traceHeaders() func(context.Context, http.Header) {
 // per listed tool) get none: they are counted, and the hidden ones become
 // events on the listing's span.
 func (t *telemetry) policySpan(ctx context.Context, in *rules.Input) (context.Context, trace.Span) {
-	if t == nil || !t.tracing || in.Method == "tools/list" {
+	if t == nil || !t.tracing || listing(in.Method) {
 		return ctx, nil
 	}
 	return t.tracer.Start(ctx, spanPolicy, trace.WithSpanKind(trace.SpanKindInternal))
@@ -231,7 +233,7 @@ func (t *telemetry) decided(ctx context.Context, span trace.Span, in *rules.Inpu
 		t.pinViolations.Add(ctx, 1, t.methodOpt(in.Method))
 	}
 	var args json.RawMessage
-	if t.recordArgs != nil && in.Arguments != nil && in.Method != "tools/list" {
+	if t.recordArgs != nil && in.Arguments != nil && !listing(in.Method) {
 		args = t.recordArgs(in.Arguments)
 	}
 	if t.tracing {
@@ -253,8 +255,8 @@ func (t *telemetry) decided(ctx context.Context, span trace.Span, in *rules.Inpu
 				attrPolicyRule.String(d.Rule), attrPolicyReason.String(d.Reason)))
 		}
 		if args != nil {
-			switch in.Method {
-			case "resources/read":
+			switch mt, _ := rules.MethodOf(in.Method); mt.Target {
+			case rules.ResourceRead:
 				if uri, _, err := jsonrpc.LookupString(args, "uri"); err == nil {
 					call.SetAttributes(semconv.McpResourceURI(uri))
 				}
@@ -263,7 +265,7 @@ func (t *telemetry) decided(ctx context.Context, span trace.Span, in *rules.Inpu
 			}
 		}
 	}
-	if t.decisions == nil || (in.Method == "tools/list" && d.Allow) {
+	if t.decisions == nil || (listing(in.Method) && d.Allow) {
 		return
 	}
 	rec := &decisionlog.Record{Time: time.Now().UTC(), Method: in.Method, Tool: in.Tool, Server: in.Server,
@@ -333,26 +335,14 @@ func (t *telemetry) decisionOpt(method, rule, decision, mode string) metric.Meas
 	return o.(metric.MeasurementOption)
 }
 
-// metricMethod is method as a metric label: a method outside knownMethods
-// is "_OTHER", so an agent cannot mint series by inventing methods.
+// metricMethod is method as a metric label: a method outside the method
+// table (rules.MethodOf) is "_OTHER", so an agent cannot mint series by
+// inventing methods.
 func metricMethod(method string) string {
-	if knownMethods[method] {
+	if _, known := rules.MethodOf(method); known {
 		return method
 	}
 	return "_OTHER"
-}
-
-// knownMethods are the MCP methods of the protocol versions the proxy
-// speaks.
-var knownMethods = map[string]bool{
-	"initialize": true, "ping": true, "tools/list": true, "tools/call": true,
-	"resources/list": true, "resources/templates/list": true, "resources/read": true,
-	"resources/subscribe": true, "resources/unsubscribe": true, "prompts/list": true,
-	"prompts/get": true, "logging/setLevel": true, "completion/complete": true,
-	"sampling/createMessage": true, "elicitation/create": true, "roots/list": true,
-	"notifications/initialized": true, "notifications/cancelled": true,
-	"notifications/progress": true, "notifications/roots/list_changed": true,
-	"server/discover": true, "subscriptions/listen": true,
 }
 
 // maxRuleLabels bounds the rule names used as metric labels. Rule names come
@@ -399,13 +389,11 @@ func (t *telemetry) sessionEnded(s *session) {
 // span (trace context goes upstream in the headers; the body is encoded by
 // initialize itself). The returned func ends both with the outcome.
 func (p *Proxy) traceInitialize(r *http.Request, m *jsonrpc.Message) (context.Context, func(*session, *jsonrpc.Message, *callError)) {
-	ex := &exchange{p: p, r: r, msgs: []*jsonrpc.Message{m}}
-	ctx, out := ex.startSpans(r.Context(), nil)
-	if ex.trace == nil {
+	ctx, tr := p.tel.startSpans(r.Context(), scope{r: r}, []*jsonrpc.Message{m})
+	if tr == nil {
 		return ctx, func(*session, *jsonrpc.Message, *callError) {}
 	}
-	ctx, _ = ex.startUpstream(ctx, ex.msgs)
-	tr := out.(tracedOutput).tr
+	ctx, _ = tr.startUpstream(ctx, []*jsonrpc.Message{m})
 	return ctx, func(sess *session, resp *jsonrpc.Message, cerr *callError) {
 		c := tr.calls[0]
 		if sess != nil && tr.t.tracing {
@@ -433,13 +421,12 @@ type stdioTrace struct {
 
 // traceStdio opens the server span of m, a client request or notification
 // relayed over stdio; decide m in the returned context.
-func (p *Proxy) traceStdio(ctx context.Context, ex *exchange, m *jsonrpc.Message) (context.Context, *stdioTrace) {
-	if p.tel == nil || m.Kind() == jsonrpc.KindResponse {
+func (t *telemetry) traceStdio(ctx context.Context, sc scope, m *jsonrpc.Message) (context.Context, *stdioTrace) {
+	if t == nil || m.Kind() == jsonrpc.KindResponse {
 		return ctx, nil
 	}
-	ex.msgs = []*jsonrpc.Message{m}
-	ctx, _ = ex.startSpans(ctx, nil)
-	return ctx, &stdioTrace{tr: ex.trace, ctx: ctx}
+	ctx, tr := t.startSpans(ctx, sc, []*jsonrpc.Message{m})
+	return ctx, &stdioTrace{tr: tr, ctx: ctx}
 }
 
 // forward opens the client span toward the server process and returns m
@@ -448,7 +435,7 @@ func (st *stdioTrace) forward(m *jsonrpc.Message) *jsonrpc.Message {
 	if st == nil {
 		return m
 	}
-	_, out := st.tr.ex.startUpstream(st.ctx, []*jsonrpc.Message{m})
+	_, out := st.tr.startUpstream(st.ctx, []*jsonrpc.Message{m})
 	return out[0]
 }
 

@@ -578,7 +578,7 @@ func TestMetricsUpstreamErrorAndSessionDuration(t *testing.T) {
 }
 
 func TestRuleLabelsBounded(t *testing.T) {
-	tel := newTelemetry(&Config{MeterProvider: sdkmetric.NewMeterProvider()}, newSessions(1, 0), &sync.Map{})
+	tel := newTelemetry(&Config{MeterProvider: sdkmetric.NewMeterProvider()}, newSessions(1, 0).count, &sync.Map{})
 	for i := range maxRuleLabels {
 		if got := tel.ruleLabel(fmt.Sprint("pin/t", i)); got != fmt.Sprint("pin/t", i) {
 			t.Fatalf("label %d = %q", i, got)
@@ -712,7 +712,7 @@ func BenchmarkTelemetryPerCall(b *testing.B) {
 				ctx, o := ex.startSpans(context.Background(), out)
 				p.decide(ex.spanContext(ctx, msg), rules.Input{Method: msg.Method, Tool: "echo",
 					Arguments: jsonrpc.Lookup(msg.Params, "arguments"), ProtocolVersion: ex.version})
-				ctx, fwd := ex.startUpstream(ctx, ex.msgs)
+				ctx, fwd := ex.trace.startUpstream(ctx, ex.msgs)
 				h := http.Header{}
 				if p.up.inject != nil {
 					p.up.inject(ctx, h)

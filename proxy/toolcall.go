@@ -12,36 +12,35 @@ import (
 	"mcpguard.dev/mcpguard/rules"
 )
 
-// This file is the only code that allows, denies or forwards a call. Every
-// agent request passes through screen before it can reach the gateway, every
-// tool a gateway lists passes through filterTools before the agent sees it,
-// every request the gateway sends the agent passes through screenServer, and
-// every answer the gateway gives passes through screenResult, which filters
-// tool lists and decides the requests a 2026-07-28 answer embeds (multi
-// round-trip, "input_required") as screenServer would. All ask the same
-// Policy.
+// This file is where a call is allowed or denied. The pump (pump.go) hands
+// it every message of every transport: every agent request passes through
+// screen before it can reach the gateway, every request the gateway sends
+// the agent through screenServer, and every answer the gateway gives through
+// screenResult, which filters tool lists (filterTools) and decides the
+// requests a 2026-07-28 answer embeds (multi round-trip, "input_required")
+// as screenServer would. What each method is decided by comes from one
+// table, rules.MethodOf; all ask the same Policy, through decide.
 
 // screen decides one agent request. It returns nil when the request may be
 // forwarded, or the answer that replaces it and the HTTP status that answer
 // warrants on its own.
-func (p *Proxy) screen(ctx context.Context, ex *exchange, m *jsonrpc.Message) (*jsonrpc.Message, int) {
-	in := rules.Input{
-		Method:          m.Method,
-		Session:         ex.sessionID(),
-		ProtocolVersion: ex.version,
-		Identity:        p.identity(ex.r),
+func (pm *pump) screen(ctx context.Context, sc scope, m *jsonrpc.Message) (*jsonrpc.Message, int) {
+	mt, _ := rules.MethodOf(m.Method)
+	if !mt.Decided(rules.FromAgent) {
+		return nil, 0 // carries no target: nothing to decide
 	}
-	switch m.Method {
-	case "tools/call", "prompts/get":
+	in := pm.input(sc, m.Method)
+	switch mt.Target {
+	case rules.ToolCall, rules.PromptGet:
 		// Exact keys: a Go server would read "Name" or "Arguments" as the
 		// ones the policy decides (encoding/json ignores letter case).
 		name, ok, err := jsonrpc.LookupStringExact(m.Params, "name")
 		if err != nil || !ok {
-			return p.invalidParams(m, `"params.name" must be a string naming the `+targetNoun(m.Method)), http.StatusBadRequest
+			return pm.invalidParams(m, `"params.name" must be a string naming the `+targetNoun(mt.Target)), http.StatusBadRequest
 		}
 		args, err := jsonrpc.LookupExact(m.Params, "arguments")
 		if err != nil {
-			return p.invalidParams(m, `"params.arguments": `+err.Error()), http.StatusBadRequest
+			return pm.invalidParams(m, `"params.arguments": `+err.Error()), http.StatusBadRequest
 		}
 		if string(args) == "null" {
 			// go-sdk's client sends "arguments": null for a call without
@@ -50,34 +49,38 @@ func (p *Proxy) screen(ctx context.Context, ex *exchange, m *jsonrpc.Message) (*
 			args = nil
 		}
 		if args != nil && args[0] != '{' {
-			return p.invalidParams(m, `"params.arguments" must be an object`), http.StatusBadRequest
+			return pm.invalidParams(m, `"params.arguments" must be an object`), http.StatusBadRequest
 		}
 		in.Tool, in.Arguments = name, args
-	case "resources/read":
+	case rules.ResourceRead:
 		if _, ok, err := jsonrpc.LookupStringExact(m.Params, "uri"); err != nil || !ok {
-			return p.invalidParams(m, `"params.uri" must be a string`), http.StatusBadRequest
+			return pm.invalidParams(m, `"params.uri" must be a string`), http.StatusBadRequest
 		}
 		in.Arguments = m.Params
 	default:
-		return nil, 0 // carries no target: nothing to decide
+		in.Arguments = m.Params
 	}
-	d := p.decide(ctx, in)
+	d := pm.decide(ctx, in)
 	if !d.Blocks() {
-		if m.Method == "tools/call" && screensResults(p.cfg.Policy, in.Tool) {
-			p.callTools.note(keyOf(ex.sessionID(), ex.r, m.ID), in.Tool)
+		if mt.Target == rules.ToolCall && screensResults(pm.cfg.Policy, in.Tool) {
+			pm.callTools.note(keyOf(sc.session, sc.r, m.ID), in.Tool)
 		}
 		return nil, 0
 	}
-	return denial(p.cfg.DenyAs, m, in.Tool, d)
+	return denial(pm.cfg.DenyAs, m, in.Tool, d)
 }
 
-// screenNotification refuses a notification whose method is one screen or
-// screenServer decides: sent without an id, a tools/call, prompts/get,
-// resources/read, sampling/createMessage or elicitation/create would pass
-// undecided, and a lax peer might act on it. Either direction.
+// input starts the policy's Input for a message of method in sc.
+func (pm *pump) input(sc scope, method string) rules.Input {
+	return rules.Input{Method: method, Session: sc.session, ProtocolVersion: sc.version, Identity: pm.identity(sc.r)}
+}
+
+// screenNotification refuses a notification whose method the policy
+// decides in either direction: sent without an id, a tools/call,
+// prompts/get, resources/read, sampling/createMessage or elicitation/create
+// would pass undecided, and a lax peer might act on it.
 func screenNotification(m *jsonrpc.Message) *callError {
-	switch m.Method {
-	case "tools/call", "prompts/get", "resources/read", "sampling/createMessage", "elicitation/create":
+	if mt, _ := rules.MethodOf(m.Method); mt.Decided(rules.Both) {
 		return errInvalid("%s must be a request with an id, not a notification: the policy decides it before it is forwarded", m.Method)
 	}
 	return nil
@@ -85,14 +88,13 @@ func screenNotification(m *jsonrpc.Message) *callError {
 
 // screenServer decides a request the gateway sends the agent (sampling,
 // elicitation). It returns the error to answer the gateway with, or nil.
-func (p *Proxy) screenServer(ctx context.Context, ex *exchange, m *jsonrpc.Message) *jsonrpc.Message {
-	switch m.Method {
-	case "sampling/createMessage", "elicitation/create":
-	default:
+func (pm *pump) screenServer(ctx context.Context, sc scope, m *jsonrpc.Message) *jsonrpc.Message {
+	if mt, _ := rules.MethodOf(m.Method); !mt.Decided(rules.FromGateway) {
 		return nil
 	}
-	d := p.decide(ctx, rules.Input{Method: m.Method, Arguments: m.Params, Session: ex.sessionID(),
-		ProtocolVersion: ex.version, Identity: p.identity(ex.r)})
+	in := pm.input(sc, m.Method)
+	in.Arguments = m.Params
+	d := pm.decide(ctx, in)
 	if !d.Blocks() {
 		return nil
 	}
@@ -111,22 +113,23 @@ func (p *Proxy) screenServer(ctx context.Context, ex *exchange, m *jsonrpc.Messa
 // whatever the era the session negotiated, and one that is refused, or that
 // the proxy cannot read, turns the whole answer into a denial: forwarding
 // the rest would let the client fulfil a request the policy refused.
-func (p *Proxy) screenResult(ctx context.Context, ex *exchange, method string, m *jsonrpc.Message) *jsonrpc.Message {
+func (pm *pump) screenResult(ctx context.Context, sc scope, method string, m *jsonrpc.Message) *jsonrpc.Message {
 	if m.Result == nil {
 		return m
 	}
-	if method == "tools/list" {
-		filtered, err := p.filterTools(ctx, ex, m.Result)
+	mt, _ := rules.MethodOf(method)
+	if mt.Target == rules.ToolListing {
+		filtered, err := pm.filterTools(ctx, sc, method, m.Result)
 		if err != nil {
 			return &jsonrpc.Message{ID: m.ID, Error: errUpstream(fmt.Errorf("invalid tools/list result: %v", err)).rpc()}
 		}
 		return &jsonrpc.Message{ID: m.ID, Result: filtered}
 	}
-	if method == "tools/call" {
-		if tool := p.callTools.take(keyOf(ex.sessionID(), ex.r, m.ID)); tool != "" {
-			d := p.decide(ctx, rules.Input{Method: rules.MethodToolResult, Tool: tool, Result: m.Result,
-				Session: ex.sessionID(), ProtocolVersion: ex.version, Identity: p.identity(ex.r)})
-			if m = screenToolResult(d, m, tool); m.Result == nil {
+	if mt.Target == rules.ToolCall {
+		if tool := pm.callTools.take(keyOf(sc.session, sc.r, m.ID)); tool != "" {
+			in := pm.input(sc, rules.MethodToolResult)
+			in.Tool, in.Result = tool, m.Result
+			if m = screenToolResult(pm.decide(ctx, in), m, tool); m.Result == nil {
 				return m
 			}
 		}
@@ -160,18 +163,19 @@ func (p *Proxy) screenResult(ctx context.Context, ex *exchange, method string, m
 		if err != nil {
 			return &jsonrpc.Message{ID: m.ID, Error: errUpstream(fmt.Errorf("invalid %s result: inputRequests[%q]: %v", method, r.Key, err)).rpc()}
 		}
-		switch inner {
-		case "sampling/createMessage", "elicitation/create":
-		case "roots/list":
-			continue // the client's roots: what it already tells the server in the session era
-		default:
+		imt, _ := rules.MethodOf(inner)
+		if !imt.InputRequest {
 			return &jsonrpc.Message{ID: m.ID, Error: errUpstream(fmt.Errorf("the gateway asked for input with %q (inputRequests[%q]), which mcpguard cannot screen; refused", inner, r.Key)).rpc()}
 		}
-		d := p.decide(ctx, rules.Input{Method: inner, Arguments: params,
-			Session: ex.sessionID(), ProtocolVersion: ex.version, Identity: p.identity(ex.r)})
+		if !imt.Decided(rules.FromGateway) {
+			continue // roots/list: the client's roots, what it already tells the server in the session era
+		}
+		in := pm.input(sc, inner)
+		in.Arguments = params
+		d := pm.decide(ctx, in)
 		if d.Blocks() {
-			p.log.Warn("refusing an answer that asks the agent for input the policy denies",
-				"method", method, "input_method", inner, "input_id", r.Key, "rule", d.Rule, "session", ex.sessionID())
+			pm.log.Warn("refusing an answer that asks the agent for input the policy denies",
+				"method", method, "input_method", inner, "input_id", r.Key, "rule", d.Rule, "session", sc.session)
 			resp, _ := denial(DenyJSONRPCError, m, "", d)
 			return resp
 		}
@@ -182,7 +186,7 @@ func (p *Proxy) screenResult(ctx context.Context, ex *exchange, method string, m
 // filterTools removes from a tools/list result every tool the policy would
 // never allow, so the agent's model is not even offered it, and remembers
 // the definitions of those it keeps (for Mcp-Param-* checks).
-func (p *Proxy) filterTools(ctx context.Context, ex *exchange, result json.RawMessage) (json.RawMessage, error) {
+func (pm *pump) filterTools(ctx context.Context, sc scope, method string, result json.RawMessage) (json.RawMessage, error) {
 	tools := jsonrpc.Lookup(result, "tools")
 	if tools == nil {
 		return result, nil
@@ -196,23 +200,23 @@ func (p *Proxy) filterTools(ctx context.Context, ex *exchange, result json.RawMe
 	for _, def := range defs {
 		name, ok, err := jsonrpc.LookupString(def, "name")
 		if err != nil || !ok {
-			p.log.Warn("dropping a listed tool without a name", "session", ex.sessionID())
+			pm.log.Warn("dropping a listed tool without a name", "session", sc.session)
 			continue
 		}
-		in := rules.Input{Method: "tools/list", Tool: name, Definition: def,
-			Session: ex.sessionID(), ProtocolVersion: ex.version, Identity: p.identity(ex.r)}
+		in := pm.input(sc, method)
+		in.Tool, in.Definition = name, def
 		if dup[name] {
-			p.logDecision(in, duplicateDecision(name), 0)
+			pm.logDecision(in, duplicateDecision(name), 0)
 			continue
 		}
-		d := p.decide(ctx, in)
+		d := pm.decide(ctx, in)
 		if d.Blocks() {
 			continue
 		}
 		if d.Rewrite != nil {
 			def = json.RawMessage(d.Rewrite) // hidden characters stripped
 		}
-		p.rememberTool(name, def)
+		pm.rememberTool(name, def)
 		kept = append(kept, def)
 	}
 	return jsonrpc.Replace(result, "tools", jsonrpc.Array(kept))
@@ -225,34 +229,34 @@ const maxKnownTools = 4096
 
 // rememberTool keeps a listed tool's latest definition, for Mcp-Param-*
 // checks and metric labels.
-func (p *Proxy) rememberTool(name string, def json.RawMessage) {
-	if _, known := p.tools.Swap(name, def); !known && p.toolCount.Add(1) > maxKnownTools {
-		p.tools.Delete(name)
-		p.toolCount.Add(-1)
+func (pm *pump) rememberTool(name string, def json.RawMessage) {
+	if _, known := pm.tools.Swap(name, def); !known && pm.toolCount.Add(1) > maxKnownTools {
+		pm.tools.Delete(name)
+		pm.toolCount.Add(-1)
 	}
 }
 
 // decide asks the policy, never letting a panic in it become an allow.
-func (p *Proxy) decide(ctx context.Context, in rules.Input) (d rules.Decision) {
-	pctx, span := p.tel.policySpan(ctx, &in)
+func (pm *pump) decide(ctx context.Context, in rules.Input) (d rules.Decision) {
+	pctx, span := pm.tel.policySpan(ctx, &in)
 	start := time.Now()
 	defer func() {
 		if r := recover(); r != nil {
 			d = rules.Deny("internal-error", "the policy engine failed; denying")
-			p.log.Error("policy engine panic", "panic", r, "tool", in.Tool)
+			pm.log.Error("policy engine panic", "panic", r, "tool", in.Tool)
 		}
 		if d.Rule == "" {
 			d.Rule = "unnamed"
 		}
 		took := time.Since(start)
-		p.logDecision(in, d, took)
-		p.tel.decided(ctx, span, &in, d, took)
+		pm.logDecision(in, d, took)
+		pm.tel.decided(ctx, span, &in, d, took)
 	}()
-	return p.cfg.Policy.Decide(pctx, in)
+	return pm.cfg.Policy.Decide(pctx, in)
 }
 
-func (p *Proxy) logDecision(in rules.Input, d rules.Decision, took time.Duration) {
-	if in.Method == "tools/list" && d.Allow {
+func (pm *pump) logDecision(in rules.Input, d rules.Decision, took time.Duration) {
+	if listing(in.Method) && d.Allow {
 		return // one line per visible tool per listing would drown the log
 	}
 	level := slog.LevelInfo
@@ -265,30 +269,27 @@ func (p *Proxy) logDecision(in rules.Input, d rules.Decision, took time.Duration
 	}
 	// One line per call: typed attributes, not key-value arguments, which
 	// would box every value.
-	p.log.LogAttrs(context.Background(), level, "policy decision", slog.String("method", in.Method),
+	pm.log.LogAttrs(context.Background(), level, "policy decision", slog.String("method", in.Method),
 		slog.String("tool", in.Tool), slog.String("decision", decision), slog.String("rule", d.Rule),
 		slog.String("reason", d.Reason), slog.String("mode", string(d.Mode)), slog.String("session", in.Session),
 		slog.Int64("took_us", took.Microseconds()))
 }
 
-func (p *Proxy) invalidParams(m *jsonrpc.Message, msg string) *jsonrpc.Message {
-	p.log.Warn("invalid params", "method", m.Method, "err", msg)
+func (pm *pump) invalidParams(m *jsonrpc.Message, msg string) *jsonrpc.Message {
+	pm.log.Warn("invalid params", "method", m.Method, "err", msg)
 	return &jsonrpc.Message{ID: m.ID, Error: &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: msg}}
 }
 
-func targetNoun(method string) string {
-	if method == "prompts/get" {
+func targetNoun(t rules.Target) string {
+	if t == rules.PromptGet {
 		return "prompt"
 	}
 	return "tool"
 }
 
-// identity is the agent's identity: the sidecar's configured pod identity,
-// plus the subject of the request's credential.
-func (p *Proxy) identity(r *http.Request) rules.Identity {
-	id := p.cfg.Identity
-	if r != nil {
-		id.Subject = subjectOf(r)
-	}
-	return id
+// listing reports whether an Input of method is a tool of a tools/list
+// result rather than a call.
+func listing(method string) bool {
+	mt, _ := rules.MethodOf(method)
+	return mt.Target == rules.ToolListing
 }

@@ -89,26 +89,36 @@ func (e *Engine) Decide(ctx context.Context, in Input) (d Decision) {
 }
 
 func (e *Engine) decide(ctx context.Context, c *compiled, in *Input) Decision {
-	switch in.Method {
-	case "tools/call":
+	m, _ := MethodOf(in.Method)
+	switch m.Target {
+	case ToolCall:
 		return e.decideTool(ctx, c, in, false)
-	case "tools/list":
+	case ToolListing:
 		return e.decideTool(ctx, c, in, true)
-	case MethodToolResult:
+	case ToolResult:
 		if in.Tool != "" && !ValidToolName(in.Tool) {
 			return Decision{Rule: "tool-name", Reason: "the result names no valid tool"}
 		}
 		return e.decideResult(ctx, c, in)
-	case "resources/read":
+	case ResourceRead:
 		return e.decideResource(ctx, c, in)
-	case "prompts/get":
+	case PromptGet:
 		return e.decidePrompt(ctx, c, in)
-	case "sampling/createMessage":
-		return e.decideSection(ctx, c, in, c.sampling, "sampling/createMessage request")
-	case "elicitation/create":
-		return e.decideSection(ctx, c, in, c.elicitation, "elicitation/create request")
+	case ServerRequest:
+		return e.decideSection(ctx, c, in, c.section(m.Section), in.Method+" request")
 	}
 	return c.defaultDecision(fmt.Sprintf("method %q", truncate(in.Method)))
+}
+
+// section is the rule of a policy section that decides server requests.
+func (c *compiled) section(name string) *rule {
+	switch name {
+	case "sampling":
+		return c.sampling
+	case "elicitation":
+		return c.elicitation
+	}
+	return nil
 }
 
 func (c *compiled) defaultDecision(what string) Decision {

@@ -1,0 +1,189 @@
+package proxy
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+
+	"mcpguard.dev/mcpguard/proxy/jsonrpc"
+	"mcpguard.dev/mcpguard/rules"
+)
+
+// The pump is what every transport shares: Streamable HTTP (both eras),
+// the legacy HTTP+SSE transport, stdio (`wrap`) and, through the HTTP
+// proxy, `connect`. A transport turns bytes into messages and hands each
+// one to the pump, which decides what becomes of it, in one place for
+// every transport and both directions:
+//
+//	agent ─▶ transport ─▶ fromAgent ─▶ screen (toolcall.go) ─▶ forward / answer ─▶ gateway
+//	agent ◀─ deliver / answer ◀─ fromGateway ◀─ screenServer, screenResult ◀─ transport ◀─ gateway
+//
+// A rule added to fromAgent, fromGateway or the screening they call applies
+// to every transport; the transports never switch on a method.
+
+// pump holds what the screening needs: the configuration, the policy, the
+// decision log and telemetry, and the tools the gateway listed.
+type pump struct {
+	cfg   Config
+	log   *slog.Logger
+	tel   *telemetry // nil when Config asks for no telemetry
+	tools sync.Map   // tool name → canonical definition, from relayed tools/list results
+	// toolCount counts the entries of tools (see rememberTool).
+	toolCount atomic.Int64
+	// callTools holds the tool of each call whose result is screened.
+	callTools callTools
+	// refusedServer counts server requests refused for want of room to
+	// bookkeep them (fromGateway).
+	refusedServer atomic.Int64
+}
+
+// newPump returns the pump of a validated cfg; sessions counts the live
+// sessions for the metrics (nil: none).
+func newPump(cfg Config, sessions func() int) *pump {
+	pm := &pump{cfg: cfg, log: cfg.Logger}
+	pm.tel = newTelemetry(&pm.cfg, sessions, &pm.tools)
+	return pm
+}
+
+func (pm *pump) limits() jsonrpc.Limits {
+	return jsonrpc.Limits{MaxBytes: pm.cfg.MaxBodyBytes, MaxDepth: pm.cfg.MaxDepth}
+}
+
+// scope is what the policy and telemetry are told about where a message
+// travels: its session, protocol version and, over HTTP, the agent's
+// request (for its identity and network attributes).
+type scope struct {
+	session string // "" in the stateless era
+	version string
+	r       *http.Request // nil on stdio: the identity is the configured one alone
+}
+
+// conversation is a transport's bookkeeping of one conversation (an HTTP
+// exchange within its session, or a stdio session): which requests are
+// outstanding in each direction. The pump calls it and nothing else of the
+// transport.
+//
+// Concurrency: forwarding and replied are called from the goroutine that
+// reads the agent; answered, relaying and gatewayCancelled from the one that
+// reads the gateway. On stdio these are two goroutines at once, so its
+// implementation locks; an HTTP exchange reads both sides on one goroutine,
+// and its session's tables lock for the exchanges that share them.
+type conversation interface {
+	// scope describes m's conversation to the policy.
+	scope(m *jsonrpc.Message) scope
+	// forwarding records an agent request about to be forwarded, or says
+	// why it may not be (a duplicate id, too many in flight, a gateway
+	// that is gone).
+	forwarding(m *jsonrpc.Message) *callError
+	// answered forgets an agent request the gateway answered and returns
+	// its method; false when none with that id is outstanding.
+	answered(id jsonrpc.ID) (method string, ok bool)
+	// relaying records a gateway request about to be relayed to the agent;
+	// false when there is no room to (maxPendingServerRequests).
+	relaying(id jsonrpc.ID) bool
+	// replied reports whether id is an outstanding gateway request the
+	// agent is answering, and forgets it: each is answered once.
+	replied(id jsonrpc.ID) bool
+	// negotiated records the protocol version an initialize result names.
+	negotiated(version string)
+	// cancelled forgets a request that the side dir cancelled
+	// (params.requestId, as written): its answer need not come.
+	cancelled(dir rules.Direction, requestID []byte)
+}
+
+// fromAgent decides one message from the agent. It returns m (or the
+// message to forward in its place) when it goes to the gateway; otherwise
+// answer is the proxy's own answer to a refused request, with the HTTP
+// status that answer warrants on its own, or dropped says why a response
+// or notification, which cannot be answered, was not forwarded.
+func (pm *pump) fromAgent(ctx context.Context, c conversation, m *jsonrpc.Message) (fwd, answer *jsonrpc.Message, status int, dropped *callError) {
+	switch m.Kind() {
+	case jsonrpc.KindResponse:
+		if !c.replied(m.ID) {
+			sc := c.scope(m)
+			pm.log.Warn("dropping a response to an unknown request", "id", m.ID.String(), "session", sc.session)
+			return nil, nil, 0, errInvalid("response id %s answers no outstanding server request", m.ID.String())
+		}
+		return m, nil, 0, nil
+	case jsonrpc.KindNotification:
+		if e := screenNotification(m); e != nil {
+			pm.log.Warn("refusing a request sent as a notification", "method", m.Method, "session", c.scope(m).session)
+			return nil, nil, 0, e
+		}
+		pm.noteCancel(c, rules.FromAgent, m)
+		return m, nil, 0, nil
+	}
+	if ans, st := pm.screen(ctx, c.scope(m), m); ans != nil {
+		return nil, ans, st, nil
+	}
+	if e := c.forwarding(m); e != nil {
+		return nil, &jsonrpc.Message{ID: m.ID, Error: e.rpc()}, e.status, nil
+	}
+	return m, nil, 0, nil
+}
+
+// fromGateway decides one message from the gateway: toAgent is what to
+// deliver to the agent, toGateway the proxy's own answer to a gateway
+// request it refused; either or both may be nil (a message dropped).
+func (pm *pump) fromGateway(ctx context.Context, c conversation, m *jsonrpc.Message) (toAgent, toGateway *jsonrpc.Message) {
+	switch m.Kind() {
+	case jsonrpc.KindResponse:
+		method, ok := c.answered(m.ID)
+		if !ok {
+			pm.log.Warn("dropping a server response for an id never sent or already answered", "id", m.ID.String(), "session", c.scope(m).session)
+			return nil, nil
+		}
+		if mt, _ := rules.MethodOf(method); mt.Lifecycle {
+			if v, _, err := jsonrpc.LookupString(m.Result, "protocolVersion"); err == nil && m.Result != nil {
+				c.negotiated(v)
+			}
+			return m, nil
+		}
+		return pm.screenResult(ctx, c.scope(m), method, m), nil
+	case jsonrpc.KindNotification:
+		if screenNotification(m) != nil {
+			pm.log.Warn("dropping a gateway request sent as a notification", "method", m.Method, "session", c.scope(m).session)
+			return nil, nil
+		}
+		pm.noteCancel(c, rules.FromGateway, m)
+		return m, nil
+	}
+	sc := c.scope(m)
+	if ans := pm.screenServer(ctx, sc, m); ans != nil {
+		return nil, ans
+	}
+	if !c.relaying(m.ID) {
+		// Relaying it would leave an answer the proxy could not accept
+		// (it is not bookkept); refusing it says so to the gateway.
+		if n := pm.refusedServer.Add(1); n&(n-1) == 0 { // log 1, 2, 4, 8…: a flood must not flood the log
+			pm.log.Warn("refusing server requests: the agent has too many unanswered", "method", m.Method,
+				"session", sc.session, "limit", maxPendingServerRequests, "refused_so_far", n)
+		}
+		pm.tel.serverRequestRefused(m.Method)
+		return nil, &jsonrpc.Message{ID: m.ID, Error: errTooManyServerRequests(maxPendingServerRequests).rpc()}
+	}
+	return m, nil
+}
+
+// noteCancel tells c of a cancellation (MCP's cancellation utility): a
+// cancelled request may go unanswered, so whoever waits for its answer
+// stops.
+func (pm *pump) noteCancel(c conversation, dir rules.Direction, m *jsonrpc.Message) {
+	if mt, _ := rules.MethodOf(m.Method); mt.Cancels {
+		if id := jsonrpc.Lookup(m.Params, "requestId"); id != nil {
+			c.cancelled(dir, id)
+		}
+	}
+}
+
+// identity is the agent's identity: the sidecar's configured pod identity,
+// plus the subject of the request's credential.
+func (pm *pump) identity(r *http.Request) rules.Identity {
+	id := pm.cfg.Identity
+	if r != nil {
+		id.Subject = subjectOf(r)
+	}
+	return id
+}
