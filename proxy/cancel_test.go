@@ -120,8 +120,8 @@ func TestCloseSessions(t *testing.T) {
 	if got := p.Sessions(); got != n {
 		t.Fatalf("%d sessions, want %d", got, n)
 	}
-	if got := p.CloseSessions(ctx); got != n {
-		t.Fatalf("CloseSessions asked the gateway to end %d sessions, want %d", got, n)
+	if got := p.closeSessions(ctx); got != n {
+		t.Fatalf("closeSessions asked the gateway to end %d sessions, want %d", got, n)
 	}
 	mu.Lock()
 	if len(deleted) != n || deleted[""] {

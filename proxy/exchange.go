@@ -406,9 +406,9 @@ func (ex *exchange) answerUpstream(ctx context.Context, m *jsonrpc.Message) {
 	if ex.sess != nil {
 		call.sessionID = ex.sess.upstream()
 	}
-	ex.p.telling.Add(1)
+	ex.p.telling.add(1)
 	go func() {
-		defer ex.p.telling.Add(-1)
+		defer ex.p.telling.add(-1)
 		defer func() { <-ex.answering }()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

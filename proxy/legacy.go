@@ -17,8 +17,10 @@ import (
 
 // legacyStream carries messages to one agent's SSE stream.
 type legacyStream struct {
-	ch     chan []byte
-	done   chan struct{}
+	ch   chan []byte
+	done chan struct{}
+	// idle is signalled when the session's last call ends (session.end).
+	idle   chan struct{}
 	once   sync.Once
 	listen sync.Once // one relay of the gateway's standalone stream, however often initialized is sent
 	// work is cancelled with the stream: the calls of a session whose
@@ -29,7 +31,8 @@ type legacyStream struct {
 
 func newLegacyStream() *legacyStream {
 	work, cancel := context.WithCancel(context.Background())
-	return &legacyStream{ch: make(chan []byte, 256), done: make(chan struct{}), work: work, cancelWork: cancel}
+	return &legacyStream{ch: make(chan []byte, 256), done: make(chan struct{}), idle: make(chan struct{}, 1),
+		work: work, cancelWork: cancel}
 }
 
 var errLegacyClosed = errors.New("the agent's SSE stream is closed")
@@ -83,7 +86,7 @@ func (p *Proxy) serveLegacyStream(w http.ResponseWriter, r *http.Request) {
 	keepalive := time.NewTicker(25 * time.Second)
 	defer keepalive.Stop()
 	draining := p.streams.Done()
-	var idle <-chan time.Time
+	var idle <-chan struct{}
 	for {
 		select {
 		case data := <-ls.ch:
@@ -101,30 +104,36 @@ func (p *Proxy) serveLegacyStream(w http.ResponseWriter, r *http.Request) {
 		case <-draining:
 			// Unlike a Streamable HTTP GET stream, this one carries the
 			// answers of the session's calls: ending it before they are
-			// answered would lose them (issue #8). It ends once they are;
-			// past the drain timeout the server closes the connection.
+			// answered would lose them (issue #8). It ends once they are
+			// (the session signals idle); past the drain timeout the
+			// server closes the connection.
 			draining = nil
-			check := time.NewTicker(20 * time.Millisecond)
-			defer check.Stop()
-			idle = check.C
+			idle = ls.idle
+			if !sess.busy() {
+				flush(sw, ls)
+				return
+			}
 		case <-idle:
-			sess.mu.Lock()
-			busy := sess.active > 0
-			sess.mu.Unlock()
-			if busy {
+			if sess.busy() {
 				continue
 			}
-			// A call's answer is queued before its work ends.
-			for {
-				select {
-				case data := <-ls.ch:
-					if err := sw.send("", "message", data); err != nil {
-						return
-					}
-				default:
-					return
-				}
+			flush(sw, ls)
+			return
+		}
+	}
+}
+
+// flush sends what is queued for the agent: a call's answer is queued
+// before its work ends.
+func flush(sw *sseWriter, ls *legacyStream) {
+	for {
+		select {
+		case data := <-ls.ch:
+			if err := sw.send("", "message", data); err != nil {
+				return
 			}
+		default:
+			return
 		}
 	}
 }
@@ -181,9 +190,9 @@ func (p *Proxy) serveLegacyMessage(w http.ResponseWriter, r *http.Request) {
 	r = r.WithContext(ctx)
 	out := &legacyOut{p: p, sess: sess}
 	sess.begin()
-	p.calls.Add(1) // a drain waits for it as for any call
+	p.calls.add(1) // a drain waits for it as for any call
 	go func() {
-		defer p.calls.Add(-1)
+		defer p.calls.add(-1)
 		defer cancel()
 		defer sess.end(time.Now())
 		if init {

@@ -27,26 +27,30 @@ type Proxy struct {
 	up       *upstream
 	sessions *sessions
 
+	// The drain (shutdown.go). draining is set when Shutdown begins.
 	draining atomic.Bool
-	// abandoning is set by Abandon: the calls still in flight are given up,
-	// and cancelled at the gateway (exchange.cancelGivenUp).
+	// abandoning is set when the drain has timed out: the calls still in
+	// flight are given up, and cancelled at the gateway
+	// (exchange.cancelGivenUp).
 	abandoning atomic.Bool
 	// telling counts what the proxy is sending the gateway on its own
-	// behalf (answerUpstream): refusals and cancellations. A counter polled
-	// by waitZero like calls, not a WaitGroup: a stream relay may start a
-	// send while WaitAbandoned waits, which a WaitGroup forbids.
-	telling atomic.Int64
+	// behalf (answerUpstream): refusals and cancellations. Not a WaitGroup:
+	// a stream relay may start a send while Shutdown waits, which a
+	// WaitGroup forbids.
+	telling counter
 	// calls counts the requests being served other than streams, and the
 	// legacy transport's work behind its 202s; openStreams counts the
 	// streams: GET (Streamable HTTP and legacy) and subscriptions/listen.
-	// WaitIdle waits for both.
-	calls       atomic.Int64
-	openStreams atomic.Int64
-	// streams is cancelled by WaitIdle once no call is in flight: long-lived
-	// GET and legacy SSE streams end so a graceful shutdown is not held
-	// open by them.
+	calls       counter
+	openStreams counter
+	// streams is cancelled by Shutdown once no call is in flight:
+	// long-lived GET and legacy SSE streams end so a graceful shutdown is
+	// not held open by them.
 	streams      context.Context
 	cancelStream context.CancelFunc
+	// servers are those HTTPServer returned, closed by Shutdown.
+	srvMu   sync.Mutex
+	servers []*http.Server
 }
 
 var _ http.Handler = (*Proxy)(nil)
@@ -83,8 +87,11 @@ func New(cfg Config) (*Proxy, error) {
 // ReadHeaderTimeout already reclaims every connection that does not send a
 // request. An idle connection costs a goroutine and its buffers (about
 // 15 KiB, measured by TestFaultIdleConnections) until then.
+//
+// Proxy.Shutdown closes it once the calls in flight are done: serve it and
+// call Shutdown, not the server's own Shutdown or Close.
 func (p *Proxy) HTTPServer() *http.Server {
-	return &http.Server{
+	srv := &http.Server{
 		Handler:           p,
 		ReadHeaderTimeout: p.cfg.ReadHeaderTimeout,
 		IdleTimeout:       p.cfg.IdleTimeout,
@@ -93,13 +100,17 @@ func (p *Proxy) HTTPServer() *http.Server {
 		// proxy's log rather than to stderr unstructured.
 		ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
 	}
+	p.srvMu.Lock()
+	p.servers = append(p.servers, srv)
+	p.srvMu.Unlock()
+	return srv
 }
 
 // ServeHTTP routes: /sse and /message are the legacy HTTP+SSE transport
 // (2024-11-05); every other path is the Streamable HTTP endpoint, so the
 // agent may be pointed at /mcp or at the root.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	// A call is counted before the drain check, so that WaitIdle cannot
+	// A call is counted before the drain check, so that Shutdown cannot
 	// miss one that got past it. A 2026-07-28 subscriptions/listen is a
 	// stream, like a GET: its Mcp-Method header says so, and
 	// serveStateless holds the header to the body.
@@ -107,16 +118,16 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Header.Get("Mcp-Method") == "subscriptions/listen"
 	stream := r.Method == http.MethodGet || listen
 	if !stream {
-		p.calls.Add(1)
-		defer p.calls.Add(-1)
+		p.calls.add(1)
+		defer p.calls.add(-1)
 	}
 	if p.draining.Load() && !mayFinishWork(r) {
 		p.refuseDraining(w)
 		return
 	}
 	if stream {
-		p.openStreams.Add(1)
-		defer p.openStreams.Add(-1)
+		p.openStreams.add(1)
+		defer p.openStreams.add(-1)
 	}
 	if listen {
 		ctx, cancel := mergeCancel(r.Context(), p.streams)
@@ -205,62 +216,6 @@ func (p *Proxy) Run(ctx context.Context) {
 	}
 }
 
-// Drain stops accepting new MCP requests (503); requests in flight
-// continue. What an agent sends to finish them is still taken: answers to
-// the gateway's requests (a tool that elicits or samples mid-call) and
-// notifications such as notifications/cancelled. Call WaitIdle after it,
-// then close the listener.
-func (p *Proxy) Drain() {
-	p.draining.Store(true)
-}
-
-// WaitIdle waits, after Drain, until no call is in flight, then ends the
-// long-lived streams and waits for them to close; it returns early when
-// ctx ends, with the streams ended. Closing the listener before the calls
-// are done (http.Server.Shutdown does so at once) would leave a call that
-// waits on its agent's answer unable to finish; ending the GET streams
-// before makes clients reconnect them, and go-sdk's gives up its whole
-// session, calls in flight included, when that reconnect is refused
-// (issue #8).
-func (p *Proxy) WaitIdle(ctx context.Context) error {
-	defer p.cancelStream()
-	if err := waitZero(ctx, &p.calls); err != nil {
-		return err
-	}
-	p.cancelStream()
-	return waitZero(ctx, &p.openStreams)
-}
-
-// Abandon gives up the calls still in flight when a drain has timed out:
-// call it before closing the connections, then WaitAbandoned. Each given-up
-// call is cancelled at the gateway with notifications/cancelled, so its
-// tools do not go on working for an answer no one will read.
-func (p *Proxy) Abandon() {
-	p.abandoning.Store(true)
-}
-
-// WaitAbandoned waits, after Abandon and closing the connections, until the
-// calls have ended and their cancellations have been sent, or ctx ends.
-func (p *Proxy) WaitAbandoned(ctx context.Context) error {
-	if err := waitZero(ctx, &p.calls); err != nil {
-		return err
-	}
-	return waitZero(ctx, &p.telling)
-}
-
-func waitZero(ctx context.Context, n *atomic.Int64) error {
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for n.Load() > 0 {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
-		}
-	}
-	return nil
-}
-
 // mayFinishWork reports whether a request may, while draining, carry what
 // finishes a call in flight: a POST within a session. Its requests are
 // refused once decoded (refuseRequestsWhileDraining).
@@ -301,35 +256,6 @@ func (p *Proxy) Ready() bool { return !p.draining.Load() }
 
 // Sessions returns the number of live sessions.
 func (p *Proxy) Sessions() int { return p.sessions.count() }
-
-// CloseSessions ends every session, at the gateway too (DELETE), at most 16
-// at a time, until ctx ends; it returns how many the gateway was asked to
-// end. For shutdown: the agents' sessions live in this process and end with
-// it, and the gateway would otherwise keep its side until it expires them.
-func (p *Proxy) CloseSessions(ctx context.Context) int {
-	all := p.sessions.removeAll()
-	sem := make(chan struct{}, 16)
-	var wg sync.WaitGroup
-	var asked atomic.Int64
-	for _, s := range all {
-		p.tel.sessionEnded(s)
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			wg.Wait()
-			return int(asked.Load())
-		}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			if p.closeSessionCtx(ctx, s) {
-				asked.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
-	return int(asked.Load())
-}
 
 // closeSession ends a session at the gateway (best effort, bounded).
 func (p *Proxy) closeSession(s *session) {

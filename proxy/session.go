@@ -58,8 +58,22 @@ func (s *session) begin() {
 func (s *session) end(now time.Time) {
 	s.mu.Lock()
 	s.active--
+	idle := s.active == 0
 	s.lastSeen = now
 	s.mu.Unlock()
+	if idle && s.legacy != nil {
+		select {
+		case s.legacy.idle <- struct{}{}:
+		default: // already signalled
+		}
+	}
+}
+
+// busy reports whether the session has requests in flight.
+func (s *session) busy() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.active > 0
 }
 
 // maxPendingServerRequests bounds the server→client requests of one session

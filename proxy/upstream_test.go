@@ -354,8 +354,8 @@ func TestMisbehavingUpstream(t *testing.T) {
 	}
 }
 
-// TestDrain: after Drain, new requests are refused with 503 while a call in
-// flight completes; WaitIdle then ends the streams and returns.
+// TestDrain: once Shutdown begins, new requests are refused with 503 while
+// a call in flight completes; Shutdown then ends the streams and returns.
 func TestDrain(t *testing.T) {
 	release := make(chan struct{})
 	s := mcpserver.NewMCPServer("upstream", "1.0.0")
@@ -373,9 +373,12 @@ func TestDrain(t *testing.T) {
 		done <- err
 	}()
 	time.Sleep(100 * time.Millisecond) // let the call reach the gateway
-	p.Drain()
-	if p.Ready() {
-		t.Fatal("Ready after Drain")
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	stopped := make(chan error, 1)
+	go func() { stopped <- p.Shutdown(wctx) }()
+	for p.Ready() {
+		time.Sleep(time.Millisecond) // Shutdown has not begun yet
 	}
 	status, _, _ := rawPost(t, px.URL+"/mcp", []byte(`{"jsonrpc":"2.0","id":1,"method":"ping"}`), nil)
 	if status != http.StatusServiceUnavailable {
@@ -385,12 +388,10 @@ func TestDrain(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("in-flight call failed during drain: %v", err)
 	}
-	// With the call answered, WaitIdle ends the client's GET stream and
+	// With the call answered, Shutdown ends the client's GET stream and
 	// returns once it has closed.
-	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := p.WaitIdle(wctx); err != nil {
-		t.Fatalf("WaitIdle after the last call: %v", err)
+	if err := <-stopped; err != nil {
+		t.Fatalf("Shutdown after the last call: %v", err)
 	}
 }
 

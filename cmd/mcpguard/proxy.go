@@ -322,37 +322,9 @@ func runProxy(ctx context.Context, o proxyOptions, started func(running)) error 
 		return err
 	case <-ctx.Done():
 	}
-	log.Info("draining", "timeout", o.DrainTimeout.String())
-	p.Drain()
 	sctx, cancel := context.WithTimeout(context.Background(), o.DrainTimeout)
 	defer cancel()
-	// The listener stays open while calls are in flight: Drain refuses new
-	// work with a 503, but an agent may still have to answer the gateway
-	// (elicitation, sampling) or cancel a call. Once nothing is being
-	// served, what is still connected is idle or has not sent a whole
-	// request (which would only be refused): Close, not Shutdown, which
-	// waits up to 5s for the latter (golang/go#22682).
-	abandoned := false
-	if err := p.WaitIdle(sctx); err != nil {
-		log.Error("drain timed out; closing remaining connections", "err", err)
-		p.Abandon()
-		abandoned = true
-	}
-	_ = srv.Close()
-	if abandoned {
-		// The calls cut off are cancelled at the gateway; a little time
-		// for that, or its tools go on working for no one.
-		actx, acancel := context.WithTimeout(context.Background(), 3*time.Second)
-		if err := p.WaitAbandoned(actx); err != nil {
-			log.Warn("calls cut off at the drain timeout may not all be cancelled at the gateway", "err", err)
-		}
-		acancel()
-	}
-	// The agents' sessions end with this process; end the gateway's side
-	// of them too rather than leave it to the gateway's expiry.
-	cctx, ccancel := context.WithTimeout(context.Background(), 3*time.Second)
-	log.Info("sessions ended at the gateway", "sessions", p.CloseSessions(cctx))
-	ccancel()
+	_ = p.Shutdown(sctx) // logs how the drain went
 	if admin != nil {
 		_ = admin.Shutdown(sctx)
 	}
