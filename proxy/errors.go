@@ -22,7 +22,10 @@ const (
 )
 
 // callError is an error the proxy answers with: an HTTP status and a
-// JSON-RPC error. This file is the only place an error becomes either.
+// JSON-RPC error. Every one is built in this file; the only answers written
+// elsewhere are plain HTTP refusals before any JSON-RPC is read (a wrong
+// HTTP method or Accept header, http.Error) and the gateway's own errors,
+// relayed.
 type callError struct {
 	status int
 	code   int64
@@ -42,6 +45,10 @@ func errParse(err error) *callError {
 
 func errInvalid(format string, args ...any) *callError {
 	return &callError{status: http.StatusBadRequest, code: jsonrpc.CodeInvalidRequest, msg: fmt.Sprintf(format, args...)}
+}
+
+func errInvalidParams(msg string) *callError {
+	return &callError{status: http.StatusBadRequest, code: jsonrpc.CodeInvalidParams, msg: msg}
 }
 
 func errTooLarge(limit int) *callError {

@@ -128,7 +128,7 @@ func (ex *exchange) run(out output) {
 	ct := mediaType(res.Header.Get("Content-Type"))
 	switch {
 	case res.StatusCode == http.StatusAccepted || (res.StatusCode/100 == 2 && len(ex.waiting) == 0):
-		_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
+		discard(res.Body)
 		if len(ex.waiting) > 0 {
 			ex.failWaiting(out, answers, errUpstream(errors.New("gateway accepted the request but sent no response")))
 			return
@@ -198,8 +198,7 @@ func (ex *exchange) send(ctx context.Context, body []byte) (*http.Response, *cal
 	if res.StatusCode != http.StatusNotFound || ex.sess == nil || call.sessionID == "" {
 		return res, nil
 	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
-	res.Body.Close()
+	discard(res.Body)
 	if err := p.reinitialize(ctx, ex.r, ex.sess); err != nil {
 		p.sessions.remove(ex.sess.id)
 		p.tel.sessionEnded(ex.sess)
@@ -417,15 +416,14 @@ func (ex *exchange) answerUpstream(ctx context.Context, m *jsonrpc.Message) {
 			ex.p.log.Warn("telling the gateway failed", "method", m.Method, "err", err)
 			return
 		}
-		_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
-		res.Body.Close()
+		discard(res.Body)
 	}()
 }
 
 // relayFailure turns a non-2xx gateway answer into answers for the agent:
 // the gateway's own JSON-RPC error when it sent one, else a proxy error.
 func (ex *exchange) relayFailure(ctx context.Context, res *http.Response, out output, answers []*jsonrpc.Message) {
-	data, _ := io.ReadAll(io.LimitReader(res.Body, 64<<10))
+	data := readErrorBody(res.Body)
 	status := res.StatusCode
 	if m, err := jsonrpc.DecodeOne(data, ex.p.limits()); err == nil && m.Kind() == jsonrpc.KindResponse && m.Error != nil {
 		if _, ok := ex.waiting[m.ID.String()]; ok {
@@ -635,7 +633,7 @@ func (o *httpOut) fail(e *callError) {
 // sent on its own behalf (initialize), as JSON or from an event stream.
 func (p *Proxy) readOneResponse(res *http.Response, id jsonrpc.ID) (*jsonrpc.Message, *callError) {
 	if res.StatusCode/100 != 2 {
-		data, _ := io.ReadAll(io.LimitReader(res.Body, 64<<10))
+		data := readErrorBody(res.Body)
 		if m, err := jsonrpc.DecodeOne(data, p.limits()); err == nil && m.Kind() == jsonrpc.KindResponse && m.Error != nil {
 			return &jsonrpc.Message{ID: id, Error: m.Error}, nil
 		}

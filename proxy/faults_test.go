@@ -573,7 +573,7 @@ func goroutineBaseline(p *Proxy) int {
 
 func closeIdle(p *Proxy) {
 	http.DefaultClient.CloseIdleConnections()
-	p.up.client.CloseIdleConnections()
+	p.up.rt.(interface{ CloseIdleConnections() }).CloseIdleConnections()
 }
 
 // wantGoroutinesBack waits until the process has at most base+margin

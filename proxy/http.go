@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -276,8 +275,7 @@ func (p *Proxy) reinitialize(ctx context.Context, r *http.Request, sess *session
 	if err != nil {
 		return err
 	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
-	res.Body.Close()
+	discard(res.Body)
 	sess.mu.Lock()
 	won := sess.upstreamID == old
 	if won {
@@ -374,8 +372,7 @@ func (p *Proxy) reopenStream(ctx context.Context, r *http.Request, sess *session
 			p.log.Info("gateway's GET stream reopened", "session", sess.id)
 			return res
 		case res.StatusCode == http.StatusNotFound && !reinitialized:
-			_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
-			res.Body.Close()
+			discard(res.Body)
 			if err = p.reinitialize(ctx, r, sess); err == nil {
 				reinitialized = true
 				continue

@@ -279,8 +279,7 @@ func (p *Proxy) closeSessionCtx(ctx context.Context, s *session) bool {
 		p.log.Warn("deleting the upstream session failed", "session", s.id, "err", err)
 		return true
 	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	resp.Body.Close()
+	discard(resp.Body)
 	return true
 }
 

@@ -34,19 +34,12 @@ type session struct {
 	// resumed GET stream after the POST's stream was cut (SEP-1699).
 	calls  map[string]string
 	active int // requests in flight; an active session never expires
-	closed bool
 }
 
 func (s *session) upstream() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.upstreamID
-}
-
-func (s *session) touch(now time.Time) {
-	s.mu.Lock()
-	s.lastSeen = now
-	s.mu.Unlock()
 }
 
 func (s *session) begin() {
@@ -110,13 +103,18 @@ func (s *session) answer(id string) bool {
 	return true
 }
 
+// maxTrackedCalls bounds the forwarded requests a session remembers for
+// answers on a resumed stream; past it they are answered on their own
+// stream only.
+const maxTrackedCalls = 4096
+
 // track records a forwarded agent request.
 func (s *session) track(id, method string) {
 	s.mu.Lock()
 	if s.calls == nil {
 		s.calls = make(map[string]string)
 	}
-	if len(s.calls) < 4096 {
+	if len(s.calls) < maxTrackedCalls {
 		s.calls[id] = method
 	}
 	s.mu.Unlock()
@@ -206,11 +204,6 @@ func (t *sessions) remove(id string) (*session, bool) {
 	s, ok := t.byID[id]
 	delete(t.byID, id)
 	t.mu.Unlock()
-	if ok {
-		s.mu.Lock()
-		s.closed = true
-		s.mu.Unlock()
-	}
 	return s, ok
 }
 
@@ -226,7 +219,7 @@ func (t *sessions) expire() []*session {
 }
 
 // removeIf removes and returns the sessions for which drop (called with
-// the session's lock held) is true, marking them closed.
+// the session's lock held) is true.
 func (t *sessions) removeIf(drop func(*session) bool) []*session {
 	var out []*session
 	t.mu.Lock()
@@ -234,9 +227,6 @@ func (t *sessions) removeIf(drop func(*session) bool) []*session {
 	for id, s := range t.byID {
 		s.mu.Lock()
 		gone := drop(s)
-		if gone {
-			s.closed = true
-		}
 		s.mu.Unlock()
 		if gone {
 			delete(t.byID, id)

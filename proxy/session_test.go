@@ -19,7 +19,8 @@ func TestSessionExpiry(t *testing.T) {
 		if _, err := tab.lookup(idle.id, ""); err != nil {
 			t.Fatalf("session expired early: %v", err)
 		}
-		idle.touch(time.Now())
+		idle.begin()
+		idle.end(time.Now()) // a call, and its session is fresh again
 		time.Sleep(61 * time.Second)
 		if _, err := tab.lookup(idle.id, ""); err == nil || err.status != 404 {
 			t.Fatalf("idle session: lookup error = %v, want 404", err)
@@ -70,7 +71,7 @@ func TestServerRequestBookkeeping(t *testing.T) {
 }
 
 func TestRememberToolIsBounded(t *testing.T) {
-	p := &Proxy{}
+	p := &pump{}
 	for i := range maxKnownTools + 100 {
 		p.rememberTool(fmt.Sprintf("tool_%d", i), json.RawMessage(`{}`))
 	}

@@ -24,6 +24,10 @@ import (
 //	                          jsonrpc.Encode + "\n" ──┴──▶ server's stdin
 //	client ◀──stdout── pump.fromGateway ◀── jsonrpc.Decode ◀── server's stdout
 
+// lineBuffer is the read buffer of each stdio stream: a line longer than it
+// is read in pieces (readLine).
+const lineBuffer = 64 << 10
+
 // maxStdioInFlight bounds the client requests awaiting the server's answer,
 // so a client that never stops sending cannot grow the table without limit.
 const maxStdioInFlight = 4096
@@ -243,7 +247,7 @@ func (c *stdioConn) traceOf(id jsonrpc.ID) *stdioTrace {
 // returns why (io.EOF at the end).
 func (c *stdioConn) readClient(ctx context.Context, r io.Reader) error {
 	p := c.p
-	rd := bufio.NewReaderSize(r, 64<<10)
+	rd := bufio.NewReaderSize(r, lineBuffer)
 	for {
 		line, tooLong, err := readLine(rd, p.cfg.MaxBodyBytes)
 		switch {
@@ -383,7 +387,7 @@ func (c *stdioConn) failOutstanding(e *callError) {
 // readServer relays the server's messages until its output ends. It
 // returns nil at EOF.
 func (c *stdioConn) readServer(ctx context.Context, r io.Reader) error {
-	rd := bufio.NewReaderSize(r, 64<<10)
+	rd := bufio.NewReaderSize(r, lineBuffer)
 	for {
 		line, tooLong, err := readLine(rd, c.p.cfg.MaxBodyBytes)
 		switch {

@@ -277,7 +277,7 @@ func (pm *pump) logDecision(in rules.Input, d rules.Decision, took time.Duration
 
 func (pm *pump) invalidParams(m *jsonrpc.Message, msg string) *jsonrpc.Message {
 	pm.log.Warn("invalid params", "method", m.Method, "err", msg)
-	return &jsonrpc.Message{ID: m.ID, Error: &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: msg}}
+	return &jsonrpc.Message{ID: m.ID, Error: errInvalidParams(msg).rpc()}
 }
 
 func targetNoun(t rules.Target) string {

@@ -18,11 +18,12 @@ import (
 
 // upstream is the client for the MCP gateway. It is safe for concurrent use.
 type upstream struct {
-	url    string
-	host   string
-	client *http.Client
-	// rt is client's transport, which do calls directly: the client would
-	// only clone the headers for redirects, which noRedirects refuses.
+	url  string
+	host string
+	// rt is called directly rather than through an http.Client: a client
+	// would clone the headers and follow redirects, and a redirect from the
+	// gateway must not send the agent's message anywhere the operator did
+	// not configure (RoundTrip never follows one).
 	rt            http.RoundTripper
 	token         func() (string, error)
 	forwardAuth   bool
@@ -32,9 +33,10 @@ type upstream struct {
 	inject func(ctx context.Context, h http.Header)
 }
 
-// forwardedHeaders are the only agent request headers that reach the
-// gateway; everything else the proxy sets itself. Mcp-Param-* are added
-// separately after they were checked against the body.
+// forwardedHeaders are the agent request headers that reach the gateway as
+// they are. The proxy sets the rest itself, but for Mcp-Param-*, added
+// after they were checked against the body, and Authorization, forwarded
+// only with Config.ForwardAuthorization.
 var forwardedHeaders = []string{
 	"Traceparent", "Tracestate", "Baggage",
 	"User-Agent", "Accept-Language",
@@ -80,7 +82,6 @@ func newUpstream(cfg *Config) (*upstream, error) {
 	return &upstream{
 		url:           cfg.Upstream,
 		host:          cfg.UpstreamHost,
-		client:        &http.Client{Transport: rt, CheckRedirect: noRedirects},
 		rt:            rt,
 		token:         cfg.UpstreamToken,
 		forwardAuth:   cfg.ForwardAuthorization,
@@ -88,9 +89,23 @@ func newUpstream(cfg *Config) (*upstream, error) {
 	}, nil
 }
 
-// noRedirects: a redirect from the gateway must not send the agent's message
-// anywhere the operator did not configure.
-func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+// maxDiscard bounds what is read of a gateway answer nobody needs before
+// it is closed: enough to reuse the connection for a small body, not to
+// read a large one to its end.
+const maxDiscard = 64 << 10
+
+// discard drains and closes a gateway answer nobody needs.
+func discard(body io.ReadCloser) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(body, maxDiscard))
+	body.Close()
+}
+
+// readErrorBody reads the start of a gateway error answer, for a JSON-RPC
+// error it may hold.
+func readErrorBody(body io.Reader) []byte {
+	data, _ := io.ReadAll(io.LimitReader(body, maxDiscard))
+	return data
+}
 
 // upstreamCall is one HTTP request to the gateway.
 type upstreamCall struct {
