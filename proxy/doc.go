@@ -3,18 +3,27 @@
 // It is never a byte pipe: every message from the agent is decoded strictly,
 // screened by the policy, and re-encoded before anything reaches the
 // gateway; every message from the gateway is decoded and screened on its way
-// back. One tools/call, end to end:
+// back. Transports only move bytes; one pump decides, for all of them. One
+// tools/call, end to end (each step names its file):
 //
-//	agent ──POST /mcp──▶ readBody (size, gzip) ─▶ jsonrpc.Decode (strict)
+//	agent ──POST /mcp──▶ ServeHTTP, readBody (proxy.go: size, gzip)
 //	                          │
-//	                 session lookup (own id ↔ gateway id, owner check)
+//	                 jsonrpc.Decode (jsonrpc/message.go: strict, canonical)
 //	                          │
-//	                 screen (toolcall.go) ──deny──▶ 403 + JSON-RPC error
+//	                 session lookup (http.go, session.go: own id ↔ gateway id, owner)
+//	                          │
+//	                 exchange.run (exchange.go) ─▶ pump.fromAgent (pump.go)
+//	                          │
+//	                 screen (toolcall.go; rules.MethodOf says how) ──deny──▶ 403 + JSON-RPC error (errors.go)
 //	                          │ allow
-//	                 jsonrpc.Encode (canonical) ──POST──▶ gateway
+//	                 jsonrpc.Encode (canonical) ──POST (upstream.go)──▶ gateway
 //	                          │
-//	   agent ◀──JSON or SSE── fromUpstream (drop unknown ids, filter
+//	   agent ◀──JSON or SSE── pump.fromGateway (drop unknown ids, filter
 //	                          tools/list, screen server requests)
+//
+// stdio (stdio.go) and the legacy HTTP+SSE transport (legacy.go) hand their
+// messages to the same fromAgent and fromGateway. Proxy.Shutdown
+// (shutdown.go) is the whole graceful drain.
 //
 // Transports toward the agent: Streamable HTTP (POST, GET, DELETE; protocol
 // versions 2025-03-26 to 2025-11-25 with sessions, 2026-07-28 stateless) and

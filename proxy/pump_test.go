@@ -1,0 +1,154 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// TestOneRuleEveryTransport: a rule is written once, in the pump and the
+// policy, and holds on every transport an agent can use. The same go-sdk
+// client and server talk through the proxy over Streamable HTTP, the legacy
+// HTTP+SSE transport and stdio; on each, the denied tool is hidden from
+// tools/list and its call refused with the same rule, a tool call sent as a
+// sampling request the gateway sends is refused before it reaches the
+// agent, and the allowed tool works.
+func TestOneRuleEveryTransport(t *testing.T) {
+	newServer := func(calls *syncBuffer) *sdk.Server {
+		s := sdk.NewServer(&sdk.Implementation{Name: "upstream", Version: "1"}, nil)
+		for _, name := range []string{"echo", "run_command"} {
+			s.AddTool(&sdk.Tool{Name: name, InputSchema: map[string]any{"type": "object"}},
+				func(_ context.Context, req *sdk.CallToolRequest) (*sdk.CallToolResult, error) {
+					_, _ = calls.Write([]byte(name + "\n"))
+					return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: "ran " + name}}}, nil
+				})
+		}
+		// ask samples the agent's model mid-call: a server request, which
+		// the policy refuses.
+		s.AddTool(&sdk.Tool{Name: "ask", InputSchema: map[string]any{"type": "object"}},
+			func(ctx context.Context, req *sdk.CallToolRequest) (*sdk.CallToolResult, error) {
+				_, err := req.Session.CreateMessage(ctx, &sdk.CreateMessageParams{MaxTokens: 1,
+					Messages: []*sdk.SamplingMessage{{Role: "user", Content: &sdk.TextContent{Text: "hi"}}}})
+				return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: fmt.Sprint("sampled: ", err)}}}, nil
+			})
+		return s
+	}
+	policy := func(c *Config) { c.Policy, c.DenyAs = noSampling{}, DenyJSONRPCError }
+	var sampled syncBuffer // what reached the agent's sampling handler
+	client := sdk.NewClient(&sdk.Implementation{Name: "t", Version: "1"}, &sdk.ClientOptions{
+		CreateMessageHandler: func(context.Context, *sdk.CreateMessageRequest) (*sdk.CreateMessageResult, error) {
+			_, _ = sampled.Write([]byte("sampled\n"))
+			return &sdk.CreateMessageResult{Model: "m", Role: "assistant", Content: &sdk.TextContent{Text: "ok"}}, nil
+		}})
+	// Sessions of an era where the gateway sends server requests of its
+	// own (2026-07-28 embeds them in results, screened as well).
+	era := func(v string) *sdk.ClientSessionOptions { return &sdk.ClientSessionOptions{ProtocolVersion: v} }
+	transports := []struct {
+		name    string
+		connect func(t *testing.T, ctx context.Context, calls *syncBuffer) *sdk.ClientSession
+	}{
+		{"streamable-http", func(t *testing.T, ctx context.Context, calls *syncBuffer) *sdk.ClientSession {
+			s := newServer(calls)
+			up := newTestServer(t, sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return s }, nil))
+			_, px := newTestProxy(t, up.URL, policy)
+			cs, err := client.Connect(ctx, &sdk.StreamableClientTransport{Endpoint: px.URL + "/mcp"}, era("2025-11-25"))
+			if err != nil {
+				t.Fatalf("connect over Streamable HTTP: %v", err)
+			}
+			return cs
+		}},
+		{"legacy-sse", func(t *testing.T, ctx context.Context, calls *syncBuffer) *sdk.ClientSession {
+			s := newServer(calls)
+			up := newTestServer(t, sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return s }, nil))
+			_, px := newTestProxy(t, up.URL, policy)
+			cs, err := client.Connect(ctx, &sdk.SSEClientTransport{Endpoint: px.URL + "/sse"}, era("2024-11-05"))
+			if err != nil {
+				t.Fatalf("connect over the legacy transport: %v", err)
+			}
+			return cs
+		}},
+		{"stdio", func(t *testing.T, ctx context.Context, calls *syncBuffer) *sdk.ClientSession {
+			cfg := Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+			policy(&cfg)
+			relay, err := NewStdio(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			clientR, clientW := io.Pipe()     // client → relay
+			toClientR, toClientW := io.Pipe() // relay → client
+			serverR, serverW := io.Pipe()     // server → relay
+			toServerR, toServerW := io.Pipe() // relay → server
+			sctx, cancel := context.WithCancel(ctx)
+			served := make(chan struct{})
+			go func() {
+				defer close(served)
+				_ = newServer(calls).Run(sctx, &sdk.IOTransport{Reader: toServerR, Writer: serverW})
+			}()
+			relayed := make(chan error, 1)
+			go func() {
+				relayed <- relay.Serve(sctx, StdioStreams{Client: clientR, ToClient: toClientW, Server: serverR, ToServer: toServerW})
+			}()
+			t.Cleanup(func() {
+				cancel()
+				clientW.Close()
+				serverW.Close()
+				toClientR.Close()
+				toServerR.Close()
+				<-relayed
+				<-served
+			})
+			cs, err := client.Connect(ctx, &sdk.IOTransport{Reader: toClientR, Writer: clientW}, era("2025-11-25"))
+			if err != nil {
+				t.Fatalf("connect over stdio: %v", err)
+			}
+			return cs
+		}},
+	}
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) {
+			ctx := ctxT(t)
+			var calls syncBuffer
+			cs := tr.connect(t, ctx, &calls)
+			defer cs.Close()
+
+			tools, err := cs.ListTools(ctx, nil)
+			if err != nil {
+				t.Fatalf("tools/list: %v", err)
+			}
+			var names []string
+			for _, tool := range tools.Tools {
+				names = append(names, tool.Name)
+			}
+			if !slices.Equal(names, []string{"ask", "echo"}) {
+				t.Errorf("tools/list shows %v, want [ask echo]: the denied tool must be hidden", names)
+			}
+
+			_, err = cs.CallTool(ctx, &sdk.CallToolParams{Name: "run_command", Arguments: map[string]any{}})
+			if err == nil || !strings.Contains(err.Error(), "deny/run_command") {
+				t.Errorf("run_command: err = %v, want the policy's denial by rule deny/run_command", err)
+			}
+			res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "ask", Arguments: map[string]any{}})
+			if err != nil || len(res.Content) != 1 || !strings.Contains(res.Content[0].(*sdk.TextContent).Text, "deny/sampling") {
+				t.Errorf("ask: %v %v, want the server told its sampling request was denied by rule deny/sampling", res.Content[0].(*sdk.TextContent).Text, err)
+			}
+			if got := sampled.String(); got != "" {
+				t.Errorf("the agent was asked to sample (%q): the refused server request reached it", got)
+			}
+
+			res, err = cs.CallTool(ctx, &sdk.CallToolParams{Name: "echo", Arguments: map[string]any{}})
+			if err != nil || res.IsError || len(res.Content) != 1 || res.Content[0].(*sdk.TextContent).Text != "ran echo" {
+				t.Fatalf("echo: %+v %v, want its result", res, err)
+			}
+			if got := calls.String(); got != "echo\n" {
+				t.Errorf("the server ran %q, want only echo (ask is not counted)", got)
+			}
+		})
+	}
+}
