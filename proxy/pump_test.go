@@ -34,8 +34,12 @@ func TestOneRuleEveryTransport(t *testing.T) {
 		// the policy refuses.
 		s.AddTool(&sdk.Tool{Name: "ask", InputSchema: map[string]any{"type": "object"}},
 			func(ctx context.Context, req *sdk.CallToolRequest) (*sdk.CallToolResult, error) {
-				_, err := req.Session.CreateMessage(ctx, &sdk.CreateMessageParams{MaxTokens: 1,
-					Messages: []*sdk.SamplingMessage{{Role: "user", Content: &sdk.TextContent{Text: "hi"}}}})
+				//lint:ignore SA1019 sampling is the server request every era has (elicitation came in 2025-06-18)
+				params := &sdk.CreateMessageParams{MaxTokens: 1,
+					//lint:ignore SA1019 as above
+					Messages: []*sdk.SamplingMessage{{Role: "user", Content: &sdk.TextContent{Text: "hi"}}}}
+				//lint:ignore SA1019 as above
+				_, err := req.Session.CreateMessage(ctx, params)
 				return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: fmt.Sprint("sampled: ", err)}}}, nil
 			})
 		return s
@@ -43,8 +47,10 @@ func TestOneRuleEveryTransport(t *testing.T) {
 	policy := func(c *Config) { c.Policy, c.DenyAs = noSampling{}, DenyJSONRPCError }
 	var sampled syncBuffer // what reached the agent's sampling handler
 	client := sdk.NewClient(&sdk.Implementation{Name: "t", Version: "1"}, &sdk.ClientOptions{
+		//lint:ignore SA1019 sampling is tested on purpose until it is removed
 		CreateMessageHandler: func(context.Context, *sdk.CreateMessageRequest) (*sdk.CreateMessageResult, error) {
 			_, _ = sampled.Write([]byte("sampled\n"))
+			//lint:ignore SA1019 as above
 			return &sdk.CreateMessageResult{Model: "m", Role: "assistant", Content: &sdk.TextContent{Text: "ok"}}, nil
 		}})
 	// Sessions of an era where the gateway sends server requests of its

@@ -133,8 +133,6 @@ func (c *counter) add(d int64) {
 	}
 }
 
-func (c *counter) load() int64 { return c.n.Load() }
-
 // wait returns once the count is zero, or ctx's error when ctx ends first.
 func (c *counter) wait(ctx context.Context) error {
 	c.waiters.Add(1)
