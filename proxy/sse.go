@@ -24,6 +24,7 @@ type event struct {
 type sseReader struct {
 	r        *bufio.Reader
 	maxEvent int
+	started  bool // the byte order mark, if any, is skipped
 }
 
 func newSSEReader(r io.Reader, maxEvent int) *sseReader {
@@ -35,6 +36,15 @@ var errEventTooLarge = errors.New("server-sent event exceeds the size limit")
 // next returns the next event that carries data, an id or a retry. It
 // returns io.EOF at a clean end of stream.
 func (s *sseReader) next() (event, error) {
+	if !s.started {
+		// A byte order mark before the first line is not part of it
+		// (WHATWG HTML §9.2.5): kept, it made the first event's field
+		// unreadable and its message was dropped (issue #14).
+		s.started = true
+		if b, err := s.r.Peek(3); err == nil && string(b) == "\ufeff" {
+			_, _ = s.r.Discard(3)
+		}
+	}
 	var ev event
 	var data bytes.Buffer
 	seen := false

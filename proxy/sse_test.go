@@ -22,6 +22,7 @@ func TestSSEReader(t *testing.T) {
 		{"id with NUL ignored", "id: a\x00b\ndata: x\n\n", []event{{data: []byte("x")}}, io.EOF},
 		{"no space after colon", "data:x\n\n", []event{{data: []byte("x")}}, io.EOF},
 		{"unterminated last event", "data: x\n\ndata: y", []event{{data: []byte("x")}}, io.ErrUnexpectedEOF},
+		{"byte order mark skipped", "\ufeffdata: x\n\n", []event{{data: []byte("x")}}, io.EOF},
 		{"oversized event", "data: " + strings.Repeat("a", 200) + "\n\n", nil, errEventTooLarge},
 	}
 	for _, tt := range tests {

@@ -409,10 +409,19 @@ func (c *stdioConn) readServer(ctx context.Context, r io.Reader) error {
 // fromServer screens one line from the server and passes it on.
 func (c *stdioConn) fromServer(ctx context.Context, line []byte) {
 	p := c.p
+	if banner(line) {
+		// A server must write nothing but MCP messages on stdout (MCP
+		// stdio transport), yet some print a banner or a log line there
+		// before they serve. It cannot be a message (every one is an
+		// object or an array), so it is logged and skipped, never
+		// forwarded; failing what was waiting would end the client's
+		// initialize for a line that meant nothing (issue #14).
+		p.log.Warn("the server wrote a line that is not a message; skipped", "session", c.sess.id, "line", excerpt(line))
+		return
+	}
 	msgs, batch, err := jsonrpc.Decode(line, p.limits())
 	if err != nil {
-		// A server must write nothing but MCP messages on stdout (MCP
-		// stdio transport). What it meant cannot be known, so whatever
+		// Not valid JSON-RPC. What it meant cannot be known, so whatever
 		// was awaiting it is answered now rather than left to hang; a
 		// later answer to one of those is dropped as one to an unknown id.
 		e := errUpstream(fmt.Errorf("the MCP server wrote invalid JSON-RPC (%v): %s; the call's outcome is unknown", err, excerpt(line)))
@@ -454,6 +463,21 @@ func (c *stdioConn) fromServer(ctx context.Context, line []byte) {
 	if len(deliver) > 0 {
 		c.toClient.writeAll(deliver, batch)
 	}
+}
+
+// banner reports whether a line from the server cannot be a message at all:
+// it does not begin as a JSON object or array does.
+func banner(line []byte) bool {
+	for _, b := range line {
+		switch b {
+		case ' ', '\t', '\r', '\n':
+			continue
+		case '{', '[':
+			return false
+		}
+		return true
+	}
+	return false
 }
 
 // excerpt quotes the start of an offending line for logs and errors.

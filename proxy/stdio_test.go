@@ -251,13 +251,29 @@ func TestStdioRelay(t *testing.T) {
 // TestStdioServerFailures pins that a crashed or garbage-writing server
 // never leaves the client waiting.
 func TestStdioServerFailures(t *testing.T) {
-	t.Run("garbage", func(t *testing.T) {
+	t.Run("banner", func(t *testing.T) {
+		// A line that cannot be a message (a banner, a log line on
+		// stdout) is logged and skipped: the call waiting goes on.
 		h := startStdio(t)
 		h.client(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{}}}`)
 		h.toServer.next(t, "server")
 		h.server(`Starting server on stdio... (a log line on stdout)`)
+		h.fromRelay.none(t, "client")
+		h.server(`{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`)
+		if got := h.fromRelay.next(t, "client"); got != `{"jsonrpc":"2.0","id":1,"result":{"content":[]}}` {
+			t.Fatalf("client got %s, want the answer after the banner", got)
+		}
+		if !strings.Contains(h.logs.String(), "Starting server on stdio") {
+			t.Errorf("the banner was not logged:\n%s", h.logs)
+		}
+	})
+	t.Run("garbage", func(t *testing.T) {
+		h := startStdio(t)
+		h.client(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{}}}`)
+		h.toServer.next(t, "server")
+		h.server(`{"jsonrpc":"2.0","id":"unterminated`)
 		got := h.fromRelay.next(t, "client")
-		for _, want := range []string{`"id":1`, `"code":-32004`, "invalid JSON-RPC", "Starting server on stdio"} {
+		for _, want := range []string{`"id":1`, `"code":-32004`, "invalid JSON-RPC", "unterminated"} {
 			if !strings.Contains(got, want) {
 				t.Errorf("answer %s does not contain %s", got, want)
 			}
