@@ -334,3 +334,36 @@ func TestConfigWrapClaudeCodeLocalScope(t *testing.T) {
 		t.Errorf("another project's server was changed: %+v", e)
 	}
 }
+
+// TestProxyConfigScheme: patterns are never split at commas, from flags
+// or MCPGUARD_* variables, and a YAML mistake is told as FILE:LINE and the
+// key, not as a Go type.
+func TestProxyConfigScheme(t *testing.T) {
+	t.Setenv("MCPGUARD_REDACT", `\d{3,4}`+"\n"+`tok_[a-z]+`)
+	cmd, opts := proxyCommand()
+	if err := cmd.ParseFlags([]string{"--allow-all"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := opts.resolve(cmd.Flags(), ""); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(opts.Redact, []string{`\d{3,4}`, `tok_[a-z]+`}) {
+		t.Errorf("MCPGUARD_REDACT read as %q", opts.Redact)
+	}
+	wc := newWrapCmd()
+	if err := wc.ParseFlags([]string{"--redact", `\d{3,4}`}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := wc.Flags().GetStringArray("redact"); !slices.Equal(got, []string{`\d{3,4}`}) {
+		t.Errorf("wrap --redact read as %q", got)
+	}
+
+	file := filepath.Join(t.TempDir(), "mcpguard.yaml")
+	writeFile(t, file, "allowAll: true\nupstreamHots: x\ncallTimeout: soon\n")
+	cmd, opts = proxyCommand()
+	err := opts.resolve(cmd.Flags(), file)
+	want := file + `:2: "upstreamHots" is not a key of mcpguard proxy's configuration; known keys: listen, adminListen, upstream, upstreamHost,`
+	if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), file+`:3: "soon" is not a duration such as 30s`) || strings.Contains(err.Error(), "main.") {
+		t.Errorf("err = %v\nwant it to contain %q", err, want)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"reflect"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -147,7 +148,7 @@ func (o *proxyOptions) resolve(flags *pflag.FlagSet, configFile string) error {
 		dec := yaml.NewDecoder(bytes.NewReader(data))
 		dec.KnownFields(true) // a misspelt key is an error, not a silent default
 		if err := dec.Decode(o); err != nil && !errors.Is(err, io.EOF) {
-			return fmt.Errorf("config %s: %v", configFile, err)
+			return yamlConfigError(configFile, err, reflect.TypeOf(*o))
 		}
 	}
 	var errs []error
@@ -162,7 +163,13 @@ func (o *proxyOptions) resolve(flags *pflag.FlagSet, configFile string) error {
 		}
 		var err error
 		if sv, isSlice := f.Value.(pflag.SliceValue); isSlice {
-			err = sv.Replace(strings.Split(v, ","))
+			// A list that may hold patterns (--redact '\d{3,4}') is never
+			// split at commas: one value per line instead.
+			sep := ","
+			if f.Value.Type() == "stringArray" {
+				sep = "\n"
+			}
+			err = sv.Replace(strings.Split(v, sep))
 		} else {
 			err = f.Value.Set(v)
 		}
@@ -441,4 +448,43 @@ func tokenFile(path string) func() (string, error) {
 		}
 		return tok, nil
 	}
+}
+
+var (
+	yamlUnknownField = regexp.MustCompile(`^line (\d+): field (\S+) not found in type \S+$`)
+	yamlWrongType    = regexp.MustCompile(`^line (\d+): cannot unmarshal !!(\w+) ` + "`" + `(.*)` + "`" + ` into (\S+)$`)
+)
+
+// yamlConfigError rewrites the YAML decoder's errors in the words of the
+// file: FILE:LINE, the key, and what it takes, never a Go type (issue #13,
+// item 7).
+func yamlConfigError(file string, err error, t reflect.Type) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return fmt.Errorf("%s: %v", file, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	var known []string
+	for i := 0; i < t.NumField(); i++ {
+		if k := t.Field(i).Tag.Get("yaml"); k != "" {
+			known = append(known, k)
+		}
+	}
+	var msgs []string
+	for _, e := range te.Errors {
+		switch m := yamlUnknownField.FindStringSubmatch(e); {
+		case m != nil:
+			msgs = append(msgs, fmt.Sprintf("%s:%s: %q is not a key of mcpguard proxy's configuration; known keys: %s", file, m[1], m[2], strings.Join(known, ", ")))
+		default:
+			if m := yamlWrongType.FindStringSubmatch(e); m != nil {
+				want := map[string]string{"time.Duration": "a duration such as 30s", "int": "a whole number", "bool": "true or false", "string": "a string", "[]string": "a list of strings"}[m[4]]
+				if want == "" {
+					want = "a different kind of value"
+				}
+				msgs = append(msgs, fmt.Sprintf("%s:%s: %q is not %s", file, m[1], m[3], want))
+			} else {
+				msgs = append(msgs, file+": "+e)
+			}
+		}
+	}
+	return errors.New(strings.Join(msgs, "\n"))
 }

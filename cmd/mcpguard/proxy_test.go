@@ -207,7 +207,7 @@ func TestProxyOptions(t *testing.T) {
 		{name: "env list", args: []string{"--upstream", "http://u/mcp"}, env: map[string]string{"MCPGUARD_POLICY": "a.yaml,b.yaml"},
 			want: func(o proxyOptions) string { return check(len(o.Policy) == 2, "two policies") }},
 		{name: "bad env value", args: []string{"--allow-all"}, env: map[string]string{"MCPGUARD_MAX_BODY_BYTES": "lots"}, wantErr: "MCPGUARD_MAX_BODY_BYTES"},
-		{name: "unknown config key", file: writeTemp(t, dir, "bad.yaml", "upstrem: x\n"), wantErr: "field upstrem not found"},
+		{name: "unknown config key", file: writeTemp(t, dir, "bad.yaml", "upstrem: x\n"), wantErr: `bad.yaml:1: "upstrem" is not a key of mcpguard proxy's configuration`},
 		{name: "loopback default", args: []string{"--allow-all"},
 			want: func(o proxyOptions) string {
 				return check(o.Listen == "127.0.0.1:8081", "loopback listener: "+o.Listen)

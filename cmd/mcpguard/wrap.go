@@ -79,7 +79,7 @@ func (s *stdioObserve) flags(cmd *cobra.Command) {
 	f.StringVar(&s.Name, "name", "", "the server's name, for mcpguard traces --server NAME (config wrap sets it)")
 	f.StringVar(&s.DecisionLog, "decision-log", "", "append one JSON line per policy decision to FILE (stdout is the MCP channel, so not -)")
 	f.BoolVar(&s.RecordArguments, "record-arguments", false, "record tool argument values in spans and the decision log, redacted (off: never recorded)")
-	f.StringSliceVar(&s.Redact, "redact", nil, "extra regular expression whose matches in recorded argument values become [REDACTED] (repeatable)")
+	f.StringArrayVar(&s.Redact, "redact", nil, "extra regular expression whose matches in recorded argument values become [REDACTED] (repeatable, not split at commas; with --record-arguments)")
 }
 
 // setup wires the telemetry into cfg; the caller closes what it returns.
