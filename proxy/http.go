@@ -72,7 +72,7 @@ func (p *Proxy) servePost(w http.ResponseWriter, r *http.Request) {
 		p.reject(w, r, firstID(msgs), errSessionRequired())
 		return
 	}
-	sess, cerr := p.sessions.lookup(sid, subjectOf(r))
+	sess, cerr := p.sessions.lookupOn(sid, subjectOf(r), false)
 	if cerr != nil {
 		p.reject(w, r, firstID(msgs), cerr)
 		return
@@ -409,7 +409,7 @@ func (p *Proxy) requestSession(w http.ResponseWriter, r *http.Request) (*session
 		p.reject(w, r, jsonrpc.NullID, errSessionRequired())
 		return nil, false
 	}
-	sess, cerr := p.sessions.lookup(sid, subjectOf(r))
+	sess, cerr := p.sessions.lookupOn(sid, subjectOf(r), false)
 	if cerr != nil {
 		p.reject(w, r, jsonrpc.NullID, cerr)
 		return nil, false

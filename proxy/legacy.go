@@ -151,11 +151,8 @@ func (p *Proxy) serveLegacyMessage(w http.ResponseWriter, r *http.Request) {
 		p.reject(w, r, jsonrpc.NullID, errInvalid("missing sessionId query parameter: open GET /sse first"))
 		return
 	}
-	sess, cerr := p.sessions.lookup(sid, subjectOf(r))
-	if cerr != nil || sess.legacy == nil {
-		if cerr == nil {
-			cerr = errSessionNotFound(sid)
-		}
+	sess, cerr := p.sessions.lookupOn(sid, subjectOf(r), true)
+	if cerr != nil {
 		p.reject(w, r, jsonrpc.NullID, cerr)
 		return
 	}

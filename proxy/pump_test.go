@@ -158,3 +158,49 @@ func TestOneRuleEveryTransport(t *testing.T) {
 		})
 	}
 }
+
+// TestSessionBoundToTransport: a session id is honoured only on the
+// transport that issued it. A legacy HTTP+SSE session's id sent to the
+// Streamable HTTP endpoint, and a Streamable HTTP session's id sent to the
+// legacy message endpoint, are not found (issue #14).
+func TestSessionBoundToTransport(t *testing.T) {
+	up := newMCPGoUpstream(t)
+	_, px := newTestProxy(t, up.URL+"/mcp")
+	req, _ := http.NewRequest(http.MethodGet, px.URL+"/sse", nil)
+	req.Header.Set("Accept", "text/event-stream")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	ev, err := newSSEReader(res.Body, 1<<20).next()
+	_, legacyID, ok := strings.Cut(string(ev.data), "sessionId=")
+	if err != nil || ev.name != "endpoint" || !ok {
+		t.Fatalf("legacy stream: %+v %v, want the endpoint event", ev, err)
+	}
+	call := []byte(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"message":"x"}}}`)
+	hdr := map[string]string{"Mcp-Session-Id": legacyID, "Mcp-Protocol-Version": "2025-06-18"}
+	if status, _, body := rawPost(t, px.URL+"/mcp", call, hdr); status != http.StatusNotFound {
+		t.Errorf("legacy session id on the Streamable HTTP endpoint: %d %v, want 404", status, body)
+	}
+	for _, method := range []string{http.MethodGet, http.MethodDelete} {
+		r, _ := http.NewRequest(method, px.URL+"/mcp", nil)
+		r.Header.Set("Accept", "text/event-stream")
+		r.Header.Set("Mcp-Session-Id", legacyID)
+		res, err := http.DefaultClient.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusNotFound {
+			t.Errorf("legacy session id on a Streamable HTTP %s: %d, want 404", method, res.StatusCode)
+		}
+	}
+	streamable := rawSession(t, px.URL+"/mcp")["Mcp-Session-Id"]
+	if status, _, body := rawPost(t, px.URL+"/message?sessionId="+streamable, call, nil); status != http.StatusNotFound {
+		t.Errorf("Streamable HTTP session id on the legacy endpoint: %d %v, want 404", status, body)
+	}
+	if status, _, body := rawPost(t, px.URL+"/mcp", call, map[string]string{"Mcp-Session-Id": streamable, "Mcp-Protocol-Version": "2025-06-18"}); status != http.StatusOK {
+		t.Errorf("Streamable HTTP session on its own endpoint: %d %v, want 200", status, body)
+	}
+}

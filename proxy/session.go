@@ -198,6 +198,19 @@ func (t *sessions) lookup(id, subject string) (*session, *callError) {
 	return s, nil
 }
 
+// lookupOn is lookup for a request of one transport: a session id is bound
+// to the transport that issued it (the legacy HTTP+SSE endpoint's, or
+// Streamable HTTP's), and named on the other it is not found. Accepted
+// there, a legacy session could be driven without the stream its answers
+// need, before any initialize of that transport (issue #14).
+func (t *sessions) lookupOn(id, subject string, legacy bool) (*session, *callError) {
+	s, cerr := t.lookup(id, subject)
+	if cerr == nil && (s.legacy != nil) != legacy {
+		return nil, errSessionNotFound(id)
+	}
+	return s, cerr
+}
+
 // remove deletes a session and reports whether it was there.
 func (t *sessions) remove(id string) (*session, bool) {
 	t.mu.Lock()
