@@ -36,6 +36,25 @@ type Webhook struct {
 	cfg        Config
 	log        *slog.Logger
 	namespaces NamespaceLookup
+	reviewers  map[string]Reviewer
+}
+
+// Reviewer answers the admission requests of a path the Webhook serves
+// besides its own, e.g. the validation of policy ConfigMaps
+// (inject/policycheck). The Webhook decodes and encodes the reviews; Review
+// must be safe for concurrent use and must answer with req.UID.
+type Reviewer interface {
+	Review(ctx context.Context, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse
+}
+
+// Handle makes the webhook answer the reviews POSTed to path with r. Call
+// it before serving.
+func (wh *Webhook) Handle(path string, r Reviewer) *Webhook {
+	if wh.reviewers == nil {
+		wh.reviewers = map[string]Reviewer{}
+	}
+	wh.reviewers[path] = r
+	return wh
 }
 
 // NamespaceLookup returns the annotations of the named namespace. The
@@ -72,12 +91,14 @@ func (wh *Webhook) Config() Config { return wh.cfg }
 // as a webhook failure: with failurePolicy Fail, the pod is refused.
 func (wh *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var scope Scope
-	switch r.URL.Path {
-	case PathMutate:
+	reviewer, extra := wh.reviewers[r.URL.Path]
+	switch {
+	case extra:
+	case r.URL.Path == PathMutate:
 		scope = ScopePod
-	case PathMutateNamespace:
+	case r.URL.Path == PathMutateNamespace:
 		scope = ScopeNamespace
-	case PathHealthz:
+	case r.URL.Path == PathHealthz:
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		io.WriteString(w, "ok\n")
 		return
@@ -109,7 +130,12 @@ func (wh *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	resp := wh.Review(r.Context(), review.Request, scope)
+	var resp *admissionv1.AdmissionResponse
+	if extra {
+		resp = reviewer.Review(r.Context(), review.Request)
+	} else {
+		resp = wh.Review(r.Context(), review.Request, scope)
+	}
 	out, err := json.Marshal(admissionv1.AdmissionReview{
 		TypeMeta: metav1.TypeMeta{APIVersion: admissionv1.SchemeGroupVersion.String(), Kind: "AdmissionReview"},
 		Response: resp,

@@ -114,7 +114,7 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			out, res, merr := Object(obj, &cfg, scope)
+			out, res, merr := Object(obj, &cfg, always(scope))
 			got, err := render(out, res, merr)
 			if err != nil {
 				t.Fatal(err)
@@ -137,7 +137,7 @@ func TestGolden(t *testing.T) {
 			}
 			// Idempotence: injecting the injected object changes nothing,
 			// which is why a reinvoked webhook never injects twice.
-			again, res2, err := Object(out, &cfg, scope)
+			again, res2, err := Object(out, &cfg, always(scope))
 			if err != nil {
 				t.Fatalf("second injection: %v", err)
 			}
@@ -162,4 +162,9 @@ func jsonEqual(t *testing.T, a, b []byte) bool {
 		t.Fatal(err)
 	}
 	return bytes.Equal(ya, yb)
+}
+
+// always chooses every pod for Mutate under scope, as a webhook path does.
+func always(scope Scope) Chooser {
+	return func(string, map[string]string) (Scope, bool, error) { return scope, true, nil }
 }

@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"mcpguard.dev/mcpguard/inject"
+	"mcpguard.dev/mcpguard/inject/policycheck"
 	"mcpguard.dev/mcpguard/inject/servingcert"
 )
 
@@ -99,28 +100,29 @@ func (f *injectFlags) config() (inject.Config, error) {
 }
 
 // flagsFromEnvPrefixed sets every flag the user did not pass from
-// MCPGUARD_WEBHOOK_<FLAG>.
-func flagsFromEnvPrefixed(fs *pflag.FlagSet) error {
+// MCPGUARD_WEBHOOK_<FLAG>, marking it as set.
+func flagsFromEnvPrefixed(fs *pflag.FlagSet) error { return flagsFromEnv(fs, os.LookupEnv) }
+
+// flagsFromEnv sets every flag not set yet from the variable
+// MCPGUARD_WEBHOOK_<FLAG> that lookup returns (a list is comma-separated).
+func flagsFromEnv(fs *pflag.FlagSet, lookup func(string) (string, bool)) error {
 	var errs []error
+	var set [][2]string
 	fs.VisitAll(func(f *pflag.Flag) {
 		if f.Changed {
 			return
 		}
 		env := webhookEnvPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		v, ok := os.LookupEnv(env)
-		if !ok {
-			return
-		}
-		var err error
-		if sv, isSlice := f.Value.(pflag.SliceValue); isSlice {
-			err = sv.Replace(strings.Split(v, ","))
-		} else {
-			err = f.Value.Set(v)
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s=%q: %v", env, v, err))
+		if v, ok := lookup(env); ok {
+			set = append(set, [2]string{f.Name, v})
 		}
 	})
+	for _, nv := range set {
+		if err := fs.Set(nv[0], nv[1]); err != nil {
+			env := webhookEnvPrefix + strings.ToUpper(strings.ReplaceAll(nv[0], "-", "_"))
+			errs = append(errs, fmt.Errorf("%s=%q: %v", env, nv[1], err))
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -133,6 +135,7 @@ type webhookFlags struct {
 	dnsNames           []string
 	caSecret, certs    string
 	webhookConfig      string
+	validatingConfig   string
 	certLifetime       time.Duration
 	renewCheckInterval time.Duration
 	drainTimeout       time.Duration
@@ -147,7 +150,8 @@ func newWebhookCmd() *cobra.Command {
 		Short: "Serve the admission webhook that injects the mcpguard sidecar",
 		Long: `Serve AdmissionReview v1 over HTTPS: ` + inject.PathMutate + ` for pods annotated
 ` + inject.AnnotationInject + `: "true", ` + inject.PathMutateNamespace + ` for pods of namespaces labelled
-` + inject.LabelNamespaceInject + `=` + inject.LabelNamespaceInjectEnabled + `, ` + inject.PathHealthz + ` for probes.
+` + inject.LabelNamespaceInject + `=` + inject.LabelNamespaceInjectEnabled + `, ` + policycheck.Path + ` for policy ConfigMaps (refused
+with every error of ` + "`mcpguard policy check`" + `), ` + inject.PathHealthz + ` for probes.
 
 TLS comes either from mounted files (--tls-cert-file/--tls-key-file, e.g. an
 OpenShift service-ca or cert-manager Secret), reloaded when they rotate, or from
@@ -164,7 +168,13 @@ Every flag can also be set as ` + webhookEnvPrefix + `<FLAG>, e.g. ` + webhookEn
 			return runWebhook(cmd.Context(), &f)
 		},
 	}
-	fs := cmd.Flags()
+	f.register(cmd.Flags())
+	return cmd
+}
+
+// register adds every flag of `mcpguard webhook` to fs; `inject
+// --from-cluster` parses the installed webhook's arguments with it.
+func (f *webhookFlags) register(fs *pflag.FlagSet) {
 	f.inject.register(fs)
 	fs.StringVar(&f.listen, "listen", ":8443", "HTTPS address")
 	fs.StringVar(&f.certFile, "tls-cert-file", "", "serving certificate (PEM), reloaded when it changes; with --tls-key-file")
@@ -175,12 +185,12 @@ Every flag can also be set as ` + webhookEnvPrefix + `<FLAG>, e.g. ` + webhookEn
 	fs.StringVar(&f.caSecret, "ca-secret", "mcpguard-webhook-ca", "Secret holding the CA (own-CA mode)")
 	fs.StringVar(&f.certs, "cert-secret", "mcpguard-webhook-certs", "Secret holding certmagic's certificates and locks (own-CA mode)")
 	fs.StringVar(&f.webhookConfig, "webhook-configuration", "mcpguard", "MutatingWebhookConfiguration whose caBundle is kept (own-CA mode; empty: none)")
+	fs.StringVar(&f.validatingConfig, "validating-webhook-configuration", "mcpguard", "ValidatingWebhookConfiguration (policy ConfigMaps) whose caBundle is kept (own-CA mode; empty: none)")
 	fs.DurationVar(&f.certLifetime, "cert-lifetime", 7*24*time.Hour, "lifetime of a serving certificate; renewed with a third left (own-CA mode)")
 	fs.DurationVar(&f.renewCheckInterval, "renew-check-interval", 10*time.Minute, "how often certmagic checks for renewal (own-CA mode)")
 	fs.DurationVar(&f.drainTimeout, "drain-timeout", 10*time.Second, "on SIGTERM, let reviews in flight finish for this long")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&f.namespaceDefaults, "namespace-defaults", false, "read the "+inject.AnnotationRuntimeClass+" and "+inject.AnnotationPolicyConfigMap+" annotations of namespaces as defaults for their pods (needs get, list and watch on namespaces)")
-	return cmd
 }
 
 func runWebhook(ctx context.Context, f *webhookFlags) error {
@@ -212,6 +222,9 @@ func runWebhook(ctx context.Context, f *webhookFlags) error {
 	if err != nil {
 		return &exitError{code: exitUsage, err: err}
 	}
+	// Policy ConfigMaps are checked at apply time by the same server
+	// (manifests/base/validatingwebhookconfiguration.yaml).
+	wh.Handle(policycheck.Path, &policycheck.Validator{Key: cfg.PolicyKey})
 	var client kubernetes.Interface
 	if !files || f.namespaceDefaults {
 		if client, err = kubeClient(); err != nil {
@@ -234,15 +247,16 @@ func runWebhook(ctx context.Context, f *webhookFlags) error {
 		certs, err = servingcert.FromFiles(ctx, f.certFile, f.keyFile, servingcert.FileOptions{Interval: f.reloadInterval, Logger: zl})
 	} else {
 		certs, err = servingcert.InCluster(ctx, servingcert.InClusterConfig{
-			Client:               client,
-			Namespace:            f.namespace,
-			CASecret:             f.caSecret,
-			StorageSecret:        f.certs,
-			DNSNames:             f.dnsNames,
-			WebhookConfiguration: f.webhookConfig,
-			Lifetime:             f.certLifetime,
-			RenewCheckInterval:   f.renewCheckInterval,
-			Logger:               zl,
+			Client:                         client,
+			Namespace:                      f.namespace,
+			CASecret:                       f.caSecret,
+			StorageSecret:                  f.certs,
+			DNSNames:                       f.dnsNames,
+			WebhookConfiguration:           f.webhookConfig,
+			ValidatingWebhookConfiguration: f.validatingConfig,
+			Lifetime:                       f.certLifetime,
+			RenewCheckInterval:             f.renewCheckInterval,
+			Logger:                         zl,
 		})
 	}
 	if err != nil {
@@ -330,6 +344,22 @@ func namespaceLookup(ctx context.Context, client kubernetes.Interface) (inject.N
 		}
 		return ns.Annotations, nil
 	}, nil
+}
+
+// kubeClientNamespace is kubeClient and the namespace of the kubeconfig's
+// context (or of the pod, in a cluster).
+func kubeClientNamespace() (kubernetes.Interface, string, error) {
+	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(clientcmd.NewDefaultClientConfigLoadingRules(), nil)
+	rc, err := cc.ClientConfig()
+	if err != nil {
+		return nil, "", fmt.Errorf("kubernetes client: %w", err)
+	}
+	ns, _, err := cc.Namespace()
+	if err != nil {
+		return nil, "", fmt.Errorf("kubernetes client: %w", err)
+	}
+	client, err := kubernetes.NewForConfig(rc)
+	return client, ns, err
 }
 
 // kubeClient uses the in-cluster config, or $KUBECONFIG outside a cluster.

@@ -34,6 +34,10 @@ type InClusterConfig struct {
 	// WebhookConfiguration is the MutatingWebhookConfiguration whose
 	// caBundle is kept equal to the CA. Zero: none is patched.
 	WebhookConfiguration string
+	// ValidatingWebhookConfiguration is the ValidatingWebhookConfiguration
+	// (policy ConfigMaps, inject/policycheck) whose caBundle is kept equal to
+	// the CA. Zero: none is patched.
+	ValidatingWebhookConfiguration string
 	// Lifetime of a serving certificate; certmagic renews it with a third
 	// left. Zero: 7 days.
 	Lifetime time.Duration
@@ -85,15 +89,26 @@ func InCluster(ctx context.Context, cfg InClusterConfig) (*Manager, error) {
 		return nil, fmt.Errorf("obtaining serving certificate for %q: %w", cfg.DNSNames, err)
 	}
 	m := &Manager{magic: magic, cache: cache, log: cfg.Logger, CABundle: ca.CertPEM}
-	if cfg.WebhookConfiguration != "" {
+	if cfg.WebhookConfiguration != "" || cfg.ValidatingWebhookConfiguration != "" {
 		m.run = func(ctx context.Context) error {
 			t := time.NewTicker(cfg.BundleInterval)
 			defer t.Stop()
 			for {
-				if changed, err := EnsureCABundle(ctx, cfg.Client, cfg.WebhookConfiguration, ca.CertPEM); err != nil {
-					m.log.Warn("keeping the webhook configuration's caBundle", zap.String("name", cfg.WebhookConfiguration), zap.Error(err))
-				} else if changed {
-					m.log.Info("patched caBundle", zap.String("name", cfg.WebhookConfiguration))
+				for _, w := range []struct {
+					kind, name string
+					ensure     func(context.Context, kubernetes.Interface, string, []byte) (bool, error)
+				}{
+					{"MutatingWebhookConfiguration", cfg.WebhookConfiguration, EnsureCABundle},
+					{"ValidatingWebhookConfiguration", cfg.ValidatingWebhookConfiguration, EnsureValidatingCABundle},
+				} {
+					if w.name == "" {
+						continue
+					}
+					if changed, err := w.ensure(ctx, cfg.Client, w.name, ca.CertPEM); err != nil {
+						m.log.Warn("keeping the webhook configuration's caBundle", zap.String("kind", w.kind), zap.String("name", w.name), zap.Error(err))
+					} else if changed {
+						m.log.Info("patched caBundle", zap.String("kind", w.kind), zap.String("name", w.name))
+					}
 				}
 				select {
 				case <-ctx.Done():
@@ -152,6 +167,35 @@ func EnsureCABundle(ctx context.Context, client kubernetes.Interface, name strin
 	})
 	if apierrors.IsNotFound(err) {
 		return false, fmt.Errorf("MutatingWebhookConfiguration %q not found", name)
+	}
+	return changed, err
+}
+
+// EnsureValidatingCABundle is EnsureCABundle for a
+// ValidatingWebhookConfiguration. Needs get and update on it.
+func EnsureValidatingCABundle(ctx context.Context, client kubernetes.Interface, name string, bundle []byte) (bool, error) {
+	changed := false
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		changed = false
+		api := client.AdmissionregistrationV1().ValidatingWebhookConfigurations()
+		vwc, err := api.Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		for i := range vwc.Webhooks {
+			if !bytes.Equal(vwc.Webhooks[i].ClientConfig.CABundle, bundle) {
+				vwc.Webhooks[i].ClientConfig.CABundle = bundle
+				changed = true
+			}
+		}
+		if !changed {
+			return nil
+		}
+		_, err = api.Update(ctx, vwc, metav1.UpdateOptions{})
+		return err
+	})
+	if apierrors.IsNotFound(err) {
+		return false, fmt.Errorf("ValidatingWebhookConfiguration %q not found", name)
 	}
 	return changed, err
 }
