@@ -1,5 +1,5 @@
 # Shortcuts for the scripts that do the work; each works without make too.
-.PHONY: demo test fuzz soak bench
+.PHONY: demo test fuzz soak bench release
 
 demo: ## the demo on the embedded default policy
 	go run ./cmd/mcpguard demo
@@ -16,3 +16,6 @@ soak: ## 1000 sessions + stateless load for 60s through the proxy
 
 bench: ## the proxy against a direct connection, as a separate process
 	bench/run.sh
+
+release: ## static binaries for linux/darwin × amd64/arm64, SHA256SUMS, a CycloneDX SBOM, in dist/ (reproducible)
+	scripts/release.sh dist

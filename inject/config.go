@@ -1,6 +1,9 @@
 package inject
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -94,6 +97,19 @@ const (
 	// FloorDeny refuses the pod.
 	FloorDeny FloorAction = "deny"
 )
+
+// Settings is a short digest of everything in c that shapes an injected
+// pod (every field but Version): two webhooks with equal Settings inject the
+// same sidecar. Recorded in AnnotationStatus.
+func (c Config) Settings() string {
+	c.Version = ""
+	b, err := json.Marshal(c)
+	if err != nil {
+		return "" // a Config always encodes; an empty digest never matches
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:6])
+}
 
 // WithDefaults returns a copy of c with every zero field set to its default.
 func (c Config) WithDefaults() Config {

@@ -91,6 +91,10 @@ type Status struct {
 	AgentContainers []string `json:"agentContainers"`
 	PolicyConfigMap string   `json:"policyConfigMap"`
 	RuntimeClass    string   `json:"runtimeClass,omitempty"`
+	// Settings is Config.Settings() of the webhook that injected the pod:
+	// when the installed webhook's differs, the pod runs an older sidecar
+	// configuration (`mcpguard pods --outdated`).
+	Settings string `json:"settings,omitempty"`
 }
 
 // Mutate returns pod with mcpguard's sidecar injected, or the reason it was
@@ -271,6 +275,7 @@ func Mutate(pod *corev1.Pod, cfg *Config, target Target) (Result, error) {
 		AgentContainers: agents,
 		PolicyConfigMap: policy,
 		RuntimeClass:    runtimeClass,
+		Settings:        cfg.Settings(),
 	})
 	if err != nil {
 		return Result{}, fmt.Errorf("inject: encoding status: %w", err)

@@ -48,6 +48,7 @@ func main() {
 	root.AddCommand(
 		newWebhookCmd(),
 		newInjectCmd(),
+		newPodsCmd(),
 		newVersionCmd(),
 		newProxyCmd(),
 		newDemoCmd(),

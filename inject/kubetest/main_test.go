@@ -29,6 +29,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"mcpguard.dev/mcpguard/inject"
+	"mcpguard.dev/mcpguard/inject/policycheck"
 	"mcpguard.dev/mcpguard/inject/servingcert"
 )
 
@@ -107,12 +108,13 @@ func setup(ctx context.Context) error {
 		}
 	}
 	certs, err := servingcert.InCluster(ctx, servingcert.InClusterConfig{
-		Client:               client,
-		Namespace:            systemNamespace,
-		DNSNames:             []string{hookName},
-		WebhookConfiguration: "mcpguard",
-		BundleInterval:       200 * time.Millisecond,
-		Logger:               zap.NewNop(),
+		Client:                         client,
+		Namespace:                      systemNamespace,
+		DNSNames:                       []string{hookName},
+		WebhookConfiguration:           "mcpguard",
+		ValidatingWebhookConfiguration: "mcpguard",
+		BundleInterval:                 200 * time.Millisecond,
+		Logger:                         zap.NewNop(),
 	})
 	if err != nil {
 		return err
@@ -130,9 +132,19 @@ func setup(ctx context.Context) error {
 	if _, err := client.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, mwc, metav1.CreateOptions{}); err != nil {
 		return err
 	}
+	vwc, err := validatingConfiguration(hook.url)
+	if err != nil {
+		return err
+	}
+	if _, err := client.AdmissionregistrationV1().ValidatingWebhookConfigurations().Create(ctx, vwc, metav1.CreateOptions{}); err != nil {
+		return err
+	}
 	// The API server picks up a new configuration within about a second;
 	// the caBundle arrives with the next BundleInterval.
-	return waitInjected(ctx, "default")
+	if err := waitInjected(ctx, "default"); err != nil {
+		return err
+	}
+	return waitValidating(ctx, "default")
 }
 
 // waitInjected creates dry-run annotated pods in ns until one comes back
@@ -202,6 +214,7 @@ func startServer(ctx context.Context, tc *tls.Config) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
+	wh.Handle(policycheck.Path, &policycheck.Validator{Key: wh.Config().PolicyKey})
 	s := &server{wh: wh}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
