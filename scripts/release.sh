@@ -7,8 +7,7 @@
 #     -buildvcs=false with the commit stamped by -X (no tree-state noise);
 #   - archives with a fixed owner, order and modification time (the commit's
 #     time) and gzip without a name or time stamp;
-#   - the SBOM without its random serial number, timestamped with the commit's
-#     time (SOURCE_DATE_EPOCH).
+#   - the SBOM without its random serial number and its timestamp.
 # VERSION defaults to `git describe`; TARGETS to the four platforms.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,7 +35,7 @@ for target in $TARGETS; do
 done
 # The SBOM lists the modules linked into cmd/mcpguard (not the test-only
 # validation modules of go.mod), with their versions and hashes.
-GOFLAGS=-buildvcs=false go run "$CYCLONEDX_GOMOD" app -json -noserial -licenses=false \
+GOFLAGS=-buildvcs=false go run "$CYCLONEDX_GOMOD" app -json -noserial -notimestamp -licenses=false \
   -main cmd/mcpguard -output "$out/mcpguard-$VERSION.cdx.json" . >&2
 (cd "$out" && find . -maxdepth 1 -type f ! -name SHA256SUMS -printf '%f\n' | LC_ALL=C sort | xargs sha256sum > SHA256SUMS
  find . -mindepth 2 -type f -printf '%P\n' | LC_ALL=C sort | xargs sha256sum >> SHA256SUMS)
