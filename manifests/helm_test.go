@@ -114,19 +114,22 @@ func renderKustomize(t *testing.T, overlay string, components []string) []object
 	t.Helper()
 	dir := overlay
 	if len(components) > 0 {
-		abs, err := filepath.Abs(".")
+		// Kustomize refuses absolute roots: the kustomization lives in a
+		// temporary directory beside base/ and refers to it relatively.
+		tmp, err := os.MkdirTemp(".", ".chart-test-")
 		if err != nil {
 			t.Fatal(err)
 		}
-		base := filepath.Join(abs, "base")
+		t.Cleanup(func() { os.RemoveAll(tmp) })
+		base := "../base"
 		if overlay != "" {
-			base = filepath.Join(abs, overlay)
+			base = "../" + overlay
 		}
 		k := "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [" + base + "]\ncomponents:\n"
 		for _, c := range components {
-			k += "  - " + filepath.Join(abs, "components", c) + "\n"
+			k += "  - ../components/" + c + "\n"
 		}
-		dir = t.TempDir()
+		dir = tmp
 		if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -156,9 +159,31 @@ func byID(objs []object) map[string]any {
 		if err := json.Unmarshal(o.JSON, &v); err != nil {
 			panic(err)
 		}
-		m[o.GVK.String()+" "+o.Namespace+"/"+o.Name] = v
+		m[o.GVK.String()+" "+o.Namespace+"/"+o.Name] = foldMultiline(v)
 	}
 	return m
+}
+
+// foldMultiline collapses the white space of multi-line strings (the
+// webhooks' CEL written as YAML folded scalars): kustomize's YAML library
+// keeps an extra line break before a more-indented line of a ">-" scalar
+// where sigs.k8s.io/yaml (Helm's) does not, which CEL does not see.
+func foldMultiline(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		for k, e := range v {
+			v[k] = foldMultiline(e)
+		}
+	case []any:
+		for i, e := range v {
+			v[i] = foldMultiline(e)
+		}
+	case string:
+		if strings.Contains(v, "\n") {
+			return strings.Join(strings.Fields(v), " ")
+		}
+	}
+	return v
 }
 
 func TestChartLint(t *testing.T) {
@@ -225,7 +250,7 @@ func TestChartValues(t *testing.T) {
 	for _, want := range []string{`"replicas":3`, `"image":"registry.example/mcpguard:v9"`, `"value":"registry.example/mcpguard:v9"`,
 		`"--upstream=https://gw.example/mcp"`, `"--audience=aud"`, `"--runtime-classes=kata,kata-remote"`, `"--default-runtime-class=kata"`,
 		`"--memory-floor=2Gi"`, `"--memory-floor-action=deny"`, `"--sidecar-cpu-request=20m"`, `"--sidecar-memory-request=32Mi"`,
-		`"--sidecar-memory-limit=128Mi"`, `"--policy-configmap=agent-policy"`, `"--policy-key=p.yaml"`, `"resources":{"requests":{"cpu":"10m"}}`} {
+		`"--sidecar-memory-limit=128Mi"`, `"--policy-configmap=agent-policy"`, `"--policy-key=p.yaml"`, `"requests":{"cpu":"10m","memory":"96Mi"}`} {
 		if !strings.Contains(string(dp), want) {
 			t.Errorf("Deployment lacks %s:\n%s", want, dp)
 		}

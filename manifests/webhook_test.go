@@ -674,8 +674,8 @@ func TestKubernetesOwnCA(t *testing.T) {
 	var cr rbacv1.ClusterRole
 	one(t, dir, "ClusterRole", "mcpguard-webhook-cabundle", &cr)
 	if len(cr.Rules) != 1 || !slices.Equal(cr.Rules[0].ResourceNames, []string{webhookConfig}) ||
-		!slices.Equal(cr.Rules[0].Resources, []string{"mutatingwebhookconfigurations"}) || !slices.Equal(cr.Rules[0].Verbs, []string{"get", "update"}) {
-		t.Errorf("ClusterRole %+v: only mutatingwebhookconfigurations/%s", cr.Rules, webhookConfig)
+		!slices.Equal(cr.Rules[0].Resources, []string{"mutatingwebhookconfigurations", "validatingwebhookconfigurations"}) || !slices.Equal(cr.Rules[0].Verbs, []string{"get", "update"}) {
+		t.Errorf("ClusterRole %+v: only mutatingwebhookconfigurations/%s and validatingwebhookconfigurations/%[2]s", cr.Rules, webhookConfig)
 	}
 	for _, kind := range []string{"RoleBinding", "ClusterRoleBinding"} {
 		for _, o := range find(t, dir, kind, "") {
