@@ -62,10 +62,19 @@ func FindPoison(s string) string {
 	return ""
 }
 
+// markerWords are lower-case words of which every marker holds one.
+var markerWords = []string{"important", "system", "instruction", "secret", "hidden", "admin", "critical", "assistant",
+	"inst]", "<|", "sys>>", "ignore", "disregard", "forget", "do not", "before", "prior"}
+
 // mayHaveMarker is a prefilter for markers: every marker has one of these.
 func mayHaveMarker(s string) bool {
-	return strings.ContainsAny(s, "<[") || containsFold(s, "ignore") || containsFold(s, "disregard") ||
-		containsFold(s, "forget") || containsFold(s, "do not") || containsFold(s, "before") || containsFold(s, "prior")
+	l := asciiLower(s)
+	for _, w := range markerWords {
+		if strings.Contains(l, w) {
+			return true
+		}
+	}
+	return false
 }
 
 func poisonRune(r rune) string {

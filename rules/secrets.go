@@ -29,22 +29,24 @@ var builtinSecrets = []struct {
 	{"aws-access-key-id", []string{"AKIA", "ASIA", "ABIA", "ACCA", "AGPA", "AIDA", "AIPA", "ANPA", "ANVA", "AROA", "APKA", "ASCA"}, false,
 		// No word boundary: "x_AKIA…" is still a key id (found by review).
 		`(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|AROA|APKA|ASCA)[0-9A-Z]{16}`},
-	{"github-token", []string{"gh"}, false, `gh[pousr]_[A-Za-z0-9]{20,255}`},
+	{"github-token", []string{"ghp_", "gho_", "ghu_", "ghs_", "ghr_"}, false, `gh[pousr]_[A-Za-z0-9]{20,255}`},
 	{"github-fine-grained-token", []string{"github_pat_"}, false, `github_pat_[A-Za-z0-9_]{22,255}`},
-	{"gitlab-token", []string{"gl"}, false, `gl(?:pat|dt|rt|ptt|soat|cbt|ft|imt)-[0-9A-Za-z_-]{20,}`},
+	{"gitlab-token", []string{"glpat-", "gldt-", "glrt-", "glptt-", "glsoat-", "glcbt-", "glft-", "glimt-"}, false, `gl(?:pat|dt|rt|ptt|soat|cbt|ft|imt)-[0-9A-Za-z_-]{20,}`},
 	{"slack-token", []string{"xox"}, false, `xox[abposre]-[0-9A-Za-z-]{10,}`},
 	{"slack-webhook", []string{"hooks.slack.com"}, false, `hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9/_-]{20,}`},
 	{"private-key", []string{"-----BEGIN"}, false,
 		`-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----(?s:.*?)(?:-----END[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----|$)`},
 	{"jwt", []string{"eyJ"}, false, `eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*`},
 	{"google-api-key", []string{"AIza"}, false, `AIza[0-9A-Za-z_-]{35}`},
-	{"api-key", []string{"sk", "pk", "rk"}, true, `(?i)\b(?:sk|pk|rk)[-_](?:live|test|proj|ant)?[-_]?[A-Za-z0-9_-]{20,}`},
+	{"api-key", []string{"sk-", "sk_", "pk-", "pk_", "rk-", "rk_"}, true, `(?i)\b(?:sk|pk|rk)[-_](?:live|test|proj|ant)?[-_]?[A-Za-z0-9_-]{20,}`},
 	{"bearer-token", []string{"bearer"}, true, `(?i)\bbearer\s+[a-z0-9._~+/=-]{8,}`},
-	{"url-credentials", []string{"@"}, false, `[a-zA-Z][a-zA-Z0-9+.-]*://[^/@\s:]+:[^/@\s]+@`},
+	{"url-credentials", []string{"://"}, false, `[a-zA-Z][a-zA-Z0-9+.-]*://[^/@\s:]+:[^/@\s]+@`},
 	// Generic assignments: password=…, token=…, private_token=…,
 	// X-Amz-Signature=…, in a query string, a command line or a config.
-	{"assignment", []string{"="}, false,
-		`(?i)[a-z0-9_.-]*(?:pass(?:word|wd|phrase)?|pwd|secret|token|api[-_]?key|apikey|access[-_]?key|signature|credential|client[-_]?secret)=[^\s&#"',;<>]{3,}`},
+	// The key's prefix ("private_", "X-Amz-") stays: matching it too would
+	// put a leading [a-z0-9_.-]* before every position of the text.
+	{"assignment", []string{"pass", "pwd", "secret", "token", "key", "signature", "credential"}, true,
+		`(?i)(?:pass(?:word|wd|phrase)?|pwd|secret|token|api[-_]?key|apikey|access[-_]?key|signature|credential)=[^\s&#"',;<>]{3,}`},
 }
 
 // SecretPattern is a policy's own detector.
@@ -62,6 +64,9 @@ type detector struct {
 	fold bool
 	re   *regexp.Regexp
 }
+
+// need is a literal every match of kind contains, besides one of its lits.
+var need = map[string]string{"url-credentials": "@", "assignment": "="}
 
 // SecretScanner finds credentials in text. It is immutable and safe for
 // concurrent use.
@@ -99,9 +104,10 @@ func NewSecretScanner(extra []SecretPattern) (*SecretScanner, error) {
 // Find returns the kind of the first secret in s, or "".
 func (sc *SecretScanner) Find(s string) string {
 	n := NormalizeForScan(s)
+	var lower string
 	for i := range sc.detectors {
 		d := &sc.detectors[i]
-		if d.may(n) && d.re.MatchString(n) {
+		if d.may(n, &lower) && d.re.MatchString(n) {
 			return d.kind
 		}
 	}
@@ -121,11 +127,13 @@ func (sc *SecretScanner) Redact(s string) (string, []string) {
 func (sc *SecretScanner) RedactAs(s, mark string) (string, []string) {
 	n := NormalizeForScan(s)
 	var kinds []string
+	var lower string
 	for i := range sc.detectors {
 		d := &sc.detectors[i]
-		if !d.may(n) || !d.re.MatchString(n) {
+		if !d.may(n, &lower) || !d.re.MatchString(n) {
 			continue
 		}
+		lower = "" // n changes below
 		kinds = append(kinds, d.kind)
 		m := mark
 		if m == "" {
@@ -139,34 +147,24 @@ func (sc *SecretScanner) RedactAs(s, mark string) (string, []string) {
 	return n, kinds
 }
 
-func (d *detector) may(s string) bool {
+// may reports whether d could match s: whether s holds one of its
+// literals. lower caches s in lower case for the detectors that fold.
+func (d *detector) may(s string, lower *string) bool {
 	if len(d.lits) == 0 {
 		return true
 	}
+	if n, ok := need[d.kind]; ok && !strings.Contains(s, n) {
+		return false
+	}
+	in := s
+	if d.fold {
+		if *lower == "" {
+			*lower = asciiLower(s)
+		}
+		in = *lower
+	}
 	for _, l := range d.lits {
-		if d.fold {
-			if containsFold(s, l) {
-				return true
-			}
-		} else if strings.Contains(s, l) {
-			return true
-		}
-	}
-	return false
-}
-
-// containsFold reports whether s contains the lower-case ASCII lit in any
-// letter case.
-func containsFold(s, lit string) bool {
-	if len(lit) == 0 {
-		return true
-	}
-	c0 := lit[0]
-	for i := 0; i+len(lit) <= len(s); i++ {
-		if s[i]|0x20 != c0 {
-			continue
-		}
-		if strings.EqualFold(s[i:i+len(lit)], lit) {
+		if strings.Contains(in, l) {
 			return true
 		}
 	}
@@ -187,6 +185,9 @@ func NormalizeForScan(s string) string {
 		}
 	}
 	if plain {
+		return s
+	}
+	if strings.IndexByte(s, '%') < 0 && !hasInvisible(s) {
 		return s
 	}
 	var b strings.Builder
@@ -238,6 +239,20 @@ func unhex2(a, b byte) (byte, bool) {
 	x, ok1 := h(a)
 	y, ok2 := h(b)
 	return x<<4 | y, ok1 && ok2
+}
+
+func hasInvisible(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < utf8.RuneSelf {
+			continue
+		}
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if isInvisible(r) {
+			return true
+		}
+		i += n - 1
+	}
+	return false
 }
 
 // isInvisible reports whether r is a format character that renders as
