@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -147,32 +146,6 @@ func (p *Proxy) serveStateless(w http.ResponseWriter, r *http.Request, msgs []*j
 	}
 	ex := &exchange{p: p, r: r, version: headerVersion, msgs: msgs, mcpHeaders: hdr}
 	ex.run(newHTTPOut(w, r, false, ""))
-}
-
-// checkParamHeaders verifies the agent's Mcp-Param-* headers against the
-// body, when the tool's definition is known, and carries them upstream.
-func (p *Proxy) checkParamHeaders(r *http.Request, m *jsonrpc.Message, out http.Header) error {
-	for k, v := range r.Header {
-		if strings.HasPrefix(k, "Mcp-Param-") {
-			out[k] = v
-		}
-	}
-	name, _, _ := jsonrpc.LookupString(m.Params, "name")
-	def, ok := p.tools.Load(name)
-	if !ok {
-		return nil // the gateway checks them against its own definition
-	}
-	var tool mcp.Tool
-	if err := json.Unmarshal(def.(json.RawMessage), &tool); err != nil {
-		return nil
-	}
-	return mcp.ValidateParamHeadersLookup(func(h string) (string, bool) {
-		v, ok := r.Header[http.CanonicalHeaderKey(h)]
-		if !ok || len(v) == 0 {
-			return "", false
-		}
-		return v[0], true
-	}, &tool, m.Params)
 }
 
 // serveInitialize opens a session: initialize goes to the gateway, and the

@@ -1,0 +1,137 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/mark3labs/mcp-go/mcp"
+
+	"mcpguard.dev/mcpguard/proxy/jsonrpc"
+)
+
+// checkParamHeaders holds a 2026-07-28 tools/call's Mcp-Param-* headers
+// (SEP-2243) to the tool's inputSchema and to the body, and puts the checked
+// ones in out (issue #14):
+//   - each is sent once: of a repeated one a server checks the first value
+//     and may act on another;
+//   - each is bound by an x-mcp-header annotation of the schema: an unbound
+//     one would reach the gateway unchecked;
+//   - each agrees with the body's value, and an argument the schema binds
+//     has its header (mcp.ValidateParamHeadersLookup).
+//
+// The schema is the tool's definition from the last tools/list the proxy
+// relayed. When there is none and the agent sent Mcp-Param-* headers, the
+// proxy lists the gateway's tools itself; headers it still cannot bind are
+// refused.
+func (p *Proxy) checkParamHeaders(r *http.Request, m *jsonrpc.Message, out http.Header) error {
+	sent := map[string]string{}
+	for k, v := range r.Header {
+		if !strings.HasPrefix(k, "Mcp-Param-") {
+			continue
+		}
+		if len(v) != 1 {
+			return fmt.Errorf("header %s is sent %d times: send each Mcp-Param-* header once", k, len(v))
+		}
+		sent[k] = v[0]
+	}
+	name, _, _ := jsonrpc.LookupString(m.Params, "name")
+	def, known := p.tools.Load(name)
+	if !known {
+		if len(sent) == 0 {
+			return nil // nothing to bind; the gateway holds the call to its schema
+		}
+		listed, err := p.listTool(r, name)
+		if err != nil {
+			return fmt.Errorf("Mcp-Param-* headers cannot be checked: tool %q has not been listed and listing the gateway's tools failed: %v", name, err)
+		}
+		if listed == nil {
+			return fmt.Errorf("Mcp-Param-* headers cannot be bound: the gateway lists no tool %q", name)
+		}
+		def = listed
+	}
+	var tool mcp.Tool
+	if err := json.Unmarshal(def.(json.RawMessage), &tool); err != nil {
+		if len(sent) == 0 {
+			return nil
+		}
+		return fmt.Errorf("Mcp-Param-* headers cannot be bound: the definition of tool %q cannot be read: %v", name, err)
+	}
+	bound := map[string]bool{}
+	for _, b := range mcp.ExtractParamHeaderBindings(&tool) {
+		bound[http.CanonicalHeaderKey(b.HeaderName())] = true
+	}
+	for k := range sent {
+		if !bound[k] {
+			return fmt.Errorf("header %s is bound by no x-mcp-header of tool %q's inputSchema: send only the headers the schema names", k, name)
+		}
+	}
+	if err := mcp.ValidateParamHeadersLookup(func(h string) (string, bool) {
+		v, ok := sent[http.CanonicalHeaderKey(h)]
+		return v, ok
+	}, &tool, m.Params); err != nil {
+		return err
+	}
+	for k, v := range sent {
+		out.Set(k, v)
+	}
+	return nil
+}
+
+// maxListPages bounds the tools/list pages listTool reads.
+const maxListPages = 64
+
+// listTool asks the gateway for its tools, statelessly, page by page, and
+// returns the definition of the named one, or nil when it lists none by
+// that name.
+func (p *Proxy) listTool(r *http.Request, name string) (json.RawMessage, error) {
+	ctx, cancel := context.WithTimeout(r.Context(), p.cfg.CallTimeout)
+	defer cancel()
+	cursor := ""
+	for range maxListPages {
+		params := map[string]any{"_meta": map[string]any{
+			"io.modelcontextprotocol/protocolVersion":    versionStateless,
+			"io.modelcontextprotocol/clientCapabilities": map[string]any{},
+		}}
+		if cursor != "" {
+			params["cursor"] = cursor
+		}
+		raw, err := json.Marshal(params)
+		if err != nil {
+			return nil, err
+		}
+		id := jsonrpc.StringID("mcpguard-tools-list-" + newSessionID()[:8])
+		body, err := jsonrpc.Encode(&jsonrpc.Message{ID: id, Method: "tools/list", Params: raw})
+		if err != nil {
+			return nil, err
+		}
+		res, err := p.up.do(ctx, upstreamCall{method: http.MethodPost, body: body, protocolVersion: versionStateless,
+			mcpHeaders: http.Header{"Mcp-Method": {"tools/list"}}, from: r})
+		if err != nil {
+			return nil, err
+		}
+		resp, cerr := p.readOneResponse(res, id)
+		res.Body.Close()
+		switch {
+		case cerr != nil:
+			return nil, cerr
+		case resp.Error != nil:
+			return nil, fmt.Errorf("the gateway answered error %d: %s", resp.Error.Code, resp.Error.Message)
+		}
+		defs, err := jsonrpc.Elements(jsonrpc.Lookup(resp.Result, "tools"))
+		if err != nil {
+			return nil, fmt.Errorf("the gateway's tools/list result: %v", err)
+		}
+		for _, def := range defs {
+			if n, ok, _ := jsonrpc.LookupString(def, "name"); ok && n == name {
+				return def, nil
+			}
+		}
+		if cursor, _, _ = jsonrpc.LookupString(resp.Result, "nextCursor"); cursor == "" {
+			return nil, nil
+		}
+	}
+	return nil, fmt.Errorf("the tool list runs past %d pages", maxListPages)
+}
