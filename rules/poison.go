@@ -91,8 +91,8 @@ func poisonRune(r rune) string {
 	return ""
 }
 
-// StripPoison returns s without hidden characters, terminal escape
-// sequences and marker blocks (<IMPORTANT>…</IMPORTANT>), and the kind of
+// StripPoison returns s without hidden characters, invalid UTF-8, terminal
+// escape sequences and marker blocks (<IMPORTANT>…</IMPORTANT>), and the kind of
 // what is left that stripping cannot remove (an injection phrase), or "".
 func StripPoison(s string) (string, string) {
 	var b strings.Builder
@@ -113,7 +113,9 @@ func StripPoison(s string) (string, string) {
 			continue
 		}
 		r, n := utf8.DecodeRuneInString(s[i:])
-		if poisonRune(r) == "" {
+		// An invalid byte goes too: kept, the bytes around a removed tag
+		// character would join into a new one (found by FuzzPoison).
+		if poisonRune(r) == "" && !(r == utf8.RuneError && n == 1) {
 			b.WriteString(s[i : i+n])
 		}
 		i += n
