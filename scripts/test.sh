@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The full test suite, from a fresh clone: installs what the tests need, then
 # runs vet, staticcheck, every test (real MCP peers, a real kube-apiserver),
-# the end-to-end suite (e2e/: the image built from the Dockerfile with podman
-# and checked; needs root),
+# the end-to-end suite (e2e/: the image built from the Dockerfile with podman,
+# run on a real single-node Kubernetes inside a network namespace; needs root),
 # each fuzz target for a short bounded time (scripts/fuzz.sh), a short soak
 # (bench/soak -short), and the demo.
 # This is the README's test command; .ci/run calls exactly this.
@@ -25,7 +25,14 @@ if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "could not install ${missing[*]}; the tests that need them will say so" >&2
 fi
 
-step "building kube-apiserver and etcd from the Go module proxy (cached per machine)"
+step "installing the e2e node's runtime and image tools from Debian (containerd, runc, CNI plugins, iptables, podman, buildah)"
+node_pkgs=(containerd runc containernetworking-plugins iptables curl busybox-static podman buildah ca-certificates)
+if ! dpkg -s "${node_pkgs[@]}" >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends "${node_pkgs[@]}" >/dev/null) ||
+    echo "could not install ${node_pkgs[*]}; e2e will say what is missing" >&2
+fi
+
+step "building the Kubernetes binaries (kube-apiserver, etcd, and the e2e node's) from the Go module proxy (cached per machine)"
 KUBEBUILDER_ASSETS=$(scripts/kube-test-bins.sh)
 export KUBEBUILDER_ASSETS
 
@@ -41,7 +48,7 @@ step "go test"
 mapfile -t pkgs < <(go list ./... | grep -v '/e2e$')
 go test -count=1 -timeout 30m "${pkgs[@]}"
 
-step "e2e: the image built from the Dockerfile with podman, checked"
+step "e2e: the image built from the Dockerfile (podman), a real node in a network namespace, the shipped overlay installed on it"
 e2e_log=$(mktemp)
 if ! go test -count=1 -timeout 30m -v ./e2e/ >"$e2e_log" 2>&1; then
   tail -n 300 "$e2e_log"

@@ -1,0 +1,524 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"mcpguard.dev/mcpguard/inject"
+)
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func sidecarOf(p *corev1.Pod) *corev1.Container {
+	for i := range p.Spec.InitContainers {
+		if p.Spec.InitContainers[i].Name == inject.SidecarName {
+			return &p.Spec.InitContainers[i]
+		}
+	}
+	return nil
+}
+
+// TestInjection: an annotated Deployment's pod gets the native sidecar,
+// which starts (and is ready) before the agent; an unannotated pod is left
+// untouched; a namespace labelled mcpguard.dev/inject=enabled injects its
+// unannotated pods, and a pod there annotated "false" is left alone.
+func TestInjection(t *testing.T) {
+	e := installed(t)
+	ctx := ctxT(t, 5*time.Minute)
+	p := e.agentPod(t, agentNS, "weather-agent")
+	sc := sidecarOf(p)
+	if sc == nil {
+		t.Fatalf("pod %s has no %s init container", p.Name, inject.SidecarName)
+	}
+	if sc.RestartPolicy == nil || *sc.RestartPolicy != corev1.ContainerRestartPolicyAlways {
+		t.Errorf("%s is not a native sidecar (restartPolicy %v)", inject.SidecarName, sc.RestartPolicy)
+	}
+	if sc.Image != imageRepo+":ci" {
+		t.Errorf("sidecar image %q, want the installed %s:ci", sc.Image, imageRepo)
+	}
+	if _, ok := p.Annotations[inject.AnnotationStatus]; !ok {
+		t.Errorf("no %s annotation", inject.AnnotationStatus)
+	}
+	var sidecarStarted, agentStarted time.Time
+	for _, s := range p.Status.InitContainerStatuses {
+		if s.Name == inject.SidecarName && s.State.Running != nil {
+			sidecarStarted = s.State.Running.StartedAt.Time
+		}
+	}
+	for _, s := range p.Status.ContainerStatuses {
+		if s.Name == "agent" && s.State.Running != nil {
+			agentStarted = s.State.Running.StartedAt.Time
+		}
+	}
+	if sidecarStarted.IsZero() || agentStarted.IsZero() || agentStarted.Before(sidecarStarted) {
+		t.Errorf("sidecar started %v, agent %v: want the sidecar first", sidecarStarted, agentStarted)
+	}
+	t.Logf("sidecar started %v, agent %v", sidecarStarted.Format(time.RFC3339), agentStarted.Format(time.RFC3339))
+
+	// Unannotated, in the same namespace: untouched.
+	if err := e.apply(ctx, agentDeployment("plain-agent", agentNS, "", 0)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = e.kubectl(context.Background(), "-n", agentNS, "delete", "deployment", "plain-agent", "--wait=false")
+	})
+	plain := e.agentPod(t, agentNS, "plain-agent")
+	if sidecarOf(plain) != nil || plain.Annotations[inject.AnnotationStatus] != "" {
+		t.Errorf("unannotated pod %s was injected", plain.Name)
+	}
+
+	// A namespace that opts every pod in.
+	ns := "agents-all"
+	if out, err := e.script(ctx, "setup-namespaces.sh", "--inject-all", ns); err != nil {
+		t.Fatalf("setup-namespaces.sh --inject-all: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { _, _ = e.kubectl(context.Background(), "delete", "namespace", ns, "--wait=false") })
+	if err := e.apply(ctx, agentDeployment("labelled", ns, "", 0)+"---\n"+agentDeployment("opted-out", ns, "false", 0)); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.agentPod(t, ns, "labelled"); sidecarOf(got) == nil {
+		t.Errorf("pod %s in a namespace labelled %s=enabled was not injected", got.Name, inject.LabelNamespaceInject)
+	}
+	if got := e.agentPod(t, ns, "opted-out"); sidecarOf(got) != nil {
+		t.Errorf("pod %s annotated %s: \"false\" was injected", got.Name, inject.AnnotationInject)
+	}
+}
+
+// TestDesignTable runs the demo's rows from the agent container with a
+// go-sdk client, through the injected sidecar, to the gateway stand-in.
+func TestDesignTable(t *testing.T) {
+	e := installed(t)
+	ctx := ctxT(t, 3*time.Minute)
+	p := e.agentPod(t, agentNS, "weather-agent")
+	out, err := e.exec(ctx, p, "agent", "/peer", "table")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	var tools struct{ Tools []string }
+	if err := json.Unmarshal([]byte(lines[0]), &tools); err != nil {
+		t.Fatalf("first line %q: %v", lines[0], err)
+	}
+	slices.Sort(tools.Tools)
+	if want := []string{"fetch_url", "get_time", "read_file"}; !slices.Equal(tools.Tools, want) {
+		t.Errorf("tools/list through the sidecar: %q, want %q (run_command hidden)", tools.Tools, want)
+	}
+	for _, l := range lines[1:] {
+		var r callResult
+		if err := json.Unmarshal([]byte(l), &r); err != nil {
+			t.Fatalf("%q: %v", l, err)
+		}
+		mark := "✓"
+		if r.Outcome != r.Want {
+			mark = "✗"
+			t.Errorf("%s(%s): %s (HTTP %d, rule %q, %s), want %s", r.Tool, r.Args, r.Outcome, r.Status, r.Rule, r.Error, r.Want)
+		}
+		// A denial is the sidecar's 403 naming the rule; an allowed call
+		// reached the gateway stand-in (and, for fetch_url, the internet
+		// stand-in, which names the host it answered for).
+		if r.Want == "BLOCKED" && r.Tool != "run_command" && (r.Status != 403 || r.Rule == "") {
+			t.Errorf("%s(%s): HTTP %d rule %q, want the sidecar's 403 with a rule", r.Tool, r.Args, r.Status, r.Rule)
+		}
+		if r.Want == "ALLOWED" && r.Status != 200 {
+			t.Errorf("%s(%s): HTTP %d, want 200", r.Tool, r.Args, r.Status)
+		}
+		if r.Tool == "fetch_url" && r.Want == "ALLOWED" && !strings.Contains(r.Text, "local stand-in for the internet") {
+			t.Errorf("%s(%s) answered %q, not the internet stand-in", r.Tool, r.Args, r.Text)
+		}
+		t.Logf("%s %-60s %-8s %d %s", mark, r.Tool+"("+r.Args+")", r.Outcome, r.Status, r.Rule)
+	}
+}
+
+// TestCredentialIsolation: the agent container holds no token; the gateway
+// saw the sidecar's audience and the pod's ServiceAccount; the agent calling
+// the gateway directly gets 401.
+func TestCredentialIsolation(t *testing.T) {
+	e := installed(t)
+	ctx := ctxT(t, 3*time.Minute)
+	p := e.agentPod(t, agentNS, "weather-agent")
+	out, err := e.exec(ctx, p, "agent", "/peer", "files", "/var/run/secrets/kubernetes.io/serviceaccount/token", inject.TokenDir+"/"+inject.TokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out, "true") {
+		t.Errorf("the agent container sees a token:\n%s", out)
+	}
+	for _, c := range p.Spec.Containers {
+		for _, m := range c.VolumeMounts {
+			if m.Name == inject.TokenVolume || strings.HasPrefix(m.Name, "kube-api-access-") {
+				t.Errorf("container %s mounts %s", c.Name, m.Name)
+			}
+		}
+	}
+
+	// A call through the sidecar, then read what the gateway saw.
+	if r, err := e.call(ctx, p, "get_time", "{}"); err != nil || r.Outcome != "ALLOWED" {
+		t.Fatalf("get_time through the sidecar: %+v %v", r, err)
+	}
+	log, err := e.gatewayLog(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "system:serviceaccount:" + agentNS + ":weather-agent"
+	seen := false
+	for _, l := range log {
+		if l["caller"] == want && l["authenticated"] == true {
+			seen = true
+			if fmt.Sprint(l["audiences"]) != "[mcp-gateway]" {
+				t.Errorf("gateway saw audiences %v, want [mcp-gateway]", l["audiences"])
+			}
+		}
+	}
+	if !seen {
+		t.Errorf("the gateway never saw %s authenticated; its log: %v", want, log)
+	}
+
+	// The agent skips its sidecar: no credential, 401.
+	r, err := e.call(ctx, p, "run_command", `{"cmd":"id"}`, "-url", "http://"+gatewayName+":8080/mcp", "-host", gatewayHost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Status != 401 {
+		t.Errorf("agent → gateway directly: %+v, want HTTP 401", r)
+	}
+}
+
+// TestRefusals: a shareProcessNamespace pod, a change of an injected pod's
+// sidecar image, and kubectl debug targeting the sidecar are refused by the
+// webhook; kubectl debug of the agent alone is not.
+func TestRefusals(t *testing.T) {
+	e := installed(t)
+	ctx := ctxT(t, 3*time.Minute)
+	p := e.agentPod(t, agentNS, "weather-agent")
+
+	shared := fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: shared-pid, namespace: %s, annotations: {mcpguard.dev/inject: "true"}}
+spec:
+  shareProcessNamespace: true
+  automountServiceAccountToken: false
+  securityContext: {runAsNonRoot: true, seccompProfile: {type: RuntimeDefault}}
+  containers:
+    - {name: agent, image: %s, imagePullPolicy: Never, args: [agent], securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}}
+`, agentNS, peerImage)
+	if err := e.apply(ctx, shared); err == nil || !strings.Contains(err.Error(), "shareProcessNamespace") {
+		_, _ = e.kubectl(ctx, "-n", agentNS, "delete", "pod", "shared-pid", "--wait=false")
+		t.Errorf("shareProcessNamespace pod: %v, want a refusal naming it", err)
+	}
+
+	patch := fmt.Sprintf(`{"spec":{"initContainers":[{"name":%q,"image":%q}]}}`, inject.SidecarName, peerImage)
+	if _, err := e.kubectl(ctx, "-n", agentNS, "patch", "pod", p.Name, "--type=strategic", "-p", patch); err == nil || !strings.Contains(err.Error(), "cannot change") {
+		t.Errorf("sidecar image change: %v, want a refusal", err)
+	}
+
+	_, err := e.kubectl(ctx, "-n", agentNS, "debug", p.Name, "--image="+peerImage, "--image-pull-policy=Never", "--target="+inject.SidecarName, "--profile=restricted", "--", "/peer", "agent")
+	if err == nil || !strings.Contains(err.Error(), "targets") {
+		t.Errorf("kubectl debug --target=%s: %v, want a refusal", inject.SidecarName, err)
+	}
+	if _, err := e.kubectl(ctx, "-n", agentNS, "debug", p.Name, "--image="+peerImage, "--image-pull-policy=Never", "--target=agent", "--profile=restricted", "--", "/peer", "agent"); err != nil {
+		t.Errorf("kubectl debug --target=agent (no credential there): %v, want it admitted", err)
+	}
+}
+
+// TestWebhookDown: with the webhook at 0 replicas, an annotated pod is
+// refused (failurePolicy Fail) and an unannotated one admitted.
+func TestWebhookDown(t *testing.T) {
+	e := installed(t)
+	ctx := ctxT(t, 6*time.Minute)
+	restore := func() {
+		_, _ = e.kubectl(context.Background(), "-n", "mcpguard-system", "scale", "deployment/mcpguard-webhook", "--replicas=2")
+		_, _ = e.kubectl(context.Background(), "-n", "mcpguard-system", "rollout", "status", "deployment/mcpguard-webhook", "--timeout=300s")
+	}
+	t.Cleanup(restore)
+	if _, err := e.kubectl(ctx, "-n", "mcpguard-system", "scale", "deployment/mcpguard-webhook", "--replicas=0"); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		pods, err := e.kc.CoreV1().Pods("mcpguard-system").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=webhook"})
+		if err == nil && len(pods.Items) == 0 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("webhook pods never went away")
+		}
+		time.Sleep(time.Second)
+	}
+	pod := func(name, annotations string) string {
+		return fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: %s, namespace: %s%s}
+spec:
+  automountServiceAccountToken: false
+  securityContext: {runAsNonRoot: true, seccompProfile: {type: RuntimeDefault}}
+  containers:
+    - {name: agent, image: %s, imagePullPolicy: Never, args: [agent], securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}}
+`, name, agentNS, annotations, peerImage)
+	}
+	err := e.apply(ctx, pod("while-down-annotated", `, annotations: {mcpguard.dev/inject: "true"}`))
+	if err == nil {
+		_, _ = e.kubectl(ctx, "-n", agentNS, "delete", "pod", "while-down-annotated", "--wait=false")
+		t.Error("an annotated pod was admitted with the webhook down: failurePolicy Fail must refuse it")
+	} else {
+		t.Logf("annotated, webhook down: %v", err)
+	}
+	if err := e.apply(ctx, pod("while-down-plain", "")); err != nil {
+		t.Errorf("an unannotated pod was refused with the webhook down: %v", err)
+	}
+	_, _ = e.kubectl(ctx, "-n", agentNS, "delete", "pod", "while-down-plain", "--wait=false")
+}
+
+// TestWebhookRollingRestart restarts the webhook (kubectl rollout restart)
+// while annotated pods are admitted in a stream (server-side dry runs: the
+// mutating webhooks run, nothing is stored): no admission may fail.
+func TestWebhookRollingRestart(t *testing.T) {
+	e := installed(t)
+	ctx := ctxT(t, 6*time.Minute)
+	yes, no := true, false
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "stream-", Namespace: agentNS, Annotations: map[string]string{inject.AnnotationInject: "true"}},
+		Spec: corev1.PodSpec{
+			AutomountServiceAccountToken: &no,
+			SecurityContext:              &corev1.PodSecurityContext{RunAsNonRoot: &yes, SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
+			Containers: []corev1.Container{{Name: "agent", Image: peerImage, ImagePullPolicy: corev1.PullNever, Args: []string{"agent"},
+				SecurityContext: &corev1.SecurityContext{AllowPrivilegeEscalation: &no, Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}}}},
+		},
+	}
+	if _, err := e.kubectl(ctx, "-n", "mcpguard-system", "rollout", "restart", "deployment/mcpguard-webhook"); err != nil {
+		t.Fatal(err)
+	}
+	rolled := make(chan error, 1)
+	go func() {
+		_, err := e.kubectl(ctx, "-n", "mcpguard-system", "rollout", "status", "deployment/mcpguard-webhook", "--timeout=300s")
+		rolled <- err
+	}()
+	var ok, failed int
+	for done := false; !done; {
+		select {
+		case err := <-rolled:
+			if err != nil {
+				t.Fatal(err)
+			}
+			done = true
+		default:
+		}
+		got, err := e.kc.CoreV1().Pods(agentNS).Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		switch {
+		case err != nil:
+			failed++
+			t.Errorf("admission during the rollout: %v", err)
+		case sidecarOf(got) == nil:
+			failed++
+			t.Errorf("pod admitted without the sidecar during the rollout")
+		default:
+			ok++
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("%d admissions during the rolling restart, %d failed", ok+failed, failed)
+	figureText("admissions during a webhook rolling restart", fmt.Sprintf("%d, %d failed", ok+failed, failed))
+}
+
+// TestDrain deletes an injected pod while a call is in flight through its
+// sidecar: the call completes (the native sidecar stops only after the
+// agent has, and drains what is in flight).
+func TestDrain(t *testing.T) {
+	e := installed(t)
+	ctx := ctxT(t, 4*time.Minute)
+	if err := e.apply(ctx, agentDeployment("drain-agent", agentNS, "true", 15*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = e.kubectl(context.Background(), "-n", agentNS, "delete", "deployment", "drain-agent", "--wait=false")
+	})
+	if _, err := e.kubectl(ctx, "-n", agentNS, "rollout", "status", "deployment/drain-agent", "--timeout=180s"); err != nil {
+		t.Fatal(err)
+	}
+	p := e.agentPod(t, agentNS, "drain-agent")
+	type res struct {
+		r   callResult
+		err error
+	}
+	delayed := func() int {
+		out, _ := e.kubectl(ctx, "-n", "internet", "logs", "deployment/internet")
+		return strings.Count(out, "delaying ")
+	}
+	before := delayed()
+	done := make(chan res, 1)
+	// The gateway stand-in's fetch gives up after 5 s: the internet
+	// stand-in holds this answer for 4 s.
+	go func() {
+		r, err := e.call(ctx, p, "fetch_url", `{"url":"https://api.weather.gov/?delay=4s"}`)
+		done <- res{r, err}
+	}()
+	for delayed() == before {
+		if ctx.Err() != nil {
+			t.Fatal("the call never reached the internet stand-in")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if _, err := e.kubectl(ctx, "-n", agentNS, "delete", "pod", p.Name, "--wait=false"); err != nil {
+		t.Fatal(err)
+	}
+	deleted := time.Now()
+	got := <-done
+	if got.err != nil || got.r.Outcome != "ALLOWED" || got.r.Status != 200 {
+		t.Fatalf("call in flight across the pod's deletion: %+v %v", got.r, got.err)
+	}
+	t.Logf("the call was in flight when the pod was deleted, and completed %.1fs after: %s", time.Since(deleted).Seconds(), got.r.Text)
+}
+
+// TestDemoComplete runs scripts/demo-complete.sh against the node: the
+// design's table with curl from the agent container. Its Kata rows are
+// skipped (--runtime-class ""): Kata cannot run here.
+func TestDemoComplete(t *testing.T) {
+	e := installed(t)
+	ctx := ctxT(t, 4*time.Minute)
+	out, err := e.script(ctx, "demo-complete.sh", "--no-deploy", "--namespace", agentNS, "--deployment", "weather-agent", "--runtime-class", "")
+	t.Logf("scripts/demo-complete.sh:\n%s", out)
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSidecarMemory reads the sidecar's working set as the kubelet reports
+// it (summary API), after the other tests have sent calls through it.
+func TestSidecarMemory(t *testing.T) {
+	e := installed(t)
+	ctx := ctxT(t, 3*time.Minute)
+	p := e.agentPod(t, agentNS, "weather-agent")
+	var summary struct {
+		Pods []struct {
+			PodRef     struct{ Name, Namespace string }
+			Containers []struct {
+				Name   string
+				Memory struct {
+					WorkingSetBytes *uint64
+					RSSBytes        *uint64
+				}
+			}
+		}
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		out, err := e.kubectl(ctx, "get", "--raw", "/api/v1/nodes/mcpguard-node/proxy/stats/summary")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal([]byte(out), &summary); err != nil {
+			t.Fatal(err)
+		}
+		for _, sp := range summary.Pods {
+			if sp.PodRef.Name != p.Name {
+				continue
+			}
+			for _, c := range sp.Containers {
+				if c.Name == inject.SidecarName && c.Memory.WorkingSetBytes != nil {
+					ws := float64(*c.Memory.WorkingSetBytes) / (1 << 20)
+					figureText("sidecar working set (kubelet summary API)", fmt.Sprintf("%.1f MiB", ws))
+					if lim := sidecarOf(p).Resources.Limits.Memory(); lim != nil && !lim.IsZero() && float64(*c.Memory.WorkingSetBytes) > 0.8*float64(lim.Value()) {
+						t.Errorf("sidecar working set %.1f MiB is over 80%% of its limit %s", ws, lim)
+					}
+					return
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the kubelet's summary has no memory figure for %s/%s", p.Name, inject.SidecarName)
+		}
+		time.Sleep(2 * time.Second)
+	}
+}
+
+// TestPolicyLifecycle edits the policy ConfigMap in place: the sidecar's
+// decision changes once the kubelet has synced the volume (measured); a
+// broken edit keeps the last good policy, and /healthz says so.
+func TestPolicyLifecycle(t *testing.T) {
+	e := installed(t)
+	ctx := ctxT(t, 8*time.Minute)
+	p := e.agentPod(t, agentNS, "weather-agent")
+	orig, err := e.kc.CoreV1().ConfigMaps(agentNS).Get(ctx, "mcpguard-policy", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy := orig.Data["policy.yaml"]
+	t.Cleanup(func() {
+		cm, err := e.kc.CoreV1().ConfigMaps(agentNS).Get(context.Background(), "mcpguard-policy", metav1.GetOptions{})
+		if err == nil {
+			cm.Data["policy.yaml"] = policy
+			_, _ = e.kc.CoreV1().ConfigMaps(agentNS).Update(context.Background(), cm, metav1.UpdateOptions{})
+		}
+	})
+	update := func(content string) time.Time {
+		t.Helper()
+		cm, err := e.kc.CoreV1().ConfigMaps(agentNS).Get(ctx, "mcpguard-policy", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cm.Data["policy.yaml"] = content
+		if _, err := e.kc.CoreV1().ConfigMaps(agentNS).Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		return time.Now()
+	}
+	weather := func() string {
+		r, err := e.call(ctx, p, "fetch_url", `{"url":"https://api.weather.gov"}`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Outcome
+	}
+	if got := weather(); got != "ALLOWED" {
+		t.Fatalf("before the edit api.weather.gov is %s", got)
+	}
+	// api.weather.gov leaves the approved hosts.
+	edited := strings.Replace(policy, "hosts: [api.weather.gov, ", "hosts: [", 1)
+	if edited == policy {
+		t.Fatal("the shipped policy's approved hosts line changed; update this test")
+	}
+	at := update(edited)
+	for weather() != "BLOCKED" {
+		if time.Since(at) > 4*time.Minute {
+			t.Fatal("the edited policy never took effect")
+		}
+		time.Sleep(time.Second)
+	}
+	d := time.Since(at)
+	figure("policy ConfigMap edit → new decision in the pod", d)
+
+	at = update("apiVersion: mcpguard.dev/v1alpha1\nkind: ToolPolicy\nspec: {tools: [{tool: get_time, bogus: 1}]\n")
+	for {
+		out, err := e.exec(ctx, p, "agent", "/peer", "get", fmt.Sprintf("http://127.0.0.1:%d/healthz", 9901))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(out, "reload failed") {
+			t.Logf("/healthz after a broken edit: %s", strings.TrimSpace(out))
+			if !strings.HasPrefix(out, "200 ") {
+				t.Errorf("/healthz %q: want 200 (the last good policy serves)", out)
+			}
+			break
+		}
+		if time.Since(at) > 4*time.Minute {
+			t.Fatalf("/healthz never reported the broken policy: %s", out)
+		}
+		time.Sleep(time.Second)
+	}
+	if got := weather(); got != "BLOCKED" {
+		t.Errorf("after a broken edit api.weather.gov is %s: the last good policy (which blocks it) must stay", got)
+	}
+	if r, err := e.call(ctx, p, "get_time", "{}"); err != nil || r.Outcome != "ALLOWED" {
+		t.Errorf("after a broken edit get_time: %+v %v, want the last good policy's ALLOWED", r, err)
+	}
+}
