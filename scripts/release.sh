@@ -33,10 +33,12 @@ for target in $TARGETS; do
   tar --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$SOURCE_DATE_EPOCH" \
     --format=gnu -C "$out" -cf - "$name" | gzip -n -9 > "$out/$name.tar.gz"
 done
-# The SBOM lists the modules linked into cmd/mcpguard (not the test-only
-# validation modules of go.mod), with their versions and hashes.
-GOFLAGS=-buildvcs=false go run "$CYCLONEDX_GOMOD" app -json -noserial -notimestamp -licenses=false \
-  -main cmd/mcpguard -output "$out/mcpguard-$VERSION.cdx.json" . >&2
+# The SBOM lists the module graph's modules that mcpguard's packages need
+# (`mod` without -test: not the test-only validation modules), with versions
+# and hashes. (`app` mode would narrow it to cmd/mcpguard but fails in a git
+# worktree: its go-git cannot resolve a worktree's HEAD.)
+GOFLAGS=-buildvcs=false go run "$CYCLONEDX_GOMOD" mod -json -noserial -notimestamp -licenses=false \
+  -output "$out/mcpguard-$VERSION.cdx.json" . >&2
 (cd "$out" && find . -maxdepth 1 -type f ! -name SHA256SUMS -printf '%f\n' | LC_ALL=C sort | xargs sha256sum > SHA256SUMS
  find . -mindepth 2 -type f -printf '%P\n' | LC_ALL=C sort | xargs sha256sum >> SHA256SUMS)
 touch -d "@$SOURCE_DATE_EPOCH" "$out"/*

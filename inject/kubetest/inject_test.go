@@ -234,3 +234,79 @@ func overlayDeployment(t *testing.T, overlay string) *appsv1.Deployment {
 	t.Fatalf("overlays/%s has no Deployment mcpguard-webhook", overlay)
 	return nil
 }
+
+// TestPodsOutdated: `mcpguard pods` compares the settings digest each
+// injected pod records with the one the installed webhook's Deployment
+// yields: equal settings are current; another audience makes the pod
+// outdated, and --outdated lists only such pods.
+func TestPodsOutdated(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t, nil)
+	if _, err := createPod(t, ns, newPod("agent", map[string]string{inject.AnnotationInject: "true"})); err != nil {
+		t.Fatal(statusMessage(err))
+	}
+	if _, err := createPod(t, ns, newPod("plain", nil)); err != nil {
+		t.Fatal(statusMessage(err))
+	}
+	cfg := testConfig()
+	dp := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "pods-webhook", Namespace: systemNamespace},
+		Spec: appsv1.DeploymentSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "pods-webhook"}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "pods-webhook"}},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{
+					Name: "webhook", Image: cfg.Image,
+					Args: []string{"webhook", "--image=$(IMG)", "--upstream=" + cfg.Upstream, "--upstream-host=" + cfg.UpstreamHost, "--audience=" + cfg.Audience},
+					Env:  []corev1.EnvVar{{Name: "IMG", Value: cfg.Image}},
+				}}},
+			},
+		},
+	}
+	dps := client.AppsV1().Deployments(systemNamespace)
+	if _, err := dps.Create(ctx, dp, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dps.Delete(context.Background(), dp.Name, metav1.DeleteOptions{}) })
+	au, err := env.AddUser(envtest.User{Name: "mcpguard-pods-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig, err := au.KubeConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kcPath := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kcPath, kubeconfig, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(binary(t), append([]string{"pods", "-n", ns, "--webhook-deployment", dp.Name}, args...)...)
+		cmd.Env = append(os.Environ(), "KUBECONFIG="+kcPath)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("mcpguard pods %q: %v\n%s", args, err, stderr.String())
+		}
+		return string(out)
+	}
+	if out := run(); !strings.Contains(out, " agent ") || !strings.Contains(out, "current") || strings.Contains(out, "plain") {
+		t.Errorf("mcpguard pods with the same settings:\n%s", out)
+	}
+	if out := run("--outdated"); strings.Count(out, "\n") != 1 {
+		t.Errorf("mcpguard pods --outdated listed pods with the same settings:\n%s", out)
+	}
+	got, err := dps.Get(ctx, dp.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got.Spec.Template.Spec.Containers[0].Args[4] = "--audience=another-gateway"
+	if _, err := dps.Update(ctx, got, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if out := run("--outdated"); !strings.Contains(out, " agent ") || !strings.Contains(out, "outdated (installed: ") {
+		t.Errorf("mcpguard pods --outdated after the audience changed:\n%s", out)
+	}
+}
