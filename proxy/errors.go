@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"sync"
@@ -126,6 +127,16 @@ func errorFromDecode(err error) *callError {
 		return errInvalid("invalid request: %v", e.Err)
 	}
 	return errInvalid("invalid request: %v", err)
+}
+
+// decodeErrorID is the id to answer a refused message with: its own when
+// the codec could read it, so the client can match the refusal.
+func decodeErrorID(err error) jsonrpc.ID {
+	var de *jsonrpc.DecodeError
+	if errors.As(err, &de) && !de.ID.IsZero() {
+		return de.ID
+	}
+	return jsonrpc.NullID
 }
 
 // deniedData is the error data of a policy denial: enough for a person (or

@@ -40,12 +40,7 @@ func (p *Proxy) servePost(w http.ResponseWriter, r *http.Request) {
 	}
 	msgs, batch, err := jsonrpc.Decode(body, p.limits())
 	if err != nil {
-		id := jsonrpc.NullID
-		var de *jsonrpc.DecodeError
-		if errors.As(err, &de) && !de.ID.IsZero() {
-			id = de.ID
-		}
-		p.reject(w, r, id, errorFromDecode(err))
+		p.reject(w, r, decodeErrorID(err), errorFromDecode(err))
 		return
 	}
 	if p.refuseRequestsWhileDraining(w, msgs) {

@@ -163,7 +163,7 @@ func (p *Proxy) serveLegacyMessage(w http.ResponseWriter, r *http.Request) {
 	}
 	msgs, batch, err := jsonrpc.Decode(body, p.limits())
 	if err != nil {
-		p.reject(w, r, jsonrpc.NullID, errorFromDecode(err))
+		p.reject(w, r, decodeErrorID(err), errorFromDecode(err))
 		return
 	}
 	if p.refuseRequestsWhileDraining(w, msgs) {

@@ -270,11 +270,7 @@ func (c *stdioConn) fromClient(ctx context.Context, line []byte) {
 	p := c.p
 	msgs, batch, err := jsonrpc.Decode(line, p.limits())
 	if err != nil {
-		id := jsonrpc.NullID
-		var de *jsonrpc.DecodeError
-		if errors.As(err, &de) && !de.ID.IsZero() {
-			id = de.ID
-		}
+		id := decodeErrorID(err)
 		e := errorFromDecode(err)
 		p.log.Warn("refusing an invalid message from the client", "session", c.sess.id, "err", e.msg)
 		c.toClient.write(&jsonrpc.Message{ID: id, Error: e.rpc()})

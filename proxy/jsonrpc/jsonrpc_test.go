@@ -250,3 +250,28 @@ func TestLookupExact(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusalKeepsReadableID: a message the strict reading refuses still
+// has its id read, when that can be done without doubt, for the refusal to
+// answer: clients match answers by id (issue #14).
+func TestRefusalKeepsReadableID(t *testing.T) {
+	for _, tt := range []struct{ in, id string }{
+		{`{"jsonrpc":"2.0","id":7,"method":"tools/call","method":"ping"}`, `7`},
+		{`{"jsonrpc":"2.0","id":"a","method":"tools/call","Method":"ping"}`, `"a"`},
+		{`{"jsonrpc":"2.0","id":7,"params":{"url":"x","URL":"y"},"method":"tools/call"}`, `7`},
+		{`{"jsonrpc":"2.0","id":7,"id":8,"method":"ping","method":"ping"}`, `null`},
+		{`{"jsonrpc":"2.0","id":1.5,"method":"ping","method":"ping"}`, `null`},
+		{`{"jsonrpc":"2.0","id":null,"method":"ping","method":"ping"}`, `null`},
+		{`{"jsonrpc":"2.0","id":7,"method":"ping"`, `null`}, // not JSON
+		{`{"jsonrpc":"2.0","ID":7,"method":"ping","method":"ping"}`, `null`},
+	} {
+		_, _, err := Decode([]byte(tt.in), Limits{})
+		var de *DecodeError
+		if !errors.As(err, &de) {
+			t.Fatalf("%s: err = %v, want a DecodeError", tt.in, err)
+		}
+		if de.ID.String() != tt.id {
+			t.Errorf("%s: refused with id %s, want %s", tt.in, de.ID.String(), tt.id)
+		}
+	}
+}

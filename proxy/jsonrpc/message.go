@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"unicode/utf8"
 )
 
 // Version is the only JSON-RPC version MCP speaks.
@@ -233,7 +234,7 @@ func Decode(data []byte, lim Limits) (msgs []*Message, batch bool, err error) {
 		if errors.As(err, &se) {
 			return nil, false, err
 		}
-		return nil, false, &DecodeError{Code: CodeParseError, ID: NullID, Err: err}
+		return nil, false, &DecodeError{Code: CodeParseError, ID: readableID(data), Err: err}
 	}
 	if len(canon) > 0 && canon[0] == '[' {
 		elems, err := arrayElems(canon)
@@ -259,6 +260,58 @@ func Decode(data []byte, lim Limits) (msgs []*Message, batch bool, err error) {
 		return nil, false, derr
 	}
 	return []*Message{m}, false, nil
+}
+
+// readableID returns the id of a message the strict reading refused (a
+// duplicate key, a key in another letter case), so the refusal can answer
+// it and the client, which matches answers by id, does not wait for ever
+// (issue #14): the value of the one top-level key spelled exactly "id",
+// when the bytes are JSON and it is a string or an integer. Anything less
+// certain, an id given twice among them, is NullID.
+func readableID(data []byte) ID {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return NullID
+	}
+	id, seen := NullID, false
+	for dec.More() {
+		key, err := dec.Token()
+		if err != nil {
+			return NullID
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return NullID
+		}
+		if key != "id" {
+			continue
+		}
+		if seen {
+			return NullID
+		}
+		seen = true
+		var s string
+		var n json.Number
+		switch {
+		case string(v) == "null" || !utf8.Valid(v):
+			return NullID
+		case json.Unmarshal(v, &s) == nil:
+			id = StringID(s)
+		case json.Unmarshal(v, &n) == nil:
+			i, err := n.Int64()
+			if err != nil {
+				return NullID
+			}
+			id = IntID(i)
+		default:
+			return NullID
+		}
+	}
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('}') {
+		return NullID // not JSON: nothing in it is certain
+	}
+	return id
 }
 
 // DecodeOne parses exactly one message; a batch is an error.
