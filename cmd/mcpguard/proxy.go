@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
 
+	"mcpguard.dev/mcpguard/internal/linebuf"
 	"mcpguard.dev/mcpguard/proxy"
 	"mcpguard.dev/mcpguard/rules"
 )
@@ -210,12 +211,22 @@ func kebab(s string) string {
 	return b.String()
 }
 
+// logOutput is standard error, batched: the proxy logs a line per policy
+// decision, and a write system call per call is a cost every call would pay
+// (issue #18). Warnings and errors (a blocked call among them) are written
+// at once; info and debug lines within logFlushInterval. main flushes it
+// before the process exits, so a drain's last lines are never lost.
+var logOutput = linebuf.New(os.Stderr, logFlushInterval)
+
+const logFlushInterval = 100 * time.Millisecond
+
 func newLogger(level string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("log-level: %q is not one of debug, info, warn, error", level)
 	}
-	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+	h := slog.NewJSONHandler(logOutput, &slog.HandlerOptions{Level: l})
+	return slog.New(linebuf.Handler(h, logOutput, slog.LevelWarn)), nil
 }
 
 // running is a started proxy, for the demo and tests.
@@ -318,6 +329,7 @@ func runProxy(ctx context.Context, o proxyOptions, started func(running)) error 
 	go func() { errc <- srv.Serve(ln) }()
 	if !nonLoopback(o.Listen) {
 		log.Info("mcpguard proxy listening", "listen", r.URL, "admin", r.AdminURL, "upstream", o.Upstream, "version", versionString())
+		_ = logOutput.Flush() // what starts the proxy may be waiting for this line
 	} else {
 		log.Warn("mcpguard proxy listening on a non-loopback address: anything that can reach it can use the gateway's credential", "listen", o.Listen)
 	}

@@ -21,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	"mcpguard.dev/mcpguard/internal/linebuf"
 	"mcpguard.dev/mcpguard/rules"
 )
 
@@ -88,10 +89,15 @@ func (r *Record) Outcome() rules.Decision {
 	return rules.Decision{Allow: r.Decision == "allow", Rule: r.Rule, Reason: r.Reason, Mode: rules.Mode(r.Mode)}
 }
 
+// FlushInterval is how long a record logged by a Writer from Open may wait
+// before it reaches the file.
+const FlushInterval = 100 * time.Millisecond
+
 // Writer appends records to an io.Writer, one line each. It is safe for
-// concurrent use; each record reaches the underlying writer in a single
-// Write call, so lines from concurrent calls never interleave. A nil
-// *Writer discards records.
+// concurrent use; lines from concurrent calls never interleave. A Writer
+// from Open batches its lines (one write per batch, not per call, issue
+// #18): each is in the file at most FlushInterval after it was logged, and
+// every one by Close or Reopen. A nil *Writer discards records.
 //
 // The records form a hash chain: each carries its sequence number and the
 // digest of the line before it, so `mcpguard audit verify` finds the first
@@ -101,6 +107,7 @@ func (r *Record) Outcome() rules.Decision {
 type Writer struct {
 	mu     sync.Mutex
 	w      io.Writer
+	batch  *linebuf.Writer // w, when Open batches; nil when written through
 	closer io.Closer
 	path   string
 	buf    []byte
@@ -109,7 +116,8 @@ type Writer struct {
 	prev   string
 }
 
-// NewWriter returns a Writer on w, starting a new chain.
+// NewWriter returns a Writer on w, starting a new chain. Each record is
+// written through, in a single Write call.
 func NewWriter(w io.Writer) *Writer { return &Writer{w: w, prev: Genesis} }
 
 // Open opens path for appending ("-" is standard output) and returns a
@@ -117,7 +125,10 @@ func NewWriter(w io.Writer) *Writer { return &Writer{w: w, prev: Genesis} }
 // from its last complete line.
 func Open(path string) (*Writer, error) {
 	if path == "-" {
-		return NewWriter(os.Stdout), nil
+		w := NewWriter(os.Stdout)
+		w.batch = linebuf.New(os.Stdout, FlushInterval)
+		w.w = w.batch
+		return w, nil
 	}
 	w := &Writer{path: path, prev: Genesis}
 	if err := w.open(); err != nil {
@@ -153,7 +164,8 @@ func (w *Writer) open() error {
 			return fmt.Errorf("decision log: %w", err)
 		}
 	}
-	w.w, w.closer = f, f
+	w.batch = linebuf.New(f, FlushInterval)
+	w.w, w.closer = w.batch, f
 	return nil
 }
 
@@ -192,12 +204,13 @@ func (w *Writer) Reopen() error {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.flush()
 	if w.closer != nil {
 		w.closer.Close()
 	}
 	seq, prev := w.seq, w.prev
 	if err := w.open(); err != nil {
-		w.w, w.closer = io.Discard, nil
+		w.w, w.batch, w.closer = io.Discard, nil, nil
 		if w.err == nil {
 			w.err = err
 		}
@@ -231,14 +244,22 @@ func (w *Writer) Log(r *Record) {
 	}
 }
 
-// Close closes the underlying file (not standard output) and reports the
-// first write error, if any.
+// flush writes what is batched and keeps the first error. w.mu is held.
+func (w *Writer) flush() {
+	if err := w.batch.Close(); err != nil && w.err == nil {
+		w.err = err
+	}
+}
+
+// Close writes what is batched, closes the underlying file (not standard
+// output) and reports the first write error, if any.
 func (w *Writer) Close() error {
 	if w == nil {
 		return nil
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.flush()
 	var cerr error
 	if w.closer != nil {
 		cerr = w.closer.Close()

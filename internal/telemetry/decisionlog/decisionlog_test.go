@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"mcpguard.dev/mcpguard/rules"
@@ -112,4 +113,41 @@ func TestWriteErrorReportedOnClose(t *testing.T) {
 	if err := w.Close(); err == nil {
 		t.Error("a failed write went unreported")
 	}
+}
+
+// A Writer from Open batches: a record is in the file within FlushInterval,
+// not at once, and all of them at Close.
+func TestOpenBatches(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "d.jsonl")
+		w, err := Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := func() int {
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return bytes.Count(data, []byte("\n"))
+		}
+		w.Log(&Record{Method: "tools/call", Tool: "a", Decision: "allow", Rule: "a"})
+		w.Log(&Record{Method: "tools/call", Tool: "b", Decision: "deny", Rule: "default"})
+		synctest.Wait()
+		if n := lines(); n != 0 {
+			t.Fatalf("%d lines written at once, want them batched", n)
+		}
+		time.Sleep(FlushInterval)
+		synctest.Wait()
+		if n := lines(); n != 2 {
+			t.Fatalf("%d lines after FlushInterval, want 2", n)
+		}
+		w.Log(&Record{Method: "tools/call", Tool: "c", Decision: "allow", Rule: "c"})
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if n := lines(); n != 3 {
+			t.Fatalf("%d lines after Close, want 3", n)
+		}
+	})
 }
