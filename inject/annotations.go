@@ -42,6 +42,11 @@ const (
 
 // Paths inside the sidecar; the proxy's flags point at them.
 const (
+	// SidecarCommand is the sidecar's executable: the image's lean build of
+	// mcpguard (-tags sidecar), which links no webhook code, beside the full
+	// /usr/local/bin/mcpguard the image's entrypoint runs (issue #18).
+	SidecarCommand = "/usr/local/bin/mcpguard-sidecar"
+
 	TokenDir   = "/var/run/secrets/mcpguard"
 	TokenFile  = "token"
 	PolicyDir  = "/etc/mcpguard/policy"

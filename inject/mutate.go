@@ -543,6 +543,7 @@ func sidecarContainer(cfg *Config, policy string) corev1.Container {
 		Name:            SidecarName,
 		Image:           cfg.Image,
 		ImagePullPolicy: cfg.ImagePullPolicy,
+		Command:         []string{SidecarCommand},
 		Args:            args,
 		Env: []corev1.EnvVar{
 			{Name: "MCPGUARD_POD_NAME", ValueFrom: field("metadata.name")},

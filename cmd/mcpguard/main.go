@@ -1,7 +1,12 @@
 // Command mcpguard is the MCP-aware sidecar proxy, its admission webhook and
-// its tooling, in one binary. Each subcommand lives in a file of its own:
-// flags and environment become a validated config, the config wires the
-// packages together, and nothing else happens here.
+// its tooling, in one binary. Built with -tags sidecar it is the lean
+// binary an agent's pod runs (mcpguard-sidecar in the image): proxy, wrap,
+// connect and the policy, trace and audit tools, without the webhook,
+// inject, pods and demo commands and the Kubernetes code they link.
+//
+// Each subcommand lives in a file of its own: flags and environment become a
+// validated config, the config wires the packages together, and nothing else
+// happens here.
 package main
 
 import (
@@ -46,12 +51,8 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.AddCommand(
-		newWebhookCmd(),
-		newInjectCmd(),
-		newPodsCmd(),
 		newVersionCmd(),
 		newProxyCmd(),
-		newDemoCmd(),
 		newTracesCmd(),
 		newPolicyCmd(),
 		newWrapCmd(),
@@ -59,7 +60,11 @@ func main() {
 		newConfigCmd(),
 		newAuditCmd(),
 	)
+	root.AddCommand(clusterCommands()...)
 	err := root.ExecuteContext(ctx)
+	// The log is batched (logOutput): what a command logged last, a
+	// drain's end among it, is written before the process ends.
+	_ = logOutput.Close()
 	if err == nil {
 		os.Exit(exitOK)
 	}
