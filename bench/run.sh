@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Measures the performance figures (#2): builds mcpguard as it ships
+# Measures the performance figures (#2): builds mcpguard's sidecar as it ships
 # (CGO_ENABLED=0, -trimpath) and runs bench/load against it, on loopback.
 # Prints a markdown table for the README on stdout; progress on stderr.
 #
@@ -15,7 +15,8 @@ out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 
 echo "building mcpguard and bench/load into $out" >&2
-CGO_ENABLED=0 go build -trimpath -o "$out/mcpguard" ./cmd/mcpguard
+# The sidecar build (-tags sidecar): the binary an agent's pod runs.
+CGO_ENABLED=0 go build -tags sidecar -trimpath -o "$out/mcpguard" ./cmd/mcpguard
 go build -o "$out/load" ./bench/load
 
 echo "machine: $(nproc) CPUs; $(uptime)" >&2

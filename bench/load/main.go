@@ -204,23 +204,14 @@ type proc struct {
 	ready time.Duration
 }
 
-func freePort() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
 // startProxy execs mcpguard and returns once /readyz answers 200, with the
 // time that took from just before exec.
 func startProxy(ctx context.Context, o options, upstream, policy, logFile string) (*proc, error) {
-	listen, err := freePort()
+	listen, err := loadgen.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
-	admin, err := freePort()
+	admin, err := loadgen.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
@@ -253,45 +244,6 @@ func tail(file string) string {
 	data, _ := os.ReadFile(file)
 	return string(data[max(0, len(data)-2000):])
 }
-
-// status reads a "VmRSS"-style field of /proc/PID/status, in bytes.
-func status(pid int, field string) (int64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, field+":"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb << 10, err
-		}
-	}
-	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
-}
-
-// cpuTime is the user+system CPU time pid has used so far.
-func cpuTime(pid int) (time.Duration, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// Fields after the command name, which may itself hold spaces: state is
-	// field 3, utime and stime are fields 14 and 15 (proc(5)).
-	_, rest, _ := strings.Cut(string(data), ") ")
-	f := strings.Fields(rest)
-	if len(f) < 13 {
-		return 0, fmt.Errorf("short /proc/%d/stat", pid)
-	}
-	utime, err1 := strconv.ParseInt(f[11], 10, 64)
-	stime, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, err
-	}
-	return time.Duration(utime+stime) * time.Second / clockTicks, nil
-}
-
-// clockTicks is USER_HZ, 100 on every Linux architecture Go supports.
-const clockTicks = 100
 
 // cell is one table row of one repetition.
 type cell struct {
@@ -339,7 +291,7 @@ func run(ctx context.Context, o options) error {
 	if err := os.WriteFile(policy, policies.ApprovedAPIs, 0o600); err != nil {
 		return err
 	}
-	loadStart := loadavg()
+	loadStart := loadgen.LoadAvg()
 	version, _ := exec.CommandContext(ctx, o.mcpguard, "version").Output()
 
 	up, upAddr, err := startRole(ctx, "-role", "upstream")
@@ -356,7 +308,7 @@ func run(ctx context.Context, o options) error {
 
 	f := &figures{cells: map[key][]cell{}}
 	for rep := range o.reps {
-		logf("repetition %d/%d (load %s)", rep+1, o.reps, loadavg())
+		logf("repetition %d/%d (load %s)", rep+1, o.reps, loadgen.LoadAvg())
 		// Cold starts: ready time and idle RSS; the first one then holds
 		// o.sessions sessions open.
 		for s := range max(o.starts, 1) {
@@ -381,7 +333,7 @@ func run(ctx context.Context, o options) error {
 		err = measureTable(ctx, o, paths, up.Cmd.Process.Pid, f)
 		if err == nil {
 			var peak int64
-			peak, err = status(px.Cmd.Process.Pid, "VmHWM")
+			peak, err = loadgen.ProcStatus(px.Cmd.Process.Pid, "VmHWM")
 			f.rssPeak = append(f.rssPeak, mib(peak))
 		}
 		px.stop()
@@ -389,7 +341,7 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 	}
-	printReport(os.Stdout, o, f, strings.TrimSpace(string(version)), loadStart, loadavg())
+	printReport(os.Stdout, o, f, strings.TrimSpace(string(version)), loadStart, loadgen.LoadAvg())
 	return nil
 }
 
@@ -400,13 +352,13 @@ func mib(b int64) float64 { return float64(b) / (1 << 20) }
 func measureProcess(ctx context.Context, o options, px *proc, f *figures, withSessions bool) error {
 	f.ready = append(f.ready, px.ready.Seconds()*1e3)
 	time.Sleep(250 * time.Millisecond) // let start-up garbage settle, as an idle pod would
-	rss, err := status(px.Cmd.Process.Pid, "VmRSS")
+	rss, err := loadgen.ProcStatus(px.Cmd.Process.Pid, "VmRSS")
 	if err != nil {
 		return err
 	}
 	f.rssIdle = append(f.rssIdle, mib(rss))
-	anon, err1 := status(px.Cmd.Process.Pid, "RssAnon")
-	file, err2 := status(px.Cmd.Process.Pid, "RssFile")
+	anon, err1 := loadgen.ProcStatus(px.Cmd.Process.Pid, "RssAnon")
+	file, err2 := loadgen.ProcStatus(px.Cmd.Process.Pid, "RssFile")
 	if err := errors.Join(err1, err2); err != nil {
 		return err
 	}
@@ -421,7 +373,7 @@ func measureProcess(ctx context.Context, o options, px *proc, f *figures, withSe
 		return fmt.Errorf("opening %d sessions: %w", o.sessions, err)
 	}
 	time.Sleep(250 * time.Millisecond)
-	rss, err = status(px.Cmd.Process.Pid, "VmRSS")
+	rss, err = loadgen.ProcStatus(px.Cmd.Process.Pid, "VmRSS")
 	if err != nil {
 		return err
 	}
@@ -485,14 +437,14 @@ func measureCell(ctx context.Context, o options, url string, proxyPID, upstreamP
 	if _, err := loadgen.Run(ctx, sessions, call, 0, time.Now().Add(o.warmup)); err != nil {
 		return cell{}, err
 	}
-	pu0, _ := cpuTime(proxyPID)
-	uu0, _ := cpuTime(upstreamPID)
+	pu0, _ := loadgen.CPUTime(proxyPID)
+	uu0, _ := loadgen.CPUTime(upstreamPID)
 	res, err := loadgen.Run(ctx, sessions, call, 0, time.Now().Add(o.duration))
 	if err != nil {
 		return cell{}, err
 	}
-	pu1, _ := cpuTime(proxyPID)
-	uu1, _ := cpuTime(upstreamPID)
+	pu1, _ := loadgen.CPUTime(proxyPID)
+	uu1, _ := loadgen.CPUTime(upstreamPID)
 	perCall := func(d time.Duration) float64 { return us(d) / float64(max(res.Calls, 1)) }
 	out := cell{res: res, upstreamCPU: perCall(uu1 - uu0)}
 	if proxyPID != 0 {
@@ -613,18 +565,6 @@ func envString(env []string) string {
 		return "default"
 	}
 	return strings.Join(env, " ")
-}
-
-func loadavg() string {
-	data, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	fields := strings.Fields(string(data))
-	if len(fields) < 3 {
-		return "?"
-	}
-	return strings.Join(fields[:3], " ")
 }
 
 func logf(format string, args ...any) {
