@@ -156,10 +156,15 @@ func TestTracesCommandAndAdminEndpoints(t *testing.T) {
 	}
 
 	// The decision log: run_command hidden from the listing, then the two
-	// calls, one line each, no arguments.
-	data, err := os.ReadFile(logPath)
-	if err != nil {
-		t.Fatal(err)
+	// calls, one line each, no arguments. Lines are batched: each is in the
+	// file within decisionlog.FlushInterval.
+	var data []byte
+	for deadline := time.Now().Add(5 * time.Second); bytes.Count(data, []byte("\n")) < 3 && time.Now().Before(deadline); {
+		time.Sleep(decisionlog.FlushInterval / 4)
+		var err error
+		if data, err = os.ReadFile(logPath); err != nil {
+			t.Fatal(err)
+		}
 	}
 	var recs []*decisionlog.Record
 	for rec, err := range decisionlog.Read(bytes.NewReader(data)) {
