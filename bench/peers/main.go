@@ -376,7 +376,7 @@ func buildInThrowaway(ctx context.Context, pkg, version, out string) error {
 	for _, args := range [][]string{
 		{"mod", "init", "peerbuild"},
 		{"get", pkg + "@" + version},
-		{"build", "-trimpath", "-ldflags", "-s -w", "-o", out, pkg},
+		{"build", "-ldflags", "-s -w", "-o", out, pkg}, // stripped, as released
 	} {
 		if err := goCmd(ctx, dir, args...); err != nil {
 			return err
