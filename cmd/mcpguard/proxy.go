@@ -273,6 +273,7 @@ func runProxy(ctx context.Context, o proxyOptions, started func(running)) error 
 				} else {
 					obs.policyReloaded(nil)
 					log.Info("policy reloaded", "files", o.Policy)
+					_ = logOutput.Flush() // a lifecycle line, not a call's: written at once
 				}
 			})
 		}()

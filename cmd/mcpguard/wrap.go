@@ -134,6 +134,7 @@ func (c *policyChoice) engine(ctx context.Context, log *slog.Logger) (*rules.Eng
 				log.Error("policy reload failed; the previous policy stays in force", "err", err)
 			} else {
 				log.Info("policy reloaded", "files", c.Policy)
+				_ = logOutput.Flush() // a lifecycle line, not a call's: written at once
 			}
 		})
 	}()
