@@ -56,6 +56,7 @@ const (
 )
 
 type options struct {
+	only     map[string]bool // peer keys to run; all when empty
 	cache    string
 	mcpguard string
 	rounds   int
@@ -66,10 +67,11 @@ type options struct {
 
 func main() {
 	var o options
-	var role, listen, target string
+	var role, listen, target, only string
 	def, _ := os.UserCacheDir()
 	flag.StringVar(&o.cache, "cache", filepath.Join(def, "mcpguard", "peers"), "where the peers are built and kept")
 	flag.StringVar(&o.mcpguard, "mcpguard", "", "mcpguard binary to measure (default: this tree's sidecar build, -tags sidecar)")
+	flag.StringVar(&only, "only", "", "comma-separated peers to run (reverseproxy, tbxark, toolhive, mcpguard); default all")
 	flag.IntVar(&o.rounds, "rounds", 2, "rounds; each runs every proxy, in reverse order every other round")
 	flag.DurationVar(&o.duration, "duration", 2*time.Second, "measured time per cell")
 	flag.DurationVar(&o.warmup, "warmup", 300*time.Millisecond, "unmeasured calls before each cell")
@@ -84,6 +86,12 @@ func main() {
 			os.Exit(1)
 		}
 		return
+	}
+	if only != "" {
+		o.only = map[string]bool{}
+		for _, k := range strings.Split(only, ",") {
+			o.only[strings.TrimSpace(k)] = true
+		}
 	}
 	if o.rounds < 1 {
 		fmt.Fprintln(os.Stderr, "peers: -rounds must be at least 1")
@@ -124,6 +132,7 @@ func serveRole(role, listen, target string) error {
 // peer is one proxy under test: start runs it in front of upstream (a base
 // URL, no path) and returns it with the endpoint an agent would use.
 type peer struct {
+	key   string // for -only
 	name  string
 	start func(ctx context.Context, upstream string) (*loadgen.Child, string, error)
 }
@@ -157,21 +166,24 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	peers := []peer{
-		{"plain `httputil.ReverseProxy` (inspects nothing)", func(ctx context.Context, up string) (*loadgen.Child, string, error) {
+		{"reverseproxy", "plain `httputil.ReverseProxy` (inspects nothing)", func(ctx context.Context, up string) (*loadgen.Child, string, error) {
 			c, addr, err := startRole(ctx, "-role", "reverseproxy", "-target", up)
 			return c, "http://" + addr + "/mcp", err
 		}},
-		{"TBXark mcp-proxy " + tbxarkVersion, func(ctx context.Context, up string) (*loadgen.Child, string, error) {
+		{"tbxark", "TBXark mcp-proxy " + tbxarkVersion, func(ctx context.Context, up string) (*loadgen.Child, string, error) {
 			return startTBXark(ctx, bins["tbxark"], work, up)
 		}},
-		{"ToolHive `thv proxy` " + toolhiveVer, func(ctx context.Context, up string) (*loadgen.Child, string, error) {
+		{"toolhive", "ToolHive `thv proxy` " + toolhiveVer, func(ctx context.Context, up string) (*loadgen.Child, string, error) {
 			return startToolHive(ctx, bins["toolhive"], work, up)
 		}},
-		{"mcpguard (sidecar build, shipped policy)", func(ctx context.Context, up string) (*loadgen.Child, string, error) {
+		{"mcpguard", "mcpguard (sidecar build, shipped policy)", func(ctx context.Context, up string) (*loadgen.Child, string, error) {
 			return startMcpguard(ctx, bins["mcpguard"], work, up, policy)
 		}},
 	}
 
+	if o.only != nil {
+		peers = slices.DeleteFunc(peers, func(p peer) bool { return !o.only[p.key] })
+	}
 	up, upAddr, err := startRole(ctx, "-role", "upstream")
 	if err != nil {
 		return err
@@ -347,7 +359,7 @@ func buildPeers(ctx context.Context, o options) (map[string]string, error) {
 		{"tbxark", tbxarkModule, tbxarkModule, tbxarkVersion},
 		{"toolhive", toolhiveModule, toolhivePkg, toolhiveVer},
 	} {
-		if _, err := os.Stat(bins[b.key]); err == nil {
+		if _, err := os.Stat(bins[b.key]); err == nil || (o.only != nil && !o.only[b.key]) {
 			continue
 		}
 		logf("building %s@%s from the Go module proxy (once, into %s)", b.pkg, b.version, o.cache)
