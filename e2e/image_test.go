@@ -198,8 +198,12 @@ func TestImage(t *testing.T) {
 	if ep, ok := img.Files["/usr/local/bin/mcpguard"]; !ok || ep.mode&0o111 == 0 {
 		t.Error("the entrypoint /usr/local/bin/mcpguard is not an executable file in the image")
 	}
+	// What the webhook injects as the sidecar's command (inject.SidecarCommand).
+	if sc, ok := img.Files["/usr/local/bin/mcpguard-sidecar"]; !ok || sc.mode&0o111 == 0 {
+		t.Error("the sidecar's binary /usr/local/bin/mcpguard-sidecar is not an executable file in the image: injected pods would not start")
+	}
 	t.Logf("image %s: %d files, %d executable, %.1f MiB", img.RepoTags, len(img.Files), executables, float64(img.Size)/(1<<20))
-	// The binary is ~80 MB; the base adds ~1 MB. A jump means something
+	// The binaries are ~85 + ~36 MB; the base adds ~1 MB. A jump means something
 	// unintended entered the image.
 	if img.Size > 150<<20 {
 		t.Errorf("image is %.0f MiB, over the 150 MiB budget", float64(img.Size)/(1<<20))
