@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -224,4 +225,43 @@ func TestLaptopThreeCommands(t *testing.T) {
 	if got, _ := os.ReadFile(claude); string(got) != orig {
 		t.Errorf("unwrap:\n%s\nwant\n%s", got, orig)
 	}
+}
+
+// FuzzConfigWrapUnwrap: whatever file config wrap accepts, unwrap gives
+// back byte for byte.
+func FuzzConfigWrapUnwrap(f *testing.F) {
+	for _, s := range configFixtures {
+		f.Add(s)
+	}
+	f.Add(jsoncFixture)
+	f.Add(`{"mcpServers": {"a": {"command": "x", "env": {"A_TOKEN": "1", "B_TOKEN": "22", "C": "3", "D_SECRET": "4444"}}}}`)
+	keyring.MockInit()
+	home := f.TempDir()
+	f.Setenv("XDG_CONFIG_HOME", home)
+	policy := filepath.Join(home, "p.yaml")
+	if err := os.WriteFile(policy, []byte(testPolicy), 0o600); err != nil {
+		f.Fatal(err)
+	}
+	path := filepath.Join(home, "c.json")
+	f.Fuzz(func(t *testing.T, orig string) {
+		_ = os.Remove(statePath(path))
+		if err := os.WriteFile(path, []byte(orig), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		o := configWrapOptions{Policy: []string{policy}, Client: "cursor", ConfigFile: path, Mcpguard: "/bin/mcpguard", Write: true}
+		if err := runConfigWrap(o, io.Discard, io.Discard, time.Now()); err != nil {
+			return
+		}
+		if got, _ := os.ReadFile(path); string(got) == orig {
+			return // nothing wrapped
+		} else if _, err := standardize(got); err != nil {
+			t.Fatalf("wrap wrote a file that does not parse: %v\n%s", err, got)
+		}
+		if err := runConfigUnwrap(configUnwrapOptions{Client: "cursor", ConfigFile: path}, io.Discard); err != nil {
+			t.Fatalf("unwrap: %v", err)
+		}
+		if got, _ := os.ReadFile(path); string(got) != orig {
+			t.Fatalf("unwrap gave\n%q\nwant\n%q", got, orig)
+		}
+	})
 }
