@@ -38,7 +38,7 @@ type callTools struct {
 
 // maxCallTools bounds callTools against calls that are never answered (a
 // call given up is answered by the proxy, not screened). A call past it is
-// screened under spec.secrets and spec.poisoning, as a call of no rule.
+// refused: its result could not be screened under its tool's rule.
 const maxCallTools = 1 << 20
 
 func keyOf(session string, post any, id jsonrpc.ID) callKey {
@@ -48,14 +48,16 @@ func keyOf(session string, post any, id jsonrpc.ID) callKey {
 	return callKey{session: session, post: post, id: id.String()}
 }
 
-// note remembers that the request id of a conversation calls tool.
-func (ct *callTools) note(k callKey, tool string) {
+// note remembers that the request id of a conversation calls tool. It
+// reports false, remembering nothing, when maxCallTools calls are in flight.
+func (ct *callTools) note(k callKey, tool string) bool {
 	if ct.n.Load() >= maxCallTools {
-		return
+		return false
 	}
 	if _, loaded := ct.m.Swap(k, tool); !loaded {
 		ct.n.Add(1)
 	}
+	return true
 }
 
 // take returns and forgets the tool of an answered call.

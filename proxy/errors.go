@@ -115,6 +115,11 @@ func errTooManyServerRequests(limit int) *callError {
 		msg: fmt.Sprintf("refused by mcpguard: the agent has %d server requests unanswered already; answer or cancel those first", limit)}
 }
 
+func errTooManyCalls(limit int) *callError {
+	return &callError{status: http.StatusServiceUnavailable, code: jsonrpc.CodeInternalError,
+		msg: fmt.Sprintf("refused by mcpguard: %d calls whose results the policy screens are unanswered already; retry when some are answered", limit)}
+}
+
 // errorFromDecode maps a codec error.
 func errorFromDecode(err error) *callError {
 	switch e := err.(type) {

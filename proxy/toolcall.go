@@ -62,8 +62,12 @@ func (pm *pump) screen(ctx context.Context, sc scope, m *jsonrpc.Message) (*json
 	}
 	d := pm.decide(ctx, in)
 	if !d.Blocks() {
-		if mt.Target == rules.ToolCall && screensResults(pm.cfg.Policy, in.Tool) {
-			pm.callTools.note(keyOf(sc.session, sc.r, m.ID), in.Tool)
+		if mt.Target == rules.ToolCall && screensResults(pm.cfg.Policy, in.Tool) &&
+			!pm.callTools.note(keyOf(sc.session, sc.r, m.ID), in.Tool) {
+			// Fail closed: a result the proxy could not tie to its tool
+			// would reach the agent unscreened by the tool's rule.
+			e := errTooManyCalls(maxCallTools)
+			return &jsonrpc.Message{ID: m.ID, Error: e.rpc()}, e.status
 		}
 		return nil, 0
 	}
