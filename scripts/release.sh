@@ -39,7 +39,11 @@ done
 # worktree: its go-git cannot resolve a worktree's HEAD.)
 GOFLAGS=-buildvcs=false go run "$CYCLONEDX_GOMOD" mod -json -noserial -notimestamp -licenses=false \
   -output "$out/mcpguard-$VERSION.cdx.json" . >&2
-(cd "$out" && find . -maxdepth 1 -type f ! -name SHA256SUMS -printf '%f\n' | LC_ALL=C sort | xargs sha256sum > SHA256SUMS
- find . -mindepth 2 -type f -printf '%P\n' | LC_ALL=C sort | xargs sha256sum >> SHA256SUMS)
+# The sums are computed before SHA256SUMS is written, so it never lists itself.
+sums=$(cd "$out" && {
+  find . -maxdepth 1 -type f ! -name SHA256SUMS -printf '%f\n' | LC_ALL=C sort | xargs sha256sum
+  find . -mindepth 2 -type f -printf '%P\n' | LC_ALL=C sort | xargs sha256sum
+})
+printf '%s\n' "$sums" > "$out/SHA256SUMS"
 touch -d "@$SOURCE_DATE_EPOCH" "$out"/*
 echo "$out"
