@@ -43,6 +43,14 @@ func writePKI(dir string) error {
 	if err := writePEM(filepath.Join(dir, "ca.crt"), "CERTIFICATE", caDER); err != nil {
 		return err
 	}
+	// The controller-manager signs kubelet serving certificates with it.
+	caKeyDER, err := x509.MarshalECPrivateKey(caKey)
+	if err != nil {
+		return err
+	}
+	if err := writePEM(filepath.Join(dir, "ca.key"), "EC PRIVATE KEY", caKeyDER); err != nil {
+		return err
+	}
 	serial := int64(2)
 	issue := func(name string, subject pkix.Name, ips []net.IP, dns []string) error {
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
