@@ -458,8 +458,13 @@ func TestWrapServerGarbage(t *testing.T) {
 	if a.Error != nil || !strings.Contains(a.line, "after the garbage") || strings.Contains(a.line, "panic") {
 		t.Fatalf("answered %s, want the server's answer and nothing of the garbage", a.line)
 	}
-	if !strings.Contains(w.stderr.String(), "this is not JSON-RPC") {
-		t.Errorf("the skipped line is not in the log:\n%s", w.stderr.String())
+	// The log reaches stderr through a pipe the test reads on its own
+	// goroutine: give it a moment.
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(w.stderr.String(), "this is not JSON-RPC"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("the skipped line is not in the log:\n%s", w.stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	// The server is still there and still relayed.
 	w.call(2, "echo")
