@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -78,7 +80,13 @@ func install(n *kubenode.Node) (*env, error) {
 	if err := e.apply(ctx, standIns); err != nil {
 		return nil, err
 	}
-	if out, err := e.script(ctx, "setup-namespaces.sh", agentNS); err != nil {
+	// The demo's policy: the shipped one plus the demo's extras (secret
+	// redaction and scanning), so the pod decides the demo's rows.
+	policy, err := demoPolicy()
+	if err != nil {
+		return nil, err
+	}
+	if out, err := e.script(ctx, "setup-namespaces.sh", "--policy", policy, agentNS); err != nil {
 		return nil, fmt.Errorf("scripts/setup-namespaces.sh: %v\n%s", err, out)
 	}
 	for _, d := range []string{"internet/internet", "gateway-system/gateway"} {
@@ -320,3 +328,16 @@ spec:
   selector: {app: gateway}
   ports: [{port: 8080, targetPort: 8080}]
 `, peerImage, internetIP, gatewayIP)
+
+func demoPolicy() (string, error) {
+	shipped, err := os.ReadFile("../manifests/policies/approved-apis.yaml")
+	if err != nil {
+		return "", err
+	}
+	extras, err := os.ReadFile("../internal/demo/extras.yaml")
+	if err != nil {
+		return "", err
+	}
+	f := filepath.Join(os.TempDir(), "mcpguard-e2e-policy.yaml")
+	return f, os.WriteFile(f, append(append(shipped, []byte("\n---\n")...), extras...), 0o644)
+}

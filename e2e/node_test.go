@@ -112,8 +112,13 @@ func TestDesignTable(t *testing.T) {
 		t.Fatalf("first line %q: %v", lines[0], err)
 	}
 	slices.Sort(tools.Tools)
-	if want := []string{"fetch_url", "get_time", "read_file"}; !slices.Equal(tools.Tools, want) {
-		t.Errorf("tools/list through the sidecar: %q, want %q (run_command hidden)", tools.Tools, want)
+	for _, want := range []string{"fetch_url", "get_time", "read_file"} {
+		if !slices.Contains(tools.Tools, want) {
+			t.Errorf("tools/list through the sidecar: %q lacks %s", tools.Tools, want)
+		}
+	}
+	if slices.Contains(tools.Tools, "run_command") {
+		t.Errorf("tools/list through the sidecar: %q shows run_command, which the policy denies outright", tools.Tools)
 	}
 	for _, l := range lines[1:] {
 		var r callResult
@@ -412,7 +417,7 @@ func TestSidecarMemory(t *testing.T) {
 	}
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		out, err := e.kubectl(ctx, "get", "--raw", "/api/v1/nodes/mcpguard-node/proxy/stats/summary")
+		out, err := e.kubectl(ctx, "get", "--raw", "/api/v1/nodes/mcpguard-node/proxy/stats/summary?only_cpu_and_memory=true")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -497,23 +502,21 @@ func TestPolicyLifecycle(t *testing.T) {
 	d := time.Since(at)
 	figure("policy ConfigMap edit → new decision in the pod", d)
 
-	at = update("apiVersion: mcpguard.dev/v1alpha1\nkind: ToolPolicy\nspec: {tools: [{tool: get_time, bogus: 1}]\n")
-	for {
-		out, err := e.exec(ctx, p, "agent", "/peer", "get", fmt.Sprintf("http://127.0.0.1:%d/healthz", 9901))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if strings.Contains(out, "reload failed") {
-			t.Logf("/healthz after a broken edit: %s", strings.TrimSpace(out))
-			if !strings.HasPrefix(out, "200 ") {
-				t.Errorf("/healthz %q: want 200 (the last good policy serves)", out)
-			}
-			break
-		}
-		if time.Since(at) > 4*time.Minute {
-			t.Fatalf("/healthz never reported the broken policy: %s", out)
-		}
-		time.Sleep(time.Second)
+	// A broken edit never reaches the pod: the policy ConfigMap webhook
+	// (policies.mcpguard.dev) refuses it at admission. (A file broken on
+	// disk keeping the last good policy is cmd/mcpguard's TestPolicyFileBroken.)
+	cm, err := e.kc.CoreV1().ConfigMaps(agentNS).Get(ctx, "mcpguard-policy", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm.Data["policy.yaml"] = "apiVersion: mcpguard.dev/v1alpha1\nkind: ToolPolicy\nspec: {tools: [{tool: get_time, bogus: 1}]\n"
+	if _, err := e.kc.CoreV1().ConfigMaps(agentNS).Update(ctx, cm, metav1.UpdateOptions{}); err == nil || !strings.Contains(err.Error(), "policies.mcpguard.dev") {
+		t.Errorf("a broken policy edit: %v, want the policy webhook's refusal", err)
+	} else {
+		t.Logf("broken edit refused at admission: %.200s", err)
+	}
+	if out, err := e.exec(ctx, p, "agent", "/peer", "get", "http://127.0.0.1:9901/healthz"); err != nil || !strings.HasPrefix(out, "200 ok") {
+		t.Errorf("/healthz after the refused edit: %q %v", out, err)
 	}
 	if got := weather(); got != "BLOCKED" {
 		t.Errorf("after a broken edit api.weather.gov is %s: the last good policy (which blocks it) must stay", got)

@@ -276,6 +276,9 @@ func callOne(ctx context.Context, cs *mcp.ClientSession, rec *statusRecorder, to
 		r.Text = textOf(res)
 	default:
 		r.Text = textOf(res)
+		if strings.Contains(r.Text, "[REDACTED:") {
+			r.Outcome = string(demo.Redacted)
+		}
 	}
 	return r
 }
