@@ -316,6 +316,10 @@ func table(args []string) error {
 	fmt.Println(string(line))
 	enc := json.NewEncoder(os.Stdout)
 	for _, row := range demo.Rows {
+		// Rows with Times (a rate limit) count only their last call.
+		for i := 1; i < row.Times; i++ {
+			callOne(ctx, cs, rec, row.Tool, row.Args)
+		}
 		r := callOne(ctx, cs, rec, row.Tool, row.Args)
 		r.Want = string(row.Want)
 		_ = enc.Encode(r)
