@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/tailscale/hujson"
 	"github.com/zalando/go-keyring"
@@ -47,6 +48,12 @@ type clientFile struct {
 // parseClientFile parses data as JSONC and finds the server entries under
 // key (and, for Claude Code, the local scope of the current directory).
 func parseClientFile(path string, data []byte, key string, claudeCode bool) (*clientFile, error) {
+	// JSON is UTF-8 (RFC 8259 §8.1); a file that is not would come back with
+	// its stray bytes replaced, so unwrap could not restore it exactly
+	// (found by FuzzConfigWrapUnwrap).
+	if !utf8.Valid(data) {
+		return nil, fmt.Errorf("%s is not valid UTF-8, so it is left untouched: save it as UTF-8 and run again", path)
+	}
 	root, err := hujson.Parse(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s is not JSON (comments and trailing commas are fine), so it is left untouched: %v", path, err)
