@@ -27,7 +27,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -82,7 +81,7 @@ func main() {
 	flag.Parse()
 
 	if role != "" {
-		if err := serveRole(role, listen, target); err != nil {
+		if err := loadgen.ServeRole(role, listen, target); err != nil {
 			fmt.Fprintln(os.Stderr, "load:", err)
 			os.Exit(1)
 		}
@@ -116,30 +115,6 @@ func main() {
 		fmt.Fprintln(os.Stderr, "load:", err)
 		os.Exit(1)
 	}
-}
-
-// serveRole is a child process: it prints its address and serves until
-// killed.
-func serveRole(role, listen, target string) error {
-	var h http.Handler
-	switch role {
-	case "upstream":
-		h = loadgen.Upstream()
-	case "reverseproxy":
-		rp, err := loadgen.ReverseProxy(target)
-		if err != nil {
-			return err
-		}
-		h = rp
-	default:
-		return fmt.Errorf("unknown -role %q", role)
-	}
-	ln, err := net.Listen("tcp", listen)
-	if err != nil {
-		return err
-	}
-	fmt.Println(ln.Addr().String())
-	return (&http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}).Serve(ln)
 }
 
 // child is a process this program started and must stop.

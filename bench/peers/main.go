@@ -81,7 +81,7 @@ func main() {
 	flag.StringVar(&target, "target", "", "internal: the reverse proxy's upstream URL")
 	flag.Parse()
 	if role != "" {
-		if err := serveRole(role, listen, target); err != nil {
+		if err := loadgen.ServeRole(role, listen, target); err != nil {
 			fmt.Fprintln(os.Stderr, "peers:", err)
 			os.Exit(1)
 		}
@@ -105,28 +105,6 @@ func main() {
 		fmt.Fprintln(os.Stderr, "peers:", err)
 		os.Exit(1)
 	}
-}
-
-func serveRole(role, listen, target string) error {
-	var h http.Handler
-	switch role {
-	case "upstream":
-		h = loadgen.Upstream()
-	case "reverseproxy":
-		rp, err := loadgen.ReverseProxy(target)
-		if err != nil {
-			return err
-		}
-		h = rp
-	default:
-		return fmt.Errorf("unknown -role %q", role)
-	}
-	ln, err := net.Listen("tcp", listen)
-	if err != nil {
-		return err
-	}
-	fmt.Println(ln.Addr().String())
-	return (&http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}).Serve(ln)
 }
 
 // peer is one proxy under test: start runs it in front of upstream (a base
