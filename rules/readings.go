@@ -68,13 +68,18 @@ func lookalikeSeparator(s string) string {
 }
 
 // dotLookalike names a segment that is not a dot segment
-// as written but whose compatibility reading is one ("．．", "‥", ".\u200b.");
+// as written but whose compatibility reading is one ("．．", "‥", ".\u200b."),
+// or is empty ("\u200b", which makes "/\u200b/host" the share "//host");
 // "" otherwise.
 func dotLookalike(seg string) string {
 	if isASCII(seg) {
 		return ""
 	}
-	if m := compatReading(seg); onlyDotsAndSpaces(m) {
+	m := compatReading(seg)
+	if m == "" {
+		return fmt.Sprintf("a segment %q of invisible characters, which NFKC reads as empty", seg)
+	}
+	if onlyDotsAndSpaces(m) {
 		return fmt.Sprintf("a segment %q that NFKC reads as %q", seg, m)
 	}
 	return ""

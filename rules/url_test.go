@@ -393,6 +393,8 @@ func TestCleanPath(t *testing.T) {
 		{"/workspace/﹒﹒/etc/passwd", "", `NFKC reads as ".."`},       // U+FE52 small full stop
 		{"/workspace/.\u200b./etc/passwd", "", `NFKC reads as ".."`}, // zero-width space dropped
 		{"/workspace/.\u00ad./etc/passwd", "", `NFKC reads as ".."`}, // soft hyphen dropped
+		{"/\u200b/host/share", "", "NFKC reads as empty"},            // "//host/share" once dropped
+		{"/workspace/\u2060/x", "", "NFKC reads as empty"},           // word joiner
 		{"/workspace/…/etc/passwd", "", `NFKC reads as "..."`},       // U+2026 ellipsis
 		{"/workspace/%ef%bc%8e%ef%bc%8e/etc/passwd", "", `NFKC reads as ".."`},
 		{"file:///workspace/%EF%BC%8E%EF%BC%8E/etc/passwd", "", `NFKC reads as ".."`},
