@@ -82,6 +82,7 @@ transparently; the server-to-client stream is resumed with Last-Event-ID.`,
 	f.DurationVar(&o.CallTimeout, "call-timeout", 0, "bound one call, stream included (default 10m)")
 	f.IntVar(&o.MaxBodyBytes, "max-body-bytes", 0, "largest message accepted either way (default 4 MiB)")
 	f.StringVar(&o.LogLevel, "log-level", o.LogLevel, "debug, info, warn or error (logs go to stderr)")
+	addConfigFlag(cmd)
 	return cmd
 }
 

@@ -37,8 +37,9 @@ func newInjectCmd() *cobra.Command {
 		webhookNS, webhookDp string
 	)
 	cmd := &cobra.Command{
-		Use:   "inject -f FILE|- (--from-cluster | --image IMAGE --upstream URL --audience AUD) [--all]",
-		Short: "Print manifests with the mcpguard sidecar injected, as the webhook would",
+		Annotations: map[string]string{settingsPrefix: webhookEnvPrefix},
+		Use:         "inject -f FILE|- (--from-cluster | --image IMAGE --upstream URL --audience AUD) [--all]",
+		Short:       "Print manifests with the mcpguard sidecar injected, as the webhook would",
 		Long: `Read Kubernetes manifests (Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet,
 Job, CronJob; several documents separated by ---; - for stdin) and print them
 with the sidecar injected by the same Mutate the webhook runs, for GitOps and
@@ -62,9 +63,6 @@ A pod the webhook would refuse is reported on stderr and the command exits 1.
 Every flag can also be set as ` + webhookEnvPrefix + `<FLAG>.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := flagsFromEnvPrefixed(cmd.Flags()); err != nil {
-				return &exitError{code: exitUsage, err: err}
-			}
 			if all && onlyAnnotated {
 				return &exitError{code: exitUsage, err: errors.New("--all and --only-annotated contradict each other: choose one")}
 			}
@@ -170,7 +168,8 @@ func injectFlagsFromCluster(ctx context.Context, client kubernetes.Interface, ns
 	if err := fs.Parse(args[1:]); err != nil {
 		return injectFlags{}, fmt.Errorf("--from-cluster: the arguments of %s/%s: %w", ns, name, err)
 	}
-	if err := flagsFromEnv(fs, func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	if err := settingsFromEnv(fs, webhookEnvPrefix, lookup, func(f *pflag.Flag) bool { return f.Changed }); err != nil {
 		return injectFlags{}, fmt.Errorf("--from-cluster: the environment of %s/%s: %w", ns, name, err)
 	}
 	var errs []error

@@ -44,23 +44,7 @@ func main() {
 	// instead of waiting out --drain-timeout.
 	context.AfterFunc(ctx, stop)
 
-	root := &cobra.Command{
-		Use:           "mcpguard",
-		Short:         "MCP-aware sidecar proxy: per-tool argument policy for AI agents",
-		SilenceUsage:  true,
-		SilenceErrors: true,
-	}
-	root.AddCommand(
-		newVersionCmd(),
-		newProxyCmd(),
-		newTracesCmd(),
-		newPolicyCmd(),
-		newWrapCmd(),
-		newConnectCmd(),
-		newConfigCmd(),
-		newAuditCmd(),
-	)
-	root.AddCommand(clusterCommands()...)
+	root := newRootCmd()
 	err := root.ExecuteContext(ctx)
 	// The log is batched (logOutput): what a command logged last, a
 	// drain's end among it, is written before the process ends.
@@ -77,4 +61,29 @@ func main() {
 	}
 	fmt.Fprintln(os.Stderr, "mcpguard:", err)
 	os.Exit(exitUsage)
+}
+
+// newRootCmd is the command tree.
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "mcpguard",
+		Short:         "MCP-aware sidecar proxy: per-tool argument policy for AI agents",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		// Every command's flags can also come from MCPGUARD_* variables and
+		// a --config file, in one scheme (settings.go).
+		PersistentPreRunE: applySettings,
+	}
+	root.AddCommand(
+		newVersionCmd(),
+		newProxyCmd(),
+		newTracesCmd(),
+		newPolicyCmd(),
+		newWrapCmd(),
+		newConnectCmd(),
+		newConfigCmd(),
+		newAuditCmd(),
+	)
+	root.AddCommand(clusterCommands()...)
+	return root
 }

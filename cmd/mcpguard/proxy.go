@@ -1,55 +1,49 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"reflect"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-	"go.yaml.in/yaml/v3"
 
 	"mcpguard.dev/mcpguard/internal/linebuf"
 	"mcpguard.dev/mcpguard/proxy"
 	"mcpguard.dev/mcpguard/rules"
 )
 
-// proxyOptions is everything `mcpguard proxy` can be told, from (lowest to
-// highest precedence) defaults, the YAML config file, MCPGUARD_* environment
-// variables and flags. The yaml name of a field is also its flag name
-// (kebab-cased) and its environment variable (MCPGUARD_ + upper snake case).
+// proxyOptions is everything `mcpguard proxy` can be told: each field is a
+// flag, which can also be set in the --config file and as an MCPGUARD_*
+// variable (settings.go).
 type proxyOptions struct {
-	Listen                string        `yaml:"listen"`
-	AdminListen           string        `yaml:"adminListen"`
-	Upstream              string        `yaml:"upstream"`
-	UpstreamHost          string        `yaml:"upstreamHost"`
-	UpstreamProtocol      string        `yaml:"upstreamProtocol"`
-	UpstreamTokenFile     string        `yaml:"upstreamTokenFile"`
-	ForwardAuthorization  bool          `yaml:"forwardAuthorization"`
-	Policy                []string      `yaml:"policy"`
-	AllowAll              bool          `yaml:"allowAll"`
-	DenyAs                string        `yaml:"denyAs"`
-	MaxBodyBytes          int           `yaml:"maxBodyBytes"`
-	SessionIdleTimeout    time.Duration `yaml:"sessionIdleTimeout"`
-	ResponseHeaderTimeout time.Duration `yaml:"responseHeaderTimeout"`
-	CallTimeout           time.Duration `yaml:"callTimeout"`
-	DrainTimeout          time.Duration `yaml:"drainTimeout"`
-	LogLevel              string        `yaml:"logLevel"`
-	DecisionLog           string        `yaml:"decisionLog"`
-	TraceBuffer           int           `yaml:"traceBuffer"`
-	RecordArguments       bool          `yaml:"recordArguments"`
-	Redact                []string      `yaml:"redact"`
+	Listen                string
+	AdminListen           string
+	Upstream              string
+	UpstreamHost          string
+	UpstreamProtocol      string
+	UpstreamTokenFile     string
+	ForwardAuthorization  bool
+	Policy                []string
+	AllowAll              bool
+	DenyAs                string
+	MaxBodyBytes          int
+	SessionIdleTimeout    time.Duration
+	ResponseHeaderTimeout time.Duration
+	CallTimeout           time.Duration
+	DrainTimeout          time.Duration
+	LogLevel              string
+	DecisionLog           string
+	TraceBuffer           int
+	RecordArguments       bool
+	Redact                []string
 
 	// engine, when set, is used instead of loading Policy (the demo's
 	// embedded policy).
@@ -76,10 +70,10 @@ func newProxyCmd() *cobra.Command {
 func proxyCommand() (*cobra.Command, *proxyOptions) {
 	opts := &proxyOptions{}
 	*opts = defaultProxyOptions()
-	var configFile string
 	cmd := &cobra.Command{
-		Use:   "proxy --upstream URL --policy FILE",
-		Short: "Run the MCP proxy in front of a gateway",
+		Annotations: map[string]string{settingsDiscover: "true"},
+		Use:         "proxy --upstream URL --policy FILE",
+		Short:       "Run the MCP proxy in front of a gateway",
 		Long: `Run the session-terminating MCP proxy: agents connect to --listen, every
 message is decoded strictly and checked against the policy, and only what the
 policy allowed is re-encoded and sent to --upstream.
@@ -90,18 +84,13 @@ MCPGUARD_UPSTREAM) and an optional YAML file (--config; without it,
 exists); flags win over the environment, which wins over the file.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if configFile == "" {
-				// On a laptop: ./mcpguard.yaml or the user's config directory.
-				configFile = discoverProxyConfig()
-			}
-			if err := opts.resolve(cmd.Flags(), configFile); err != nil {
+			if err := opts.check(); err != nil {
 				return &exitError{code: exitUsage, err: err}
 			}
 			return runProxy(cmd.Context(), *opts, nil)
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&configFile, "config", os.Getenv("MCPGUARD_CONFIG"), "YAML config file (env MCPGUARD_CONFIG)")
 	f.StringVar(&opts.Listen, "listen", opts.Listen, "address the agent connects to (loopback by default: the agent shares the pod)")
 	f.StringVar(&opts.AdminListen, "admin-listen", opts.AdminListen, "address of /healthz and /readyz; empty disables")
 	f.StringVar(&opts.Upstream, "upstream", "", "the gateway's MCP URL, e.g. http://mcp-gateway:8080/mcp")
@@ -122,72 +111,21 @@ exists); flags win over the environment, which wins over the file.`,
 	f.IntVar(&opts.TraceBuffer, "trace-buffer", opts.TraceBuffer, "spans kept in memory for mcpguard traces and the admin /traces page; 0 disables")
 	f.BoolVar(&opts.RecordArguments, "record-arguments", false, "record tool argument values in spans and the decision log, redacted (off: never recorded)")
 	f.StringArrayVar(&opts.Redact, "redact", nil, "extra regular expression whose matches in recorded argument values become [REDACTED] (repeatable, not split at commas; with --record-arguments)")
+	addConfigFlag(cmd)
 	return cmd, opts
 }
 
 // resolve layers the config file and the environment under the flags the
-// user set, and checks what only the command knows about.
+// user set (settings.go), and checks what only the command knows about.
 func (o *proxyOptions) resolve(flags *pflag.FlagSet, configFile string) error {
-	type saved struct {
-		f     *pflag.Flag
-		val   string
-		slice []string
+	if err := layerSettings(flags, "mcpguard proxy", "MCPGUARD_", configFile); err != nil {
+		return err
 	}
-	var user []saved
-	flags.Visit(func(f *pflag.Flag) {
-		s := saved{f: f, val: f.Value.String()}
-		if sv, ok := f.Value.(pflag.SliceValue); ok {
-			s.slice = sv.GetSlice()
-		}
-		user = append(user, s)
-	})
-	if configFile != "" {
-		data, err := os.ReadFile(configFile)
-		if err != nil {
-			return fmt.Errorf("config: %w", err)
-		}
-		dec := yaml.NewDecoder(bytes.NewReader(data))
-		dec.KnownFields(true) // a misspelt key is an error, not a silent default
-		if err := dec.Decode(o); err != nil && !errors.Is(err, io.EOF) {
-			return yamlConfigError(configFile, err, reflect.TypeOf(*o))
-		}
-	}
-	var errs []error
-	t := reflect.TypeOf(*o)
-	for i := 0; i < t.NumField(); i++ {
-		flag := kebab(t.Field(i).Tag.Get("yaml"))
-		env := "MCPGUARD_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
-		f := flags.Lookup(flag)
-		v, ok := os.LookupEnv(env)
-		if f == nil || !ok {
-			continue
-		}
-		var err error
-		if sv, isSlice := f.Value.(pflag.SliceValue); isSlice {
-			// A list that may hold patterns (--redact '\d{3,4}') is never
-			// split at commas: one value per line instead.
-			sep := ","
-			if f.Value.Type() == "stringArray" {
-				sep = "\n"
-			}
-			err = sv.Replace(strings.Split(v, sep))
-		} else {
-			err = f.Value.Set(v)
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s=%q: %v", env, v, err))
-		}
-	}
-	for _, s := range user {
-		if sv, isSlice := s.f.Value.(pflag.SliceValue); isSlice {
-			_ = sv.Replace(s.slice)
-		} else {
-			_ = s.f.Value.Set(s.val)
-		}
-	}
-	if len(errs) > 0 {
-		return errors.Join(errs...)
-	}
+	return o.check()
+}
+
+// check refuses what only the command knows is wrong.
+func (o *proxyOptions) check() error {
 	if o.AllowAll && len(o.Policy) > 0 {
 		return errors.New("--allow-all and --policy exclude each other: choose one")
 	}
@@ -195,20 +133,6 @@ func (o *proxyOptions) resolve(flags *pflag.FlagSet, configFile string) error {
 		return errors.New("no policy: pass --policy FILE (see manifests/policies/approved-apis.yaml), or --allow-all to forward everything unchecked")
 	}
 	return nil
-}
-
-func kebab(s string) string {
-	var b strings.Builder
-	for i, r := range s {
-		if r >= 'A' && r <= 'Z' {
-			if i > 0 {
-				b.WriteByte('-')
-			}
-			r += 'a' - 'A'
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
 }
 
 // logOutput is standard error, batched: the proxy logs a line per policy
@@ -461,43 +385,4 @@ func tokenFile(path string) func() (string, error) {
 		}
 		return tok, nil
 	}
-}
-
-var (
-	yamlUnknownField = regexp.MustCompile(`^line (\d+): field (\S+) not found in type \S+$`)
-	yamlWrongType    = regexp.MustCompile(`^line (\d+): cannot unmarshal !!(\w+) ` + "`" + `(.*)` + "`" + ` into (\S+)$`)
-)
-
-// yamlConfigError rewrites the YAML decoder's errors in the words of the
-// file: FILE:LINE, the key, and what it takes, never a Go type (issue #13,
-// item 7).
-func yamlConfigError(file string, err error, t reflect.Type) error {
-	var te *yaml.TypeError
-	if !errors.As(err, &te) {
-		return fmt.Errorf("%s: %v", file, strings.TrimPrefix(err.Error(), "yaml: "))
-	}
-	var known []string
-	for i := 0; i < t.NumField(); i++ {
-		if k := t.Field(i).Tag.Get("yaml"); k != "" {
-			known = append(known, k)
-		}
-	}
-	var msgs []string
-	for _, e := range te.Errors {
-		switch m := yamlUnknownField.FindStringSubmatch(e); {
-		case m != nil:
-			msgs = append(msgs, fmt.Sprintf("%s:%s: %q is not a key of mcpguard proxy's configuration; known keys: %s", file, m[1], m[2], strings.Join(known, ", ")))
-		default:
-			if m := yamlWrongType.FindStringSubmatch(e); m != nil {
-				want := map[string]string{"time.Duration": "a duration such as 30s", "int": "a whole number", "bool": "true or false", "string": "a string", "[]string": "a list of strings"}[m[4]]
-				if want == "" {
-					want = "a different kind of value"
-				}
-				msgs = append(msgs, fmt.Sprintf("%s:%s: %q is not %s", file, m[1], m[3], want))
-			} else {
-				msgs = append(msgs, file+": "+e)
-			}
-		}
-	}
-	return errors.New(strings.Join(msgs, "\n"))
 }

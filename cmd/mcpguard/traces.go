@@ -40,9 +40,6 @@ type tracesOptions struct {
 
 func newTracesCmd() *cobra.Command {
 	o := tracesOptions{admin: "http://127.0.0.1:9901", limit: 50, every: time.Second}
-	if v := os.Getenv("MCPGUARD_ADMIN"); v != "" {
-		o.admin = v
-	}
 	cmd := &cobra.Command{
 		Use:   "traces [--denied] [--tool NAME] [--session ID] [--follow]",
 		Short: "List the proxy's recent calls as trees with timing, decision and rule",
@@ -58,7 +55,7 @@ serves the same as a page with a waterfall at /traces.`,
 			}
 			if o.server != "" {
 				if cmd.Flags().Changed("admin") {
-					return &exitError{code: exitUsage, err: fmt.Errorf("--server and --admin exclude each other: choose one")}
+					return &exitError{code: exitUsage, err: fmt.Errorf("--server and --admin (or MCPGUARD_ADMIN) exclude each other: choose one")}
 				}
 				admin, err := instanceAdmin(cmd.Context(), o.server)
 				if err != nil {

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -101,33 +100,6 @@ func (f *injectFlags) config() (inject.Config, error) {
 	return cfg, errors.Join(errs...)
 }
 
-// flagsFromEnvPrefixed sets every flag the user did not pass from
-// MCPGUARD_WEBHOOK_<FLAG>, marking it as set.
-func flagsFromEnvPrefixed(fs *pflag.FlagSet) error { return flagsFromEnv(fs, os.LookupEnv) }
-
-// flagsFromEnv sets every flag not set yet from the variable
-// MCPGUARD_WEBHOOK_<FLAG> that lookup returns (a list is comma-separated).
-func flagsFromEnv(fs *pflag.FlagSet, lookup func(string) (string, bool)) error {
-	var errs []error
-	var set [][2]string
-	fs.VisitAll(func(f *pflag.Flag) {
-		if f.Changed {
-			return
-		}
-		env := webhookEnvPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v, ok := lookup(env); ok {
-			set = append(set, [2]string{f.Name, v})
-		}
-	})
-	for _, nv := range set {
-		if err := fs.Set(nv[0], nv[1]); err != nil {
-			env := webhookEnvPrefix + strings.ToUpper(strings.ReplaceAll(nv[0], "-", "_"))
-			errs = append(errs, fmt.Errorf("%s=%q: %v", env, nv[1], err))
-		}
-	}
-	return errors.Join(errs...)
-}
-
 type webhookFlags struct {
 	inject             injectFlags
 	listen             string
@@ -148,8 +120,9 @@ type webhookFlags struct {
 func newWebhookCmd() *cobra.Command {
 	var f webhookFlags
 	cmd := &cobra.Command{
-		Use:   "webhook --image IMAGE --upstream URL --audience AUD (--tls-cert-file F --tls-key-file F | --namespace NS --dns-names NAMES)",
-		Short: "Serve the admission webhook that injects the mcpguard sidecar",
+		Annotations: map[string]string{settingsPrefix: webhookEnvPrefix},
+		Use:         "webhook --image IMAGE --upstream URL --audience AUD (--tls-cert-file F --tls-key-file F | --namespace NS --dns-names NAMES)",
+		Short:       "Serve the admission webhook that injects the mcpguard sidecar",
 		Long: `Serve AdmissionReview v1 over HTTPS: ` + inject.PathMutate + ` for pods annotated
 ` + inject.AnnotationInject + `: "true", ` + inject.PathMutateNamespace + ` for pods of namespaces labelled
 ` + inject.LabelNamespaceInject + `=` + inject.LabelNamespaceInjectEnabled + `, ` + policycheck.Path + ` for policy ConfigMaps (refused
@@ -164,13 +137,11 @@ kept equal to the CA. See docs/webhook.md.
 Every flag can also be set as ` + webhookEnvPrefix + `<FLAG>, e.g. ` + webhookEnvPrefix + `IMAGE.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := flagsFromEnvPrefixed(cmd.Flags()); err != nil {
-				return &exitError{code: exitUsage, err: err}
-			}
 			return runWebhook(cmd.Context(), &f)
 		},
 	}
 	f.register(cmd.Flags())
+	addConfigFlag(cmd)
 	return cmd
 }
 

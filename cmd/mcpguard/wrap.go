@@ -181,6 +181,7 @@ unanswered is answered with a JSON-RPC error.`,
 	f.StringVar(&o.LogLevel, "log-level", o.LogLevel, "debug, info, warn or error (logs go to stderr)")
 	f.StringArrayVar(&o.KeyringEnv, "keyring-env", nil, "VAR=ACCOUNT: set CMD's environment variable VAR from the OS keyring item ACCOUNT (service \"mcpguard\"; config wrap writes these)")
 	f.DurationVar(&o.Grace, "grace", o.Grace, "how long CMD may take to exit before SIGTERM, and after SIGTERM before SIGKILL")
+	addConfigFlag(cmd)
 	return cmd
 }
 
