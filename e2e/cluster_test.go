@@ -34,6 +34,9 @@ const (
 type env struct {
 	n  *kubenode.Node
 	kc kubernetes.Interface
+	// kustomizeRemoved: a test (TestHelm) removed the kustomize install;
+	// the next test that needs it installs it again.
+	kustomizeRemoved bool
 }
 
 var (
@@ -53,7 +56,30 @@ func installed(t *testing.T) *env {
 	if envErr != nil {
 		t.Fatal(envErr)
 	}
+	if theEnv.kustomizeRemoved {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		if err := theEnv.installWebhook(ctx); err != nil {
+			t.Fatal(err)
+		}
+		theEnv.kustomizeRemoved = false
+	}
 	return theEnv
+}
+
+// installWebhook installs the webhook as a platform team would:
+// scripts/install.sh with the shipped overlay, only the image substituted.
+// A namespace of an earlier install still terminating is waited for first.
+func (e *env) installWebhook(ctx context.Context) error {
+	if _, err := e.kubectl(ctx, "wait", "--for=delete", "namespace/mcpguard-system", "--timeout=180s"); err != nil && !strings.Contains(err.Error(), "not found") {
+		return err
+	}
+	t0 := time.Now()
+	if out, err := e.script(ctx, "install.sh", "--platform", "kubernetes", "--image", imageRepo+":ci", "--timeout", "300s"); err != nil {
+		return fmt.Errorf("scripts/install.sh: %v\n%s", err, out)
+	}
+	figure("scripts/install.sh → webhook rolled out (2 replicas)", time.Since(t0))
+	return nil
 }
 
 func install(n *kubenode.Node) (*env, error) {
@@ -72,11 +98,9 @@ func install(n *kubenode.Node) (*env, error) {
 	if _, err := e.kubectl(ctx, "wait", "--for=condition=Established", "crd/sidecars.networking.istio.io", "crd/serviceentries.networking.istio.io", "--timeout=60s"); err != nil {
 		return nil, err
 	}
-	t0 := time.Now()
-	if out, err := e.script(ctx, "install.sh", "--platform", "kubernetes", "--image", imageRepo+":ci", "--timeout", "300s"); err != nil {
-		return nil, fmt.Errorf("scripts/install.sh: %v\n%s", err, out)
+	if err := e.installWebhook(ctx); err != nil {
+		return nil, err
 	}
-	figure("scripts/install.sh → webhook rolled out (2 replicas)", time.Since(t0))
 	if err := e.apply(ctx, standIns); err != nil {
 		return nil, err
 	}
@@ -95,7 +119,7 @@ func install(n *kubenode.Node) (*env, error) {
 			return nil, err
 		}
 	}
-	t0 = time.Now()
+	t0 := time.Now()
 	if err := e.apply(ctx, agentDeployment("weather-agent", agentNS, "true", 0)); err != nil {
 		return nil, err
 	}

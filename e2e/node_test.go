@@ -1,9 +1,14 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -284,14 +289,10 @@ spec:
 	_, _ = e.kubectl(ctx, "-n", agentNS, "delete", "pod", "while-down-plain", "--wait=false")
 }
 
-// TestWebhookRollingRestart restarts the webhook (kubectl rollout restart)
-// while annotated pods are admitted in a stream (server-side dry runs: the
-// mutating webhooks run, nothing is stored): no admission may fail.
-func TestWebhookRollingRestart(t *testing.T) {
-	e := installed(t)
-	ctx := ctxT(t, 6*time.Minute)
+// streamPod is an annotated pod that the admission streams create.
+func streamPod() *corev1.Pod {
 	yes, no := true, false
-	pod := &corev1.Pod{
+	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{GenerateName: "stream-", Namespace: agentNS, Annotations: map[string]string{inject.AnnotationInject: "true"}},
 		Spec: corev1.PodSpec{
 			AutomountServiceAccountToken: &no,
@@ -300,6 +301,39 @@ func TestWebhookRollingRestart(t *testing.T) {
 				SecurityContext: &corev1.SecurityContext{AllowPrivilegeEscalation: &no, Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}}}},
 		},
 	}
+}
+
+// admitStream creates annotated pods one after another, 100 ms apart, as
+// server-side dry runs (the mutating webhooks run, nothing is stored),
+// until done returns true (it is asked before each creation, and once more
+// after the last). It returns how many were admitted with the sidecar and
+// what went wrong with the others.
+func (e *env) admitStream(ctx context.Context, done func() bool) (ok int, failed []string) {
+	pod := streamPod()
+	for !done() {
+		got, err := e.kc.CoreV1().Pods(agentNS).Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		switch {
+		case err != nil:
+			failed = append(failed, err.Error())
+		case sidecarOf(got) == nil:
+			failed = append(failed, "admitted without the sidecar")
+		default:
+			ok++
+		}
+		if ctx.Err() != nil {
+			failed = append(failed, ctx.Err().Error())
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return ok, failed
+}
+
+// TestWebhookRollingRestart restarts the webhook (kubectl rollout restart)
+// while annotated pods are admitted in a stream: no admission may fail.
+func TestWebhookRollingRestart(t *testing.T) {
+	e := installed(t)
+	ctx := ctxT(t, 6*time.Minute)
 	if _, err := e.kubectl(ctx, "-n", "mcpguard-system", "rollout", "restart", "deployment/mcpguard-webhook"); err != nil {
 		t.Fatal(err)
 	}
@@ -308,31 +342,139 @@ func TestWebhookRollingRestart(t *testing.T) {
 		_, err := e.kubectl(ctx, "-n", "mcpguard-system", "rollout", "status", "deployment/mcpguard-webhook", "--timeout=300s")
 		rolled <- err
 	}()
-	var ok, failed int
-	for done := false; !done; {
+	var rollErr error
+	ok, failed := e.admitStream(ctx, func() bool {
 		select {
-		case err := <-rolled:
-			if err != nil {
-				t.Fatal(err)
-			}
-			done = true
+		case rollErr = <-rolled:
+			return true
 		default:
+			return false
 		}
-		got, err := e.kc.CoreV1().Pods(agentNS).Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
-		switch {
-		case err != nil:
-			failed++
-			t.Errorf("admission during the rollout: %v", err)
-		case sidecarOf(got) == nil:
-			failed++
-			t.Errorf("pod admitted without the sidecar during the rollout")
-		default:
-			ok++
-		}
-		time.Sleep(100 * time.Millisecond)
+	})
+	if rollErr != nil {
+		t.Fatal(rollErr)
 	}
-	t.Logf("%d admissions during the rolling restart, %d failed", ok+failed, failed)
-	figureText("admissions during a webhook rolling restart", fmt.Sprintf("%d, %d failed", ok+failed, failed))
+	for _, f := range failed {
+		t.Errorf("admission during the rollout: %s", f)
+	}
+	t.Logf("%d admissions during the rolling restart, %d failed", ok+len(failed), len(failed))
+	figureText("admissions during a webhook rolling restart", fmt.Sprintf("%d, %d failed", ok+len(failed), len(failed)))
+}
+
+// TestCertRotation rotates the webhook's serving certificate in the
+// shipped overlay's own-CA mode while annotated pods are admitted in a
+// stream. The certificate's life is cut to 45 s (--cert-lifetime, checked
+// every 2 s), so certmagic renews it about every 30 s as it renews the
+// default 7-day one with a third left. Handshakes made the way the API
+// server makes them (from the node's network namespace to the Service's
+// endpoints, verified against the CA in the webhook configurations'
+// caBundle) see each new certificate; no admission may fail. The webhook
+// keeps rotating after the test: nothing in the suite minds, and TestHelm
+// removes this install (a reinstall brings back the shipped settings).
+func TestCertRotation(t *testing.T) {
+	e := installed(t)
+	ctx := ctxT(t, 8*time.Minute)
+	const ns, deploy = "mcpguard-system", "deployment/mcpguard-webhook"
+	// The stored 7-day certificate would be loaded and kept: remove it, so
+	// the new replicas issue short-lived ones.
+	patch := `[{"op":"add","path":"/spec/template/spec/containers/0/args/-","value":"--cert-lifetime=45s"},` +
+		`{"op":"add","path":"/spec/template/spec/containers/0/args/-","value":"--renew-check-interval=2s"}]`
+	if _, err := e.kubectl(ctx, "-n", ns, "patch", deploy, "--type=json", "-p", patch); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.kubectl(ctx, "-n", ns, "delete", "secret", "mcpguard-webhook-certs", "--ignore-not-found"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.kubectl(ctx, "-n", ns, "rollout", "status", deploy, "--timeout=300s"); err != nil {
+		t.Fatal(err)
+	}
+	caSecret, err := e.kc.CoreV1().Secrets(ns).Get(ctx, "mcpguard-webhook-ca", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(caSecret.Data["tls.crt"]) {
+		t.Fatal("the CA Secret holds no certificate")
+	}
+	mwc, err := e.kc.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "mcpguard", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(mwc.Webhooks[0].ClientConfig.CABundle, caSecret.Data["tls.crt"]) {
+		t.Fatal("the MutatingWebhookConfiguration's caBundle is not the CA")
+	}
+	// The API server (--enable-aggregator-routing) dials the Service's
+	// ready endpoints; so does served, each of them in turn.
+	var turn int
+	served := func() (string, time.Duration, error) {
+		eps, err := e.kc.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=mcpguard-webhook"})
+		if err != nil {
+			return "", 0, err
+		}
+		var addrs []string
+		for _, sl := range eps.Items {
+			for _, ep := range sl.Endpoints {
+				if ep.Conditions.Ready != nil && *ep.Conditions.Ready && len(sl.Ports) > 0 && sl.Ports[0].Port != nil {
+					addrs = append(addrs, net.JoinHostPort(ep.Addresses[0], fmt.Sprint(*sl.Ports[0].Port)))
+				}
+			}
+		}
+		if len(addrs) == 0 {
+			return "", 0, errors.New("the webhook Service has no ready endpoint")
+		}
+		turn++
+		c, err := e.n.Dial(ctx, "tcp", addrs[turn%len(addrs)])
+		if err != nil {
+			return "", 0, err
+		}
+		defer c.Close()
+		tc := tls.Client(c, &tls.Config{RootCAs: roots, ServerName: "mcpguard-webhook." + ns + ".svc", MinVersion: tls.VersionTLS12})
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return "", 0, err
+		}
+		leaf := tc.ConnectionState().PeerCertificates[0]
+		return leaf.SerialNumber.String(), leaf.NotAfter.Sub(leaf.NotBefore), nil
+	}
+	first, life, err := served()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if life > time.Minute {
+		t.Fatalf("the webhook serves a certificate good for %v: the 45 s lifetime did not take", life)
+	}
+	serials := []string{first}
+	var handshakes int
+	var handshakeErrs []string
+	t0 := time.Now()
+	last := time.Now()
+	ok, failed := e.admitStream(ctx, func() bool {
+		if time.Since(last) >= time.Second {
+			last = time.Now()
+			handshakes++
+			s, _, err := served()
+			switch {
+			case err != nil:
+				handshakeErrs = append(handshakeErrs, err.Error())
+			case !slices.Contains(serials, s):
+				serials = append(serials, s)
+				t.Logf("%5.1fs: serving certificate %s", time.Since(t0).Seconds(), s)
+			}
+		}
+		// Three rotations, or give up.
+		return len(serials) > 3 || time.Since(t0) > 3*time.Minute
+	})
+	for _, f := range failed {
+		t.Errorf("admission during certificate rotation: %s", f)
+	}
+	for _, h := range handshakeErrs {
+		t.Errorf("handshake during certificate rotation: %s", h)
+	}
+	if len(serials) < 3 {
+		t.Errorf("%d certificates served in %.0fs: want at least two rotations", len(serials), time.Since(t0).Seconds())
+	}
+	t.Logf("%d admissions and %d handshakes over %d rotations in %.0fs: %d admissions and %d handshakes failed",
+		ok+len(failed), handshakes, len(serials)-1, time.Since(t0).Seconds(), len(failed), len(handshakeErrs))
+	figureText("admissions during serving-cert rotation (own CA)", fmt.Sprintf("%d over %d rotations in %.0fs, %d failed", ok+len(failed), len(serials)-1, time.Since(t0).Seconds(), len(failed)))
 }
 
 // TestDrain deletes an injected pod while a call is in flight through its
