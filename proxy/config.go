@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"strings"
 	"time"
@@ -70,6 +71,12 @@ type Config struct {
 	// UpstreamToken returns the bearer token sent upstream, read per request
 	// so a rotated projected token is picked up. Nil sends none.
 	UpstreamToken func() (string, error)
+	// UpstreamTransport, when set, wraps the transport every gateway request
+	// goes through, so that it can add credentials and answer the gateway's
+	// 401 itself (`mcpguard connect`'s OAuth sign-in). What it returns is
+	// what the proxy sees; a body it resends comes from Request.GetBody.
+	// Nil: the transport is used as it is.
+	UpstreamTransport func(http.RoundTripper) http.RoundTripper
 	// ForwardAuthorization passes the agent's own Authorization header
 	// upstream when UpstreamToken is nil. Default false: in a pod the
 	// sidecar's credential is the only one the gateway should see.

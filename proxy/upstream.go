@@ -79,6 +79,9 @@ func newUpstream(cfg *Config) (*upstream, error) {
 	}
 	t.Protocols = protocols
 	rt := http.RoundTripper(t)
+	if cfg.UpstreamTransport != nil {
+		rt = cfg.UpstreamTransport(rt)
+	}
 	return &upstream{
 		url:           cfg.Upstream,
 		host:          cfg.UpstreamHost,
