@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"mcpguard.dev/mcpguard/internal/oauthlogin"
 	"mcpguard.dev/mcpguard/proxy"
 )
 
@@ -48,6 +49,11 @@ type connectOptions struct {
 	CallTimeout  time.Duration
 	LogLevel     string
 	MaxBodyBytes int
+	// OAuth (internal/oauthlogin): used when no token flag is given.
+	Login     bool
+	Logout    bool
+	NoBrowser bool
+	Scopes    string
 }
 
 func newConnectCmd() *cobra.Command {
@@ -62,12 +68,23 @@ launches "mcpguard connect --policy FILE https://gateway.example.com/mcp".
 TLS uses the system roots, or only the CA certificates in --ca. The bearer
 token comes from the environment variable --token-env or the file --token-file
 (re-read when it changes). A gateway that loses the session is re-initialized
-transparently; the server-to-client stream is resumed with Last-Event-ID.`,
+transparently; the server-to-client stream is resumed with Last-Event-ID.
+
+Without a token flag, a gateway that asks for OAuth (MCP's authorization spec:
+a 401 leading to its metadata) is signed in to: dynamic client registration,
+PKCE, the browser sent to the authorization server and back to a listener on
+127.0.0.1. The sign-in is kept in the OS keyring (else a file readable only by
+you, with a warning) and refreshed as it expires. "connect --login URL" signs in
+from a terminal ahead of time, "--login --scope" asks for more scope, and
+"connect --logout URL" forgets the sign-in.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.URL = args[0]
 			if err := o.check(); err != nil {
 				return &exitError{code: exitUsage, err: err}
+			}
+			if o.Login || o.Logout {
+				return runSignIn(cmd.Context(), o, os.Stderr)
 			}
 			return runConnect(cmd.Context(), o, os.Stdin, os.Stdout)
 		},
@@ -82,14 +99,30 @@ transparently; the server-to-client stream is resumed with Last-Event-ID.`,
 	f.DurationVar(&o.CallTimeout, "call-timeout", 0, "bound one call, stream included (default 10m)")
 	f.IntVar(&o.MaxBodyBytes, "max-body-bytes", 0, "largest message accepted either way (default 4 MiB)")
 	f.StringVar(&o.LogLevel, "log-level", o.LogLevel, "debug, info, warn or error (logs go to stderr)")
+	f.BoolVar(&o.Login, "login", false, "sign in to the gateway with OAuth now (browser), keep the sign-in, and exit")
+	f.BoolVar(&o.Logout, "logout", false, "forget the gateway's OAuth sign-in (tokens and client registration) and exit")
+	f.BoolVar(&o.NoBrowser, "no-browser", false, "print the OAuth sign-in URL instead of opening a browser")
+	f.StringVar(&o.Scopes, "scope", "", "OAuth scopes to ask for, space-separated (default: those the gateway names)")
 	addConfigFlag(cmd)
 	return cmd
 }
 
 func (o *connectOptions) check() error {
 	var errs []error
-	if err := o.policyChoice.check(); err != nil {
-		errs = append(errs, err)
+	switch {
+	case o.Login && o.Logout:
+		errs = append(errs, errors.New("--login and --logout exclude each other: choose one"))
+	case (o.Login || o.Logout) && (o.TokenEnv != "" || o.TokenFile != ""):
+		errs = append(errs, errors.New("--login and --logout are for OAuth sign-ins; a --token-env or --token-file gateway has none"))
+	case o.Login || o.Logout:
+		// Signing in needs no policy: no call is relayed.
+	default:
+		if err := o.policyChoice.check(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if o.Scopes != "" && (o.TokenEnv != "" || o.TokenFile != "") {
+		errs = append(errs, errors.New("--scope is for OAuth sign-ins; a --token-env or --token-file gateway has none"))
 	}
 	if o.TokenEnv != "" && o.TokenFile != "" {
 		errs = append(errs, errors.New("--token-env and --token-file exclude each other: choose one"))
@@ -123,16 +156,8 @@ func runConnect(ctx context.Context, o connectOptions, stdin io.Reader, stdout i
 		SessionIdleTimeout: sessionForever,
 		Logger:             log,
 	}
-	if o.CA != "" {
-		pem, err := os.ReadFile(o.CA)
-		if err != nil {
-			return &exitError{code: exitUsage, err: fmt.Errorf("ca: %v", err)}
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return &exitError{code: exitUsage, err: fmt.Errorf("ca: %q holds no PEM certificate", o.CA)}
-		}
-		cfg.UpstreamTLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	if cfg.UpstreamTLS, err = o.tlsConfig(); err != nil {
+		return &exitError{code: exitUsage, err: err}
 	}
 	switch {
 	case o.TokenEnv != "":
@@ -142,6 +167,20 @@ func runConnect(ctx context.Context, o connectOptions, stdin io.Reader, stdout i
 		cfg.UpstreamToken = tokenFile(o.TokenFile)
 		if _, err := cfg.UpstreamToken(); err != nil {
 			return &exitError{code: exitUsage, err: fmt.Errorf("token-file: %v", err)}
+		}
+	default:
+		// No token given: the gateway may ask for an OAuth sign-in, which
+		// happens now, before the client's first message is read.
+		oc, err := o.oauth(cfg.UpstreamTLS)
+		if err != nil {
+			return &exitError{code: exitUsage, err: err}
+		}
+		sess, err := oauthlogin.Connect(ctx, oc)
+		if err != nil {
+			return &exitError{code: exitUsage, err: fmt.Errorf("%v\nnext: pass the gateway's token with --token-env or --token-file if it takes a static one, or run `mcpguard connect --login %s` in a terminal", err, o.URL)}
+		}
+		if sess != nil {
+			cfg.UpstreamTransport = sess.Transport
 		}
 	}
 	obs, err := o.observe.setup(ctx, log, &cfg)
@@ -168,6 +207,73 @@ func runConnect(ctx context.Context, o connectOptions, stdin io.Reader, stdout i
 	}
 	log.Info("mcpguard connect bridging stdio to the gateway", "upstream", o.URL, "version", versionString())
 	return b.Run(context.WithoutCancel(ctx), stdin, stdout)
+}
+
+// tlsConfig is the TLS toward the gateway (and its authorization server):
+// the CA certificates in --ca, or nil for the system roots.
+func (o *connectOptions) tlsConfig() (*tls.Config, error) {
+	if o.CA == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(o.CA)
+	if err != nil {
+		return nil, fmt.Errorf("ca: %v", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("ca: %q holds no PEM certificate", o.CA)
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}
+
+// oauth is the sign-in configuration for the gateway. The sign-in
+// messages go to stderr, where an MCP client shows a server's log.
+func (o *connectOptions) oauth(tlsConfig *tls.Config) (oauthlogin.Config, error) {
+	store, err := oauthlogin.DefaultStore(os.Stderr)
+	if err != nil {
+		return oauthlogin.Config{}, err
+	}
+	cfg := oauthlogin.Config{
+		Server: o.URL,
+		// A transport of its own, so the SDK's discovery keeps its guard
+		// against metadata that points at private addresses.
+		HTTPClient: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConfig}},
+		Store:      store,
+		Scopes:     strings.Fields(o.Scopes),
+		Out:        os.Stderr,
+	}
+	if !o.NoBrowser {
+		cfg.Browser = oauthlogin.OpenBrowser
+	}
+	return cfg, nil
+}
+
+// runSignIn is `connect --login` and `connect --logout`.
+func runSignIn(ctx context.Context, o connectOptions, stderr io.Writer) error {
+	tlsConfig, err := o.tlsConfig()
+	if err != nil {
+		return &exitError{code: exitUsage, err: err}
+	}
+	cfg, err := o.oauth(tlsConfig)
+	if err != nil {
+		return &exitError{code: exitUsage, err: err}
+	}
+	if o.Logout {
+		found, err := oauthlogin.Logout(cfg)
+		switch {
+		case err != nil:
+			return &exitError{code: exitFail, err: err}
+		case found:
+			fmt.Fprintf(stderr, "mcpguard: forgot the sign-in to %s\n", o.URL)
+		default:
+			fmt.Fprintf(stderr, "mcpguard: no sign-in to %s was kept\n", o.URL)
+		}
+		return nil
+	}
+	if _, err := oauthlogin.Login(ctx, cfg, nil); err != nil {
+		return &exitError{code: exitFail, err: err}
+	}
+	return nil
 }
 
 // memListener is a net.Listener whose connections are in-memory pipes,
