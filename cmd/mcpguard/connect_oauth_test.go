@@ -207,3 +207,73 @@ func TestConnectOAuth(t *testing.T) {
 		t.Errorf("after --logout: %v remain", files)
 	}
 }
+
+// TestConnectOAuthRefusals: a token the server refuses before its expiry
+// (revoked) is refreshed and the call retried; a 403 insufficient_scope
+// says which scope and the command that asks for it, and `connect --login
+// --scope` then gets it, with the registration of the first sign-in. The
+// authorization server publishes only OpenID discovery metadata.
+func TestConnectOAuthRefusals(t *testing.T) {
+	srv := oauthtest.Start(t, oauthtest.Options{OIDCOnly: true})
+	env, _ := signInEnv(t)
+
+	b := newBrowser(t)
+	cs := oauthConnect(t, srv, env, b)
+	echoOK(t, cs, "first")
+
+	srv.RevokeAccessTokens()
+	refused := srv.Refused.Load()
+	echoOK(t, cs, "after revocation")
+	if srv.Refused.Load() == refused || srv.RefreshGrants.Load() != 1 {
+		t.Errorf("after the access token was revoked: %d refusals, %d refreshes; want a 401 then one refresh",
+			srv.Refused.Load()-refused, srv.RefreshGrants.Load())
+	}
+
+	_, err := callText(t, cs, "admin", nil)
+	want := "run `mcpguard connect --login --scope \"mcp admin\" " + srv.Endpoint() + "`"
+	if err == nil || !strings.Contains(err.Error(), "403 insufficient_scope") || !strings.Contains(err.Error(), want) {
+		t.Fatalf("admin without its scope: err = %v, want the scope and %s", err, want)
+	}
+	cs.Close()
+
+	login := exec.Command(mcpguardBin(t), "connect", "--login", "--no-browser", "--scope", "mcp admin", srv.Endpoint())
+	login.Env = env
+	lb := newBrowser(t)
+	login.Stderr = lb
+	if err := login.Run(); err != nil || !strings.Contains(lb.out.String(), "signed in to "+srv.Endpoint()) {
+		t.Fatalf("connect --login --scope: %v\n%s", err, lb.out.String())
+	}
+	if !strings.Contains(lb.out.String(), "scope=mcp+admin") {
+		t.Errorf("the sign-in URL did not ask for the scopes given:\n%s", lb.out.String())
+	}
+	if n := srv.Registrations.Load(); n != 1 {
+		t.Errorf("%d registrations: the second sign-in registered again instead of using the kept registration", n)
+	}
+
+	cs2 := oauthConnect(t, srv, env, newBrowser(t))
+	if got, err := callText(t, cs2, "admin", nil); err != nil || got != "admin done" {
+		t.Errorf("admin after signing in with its scope: %q, %v", got, err)
+	}
+}
+
+// TestConnectOAuthNotOffered: a gateway that answers 401 without OAuth
+// metadata (it wants a static token) ends connect at once with what to do.
+func TestConnectOAuthNotOffered(t *testing.T) {
+	g := startGateway(t)
+	env, _ := signInEnv(t)
+	cmd := exec.Command(mcpguardBin(t), "connect", "--allow-all", "--ca", g.caFile, g.srv.URL+"/mcp")
+	cmd.Env = env
+	cmd.Stdin = strings.NewReader("")
+	out, err := cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); code != exitUsage {
+		t.Errorf("exit %d (%v), want %d", code, err, exitUsage)
+	}
+	for _, want := range []string{"publishes no OAuth metadata", "--token-env or --token-file"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if g.authBad.Load() == 0 {
+		t.Error("the gateway was never asked")
+	}
+}

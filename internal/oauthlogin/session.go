@@ -45,7 +45,9 @@ type Session struct {
 // token refreshed if it expired), else a new sign-in when the server asks
 // for one (a 401 that leads to OAuth metadata). It returns nil, nil when
 // the server asks for none, and an error wrapping ErrNoOAuth for a 401
-// without metadata.
+// without metadata. A server that cannot be asked (not up yet) gets a
+// session without a sign-in, whose Transport answers a later 401 with the
+// command that signs in.
 func Connect(ctx context.Context, cfg Config) (*Session, error) {
 	cfg.defaults()
 	creds, err := cfg.Store.Load(cfg.Server)
@@ -62,7 +64,8 @@ func Connect(ctx context.Context, cfg Config) (*Session, error) {
 	}
 	ch, _, err := Challenge(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("asking %s whether it wants a sign-in: %v", cfg.Server, err)
+		fmt.Fprintf(cfg.Out, "mcpguard: could not ask %s whether it wants a sign-in (%v); going on without one\n", cfg.Server, err)
+		return &Session{cfg: cfg}, nil
 	}
 	if ch == nil {
 		return nil, nil
@@ -84,6 +87,9 @@ func Logout(cfg Config) (bool, error) { return cfg.Store.Delete(cfg.Server) }
 func (s *Session) token(ctx context.Context, refused string) (*oauth2.Token, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.creds == nil {
+		return nil, nil
+	}
 	tok := s.creds.Token
 	switch {
 	case refused == "" && usable(tok):
@@ -158,6 +164,14 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		closeBody(req)
 		return nil, err
+	}
+	if tok == nil { // no sign-in
+		res, err := t.base.RoundTrip(req)
+		if err == nil && res.StatusCode == http.StatusUnauthorized {
+			drain(res)
+			return nil, t.s.relogin("it asks for a sign-in (401) and none is kept")
+		}
+		return res, err
 	}
 	res, err := t.send(req, tok)
 	if err != nil {
