@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 )
 
 // compiled is a policy ready to decide: validated, every pattern parsed and
@@ -38,7 +39,18 @@ type compiled struct {
 	names          []string          // metadata.name of each document
 	// resolveSymlinks is spec.paths.resolveSymlinks of any document.
 	resolveSymlinks bool
+	// approval is spec.approval: how "confirm" rules ask.
+	approval approvalSpec
 }
+
+// approvalSpec is a compiled Approval.
+type approvalSpec struct {
+	timeout time.Duration
+	queue   bool
+}
+
+// defaultApprovalTimeout is spec.approval.timeout's default.
+const defaultApprovalTimeout = 60 * time.Second
 
 // rule is a compiled Rule.
 type rule struct {
@@ -48,6 +60,8 @@ type rule struct {
 	glob    bool
 	servers []string
 	allow   bool
+	// confirm: an allow needs a person's approval (action "confirm").
+	confirm bool
 	reason  string
 	// allowReason is the reason of an allow, made once.
 	allowReason string
@@ -141,6 +155,8 @@ func compile(srcs []source) (*compiled, error) {
 	var modules []regoModuleSource
 	var queries []string
 	modeSet, actionSet := "", ""
+	approvalSet := false
+	c.approval = approvalSpec{timeout: defaultApprovalTimeout}
 	var patterns []SecretPattern
 	// Rule ids name decisions in logs and metrics: two rules with one id
 	// would make a decision ambiguous.
@@ -268,6 +284,13 @@ func compile(srcs []source) (*compiled, error) {
 				c.elicitation = register(el, f+"spec.elicitation", compileRule(el, f+"spec.elicitation", s.Elicitation, "elicitation", &queries))
 			}
 			compilePins(el, f+"spec.pins", &s.Pins, &c.pins)
+			if s.Approval != nil {
+				if approvalSet {
+					el.add(f+"spec.approval", "is set by another document too; policies loaded together share one")
+				}
+				approvalSet = true
+				c.approval = compileApproval(el, f+"spec.approval", s.Approval)
+			}
 			c.resolveSymlinks = c.resolveSymlinks || s.Paths.ResolveSymlinks
 			if s.Secrets != nil || s.Poisoning != nil {
 				c.contentDefault = compileContent(el, f+"spec", s.Secrets, s.Poisoning, c.contentDefault)
@@ -324,6 +347,25 @@ func compile(srcs []source) (*compiled, error) {
 		return nil, all
 	}
 	return c, nil
+}
+
+func compileApproval(el *errorList, fp string, a *Approval) approvalSpec {
+	out := approvalSpec{timeout: defaultApprovalTimeout}
+	if a.Timeout != "" {
+		d, err := time.ParseDuration(a.Timeout)
+		if err != nil || d <= 0 || d > time.Hour {
+			el.add(fp+".timeout", "is %q; write how long a person has to answer as a Go duration up to 1h, e.g. \"60s\"", a.Timeout)
+		}
+		out.timeout = d
+	}
+	switch a.Fallback {
+	case "", "deny":
+	case "queue":
+		out.queue = true
+	default:
+		el.add(fp+".fallback", "is %q; write \"deny\" or \"queue\"", a.Fallback)
+	}
+	return out
 }
 
 func validPrefix(s string) bool {
@@ -415,12 +457,17 @@ func compileRule(el *errorList, fp string, r *Rule, match string, queries *[]str
 	switch r.Action {
 	case "", "allow":
 		out.allow = true
+	case "confirm":
+		out.allow, out.confirm = true, true
+		if match != "tool" {
+			el.add(fp+".action", "is \"confirm\", which applies to tools only; write \"allow\" or \"deny\"")
+		}
 	case "deny":
 		if len(r.Checks) > 0 {
 			el.add(fp+".checks", "are never evaluated: the rule's action is \"deny\"; remove them or the action")
 		}
 	default:
-		el.add(fp+".action", "is %q; write \"allow\" or \"deny\"", r.Action)
+		el.add(fp+".action", "is %q; write \"allow\", \"deny\" or, on a tool, \"confirm\"", r.Action)
 	}
 	ids := map[string]bool{}
 	for i := range r.Checks {

@@ -45,6 +45,24 @@ type Decision struct {
 	// or a tool result (MethodToolResult) with secrets redacted. It holds
 	// content, so it is never logged.
 	Rewrite json.RawMessage `json:"-"`
+	// Confirm, set on a denial by a rule whose action is "confirm" (every
+	// check passed), says the call may go on once a person approves it. A
+	// proxy that does not ask anyone leaves it denied.
+	Confirm *Confirm `json:"confirm,omitempty"`
+}
+
+// Confirm is how a call that needs a person's approval is put to one.
+type Confirm struct {
+	// Timeout is how long the person has to answer; then the call is
+	// denied.
+	Timeout time.Duration `json:"timeout"`
+	// Queue: a client that cannot ask its user (no elicitation) waits on
+	// the approval queue instead of being denied.
+	Queue bool `json:"queue,omitempty"`
+	// Arguments are the call's canonical arguments with every secret the
+	// policy's scanner finds redacted, to show the person. They are
+	// content: never logged or traced.
+	Arguments json.RawMessage `json:"-"`
 }
 
 // Blocks reports whether the proxy must stop the call: the policy denied it

@@ -180,7 +180,28 @@ func (e *Engine) decideTool(ctx context.Context, c *compiled, in *Input, list bo
 	if d = c.screenArguments(in, cp, d); d.Allow && r.limits != nil {
 		d = e.admit(r, in, d)
 	}
+	if d.Allow && r.confirm {
+		d = c.confirmDecision(r, in)
+	}
 	return d
+}
+
+// confirmDecision is the denial that stands until a person approves the
+// call: its checks, secret scan and limits all passed.
+func (c *compiled) confirmDecision(r *rule, in *Input) Decision {
+	shown := in.Arguments
+	if len(shown) == 0 {
+		shown = []byte("{}")
+	} else if red, err := walkStrings(shown, false, func(s string, _ bool) (string, bool, bool) {
+		r, kinds := c.scanner.Redact(s)
+		return r, len(kinds) > 0, false
+	}); err == nil {
+		shown = red
+	} else {
+		shown = []byte(`"(arguments not shown: they could not be read)"`)
+	}
+	return Decision{Rule: r.id, Reason: fmt.Sprintf("tool %q needs a person's approval (rule %q)", in.Tool, r.id),
+		Confirm: &Confirm{Timeout: c.approval.timeout, Queue: c.approval.queue, Arguments: shown}}
 }
 
 // notePoison remembers which tools' last listed definitions were hidden as

@@ -62,6 +62,23 @@ type Spec struct {
 	// terminal escapes and instruction-like markers; a rule's own block
 	// overrides it. nil: no checks.
 	Poisoning *Poisoning `yaml:"poisoning"`
+	// Approval says how calls of rules with action "confirm" are put to a
+	// person. nil: the defaults below.
+	Approval *Approval `yaml:"approval"`
+}
+
+// Approval says how a call that needs a person's approval (a rule's action
+// "confirm") is put to one (see docs/policy.md, "Human approval").
+type Approval struct {
+	// Timeout is how long a person has to answer, a Go duration; no answer
+	// in time denies the call. Default "60s".
+	Timeout string `yaml:"timeout"`
+	// Fallback is what happens when the agent's client cannot ask its user
+	// (it did not declare MCP's elicitation capability, or speaks the
+	// stateless 2026-07-28 protocol): "deny" (the default) or "queue" (the
+	// call waits on the admin listener's approval queue, for `mcpguard
+	// approve|deny ID`).
+	Fallback string `yaml:"fallback"`
 }
 
 // Secrets says what happens to credentials found in tool results and
@@ -152,8 +169,10 @@ type Rule struct {
 	// Servers limits the rule to these upstream servers (Input.Server, or
 	// the gateway prefix the tool name carries). Empty: every server.
 	Servers []string `yaml:"servers"`
-	// Action is "allow" (the default: allowed when every check passes) or
-	// "deny" (always denied; the tool is hidden from tools/list).
+	// Action is "allow" (the default: allowed when every check passes),
+	// "deny" (always denied; the tool is hidden from tools/list) or
+	// "confirm" (tools only: when every check passes, a person approves the
+	// call before it is forwarded; see Approval).
 	Action string `yaml:"action"`
 	// Reason is what a denial by this rule says; a check's own reason wins.
 	Reason string `yaml:"reason"`
