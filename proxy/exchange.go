@@ -34,6 +34,8 @@ type exchange struct {
 	// gaveUp holds the forwarded requests the proxy answered itself
 	// (answerLeftovers): the gateway may still be working on them.
 	gaveUp []jsonrpc.ID
+	// out is where run delivers, for the proxy's own requests (ask).
+	out output
 }
 
 func (ex *exchange) sessionID() string {
@@ -61,6 +63,9 @@ type output interface {
 	accepted()
 	// fail answers the whole request with an error.
 	fail(e *callError)
+	// canAsk reports whether a request of the proxy's own can reach the
+	// agent before the answer ends: it takes an event stream.
+	canAsk() bool
 }
 
 // run screens the agent's messages, forwards what the policy allows and
@@ -73,18 +78,27 @@ func (ex *exchange) run(out output) {
 	defer func() { ex.cancelGivenUp(ctx) }()
 	ctx, out = ex.startSpans(ctx, out)
 	defer ex.endSpans()
+	ex.out = out
 
 	var forward, answers []*jsonrpc.Message
 	status := http.StatusOK
 	ex.waiting = make(map[string]string, len(ex.msgs))
 	for _, m := range ex.msgs {
-		fwd, ans, st, dropped := p.fromAgent(ex.spanContext(ctx, m), ex, m)
+		mctx := ex.spanContext(ctx, m)
+		fwd, ans, st, dropped, wait := p.fromAgent(mctx, ex, m)
+		if wait != nil {
+			// A call awaiting a person's approval; the answer comes on
+			// another POST of the session.
+			fwd, ans, st = wait(mctx)
+		}
 		switch {
 		case fwd != nil:
 			forward = append(forward, fwd)
 		case ans != nil:
 			answers = append(answers, ans)
 			status = st
+		case dropped == nil:
+			// The agent's answer to the proxy's own request: consumed.
 		case !ex.batch:
 			out.fail(dropped) // a lone response or notification refused
 			return
@@ -356,6 +370,20 @@ func (ex *exchange) answered(id jsonrpc.ID) (string, bool) {
 	return method, ok
 }
 
+// elicits: the session's initialize declared elicitation. A stateless
+// request has no session to ask on.
+func (ex *exchange) elicits() bool {
+	return ex.sess != nil && ex.sess.elicits() && ex.out != nil && ex.out.canAsk()
+}
+
+// ask delivers m on the exchange's answer, opening its event stream.
+func (ex *exchange) ask(m *jsonrpc.Message) bool {
+	if ex.out == nil || !ex.out.canAsk() || ex.out.stream() != nil {
+		return false
+	}
+	return ex.out.deliver(m, "") == nil
+}
+
 // negotiated: initialize is not an exchange's (Proxy.initialize).
 func (ex *exchange) negotiated(string) {}
 
@@ -551,6 +579,8 @@ func newHTTPOut(w http.ResponseWriter, r *http.Request, batch bool, sessionID st
 }
 
 func (o *httpOut) resumable() bool { return o.sw != nil }
+
+func (o *httpOut) canAsk() bool { return !o.done && (o.sw != nil || o.acceptSSE) }
 
 func (o *httpOut) stream() error {
 	if o.sw != nil || !(o.acceptSSE || o.forceStream) {

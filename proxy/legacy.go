@@ -256,6 +256,8 @@ func (o *legacyOut) stream() error { return nil }
 // resumable is false: an HTTP+SSE agent has no way to resume a stream.
 func (o *legacyOut) resumable() bool { return false }
 
+func (o *legacyOut) canAsk() bool { return true }
+
 func (o *legacyOut) deliver(m *jsonrpc.Message, _ string) error {
 	data, err := jsonrpc.Encode(m)
 	if err != nil {

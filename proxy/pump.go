@@ -37,6 +37,10 @@ type pump struct {
 	// refusedServer counts server requests refused for want of room to
 	// bookkeep them (fromGateway).
 	refusedServer atomic.Int64
+	// approvals are the calls awaiting a person's answer (approval.go);
+	// queueing reports whether the approval queue is served.
+	approvals approvals
+	queueing  atomic.Bool
 }
 
 // newPump returns the pump of a validated cfg; sessions counts the live
@@ -91,37 +95,73 @@ type conversation interface {
 	// cancelled forgets a request that the side dir cancelled
 	// (params.requestId, as written): its answer need not come.
 	cancelled(dir rules.Direction, requestID []byte)
+	// elicits reports whether the agent's client declared MCP's
+	// elicitation capability (form mode) for this conversation.
+	elicits() bool
+	// ask sends the agent a request or notification of the proxy's own
+	// (approval.go), now; false when it cannot be carried to the agent.
+	ask(m *jsonrpc.Message) bool
 }
 
 // fromAgent decides one message from the agent. It returns m (or the
 // message to forward in its place) when it goes to the gateway; otherwise
 // answer is the proxy's own answer to a refused request, with the HTTP
 // status that answer warrants on its own, or dropped says why a response
-// or notification, which cannot be answered, was not forwarded.
-func (pm *pump) fromAgent(ctx context.Context, c conversation, m *jsonrpc.Message) (fwd, answer *jsonrpc.Message, status int, dropped *callError) {
+// or notification, which cannot be answered, was not forwarded. All nil:
+// the message was the agent's answer to the proxy itself (approval.go).
+//
+// wait, when set, holds a call until a person approves it (the policy's
+// action "confirm"): calling it asks and returns what fromAgent would
+// have. It blocks up to the approval timeout, and the answer may come
+// from the same agent, so a transport whose one reader reads both (stdio)
+// calls it on a goroutine of its own.
+func (pm *pump) fromAgent(ctx context.Context, c conversation, m *jsonrpc.Message) (fwd, answer *jsonrpc.Message, status int, dropped *callError, wait func(context.Context) (fwd, answer *jsonrpc.Message, status int)) {
 	switch m.Kind() {
 	case jsonrpc.KindResponse:
+		if pm.answerApproval(c.scope(m), m) {
+			return nil, nil, 0, nil, nil
+		}
 		if !c.replied(m.ID) {
 			sc := c.scope(m)
 			pm.log.Warn("dropping a response to an unknown request", "id", m.ID.String(), "session", sc.session)
-			return nil, nil, 0, errInvalid("response id %s answers no outstanding server request", m.ID.String())
+			return nil, nil, 0, errInvalid("response id %s answers no outstanding server request", m.ID.String()), nil
 		}
-		return m, nil, 0, nil
+		return m, nil, 0, nil, nil
 	case jsonrpc.KindNotification:
 		if e := screenNotification(m); e != nil {
 			pm.log.Warn("refusing a request sent as a notification", "method", m.Method, "session", c.scope(m).session)
-			return nil, nil, 0, e
+			return nil, nil, 0, e, nil
 		}
 		pm.noteCancel(c, rules.FromAgent, m)
-		return m, nil, 0, nil
+		return m, nil, 0, nil, nil
 	}
-	if ans, st := pm.screen(ctx, c.scope(m), m); ans != nil {
-		return nil, ans, st, nil
+	ans, st, h := pm.screen(ctx, c.scope(m), m)
+	if h != nil {
+		return nil, nil, 0, nil, func(ctx context.Context) (*jsonrpc.Message, *jsonrpc.Message, int) {
+			d := pm.confirm(ctx, c, h)
+			if !d.Allow {
+				ans, st := denial(pm.cfg.DenyAs, m, h.in.Tool, d)
+				return nil, ans, st
+			}
+			if ans, st := pm.admitted(h.sc, m, h.in.Tool); ans != nil {
+				return nil, ans, st
+			}
+			return pm.forward(c, m)
+		}
 	}
+	if ans != nil {
+		return nil, ans, st, nil, nil
+	}
+	fwd, ans, st = pm.forward(c, m)
+	return fwd, ans, st, nil, nil
+}
+
+// forward records m as forwarded, or answers why it may not be.
+func (pm *pump) forward(c conversation, m *jsonrpc.Message) (fwd, answer *jsonrpc.Message, status int) {
 	if e := c.forwarding(m); e != nil {
-		return nil, &jsonrpc.Message{ID: m.ID, Error: e.rpc()}, e.status, nil
+		return nil, &jsonrpc.Message{ID: m.ID, Error: e.rpc()}, e.status
 	}
-	return m, nil, 0, nil
+	return m, nil, 0
 }
 
 // fromGateway decides one message from the gateway: toAgent is what to
@@ -151,6 +191,10 @@ func (pm *pump) fromGateway(ctx context.Context, c conversation, m *jsonrpc.Mess
 		return m, nil
 	}
 	sc := c.scope(m)
+	if ownsID(m.ID) {
+		pm.log.Warn("refusing a gateway request with an id in mcpguard's own space", "method", m.Method, "id", m.ID.String(), "session", sc.session)
+		return nil, &jsonrpc.Message{ID: m.ID, Error: errInvalid("request ids starting with %q are mcpguard's own; use another id", approvalIDPrefix).rpc()}
+	}
 	if ans := pm.screenServer(ctx, sc, m); ans != nil {
 		return nil, ans
 	}

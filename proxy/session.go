@@ -36,6 +36,13 @@ type session struct {
 	active int // requests in flight; an active session never expires
 }
 
+// elicits reports whether the agent declared elicitation at initialize.
+func (s *session) elicits() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return declaresElicitation(s.initParams)
+}
+
 func (s *session) upstream() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -143,6 +143,7 @@ type stdioConn struct {
 	waiting     map[string]pending // by id (ID.String), until the server answers
 	gone        bool               // the server's output ended: nothing will be answered
 	clientEnded bool
+	initParams  []byte // the client's initialize params: its capabilities
 }
 
 // pending is a client request awaiting the server's answer.
@@ -183,8 +184,23 @@ func (c *stdioConn) forwarding(m *jsonrpc.Message) *callError {
 		return errUnavailable("%d requests are already awaiting the MCP server: retry later", maxStdioInFlight)
 	default:
 		c.waiting[id] = pending{id: m.ID, method: m.Method}
+		if m.Method == "initialize" {
+			c.initParams = m.Params
+		}
 		return nil
 	}
+}
+
+// elicits: the client's initialize declared elicitation.
+func (c *stdioConn) elicits() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return declaresElicitation(c.initParams)
+}
+
+// ask writes m to the client.
+func (c *stdioConn) ask(m *jsonrpc.Message) bool {
+	return c.toClient.writeAll([]*jsonrpc.Message{m}, false) == nil
 }
 
 func (c *stdioConn) answered(id jsonrpc.ID) (string, bool) {
@@ -298,7 +314,13 @@ func (c *stdioConn) fromClient(ctx context.Context, line []byte) {
 	var forward, answers []*jsonrpc.Message
 	for _, m := range msgs {
 		tctx, st := p.tel.traceStdio(ctx, c.scope(m), m)
-		fwd, ans, _, dropped := p.fromAgent(tctx, c, m)
+		fwd, ans, _, dropped, wait := p.fromAgent(tctx, c, m)
+		if wait != nil {
+			// A call awaiting a person's approval: the answer comes
+			// through this reader, which must go on reading.
+			go c.await(tctx, m, st, wait)
+			continue
+		}
 		switch {
 		case fwd != nil:
 			fwd = st.forward(fwd)
@@ -326,6 +348,22 @@ func (c *stdioConn) fromClient(ctx context.Context, line []byte) {
 	}
 	if len(answers) > 0 {
 		c.toClient.writeAll(answers, batch)
+	}
+}
+
+// await forwards or answers a call once a person has decided on it.
+func (c *stdioConn) await(ctx context.Context, m *jsonrpc.Message, st *stdioTrace, wait func(context.Context) (*jsonrpc.Message, *jsonrpc.Message, int)) {
+	fwd, ans, _ := wait(ctx)
+	if ans != nil {
+		st.end(ans)
+		c.toClient.write(ans)
+		return
+	}
+	fwd = st.forward(fwd)
+	c.trace(m.ID, st)
+	if err := c.toServer.writeAll([]*jsonrpc.Message{fwd}, false); err != nil {
+		c.p.log.Warn("writing to the server failed", "session", c.sess.id, "err", err)
+		c.fail([]*jsonrpc.Message{fwd}, errUpstream(fmt.Errorf("writing to the MCP server failed: %v", err)))
 	}
 }
 

@@ -45,6 +45,10 @@ const scopeName = "mcpguard.dev/mcpguard/proxy"
 // spanPolicy names the child span of a policy decision.
 const spanPolicy = "mcpguard.policy"
 
+// spanApproval names the child span of a person's approval of a call
+// (approval.go): from the question to the answer.
+const spanApproval = "mcpguard.approval"
+
 // mcpguard's own attribute keys, beside the semantic conventions'.
 const (
 	// attrPolicyDecision is "allow" or "deny".
@@ -59,6 +63,11 @@ const (
 	attrPolicyDuration = attribute.Key("mcpguard.policy.duration")
 	// attrPolicyBlocked reports whether the proxy stopped the call.
 	attrPolicyBlocked = attribute.Key("mcpguard.policy.blocked")
+	// attrApprovalOutcome is how an approval ended: "confirmed",
+	// "declined", "timeout", "cancelled" or "unavailable".
+	attrApprovalOutcome = attribute.Key("mcpguard.approval.outcome")
+	// attrApprovalVia is who was asked: "elicitation" or "queue".
+	attrApprovalVia = attribute.Key("mcpguard.approval.via")
 )
 
 // Instrument names mcpguard adds to the conventions' MCP histograms.
@@ -222,10 +231,7 @@ func (t *telemetry) decided(ctx context.Context, span trace.Span, in *rules.Inpu
 	if t == nil {
 		return
 	}
-	decision := "deny"
-	if d.Allow {
-		decision = "allow"
-	}
+	decision := decisionName(d)
 	blocked := d.Blocks()
 	t.decisionCount.Add(ctx, 1, t.decisionOpt(metricMethod(in.Method), d.Rule, decision, string(d.Mode)))
 	t.policyDuration.Record(ctx, took.Seconds(), t.methodOpt(in.Method))
@@ -272,6 +278,51 @@ func (t *telemetry) decided(ctx context.Context, span trace.Span, in *rules.Inpu
 		Session: in.Session, ProtocolVersion: in.ProtocolVersion, Identity: in.Identity, Arguments: args,
 		Decision: decision, Rule: d.Rule, Reason: d.Reason, Mode: string(d.Mode), Blocked: blocked,
 		DurationUS: took.Microseconds()}
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		rec.TraceID, rec.SpanID = sc.TraceID().String(), sc.SpanID().String()
+	}
+	t.decisions.Log(rec)
+}
+
+// decisionName is a decision as logs and metrics name it: "allow",
+// "deny", or "confirm" for a call held for a person's approval.
+func decisionName(d rules.Decision) string {
+	switch {
+	case d.Allow:
+		return "allow"
+	case d.Confirm != nil:
+		return "confirm"
+	}
+	return "deny"
+}
+
+// approved records how a person's approval of a call ended: a span from
+// the question to the answer, the decision metric, and a decision-log
+// record carrying the outcome and who was asked.
+func (t *telemetry) approved(ctx context.Context, in *rules.Input, d rules.Decision, outcome, via string, took time.Duration) {
+	if t == nil {
+		return
+	}
+	decision := decisionName(d)
+	t.decisionCount.Add(ctx, 1, t.decisionOpt(metricMethod(in.Method), d.Rule, decision, string(d.Mode)))
+	if t.tracing {
+		_, span := t.tracer.Start(ctx, spanApproval, trace.WithSpanKind(trace.SpanKindInternal),
+			trace.WithTimestamp(time.Now().Add(-took)))
+		span.SetAttributes(semconv.GenAIToolName(in.Tool), attrPolicyRule.String(d.Rule), attrPolicyDecision.String(decision),
+			attrApprovalOutcome.String(outcome), attrApprovalVia.String(via), attrPolicyReason.String(d.Reason))
+		if d.Blocks() {
+			span.SetStatus(codes.Error, "denied")
+		}
+		span.End()
+		trace.SpanFromContext(ctx).SetAttributes(attrPolicyDecision.String(decision), attrApprovalOutcome.String(outcome))
+	}
+	if t.decisions == nil {
+		return
+	}
+	rec := &decisionlog.Record{Time: time.Now().UTC(), Method: in.Method, Tool: in.Tool, Server: in.Server,
+		Session: in.Session, ProtocolVersion: in.ProtocolVersion, Identity: in.Identity,
+		Decision: decision, Rule: d.Rule, Reason: d.Reason, Mode: string(d.Mode), Blocked: d.Blocks(),
+		DurationUS: took.Microseconds(), Approval: outcome, ApprovedBy: via}
 	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
 		rec.TraceID, rec.SpanID = sc.TraceID().String(), sc.SpanID().String()
 	}

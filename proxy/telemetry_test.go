@@ -733,6 +733,7 @@ type discardOutput struct{}
 
 func (discardOutput) stream() error                          { return nil }
 func (discardOutput) resumable() bool                        { return false }
+func (discardOutput) canAsk() bool                           { return false }
 func (discardOutput) deliver(*jsonrpc.Message, string) error { return nil }
 func (discardOutput) raw(string) error                       { return nil }
 func (discardOutput) finish(int)                             {}

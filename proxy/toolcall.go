@@ -23,11 +23,12 @@ import (
 
 // screen decides one agent request. It returns nil when the request may be
 // forwarded, or the answer that replaces it and the HTTP status that answer
-// warrants on its own.
-func (pm *pump) screen(ctx context.Context, sc scope, m *jsonrpc.Message) (*jsonrpc.Message, int) {
+// warrants on its own, or, when the policy wants a person's approval
+// first, the held call (approval.go).
+func (pm *pump) screen(ctx context.Context, sc scope, m *jsonrpc.Message) (*jsonrpc.Message, int, *held) {
 	mt, _ := rules.MethodOf(m.Method)
 	if !mt.Decided(rules.FromAgent) {
-		return nil, 0 // carries no target: nothing to decide
+		return nil, 0, nil // carries no target: nothing to decide
 	}
 	in := pm.input(sc, m.Method)
 	switch mt.Target {
@@ -36,11 +37,11 @@ func (pm *pump) screen(ctx context.Context, sc scope, m *jsonrpc.Message) (*json
 		// ones the policy decides (encoding/json ignores letter case).
 		name, ok, err := jsonrpc.LookupStringExact(m.Params, "name")
 		if err != nil || !ok {
-			return pm.invalidParams(m, `"params.name" must be a string naming the `+targetNoun(mt.Target)), http.StatusBadRequest
+			return pm.invalidParams(m, `"params.name" must be a string naming the `+targetNoun(mt.Target)), http.StatusBadRequest, nil
 		}
 		args, err := jsonrpc.LookupExact(m.Params, "arguments")
 		if err != nil {
-			return pm.invalidParams(m, `"params.arguments": `+err.Error()), http.StatusBadRequest
+			return pm.invalidParams(m, `"params.arguments": `+err.Error()), http.StatusBadRequest, nil
 		}
 		if string(args) == "null" {
 			// go-sdk's client sends "arguments": null for a call without
@@ -49,29 +50,41 @@ func (pm *pump) screen(ctx context.Context, sc scope, m *jsonrpc.Message) (*json
 			args = nil
 		}
 		if args != nil && args[0] != '{' {
-			return pm.invalidParams(m, `"params.arguments" must be an object`), http.StatusBadRequest
+			return pm.invalidParams(m, `"params.arguments" must be an object`), http.StatusBadRequest, nil
 		}
 		in.Tool, in.Arguments = name, args
 	case rules.ResourceRead:
 		if _, ok, err := jsonrpc.LookupStringExact(m.Params, "uri"); err != nil || !ok {
-			return pm.invalidParams(m, `"params.uri" must be a string`), http.StatusBadRequest
+			return pm.invalidParams(m, `"params.uri" must be a string`), http.StatusBadRequest, nil
 		}
 		in.Arguments = m.Params
 	default:
 		in.Arguments = m.Params
 	}
 	d := pm.decide(ctx, in)
-	if !d.Blocks() {
-		if mt.Target == rules.ToolCall && screensResults(pm.cfg.Policy, in.Tool) &&
-			!pm.callTools.note(keyOf(sc.session, sc.r, m.ID), in.Tool) {
-			// Fail closed: a result the proxy could not tie to its tool
-			// would reach the agent unscreened by the tool's rule.
-			e := errTooManyCalls(maxCallTools)
-			return &jsonrpc.Message{ID: m.ID, Error: e.rpc()}, e.status
-		}
-		return nil, 0
+	if d.Confirm != nil && d.Blocks() {
+		return nil, 0, &held{sc: sc, in: in, d: d}
 	}
-	return denial(pm.cfg.DenyAs, m, in.Tool, d)
+	if !d.Blocks() {
+		ans, st := pm.admitted(sc, m, in.Tool)
+		return ans, st, nil
+	}
+	ans, st := denial(pm.cfg.DenyAs, m, in.Tool, d)
+	return ans, st, nil
+}
+
+// admitted readies an allowed request for forwarding: a tools/call whose
+// result the policy screens is tied to its tool. It returns the answer
+// that refuses it when that cannot be done.
+func (pm *pump) admitted(sc scope, m *jsonrpc.Message, tool string) (*jsonrpc.Message, int) {
+	if mt, _ := rules.MethodOf(m.Method); mt.Target == rules.ToolCall && screensResults(pm.cfg.Policy, tool) &&
+		!pm.callTools.note(keyOf(sc.session, sc.r, m.ID), tool) {
+		// Fail closed: a result the proxy could not tie to its tool
+		// would reach the agent unscreened by the tool's rule.
+		e := errTooManyCalls(maxCallTools)
+		return &jsonrpc.Message{ID: m.ID, Error: e.rpc()}, e.status
+	}
+	return nil, 0
 }
 
 // input starts the policy's Input for a message of method in sc.
@@ -267,10 +280,7 @@ func (pm *pump) logDecision(in rules.Input, d rules.Decision, took time.Duration
 	if d.Blocks() {
 		level = slog.LevelWarn
 	}
-	decision := "allow"
-	if !d.Allow {
-		decision = "deny"
-	}
+	decision := decisionName(d)
 	// One line per call: typed attributes, not key-value arguments, which
 	// would box every value.
 	pm.log.LogAttrs(context.Background(), level, "policy decision", slog.String("method", in.Method),

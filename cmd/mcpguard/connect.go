@@ -192,6 +192,7 @@ func runConnect(ctx context.Context, o connectOptions, stdin io.Reader, stdout i
 	if err != nil {
 		return &exitError{code: exitUsage, err: err}
 	}
+	obs.serveApprovals(p.ApprovalHandler())
 	ln := newMemListener()
 	srv := &http.Server{Handler: p, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()

@@ -83,6 +83,7 @@ func newRootCmd() *cobra.Command {
 		newConnectCmd(),
 		newConfigCmd(),
 		newAuditCmd(),
+		newApprovalsCmd(), newApproveCmd(true), newApproveCmd(false),
 	)
 	root.AddCommand(clusterCommands()...)
 	return root

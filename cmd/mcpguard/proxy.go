@@ -329,6 +329,9 @@ func adminMux(p *proxy.Proxy, health *policyHealth) *http.ServeMux {
 		}
 		fmt.Fprintln(w, "ready")
 	})
+	// The approval queue (spec.approval.fallback: queue): `mcpguard
+	// approvals|approve|deny`. Loopback only: answering is approving.
+	mux.Handle("/approvals/", loopbackOnly(p.ApprovalHandler()))
 	return mux
 }
 

@@ -182,8 +182,17 @@ type observability struct {
 	tel       *telemetry.Telemetry
 	decisions *decisionlog.Writer
 	redact    func(json.RawMessage) json.RawMessage
-	admin     *http.Server // the stdio commands' --admin-listen; nil when none
-	instance  string       // the file recording this instance for traces --list; "" when none
+	admin     *http.Server   // the stdio commands' --admin-listen; nil when none
+	adminMux  *http.ServeMux // what admin serves, for the approval queue
+	instance  string         // the file recording this instance for traces --list; "" when none
+}
+
+// serveApprovals mounts an approval queue on the stdio commands' admin
+// listener, when there is one.
+func (ob *observability) serveApprovals(h http.Handler) {
+	if ob != nil && ob.adminMux != nil {
+		ob.adminMux.Handle("/approvals/", loopbackOnly(h))
+	}
 }
 
 // newObservability sets up telemetry for o.

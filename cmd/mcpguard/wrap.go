@@ -108,6 +108,7 @@ func (s *stdioObserve) setup(ctx context.Context, log *slog.Logger, cfg *proxy.C
 		mux := http.NewServeMux()
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 		ob.mount(mux)
+		ob.adminMux = mux
 		ob.admin = adminServer(mux)
 		go func() { _ = ob.admin.Serve(ln) }()
 		log.Info("admin listening", "traces", "http://"+ln.Addr().String()+"/traces")
@@ -228,6 +229,7 @@ func runWrap(ctx context.Context, o wrapOptions, argv []string, stdin io.Reader,
 	if err != nil {
 		return 0, &exitError{code: exitUsage, err: err}
 	}
+	obs.serveApprovals(relay.ApprovalHandler())
 
 	env, err := keyringEnv(o.KeyringEnv)
 	if err != nil {

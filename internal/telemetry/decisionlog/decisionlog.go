@@ -55,8 +55,17 @@ type Record struct {
 	// tracing is off and the agent sent no trace context.
 	TraceID string `json:"traceId,omitempty"`
 	SpanID  string `json:"spanId,omitempty"`
-	// DurationUS is how long the policy took, in microseconds.
+	// DurationUS is how long the policy took, in microseconds (for an
+	// approval, how long the person took).
 	DurationUS int64 `json:"durationUs"`
+	// Approval, on the record of a call a rule's action "confirm" held,
+	// is how it ended: "confirmed", "declined", "timeout", "cancelled"
+	// (the call ended first) or "unavailable" (no one could be asked).
+	// The record of the decision that held it says Decision "confirm".
+	Approval string `json:"approval,omitempty"`
+	// ApprovedBy says who was asked: "elicitation" (the agent's user,
+	// through MCP elicitation) or "queue" (`mcpguard approve|deny`).
+	ApprovedBy string `json:"approvedBy,omitempty"`
 
 	// Seq numbers the records of a chain from 1; it carries on across
 	// restarts (appending to the same file) and rotations (Reopen).
