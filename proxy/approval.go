@@ -250,7 +250,7 @@ func (pm *pump) approvalDone(ctx context.Context, h *held, outcome, via string, 
 // only one every elicitation-capable client has): a message and an empty
 // form, so the client shows accept, decline and cancel.
 type elicitParams struct {
-	Message         string     `json:"message"`
+	Message         string      `json:"message"`
 	RequestedSchema emptySchema `json:"requestedSchema"`
 }
 
