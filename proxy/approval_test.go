@@ -66,13 +66,12 @@ func (b *bodyTap) all() string {
 }
 
 type confirmEnv struct {
-	proxy  *httptest.Server
-	admin  *httptest.Server // the approval queue
-	tap    *bodyTap
-	log    *bytes.Buffer
-	logMu  *sync.Mutex
-	logs   *testpeers.Buffer
-	closeD func()
+	proxy *httptest.Server
+	admin *httptest.Server // the approval queue
+	tap   *bodyTap
+	log   *bytes.Buffer
+	logMu *sync.Mutex
+	logs  *testpeers.Buffer
 }
 
 func newConfirmEnv(t *testing.T, timeout, fallback string) *confirmEnv {
