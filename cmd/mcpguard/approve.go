@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
@@ -28,9 +27,6 @@ type adminTarget struct {
 
 func (t *adminTarget) flags(cmd *cobra.Command) {
 	t.admin = "http://127.0.0.1:9901"
-	if v := os.Getenv("MCPGUARD_ADMIN"); v != "" {
-		t.admin = v
-	}
 	f := cmd.Flags()
 	f.StringVar(&t.admin, "admin", t.admin, "the proxy's admin listener, host:port or URL (env MCPGUARD_ADMIN)")
 	f.StringVarP(&t.server, "server", "s", "", "the running wrap or connect instance wrapping this server (its name in the client's configuration)")
