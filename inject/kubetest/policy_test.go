@@ -42,21 +42,14 @@ func validatingConfiguration(base string) (*admissionregv1.ValidatingWebhookConf
 	return &vwc, nil
 }
 
-const brokenPolicy = `apiVersion: mcpguard.dev/v1alpha1
-kind: ToolPolicy
-metadata: {name: broken}
-spec:
-  defaultAction: deny
-  tools:
-    - tool: fetch_url
-      checks:
-        - argument: /url
-          url:
-            schemes: [https]
-            ports: [99999]
-    - tool: get_time
-      action: maybe
-`
+// brokenPolicy is policycheck's own broken test policy.
+var brokenPolicy = func() string {
+	b, err := os.ReadFile("../policycheck/testdata/broken.yaml")
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}()
 
 // waitValidating dry-runs a broken policy ConfigMap until the validating
 // webhook refuses it.

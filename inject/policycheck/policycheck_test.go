@@ -17,21 +17,16 @@ import (
 	"mcpguard.dev/mcpguard/rules"
 )
 
-const broken = `apiVersion: mcpguard.dev/v1alpha1
-kind: ToolPolicy
-metadata: {name: broken}
-spec:
-  defaultAction: deny
-  tools:
-    - tool: fetch_url
-      checks:
-        - argument: /url
-          url:
-            schemes: [https]
-            ports: [99999]
-    - tool: get_time
-      action: maybe
-`
+// broken is the policy both this package's tests and inject/kubetest's
+// (through a real kube-apiserver) refuse: a port out of range and an
+// unknown action, each with its line.
+var broken = func() string {
+	b, err := os.ReadFile("testdata/broken.yaml")
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}()
 
 const denyAll = `apiVersion: mcpguard.dev/v1alpha1
 kind: ToolPolicy
