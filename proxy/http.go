@@ -30,20 +30,32 @@ var sessionVersions = map[string]bool{
 // strings).
 func isStateless(v string) bool { return v >= versionStateless && len(v) == len(versionStateless) }
 
-// servePost handles one POST of the Streamable HTTP transport: a message or
-// a batch from the agent.
-func (p *Proxy) servePost(w http.ResponseWriter, r *http.Request) {
+// readMessages reads and strictly decodes the message or batch of an
+// agent's POST (Streamable HTTP or legacy SSE). When it returns false the
+// agent has been answered: an unreadable, oversized or undecodable body,
+// or requests while draining.
+func (p *Proxy) readMessages(w http.ResponseWriter, r *http.Request) (msgs []*jsonrpc.Message, batch, ok bool) {
 	body, cerr := p.readBody(w, r)
 	if cerr != nil {
 		p.reject(w, r, jsonrpc.NullID, cerr)
-		return
+		return nil, false, false
 	}
 	msgs, batch, err := jsonrpc.Decode(body, p.limits())
 	if err != nil {
 		p.reject(w, r, decodeErrorID(err), errorFromDecode(err))
-		return
+		return nil, false, false
 	}
 	if p.refuseRequestsWhileDraining(w, msgs) {
+		return nil, false, false
+	}
+	return msgs, batch, true
+}
+
+// servePost handles one POST of the Streamable HTTP transport: a message or
+// a batch from the agent.
+func (p *Proxy) servePost(w http.ResponseWriter, r *http.Request) {
+	msgs, batch, ok := p.readMessages(w, r)
+	if !ok {
 		return
 	}
 	headerVersion := r.Header.Get("Mcp-Protocol-Version")

@@ -156,17 +156,8 @@ func (p *Proxy) serveLegacyMessage(w http.ResponseWriter, r *http.Request) {
 		p.reject(w, r, jsonrpc.NullID, cerr)
 		return
 	}
-	body, cerr := p.readBody(w, r)
-	if cerr != nil {
-		p.reject(w, r, jsonrpc.NullID, cerr)
-		return
-	}
-	msgs, batch, err := jsonrpc.Decode(body, p.limits())
-	if err != nil {
-		p.reject(w, r, decodeErrorID(err), errorFromDecode(err))
-		return
-	}
-	if p.refuseRequestsWhileDraining(w, msgs) {
+	msgs, batch, ok := p.readMessages(w, r)
+	if !ok {
 		return
 	}
 	sess.mu.Lock()
