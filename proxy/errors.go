@@ -174,6 +174,14 @@ func denial(denyAs DenyAs, req *jsonrpc.Message, tool string, d rules.Decision) 
 	return resp, http.StatusOK
 }
 
+// errDenied refuses a notification, which cannot be answered, that the
+// policy (or the method table) refused; over HTTP it answers the POST.
+func errDenied(d rules.Decision) *callError {
+	data, _ := json.Marshal(deniedData{Rule: d.Rule, Reason: d.Explain()})
+	return &callError{status: http.StatusForbidden, code: CodePolicyDenied, data: data,
+		msg: fmt.Sprintf("denied by mcpguard policy (rule %s): %s", d.Rule, d.Explain())}
+}
+
 type toolErrorResult struct {
 	Content []textContent `json:"content"`
 	IsError bool          `json:"isError"`

@@ -132,6 +132,9 @@ func (pm *pump) fromAgent(ctx context.Context, c conversation, m *jsonrpc.Messag
 			pm.log.Warn("refusing a request sent as a notification", "method", m.Method, "session", c.scope(m).session)
 			return nil, nil, 0, e, nil
 		}
+		if _, d, ok := pm.admitMethod(ctx, c.scope(m), m, rules.FromAgent); !ok {
+			return nil, nil, 0, errDenied(d), nil
+		}
 		pm.noteCancel(c, rules.FromAgent, m)
 		return m, nil, 0, nil, nil
 	}
@@ -185,6 +188,10 @@ func (pm *pump) fromGateway(ctx context.Context, c conversation, m *jsonrpc.Mess
 	case jsonrpc.KindNotification:
 		if screenNotification(m) != nil {
 			pm.log.Warn("dropping a gateway request sent as a notification", "method", m.Method, "session", c.scope(m).session)
+			return nil, nil
+		}
+		if _, d, ok := pm.admitMethod(ctx, c.scope(m), m, rules.FromGateway); !ok {
+			pm.log.Warn("dropping a gateway notification of a method mcpguard does not relay", "method", m.Method, "rule", d.Rule, "session", c.scope(m).session)
 			return nil, nil
 		}
 		pm.noteCancel(c, rules.FromGateway, m)

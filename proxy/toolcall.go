@@ -26,7 +26,11 @@ import (
 // warrants on its own, or, when the policy wants a person's approval
 // first, the held call (approval.go).
 func (pm *pump) screen(ctx context.Context, sc scope, m *jsonrpc.Message) (*jsonrpc.Message, int, *held) {
-	mt, _ := rules.MethodOf(m.Method)
+	mt, d, ok := pm.admitMethod(ctx, sc, m, rules.FromAgent)
+	if !ok {
+		ans, st := denial(pm.cfg.DenyAs, m, "", d)
+		return ans, st, nil
+	}
 	if !mt.Decided(rules.FromAgent) {
 		return nil, 0, nil // carries no target: nothing to decide
 	}
@@ -58,10 +62,21 @@ func (pm *pump) screen(ctx context.Context, sc scope, m *jsonrpc.Message) (*json
 			return pm.invalidParams(m, `"params.uri" must be a string`), http.StatusBadRequest, nil
 		}
 		in.Arguments = m.Params
+	case rules.Completion:
+		uri, isResource, msg := completionTarget(m.Params)
+		if msg != "" {
+			return pm.invalidParams(m, msg), http.StatusBadRequest, nil
+		}
+		if !isResource {
+			return nil, 0, nil // about a prompt's arguments: no target
+		}
+		in.Arguments, _ = json.Marshal(struct {
+			URI string `json:"uri"`
+		}{uri})
 	default:
 		in.Arguments = m.Params
 	}
-	d := pm.decide(ctx, in)
+	d = pm.decide(ctx, in)
 	if d.Confirm != nil && d.Blocks() {
 		return nil, 0, &held{sc: sc, in: in, d: d}
 	}
@@ -87,6 +102,61 @@ func (pm *pump) admitted(sc scope, m *jsonrpc.Message, tool string) (*jsonrpc.Me
 	return nil, 0
 }
 
+// admitMethod decides whether m's method may travel in dir at all (issue
+// #14): a method of the table (rules.MethodOf) that travels that way may;
+// one the table has travelling only the other way may not ("sampling/
+// createMessage" from the agent); one outside the table, a near-miss
+// spelling of a method in it included, may only when the policy's
+// spec.methods names it. A refusal is logged, traced and counted like
+// every decision. mt is the table's entry; ok false is a refusal, d says
+// why.
+func (pm *pump) admitMethod(ctx context.Context, sc scope, m *jsonrpc.Message, dir rules.Direction) (mt rules.Method, d rules.Decision, ok bool) {
+	mt, known := rules.MethodOf(m.Method)
+	if known && mt.From&dir != 0 {
+		return mt, d, true
+	}
+	in := pm.input(sc, m.Method)
+	if !known {
+		d = pm.decide(ctx, in)
+		return mt, d, !d.Blocks()
+	}
+	sender, other := "gateway", "agent"
+	if dir == rules.FromAgent {
+		sender, other = "agent", "gateway"
+	}
+	d = rules.Deny("method", fmt.Sprintf("%s is not a message an %s sends: mcpguard's method table has it from the %s only", m.Method, sender, other))
+	if mt.From == 0 {
+		d = rules.Deny("method", fmt.Sprintf("%s is not an MCP method: mcpguard's method table uses the name for its own decisions", m.Method))
+	}
+	pm.record(ctx, in, d)
+	return mt, d, false
+}
+
+// completionTarget reads a completion/complete's params.ref: the URI (or URI
+// template) of a resource reference, whose completion is decided like a
+// resources/read of it; isResource false for a prompt reference, which
+// carries no target; msg says what is wrong with a ref that is neither.
+func completionTarget(params json.RawMessage) (uri string, isResource bool, msg string) {
+	ref, err := jsonrpc.LookupExact(params, "ref")
+	if err != nil || ref == nil || ref[0] != '{' {
+		return "", false, `"params.ref" must be an object`
+	}
+	typ, _, err := jsonrpc.LookupStringExact(ref, "type")
+	switch {
+	case err != nil:
+		return "", false, `"params.ref.type": ` + err.Error()
+	case typ == "ref/prompt":
+		return "", false, ""
+	case typ != "ref/resource":
+		return "", false, fmt.Sprintf(`"params.ref.type" is %q; completion/complete refers to "ref/resource" or "ref/prompt"`, typ)
+	}
+	uri, ok, err := jsonrpc.LookupStringExact(ref, "uri")
+	if err != nil || !ok {
+		return "", false, `"params.ref.uri" must be a string naming the resource`
+	}
+	return uri, true, ""
+}
+
 // input starts the policy's Input for a message of method in sc.
 func (pm *pump) input(sc scope, method string) rules.Input {
 	return rules.Input{Method: method, Session: sc.session, ProtocolVersion: sc.version, Identity: pm.identity(sc.r)}
@@ -106,13 +176,18 @@ func screenNotification(m *jsonrpc.Message) *callError {
 // screenServer decides a request the gateway sends the agent (sampling,
 // elicitation). It returns the error to answer the gateway with, or nil.
 func (pm *pump) screenServer(ctx context.Context, sc scope, m *jsonrpc.Message) *jsonrpc.Message {
-	if mt, _ := rules.MethodOf(m.Method); !mt.Decided(rules.FromGateway) {
+	mt, d, ok := pm.admitMethod(ctx, sc, m, rules.FromGateway)
+	if !ok {
+		pm.log.Warn("refusing a server request of a method mcpguard does not relay", "method", m.Method, "rule", d.Rule, "session", sc.session)
+		resp, _ := denial(DenyJSONRPCError, m, "", d)
+		return resp
+	}
+	if !mt.Decided(rules.FromGateway) {
 		return nil
 	}
 	in := pm.input(sc, m.Method)
 	in.Arguments = m.Params
-	d := pm.decide(ctx, in)
-	if !d.Blocks() {
+	if d = pm.decide(ctx, in); !d.Blocks() {
 		return nil
 	}
 	resp, _ := denial(DenyJSONRPCError, m, "", d)
@@ -270,6 +345,14 @@ func (pm *pump) decide(ctx context.Context, in rules.Input) (d rules.Decision) {
 		pm.tel.decided(ctx, span, &in, d, took)
 	}()
 	return pm.cfg.Policy.Decide(pctx, in)
+}
+
+// record records a decision the proxy made without asking the policy (a
+// method refused by the table itself) as decide records the policy's.
+func (pm *pump) record(ctx context.Context, in rules.Input, d rules.Decision) {
+	_, span := pm.tel.policySpan(ctx, &in)
+	pm.logDecision(in, d, 0)
+	pm.tel.decided(ctx, span, &in, d, 0)
 }
 
 func (pm *pump) logDecision(in rules.Input, d rules.Decision, took time.Duration) {

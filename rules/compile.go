@@ -21,6 +21,7 @@ type compiled struct {
 	defaultAllow  bool
 	defaultReason string
 	prefixes      []string
+	methods       methodSet // spec.methods
 	tools         []*rule
 	exact         map[string][]int // tool name → indices of exact-name rules
 	globs         []int            // indices of glob rules
@@ -220,6 +221,7 @@ func compile(srcs []source) (*compiled, error) {
 			if s.DefaultReason != "" {
 				c.defaultReason = s.DefaultReason
 			}
+			compileMethods(el, f+"spec.methods", s.Methods, &c.methods)
 			for i, pre := range s.Gateway.Prefixes {
 				if !validPrefix(pre) {
 					el.add(fmt.Sprintf("%sspec.gateway.prefixes[%d]", f, i), "is %q; a gateway prefix matches ^[a-z0-9][a-z0-9_]*$ (MCPServerRegistration spec.prefix), written without the trailing \"_\"", pre)

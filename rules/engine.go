@@ -89,7 +89,10 @@ func (e *Engine) Decide(ctx context.Context, in Input) (d Decision) {
 }
 
 func (e *Engine) decide(ctx context.Context, c *compiled, in *Input) Decision {
-	m, _ := MethodOf(in.Method)
+	m, known := MethodOf(in.Method)
+	if !known {
+		return c.decideMethod(in.Method)
+	}
 	switch m.Target {
 	case ToolCall:
 		return e.decideTool(ctx, c, in, false)
@@ -100,7 +103,7 @@ func (e *Engine) decide(ctx context.Context, c *compiled, in *Input) Decision {
 			return Decision{Rule: "tool-name", Reason: "the result names no valid tool"}
 		}
 		return e.decideResult(ctx, c, in)
-	case ResourceRead:
+	case ResourceRead, Completion:
 		return e.decideResource(ctx, c, in)
 	case PromptGet:
 		return e.decidePrompt(ctx, c, in)

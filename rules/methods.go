@@ -33,6 +33,11 @@ const (
 	PromptGet
 	// ResourceRead: Arguments = the whole params object ({"uri": ...}).
 	ResourceRead
+	// Completion: a completion/complete whose params.ref is a resource
+	// ("ref/resource") is decided as a resources/read of ref.uri (a URI or
+	// URI template), Arguments = {"uri": ref.uri}; one about a prompt
+	// ("ref/prompt") carries no target and is relayed.
+	Completion
 	// ServerRequest: a request the gateway sends the agent's user or model
 	// (sampling, elicitation); Arguments = the whole params object.
 	ServerRequest
@@ -108,11 +113,12 @@ var methods = []Method{
 	{Name: "ping", From: Both, Since: v20241105},
 	{Name: "resources/list", From: FromAgent, Since: v20241105},
 	{Name: "resources/templates/list", From: FromAgent, Since: v20241105},
-	{Name: "resources/subscribe", From: FromAgent, Since: v20241105},
+	// A subscription reads the resource, as its updates do.
+	{Name: "resources/subscribe", From: FromAgent, Target: ResourceRead, Since: v20241105},
 	{Name: "resources/unsubscribe", From: FromAgent, Since: v20241105},
 	{Name: "prompts/list", From: FromAgent, Since: v20241105},
 	{Name: "logging/setLevel", From: FromAgent, Since: v20241105},
-	{Name: "completion/complete", From: FromAgent, Since: v20241105},
+	{Name: "completion/complete", From: FromAgent, Target: Completion, Since: v20241105},
 	{Name: "roots/list", From: FromGateway, InputRequest: true, Since: v20241105},
 	{Name: "server/discover", From: FromAgent, Since: v20260728},
 	{Name: "subscriptions/listen", From: FromAgent, Since: v20260728},
@@ -145,7 +151,9 @@ var methodIndex = func() map[string]Method {
 }()
 
 // MethodOf returns the table's entry for name, matched exactly; ok is false
-// for a method the table does not list (its Target is then Relayed).
+// for a method the table does not list (its Target is then Relayed). A
+// method the table does not list is refused in either direction unless the
+// policy's spec.methods names it (Engine.Decide, rule "method").
 func MethodOf(name string) (m Method, ok bool) {
 	m, ok = methodIndex[name]
 	return m, ok

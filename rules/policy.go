@@ -34,6 +34,11 @@ type Spec struct {
 	DefaultAction string `yaml:"defaultAction"`
 	// DefaultReason replaces the generated reason of the default action.
 	DefaultReason string `yaml:"defaultReason"`
+	// Methods names the methods outside mcpguard's method table that pass,
+	// in both directions: exact names ("acme/sync") or a vendor's prefix
+	// ("acme/*"). Any other method outside the table is refused; a method
+	// of the table, or a near-miss spelling of one, is an error here.
+	Methods []string `yaml:"methods"`
 	// Gateway describes the MCP gateway in front of the tool servers.
 	Gateway Gateway `yaml:"gateway"`
 	// Rego lists the Rego modules that checks of kind "rego" query.

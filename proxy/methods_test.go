@@ -1,0 +1,441 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	sdkrpc "github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"mcpguard.dev/mcpguard/proxy/jsonrpc"
+	"mcpguard.dev/mcpguard/rules"
+)
+
+// gatewaySide is an MCP server as the proxy meets it: over Streamable HTTP
+// (for the agent's Streamable HTTP and legacy SSE transports, which the
+// proxy both carries to the gateway as Streamable HTTP) and over stdio.
+type gatewaySide struct {
+	http  http.Handler
+	stdio func(ctx context.Context, r io.ReadCloser, w io.WriteCloser)
+}
+
+// agentTransports are the transports an agent reaches the proxy by, each
+// wired through a proxy with cfg to the gateway g: a go-sdk client
+// transport, connected or used raw by the test.
+var agentTransports = []struct {
+	name string
+	wire func(t *testing.T, ctx context.Context, g gatewaySide, cfg func(*Config)) sdk.Transport
+}{
+	{"streamable-http", func(t *testing.T, ctx context.Context, g gatewaySide, cfg func(*Config)) sdk.Transport {
+		up := newTestServer(t, g.http)
+		_, px := newTestProxy(t, up.URL, cfg)
+		return &sdk.StreamableClientTransport{Endpoint: px.URL + "/mcp"}
+	}},
+	{"legacy-sse", func(t *testing.T, ctx context.Context, g gatewaySide, cfg func(*Config)) sdk.Transport {
+		up := newTestServer(t, g.http)
+		_, px := newTestProxy(t, up.URL, cfg)
+		return &sdk.SSEClientTransport{Endpoint: px.URL + "/sse"}
+	}},
+	{"stdio", func(t *testing.T, ctx context.Context, g gatewaySide, cfg func(*Config)) sdk.Transport {
+		c := Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		cfg(&c)
+		relay, err := NewStdio(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		clientR, clientW := io.Pipe()     // client → relay
+		toClientR, toClientW := io.Pipe() // relay → client
+		serverR, serverW := io.Pipe()     // server → relay
+		toServerR, toServerW := io.Pipe() // relay → server
+		sctx, cancel := context.WithCancel(ctx)
+		served := make(chan struct{})
+		go func() {
+			defer close(served)
+			g.stdio(sctx, toServerR, serverW)
+		}()
+		relayed := make(chan error, 1)
+		go func() {
+			relayed <- relay.Serve(sctx, StdioStreams{Client: clientR, ToClient: toClientW, Server: serverR, ToServer: toServerW})
+		}()
+		t.Cleanup(func() {
+			cancel()
+			clientW.Close()
+			serverW.Close()
+			toServerR.Close()
+			toClientR.Close()
+			<-relayed
+			<-served
+		})
+		return &sdk.IOTransport{Reader: toClientR, Writer: clientW}
+	}},
+}
+
+// methodsPolicy passes two methods outside the table and decides file
+// resources.
+const methodsPolicy = `apiVersion: mcpguard.dev/v1alpha1
+kind: ToolPolicy
+metadata: {name: methods}
+spec:
+  defaultAction: allow
+  methods: [acme/sync, "vendor/*"]
+  resources:
+    - id: workspace
+      uri: {schemes: [file], paths: [/workspace/*]}
+    - id: other-files
+      uri: {schemes: [file]}
+      action: deny
+`
+
+func methodsEngine(t *testing.T) *rules.Engine {
+	t.Helper()
+	e, err := rules.Parse("methods.yaml", []byte(methodsPolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// recorder keeps every byte a gateway received.
+type recorder struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.buf.Write(p)
+}
+
+func (r *recorder) String() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.buf.String()
+}
+
+// goSDKGateway is the go-sdk server with one tool, recording what it
+// received.
+func goSDKGateway(rec *recorder) gatewaySide {
+	newServer := func() *sdk.Server {
+		s := sdk.NewServer(&sdk.Implementation{Name: "upstream", Version: "1"}, nil)
+		s.AddTool(&sdk.Tool{Name: "echo", InputSchema: map[string]any{"type": "object"}},
+			func(context.Context, *sdk.CallToolRequest) (*sdk.CallToolResult, error) {
+				return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: "ran echo"}}}, nil
+			})
+		return s
+	}
+	s := newServer()
+	h := sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return s }, nil)
+	return gatewaySide{
+		http: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			body, _ := io.ReadAll(r.Body)
+			_, _ = rec.Write(append(body, '\n'))
+			r.Body = io.NopCloser(strings.NewReader(string(body)))
+			h.ServeHTTP(w, r)
+		}),
+		stdio: func(ctx context.Context, r io.ReadCloser, w io.WriteCloser) {
+			tee := struct {
+				io.Reader
+				io.Closer
+			}{io.TeeReader(r, rec), r}
+			_ = newServer().Run(ctx, &sdk.IOTransport{Reader: tee, Writer: w})
+		},
+	}
+}
+
+// rawAgent is a go-sdk client transport's connection, used message by
+// message.
+type rawAgent struct {
+	t    *testing.T
+	ctx  context.Context
+	conn sdk.Connection
+	next int64
+}
+
+func dialRaw(t *testing.T, ctx context.Context, tr sdk.Transport) *rawAgent {
+	t.Helper()
+	conn, err := tr.Connect(ctx)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	a := &rawAgent{t: t, ctx: ctx, conn: conn}
+	if res := a.call("initialize", `{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}`); res.Error != nil {
+		t.Fatalf("initialize: %v", res.Error)
+	}
+	if err := a.notify("notifications/initialized", `{}`); err != nil {
+		t.Fatalf("initialized: %v", err)
+	}
+	return a
+}
+
+func (a *rawAgent) notify(method, params string) error {
+	return a.conn.Write(a.ctx, &sdkrpc.Request{Method: method, Params: json.RawMessage(params)})
+}
+
+// call sends a request and returns its answer; requests and notifications
+// the agent is sent meanwhile go to seen.
+func (a *rawAgent) call(method, params string, seen ...*[]*sdkrpc.Request) *sdkrpc.Response {
+	a.t.Helper()
+	res, err := a.try(method, params, seen...)
+	if err != nil {
+		a.t.Fatalf("%q: write: %v", method, err)
+	}
+	return res
+}
+
+// try is call, returning the error of a request the HTTP transport could
+// not send (the go-sdk server answers a method it does not know with HTTP
+// 400, which the proxy relays as 502).
+func (a *rawAgent) try(method, params string, seen ...*[]*sdkrpc.Request) (*sdkrpc.Response, error) {
+	a.t.Helper()
+	a.next++
+	id, _ := sdkrpc.MakeID(float64(a.next))
+	if err := a.conn.Write(a.ctx, &sdkrpc.Request{ID: id, Method: method, Params: json.RawMessage(params)}); err != nil {
+		return nil, err
+	}
+	for {
+		msg, err := a.conn.Read(a.ctx)
+		if err != nil {
+			a.t.Fatalf("%q: read: %v", method, err)
+		}
+		switch m := msg.(type) {
+		case *sdkrpc.Response:
+			if m.ID == id {
+				return m, nil
+			}
+			a.t.Fatalf("%q: an answer to %v", method, m.ID)
+		case *sdkrpc.Request:
+			if len(seen) > 0 {
+				*seen[0] = append(*seen[0], m)
+			}
+		}
+	}
+}
+
+// TestMethodsOutsideTheTable: a method mcpguard's method table does not
+// list, near-miss spellings of the methods it decides among them, is
+// refused on every transport with a JSON-RPC error naming rule "method",
+// and never reaches the go-sdk server behind the proxy; the policy's
+// spec.methods lets a vendor's methods through; a method of the table sent
+// the wrong way is refused; resources/subscribe and completion/complete
+// about a resource are decided like resources/read (issue #14).
+func TestMethodsOutsideTheTable(t *testing.T) {
+	tests := []struct {
+		method, params string
+		rule           string // "" when forwarded
+	}{
+		{"Tools/call", `{"name":"echo","arguments":{}}`, "method"},
+		{"TOOLS/CALL", `{"name":"echo","arguments":{}}`, "method"},
+		{" tools/call", `{"name":"echo","arguments":{}}`, "method"},
+		{"tools/call ", `{"name":"echo","arguments":{}}`, "method"},
+		{"tools/call\u0000", `{"name":"echo","arguments":{}}`, "method"},
+		{"/tools/call", `{"name":"echo","arguments":{}}`, "method"},
+		{"tools//call", `{"name":"echo","arguments":{}}`, "method"},
+		{"ｔools/call", `{"name":"echo","arguments":{}}`, "method"},   // fullwidth t
+		{"tооls/call", `{"name":"echo","arguments":{}}`, "method"},   // Cyrillic o
+		{"resources/Read", `{"uri":"file:///etc/passwd"}`, "method"}, // a decided method's twin
+		{"acme/other", `{}`, "method"},
+		{"sampling/createMessage", `{"messages":[],"maxTokens":1}`, "method"}, // sent by gateways only
+		{"tools/call/result", `{}`, "method"},                                 // the proxy's own name, not MCP's
+		{"acme/sync", `{}`, ""},
+		{"vendor/a/b", `{}`, ""},
+		{"resources/subscribe", `{"uri":"file:///etc/passwd"}`, "other-files"},
+		{"resources/subscribe", `{"uri":"file:///workspace/a.md"}`, ""},
+		{"completion/complete", `{"ref":{"type":"ref/resource","uri":"file:///etc/{name}"},"argument":{"name":"name","value":"pa"}}`, "other-files"},
+		{"completion/complete", `{"ref":{"type":"ref/resource","uri":"file:///workspace/{name}"},"argument":{"name":"name","value":"a"}}`, ""},
+		{"completion/complete", `{"ref":{"type":"ref/prompt","name":"p"},"argument":{"name":"x","value":"a"}}`, ""},
+	}
+	for _, tr := range agentTransports {
+		t.Run(tr.name, func(t *testing.T) {
+			ctx := ctxT(t)
+			var rec recorder
+			engine := methodsEngine(t)
+			agent := dialRaw(t, ctx, tr.wire(t, ctx, goSDKGateway(&rec), func(c *Config) { c.Policy, c.DenyAs = engine, DenyJSONRPCError }))
+			for _, tt := range tests {
+				res, err := agent.try(tt.method, tt.params)
+				if err != nil {
+					if tt.rule != "" || strings.Contains(err.Error(), "mcpguard") {
+						t.Errorf("%q %s: %v", tt.method, tt.params, err)
+					}
+					continue // the server's refusal of a method it does not know
+				}
+				var we *sdkrpc.Error
+				if res.Error != nil {
+					we, _ = res.Error.(*sdkrpc.Error)
+				}
+				if tt.rule == "" {
+					if we != nil && we.Code == CodePolicyDenied {
+						t.Errorf("%q %s: refused by the proxy (%v), want it forwarded", tt.method, tt.params, res.Error)
+					}
+					continue
+				}
+				if we == nil || we.Code != CodePolicyDenied || !strings.Contains(we.Message, "rule "+tt.rule+")") {
+					t.Errorf("%q %s: %v %s, want a policy denial by rule %s", tt.method, tt.params, res.Error, res.Result, tt.rule)
+				}
+			}
+			// A notification outside the table is not forwarded either.
+			// Over HTTP its POST is answered 403, after which go-sdk's
+			// Streamable HTTP connection refuses to write: the rest goes on
+			// a second connection. On stdio the one stream carries both, in
+			// order, so the vendor's arriving shows the other did not.
+			if err := agent.notify("notifications/Cancelled", `{"requestId":1}`); err != nil && tr.name == "streamable-http" {
+				agent = dialRaw(t, ctx, tr.wire(t, ctx, goSDKGateway(&rec), func(c *Config) { c.Policy, c.DenyAs = engine, DenyJSONRPCError }))
+			}
+			if err := agent.notify("vendor/hello", `{}`); err != nil && strings.Contains(err.Error(), "mcpguard") {
+				t.Fatalf("vendor/hello: %v", err) // the server's own refusal (HTTP 400) is fine
+			}
+			waitFor(t, "the vendor notification to reach the server", func() bool { return strings.Contains(rec.String(), `"vendor/hello"`) })
+			got := rec.String()
+			for _, tt := range tests {
+				sent := strings.Contains(got, fmt.Sprintf(`"method":%s`, jsonString(tt.method)))
+				if tt.rule == "method" && sent {
+					t.Errorf("%q reached the server", tt.method)
+				}
+			}
+			for _, want := range []string{`"acme/sync"`, `"vendor/a/b"`, `"completion/complete"`, `"resources/subscribe"`} {
+				if !strings.Contains(got, want) {
+					t.Errorf("the server never got %s", want)
+				}
+			}
+			if strings.Contains(got, "notifications/Cancelled") || strings.Contains(got, "/etc/") {
+				t.Errorf("the server got a refused message:\n%s", got)
+			}
+		})
+	}
+}
+
+func jsonString(s string) string {
+	return string(jsonrpc.AppendString(nil, s))
+}
+
+// scriptGateway is a hostile gateway: on a tools/call of "nudge" it sends
+// the agent server requests and notifications outside the table (and two
+// that spec.methods passes) before its result, and records the answers it
+// gets.
+type scriptGateway struct {
+	answers recorder
+}
+
+func (g *scriptGateway) sends(id string) []string {
+	return []string{
+		`{"jsonrpc":"2.0","id":"s1","method":"Sampling/createMessage","params":{"messages":[],"maxTokens":1}}`,
+		`{"jsonrpc":"2.0","method":"notifications/Message","params":{"level":"info","data":"x"}}`,
+		`{"jsonrpc":"2.0","id":"s2","method":"roots/list ","params":{}}`,
+		`{"jsonrpc":"2.0","id":"s3","method":"elicitation/Create","params":{"message":"m","requestedSchema":{"type":"object"}}}`,
+		`{"jsonrpc":"2.0","id":"s4","method":"tools/call","params":{"name":"echo","arguments":{}}}`,
+		`{"jsonrpc":"2.0","method":"vendor/hello","params":{}}`,
+		`{"jsonrpc":"2.0","id":"s5","method":"acme/sync","params":{}}`,
+		fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"nudged"}]}}`, id),
+	}
+}
+
+// answer is the gateway's reply to one message: the messages to send back
+// (nil: none).
+func (g *scriptGateway) answer(body []byte) []string {
+	m, err := jsonrpc.DecodeOne(body, jsonrpc.Limits{})
+	if err != nil {
+		return nil
+	}
+	switch {
+	case m.Kind() == jsonrpc.KindResponse:
+		_, _ = g.answers.Write(append(body, '\n'))
+		return nil
+	case m.Method == "initialize":
+		return []string{fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"s","version":"1"}}}`, m.ID)}
+	case m.Kind() == jsonrpc.KindNotification:
+		return nil
+	case m.Method == "tools/call":
+		return g.sends(m.ID.String())
+	}
+	return []string{fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"result":{}}`, m.ID)}
+}
+
+func (g *scriptGateway) side() gatewaySide {
+	return gatewaySide{
+		http: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method != http.MethodPost {
+				w.WriteHeader(http.StatusMethodNotAllowed)
+				return
+			}
+			body, _ := io.ReadAll(r.Body)
+			out := g.answer(body)
+			if len(out) == 0 {
+				w.WriteHeader(http.StatusAccepted)
+				return
+			}
+			w.Header().Set("Mcp-Session-Id", "gw")
+			w.Header().Set("Content-Type", "text/event-stream")
+			for _, o := range out {
+				fmt.Fprintf(w, "event: message\ndata: %s\n\n", o)
+			}
+		}),
+		stdio: func(ctx context.Context, r io.ReadCloser, w io.WriteCloser) {
+			// Written from their own goroutine, as a pipe's buffer would
+			// let a real server: the relay answers refused requests while
+			// the gateway is still writing.
+			out := make(chan string, 64)
+			go func() {
+				for o := range out {
+					if _, err := io.WriteString(w, o+"\n"); err != nil {
+						return
+					}
+				}
+			}()
+			defer close(out)
+			sc := bufio.NewScanner(r)
+			for sc.Scan() {
+				for _, o := range g.answer(sc.Bytes()) {
+					out <- o
+				}
+			}
+		},
+	}
+}
+
+// TestGatewayMethodsOutsideTheTable: a gateway's server requests and
+// notifications outside the table — near-miss spellings of sampling,
+// elicitation, roots and logging among them, and a tools/call, which only
+// agents send — never reach the agent on any transport: each request is
+// answered to the gateway with the proxy's denial, each notification
+// dropped; the ones spec.methods names pass.
+func TestGatewayMethodsOutsideTheTable(t *testing.T) {
+	for _, tr := range agentTransports {
+		t.Run(tr.name, func(t *testing.T) {
+			ctx := ctxT(t)
+			g := &scriptGateway{}
+			engine := methodsEngine(t)
+			agent := dialRaw(t, ctx, tr.wire(t, ctx, g.side(), func(c *Config) { c.Policy, c.DenyAs = engine, DenyJSONRPCError }))
+			var seen []*sdkrpc.Request
+			res := agent.call("tools/call", `{"name":"nudge","arguments":{}}`, &seen)
+			if res.Error != nil || !strings.Contains(string(res.Result), "nudged") {
+				t.Fatalf("nudge: %v %s", res.Error, res.Result)
+			}
+			var methods []string
+			for _, m := range seen {
+				methods = append(methods, m.Method)
+			}
+			if got := strings.Join(methods, ","); got != "vendor/hello,acme/sync" {
+				t.Errorf("the agent was sent %q, want only vendor/hello,acme/sync", got)
+			}
+			for _, id := range []string{"s1", "s2", "s3", "s4"} {
+				waitFor(t, "the gateway's refusal of "+id, func() bool {
+					for _, line := range strings.Split(g.answers.String(), "\n") {
+						if strings.Contains(line, `"id":"`+id+`"`) && strings.Contains(line, fmt.Sprint(CodePolicyDenied)) && strings.Contains(line, "rule method") {
+							return true
+						}
+					}
+					return false
+				})
+			}
+		})
+	}
+}
