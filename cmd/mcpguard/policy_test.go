@@ -52,7 +52,7 @@ func TestPolicyCheck(t *testing.T) {
 	writeFile(t, bad, "apiVersion: mcpguard.dev/v1alpha1\nkind: ToolPolicy\nspec:\n  mode: x\n  tool: []\n")
 	out, code = runPolicy(t, "", "check", bad)
 	want := bad + ":4: spec.mode: is \"x\"; write \"enforce\" or \"monitor\"\n" +
-		bad + ":5: spec.tool: is not a field here (did you mean \"tools\"?); known fields: approval, defaultAction, defaultReason, elicitation, gateway, mode, paths, pins, poisoning, prompts, rego, resources, sampling, secrets, tools\n"
+		bad + ":5: spec.tool: is not a field here (did you mean \"tools\"?); known fields: approval, defaultAction, defaultReason, elicitation, gateway, methods, mode, paths, pins, poisoning, prompts, rego, resources, sampling, secrets, tools\n"
 	if code != exitFail || out != want {
 		t.Errorf("check of a bad policy: code %d, output\n%s\nwant\n%s", code, out, want)
 	}
