@@ -137,6 +137,8 @@ var methods = []Method{
 	{Name: "notifications/prompts/list_changed", Notification: true, From: FromGateway, Since: v20241105},
 	{Name: "notifications/elicitation/complete", Notification: true, From: FromGateway, Since: v20251125},
 	{Name: "notifications/tasks/status", Notification: true, From: Both, Since: v20251125},
+	// The first event of a subscriptions/listen stream.
+	{Name: "notifications/subscriptions/acknowledged", Notification: true, From: FromGateway, Since: v20260728},
 }
 
 var methodIndex = func() map[string]Method {
