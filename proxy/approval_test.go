@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+	"go.opentelemetry.io/otel/trace"
 
 	"mcpguard.dev/mcpguard/internal/telemetry/decisionlog"
 	"mcpguard.dev/mcpguard/internal/testpeers"
@@ -359,3 +360,53 @@ func TestConfirmOwnsIDs(t *testing.T) {
 	}
 	h.fromRelay.none(t, "the client")
 }
+
+// TestConfirmAndLimitTelemetry: an approval is a span under the call with
+// its outcome and who answered; a call denied by a rate limit is counted
+// by tool; a tools/list naming a tool twice leaves an event on the
+// listing's span and a decision-log record.
+func TestConfirmAndLimitTelemetry(t *testing.T) {
+	engine, err := rules.Parse("t.yaml", []byte(`apiVersion: mcpguard.dev/v1alpha1
+kind: ToolPolicy
+metadata: {name: t}
+spec:
+  tools:
+    - tool: echo
+      action: confirm
+    - tool: run_command
+      limits: {rate: 0.001, burst: 1}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newTelemetryEnv(t, func(c *Config) { c.Policy = engine })
+	e.initialize()
+	e.post(`{"jsonrpc":"2.0","id":"l","method":"tools/list"}`, nil) // run_command becomes a known tool label
+	// A client without elicitation: the approval is "unavailable".
+	if m := e.callEcho(); m.Error == nil || !strings.Contains(m.Error.Message, "did not declare") {
+		t.Fatalf("confirm-gated call without elicitation: %+v", m)
+	}
+	ap := e.span(spanApproval, trace.SpanKindInternal)
+	attrs := map[string]string{}
+	for _, kv := range ap.Attributes {
+		attrs[string(kv.Key)] = kv.Value.Emit()
+	}
+	if attrs[string(attrApprovalOutcome)] != outcomeUnavailable || attrs[string(attrPolicyRule)] != "echo" || attrs["gen_ai.tool.name"] != "echo" {
+		t.Errorf("approval span attributes %v", attrs)
+	}
+	if strings.Contains(fmt.Sprint(attrs), secretArg) {
+		t.Errorf("approval span carries the argument: %v", attrs)
+	}
+	for i := range 3 {
+		e.post(fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"run_command","arguments":{"cmd":"x"}}}`, 10+i), nil)
+	}
+	rec := httptest.NewRecorder()
+	e.metrics.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if line := grepLines(rec.Body.String(), `mcpguard_policy_rate_limited_total{gen_ai_tool_name="run_command",`); !strings.HasSuffix(line, " 2") {
+		t.Errorf("rate-limited metric missing or wrong:\n%s", grepLines(rec.Body.String(), "rate_limited"))
+	}
+	if !strings.Contains(e.log.String(), `"decision":"confirm"`) || !strings.Contains(e.log.String(), `"approval":"unavailable"`) {
+		t.Errorf("decision log lacks the confirm and its outcome:\n%s", e.log)
+	}
+}
+

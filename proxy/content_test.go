@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	mcpserver "github.com/mark3labs/mcp-go/server"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"mcpguard.dev/mcpguard/internal/telemetry/decisionlog"
 	"mcpguard.dev/mcpguard/rules"
 )
 
@@ -176,7 +178,8 @@ func TestDuplicateToolNames(t *testing.T) {
 		json.NewEncoder(w).Encode(map[string]any{"jsonrpc": "2.0", "id": m.ID, "result": json.RawMessage(result)})
 	}))
 	t.Cleanup(up.Close)
-	_, px := newTestProxy(t, up.URL)
+	var log bytes.Buffer
+	_, px := newTestProxy(t, up.URL, func(c *Config) { c.DecisionLog = decisionlog.NewWriter(&log) })
 	ctx := ctxT(t)
 	cs := connectGoSDK(t, ctx, px.URL+"/mcp", "2025-06-18", nil)
 	defer cs.Close()
@@ -190,5 +193,8 @@ func TestDuplicateToolNames(t *testing.T) {
 			names = append(names, tl.Name)
 		}
 		t.Errorf("listed %v, want only get_time (both echo hidden)", names)
+	}
+	if n := strings.Count(log.String(), `"rule":"tool-duplicate"`); n != 2 {
+		t.Errorf("decision log has %d tool-duplicate records, want 2 (one per hidden copy):\n%s", n, log.String())
 	}
 }

@@ -81,6 +81,9 @@ const (
 	// metricServerRefused counts server→client requests the proxy refused
 	// to the gateway because the agent had too many unanswered.
 	metricServerRefused = "mcpguard.server_requests.refused"
+	// metricRateLimited counts calls denied by a rule's rate limit or
+	// budget, by tool.
+	metricRateLimited = "mcpguard.policy.rate_limited"
 )
 
 // errorTypeToolError is error.type for a tools/call answered with a result
@@ -123,6 +126,8 @@ type telemetry struct {
 	pinViolations   metric.Int64Counter
 	upstreamErrors  metric.Int64Counter
 	serverRefused   metric.Int64Counter
+	rateLimited     metric.Int64Counter
+	toolOpts        sync.Map // tool label → metric.MeasurementOption, for rateLimited
 }
 
 // newTelemetry builds the proxy's telemetry from cfg, or returns nil when
@@ -165,6 +170,8 @@ func newTelemetry(cfg *Config, sessions func() int, tools *sync.Map) *telemetry 
 		metric.WithDescription("Gateway calls that failed: transport errors, timeouts, non-2xx answers, invalid responses."))
 	t.serverRefused, _ = m.Int64Counter(metricServerRefused, metric.WithUnit("{request}"),
 		metric.WithDescription("Server-to-client requests refused to the gateway because the agent had too many unanswered."))
+	t.rateLimited, _ = m.Int64Counter(metricRateLimited, metric.WithUnit("{call}"),
+		metric.WithDescription("Calls denied by a rule's rate limit or call budget, by tool."))
 	_, _ = m.Int64ObservableGauge(metricActiveSessions, metric.WithUnit("{session}"),
 		metric.WithDescription("Live agent sessions."),
 		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
@@ -237,6 +244,9 @@ func (t *telemetry) decided(ctx context.Context, span trace.Span, in *rules.Inpu
 	t.policyDuration.Record(ctx, took.Seconds(), t.methodOpt(in.Method))
 	if !d.Allow && strings.HasPrefix(d.Rule, "pin/") {
 		t.pinViolations.Add(ctx, 1, t.methodOpt(in.Method))
+	}
+	if !d.Allow && d.RetryAfter > 0 {
+		t.rateLimited.Add(ctx, 1, t.toolOpt(in.Tool))
 	}
 	var args json.RawMessage
 	if t.recordArgs != nil && in.Arguments != nil && !listing(in.Method) {
@@ -413,6 +423,19 @@ func (t *telemetry) ruleLabel(rule string) string {
 		t.ruleCount.Add(-1)
 	}
 	return rule
+}
+
+// toolOpt is the {gen_ai.tool.name} option: a tool the gateway listed,
+// else "_OTHER" (the agent chooses the names it calls).
+func (t *telemetry) toolOpt(tool string) metric.MeasurementOption {
+	if !t.knownTool(tool) {
+		tool = "_OTHER"
+	}
+	if o, ok := t.toolOpts.Load(tool); ok {
+		return o.(metric.MeasurementOption)
+	}
+	o, _ := t.toolOpts.LoadOrStore(tool, metric.WithAttributeSet(attribute.NewSet(semconv.GenAIToolName(tool))))
+	return o.(metric.MeasurementOption)
 }
 
 // serverRequestRefused counts a server request refused for want of room.

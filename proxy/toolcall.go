@@ -298,7 +298,9 @@ func (pm *pump) filterTools(ctx context.Context, sc scope, method string, result
 		in := pm.input(sc, method)
 		in.Tool, in.Definition = name, def
 		if dup[name] {
-			pm.logDecision(in, duplicateDecision(name), 0)
+			d := duplicateDecision(name)
+			pm.logDecision(in, d, 0)
+			pm.tel.decided(ctx, nil, &in, d, 0) // an event on the listing's span, a decision-log record
 			continue
 		}
 		d := pm.decide(ctx, in)
