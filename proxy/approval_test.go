@@ -409,4 +409,3 @@ spec:
 		t.Errorf("decision log lacks the confirm and its outcome:\n%s", e.log)
 	}
 }
-
