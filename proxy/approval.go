@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -64,6 +65,48 @@ const maxShownArguments = 8 << 10
 type approvals struct {
 	mu   sync.Mutex
 	byID map[string]*approval
+	// asked are the questions put to 2026-07-28 clients inside an
+	// input_required answer, by input-request key, until the client's
+	// retry answers them or they expire.
+	asked map[string]askedCall
+}
+
+// askedCall is a question put in an input_required answer: the call it is
+// for (a digest of tool, arguments and caller) and when it expires.
+type askedCall struct {
+	binding [32]byte
+	expires time.Time
+}
+
+// ask records a question put in an input_required answer; false when the
+// table is full even after the expired are dropped.
+func (t *approvals) ask(key string, q askedCall, now time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.asked == nil {
+		t.asked = make(map[string]askedCall)
+	}
+	if len(t.asked) >= maxApprovals {
+		for k, a := range t.asked {
+			if now.After(a.expires) {
+				delete(t.asked, k)
+			}
+		}
+		if len(t.asked) >= maxApprovals {
+			return false
+		}
+	}
+	t.asked[key] = q
+	return true
+}
+
+// answered takes the question asked under key, once.
+func (t *approvals) answered(key string) (askedCall, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	q, ok := t.asked[key]
+	delete(t.asked, key)
+	return q, ok
 }
 
 // approval is one call awaiting an answer.
@@ -141,14 +184,31 @@ func (t *approvals) queued() []*approval {
 // held is a call whose decision waits on a person (rules.Decision.Confirm).
 type held struct {
 	sc scope
+	m  *jsonrpc.Message
 	in rules.Input
 	d  rules.Decision
+	// answers are the client's answers to the proxy's questions that the
+	// request carried (2026-07-28 inputResponses under the proxy's keys),
+	// already taken out of the request: they never reach the gateway.
+	answers []jsonrpc.Member
 }
 
 // confirm asks a person whether the held call may go on, and returns the
 // decision that stands: allowed under the rule when approved, else denied.
-// It blocks until an answer, the approval timeout, or ctx's end.
-func (pm *pump) confirm(ctx context.Context, c conversation, h *held) rules.Decision {
+// It blocks until an answer, the approval timeout, or ctx's end. In the
+// stateless era it may instead return ask, the input_required answer that
+// puts the question to the client, which retries the call with the answer
+// (confirmStateless).
+func (pm *pump) confirm(ctx context.Context, c conversation, h *held) (d rules.Decision, ask *jsonrpc.Message) {
+	if h.sc.version >= "2026-07-28" && (len(h.answers) > 0 || declaresElicitationMeta(h.m.Params)) {
+		return pm.confirmStateless(ctx, h)
+	}
+	return pm.confirmSession(ctx, c, h), nil
+}
+
+// confirmSession asks the person with a request of the proxy's own on the
+// session, or through the approval queue, and waits for the answer.
+func (pm *pump) confirmSession(ctx context.Context, c conversation, h *held) rules.Decision {
 	cf := h.d.Confirm
 	start := time.Now()
 	a := &approval{Tool: h.in.Tool, Rule: h.d.Rule, Session: h.sc.session, Args: shownArguments(cf.Arguments),
@@ -181,7 +241,7 @@ func (pm *pump) confirm(ctx context.Context, c conversation, h *held) rules.Deci
 		why := "the agent's client did not declare MCP's elicitation capability"
 		switch {
 		case h.sc.version >= "2026-07-28":
-			why = "the agent speaks the stateless 2026-07-28 protocol, in which mcpguard cannot ask its user"
+			why = "the agent's client did not declare MCP's elicitation capability in the request's _meta (2026-07-28)"
 		case c.elicits():
 			why = "the agent's client cannot be sent a request on this connection (it does not accept an event stream)"
 		}
@@ -211,6 +271,143 @@ func (pm *pump) confirm(ctx context.Context, c conversation, h *held) rules.Deci
 		}
 		return pm.approvalDone(ctx, h, outcome, a.Via, start, note)
 	}
+}
+
+// confirmStateless is confirm in the 2026-07-28 era, which has no session
+// for the proxy to send a request on: the proxy answers the call itself
+// with resultType "input_required" and an elicitation/create under a key
+// of its own (SEP-2322), as a server would; the client asks its user and
+// retries the call with the answer in inputResponses under that key.
+// screen took the answer out of the retry (h.answers); it counts only for
+// the call it was asked about (tool, arguments, caller), once, before the
+// question expires.
+func (pm *pump) confirmStateless(ctx context.Context, h *held) (rules.Decision, *jsonrpc.Message) {
+	cf := h.d.Confirm
+	now := time.Now()
+	if len(h.answers) > 0 {
+		a := h.answers[0]
+		q, ok := pm.approvals.answered(a.Key)
+		switch {
+		case !ok || q.binding != bindingOf(&h.in):
+			return pm.approvalDone(ctx, h, outcomeUnavailable, viaElicitation, now,
+				"the answer it carries is to no question mcpguard asked about this call (already used, or for another call)"), nil
+		case now.After(q.expires):
+			return pm.approvalDone(ctx, h, outcomeTimeout, viaElicitation, q.expires.Add(-cf.Timeout), "the answer came after the question expired"), nil
+		}
+		start := q.expires.Add(-cf.Timeout)
+		if action, _, err := jsonrpc.LookupStringExact(a.Value, "action"); err == nil && action == "accept" {
+			return pm.approvalDone(ctx, h, outcomeConfirmed, viaElicitation, start, "the user chose \"accept\""), nil
+		}
+		return pm.approvalDone(ctx, h, outcomeDeclined, viaElicitation, start, "the user did not accept"), nil
+	}
+	key := approvalIDPrefix + "confirm-" + randomHex(16)
+	if !pm.approvals.ask(key, askedCall{binding: bindingOf(&h.in), expires: now.Add(cf.Timeout)}, now) {
+		return pm.approvalDone(ctx, h, outcomeUnavailable, "", now, "too many calls await approval"), nil
+	}
+	a := &approval{Tool: h.in.Tool, Rule: h.d.Rule, Args: shownArguments(cf.Arguments)}
+	params, _ := json.Marshal(elicitParams{Message: approvalMessage(a), RequestedSchema: emptySchema{Type: "object", Properties: struct{}{}}})
+	result, _ := json.Marshal(inputRequired{ResultType: "input_required",
+		InputRequests: map[string]inputRequest{key: {Method: "elicitation/create", Params: params}}})
+	pm.log.Info("asking the agent's user to approve a call (input_required)", "tool", h.in.Tool, "rule", h.d.Rule, "key", key)
+	return rules.Decision{}, &jsonrpc.Message{ID: h.m.ID, Result: result}
+}
+
+// inputRequired is a 2026-07-28 result asking the client for input.
+type inputRequired struct {
+	ResultType    string                  `json:"resultType"`
+	InputRequests map[string]inputRequest `json:"inputRequests"`
+}
+
+type inputRequest struct {
+	Method string          `json:"method"`
+	Params json.RawMessage `json:"params"`
+}
+
+// bindingOf is what a stateless answer is bound to: the tool, its
+// canonical arguments and the caller's credential.
+func bindingOf(in *rules.Input) [32]byte {
+	h := sha256.New()
+	for _, part := range []string{in.Tool, string(in.Arguments), in.Identity.Subject, in.Server} {
+		fmt.Fprintf(h, "%d:%s", len(part), part)
+	}
+	var out [32]byte
+	h.Sum(out[:0])
+	return out
+}
+
+// takeAnswers removes from a request's params the inputResponses under
+// the proxy's own keys, returning them and the params the gateway may
+// see. An inputResponses left empty is removed. The answers go to no one
+// but the proxy, whatever the policy then decides.
+func takeAnswers(params json.RawMessage) (answers []jsonrpc.Member, rest json.RawMessage, err error) {
+	resp, err := jsonrpc.LookupExact(params, "inputResponses")
+	if err != nil || resp == nil || resp[0] != '{' || !strings.Contains(string(resp), approvalIDPrefix) {
+		return nil, params, err
+	}
+	ms, err := jsonrpc.Members(resp)
+	if err != nil {
+		return nil, nil, err
+	}
+	var kept []jsonrpc.Member
+	for _, m := range ms {
+		if strings.HasPrefix(m.Key, approvalIDPrefix) {
+			answers = append(answers, m)
+		} else {
+			kept = append(kept, m)
+		}
+	}
+	if answers == nil {
+		return nil, params, nil
+	}
+	top, err := jsonrpc.Members(params)
+	if err != nil {
+		return nil, nil, err
+	}
+	out := []byte{'{'}
+	for _, m := range top {
+		v := m.Value
+		if m.Key == "inputResponses" {
+			if len(kept) == 0 {
+				continue
+			}
+			v = objectOf(kept)
+		}
+		if len(out) > 1 {
+			out = append(out, ',')
+		}
+		out = append(jsonrpc.AppendString(out, m.Key), ':')
+		out = append(out, v...)
+	}
+	return answers, append(out, '}'), nil
+}
+
+func objectOf(ms []jsonrpc.Member) json.RawMessage {
+	out := []byte{'{'}
+	for i, m := range ms {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = append(jsonrpc.AppendString(out, m.Key), ':')
+		out = append(out, m.Value...)
+	}
+	return append(out, '}')
+}
+
+// declaresElicitationMeta reports whether a 2026-07-28 request declares,
+// in its _meta, a client that can ask its user (elicitation, form mode).
+func declaresElicitationMeta(params json.RawMessage) bool {
+	meta := jsonrpc.Lookup(params, "_meta")
+	if len(meta) == 0 || meta[0] != '{' {
+		return false
+	}
+	return declaresElicitation([]byte(`{"capabilities":` + string(orEmpty(jsonrpc.Lookup(meta, "io.modelcontextprotocol/clientCapabilities"))) + `}`))
+}
+
+func orEmpty(v json.RawMessage) json.RawMessage {
+	if v == nil {
+		return json.RawMessage("null")
+	}
+	return v
 }
 
 // approvalDone records the outcome of an approval (a log line, a span, a

@@ -13,12 +13,14 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 	"go.opentelemetry.io/otel/trace"
 
 	"mcpguard.dev/mcpguard/internal/telemetry/decisionlog"
 	"mcpguard.dev/mcpguard/internal/testpeers"
+	"mcpguard.dev/mcpguard/proxy/jsonrpc"
 	"mcpguard.dev/mcpguard/rules"
 )
 
@@ -146,7 +148,13 @@ func TestConfirmElicitation(t *testing.T) {
 			return nil, ctx.Err()
 		}, "none came within 300ms (elicitation)", outcomeTimeout, viaElicitation, false},
 		{"client without elicitation", "2025-11-25", "10s", nil, "the agent's client did not declare MCP's elicitation capability", outcomeUnavailable, "", false},
-		{"stateless era", "2026-07-28", "10s", answerWith("accept"), "stateless 2026-07-28 protocol", outcomeUnavailable, "", false},
+		{"stateless accept", "2026-07-28", "10s", answerWith("accept"), "echo: hi AKIA", outcomeConfirmed, viaElicitation, true},
+		{"stateless decline", "2026-07-28", "10s", answerWith("decline"), "a person declined it (elicitation)", outcomeDeclined, viaElicitation, false},
+		{"stateless timeout", "2026-07-28", "300ms", func(ctx context.Context, _ *sdk.ElicitRequest) (*sdk.ElicitResult, error) {
+			time.Sleep(400 * time.Millisecond) // the person takes too long; the retry comes after the question expired
+			return &sdk.ElicitResult{Action: "accept"}, nil
+		}, "none came within 300ms (elicitation)", outcomeTimeout, viaElicitation, false},
+		{"stateless without elicitation", "2026-07-28", "10s", nil, "did not declare MCP's elicitation capability in the request's _meta", outcomeUnavailable, "", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -389,7 +397,7 @@ spec:
 	ap := e.span(spanApproval, trace.SpanKindInternal)
 	attrs := map[string]string{}
 	for _, kv := range ap.Attributes {
-		attrs[string(kv.Key)] = kv.Value.Emit()
+		attrs[string(kv.Key)] = kv.Value.String()
 	}
 	if attrs[string(attrApprovalOutcome)] != outcomeUnavailable || attrs[string(attrPolicyRule)] != "echo" || attrs["gen_ai.tool.name"] != "echo" {
 		t.Errorf("approval span attributes %v", attrs)
@@ -407,5 +415,59 @@ spec:
 	}
 	if !strings.Contains(e.log.String(), `"decision":"confirm"`) || !strings.Contains(e.log.String(), `"approval":"unavailable"`) {
 		t.Errorf("decision log lacks the confirm and its outcome:\n%s", e.log)
+	}
+}
+
+// TestConfirmStatelessAnswerBound: in the 2026-07-28 era an answer is
+// bound to the call it was asked about and used once: the same key on a
+// call with other arguments, or a second time, approves nothing, and the
+// key never reaches the gateway.
+func TestConfirmStatelessAnswerBound(t *testing.T) {
+	env := newConfirmEnv(t, "10s", "deny")
+	post := func(args, responses string) *jsonrpc.Message {
+		t.Helper()
+		params := `{"name":"echo","arguments":` + args + `,"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"elicitation":{}}}`
+		if responses != "" {
+			params += `,"inputResponses":` + responses
+		}
+		req, _ := http.NewRequest(http.MethodPost, env.proxy.URL+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":`+params+`}}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Mcp-Protocol-Version", "2026-07-28")
+		req.Header.Set("Mcp-Method", "tools/call")
+		req.Header.Set("Mcp-Name", "echo")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		data, _ := io.ReadAll(res.Body)
+		m, err := jsonrpc.DecodeOne(data, jsonrpc.DefaultLimits)
+		if err != nil {
+			t.Fatalf("answer %s: %v", data, err)
+		}
+		return m
+	}
+	m := post(`{"message":"a"}`, "")
+	var ir inputRequired
+	if err := json.Unmarshal(m.Result, &ir); err != nil || ir.ResultType != "input_required" || len(ir.InputRequests) != 1 {
+		t.Fatalf("first call answered %s, want input_required", m.Result)
+	}
+	var key string
+	for k, r := range ir.InputRequests {
+		key = k
+		if r.Method != "elicitation/create" || !strings.Contains(string(r.Params), `\"message\":\"a\"`) {
+			t.Errorf("input request %s %s", r.Method, r.Params)
+		}
+	}
+	accept := `{"` + key + `":{"action":"accept"},"other":{"action":"accept"}}`
+	if m := post(`{"message":"b"}`, accept); m.Error == nil || !strings.Contains(m.Error.Message, "no question mcpguard asked about this call") {
+		t.Fatalf("the answer used for another call: %+v", m)
+	}
+	if m := post(`{"message":"a"}`, accept); m.Error == nil {
+		t.Fatalf("the answer used a second time: %+v", m)
+	}
+	if strings.Contains(env.tap.all(), key) || strings.Contains(env.tap.all(), `"tools/call"`) {
+		t.Errorf("the gateway saw the call or the key:\n%s", env.tap.all())
 	}
 }

@@ -141,7 +141,10 @@ func (pm *pump) fromAgent(ctx context.Context, c conversation, m *jsonrpc.Messag
 	ans, st, h := pm.screen(ctx, c.scope(m), m)
 	if h != nil {
 		return nil, nil, 0, nil, func(ctx context.Context) (*jsonrpc.Message, *jsonrpc.Message, int) {
-			d := pm.confirm(ctx, c, h)
+			d, ask := pm.confirm(ctx, c, h)
+			if ask != nil {
+				return nil, ask, http.StatusOK
+			}
 			if !d.Allow {
 				ans, st := denial(pm.cfg.DenyAs, m, h.in.Tool, d)
 				return nil, ans, st

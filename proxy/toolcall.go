@@ -25,7 +25,7 @@ import (
 // forwarded, or the answer that replaces it and the HTTP status that answer
 // warrants on its own, or, when the policy wants a person's approval
 // first, the held call (approval.go).
-func (pm *pump) screen(ctx context.Context, sc scope, m *jsonrpc.Message) (*jsonrpc.Message, int, *held) {
+func (pm *pump) screen(ctx context.Context, sc scope, m *jsonrpc.Message) (answer *jsonrpc.Message, status int, h *held) {
 	mt, d, ok := pm.admitMethod(ctx, sc, m, rules.FromAgent)
 	if !ok {
 		ans, st := denial(pm.cfg.DenyAs, m, "", d)
@@ -57,6 +57,18 @@ func (pm *pump) screen(ctx context.Context, sc scope, m *jsonrpc.Message) (*json
 			return pm.invalidParams(m, `"params.arguments" must be an object`), http.StatusBadRequest, nil
 		}
 		in.Tool, in.Arguments = name, args
+		// Answers to the proxy's own questions (approval.go) are the
+		// proxy's alone: taken out before anything is decided.
+		answers, rest, err := takeAnswers(m.Params)
+		if err != nil {
+			return pm.invalidParams(m, `"params.inputResponses": `+err.Error()), http.StatusBadRequest, nil
+		}
+		m.Params = rest
+		defer func() {
+			if h != nil {
+				h.answers = answers
+			}
+		}()
 	case rules.ResourceRead:
 		if _, ok, err := jsonrpc.LookupStringExact(m.Params, "uri"); err != nil || !ok {
 			return pm.invalidParams(m, `"params.uri" must be a string`), http.StatusBadRequest, nil
@@ -78,7 +90,7 @@ func (pm *pump) screen(ctx context.Context, sc scope, m *jsonrpc.Message) (*json
 	}
 	d = pm.decide(ctx, in)
 	if d.Confirm != nil && d.Blocks() {
-		return nil, 0, &held{sc: sc, in: in, d: d}
+		return nil, 0, &held{sc: sc, m: m, in: in, d: d}
 	}
 	if !d.Blocks() {
 		ans, st := pm.admitted(sc, m, in.Tool)

@@ -267,7 +267,7 @@ func TestDemo(t *testing.T) {
 	for _, want := range []string{
 		`fetch_url("https://malicious.com")`, "BLOCKED  403", "ALLOWED  200",
 		"run_command hidden: true", "add_numbers hidden: true", "REDACTED", "[REDACTED:aws-access-key-id]",
-		"secrets/aws-access-key-id", "list_files/limit", "All 15 calls matched",
+		"secrets/aws-access-key-id", "list_files/limit", "a person declined it (elicitation)", "All 17 calls matched",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out.String())

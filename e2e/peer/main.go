@@ -247,8 +247,25 @@ func (s *statusRecorder) last() (int, []byte) {
 	return s.status, s.body
 }
 
+// person stands in for the agent's user when the proxy asks to approve a
+// call (MCP elicitation): it answers as the demo row being run says
+// (demo.Row.Answer), and declines when no row says.
+var person struct {
+	sync.Mutex
+	answer string
+}
+
+func elicit(context.Context, *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+	person.Lock()
+	defer person.Unlock()
+	if person.answer == "" {
+		return &mcp.ElicitResult{Action: "decline"}, nil
+	}
+	return &mcp.ElicitResult{Action: person.answer}, nil
+}
+
 func connect(ctx context.Context, url string, rec *statusRecorder) (*mcp.ClientSession, error) {
-	c := mcp.NewClient(&mcp.Implementation{Name: "mcpguard-e2e-agent", Version: "1.0.0"}, nil)
+	c := mcp.NewClient(&mcp.Implementation{Name: "mcpguard-e2e-agent", Version: "1.0.0"}, &mcp.ClientOptions{ElicitationHandler: elicit})
 	return c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url, HTTPClient: &http.Client{Transport: rec}, MaxRetries: -1, DisableStandaloneSSE: true}, nil)
 }
 
@@ -316,6 +333,9 @@ func table(args []string) error {
 	fmt.Println(string(line))
 	enc := json.NewEncoder(os.Stdout)
 	for _, row := range demo.Rows {
+		person.Lock()
+		person.answer = row.Answer
+		person.Unlock()
 		// Rows with Times (a rate limit) count only their last call.
 		for i := 1; i < row.Times; i++ {
 			callOne(ctx, cs, rec, row.Tool, row.Args)

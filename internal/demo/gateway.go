@@ -119,6 +119,11 @@ func Gateway(internetAddr string) http.Handler {
 			slices.Sort(names)
 			return mcp.NewToolResultText(strings.Join(names, "\n")), nil
 		})
+	s.AddTool(mcp.NewTool("delete_file", mcp.WithDescription("Delete a file in /workspace"),
+		mcp.WithString("path", mcp.Required())),
+		func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			return mcp.NewToolResultText("(demo gateway) deleted " + req.GetString("path", "")), nil
+		})
 	s.AddTool(mcp.NewTool("get_time", mcp.WithDescription("The current time")),
 		func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 			return mcp.NewToolResultText(time.Now().UTC().Format(time.RFC3339)), nil

@@ -40,6 +40,10 @@ type Row struct {
 	InPod   bool   // shows what only an in-pod, argument-aware proxy can do
 	Comment string // what the row demonstrates
 	Times   int    // calls made (the outcome is the last one's); 0 means 1
+	// Answer is what the demo's client answers when the proxy asks its
+	// user to approve the call (MCP elicitation): the demo has no human,
+	// so its client answers for one. "" for calls that ask no one.
+	Answer string
 }
 
 // Label renders the call the way the design's table does.
@@ -75,6 +79,41 @@ var Rows = []Row{
 	{Tool: "read_file", Args: map[string]any{"path": "/workspace/.env"}, Want: Redacted, InPod: true, Comment: "an AWS key in the result is redacted"},
 	{Tool: "fetch_url", Args: map[string]any{"url": "https://api.github.com/?key=AKIAIOSFODNN7EXAMPLE"}, Want: Blocked, InPod: true, Comment: "a key leaving in a URL"},
 	{Tool: "list_files", Args: map[string]any{}, Want: Blocked, InPod: true, Times: 5, Comment: "rate limit: burst of 3, then 1/s"},
+	{Tool: "delete_file", Args: map[string]any{"path": "/workspace/notes.md"}, Want: Allowed, InPod: true, Answer: "accept",
+		Comment: "a person approved it (the demo's client answers the elicitation: accept)"},
+	{Tool: "delete_file", Args: map[string]any{"path": "/workspace/report.md"}, Want: Blocked, InPod: true, Answer: "decline",
+		Comment: "a person declined it (the demo's client answers the elicitation: decline)"},
+}
+
+// answering is the demo client's stand-in for a person: it answers the
+// proxy's approval questions as the current row says.
+type answering struct {
+	mu     sync.Mutex
+	answer string
+	asked  int
+}
+
+func (a *answering) set(answer string) {
+	a.mu.Lock()
+	a.answer, a.asked = answer, 0
+	a.mu.Unlock()
+}
+
+func (a *answering) Elicit(_ context.Context, req mcp.ElicitationRequest) (*mcp.ElicitationResult, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.asked++
+	action := mcp.ElicitationResponseAction(a.answer)
+	if action == "" {
+		action = mcp.ElicitationResponseActionDecline // asked when no one should be: say no
+	}
+	return &mcp.ElicitationResult{ElicitationResponse: mcp.ElicitationResponse{Action: action}}, nil
+}
+
+func (a *answering) count() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.asked
 }
 
 // Result is what a Row got.
@@ -129,7 +168,8 @@ func Run(ctx context.Context, proxyURL string) ([]Result, []string, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	c := client.NewClient(tr)
+	person := &answering{}
+	c := client.NewClient(tr, client.WithElicitationHandler(person))
 	if err := c.Start(ctx); err != nil {
 		return nil, nil, fmt.Errorf("starting the client: %w", err)
 	}
@@ -156,8 +196,12 @@ func Run(ctx context.Context, proxyURL string) ([]Result, []string, error) {
 		req.Params.Arguments = row.Args
 		var res *mcp.CallToolResult
 		var callErr error
+		person.set(row.Answer)
 		for range max(row.Times, 1) {
 			res, callErr = c.CallTool(ctx, req)
+		}
+		if row.Answer != "" && person.count() != 1 {
+			return nil, nil, fmt.Errorf("%s: the client was asked %d times for a person's approval, want once", row.Label(), person.count())
 		}
 		status, body := rec.last()
 		r := Result{Row: row, Status: status, Got: Allowed}
