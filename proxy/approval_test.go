@@ -471,3 +471,58 @@ func TestConfirmStatelessAnswerBound(t *testing.T) {
 		t.Errorf("the gateway saw the call or the key:\n%s", env.tap.all())
 	}
 }
+
+// FuzzTakeAnswers: whatever params a client sends, takeAnswers either
+// refuses them or returns valid JSON in which no inputResponses key of the
+// proxy's own is left (it must never reach the gateway), every other
+// member kept as it was.
+func FuzzTakeAnswers(f *testing.F) {
+	for _, s := range []string{
+		`{"name":"echo","arguments":{},"inputResponses":{"mcpguard-confirm-00":{"action":"accept"}}}`,
+		`{"name":"echo","inputResponses":{"mcpguard-x":{"action":"accept"},"gw":{"action":"decline"}},"requestState":"s"}`,
+		`{"inputResponses":{"a":1}}`,
+		`{"inputResponses":"mcpguard-"}`,
+		`{"inputResponses":{"mcpguard-\u0041":{}}}`,
+		`{}`,
+	} {
+		f.Add([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":` + s + `}`))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := jsonrpc.DecodeOne(data, jsonrpc.DefaultLimits)
+		if err != nil || m.Params == nil || m.Params[0] != '{' {
+			return
+		}
+		answers, rest, err := takeAnswers(m.Params)
+		if err != nil {
+			return
+		}
+		if _, err := jsonrpc.DecodeOne([]byte(`{"jsonrpc":"2.0","id":1,"method":"x","params":`+string(rest)+`}`), jsonrpc.DefaultLimits); err != nil {
+			t.Fatalf("rest %s is not valid: %v", rest, err)
+		}
+		if ir := jsonrpc.Lookup(rest, "inputResponses"); ir != nil && ir[0] == '{' {
+			ms, _ := jsonrpc.Members(ir)
+			for _, mm := range ms {
+				if strings.HasPrefix(mm.Key, approvalIDPrefix) {
+					t.Fatalf("key %q left in %s", mm.Key, rest)
+				}
+			}
+		}
+		before, _ := jsonrpc.Members(m.Params)
+		after, _ := jsonrpc.Members(rest)
+		for _, b := range before {
+			if b.Key == "inputResponses" {
+				continue
+			}
+			found := false
+			for _, a := range after {
+				found = found || a.Key == b.Key && string(a.Value) == string(b.Value)
+			}
+			if !found {
+				t.Fatalf("member %q lost: %s → %s", b.Key, m.Params, rest)
+			}
+		}
+		if answers == nil && string(rest) != string(m.Params) {
+			t.Fatalf("no answers taken, yet the params changed: %s → %s", m.Params, rest)
+		}
+	})
+}
