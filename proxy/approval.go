@@ -490,7 +490,7 @@ func (pm *pump) answerApproval(sc scope, m *jsonrpc.Message) bool {
 	ans := answer{note: "the client answered with an error"}
 	if m.Error != nil {
 		ans.note = fmt.Sprintf("the client could not ask its user: %s", m.Error.Message)
-	} else if action, _, err := jsonrpc.LookupStringExact(m.Result, "action"); err == nil {
+	} else if action, _, err := jsonrpc.LookupString(m.Result, "action"); err == nil {
 		ans = answer{accept: action == "accept", note: "the user chose " + quote(action)}
 	}
 	if !pm.approvals.settle(id, viaElicitation, sc.session, ans) {
@@ -512,15 +512,18 @@ func ownsID(id jsonrpc.ID) bool {
 // elicitation capability in form mode: "elicitation": {} (before
 // 2025-11-25, or form by default) or with "form".
 func declaresElicitation(initParams json.RawMessage) bool {
-	caps := jsonrpc.Lookup(initParams, "capabilities")
+	// A variant of a key (jsonrpc.Lookup's error) declares nothing.
+	caps, _ := jsonrpc.Lookup(initParams, "capabilities")
 	if len(caps) == 0 || caps[0] != '{' {
 		return false
 	}
-	el := jsonrpc.Lookup(caps, "elicitation")
+	el, _ := jsonrpc.Lookup(caps, "elicitation")
 	if len(el) == 0 || el[0] != '{' {
 		return false
 	}
-	return jsonrpc.Lookup(el, "form") != nil || jsonrpc.Lookup(el, "url") == nil
+	form, ferr := jsonrpc.Lookup(el, "form")
+	url, uerr := jsonrpc.Lookup(el, "url")
+	return ferr == nil && uerr == nil && (form != nil || url == nil)
 }
 
 // ApprovalHandler serves the approval queue to `mcpguard approvals`,

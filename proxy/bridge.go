@@ -231,7 +231,11 @@ func (b *Bridge) learnTools(line []byte) {
 	if err != nil || m.Result == nil {
 		return
 	}
-	defs, err := jsonrpc.Elements(jsonrpc.Lookup(m.Result, "tools"))
+	tools, err := jsonrpc.Lookup(m.Result, "tools")
+	if err != nil {
+		return
+	}
+	defs, err := jsonrpc.Elements(tools)
 	if err != nil {
 		return
 	}
@@ -249,7 +253,7 @@ func (b *Bridge) learnTools(line []byte) {
 }
 
 func metaVersion(m *jsonrpc.Message) string {
-	meta := jsonrpc.Lookup(m.Params, "_meta")
+	meta, _ := jsonrpc.Lookup(m.Params, "_meta")
 	if meta == nil || meta[0] != '{' {
 		return ""
 	}

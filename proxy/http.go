@@ -59,7 +59,11 @@ func (p *Proxy) servePost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	headerVersion := r.Header.Get("Mcp-Protocol-Version")
-	metaVersion := metaProtocolVersion(msgs[0])
+	metaVersion, err := metaProtocolVersion(msgs[0])
+	if err != nil {
+		p.reject(w, r, msgs[0].ID, errInvalidParams(`"params._meta": `+err.Error()))
+		return
+	}
 	discover := !batch && msgs[0].Method == "server/discover" && r.Header.Get("Mcp-Session-Id") == ""
 	if discover || isStateless(headerVersion) || isStateless(metaVersion) {
 		p.serveStateless(w, r, msgs, batch, headerVersion, metaVersion)
@@ -438,17 +442,19 @@ func firstID(msgs []*jsonrpc.Message) jsonrpc.ID {
 	return jsonrpc.NullID
 }
 
-// metaProtocolVersion reads params._meta["io.modelcontextprotocol/protocolVersion"].
-func metaProtocolVersion(m *jsonrpc.Message) string {
+// metaProtocolVersion reads params._meta["io.modelcontextprotocol/protocolVersion"];
+// an error when either key is also given as a variant (jsonrpc.Lookup),
+// which the server may read in its place.
+func metaProtocolVersion(m *jsonrpc.Message) (string, error) {
 	if m.Params == nil {
-		return ""
+		return "", nil
 	}
-	meta := jsonrpc.Lookup(m.Params, "_meta")
-	if meta == nil || meta[0] != '{' {
-		return ""
+	meta, err := jsonrpc.Lookup(m.Params, "_meta")
+	if err != nil || meta == nil || meta[0] != '{' {
+		return "", err
 	}
-	v, _, _ := jsonrpc.LookupString(meta, mcp.MetaKeyProtocolVersion)
-	return v
+	v, _, err := jsonrpc.LookupString(meta, mcp.MetaKeyProtocolVersion)
+	return v, err
 }
 
 func acceptsSSE(r *http.Request) bool {

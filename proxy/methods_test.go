@@ -31,20 +31,21 @@ type gatewaySide struct {
 // wired through a proxy with cfg to the gateway g: a go-sdk client
 // transport, connected or used raw by the test.
 var agentTransports = []struct {
-	name string
-	wire func(t *testing.T, ctx context.Context, g gatewaySide, cfg func(*Config)) sdk.Transport
+	name    string
+	version string // what a go-sdk client session asks for on it
+	wire    func(t *testing.T, ctx context.Context, g gatewaySide, cfg func(*Config)) sdk.Transport
 }{
-	{"streamable-http", func(t *testing.T, ctx context.Context, g gatewaySide, cfg func(*Config)) sdk.Transport {
+	{"streamable-http", "2025-11-25", func(t *testing.T, ctx context.Context, g gatewaySide, cfg func(*Config)) sdk.Transport {
 		up := newTestServer(t, g.http)
 		_, px := newTestProxy(t, up.URL, cfg)
 		return &sdk.StreamableClientTransport{Endpoint: px.URL + "/mcp"}
 	}},
-	{"legacy-sse", func(t *testing.T, ctx context.Context, g gatewaySide, cfg func(*Config)) sdk.Transport {
+	{"legacy-sse", "2024-11-05", func(t *testing.T, ctx context.Context, g gatewaySide, cfg func(*Config)) sdk.Transport {
 		up := newTestServer(t, g.http)
 		_, px := newTestProxy(t, up.URL, cfg)
 		return &sdk.SSEClientTransport{Endpoint: px.URL + "/sse"}
 	}},
-	{"stdio", func(t *testing.T, ctx context.Context, g gatewaySide, cfg func(*Config)) sdk.Transport {
+	{"stdio", "2025-11-25", func(t *testing.T, ctx context.Context, g gatewaySide, cfg func(*Config)) sdk.Transport {
 		c := Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 		cfg(&c)
 		relay, err := NewStdio(c)
@@ -86,6 +87,12 @@ metadata: {name: methods}
 spec:
   defaultAction: allow
   methods: [acme/sync, "vendor/*"]
+  tools:
+    - tool: write
+      checks:
+        - forbidden: [/path]
+  sampling:
+    checks: [{argument: /maxTokens, number: {maximum: 500}}]
   resources:
     - id: workspace
       uri: {schemes: [file], paths: [/workspace/*]}
@@ -323,9 +330,17 @@ func jsonString(s string) string {
 // gets.
 type scriptGateway struct {
 	answers recorder
+	// listing, when set, is the result of tools/list; nudge, the messages
+	// a call of "nudge" sends before its result, when set.
+	listing string
+	nudge   []string
 }
 
 func (g *scriptGateway) sends(id string) []string {
+	result := fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"nudged"}]}}`, id)
+	if g.nudge != nil {
+		return append(append([]string(nil), g.nudge...), result)
+	}
 	return []string{
 		`{"jsonrpc":"2.0","id":"s1","method":"Sampling/createMessage","params":{"messages":[],"maxTokens":1}}`,
 		`{"jsonrpc":"2.0","method":"notifications/Message","params":{"level":"info","data":"x"}}`,
@@ -355,6 +370,8 @@ func (g *scriptGateway) answer(body []byte) []string {
 		return nil
 	case m.Method == "tools/call":
 		return g.sends(m.ID.String())
+	case m.Method == "tools/list" && g.listing != "":
+		return []string{fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"result":%s}`, m.ID, g.listing)}
 	}
 	return []string{fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"result":{}}`, m.ID)}
 }
@@ -438,4 +455,122 @@ func TestGatewayMethodsOutsideTheTable(t *testing.T) {
 			}
 		})
 	}
+}
+
+// lookupKey is jsonrpc.Lookup for tests, nil on a variant.
+func lookupKey(obj json.RawMessage, key string) json.RawMessage {
+	v, _ := jsonrpc.Lookup(obj, key)
+	return v
+}
+
+// TestKeyVariantsEveryTransport: an object holding a variant of a key the
+// proxy or the policy reads (another letter case, a character that folds
+// to one of its letters, a control character added) is refused on every
+// transport, in the agent's requests, in the gateway's results and in its
+// server requests (issue #14): a Go client reads "Tools" as the tool list,
+// a Go server "Path" as the forbidden path.
+func TestKeyVariantsEveryTransport(t *testing.T) {
+	t.Run("requests", func(t *testing.T) {
+		calls := []struct {
+			params, want string
+			decode       bool // refused by the strict decode: over the legacy transport a 400, as go-sdk's own SSE server answers
+		}{
+			{`{"name":"write","arguments":{"Path":"/etc/passwd"}}`, "rule write/forbidden", false},
+			{`{"name":"write","arguments":{"pat\u0068\u0000":"/etc/passwd"}}`, "rule write/forbidden", false},
+			{`{"name":"write","arguments":{"path":"/etc/passwd"}}`, "rule write/forbidden", false},
+			{`{"Name":"write","arguments":{"path":"/etc/passwd"}}`, `"params.name"`, false},
+			{`{"name":"echo","Arguments":{"path":"/etc/passwd"}}`, `"arguments" is given as "Arguments"`, false},
+			{`{"name":"echo","arguments":{},"name\u0000":"write"}`, "control characters", true},
+			{`{"name":"echo","arguments":{},"ſ":1,"s":2}`, "letter case", true},
+		}
+		for _, tr := range agentTransports {
+			t.Run(tr.name, func(t *testing.T) {
+				ctx := ctxT(t)
+				var rec recorder
+				engine := methodsEngine(t)
+				agent := dialRaw(t, ctx, tr.wire(t, ctx, goSDKGateway(&rec), func(c *Config) { c.Policy, c.DenyAs = engine, DenyJSONRPCError }))
+				for _, c := range calls {
+					res, err := agent.try("tools/call", c.params)
+					if err == nil && res.Error == nil {
+						t.Errorf("%s: answered %s, want a refusal with %q", c.params, res.Result, c.want)
+						continue
+					}
+					if err == nil {
+						err = res.Error
+					}
+					if c.decode && tr.name == "legacy-sse" {
+						c.want = "400 Bad Request"
+					}
+					if !strings.Contains(err.Error(), c.want) {
+						t.Errorf("%s: %v, want a refusal with %q", c.params, err, c.want)
+					}
+				}
+				if got := rec.String(); strings.Contains(got, "/etc/passwd") || strings.Contains(got, `"write"`) {
+					t.Errorf("the server got a refused call:\n%s", got)
+				}
+			})
+		}
+	})
+	t.Run("results", func(t *testing.T) {
+		listings := []struct{ name, listing string }{
+			{"Tools", `{"Tools":[{"name":"run_command","inputSchema":{"type":"object"}}]}`},
+			{"long s", `{"tool\u017f":[{"name":"run_command","inputSchema":{"type":"object"}}]}`},
+			{"NUL suffix", `{"tools\u0000":[{"name":"run_command","inputSchema":{"type":"object"}}]}`},
+			{"beside the list", `{"tools":[],"TOOLS":[{"name":"run_command","inputSchema":{"type":"object"}}]}`},
+		}
+		for _, tr := range agentTransports {
+			for _, l := range listings {
+				t.Run(tr.name+"/"+l.name, func(t *testing.T) {
+					ctx := ctxT(t)
+					g := &scriptGateway{listing: l.listing}
+					cs, err := sdk.NewClient(&sdk.Implementation{Name: "t", Version: "1"}, nil).Connect(ctx,
+						tr.wire(t, ctx, g.side(), func(c *Config) { c.Policy, c.DenyAs = testPolicy, DenyJSONRPCError }),
+						&sdk.ClientSessionOptions{ProtocolVersion: tr.version})
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer cs.Close()
+					res, err := cs.ListTools(ctx, nil)
+					if err == nil {
+						t.Errorf("tools/list answered %+v, want an error: the go-sdk client read the variant as the list", res)
+					}
+				})
+			}
+		}
+	})
+	t.Run("server requests", func(t *testing.T) {
+		nudge := []string{
+			`{"jsonrpc":"2.0","id":"s1","method":"sampling/createMessage","params":{"messages":[],"MaxTokens":99999}}`,
+			`{"jsonrpc":"2.0","id":"s2","method":"sampling/createMessage","params":{"messages":[],"maxTokens\u0000":99999}}`,
+			`{"jsonrpc":"2.0","id":"s5","method":"sampling/createMessage","params":{"messages":[],"maxTokens":1}}`,
+			// Refused by the strict decode: dropped over HTTP; on stdio the
+			// server's stream is no longer trusted and the call fails.
+			`{"jsonrpc":"2.0","id":"s3","method":"sampling/createMessage","params":{"messages":[],"maxTokens":1,"maxToken\u017f":99999}}`,
+			`{"jsonrpc":"2.0","id":"s4","Method":"sampling/createMessage","params":{"messages":[],"maxTokens":99999}}`,
+		}
+		for _, tr := range agentTransports {
+			t.Run(tr.name, func(t *testing.T) {
+				ctx := ctxT(t)
+				g := &scriptGateway{nudge: nudge}
+				engine := methodsEngine(t)
+				agent := dialRaw(t, ctx, tr.wire(t, ctx, g.side(), func(c *Config) { c.Policy, c.DenyAs = engine, DenyJSONRPCError }))
+				var seen []*sdkrpc.Request
+				res := agent.call("tools/call", `{"name":"nudge","arguments":{}}`, &seen)
+				if res.Error != nil && (tr.name != "stdio" || !strings.Contains(res.Error.Error(), "differ only in letter case")) {
+					t.Fatalf("nudge: %v", res.Error)
+				}
+				var ids []string
+				for _, m := range seen {
+					ids = append(ids, fmt.Sprint(m.ID.Raw()))
+				}
+				if got := strings.Join(ids, ","); got != "s5" {
+					t.Errorf("the agent was asked %q, want only s5", got)
+				}
+				waitFor(t, "the gateway's refusals of s1 and s2", func() bool {
+					got := g.answers.String()
+					return strings.Contains(got, `"id":"s1"`) && strings.Contains(got, `"id":"s2"`)
+				})
+			})
+		}
+	})
 }

@@ -120,7 +120,11 @@ func (p *Proxy) listTool(r *http.Request, name string) (json.RawMessage, error) 
 		case resp.Error != nil:
 			return nil, fmt.Errorf("the gateway answered error %d: %s", resp.Error.Code, resp.Error.Message)
 		}
-		defs, err := jsonrpc.Elements(jsonrpc.Lookup(resp.Result, "tools"))
+		tools, err := jsonrpc.Lookup(resp.Result, "tools")
+		if err != nil {
+			return nil, fmt.Errorf("the gateway's tools/list result: %v", err)
+		}
+		defs, err := jsonrpc.Elements(tools)
 		if err != nil {
 			return nil, fmt.Errorf("the gateway's tools/list result: %v", err)
 		}

@@ -165,7 +165,8 @@ func lookupMeta(params json.RawMessage) json.RawMessage {
 	if !bytes.Contains(params, []byte(`"_meta"`)) {
 		return nil
 	}
-	return jsonrpc.Lookup(params, "_meta")
+	meta, _ := jsonrpc.Lookup(params, "_meta") // a variant: no trace context
+	return meta
 }
 
 // spanName is "{mcp.method.name} {target}", the target being the tool or
@@ -536,7 +537,7 @@ func (tr *exTrace) end(c *callSpan, resp *jsonrpc.Message, e *callError) {
 	case resp != nil && resp.Error != nil:
 		code = resp.Error.Code
 		errType = strconv.FormatInt(code, 10)
-	case resp != nil && c.target == rules.ToolCall && string(jsonrpc.Lookup(resp.Result, "isError")) == "true":
+	case resp != nil && c.target == rules.ToolCall && isToolError(resp.Result):
 		errType = errorTypeToolError
 	case e != nil:
 		code = e.code
@@ -594,4 +595,10 @@ func (tr *exTrace) end(c *callSpan, resp *jsonrpc.Message, e *callError) {
 	}
 	tr.mu.Unlock()
 	t.overhead.Record(c.ctx, max(overhead, 0).Seconds(), t.methodOpt(c.method))
+}
+
+// isToolError reports whether a tools/call result says isError: true.
+func isToolError(result json.RawMessage) bool {
+	v, _ := jsonrpc.Lookup(result, "isError")
+	return string(v) == "true"
 }

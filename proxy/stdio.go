@@ -161,7 +161,7 @@ var _ conversation = (*stdioConn)(nil)
 // states its own, otherwise initialize negotiated it. There is no HTTP
 // request; the identity is the configured one alone.
 func (c *stdioConn) scope(m *jsonrpc.Message) scope {
-	v := metaProtocolVersion(m)
+	v, _ := metaProtocolVersion(m) // a variant of the key: the session's version
 	if v == "" {
 		c.mu.Lock()
 		v = c.version

@@ -362,14 +362,14 @@ func TestTraceContextReachesGateway(t *testing.T) {
 	if h := got[0].header.Get("Baggage"); h != "tenant=blue" {
 		t.Errorf("baggage header = %q", h)
 	}
-	meta := jsonrpc.Lookup(got[0].msg.Params, "_meta")
+	meta := lookupKey(got[0].msg.Params, "_meta")
 	for k, v := range map[string]string{"traceparent": want, "tracestate": "vendor=agent", "baggage": "tenant=blue"} {
 		if s, _, _ := jsonrpc.LookupString(meta, k); s != v {
 			t.Errorf("params._meta.%s = %q, want %q (params %s)", k, s, v, got[0].msg.Params)
 		}
 	}
 	// The rest of params is what the policy saw, byte for byte.
-	if args := jsonrpc.Lookup(got[0].msg.Params, "arguments"); string(args) != `{"message":"`+secretArg+`"}` {
+	if args := lookupKey(got[0].msg.Params, "arguments"); string(args) != `{"message":"`+secretArg+`"}` {
 		t.Errorf("arguments changed on the way: %s", args)
 	}
 	// An agent's own _meta keeps its other keys; its traceparent is the
@@ -379,7 +379,7 @@ func TestTraceContextReachesGateway(t *testing.T) {
 	if len(got) != 2 {
 		t.Fatalf("gateway saw %d tools/call", len(got))
 	}
-	meta = jsonrpc.Lookup(got[1].msg.Params, "_meta")
+	meta = lookupKey(got[1].msg.Params, "_meta")
 	tp, _, _ := jsonrpc.LookupString(meta, "traceparent")
 	var second tracetest.SpanStub
 	for _, s := range e.spans.GetSpans() {
@@ -390,7 +390,7 @@ func TestTraceContextReachesGateway(t *testing.T) {
 	if !second.SpanContext.IsValid() || tp != "00-"+agentTrace+"-"+second.SpanContext.SpanID().String()+"-01" {
 		t.Errorf("_meta.traceparent = %q, want the second client span's", tp)
 	}
-	if pt := jsonrpc.Lookup(meta, "progressToken"); string(pt) != "5" {
+	if pt := lookupKey(meta, "progressToken"); string(pt) != "5" {
 		t.Errorf("_meta.progressToken = %s, want 5 (meta %s)", pt, meta)
 	}
 	// initialize carries the context in its headers too.
@@ -419,7 +419,7 @@ func TestTelemetryOffForwardsTraceHeadersUnchanged(t *testing.T) {
 	if h := got[0].header.Get("Traceparent"); h != agentHeaderTP {
 		t.Errorf("traceparent = %q, want the agent's %q", h, agentHeaderTP)
 	}
-	if meta := jsonrpc.Lookup(got[0].msg.Params, "_meta"); meta != nil {
+	if meta := lookupKey(got[0].msg.Params, "_meta"); meta != nil {
 		t.Errorf("tracing off added _meta: %s", meta)
 	}
 }
@@ -639,7 +639,7 @@ func testRingCollectsProxySpans(t *testing.T, ring *inttel.Ring, tp trace.Tracer
 	if len(got) != 1 || got[0].header.Get("Traceparent") != want {
 		t.Fatalf("gateway traceparent %v, want %s", got, want)
 	}
-	if tp, _, _ := jsonrpc.LookupString(jsonrpc.Lookup(got[0].msg.Params, "_meta"), "traceparent"); tp != want {
+	if tp, _, _ := jsonrpc.LookupString(lookupKey(got[0].msg.Params, "_meta"), "traceparent"); tp != want {
 		t.Errorf("_meta.traceparent = %q, want %q", tp, want)
 	}
 	calls := inttel.Calls(ring.Spans(), inttel.Filter{Denied: true})
@@ -711,7 +711,7 @@ func BenchmarkTelemetryPerCall(b *testing.B) {
 				ex := &exchange{p: p, r: r, version: "2025-06-18", msgs: []*jsonrpc.Message{msg}}
 				ctx, o := ex.startSpans(context.Background(), out)
 				p.decide(ex.spanContext(ctx, msg), rules.Input{Method: msg.Method, Tool: "echo",
-					Arguments: jsonrpc.Lookup(msg.Params, "arguments"), ProtocolVersion: ex.version})
+					Arguments: lookupKey(msg.Params, "arguments"), ProtocolVersion: ex.version})
 				ctx, fwd := ex.trace.startUpstream(ctx, ex.msgs)
 				h := http.Header{}
 				if p.up.inject != nil {
@@ -867,7 +867,7 @@ func TestStdioSpansAndMeta(t *testing.T) {
 	if _, ok := attrs(cli)["http.request.method"]; ok {
 		t.Error("a stdio client span has HTTP attributes")
 	}
-	tp, _, _ := jsonrpc.LookupString(jsonrpc.Lookup(up.Params, "_meta"), "traceparent")
+	tp, _, _ := jsonrpc.LookupString(lookupKey(up.Params, "_meta"), "traceparent")
 	if tp != "00-"+agentTrace+"-"+cli.SpanContext.SpanID().String()+"-01" {
 		t.Errorf("the server got _meta.traceparent %q, want the client span's", tp)
 	}

@@ -39,11 +39,11 @@ func (pm *pump) screen(ctx context.Context, sc scope, m *jsonrpc.Message) (answe
 	case rules.ToolCall, rules.PromptGet:
 		// Exact keys: a Go server would read "Name" or "Arguments" as the
 		// ones the policy decides (encoding/json ignores letter case).
-		name, ok, err := jsonrpc.LookupStringExact(m.Params, "name")
+		name, ok, err := jsonrpc.LookupString(m.Params, "name")
 		if err != nil || !ok {
 			return pm.invalidParams(m, `"params.name" must be a string naming the `+targetNoun(mt.Target)), http.StatusBadRequest, nil
 		}
-		args, err := jsonrpc.LookupExact(m.Params, "arguments")
+		args, err := jsonrpc.Lookup(m.Params, "arguments")
 		if err != nil {
 			return pm.invalidParams(m, `"params.arguments": `+err.Error()), http.StatusBadRequest, nil
 		}
@@ -70,7 +70,7 @@ func (pm *pump) screen(ctx context.Context, sc scope, m *jsonrpc.Message) (answe
 			}
 		}()
 	case rules.ResourceRead:
-		if _, ok, err := jsonrpc.LookupStringExact(m.Params, "uri"); err != nil || !ok {
+		if _, ok, err := jsonrpc.LookupString(m.Params, "uri"); err != nil || !ok {
 			return pm.invalidParams(m, `"params.uri" must be a string`), http.StatusBadRequest, nil
 		}
 		in.Arguments = m.Params
@@ -149,11 +149,11 @@ func (pm *pump) admitMethod(ctx context.Context, sc scope, m *jsonrpc.Message, d
 // resources/read of it; isResource false for a prompt reference, which
 // carries no target; msg says what is wrong with a ref that is neither.
 func completionTarget(params json.RawMessage) (uri string, isResource bool, msg string) {
-	ref, err := jsonrpc.LookupExact(params, "ref")
+	ref, err := jsonrpc.Lookup(params, "ref")
 	if err != nil || ref == nil || ref[0] != '{' {
 		return "", false, `"params.ref" must be an object`
 	}
-	typ, _, err := jsonrpc.LookupStringExact(ref, "type")
+	typ, _, err := jsonrpc.LookupString(ref, "type")
 	switch {
 	case err != nil:
 		return "", false, `"params.ref.type": ` + err.Error()
@@ -162,7 +162,7 @@ func completionTarget(params json.RawMessage) (uri string, isResource bool, msg 
 	case typ != "ref/resource":
 		return "", false, fmt.Sprintf(`"params.ref.type" is %q; completion/complete refers to "ref/resource" or "ref/prompt"`, typ)
 	}
-	uri, ok, err := jsonrpc.LookupStringExact(ref, "uri")
+	uri, ok, err := jsonrpc.LookupString(ref, "uri")
 	if err != nil || !ok {
 		return "", false, `"params.ref.uri" must be a string naming the resource`
 	}
@@ -240,14 +240,14 @@ func (pm *pump) screenResult(ctx context.Context, sc scope, method string, m *js
 	}
 	// Exact keys throughout: agents' SDKs written in Go read "ResultType"
 	// or "InputRequests" as the keys decided here.
-	rt, _, err := jsonrpc.LookupStringExact(m.Result, "resultType")
+	rt, _, err := jsonrpc.LookupString(m.Result, "resultType")
 	if err != nil {
 		return &jsonrpc.Message{ID: m.ID, Error: errUpstream(fmt.Errorf("invalid %s result: resultType: %v", method, err)).rpc()}
 	}
 	if rt != "input_required" {
 		return m
 	}
-	embedded, err := jsonrpc.LookupExact(m.Result, "inputRequests")
+	embedded, err := jsonrpc.Lookup(m.Result, "inputRequests")
 	if err != nil {
 		return &jsonrpc.Message{ID: m.ID, Error: errUpstream(fmt.Errorf("invalid %s result: %v", method, err)).rpc()}
 	}
@@ -259,11 +259,11 @@ func (pm *pump) screenResult(ctx context.Context, sc scope, method string, m *js
 		return &jsonrpc.Message{ID: m.ID, Error: errUpstream(fmt.Errorf("invalid %s result: inputRequests must be an object: %v", method, err)).rpc()}
 	}
 	for _, r := range reqs {
-		inner, ok, err := jsonrpc.LookupStringExact(r.Value, "method")
+		inner, ok, err := jsonrpc.LookupString(r.Value, "method")
 		if err != nil || !ok {
 			return &jsonrpc.Message{ID: m.ID, Error: errUpstream(fmt.Errorf("invalid %s result: inputRequests[%q] has no method", method, r.Key)).rpc()}
 		}
-		params, err := jsonrpc.LookupExact(r.Value, "params")
+		params, err := jsonrpc.Lookup(r.Value, "params")
 		if err != nil {
 			return &jsonrpc.Message{ID: m.ID, Error: errUpstream(fmt.Errorf("invalid %s result: inputRequests[%q]: %v", method, r.Key, err)).rpc()}
 		}
@@ -291,7 +291,10 @@ func (pm *pump) screenResult(ctx context.Context, sc scope, method string, m *js
 // never allow, so the agent's model is not even offered it, and remembers
 // the definitions of those it keeps (for Mcp-Param-* checks).
 func (pm *pump) filterTools(ctx context.Context, sc scope, method string, result json.RawMessage) (json.RawMessage, error) {
-	tools := jsonrpc.Lookup(result, "tools")
+	tools, err := jsonrpc.Lookup(result, "tools")
+	if err != nil {
+		return nil, err // "Tools" or "toolſ": what a client reads as the list
+	}
 	if tools == nil {
 		return result, nil
 	}

@@ -85,8 +85,7 @@ func (c *check) run(env *evalEnv) (bool, string, string, string) {
 	switch c.kind {
 	case checkURL, checkPath, checkString, checkNumber:
 		if other := c.ptr.variant(args); other != "" {
-			return false, "", fmt.Sprintf("argument %s is (also) given in another letter case: servers decoding with Go's encoding/json read the two as one; name it exactly, once", c.ptr.text),
-				fmt.Sprintf("argument %s is (also) given as %s: servers decoding with Go's encoding/json read the two as one; name it exactly, once", c.ptr.text, other)
+			return variantDenial(c.ptr, other)
 		}
 		v, present := c.ptr.lookup(args)
 		if !present {
@@ -119,12 +118,21 @@ func (c *check) run(env *evalEnv) (bool, string, string, string) {
 		}
 	case checkRequired:
 		for _, p := range c.ptrs {
+			if other := p.variant(args); other != "" {
+				return variantDenial(p, other)
+			}
 			if _, ok := p.lookup(args); !ok {
 				return false, "", fmt.Sprintf("argument %s is required", p.text), ""
 			}
 		}
 	case checkForbidden:
 		for _, p := range c.ptrs {
+			if other := p.variant(args); other != "" {
+				// "Path" or "path\u0000" for a forbidden "/path": what a
+				// server may read as the argument the policy forbids.
+				return false, "", fmt.Sprintf("argument %s is not allowed, and is given in another spelling", p.text),
+					fmt.Sprintf("argument %s is not allowed, and is given as %s, which servers may read as it", p.text, other)
+			}
 			if _, ok := p.lookup(args); ok {
 				return false, "", fmt.Sprintf("argument %s is not allowed", p.text), ""
 			}
@@ -396,4 +404,12 @@ func classifyName(host string) IPClass {
 		return ClassLoopback
 	}
 	return 0
+}
+
+// variantDenial denies a call whose argument at p is (also) given as
+// other, a variant of its key (jsonrpc.SameKey: letter case, Unicode
+// folding, control characters).
+func variantDenial(p pointer, other string) (bool, string, string, string) {
+	return false, "", fmt.Sprintf("argument %s is (also) given in another letter case: servers decoding with Go's encoding/json read the two as one; name it exactly, once", p.text),
+		fmt.Sprintf("argument %s is (also) given as %s: servers decoding with Go's encoding/json read the two as one; name it exactly, once", p.text, other)
 }

@@ -942,6 +942,12 @@ func TestCaseVariantArguments(t *testing.T) {
           argument: /target/url
           optional: true
           url: {schemes: [https], hosts: [ok.example]}
+    - tool: write
+      checks:
+        - id: no-path
+          forbidden: [/path, /opts/raw, /secret]
+        - id: needs
+          required: [/body]
 `)
 	tests := []struct {
 		tool, args string
@@ -959,6 +965,17 @@ func TestCaseVariantArguments(t *testing.T) {
 		{"maybe", `{"target":{"URL":"http://169.254.169.254/"}}`, false, "given as /target/URL"},
 		{"maybe", `{"Target":{"url":"http://169.254.169.254/"}}`, false, "given as /Target"},
 		{"maybe", `{"target":{"url":"https://ok.example/"}}`, true, ""},
+		{"fetch", `{"url\u0000":"http://169.254.169.254/"}`, false, "given as /url\x00"},
+		{"fetch", "{\"ur\u0085l\":\"http://169.254.169.254/\"}", false, "given as /ur\u0085l"},
+		// A forbidden argument in another spelling is what a server may
+		// read as the forbidden one (issue #14).
+		{"write", `{"body":"x"}`, true, ""},
+		{"write", `{"body":"x","path":"/etc"}`, false, "argument /path is not allowed"},
+		{"write", `{"body":"x","Path":"/etc"}`, false, "given as /Path"},
+		{"write", "{\"body\":\"x\",\"\u017fecret\":1}", false, "is not allowed, and is given as /\u017fecret"},
+		{"write", `{"body":"x","path\u0000":"/etc"}`, false, "is not allowed, and is given as /path\x00"},
+		{"write", `{"body":"x","opts":{"RAW":true}}`, false, "given as /opts/RAW"},
+		{"write", `{"Body":"x"}`, false, "given as /Body"},
 	}
 	for _, tt := range tests {
 		d := decide(t, e, call(tt.tool, tt.args))

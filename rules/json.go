@@ -10,6 +10,8 @@ import (
 	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
+
+	"mcpguard.dev/mcpguard/proxy/jsonrpc"
 )
 
 // maxJSONDepth bounds the nesting of arguments the engine decodes.
@@ -392,8 +394,9 @@ func parsePointer(s string) (pointer, error) {
 	return pointer{text: s, tokens: toks}, nil
 }
 
-// variant returns the pointer to a key equal to one of p's tokens but for
-// letter case, found in an object on p's way through v ("/URL" for "/url"),
+// variant returns the pointer to a key that is a variant of one of p's
+// tokens (jsonrpc.KeyVariant: letter case, Unicode folding, control
+// characters), found in an object on p's way through v ("/URL" for "/url"),
 // or "". Go's encoding/json reads "URL" into the field it reads "url" into
 // (the last one wins), so a Go server would act on a value the policy did
 // not check: missing, an optional check would let it pass; beside the
@@ -403,7 +406,7 @@ func (p pointer) variant(v any) string {
 		switch c := v.(type) {
 		case map[string]any:
 			for k := range c {
-				if k != t && strings.EqualFold(k, t) {
+				if jsonrpc.KeyVariant(k, t) {
 					// The way there matched exactly: the path is p's own
 					// tokens up to here, then the variant.
 					return pointer{tokens: append(slices.Clone(p.tokens[:i]), k)}.String()

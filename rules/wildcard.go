@@ -100,8 +100,7 @@ func (c *check) runEach(env *evalEnv, args any) (bool, string, string, string) {
 		// No element to check, but a key in another letter case on the
 		// way may hold what a Go server reads instead.
 		if other := a.variant(args); other != "" {
-			return false, "", fmt.Sprintf("argument %s is (also) given in another letter case: servers decoding with Go's encoding/json read the two as one; name it exactly, once", a.text),
-				fmt.Sprintf("argument %s is (also) given as %s: servers decoding with Go's encoding/json read the two as one; name it exactly, once", a.text, other)
+			return variantDenial(a, other)
 		}
 	}
 	for _, g := range gaps {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"slices"
-	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -163,14 +162,13 @@ func (s *scanner) object() error {
 		return nil
 	}
 	// Keys are compared in canonical form, which is injective: equal
-	// canonical bytes if and only if equal decoded strings. Keys equal but
-	// for letter case are refused too: Go's encoding/json reads "URL" into
-	// the field it reads "url" into (the last one wins), so a Go server
-	// would act on the twin the policy did not check. Canonical form keeps
-	// escapes only for control characters, '"' and '\', always spelled
-	// the same, so folding canonical bytes folds the decoded keys. Small
+	// canonical bytes if and only if equal decoded strings. Keys that are
+	// the same key to some decoder (SameKey: letter case, Unicode simple
+	// folding, control characters) are refused too: Go's encoding/json
+	// reads "URL" into the field it reads "url" into (the last one wins),
+	// so a Go server would act on the twin the policy did not check. Small
 	// objects (nearly all of them) use a linear scan; large ones a set of
-	// folded keys.
+	// key skeletons.
 	var small [16]keySpan
 	keys := small[:0]
 	var set map[string][]byte
@@ -185,7 +183,7 @@ func (s *scanner) object() error {
 		key := s.out[start:len(s.out)]
 		if set == nil {
 			for _, k := range keys {
-				if prev := s.out[k.start:k.end]; bytes.EqualFold(prev, key) {
+				if prev := s.out[k.start:k.end]; sameKeyToken(prev, key) {
 					return s.duplicateKey(prev, key)
 				}
 			}
@@ -193,11 +191,11 @@ func (s *scanner) object() error {
 			if len(keys) > 32 {
 				set = make(map[string][]byte, 64)
 				for _, k := range keys {
-					set[foldKey(s.out[k.start:k.end])] = s.out[k.start:k.end]
+					set[tokenSkeleton(s.out[k.start:k.end])] = s.out[k.start:k.end]
 				}
 			}
 		} else {
-			f := foldKey(key)
+			f := tokenSkeleton(key)
 			if prev, dup := set[f]; dup {
 				return s.duplicateKey(prev, key)
 			}
@@ -237,24 +235,10 @@ func (s *scanner) duplicateKey(prev, key []byte) error {
 	if bytes.Equal(prev, key) {
 		return s.errorf("duplicate object key %s", key)
 	}
-	return s.errorf("object keys %s and %s differ only in letter case: servers decoding with Go's encoding/json read them as one key", prev, key)
-}
-
-// foldKey maps a key to one representative of its case-folding class: two
-// keys fold to the same string exactly when bytes.EqualFold holds for them
-// (each rune becomes the least rune of its unicode.SimpleFold orbit).
-func foldKey(b []byte) string {
-	out := make([]rune, 0, len(b))
-	for len(b) > 0 {
-		r, n := utf8.DecodeRune(b)
-		b = b[n:]
-		least := r
-		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
-			least = min(least, f)
-		}
-		out = append(out, least)
+	if bytes.EqualFold(prev, key) {
+		return s.errorf("object keys %s and %s differ only in letter case: servers decoding with Go's encoding/json read them as one key", prev, key)
 	}
-	return string(out)
+	return s.errorf("object keys %s and %s differ only in letter case, Unicode folding or control characters: decoders read them as one key", prev, key)
 }
 
 func (s *scanner) array() error {

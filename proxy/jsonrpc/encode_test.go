@@ -122,7 +122,7 @@ func BenchmarkDecodeSmall(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if name, _, _ := LookupString(msgs[0].Params, "name"); name != "fetch_url" || Lookup(msgs[0].Params, "arguments") == nil {
+		if name, _, _ := LookupString(msgs[0].Params, "name"); name != "fetch_url" || func() bool { v, _ := Lookup(msgs[0].Params, "arguments"); return v == nil }() {
 			b.Fatal("lookup failed")
 		}
 	}

@@ -26,6 +26,12 @@ func TestCanonical(t *testing.T) {
 		{name: "case variants via escape", in: `{"a":1,"A":2}`, err: "differ only in letter case"},
 		{name: "Kelvin sign folds to k", in: "{\"k\":1,\"\u212a\":2}", err: "differ only in letter case"},
 		{name: "long s folds to s", in: "{\"s\":1,\"\u017f\":2}", err: "differ only in letter case"},
+		// A reader that stops at a NUL, or drops control characters, reads
+		// these as one key (issue #14).
+		{name: "NUL suffix", in: `{"tools":[],"tools\u0000":[1]}`, err: "control characters"},
+		{name: "control prefix and case", in: `{"Tools":[],"\u0001tools":[1]}`, err: "control characters"},
+		{name: "DEL and C1", in: `{"a\u007f":1,"a\u0085":2}`, err: "control characters"},
+		{name: "folding and NUL among many keys", in: `{"k0":0,"k1":1,"k2":2,"k3":3,"k4":4,"k5":5,"k6":6,"k7":7,"k8":8,"k9":9,"k10":0,"k11":1,"k12":2,"k13":3,"k14":4,"k15":5,"k16":6,"k17":7,"k18":8,"k19":9,"k20":0,"k21":1,"k22":2,"k23":3,"k24":4,"k25":5,"k26":6,"k27":7,"k28":8,"k29":9,"k30":0,"k31":1,"k32":2,"k33":3,"tools":1,"tool\u017f\u0000":2}`, err: "control characters"},
 		{name: "case variants among many keys", in: `{"k0":0,"k1":1,"k2":2,"k3":3,"k4":4,"k5":5,"k6":6,"k7":7,"k8":8,"k9":9,"k10":0,"k11":1,"k12":2,"k13":3,"k14":4,"k15":5,"k16":6,"k17":7,"k18":8,"k19":9,"k20":0,"k21":1,"k22":2,"k23":3,"k24":4,"k25":5,"k26":6,"k27":7,"k28":8,"k29":9,"k30":0,"k31":1,"k32":2,"k33":3,"K7":7}`, err: "differ only in letter case"},
 		{name: "keys that only look alike stay distinct", in: `{"a":1,"á":2,"a_":3}`, want: `{"a":1,"á":2,"a_":3}`},
 		{name: "many distinct keys", in: `{"k0":0,"k1":1,"k2":2,"k3":3,"k4":4,"k5":5,"k6":6,"k7":7,"k8":8,"k9":9,"k10":0,"k11":1,"k12":2,"k13":3,"k14":4,"k15":5,"k16":6,"k17":7,"k18":8,"k19":9,"k20":0,"k21":1,"k22":2,"k23":3,"k24":4,"k25":5,"k26":6,"k27":7,"k28":8,"k29":9,"k30":0,"k31":1,"k32":2,"k33":3}`, want: `{"k0":0,"k1":1,"k2":2,"k3":3,"k4":4,"k5":5,"k6":6,"k7":7,"k8":8,"k9":9,"k10":0,"k11":1,"k12":2,"k13":3,"k14":4,"k15":5,"k16":6,"k17":7,"k18":8,"k19":9,"k20":0,"k21":1,"k22":2,"k23":3,"k24":4,"k25":5,"k26":6,"k27":7,"k28":8,"k29":9,"k30":0,"k31":1,"k32":2,"k33":3}`},
@@ -154,6 +160,7 @@ func FuzzDecode(f *testing.F) {
 		`[{"jsonrpc":"2.0","id":"a","result":{"x":[1,2,{"y":null}]}}]`,
 		`{"jsonrpc":"2.0","id":1,"error":{"code":-1,"message":"\ud83d\ude00","data":{}}}`,
 		`{"a":1,"a":1}`, "\"\xed\xa0\x80\"",
+		`{"tools":[],"tool\u017f\u0000":[]}`, `{"Tools":[{"name":"x"}]}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -166,6 +173,19 @@ func FuzzDecode(f *testing.F) {
 		again, err := Canonical(nil, canon, Limits{})
 		if err != nil || string(again) != string(canon) {
 			t.Fatalf("canonical form not stable: %q -> %q (%v)", canon, again, err)
+		}
+		// No two keys of an accepted object are one key (SameKey), so
+		// each reads back exactly.
+		if canon[0] == '{' {
+			ms, err := Members(canon)
+			if err != nil {
+				t.Fatalf("members of %q: %v", canon, err)
+			}
+			for _, m := range ms {
+				if v, err := Lookup(canon, m.Key); err != nil || string(v) != string(m.Value) {
+					t.Fatalf("Lookup(%q, %q) = %s, %v; want %s", canon, m.Key, v, err, m.Value)
+				}
+			}
 		}
 		msgs, batch, err := Decode(data, Limits{})
 		if err != nil {
@@ -226,10 +246,22 @@ func TestSkipString(t *testing.T) {
 	walk(nil)
 }
 
+// TestLookupExact: Lookup reads a key exactly and refuses an object that
+// holds a variant of it (SameKey): another letter case, a character that
+// folds to one of its letters (ſ U+017F to s, K U+212A to k), a control
+// character added (issue #14).
 func TestLookupExact(t *testing.T) {
 	tests := []struct {
 		obj, key, want, err string
 	}{
+		{`{"Tools":[]}`, "tools", "", `"tools" is given as "Tools"`},
+		{"{\"tool\u017f\":[]}", "tools", "", `given as "toolſ"`},
+		{`{"tools\u0000":[]}`, "tools", "", `given as "tools\x00"`},
+		{`{"\u0000tools":[]}`, "tools", "", `given as "\x00tools"`},
+		{`{"tools\u007f":[]}`, "tools", "", `given as "tools\x7f"`},
+		{`{"tools\u0085":[]}`, "tools", "", `given as "tools\u0085"`},
+		{`{"tools":[],"x":1}`, "tools", `[]`, ""},
+		{`{"tools\u200b":[]}`, "tools", "", ""}, // a zero-width space is no variant: no decoder reads it as "tools"
 		{`{"name":"a","x":1}`, "name", `"a"`, ""},
 		{`{"x":1}`, "name", "", ""},
 		{`{"Name":"a"}`, "name", "", `"name" is given as "Name"`},
@@ -244,9 +276,9 @@ func TestLookupExact(t *testing.T) {
 		if err != nil {
 			canon = []byte(tt.obj)
 		}
-		got, err := LookupExact(canon, tt.key)
+		got, err := Lookup(canon, tt.key)
 		if (err != nil) != (tt.err != "") || err != nil && !strings.Contains(err.Error(), tt.err) || string(got) != tt.want {
-			t.Errorf("LookupExact(%s, %q) = %s, %v; want %s, error with %q", tt.obj, tt.key, got, err, tt.want, tt.err)
+			t.Errorf("Lookup(%s, %q) = %s, %v; want %s, error with %q", tt.obj, tt.key, got, err, tt.want, tt.err)
 		}
 	}
 }

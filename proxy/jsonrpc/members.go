@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"unicode/utf8"
 )
 
@@ -35,48 +34,20 @@ func Members(obj json.RawMessage) ([]Member, error) {
 	return out, nil
 }
 
-// Lookup returns the value of key in a canonical JSON object, or nil.
-func Lookup(obj json.RawMessage, key string) json.RawMessage {
-	// It runs several times per message: it scans without building the
-	// member list, and unquotes only keys with escapes. It still reads the
-	// whole object, so a malformed one gives nil wherever the key is.
-	var found json.RawMessage
+// Lookup returns the value of key in a canonical JSON object, nil when it
+// is absent. Keys are read exactly, and an object that holds a variant of
+// key ("Tools", "toolſ" or "tools\u0000" for "tools", see SameKey) is an
+// error whether or not it holds key itself: a peer's decoder may read the
+// variant as the key (Go's encoding/json ignores letter case), so what the
+// proxy read would not be what the peer acts on. Canonical objects never
+// hold two keys that are the same key (Canonical refuses them), so the
+// one found, if any, is the only candidate.
+func Lookup(obj json.RawMessage, key string) (json.RawMessage, error) {
+	// It runs several times per message, for every answer the gateway
+	// gives too: it scans without building the member list, and compares
+	// printable ASCII keys, nearly all of them, without allocating.
 	sc := memberScanner{obj: obj}
-	for {
-		tok, value, ok := sc.next()
-		if !ok {
-			break
-		}
-		if found != nil {
-			continue
-		}
-		if body := tok[1 : len(tok)-1]; unescaped(body) {
-			if string(body) == key {
-				found = value
-			}
-			continue
-		}
-		k, err := unquote(tok)
-		if err != nil {
-			return nil
-		}
-		if k == key {
-			found = value
-		}
-	}
-	if sc.err != nil {
-		return nil
-	}
-	return found
-}
-
-// LookupExact is Lookup for a key a peer's decoder may match in any letter
-// case: it is an error when the object has the key in another case ("Name"
-// for "name"), since Go's encoding/json would read that one as the key.
-// Canonical objects never hold two keys equal but for case (Canonical
-// refuses them), so the one found, if any, is the only candidate.
-func LookupExact(obj json.RawMessage, key string) (json.RawMessage, error) {
-	sc := memberScanner{obj: obj}
+	plain := plainKey(key)
 	var found json.RawMessage
 	for {
 		tok, value, ok := sc.next()
@@ -84,9 +55,7 @@ func LookupExact(obj json.RawMessage, key string) (json.RawMessage, error) {
 			break
 		}
 		k := ""
-		if body := tok[1 : len(tok)-1]; unescaped(body) {
-			// ASCII without escapes, nearly every key: compared without
-			// allocating (this runs for every answer the gateway gives).
+		if body := tok[1 : len(tok)-1]; plain && plainToken(body) {
 			if string(body) == key {
 				found = value
 				continue
@@ -104,11 +73,11 @@ func LookupExact(obj json.RawMessage, key string) (json.RawMessage, error) {
 				found = value
 				continue
 			}
-			if !strings.EqualFold(k, key) {
+			if !SameKey(k, key) {
 				continue
 			}
 		}
-		return nil, fmt.Errorf("%q is given as %q: decoders that ignore letter case (Go's encoding/json) read it as %q", key, k, key)
+		return nil, fmt.Errorf("%q is given as %q: decoders that ignore letter case or control characters (Go's encoding/json) read it as %q", key, k, key)
 	}
 	if sc.err != nil {
 		return nil, sc.err
@@ -132,21 +101,15 @@ func asciiEqualFold(b []byte, s string) bool {
 	return true
 }
 
-// LookupStringExact is LookupString with LookupExact's refusal of the key
-// in another letter case.
-func LookupStringExact(obj json.RawMessage, key string) (string, bool, error) {
-	v, err := LookupExact(obj, key)
+// LookupString returns the string value of key in a canonical JSON object,
+// read as Lookup reads it. It reports false when the key is absent; a value
+// of another type is an error, never a silent "".
+func LookupString(obj json.RawMessage, key string) (string, bool, error) {
+	v, err := Lookup(obj, key)
 	if err != nil {
 		return "", false, err
 	}
 	return stringValue(v, key)
-}
-
-// LookupString returns the string value of key in a canonical JSON object.
-// It reports false when the key is absent; a value of another type is an
-// error, never a silent "".
-func LookupString(obj json.RawMessage, key string) (string, bool, error) {
-	return stringValue(Lookup(obj, key), key)
 }
 
 func stringValue(v json.RawMessage, key string) (string, bool, error) {
