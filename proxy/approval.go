@@ -295,7 +295,7 @@ func (pm *pump) confirmStateless(ctx context.Context, h *held) (rules.Decision, 
 			return pm.approvalDone(ctx, h, outcomeTimeout, viaElicitation, q.expires.Add(-cf.Timeout), "the answer came after the question expired"), nil
 		}
 		start := q.expires.Add(-cf.Timeout)
-		if action, _, err := jsonrpc.LookupStringExact(a.Value, "action"); err == nil && action == "accept" {
+		if action, _, err := jsonrpc.LookupString(a.Value, "action"); err == nil && action == "accept" {
 			return pm.approvalDone(ctx, h, outcomeConfirmed, viaElicitation, start, "the user chose \"accept\""), nil
 		}
 		return pm.approvalDone(ctx, h, outcomeDeclined, viaElicitation, start, "the user did not accept"), nil
@@ -340,7 +340,7 @@ func bindingOf(in *rules.Input) [32]byte {
 // see. An inputResponses left empty is removed. The answers go to no one
 // but the proxy, whatever the policy then decides.
 func takeAnswers(params json.RawMessage) (answers []jsonrpc.Member, rest json.RawMessage, err error) {
-	resp, err := jsonrpc.LookupExact(params, "inputResponses")
+	resp, err := jsonrpc.Lookup(params, "inputResponses")
 	if err != nil || resp == nil || resp[0] != '{' || !strings.Contains(string(resp), approvalIDPrefix) {
 		return nil, params, err
 	}
@@ -396,11 +396,15 @@ func objectOf(ms []jsonrpc.Member) json.RawMessage {
 // declaresElicitationMeta reports whether a 2026-07-28 request declares,
 // in its _meta, a client that can ask its user (elicitation, form mode).
 func declaresElicitationMeta(params json.RawMessage) bool {
-	meta := jsonrpc.Lookup(params, "_meta")
-	if len(meta) == 0 || meta[0] != '{' {
+	meta, err := jsonrpc.Lookup(params, "_meta")
+	if err != nil || len(meta) == 0 || meta[0] != '{' {
 		return false
 	}
-	return declaresElicitation([]byte(`{"capabilities":` + string(orEmpty(jsonrpc.Lookup(meta, "io.modelcontextprotocol/clientCapabilities"))) + `}`))
+	caps, err := jsonrpc.Lookup(meta, "io.modelcontextprotocol/clientCapabilities")
+	if err != nil {
+		return false // a variant of the key: declares nothing
+	}
+	return declaresElicitation([]byte(`{"capabilities":` + string(orEmpty(caps)) + `}`))
 }
 
 func orEmpty(v json.RawMessage) json.RawMessage {

@@ -499,7 +499,7 @@ func FuzzTakeAnswers(f *testing.F) {
 		if _, err := jsonrpc.DecodeOne([]byte(`{"jsonrpc":"2.0","id":1,"method":"x","params":`+string(rest)+`}`), jsonrpc.DefaultLimits); err != nil {
 			t.Fatalf("rest %s is not valid: %v", rest, err)
 		}
-		if ir := jsonrpc.Lookup(rest, "inputResponses"); ir != nil && ir[0] == '{' {
+		if ir := lookupKey(rest, "inputResponses"); ir != nil && ir[0] == '{' {
 			ms, _ := jsonrpc.Members(ir)
 			for _, mm := range ms {
 				if strings.HasPrefix(mm.Key, approvalIDPrefix) {
