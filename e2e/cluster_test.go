@@ -19,9 +19,9 @@ import (
 	"mcpguard.dev/mcpguard/internal/kubenode"
 )
 
-// The stand-ins' Services get fixed ClusterIPs: the node has no cluster DNS,
-// so the agent pods pin the gateway's shipped name with hostAliases and the
-// gateway dials the internet stand-in by address.
+// The stand-ins' Services get fixed ClusterIPs (TestClusterDNS checks the
+// names resolve to them); pods find every Service by name through the
+// node's cluster DNS (CoreDNS), with no hostAliases.
 const (
 	gatewayIP   = "10.96.0.80"
 	internetIP  = "10.96.0.50"
@@ -233,14 +233,12 @@ func (e *env) gatewayLog(ctx context.Context) ([]map[string]any, error) {
 // agentDeployment is an agent as a platform team would write it: its own
 // ServiceAccount without a token, restricted security settings, and the
 // opt-in annotation mcpguard.dev/inject set to inject (none when empty).
-// The gateway's shipped name is pinned with hostAliases (no cluster DNS).
 // linger is how long the agent keeps running after SIGTERM.
 func agentDeployment(name, ns, inject string, linger time.Duration) string {
 	annotations := ""
 	if inject != "" {
 		annotations = fmt.Sprintf("      annotations:\n        mcpguard.dev/inject: %q\n", inject)
 	}
-	alias := fmt.Sprintf("      hostAliases:\n        - ip: %s\n          hostnames: [%s]\n", gatewayIP, gatewayName)
 	return fmt.Sprintf(`apiVersion: v1
 kind: ServiceAccount
 metadata: {name: %[1]s, namespace: %[2]s}
@@ -259,15 +257,15 @@ spec:
       serviceAccountName: %[1]s
       automountServiceAccountToken: false
       terminationGracePeriodSeconds: 30
-%[4]s      securityContext: {runAsNonRoot: true, seccompProfile: {type: RuntimeDefault}}
+      securityContext: {runAsNonRoot: true, seccompProfile: {type: RuntimeDefault}}
       containers:
         - name: agent
-          image: %[5]s
+          image: %[4]s
           imagePullPolicy: Never
-          args: [agent, -linger=%[6]s]
+          args: [agent, -linger=%[5]s]
           resources: {requests: {cpu: 10m, memory: 16Mi}, limits: {memory: 128Mi}}
           securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}
-`, name, ns, annotations, alias, peerImage, linger)
+`, name, ns, annotations, peerImage, linger)
 }
 
 const istioCRDs = `apiVersion: apiextensions.k8s.io/v1
@@ -342,7 +340,7 @@ spec:
     spec:
       serviceAccountName: gateway
       containers:
-        - {name: gateway, image: %[1]s, imagePullPolicy: Never, args: [gateway, -internet=%[2]s:80, -audience=mcp-gateway]}
+        - {name: gateway, image: %[1]s, imagePullPolicy: Never, args: [gateway, -internet=internet.internet.svc.cluster.local:80, -audience=mcp-gateway]}
 ---
 apiVersion: v1
 kind: Service

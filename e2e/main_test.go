@@ -131,6 +131,10 @@ func startNode(t *testing.T) *kubenode.Node {
 		}
 		theNode = n
 		figure("node start (kubenode.Start)", time.Since(t0))
+		if !n.DNS() {
+			nodeErr = fmt.Errorf("no coredns in %s: scripts/kube-test-bins.sh builds it beside the Kubernetes binaries", n.Bin)
+			return
+		}
 		for _, a := range []string{archive, peer} {
 			if err := n.ImportImage(ctx, a); err != nil {
 				nodeErr = err
@@ -165,7 +169,7 @@ func peerImageArchive(dir string) (string, error) {
 		return "", fmt.Errorf("busybox-static is not installed: %w", err)
 	}
 	files = append(files, kubenode.File{Path: "/bin/busybox", Mode: 0o755, Src: bb})
-	for _, applet := range []string{"sh", "ls", "wc", "uname", "sleep", "cat", "printf", "tr"} {
+	for _, applet := range []string{"sh", "ls", "wc", "uname", "sleep", "cat", "printf", "tr", "nslookup"} {
 		files = append(files, kubenode.File{Path: "/bin/" + applet, Link: "busybox"})
 	}
 	curl, err := exec.LookPath("curl")

@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"mcpguard.dev/mcpguard/inject"
+	"mcpguard.dev/mcpguard/internal/kubenode"
 )
 
 func ctxT(t *testing.T, d time.Duration) context.Context {
@@ -202,6 +203,44 @@ func TestCredentialIsolation(t *testing.T) {
 	}
 	if r.Status != 401 {
 		t.Errorf("agent → gateway directly: %+v, want HTTP 401", r)
+	}
+}
+
+// TestClusterDNS: pods find Services by name through the node's cluster DNS
+// (CoreDNS), with no hostAliases: the gateway's shipped name and the
+// internet stand-in's resolve to their Services (the sidecar reaching the
+// gateway in the other tests is this lookup). A name outside the cluster
+// gets no answer: the DNS forwards nothing, so nothing is asked off the
+// machine.
+func TestClusterDNS(t *testing.T) {
+	e := installed(t)
+	ctx := ctxT(t, 2*time.Minute)
+	p := e.agentPod(t, agentNS, "weather-agent")
+	if len(p.Spec.HostAliases) > 0 {
+		t.Errorf("the agent pod pins names with hostAliases: %+v", p.Spec.HostAliases)
+	}
+	resolv, err := e.exec(ctx, p, "agent", "cat", "/etc/resolv.conf")
+	if err != nil || !strings.Contains(resolv, "nameserver "+kubenode.NodeIP) {
+		t.Errorf("the agent's resolv.conf: %q %v, want the node's DNS %s", resolv, err, kubenode.NodeIP)
+	}
+	webhook, err := e.kc.CoreV1().Services("mcpguard-system").Get(ctx, "mcpguard-webhook", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ name, ip string }{
+		{gatewayName, gatewayIP},
+		{"internet.internet.svc.cluster.local", internetIP},
+		{"mcpguard-webhook.mcpguard-system.svc.cluster.local", webhook.Spec.ClusterIP},
+	} {
+		out, err := e.exec(ctx, p, "agent", "nslookup", c.name)
+		if err != nil || !strings.Contains(out, "Address: "+c.ip) {
+			t.Errorf("nslookup %s in the agent pod: %v\n%s\nwant the address %s", c.name, err, out, c.ip)
+		}
+	}
+	if out, err := e.exec(ctx, p, "agent", "nslookup", "api.weather.gov."); err == nil {
+		t.Errorf("nslookup api.weather.gov. was answered: the cluster DNS must forward nothing\n%s", out)
+	} else {
+		t.Logf("a name outside the cluster: %.120s", err)
 	}
 }
 

@@ -3,16 +3,20 @@
 # directory keyed on the version: kube-apiserver and etcd (the webhook's envtest
 # tests) and kubelet, kube-controller-manager, kube-scheduler, kube-proxy and
 # kubectl (the real node of e2e/, scripts/kube-node.sh). One `go get` and one
-# build cache serve all of them. Idempotent: it does nothing when the binaries
-# are already there. Prints the directory.
+# build cache serve all of them. Beside them, CoreDNS (the node's cluster DNS)
+# with only the plugins it uses, from a throwaway module of its own. Idempotent:
+# it does nothing when the binaries are already there. Prints the directory.
 #
 # k8s.io/kubernetes is built in a throwaway module outside mcpguard's go.mod,
 # so it never enters the product's dependency graph.
 set -euo pipefail
-K=v1.37.2 S=v0.37.2 ETCD=v3.7.0
+K=v1.37.2 S=v0.37.2 ETCD=v3.7.0 COREDNS=v1.15.0
 out=${XDG_CACHE_HOME:-$HOME/.cache}/mcpguard/kube/$K
 cmds="kube-apiserver kubelet kube-controller-manager kube-scheduler kube-proxy kubectl"
 complete() {
+  kube_complete && [ -x "$out/coredns" ]
+}
+kube_complete() {
   for b in $cmds etcd; do [ -x "$out/$b" ] || return 1; done
 }
 if complete; then echo "$out"; exit 0; fi
@@ -27,7 +31,9 @@ fi
 if complete; then echo "$out"; exit 0; fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-cd "$work"
+if ! kube_complete; then
+mkdir "$work/kube"
+cd "$work/kube"
 # k8s.io/kubernetes replaces its staging modules with ./staging paths; pin them
 # to the published versions instead.
 gomod=$(go mod download -json k8s.io/kubernetes@$K | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
@@ -55,5 +61,37 @@ done
 if [ -x "$out/etcd" ]; then cp "$out/etcd" "$out.tmp/etcd"; else
   CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out.tmp/etcd" go.etcd.io/etcd/server/v3 >&2
 fi
+if [ -x "$out/coredns" ]; then cp "$out/coredns" "$out.tmp/coredns"; fi
 rm -rf "$out" && mv "$out.tmp" "$out"
+fi
+
+# CoreDNS with the plugins the node's cluster DNS uses (kubernetes, cache,
+# errors), not the cloud providers' of the full build.
+if [ ! -x "$out/coredns" ]; then
+  mkdir "$work/coredns"
+  cd "$work/coredns"
+  cat > main.go <<'GO'
+// Command coredns is CoreDNS with only the plugins a test node uses.
+package main
+
+import (
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/coremain"
+
+	_ "github.com/coredns/coredns/plugin/cache"
+	_ "github.com/coredns/coredns/plugin/errors"
+	_ "github.com/coredns/coredns/plugin/kubernetes"
+)
+
+// The plugin chain, in CoreDNS's own order (its plugin.cfg).
+func init() { dnsserver.Directives = []string{"errors", "cache", "kubernetes"} }
+
+func main() { coremain.Run() }
+GO
+  printf 'module local/coredns\n\ngo 1.26.0\n' > go.mod
+  go get "github.com/coredns/coredns@$COREDNS" >&2
+  go mod tidy >&2
+  CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/coredns.tmp" . >&2
+  mv "$out/coredns.tmp" "$out/coredns"
+fi
 echo "$out"

@@ -32,7 +32,7 @@ if ! dpkg -s "${node_pkgs[@]}" >/dev/null 2>&1 && command -v apt-get >/dev/null 
     echo "could not install ${node_pkgs[*]}; e2e will say what is missing" >&2
 fi
 
-step "building the Kubernetes binaries (kube-apiserver, etcd, and the e2e node's) from the Go module proxy (cached per machine)"
+step "building the Kubernetes binaries (kube-apiserver, etcd, and the e2e node's, with CoreDNS) from the Go module proxy (cached per machine)"
 KUBEBUILDER_ASSETS=$(scripts/kube-test-bins.sh)
 export KUBEBUILDER_ASSETS
 

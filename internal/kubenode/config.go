@@ -73,6 +73,11 @@ func (n *Node) cniConfig() string {
 }
 
 func (n *Node) kubeletConfig() string {
+	// Pods' nameserver: the node's CoreDNS, when it runs.
+	dnsIP := ""
+	if n.DNS() {
+		dnsIP = NodeIP
+	}
 	return fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 # cgroup v1 hybrid hosts: allowed explicitly; cgroupfs driver (no systemd);
@@ -94,11 +99,23 @@ imageGCLowThresholdPercent: 99
 enforceNodeAllocatable: []
 serializeImagePulls: false
 clusterDomain: cluster.local
-clusterDNS: []
+clusterDNS: [%[6]s]
 resolvConf: ""
 localStorageCapacityIsolation: false
 maxPods: 60
-`, cgroupName, n.containerdSock(), NodeIP, n.path("pki/ca.crt"), n.path("pod-logs"))
+`, cgroupName, n.containerdSock(), NodeIP, n.path("pki/ca.crt"), n.path("pod-logs"), dnsIP)
+}
+
+// corefile serves the cluster's zones from the API, and nothing else.
+func (n *Node) corefile() string {
+	return fmt.Sprintf(`cluster.local:53 in-addr.arpa:53 {
+    errors
+    kubernetes cluster.local in-addr.arpa {
+        kubeconfig %s node
+    }
+    cache 30
+}
+`, n.Kubeconfig())
 }
 
 func (n *Node) path(elem ...string) string {

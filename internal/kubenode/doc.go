@@ -1,12 +1,15 @@
 // Package kubenode runs a real single-node Kubernetes for mcpguard's
 // end-to-end tests (e2e/) and scripts/kube-node.sh: etcd, kube-apiserver,
 // containerd (Debian's), the kubelet, kube-controller-manager,
-// kube-scheduler and kube-proxy, all inside a network namespace of its own.
+// kube-scheduler, kube-proxy and CoreDNS (the cluster DNS pods are given,
+// for the cluster's zones only: it forwards nothing), all inside a network
+// namespace of its own.
 //
 //	host namespace                      namespace mcpguard-node (lo: 127.0.0.1, 10.250.0.2)
 //	  blackhole 10.250.0.0/24             etcd :2379 ── kube-apiserver :6443
 //	  blackhole 10.244.0.0/16             containerd ── kubelet ── cni0 10.244.0.1/24 ── pods
 //	  blackhole 10.96.0.0/24              controller-manager, scheduler, kube-proxy (iptables)
+//	                                      coredns 10.250.0.2:53 (cluster.local, in-addr.arpa)
 //	  test process ──Dial (setns)──────▶  127.0.0.1:6443
 //
 // Safety (no test traffic may leave the machine): the blackhole routes go in

@@ -25,7 +25,8 @@ import (
 type Options struct {
 	// Bin is the directory holding kubelet, kube-apiserver,
 	// kube-controller-manager, kube-scheduler, kube-proxy, kubectl and etcd
-	// (scripts/kube-test-bins.sh prints it). Required.
+	// (scripts/kube-test-bins.sh prints it), and coredns for cluster DNS
+	// (without it pods get no DNS server). Required.
 	Bin string
 	// Dir holds the node's state and logs. Default /tmp/mcpguard-node. Start
 	// empties it (logs/ of the previous run excepted).
@@ -63,6 +64,7 @@ const (
 	dCM         = "kube-controller-manager"
 	dScheduler  = "kube-scheduler"
 	dProxy      = "kube-proxy"
+	dCoreDNS    = "coredns"
 )
 
 // Start brings a node up. It first tears down whatever an earlier run left
@@ -267,7 +269,44 @@ func (n *Node) up(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	return nil
+	if !n.DNS() {
+		return nil
+	}
+	// Cluster DNS: CoreDNS as a daemon of the node, like kube-proxy, serving
+	// only the cluster's zones (no forwarding: a name outside them is
+	// refused, so nothing is ever asked off the machine).
+	if err := os.WriteFile(n.path("Corefile"), []byte(n.corefile()), 0o600); err != nil {
+		return err
+	}
+	if err := n.daemon(dCoreDNS, filepath.Join(n.Bin, "coredns"), "-conf", n.path("Corefile")); err != nil {
+		return err
+	}
+	r := n.Resolver()
+	return n.waitFor(ctx, "cluster DNS", time.Minute, func(ctx context.Context) error {
+		addrs, err := r.LookupHost(ctx, "kubernetes.default.svc.cluster.local")
+		if err != nil {
+			return err
+		}
+		if !slices.Equal(addrs, []string{apiServiceIP}) {
+			return fmt.Errorf("kubernetes.default.svc.cluster.local is %v, want %s", addrs, apiServiceIP)
+		}
+		return nil
+	})
+}
+
+// DNS reports whether the node runs cluster DNS: CoreDNS, when Bin holds
+// it, on the node's address, which the kubelet gives pods as their
+// nameserver.
+func (n *Node) DNS() bool {
+	_, err := os.Stat(filepath.Join(n.Bin, "coredns"))
+	return err == nil
+}
+
+// Resolver asks the node's cluster DNS, from inside its namespace.
+func (n *Node) Resolver() *net.Resolver {
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return n.Dial(ctx, network, net.JoinHostPort(NodeIP, "53"))
+	}}
 }
 
 // Stop tears the node down: workloads through the API (so the kubelet
@@ -316,7 +355,7 @@ func (n *Node) teardown() {
 		}
 		cancel()
 	}
-	for _, d := range []string{dProxy, dScheduler, dCM, dKubelet} {
+	for _, d := range []string{dCoreDNS, dProxy, dScheduler, dCM, dKubelet} {
 		n.stopDaemon(d)
 	}
 	if n.alive(dContainerd) {
