@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -243,8 +244,11 @@ func TestConnectOAuthRefusals(t *testing.T) {
 	if err := login.Run(); err != nil || !strings.Contains(lb.out.String(), "signed in to "+srv.Endpoint()) {
 		t.Fatalf("connect --login --scope: %v\n%s", err, lb.out.String())
 	}
-	if !strings.Contains(lb.out.String(), "scope=mcp+admin") {
-		t.Errorf("the sign-in URL did not ask for the scopes given:\n%s", lb.out.String())
+	// The SDK adds offline_access and keeps no order.
+	if m := signInURL.FindStringSubmatch(lb.out.String()); m == nil {
+		t.Errorf("no sign-in URL:\n%s", lb.out.String())
+	} else if u, err := url.Parse(m[1]); err != nil || !sameSet(strings.Fields(u.Query().Get("scope")), []string{"mcp", "admin", "offline_access"}) {
+		t.Errorf("the sign-in URL asked for the scopes %q, want mcp, admin (given) and offline_access", u.Query().Get("scope"))
 	}
 	if n := srv.Registrations.Load(); n != 1 {
 		t.Errorf("%d registrations: the second sign-in registered again instead of using the kept registration", n)
