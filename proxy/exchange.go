@@ -357,17 +357,24 @@ func (ex *exchange) forwarding(m *jsonrpc.Message) *callError {
 	return nil
 }
 
-func (ex *exchange) answered(id jsonrpc.ID) (string, bool) {
+func (ex *exchange) answered(id jsonrpc.ID) (string, jsonrpc.ID, bool) {
 	method, ok := ex.waiting[id.String()]
+	agentID := id
 	if ok {
 		delete(ex.waiting, id.String())
 		ex.settle(id)
+		for _, m := range ex.msgs {
+			if m.Kind() == jsonrpc.KindRequest && m.ID.String() == id.String() {
+				agentID = m.ID
+				break
+			}
+		}
 	} else if len(ex.msgs) == 0 && ex.sess != nil {
 		// A GET stream: after a resumption it carries the answers to
 		// requests whose POST stream was cut, each delivered once.
 		method, ok = ex.sess.settle(id.String())
 	}
-	return method, ok
+	return method, agentID, ok
 }
 
 // elicits: the session's initialize declared elicitation. A stateless

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -369,7 +370,7 @@ func (g *scriptGateway) answer(body []byte) []string {
 	case m.Kind() == jsonrpc.KindNotification:
 		return nil
 	case m.Method == "tools/call":
-		return g.sends(m.ID.String())
+		return g.sends(echoID(m.ID))
 	case m.Method == "tools/list" && g.listing != "":
 		return []string{fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"result":%s}`, m.ID, g.listing)}
 	}
@@ -573,4 +574,51 @@ func TestKeyVariantsEveryTransport(t *testing.T) {
 			})
 		}
 	})
+}
+
+// echoID is id as a JavaScript server echoes it: read as a number, written
+// back (-0 as 0, 1.50 as 1.5, 1e2 as 100).
+func echoID(id jsonrpc.ID) string {
+	f, err := strconv.ParseFloat(id.Raw(), 64)
+	if err != nil {
+		return id.Raw()
+	}
+	if f == 0 {
+		return "0"
+	}
+	return strconv.FormatFloat(f, 'f', -1, 64)
+}
+
+// TestNumericIDs: an agent's numeric id that is not a plain integer (-0, a
+// fraction, an exponent) is accepted, and the answer carries it as the
+// agent wrote it, however the gateway echoes it (issue #14).
+func TestNumericIDs(t *testing.T) {
+	g := &scriptGateway{nudge: []string{}}
+	up := newTestServer(t, g.side().http)
+	_, px := newTestProxy(t, up.URL, func(c *Config) { c.Policy = testPolicy })
+	hdr := rawSession(t, px.URL)
+	for _, id := range []string{"-0", "1.5", "2.50", "1e2", "-7E+1", "0.1e1"} {
+		body := `{"jsonrpc":"2.0","id":` + id + `,"method":"tools/call","params":{"name":"nudge","arguments":{}}}`
+		req, _ := http.NewRequest(http.MethodPost, px.URL, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if !strings.Contains(string(got), `"id":`+id+`,`) || !strings.Contains(string(got), "nudged") {
+			t.Errorf("id %s: answered %d %s, want the result with id %s as written", id, res.StatusCode, got, id)
+		}
+	}
+	for _, id := range []string{"1e999999999", "1" + strings.Repeat("0", 70)} {
+		status, _, body := rawPost(t, px.URL, []byte(`{"jsonrpc":"2.0","id":`+id+`,"method":"ping"}`), hdr)
+		if status != http.StatusBadRequest {
+			t.Errorf("id %s: %d %v, want 400", id, status, body)
+		}
+	}
 }

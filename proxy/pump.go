@@ -82,8 +82,9 @@ type conversation interface {
 	// that is gone).
 	forwarding(m *jsonrpc.Message) *callError
 	// answered forgets an agent request the gateway answered and returns
-	// its method; false when none with that id is outstanding.
-	answered(id jsonrpc.ID) (method string, ok bool)
+	// its method and its id as the agent wrote it (the gateway may echo
+	// -0 as 0); false when none with that id is outstanding.
+	answered(id jsonrpc.ID) (method string, agentID jsonrpc.ID, ok bool)
 	// relaying records a gateway request about to be relayed to the agent;
 	// false when there is no room to (maxPendingServerRequests).
 	relaying(id jsonrpc.ID) bool
@@ -176,10 +177,17 @@ func (pm *pump) forward(c conversation, m *jsonrpc.Message) (fwd, answer *jsonrp
 func (pm *pump) fromGateway(ctx context.Context, c conversation, m *jsonrpc.Message) (toAgent, toGateway *jsonrpc.Message) {
 	switch m.Kind() {
 	case jsonrpc.KindResponse:
-		method, ok := c.answered(m.ID)
+		method, agentID, ok := c.answered(m.ID)
 		if !ok {
 			pm.log.Warn("dropping a server response for an id never sent or already answered", "id", m.ID.String(), "session", c.scope(m).session)
 			return nil, nil
+		}
+		if agentID.Raw() != m.ID.Raw() && !agentID.IsZero() {
+			// The same id, spelled as the gateway reads it: answered as
+			// the agent wrote it, which is what it matches.
+			answer := *m
+			answer.ID = agentID
+			m = &answer
 		}
 		if mt, _ := rules.MethodOf(method); mt.Lifecycle {
 			if v, _, err := jsonrpc.LookupString(m.Result, "protocolVersion"); err == nil && m.Result != nil {

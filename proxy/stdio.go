@@ -203,12 +203,12 @@ func (c *stdioConn) ask(m *jsonrpc.Message) bool {
 	return c.toClient.writeAll([]*jsonrpc.Message{m}, false) == nil
 }
 
-func (c *stdioConn) answered(id jsonrpc.ID) (string, bool) {
+func (c *stdioConn) answered(id jsonrpc.ID) (string, jsonrpc.ID, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	w, ok := c.waiting[id.String()]
 	delete(c.waiting, id.String())
-	return w.method, ok
+	return w.method, w.id, ok
 }
 
 func (c *stdioConn) negotiated(v string) {

@@ -96,7 +96,8 @@ func TestDecode(t *testing.T) {
 		{name: "missing version", in: `{"id":1,"method":"ping"}`, code: CodeInvalidRequest, err: `missing "jsonrpc"`},
 		{name: "case variant key", in: `{"jsonrpc":"2.0","id":1,"Method":"ping"}`, code: CodeInvalidRequest, err: `unknown member "Method"`},
 		{name: "duplicate method", in: `{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/call"}`, code: CodeParseError, err: "duplicate"},
-		{name: "float id", in: `{"jsonrpc":"2.0","id":1.5,"method":"ping"}`, code: CodeInvalidRequest, err: "string or an integer"},
+		{name: "long fraction id", in: `{"jsonrpc":"2.0","id":1.23456789012345678901,"method":"ping"}`, code: CodeInvalidRequest, err: "out of range"},
+		{name: "huge exponent id", in: `{"jsonrpc":"2.0","id":1e999999999,"method":"ping"}`, code: CodeInvalidRequest, err: "out of range"},
 		{name: "object id", in: `{"jsonrpc":"2.0","id":{},"method":"ping"}`, code: CodeInvalidRequest, err: "string or an integer"},
 		{name: "huge id", in: `{"jsonrpc":"2.0","id":99999999999999999999,"method":"ping"}`, code: CodeInvalidRequest, err: "out of range"},
 		{name: "null request id", in: `{"jsonrpc":"2.0","id":null,"method":"ping"}`, code: CodeInvalidRequest, err: "must not be null"},
@@ -161,6 +162,7 @@ func FuzzDecode(f *testing.F) {
 		`{"jsonrpc":"2.0","id":1,"error":{"code":-1,"message":"\ud83d\ude00","data":{}}}`,
 		`{"a":1,"a":1}`, "\"\xed\xa0\x80\"",
 		`{"tools":[],"tool\u017f\u0000":[]}`, `{"Tools":[{"name":"x"}]}`,
+		`{"jsonrpc":"2.0","id":-0,"method":"ping"}`, `{"jsonrpc":"2.0","id":1.5e-3,"result":{}}`, `{"jsonrpc":"2.0","id":1e400,"method":"ping"}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -292,7 +294,8 @@ func TestRefusalKeepsReadableID(t *testing.T) {
 		{`{"jsonrpc":"2.0","id":"a","method":"tools/call","Method":"ping"}`, `"a"`},
 		{`{"jsonrpc":"2.0","id":7,"params":{"url":"x","URL":"y"},"method":"tools/call"}`, `7`},
 		{`{"jsonrpc":"2.0","id":7,"id":8,"method":"ping","method":"ping"}`, `null`},
-		{`{"jsonrpc":"2.0","id":1.5,"method":"ping","method":"ping"}`, `null`},
+		{`{"jsonrpc":"2.0","id":1.5,"method":"ping","method":"ping"}`, `1.5`},
+		{`{"jsonrpc":"2.0","id":1e999,"method":"ping","method":"ping"}`, `null`},
 		{`{"jsonrpc":"2.0","id":null,"method":"ping","method":"ping"}`, `null`},
 		{`{"jsonrpc":"2.0","id":7,"method":"ping"`, `null`}, // not JSON
 		{`{"jsonrpc":"2.0","ID":7,"method":"ping","method":"ping"}`, `null`},
@@ -302,8 +305,36 @@ func TestRefusalKeepsReadableID(t *testing.T) {
 		if !errors.As(err, &de) {
 			t.Fatalf("%s: err = %v, want a DecodeError", tt.in, err)
 		}
-		if de.ID.String() != tt.id {
-			t.Errorf("%s: refused with id %s, want %s", tt.in, de.ID.String(), tt.id)
+		if de.ID.Raw() != tt.id {
+			t.Errorf("%s: refused with id %s, want %s", tt.in, de.ID.Raw(), tt.id)
+		}
+	}
+}
+
+// TestNumericIDKeys: numeric ids are kept as written and keyed by value,
+// so an answer echoed as a JavaScript peer reads the id (-0 as 0, 1e2 as
+// 100) answers the same id; a string id stays another id (issue #14).
+func TestNumericIDKeys(t *testing.T) {
+	id := func(raw string) ID {
+		t.Helper()
+		m, err := DecodeOne([]byte(`{"jsonrpc":"2.0","id":`+raw+`,"result":{}}`), Limits{})
+		if err != nil {
+			t.Fatalf("id %s: %v", raw, err)
+		}
+		if m.ID.Raw() != raw {
+			t.Errorf("id %s kept as %s", raw, m.ID.Raw())
+		}
+		return m.ID
+	}
+	for _, tt := range []struct {
+		a, b string
+		same bool
+	}{
+		{"-0", "0", true}, {"1.5", "1.50", true}, {"1e2", "100", true}, {"-7E+1", "-70", true},
+		{"0.1", "1e-1", true}, {"1.5", "1.25", false}, {"1", `"1"`, false}, {"-0", `"0"`, false},
+	} {
+		if got := id(tt.a).String() == id(tt.b).String(); got != tt.same {
+			t.Errorf("ids %s and %s: same = %v, want %v", tt.a, tt.b, got, tt.same)
 		}
 	}
 }

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/big"
 	"slices"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -22,11 +24,19 @@ const (
 	CodeInternalError  = -32603
 )
 
-// ID is a JSON-RPC request id: a string or an integer, kept in its canonical
-// JSON form so that "1" and 1 stay different ids. The zero ID is absent (a
-// notification); NullID is the explicit null of an error response to a
-// message whose id could not be read.
-type ID struct{ raw string }
+// ID is a JSON-RPC request id: a string or a number, kept as it was written
+// so that "1" and 1 stay different ids and an answer carries the agent's
+// own spelling. The zero ID is absent (a notification); NullID is the
+// explicit null of an error response to a message whose id could not be
+// read.
+//
+// A number not written as a plain integer (1.5, 1e2, -0) also has a key,
+// its value: a peer that echoes it as it reads it (1.50 as 1.5, 1e2 as
+// 100, -0 as 0, as JavaScript does) still answers the same id (issue #14).
+type ID struct {
+	raw string
+	key string // "" when raw is the key
+}
 
 // NullID is the id of an error response to an unreadable request.
 var NullID = ID{raw: "null"}
@@ -40,10 +50,53 @@ func IntID(n int64) ID { return ID{raw: strconv.FormatInt(n, 10)} }
 // IsZero reports whether the id is absent.
 func (id ID) IsZero() bool { return id.raw == "" }
 
-// String returns the canonical JSON of the id ("" when absent). It is a
-// stable map key: two ids are the same id exactly when their Strings are
-// equal.
-func (id ID) String() string { return id.raw }
+// String returns the id's key: its canonical JSON ("" when absent), or for
+// a number not written as a plain integer the value's ("100" for 1e2). It
+// is a stable map key: two ids are the same id exactly when their Strings
+// are equal.
+func (id ID) String() string {
+	if id.key != "" {
+		return id.key
+	}
+	return id.raw
+}
+
+// Raw returns the id as it was written.
+func (id ID) Raw() string { return id.raw }
+
+// maxNumericID bounds a numeric id's length and its exponent: a value is
+// computed for one written otherwise than as a plain integer.
+const maxNumericID = 64
+
+// numericID reads a JSON number (valid by RFC 8259's grammar) as an id.
+func numericID(raw string) (ID, error) {
+	if len(raw) > maxNumericID {
+		return ID{}, fmt.Errorf("id %s is longer than %d characters", raw, maxNumericID)
+	}
+	if n, err := strconv.ParseInt(raw, 10, 64); err == nil && strconv.FormatInt(n, 10) == raw {
+		return ID{raw: raw}, nil // a plain integer, nearly every id
+	}
+	if i := strings.IndexAny(raw, "eE"); i >= 0 {
+		if exp, err := strconv.Atoi(strings.TrimPrefix(raw[i+1:], "+")); err != nil || exp > 2*maxNumericID || exp < -2*maxNumericID {
+			return ID{}, fmt.Errorf("id %s is out of range", raw)
+		}
+	}
+	r, ok := new(big.Rat).SetString(raw)
+	if !ok {
+		return ID{}, fmt.Errorf("id %s is not a number", raw)
+	}
+	// A peer that reads numbers as doubles (JavaScript) echoes the
+	// shortest double's digits: an id whose value they do not hold
+	// exactly would come back as another id, and its answer be lost.
+	f, _ := strconv.ParseFloat(raw, 64)
+	if back, ok := new(big.Rat).SetString(strconv.FormatFloat(f, 'g', -1, 64)); !ok || back.Cmp(r) != 0 {
+		return ID{}, fmt.Errorf("id %s is out of range: a peer reading numbers as doubles would echo another id", raw)
+	}
+	if r.IsInt() {
+		return ID{raw: raw, key: r.Num().String()}, nil
+	}
+	return ID{raw: raw, key: "rat:" + r.RatString()}, nil
+}
 
 // MarshalJSON implements json.Marshaler.
 func (id ID) MarshalJSON() ([]byte, error) {
@@ -299,11 +352,11 @@ func readableID(data []byte) ID {
 		case json.Unmarshal(v, &s) == nil:
 			id = StringID(s)
 		case json.Unmarshal(v, &n) == nil:
-			i, err := n.Int64()
+			nid, err := numericID(string(v))
 			if err != nil {
 				return NullID
 			}
-			id = IntID(i)
+			id = nid
 		default:
 			return NullID
 		}
@@ -386,13 +439,11 @@ func decodeMessage(canon []byte) (*Message, *DecodeError) {
 		case idRaw[0] == '"':
 			m.ID = ID{raw: string(idRaw)}
 		case idRaw[0] == '-' || (idRaw[0] >= '0' && idRaw[0] <= '9'):
-			if bytes.ContainsAny(idRaw, ".eE") {
-				return nil, invalid(NullID, "id %s must be a string or an integer", idRaw)
+			id, err := numericID(string(idRaw))
+			if err != nil {
+				return nil, invalid(NullID, "%v", err)
 			}
-			if _, err := strconv.ParseInt(string(idRaw), 10, 64); err != nil {
-				return nil, invalid(NullID, "id %s is out of range", idRaw)
-			}
-			m.ID = ID{raw: string(idRaw)}
+			m.ID = id
 		case string(idRaw) == "null":
 			m.ID = NullID
 		default:
