@@ -42,7 +42,9 @@ func (p *Proxy) readMessages(w http.ResponseWriter, r *http.Request) (msgs []*js
 	}
 	msgs, batch, err := jsonrpc.Decode(body, p.limits())
 	if err != nil {
-		p.reject(w, r, decodeErrorID(err), errorFromDecode(err))
+		e := errorFromDecode(err)
+		p.refusedMessage(r.Context(), scope{session: r.Header.Get("Mcp-Session-Id"), r: r}, err, e)
+		p.reject(w, r, decodeErrorID(err), e)
 		return nil, false, false
 	}
 	if p.refuseRequestsWhileDraining(w, msgs) {

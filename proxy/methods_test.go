@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -16,6 +17,9 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	sdkrpc "github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"go.opentelemetry.io/otel/trace"
+
+	"mcpguard.dev/mcpguard/internal/telemetry/decisionlog"
 	"mcpguard.dev/mcpguard/proxy/jsonrpc"
 	"mcpguard.dev/mcpguard/rules"
 )
@@ -620,5 +624,43 @@ func TestNumericIDs(t *testing.T) {
 		if status != http.StatusBadRequest {
 			t.Errorf("id %s: %d %v, want 400", id, status, body)
 		}
+	}
+}
+
+// TestStrictRefusalIsADecision: a message the strict decode refuses for two
+// spellings of one key is in the decision log (rule json/strict) and the
+// traces like every other refusal, and its refusal answers its id (issue
+// #14).
+func TestStrictRefusalIsADecision(t *testing.T) {
+	e := newTelemetryEnv(t)
+	e.initialize()
+	status, _, m := e.post(`{"jsonrpc":"2.0","id":41,"method":"tools/call","params":{"name":"echo","arguments":{"url":"https://ok.example","URL":"http://169.254.169.254/"}}}`, nil)
+	if status != http.StatusBadRequest || m == nil || m.ID.String() != "41" || m.Error == nil {
+		t.Fatalf("refusal: %d %+v, want 400 answering id 41", status, m)
+	}
+	var rec *decisionlog.Record
+	for r, err := range decisionlog.Read(bytes.NewReader(e.log.Bytes())) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Rule == "json/strict" {
+			rec = r
+		}
+	}
+	if rec == nil || rec.Decision != "deny" || !rec.Blocked || rec.Session != e.session || !strings.Contains(rec.Reason, `"url" and "URL"`) {
+		t.Fatalf("decision log has %+v, want a json/strict denial naming the keys:\n%s", rec, e.log.String())
+	}
+	if strings.Contains(e.log.String(), "169.254") {
+		t.Errorf("the decision log quotes the refused message's values:\n%s", e.log.String())
+	}
+	sp := e.span(spanPolicy, trace.SpanKindInternal)
+	var rule string
+	for _, a := range sp.Attributes {
+		if a.Key == attrPolicyRule {
+			rule = a.Value.AsString()
+		}
+	}
+	if rule != "json/strict" {
+		t.Errorf("policy span has rule %q, want json/strict", rule)
 	}
 }

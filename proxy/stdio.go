@@ -288,6 +288,7 @@ func (c *stdioConn) fromClient(ctx context.Context, line []byte) {
 	if err != nil {
 		id := decodeErrorID(err)
 		e := errorFromDecode(err)
+		p.refusedMessage(ctx, scope{session: c.sess.id}, err, e)
 		p.log.Warn("refusing an invalid message from the client", "session", c.sess.id, "err", e.msg)
 		c.toClient.write(&jsonrpc.Message{ID: id, Error: e.rpc()})
 		return

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -363,6 +364,24 @@ func (pm *pump) decide(ctx context.Context, in rules.Input) (d rules.Decision) {
 	}()
 	return pm.cfg.Policy.Decide(pctx, in)
 }
+
+// refusedMessage records the strict decode's refusal of an agent's
+// message — a duplicate key, two spellings of one key (jsonrpc.SameKey),
+// invalid JSON — as a decision (rule "json/strict"), so it is in the
+// decision log, the metrics and the traces like every other refusal
+// (issue #14). A size refusal is not a decision about the message.
+func (pm *pump) refusedMessage(ctx context.Context, sc scope, err error, e *callError) {
+	var de *jsonrpc.DecodeError
+	if !errors.As(err, &de) {
+		return
+	}
+	in := pm.input(sc, methodUnreadable)
+	pm.record(ctx, in, rules.Deny("json/strict", e.msg))
+}
+
+// methodUnreadable is the Input.Method of a message the strict decode
+// refused: what it asks for is not known.
+const methodUnreadable = "(unreadable)"
 
 // record records a decision the proxy made without asking the policy (a
 // method refused by the table itself) as decide records the policy's.
