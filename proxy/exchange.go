@@ -177,7 +177,9 @@ func (ex *exchange) run(out output) {
 		}
 		msgs, _, err := jsonrpc.Decode(data, p.limits())
 		if err != nil {
-			ex.failWaiting(out, answers, errUpstream(fmt.Errorf("invalid JSON-RPC from the gateway: %v", err)))
+			e := errUpstream(fmt.Errorf("invalid JSON-RPC from the gateway: %v", err))
+			p.refusedMessage(ctx, ex.scope(nil), err, e)
+			ex.failWaiting(out, answers, e)
 			return
 		}
 		for _, a := range answers {
@@ -311,6 +313,7 @@ func (ex *exchange) relayStream(ctx context.Context, res *http.Response, out out
 		m, err := jsonrpc.DecodeOne(ev.data, p.limits())
 		if err != nil {
 			p.log.Warn("dropping an invalid message from the gateway", "session", ex.sessionID(), "err", err)
+			p.refusedMessage(ctx, ex.scope(nil), err, errUpstream(fmt.Errorf("invalid JSON-RPC from the gateway: %v", err)))
 			continue
 		}
 		ex.fromUpstream(ctx, m, ev.id, out)

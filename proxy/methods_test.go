@@ -558,7 +558,10 @@ func TestKeyVariantsEveryTransport(t *testing.T) {
 				ctx := ctxT(t)
 				g := &scriptGateway{nudge: nudge}
 				engine := methodsEngine(t)
-				agent := dialRaw(t, ctx, tr.wire(t, ctx, g.side(), func(c *Config) { c.Policy, c.DenyAs = engine, DenyJSONRPCError }))
+				var log syncBuffer
+				agent := dialRaw(t, ctx, tr.wire(t, ctx, g.side(), func(c *Config) {
+					c.Policy, c.DenyAs, c.DecisionLog = engine, DenyJSONRPCError, decisionlog.NewWriter(&log)
+				}))
 				var seen []*sdkrpc.Request
 				res := agent.call("tools/call", `{"name":"nudge","arguments":{}}`, &seen)
 				if res.Error != nil && (tr.name != "stdio" || !strings.Contains(res.Error.Error(), "differ only in letter case")) {
@@ -574,6 +577,11 @@ func TestKeyVariantsEveryTransport(t *testing.T) {
 				waitFor(t, "the gateway's refusals of s1 and s2", func() bool {
 					got := g.answers.String()
 					return strings.Contains(got, `"id":"s1"`) && strings.Contains(got, `"id":"s2"`)
+				})
+				// The message with two spellings of maxTokens is a decision
+				// in the log, like the policy's refusals of s1 and s2.
+				waitFor(t, "the json/strict decision in the log", func() bool {
+					return strings.Contains(log.String(), `"rule":"json/strict"`) && strings.Contains(log.String(), `"rule":"sampling/number"`)
 				})
 			})
 		}

@@ -460,6 +460,7 @@ func (c *stdioConn) fromServer(ctx context.Context, line []byte) {
 		// was awaiting it is answered now rather than left to hang; a
 		// later answer to one of those is dropped as one to an unknown id.
 		e := errUpstream(fmt.Errorf("the MCP server wrote invalid JSON-RPC (%v): %s; the call's outcome is unknown", err, excerpt(line)))
+		p.refusedMessage(ctx, scope{session: c.sess.id}, err, errUpstream(fmt.Errorf("invalid JSON-RPC from the server: %v", err)))
 		var de *jsonrpc.DecodeError
 		if errors.As(err, &de) && !de.ID.IsZero() && de.ID != jsonrpc.NullID {
 			c.mu.Lock()

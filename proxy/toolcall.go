@@ -365,11 +365,12 @@ func (pm *pump) decide(ctx context.Context, in rules.Input) (d rules.Decision) {
 	return pm.cfg.Policy.Decide(pctx, in)
 }
 
-// refusedMessage records the strict decode's refusal of an agent's
-// message — a duplicate key, two spellings of one key (jsonrpc.SameKey),
-// invalid JSON — as a decision (rule "json/strict"), so it is in the
-// decision log, the metrics and the traces like every other refusal
-// (issue #14). A size refusal is not a decision about the message.
+// refusedMessage records the strict decode's refusal of a message from
+// either side — a duplicate key, two spellings of one key
+// (jsonrpc.SameKey), invalid JSON — as a decision (rule "json/strict"), so
+// it is in the decision log, the metrics and the traces like every other
+// refusal (issue #14). A size refusal is not a decision about the message.
+// The reason is e's message, which names keys and never their values.
 func (pm *pump) refusedMessage(ctx context.Context, sc scope, err error, e *callError) {
 	var de *jsonrpc.DecodeError
 	if !errors.As(err, &de) {
