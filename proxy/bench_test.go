@@ -1,12 +1,14 @@
 package proxy_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"runtime/pprof"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 
 	"mcpguard.dev/mcpguard/bench/loadgen"
 	"mcpguard.dev/mcpguard/internal/telemetry"
+	"mcpguard.dev/mcpguard/internal/telemetry/decisionlog"
 	"mcpguard.dev/mcpguard/manifests/policies"
 	"mcpguard.dev/mcpguard/proxy"
 	"mcpguard.dev/mcpguard/rules"
@@ -97,6 +100,28 @@ func newBenchEnv(b *testing.B) *benchEnv {
 		b.Fatal(err)
 	}
 	pxs := startLabelled(b, "mcpguard-content", ps)
+	// Everything issue #15 adds, on at once: the content screening above, a
+	// rate limit on fetch_url (never reached: its cost is the bucket's
+	// bookkeeping), a confirm rule and spec.approval (on a tool the
+	// benchmark does not call: a confirmed call's cost is the person), and
+	// the hash-chained decision log written to a file, a record per call.
+	all15, err := rules.Parse("manifests/policies/approved-apis.yaml+issue15", append(
+		bytes.Replace(policies.ApprovedAPIs, []byte("    - tool: fetch_url\n"), []byte("    - tool: fetch_url\n      limits: {rate: 1000000, burst: 1000000}\n"), 1),
+		"\n---\napiVersion: mcpguard.dev/v1alpha1\nkind: ToolPolicy\nmetadata: {name: issue15}\nspec:\n  secrets: {results: redact, arguments: deny}\n  poisoning: {definitions: hide, results: strip}\n  approval: {timeout: 60s}\n  tools:\n    - tool: delete_file\n      action: confirm\n"...))
+	if err != nil {
+		b.Fatal(err)
+	}
+	dl, err := decisionlog.Open(filepath.Join(b.TempDir(), "decisions.jsonl"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = dl.Close() })
+	p15, err := proxy.New(proxy.Config{Upstream: up.URL + "/mcp", Policy: all15, DecisionLog: dl,
+		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
+	if err != nil {
+		b.Fatal(err)
+	}
+	px15 := startLabelled(b, "mcpguard-issue15", p15)
 	rp, err := loadgen.ReverseProxy(up.URL)
 	if err != nil {
 		b.Fatal(err)
@@ -108,6 +133,7 @@ func newBenchEnv(b *testing.B) *benchEnv {
 		{"mcpguard", px.URL + "/mcp"},
 		{"mcpguard-telemetry", pxt.URL + "/mcp"},
 		{"mcpguard-content", pxs.URL + "/mcp"},
+		{"mcpguard-issue15", px15.URL + "/mcp"},
 	}}
 }
 
