@@ -59,7 +59,7 @@ type browser struct {
 	signIns chan string // the loopback page's text, per sign-in
 }
 
-var signInURL = regexp.MustCompile(`(?m)^  (http://127\.0\.0\.1:\d+/authorize\?\S+)$`)
+var signInURL = regexp.MustCompile(`(?m)^  (http://(?:127\.0\.0\.1|localhost):\d+/\S*\?\S+)$`)
 
 func newBrowser(t *testing.T) *browser { return &browser{t: t, signIns: make(chan string, 4)} }
 

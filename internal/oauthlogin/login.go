@@ -58,18 +58,21 @@ func (c *Config) defaults() {
 // wants a credential it does not say how to get.
 var ErrNoOAuth = errors.New("publishes no OAuth metadata")
 
-// Challenge asks the server whether it wants a sign-in: a GET of the
-// endpoint without credentials. It returns the answer when it is a 401
-// (its body unread, for Login), else nil and the status it gave.
+// Challenge asks the server whether it wants a sign-in: a POST of a
+// JSON-RPC ping without credentials (a ping may come before initialize;
+// some servers check credentials only on POST, so a GET would not do). It
+// returns the answer when it is a 401 (its body unread, for Login), else
+// nil and the status it gave.
 func Challenge(ctx context.Context, cfg Config) (*http.Response, string, error) {
 	cfg.defaults()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, cfg.Server, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, cfg.Server, strings.NewReader(`{"jsonrpc":"2.0","id":"mcpguard-sign-in","method":"ping"}`))
 	if err != nil {
 		cancel()
 		return nil, "", err
 	}
-	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
 	res, err := cfg.HTTPClient.Do(req)
 	if err != nil {
 		cancel()
