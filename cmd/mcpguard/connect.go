@@ -101,6 +101,9 @@ from a terminal ahead of time, "--login --scope" asks for more scope, and
 	f.StringVar(&o.LogLevel, "log-level", o.LogLevel, "debug, info, warn or error (logs go to stderr)")
 	f.BoolVar(&o.Login, "login", false, "sign in to the gateway with OAuth now (browser), keep the sign-in, and exit")
 	f.BoolVar(&o.Logout, "logout", false, "forget the gateway's OAuth sign-in (tokens and client registration) and exit")
+	for _, action := range []string{"login", "logout"} {
+		_ = f.SetAnnotation(action, notASetting, []string{"true"})
+	}
 	f.BoolVar(&o.NoBrowser, "no-browser", false, "print the OAuth sign-in URL instead of opening a browser")
 	f.StringVar(&o.Scopes, "scope", "", "OAuth scopes to ask for, space-separated (default: those the gateway names)")
 	addConfigFlag(cmd)

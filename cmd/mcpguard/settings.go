@@ -28,6 +28,15 @@ import (
 // settingsSkip are flags that are not settings: the file itself and help.
 var settingsSkip = map[string]bool{"config": true, "help": true}
 
+// notASetting marks a flag that is an action, not a setting (connect's
+// --login, --logout): only the command line may ask for it, never a
+// variable left in the environment or a file.
+const notASetting = "mcpguard.dev/not-a-setting"
+
+func isSetting(f *pflag.Flag) bool {
+	return !settingsSkip[f.Name] && !f.Hidden && f.Annotations[notASetting] == nil
+}
+
 // Annotations a command may carry for applySettings.
 const (
 	settingsPrefix   = "mcpguard.dev/settings-prefix"   // the variables' prefix, MCPGUARD_ when absent
@@ -107,7 +116,7 @@ func settingsFromFile(fs *pflag.FlagSet, command, file string) error {
 		k, v := m.Content[i], m.Content[i+1]
 		at := fmt.Sprintf("%s:%d", file, k.Line)
 		f := fs.Lookup(kebab(k.Value))
-		if f == nil || settingsSkip[f.Name] || f.Hidden || camel(f.Name) != k.Value {
+		if f == nil || !isSetting(f) || camel(f.Name) != k.Value {
 			errs = append(errs, fmt.Errorf("%s: %q is not a key of %s's configuration; known keys: %s", at, k.Value, command, strings.Join(settingKeys(fs), ", ")))
 			continue
 		}
@@ -144,7 +153,7 @@ func settingsFromFile(fs *pflag.FlagSet, command, file string) error {
 func settingsFromEnv(fs *pflag.FlagSet, prefix string, lookup func(string) (string, bool), skip func(*pflag.Flag) bool) error {
 	var errs []error
 	fs.VisitAll(func(f *pflag.Flag) {
-		if skip(f) || settingsSkip[f.Name] {
+		if skip(f) || !isSetting(f) {
 			return
 		}
 		env := envName(prefix, f.Name)
@@ -235,7 +244,7 @@ func yamlKind(n *yaml.Node) string {
 func settingKeys(fs *pflag.FlagSet) []string {
 	var keys []string
 	fs.VisitAll(func(f *pflag.Flag) {
-		if !settingsSkip[f.Name] && !f.Hidden {
+		if isSetting(f) {
 			keys = append(keys, camel(f.Name))
 		}
 	})

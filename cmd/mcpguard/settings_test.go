@@ -46,6 +46,10 @@ func TestSettingsScheme(t *testing.T) {
 			want: map[string]string{"allow-all": "true", "log-level": "debug"}},
 		{name: "connect: variable", args: []string{"connect"}, env: map[string]string{"MCPGUARD_DENY_AS": "tool-error"},
 			want: map[string]string{"deny-as": "tool-error"}},
+		{name: "an action is not a setting", args: []string{"connect"}, env: map[string]string{"MCPGUARD_LOGOUT": "true"},
+			want: map[string]string{"logout": "false"}},
+		{name: "nor a key", args: []string{"connect", "--config", file("c.yaml", "login: true\n")},
+			wantErr: `c.yaml:1: "login" is not a key of mcpguard connect's configuration`},
 		{name: "traces: MCPGUARD_ADMIN", args: []string{"traces"}, env: map[string]string{"MCPGUARD_ADMIN": "127.0.0.1:1"},
 			want: map[string]string{"admin": "127.0.0.1:1"}},
 		{name: "unknown key, named with its line and the command", args: []string{"webhook", "--config", file("bad.yaml", "image: x\nimgae: y\n")},
@@ -102,7 +106,7 @@ func TestEverySettingHasAKey(t *testing.T) {
 	var walk func(c *cobra.Command)
 	walk = func(c *cobra.Command) {
 		c.Flags().VisitAll(func(f *pflag.Flag) {
-			if settingsSkip[f.Name] {
+			if !isSetting(f) {
 				return
 			}
 			if k := camel(f.Name); kebab(k) != f.Name {
