@@ -56,7 +56,7 @@ func TestReleaseReproducible(t *testing.T) {
 	}
 	fa, fb := files(a), files(b)
 	name := "mcpguard-" + version + "-" + strings.ReplaceAll(target, "/", "-")
-	for _, want := range []string{name + "/mcpguard", name + ".tar.gz", "mcpguard-" + version + ".cdx.json", "SHA256SUMS"} {
+	for _, want := range []string{name + "/mcpguard", name + "/mcpguard-sidecar", name + ".tar.gz", "mcpguard-" + version + ".cdx.json", "SHA256SUMS"} {
 		if _, ok := fa[want]; !ok {
 			t.Errorf("no %s in %s", want, a)
 		}
@@ -94,10 +94,16 @@ func TestReleaseReproducible(t *testing.T) {
 	if !cobra || helm {
 		t.Errorf("SBOM lists cobra %v (want true), helm %v (want false: test-only)", cobra, helm)
 	}
-	out, err := exec.Command(filepath.Join(a, name, "mcpguard"), "version").Output()
 	head, _ := exec.Command("git", "rev-parse", "HEAD").Output()
 	want := "mcpguard " + version + " commit " + strings.TrimSpace(string(head)) + " go"
-	if err != nil || !strings.HasPrefix(string(out), want) {
-		t.Errorf("mcpguard version: %q (%v), want it to start %q", out, err, want)
+	for _, bin := range []string{"mcpguard", "mcpguard-sidecar"} {
+		out, err := exec.Command(filepath.Join(a, name, bin), "version").Output()
+		if err != nil || !strings.HasPrefix(string(out), want) {
+			t.Errorf("%s version: %q (%v), want it to start %q", bin, out, err, want)
+		}
+	}
+	// The sidecar build is the lean one: no webhook command.
+	if err := exec.Command(filepath.Join(a, name, "mcpguard-sidecar"), "webhook", "--help").Run(); err == nil {
+		t.Error("mcpguard-sidecar runs the webhook command: it is not the -tags sidecar build")
 	}
 }
