@@ -28,17 +28,25 @@ COPY . .
 # The version is stamped into main.version (`mcpguard version` prints it
 # and the webhook records it in each pod's mcpguard.dev/status annotation).
 ARG VERSION=dev
+# Where the two binaries come from: "source" (the default) builds them here;
+# "release" takes the ones scripts/release.sh (`make release`) wrote for this
+# platform to dist/mcpguard-${VERSION}-linux-<arch>/ in the build context, so
+# the image holds exactly the released, checksummed binaries (what
+# scripts/image-build.sh does).
+ARG BINARIES=source
 # Static (CGO_ENABLED=0: no libc, so the distroless static base has all it
 # needs), reproducible (-trimpath: no build paths), stripped (-s -w).
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
-    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/mcpguard ./cmd/mcpguard
+    if [ "$BINARIES" = release ]; then mkdir -p /out && cp "dist/mcpguard-${VERSION}-linux-$(go env GOARCH)/mcpguard" /out/mcpguard; else \
+    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/mcpguard ./cmd/mcpguard; fi
 # The sidecar's binary, which every agent pod runs: the same command built
 # with -tags sidecar, without the webhook, inject, pods and demo commands and
 # the Kubernetes code they link (36 MB instead of 85, 30 MiB idle instead of
 # 50; docs/performance.md, issue #18). The webhook injects it as the
 # sidecar's command.
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
-    CGO_ENABLED=0 go build -tags sidecar -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/mcpguard-sidecar ./cmd/mcpguard
+    if [ "$BINARIES" = release ]; then cp "dist/mcpguard-${VERSION}-linux-$(go env GOARCH)/mcpguard-sidecar" /out/mcpguard-sidecar; else \
+    CGO_ENABLED=0 go build -tags sidecar -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/mcpguard-sidecar ./cmd/mcpguard; fi
 
 # Final stage: no shell, no package manager, nothing but the binary and CA
 # certificates (the proxy may dial the gateway over TLS).

@@ -97,14 +97,19 @@ func readDockerfile(t *testing.T) dockerfile {
 }
 
 // buildCommand returns the environment and arguments of the Dockerfile's
-// `go build`, with ${VERSION} set to version.
+// `go build` (the else branch of its `if [ "$BINARIES" = release ]`), with
+// ${VERSION} set to version.
 func (df dockerfile) buildCommand(t *testing.T, version string) (env, args []string) {
 	t.Helper()
 	for _, l := range df.stages[0].lines {
 		if !strings.HasPrefix(l, "RUN ") || !strings.Contains(l, " go build ") {
 			continue
 		}
-		words := shellWords(t, strings.ReplaceAll(l[4:], "${VERSION}", version))
+		cmd := l[4:]
+		if _, build, ok := strings.Cut(cmd, "; else "); ok {
+			cmd = strings.TrimSuffix(strings.TrimSpace(build), "; fi")
+		}
+		words := shellWords(t, strings.ReplaceAll(cmd, "${VERSION}", version))
 		for len(words) > 0 && strings.HasPrefix(words[0], "--mount=") {
 			words = words[1:]
 		}
@@ -238,6 +243,22 @@ func TestDockerfile(t *testing.T) {
 	for _, l := range []string{"title", "description", "version", "revision"} {
 		if !labels["org.opencontainers.image."+l] {
 			t.Errorf("no OCI label org.opencontainers.image.%s", l)
+		}
+	}
+
+	// BINARIES=release copies what scripts/release.sh names its linux
+	// binaries.
+	script, err := os.ReadFile("../scripts/release.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bin := range []string{"mcpguard", "mcpguard-sidecar"} {
+		copied := `cp "dist/mcpguard-${VERSION}-linux-$(go env GOARCH)/` + bin + `" /out/` + bin + `;`
+		if !slices.ContainsFunc(build.lines, func(l string) bool { return strings.Contains(l, copied) }) {
+			t.Errorf("the build stage does not take %s from the release with BINARIES=release (%s)", bin, copied)
+		}
+		if !strings.Contains(string(script), `name=mcpguard-$VERSION-$os-$arch`) || !strings.Contains(string(script), `-o "$out/$name/`+bin+`"`) {
+			t.Errorf("scripts/release.sh does not write $out/mcpguard-$VERSION-$os-$arch/%s, which the Dockerfile copies", bin)
 		}
 	}
 

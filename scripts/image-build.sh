@@ -9,6 +9,11 @@
 #   distroless CA certificates, /etc/passwd and /etc/group with root and
 #              nonroot (65532), /home/nonroot and /tmp, USER 65532:65532 —
 #              what gcr.io/distroless/static-debian12:nonroot carries
+# The binaries are a release's: scripts/release.sh builds them for this
+# machine's linux platform into dist/ and the Dockerfile copies them
+# (--build-arg BINARIES=release), so the image holds the very binaries of
+# SHA256SUMS; BINARIES=source builds them in the Dockerfile instead, as its
+# default does for users.
 # Then saves the image as a docker-archive, which e2e/ checks
 # (e2e/image_test.go) and imports into a real node's containerd.
 # Prints the archive's path. Installs podman, buildah and busybox-static from
@@ -16,6 +21,7 @@
 #
 #   scripts/image-build.sh            -> ~/.cache/mcpguard/image/mcpguard.tar
 #   IMAGE=ghcr.io/mcpguard/mcpguard:ci (default) names the image
+#   BINARIES=release (default) or source
 set -euo pipefail
 cd "$(dirname "$0")/.."
 image=${IMAGE:-ghcr.io/mcpguard/mcpguard:ci}
@@ -107,11 +113,19 @@ fi
 
 version=$(git describe --tags --always --dirty 2>/dev/null || echo dev)
 revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
-echo "image-build: podman build $image (version $version)" >&2
+binaries=${BINARIES:-release}
+case "$binaries" in
+  release)
+    echo "image-build: scripts/release.sh for linux/$(go env GOARCH) into dist/" >&2
+    TARGETS=linux/$(go env GOARCH) VERSION=$version scripts/release.sh dist >&2 ;;
+  source) ;;
+  *) echo "image-build: BINARIES=$binaries: want release or source" >&2; exit 2 ;;
+esac
+echo "image-build: podman build $image (version $version, binaries from $binaries)" >&2
 # --network=host: `go mod download` reaches the module proxy as the host does.
 podman build --pull=never --network=host \
   --build-arg GO_IMAGE="$go_image" --build-arg BASE_IMAGE="$base_image" \
-  --build-arg VERSION="$version" --build-arg REVISION="$revision" \
+  --build-arg VERSION="$version" --build-arg REVISION="$revision" --build-arg BINARIES="$binaries" \
   -t "$image" -f Dockerfile . >&2
 rm -f "$out/mcpguard.tar.tmp"
 podman save --format docker-archive -o "$out/mcpguard.tar.tmp" "$image" >&2
