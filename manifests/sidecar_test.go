@@ -26,7 +26,13 @@ func TestSidecarBinary(t *testing.T) {
 	if line == "" {
 		t.Fatal("Dockerfile: no RUN ... go build ... -o /out/mcpguard-sidecar in the build stage")
 	}
-	words := shellWords(t, strings.ReplaceAll(line[4:], "${VERSION}", testVersion))
+	// The source build is the else branch of `if [ "$BINARIES" = release ]`,
+	// as buildCommand reads the main binary's line.
+	run := line[4:]
+	if _, build, ok := strings.Cut(run, "; else "); ok {
+		run = strings.TrimSuffix(strings.TrimSpace(build), "; fi")
+	}
+	words := shellWords(t, strings.ReplaceAll(run, "${VERSION}", testVersion))
 	for len(words) > 0 && strings.HasPrefix(words[0], "--mount=") {
 		words = words[1:]
 	}
