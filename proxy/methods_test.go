@@ -53,34 +53,7 @@ var agentTransports = []struct {
 	{"stdio", "2025-11-25", func(t *testing.T, ctx context.Context, g gatewaySide, cfg func(*Config)) sdk.Transport {
 		c := Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 		cfg(&c)
-		relay, err := NewStdio(c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		clientR, clientW := io.Pipe()     // client → relay
-		toClientR, toClientW := io.Pipe() // relay → client
-		serverR, serverW := io.Pipe()     // server → relay
-		toServerR, toServerW := io.Pipe() // relay → server
-		sctx, cancel := context.WithCancel(ctx)
-		served := make(chan struct{})
-		go func() {
-			defer close(served)
-			g.stdio(sctx, toServerR, serverW)
-		}()
-		relayed := make(chan error, 1)
-		go func() {
-			relayed <- relay.Serve(sctx, StdioStreams{Client: clientR, ToClient: toClientW, Server: serverR, ToServer: toServerW})
-		}()
-		t.Cleanup(func() {
-			cancel()
-			clientW.Close()
-			serverW.Close()
-			toServerR.Close()
-			toClientR.Close()
-			<-relayed
-			<-served
-		})
-		return &sdk.IOTransport{Reader: toClientR, Writer: clientW}
+		return stdioRelay(t, ctx, c, g.stdio)
 	}},
 }
 

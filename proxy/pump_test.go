@@ -83,34 +83,10 @@ func TestOneRuleEveryTransport(t *testing.T) {
 		{"stdio", func(t *testing.T, ctx context.Context, calls *syncBuffer) *sdk.ClientSession {
 			cfg := Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 			policy(&cfg)
-			relay, err := NewStdio(cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			clientR, clientW := io.Pipe()     // client → relay
-			toClientR, toClientW := io.Pipe() // relay → client
-			serverR, serverW := io.Pipe()     // server → relay
-			toServerR, toServerW := io.Pipe() // relay → server
-			sctx, cancel := context.WithCancel(ctx)
-			served := make(chan struct{})
-			go func() {
-				defer close(served)
-				_ = newServer(calls).Run(sctx, &sdk.IOTransport{Reader: toServerR, Writer: serverW})
-			}()
-			relayed := make(chan error, 1)
-			go func() {
-				relayed <- relay.Serve(sctx, StdioStreams{Client: clientR, ToClient: toClientW, Server: serverR, ToServer: toServerW})
-			}()
-			t.Cleanup(func() {
-				cancel()
-				clientW.Close()
-				serverW.Close()
-				toClientR.Close()
-				toServerR.Close()
-				<-relayed
-				<-served
+			tr := stdioRelay(t, ctx, cfg, func(ctx context.Context, r io.ReadCloser, w io.WriteCloser) {
+				_ = newServer(calls).Run(ctx, &sdk.IOTransport{Reader: r, Writer: w})
 			})
-			cs, err := client.Connect(ctx, &sdk.IOTransport{Reader: toClientR, Writer: clientW}, era("2025-11-25"))
+			cs, err := client.Connect(ctx, tr, era("2025-11-25"))
 			if err != nil {
 				t.Fatalf("connect over stdio: %v", err)
 			}
@@ -203,4 +179,39 @@ func TestSessionBoundToTransport(t *testing.T) {
 	if status, _, body := rawPost(t, px.URL+"/mcp", call, map[string]string{"Mcp-Session-Id": streamable, "Mcp-Protocol-Version": "2025-06-18"}); status != http.StatusOK {
 		t.Errorf("Streamable HTTP session on its own endpoint: %d %v, want 200", status, body)
 	}
+}
+
+// stdioRelay runs a stdio relay (NewStdio with cfg) between a client and
+// serve, the server side, over pipes, and returns the client's transport.
+// Everything is stopped when the test ends.
+func stdioRelay(t *testing.T, ctx context.Context, cfg Config, serve func(ctx context.Context, r io.ReadCloser, w io.WriteCloser)) sdk.Transport {
+	t.Helper()
+	relay, err := NewStdio(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientR, clientW := io.Pipe()     // client → relay
+	toClientR, toClientW := io.Pipe() // relay → client
+	serverR, serverW := io.Pipe()     // server → relay
+	toServerR, toServerW := io.Pipe() // relay → server
+	sctx, cancel := context.WithCancel(ctx)
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		serve(sctx, toServerR, serverW)
+	}()
+	relayed := make(chan error, 1)
+	go func() {
+		relayed <- relay.Serve(sctx, StdioStreams{Client: clientR, ToClient: toClientW, Server: serverR, ToServer: toServerW})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		clientW.Close()
+		serverW.Close()
+		toClientR.Close()
+		toServerR.Close()
+		<-relayed
+		<-served
+	})
+	return &sdk.IOTransport{Reader: toClientR, Writer: clientW}
 }
