@@ -430,16 +430,7 @@ func TestConfirmStatelessAnswerBound(t *testing.T) {
 		if responses != "" {
 			params += `,"inputResponses":` + responses
 		}
-		req, _ := http.NewRequest(http.MethodPost, env.proxy.URL+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":`+params+`}}`))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Accept", "application/json, text/event-stream")
-		req.Header.Set("Mcp-Protocol-Version", "2026-07-28")
-		req.Header.Set("Mcp-Method", "tools/call")
-		req.Header.Set("Mcp-Name", "echo")
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
+		res := postStatelessEcho(t, env.proxy.URL, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":`+params+`}}`)
 		defer res.Body.Close()
 		data, _ := io.ReadAll(res.Body)
 		m, err := jsonrpc.DecodeOne(data, jsonrpc.DefaultLimits)

@@ -131,16 +131,7 @@ func TestRateLimitAnswer(t *testing.T) {
 	}
 	var last answer
 	for range 3 {
-		req, _ := http.NewRequest(http.MethodPost, px.URL+"/mcp", strings.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Accept", "application/json, text/event-stream")
-		req.Header.Set("Mcp-Protocol-Version", "2026-07-28")
-		req.Header.Set("Mcp-Method", "tools/call")
-		req.Header.Set("Mcp-Name", "echo")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
+		resp := postStatelessEcho(t, px.URL, body)
 		last = answer{}
 		if err := json.NewDecoder(resp.Body).Decode(&last); err != nil {
 			resp.Body.Close()

@@ -179,16 +179,7 @@ func TestInputRequiredMalformed(t *testing.T) {
 			_, px := newTestProxy(t, up.URL+"/mcp")
 			body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{},` +
 				`"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"elicitation":{}}}}}`
-			req, _ := http.NewRequest(http.MethodPost, px.URL+"/mcp", strings.NewReader(body))
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("Accept", "application/json, text/event-stream")
-			req.Header.Set("Mcp-Protocol-Version", "2026-07-28")
-			req.Header.Set("Mcp-Method", "tools/call")
-			req.Header.Set("Mcp-Name", "echo")
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
+			resp := postStatelessEcho(t, px.URL, body)
 			defer resp.Body.Close()
 			var got struct {
 				Result json.RawMessage `json:"result"`
@@ -276,4 +267,24 @@ func (denyServerRequests) Decide(_ context.Context, in rules.Input) rules.Decisi
 		return rules.Deny("deny/"+in.Method, "no server requests")
 	}
 	return rules.Decision{Allow: true, Rule: "allow", Mode: rules.Enforce}
+}
+
+// postStatelessEcho POSTs body, a 2026-07-28 tools/call of the tool "echo",
+// to the proxy at base with the headers that era requires.
+func postStatelessEcho(t *testing.T, base, body string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, base+"/mcp", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Mcp-Protocol-Version", "2026-07-28")
+	req.Header.Set("Mcp-Method", "tools/call")
+	req.Header.Set("Mcp-Name", "echo")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
 }
