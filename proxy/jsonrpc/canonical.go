@@ -86,7 +86,6 @@ type scanner struct {
 	out      []byte
 	depth    int
 	maxDepth int
-	scratch  []byte
 }
 
 func (s *scanner) errorf(format string, args ...any) error {
@@ -327,29 +326,24 @@ func (s *scanner) number() error {
 }
 
 // str scans a string at s.pos and appends its canonical encoding.
+//
+// One pass: runs of bytes that are their own canonical encoding are copied
+// as they are, and each escape is decoded and written again the one way
+// the canonical form escapes (appendEscaped), or as the character itself.
+// It used to decode the whole string into a scratch buffer and encode that
+// again, three passes over every string with an escape in it: most of a
+// 64 KiB call's decoding when tool output carries quotes and newlines
+// (issue #18). The output is byte for byte the same (FuzzCanonicalString).
 func (s *scanner) str() error {
 	s.pos++ // opening quote
 	start := s.pos
 	src := s.src
 	// Fast path: printable ASCII without escapes is already canonical.
 	i := start
-	for i < len(src) {
-		c := src[i]
-		if c == '"' {
-			s.out = append(s.out, '"')
-			s.out = append(s.out, src[start:i]...)
-			s.out = append(s.out, '"')
-			s.pos = i + 1
-			return nil
-		}
-		if c == '\\' || c < 0x20 || c >= utf8.RuneSelf {
-			break
-		}
+	for i < len(src) && plainByte[src[i]] {
 		i++
 	}
-	// Slow path: decode into scratch, then encode canonically. The decoded
-	// string is no longer than its encoding, up to the closing quote.
-	dec := append(slices.Grow(s.scratch[:0], encodedLen(src[start:])), src[start:i]...)
+	out := append(append(s.out, '"'), src[start:i]...)
 	for {
 		if i >= len(src) {
 			s.pos = i
@@ -357,10 +351,17 @@ func (s *scanner) str() error {
 		}
 		c := src[i]
 		switch {
+		case plainByte[c]:
+			// A run of plain ASCII in one append: text between escapes.
+			j := i + 1
+			for j < len(src) && plainByte[src[j]] {
+				j++
+			}
+			out = append(out, src[i:j]...)
+			i = j
 		case c == '"':
 			s.pos = i + 1
-			s.scratch = dec
-			s.out = appendString(s.out, dec)
+			s.out = append(out, '"')
 			return nil
 		case c < 0x20:
 			s.pos = i
@@ -371,23 +372,14 @@ func (s *scanner) str() error {
 				return s.errorf("unterminated escape")
 			}
 			switch e := src[i+1]; e {
-			case '"', '\\', '/':
-				dec = append(dec, e)
+			case '"', '\\':
+				out = append(out, '\\', e)
 				i += 2
-			case 'b':
-				dec = append(dec, '\b')
+			case '/':
+				out = append(out, '/')
 				i += 2
-			case 'f':
-				dec = append(dec, '\f')
-				i += 2
-			case 'n':
-				dec = append(dec, '\n')
-				i += 2
-			case 'r':
-				dec = append(dec, '\r')
-				i += 2
-			case 't':
-				dec = append(dec, '\t')
+			case 'b', 'f', 'n', 'r', 't':
+				out = append(out, '\\', e)
 				i += 2
 			case 'u':
 				r, ok := hex4(src[i+2:])
@@ -413,44 +405,54 @@ func (s *scanner) str() error {
 					r = combined
 					i += 6
 				}
-				dec = utf8.AppendRune(dec, r)
+				if r < utf8.RuneSelf && !plainByte[r] {
+					out = appendEscaped(out, byte(r))
+				} else {
+					out = utf8.AppendRune(out, r)
+				}
 			default:
 				s.pos = i
 				return s.errorf("invalid escape '\\%c'", e)
 			}
-		case c < utf8.RuneSelf:
-			// A run of plain ASCII in one append: text between escapes.
-			j := i + 1
-			for j < len(src) && src[j] >= 0x20 && src[j] < utf8.RuneSelf && src[j] != '"' && src[j] != '\\' {
-				j++
-			}
-			dec = append(dec, src[i:j]...)
-			i = j
 		default:
 			r, size := utf8.DecodeRune(src[i:])
 			if r == utf8.RuneError && size <= 1 {
 				s.pos = i
 				return s.errorf("invalid UTF-8 in string")
 			}
-			dec = append(dec, src[i:i+size]...)
+			out = append(out, src[i:i+size]...)
 			i += size
 		}
 	}
 }
 
-// encodedLen returns the length of the string body at the start of b, up to
-// its closing quote (or all of b when unterminated): a quick scan that skips
-// each escaped byte, so an escaped quote does not end it.
-func encodedLen(b []byte) int {
-	for i := 0; i < len(b); i++ {
-		switch b[i] {
-		case '\\':
-			i++
-		case '"':
-			return i
-		}
+// plainByte marks the bytes a canonical string holds as they are: printable
+// ASCII (DEL included) other than the quote and the backslash.
+var plainByte = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
 	}
-	return len(b)
+	return t
+}()
+
+// appendEscaped appends the canonical escape of c: a quote, a backslash or
+// a control character.
+func appendEscaped(dst []byte, c byte) []byte {
+	switch c {
+	case '"', '\\':
+		return append(dst, '\\', c)
+	case '\n':
+		return append(dst, '\\', 'n')
+	case '\r':
+		return append(dst, '\\', 'r')
+	case '\t':
+		return append(dst, '\\', 't')
+	case '\b':
+		return append(dst, '\\', 'b')
+	case '\f':
+		return append(dst, '\\', 'f')
+	}
+	return append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
 }
 
 func hex4(b []byte) (rune, bool) {
@@ -485,23 +487,7 @@ func appendString(dst, s []byte) []byte {
 		if c >= 0x20 && c != '"' && c != '\\' {
 			continue
 		}
-		dst = append(dst, s[start:i]...)
-		switch c {
-		case '"', '\\':
-			dst = append(dst, '\\', c)
-		case '\n':
-			dst = append(dst, '\\', 'n')
-		case '\r':
-			dst = append(dst, '\\', 'r')
-		case '\t':
-			dst = append(dst, '\\', 't')
-		case '\b':
-			dst = append(dst, '\\', 'b')
-		case '\f':
-			dst = append(dst, '\\', 'f')
-		default:
-			dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
-		}
+		dst = appendEscaped(append(dst, s[start:i]...), c)
 		start = i + 1
 	}
 	dst = append(dst, s[start:]...)

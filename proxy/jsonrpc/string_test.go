@@ -1,0 +1,129 @@
+package jsonrpc
+
+import (
+	"strings"
+	"testing"
+	"unicode/utf16"
+	"unicode/utf8"
+)
+
+// refString is the string canonicaliser str replaced, kept as the reference
+// it must agree with: it decodes the whole string at src[pos] (the opening
+// quote) into a buffer, then encodes that canonically (appendString). It
+// returns the canonical token and the position after the closing quote, or
+// the position an error names.
+func refString(src []byte, pos int) (out []byte, end int, ok bool) {
+	i := pos + 1
+	var dec []byte
+	for {
+		if i >= len(src) {
+			return nil, i, false
+		}
+		c := src[i]
+		switch {
+		case c == '"':
+			return appendString(nil, dec), i + 1, true
+		case c < 0x20:
+			return nil, i, false
+		case c == '\\':
+			if i+1 >= len(src) {
+				return nil, i, false
+			}
+			switch e := src[i+1]; e {
+			case '"', '\\', '/':
+				dec = append(dec, e)
+			case 'b':
+				dec = append(dec, '\b')
+			case 'f':
+				dec = append(dec, '\f')
+			case 'n':
+				dec = append(dec, '\n')
+			case 'r':
+				dec = append(dec, '\r')
+			case 't':
+				dec = append(dec, '\t')
+			case 'u':
+				r, ok := hex4(src[i+2:])
+				if !ok {
+					return nil, i, false
+				}
+				i += 6
+				if utf16.IsSurrogate(r) {
+					r2, ok := rune(-1), false
+					if i+1 < len(src) && src[i] == '\\' && src[i+1] == 'u' {
+						r2, ok = hex4(src[i+2:])
+					}
+					if !ok || r >= 0xDC00 {
+						return nil, i, false
+					}
+					combined := utf16.DecodeRune(r, r2)
+					if combined == utf8.RuneError {
+						return nil, i, false
+					}
+					r = combined
+					i += 6
+				}
+				dec = utf8.AppendRune(dec, r)
+				continue
+			default:
+				return nil, i, false
+			}
+			i += 2
+		case c < utf8.RuneSelf:
+			dec = append(dec, c)
+			i++
+		default:
+			r, size := utf8.DecodeRune(src[i:])
+			if r == utf8.RuneError && size <= 1 {
+				return nil, i, false
+			}
+			dec = append(dec, src[i:i+size]...)
+			i += size
+		}
+	}
+}
+
+var stringCases = []string{
+	`"plain"`, `""`, `"caf\u00e9 \ud83d\ude00 \/ \n"`, `"\"q\" \\ \/ \b\f\n\r\t \u0041\u00e9\u20AC \u0000 é"`,
+	`"\u001f\u007f\u0022\u005c\u002f"`, `"lone \ud800 surrogate"`, `"\ude00\ud83d"`, `"\ud83d\u0041"`,
+	"\"bad \xff byte\"", "\"tab\tinside\"", `"\x"`, `"\u12"`, `"open`, `"ends in \`, "\"\x7f del\"",
+	`"the quick brown fox \"jumps\"\n"`, "\"\xe2\x80\xa8 line separator\"", `"\uD83D\uDE00"`, `"\ud83d"`,
+}
+
+// TestCanonicalString: the one-pass str writes what decoding and encoding
+// again wrote, and refuses what it refused, at the same byte.
+func TestCanonicalString(t *testing.T) {
+	for _, in := range stringCases {
+		checkString(t, []byte(in))
+	}
+}
+
+// FuzzCanonicalString: the one-pass str against refString.
+func FuzzCanonicalString(f *testing.F) {
+	for _, in := range stringCases {
+		f.Add([]byte(in))
+	}
+	f.Add([]byte(`"` + strings.Repeat(`the \"quick\" brown fox\n`, 40) + `"`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		checkString(t, append([]byte{'"'}, data...))
+	})
+}
+
+func checkString(t *testing.T, src []byte) {
+	t.Helper()
+	want, wantEnd, wantOK := refString(src, 0)
+	s := scanner{src: src, out: []byte("x")}
+	err := s.str()
+	if (err == nil) != wantOK || s.pos != wantEnd {
+		t.Fatalf("str(%q): error %v at %d; the reference: ok %v at %d", src, err, s.pos, wantOK, wantEnd)
+	}
+	if err != nil {
+		if string(s.out) != "x" {
+			t.Fatalf("str(%q) failed but wrote %q", src, s.out)
+		}
+		return
+	}
+	if got := string(s.out[1:]); got != string(want) {
+		t.Fatalf("str(%q) = %s; the reference: %s", src, got, want)
+	}
+}
