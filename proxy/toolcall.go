@@ -83,9 +83,7 @@ func (pm *pump) screen(ctx context.Context, sc scope, m *jsonrpc.Message) (answe
 		if !isResource {
 			return nil, 0, nil // about a prompt's arguments: no target
 		}
-		in.Arguments, _ = json.Marshal(struct {
-			URI string `json:"uri"`
-		}{uri})
+		in.Arguments = append(jsonrpc.AppendString([]byte(`{"uri":`), uri), '}')
 	default:
 		in.Arguments = m.Params
 	}
@@ -170,9 +168,12 @@ func completionTarget(params json.RawMessage) (uri string, isResource bool, msg 
 	return uri, true, ""
 }
 
-// input starts the policy's Input for a message of method in sc.
+// input starts the policy's Input for a message of method in sc. Its
+// Arguments are always a value of the message the codec decoded (or, for
+// a completion, written by the codec's AppendString): canonical JSON, the
+// bytes forwarded, which the policy reads as they are (Canonical).
 func (pm *pump) input(sc scope, method string) rules.Input {
-	return rules.Input{Method: method, Session: sc.session, ProtocolVersion: sc.version, Identity: pm.identity(sc.r)}
+	return rules.Input{Method: method, Session: sc.session, ProtocolVersion: sc.version, Identity: pm.identity(sc.r), Canonical: true}
 }
 
 // screenNotification refuses a notification whose method the policy

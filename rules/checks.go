@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"mcpguard.dev/mcpguard/proxy/jsonrpc"
 )
 
 // evalEnv is what the checks of one decision share: the input and its
@@ -24,8 +26,10 @@ type evalEnv struct {
 	prefix string // the gateway prefix the name carried, or ""
 
 	decoded bool
-	args    any
+	args    []byte // canonical JSON
 	argsErr error
+	tree    any // args decoded, for a JSON Schema or a Rego check
+	treeOK  bool
 
 	// The last URL canonicalised: a rule's checks usually read the same
 	// argument several times.
@@ -43,18 +47,52 @@ func (env *evalEnv) parseURL(s string) (*URL, error) {
 	return env.url, env.urlErr
 }
 
-// arguments returns the decoded arguments; absent arguments are an empty
-// object.
-func (env *evalEnv) arguments() (any, error) {
+// arguments returns the arguments as canonical JSON, which checks read in
+// place (pointer.lookup); absent arguments are an empty object.
+//
+// Arguments the proxy hands over (Input.Canonical) are a value of the
+// message its codec decoded strictly, the bytes it forwards: they are read
+// as they are, so the policy decides on what the tool server receives by
+// construction, and a 64 KiB text the checks do not name is never copied.
+// Only its numbers are bounded here, as decodeJSON bounds them. Arguments
+// from elsewhere (a policy test, a replayed log) are decoded by decodeJSON,
+// which says what is wrong with them, and encoded canonically.
+func (env *evalEnv) arguments() ([]byte, error) {
 	if !env.decoded {
 		env.decoded = true
-		if len(env.in.Arguments) == 0 || string(env.in.Arguments) == "null" {
-			env.args = map[string]any{}
-		} else {
-			env.args, env.argsErr = decodeJSON(env.in.Arguments)
+		raw := env.in.Arguments
+		switch {
+		case len(raw) == 0 || string(raw) == "null":
+			env.args = []byte("{}")
+		case env.in.Canonical:
+			env.args = raw
+			env.argsErr = jsonrpc.EachNumber(raw, func(n []byte) error { return boundedNumber(json.Number(n)) })
+		default:
+			env.tree, env.argsErr = decodeJSON(raw)
+			env.treeOK = env.argsErr == nil
+			if env.treeOK {
+				env.args = appendCanonical(nil, env.tree)
+			}
 		}
 	}
 	return env.args, env.argsErr
+}
+
+// decodedArguments returns the arguments decoded into Go values (objects as
+// map[string]any, numbers as json.Number), for what reads them whole: a
+// JSON Schema, a Rego module.
+func (env *evalEnv) decodedArguments() (any, error) {
+	args, err := env.arguments()
+	if err != nil {
+		return nil, err
+	}
+	if !env.treeOK {
+		if env.tree, err = decodeJSON(args); err != nil {
+			return nil, err
+		}
+		env.treeOK = true
+	}
+	return env.tree, nil
 }
 
 // eval runs the check: ok, or the rule, reason and detail of the denial.
@@ -142,14 +180,17 @@ func (c *check) run(env *evalEnv) (bool, string, string, string) {
 		if def == nil {
 			return false, "", fmt.Sprintf("no inputSchema has been seen for tool %q; list it (tools/list) before calling it", env.in.Tool), ""
 		}
-		obj, ok := args.(map[string]any)
-		if !ok {
-			return false, "", fmt.Sprintf("arguments are %s, not an object", jsonType(args)), ""
+		if args[0] != '{' {
+			return false, "", fmt.Sprintf("arguments are %s, not an object", jsonType(value(args))), ""
+		}
+		ms, err := jsonrpc.Members(args)
+		if err != nil {
+			return false, "", "arguments cannot be read", ""
 		}
 		var extra []string
-		for k := range obj {
-			if !def.props[k] {
-				extra = append(extra, k)
+		for _, m := range ms {
+			if !def.props[m.Key] {
+				extra = append(extra, m.Key)
 			}
 		}
 		if len(extra) > 0 {
@@ -166,7 +207,11 @@ func (c *check) run(env *evalEnv) (bool, string, string, string) {
 		if def.schema == nil {
 			return false, "", fmt.Sprintf("the inputSchema of tool %q cannot be used: %s", env.in.Tool, def.schemaErr), ""
 		}
-		if err := def.schema.Validate(args); err != nil {
+		tree, err := env.decodedArguments()
+		if err != nil {
+			return false, "", "arguments are not valid JSON", fmt.Sprintf("arguments are not valid JSON: %v", err)
+		}
+		if err := def.schema.Validate(tree); err != nil {
 			return false, "", "arguments do not match the tool's inputSchema",
 				"arguments do not match the tool's inputSchema: " + truncate(strings.ReplaceAll(err.Error(), "\n", "; "))
 		}

@@ -25,6 +25,12 @@ type Input struct {
 	Server string `json:"server,omitempty"`
 	// Arguments is the canonical JSON object of the call's arguments, or nil.
 	Arguments json.RawMessage `json:"arguments,omitempty"`
+	// Canonical says that Arguments is a value of a message the proxy's
+	// codec decoded (jsonrpc.Decode): canonical JSON, exactly the bytes
+	// forwarded, which the engine then reads in place rather than decoding
+	// again. Unset (a policy test, a replayed log), the engine decodes
+	// Arguments itself first.
+	Canonical bool `json:"-"`
 	// Definition is the tool's whole definition from a tools/list result,
 	// for pins and poisoning checks; nil for calls.
 	Definition json.RawMessage `json:"definition,omitempty"`

@@ -396,36 +396,25 @@ func parsePointer(s string) (pointer, error) {
 
 // variant returns the pointer to a key that is a variant of one of p's
 // tokens (jsonrpc.KeyVariant: letter case, Unicode folding, control
-// characters), found in an object on p's way through v ("/URL" for "/url"),
-// or "". Go's encoding/json reads "URL" into the field it reads "url" into
-// (the last one wins), so a Go server would act on a value the policy did
-// not check: missing, an optional check would let it pass; beside the
-// checked one, it would replace it.
-func (p pointer) variant(v any) string {
+// characters), found in an object on p's way through the arguments v
+// ("/URL" for "/url"), or "". Go's encoding/json reads "URL" into the field
+// it reads "url" into (the last one wins), so a Go server would act on a
+// value the policy did not check: missing, an optional check would let it
+// pass; beside the checked one, it would replace it. Arguments the proxy's
+// codec decoded never hold one (it refuses the message); arguments from a
+// policy test or a replayed log may.
+func (p pointer) variant(v []byte) string {
 	for i, t := range p.tokens {
-		switch c := v.(type) {
-		case map[string]any:
-			for k := range c {
-				if jsonrpc.KeyVariant(k, t) {
-					// The way there matched exactly: the path is p's own
-					// tokens up to here, then the variant.
-					return pointer{tokens: append(slices.Clone(p.tokens[:i]), k)}.String()
-				}
-			}
-			next, ok := c[t]
-			if !ok {
-				return ""
-			}
-			v = next
-		case []any:
-			n, err := strconv.Atoi(t)
-			if err != nil || n < 0 || n >= len(c) || (len(t) > 1 && t[0] == '0') {
-				return ""
-			}
-			v = c[n]
-		default:
+		next, ok, given := member(v, t)
+		if given != "" {
+			// The way there matched exactly: the path is p's own tokens
+			// up to here, then the variant.
+			return pointer{tokens: append(slices.Clone(p.tokens[:i]), given)}.String()
+		}
+		if !ok {
 			return ""
 		}
+		v = next
 	}
 	return ""
 }
@@ -439,32 +428,140 @@ func (p pointer) String() string {
 	return b.String()
 }
 
-// lookup returns the value at p in v. A "*" token is a key here: a pointer
-// with one is read through expand.
-func (p pointer) lookup(v any) (any, bool) {
+// lookup returns the value at p in the arguments v (see value). A "*"
+// token is a key here: a pointer with one is read through expand.
+func (p pointer) lookup(v []byte) (any, bool) {
 	for _, t := range p.tokens {
 		var ok bool
-		if v, ok = step(v, t); !ok {
+		if v, ok, _ = member(v, t); !ok {
 			return nil, false
 		}
 	}
-	return v, true
+	return value(v), true
 }
 
-// step returns the member t of an object or the element t of an array.
-func step(v any, t string) (any, bool) {
-	switch c := v.(type) {
-	case map[string]any:
-		next, ok := c[t]
-		return next, ok
-	case []any:
-		i, err := strconv.Atoi(t)
-		if err != nil || i < 0 || i >= len(c) || (len(t) > 1 && t[0] == '0') {
-			return nil, false
+// member returns the member t of the object v, or the element t of the
+// array v, read in place from the canonical bytes: exactly, by
+// jsonrpc.Lookup, the lookup the proxy itself makes. given is the key of a
+// variant of t the object holds, if any; the exact member is returned
+// beside it.
+func member(v []byte, t string) (next []byte, ok bool, given string) {
+	switch {
+	case len(v) > 0 && v[0] == '{':
+		next, err := jsonrpc.Lookup(v, t)
+		var ve *jsonrpc.KeyVariantError
+		switch {
+		case err == nil:
+			return next, next != nil, ""
+		case errors.As(err, &ve):
+			ms, _ := jsonrpc.Members(v)
+			for _, m := range ms {
+				if m.Key == t {
+					return m.Value, true, ve.Given
+				}
+			}
+			return nil, false, ve.Given
 		}
-		return c[i], true
+		// Arguments are canonical by construction (see evalEnv.arguments);
+		// Decide turns the panic into a denial.
+		panic(fmt.Sprintf("arguments are not canonical JSON: %v", err))
+	case len(v) > 0 && v[0] == '[':
+		i, err := strconv.Atoi(t)
+		if err != nil || i < 0 || (len(t) > 1 && t[0] == '0') {
+			return nil, false, ""
+		}
+		es := elements(v)
+		if i >= len(es) {
+			return nil, false, ""
+		}
+		return es[i], true, ""
 	}
-	return nil, false
+	return nil, false, ""
+}
+
+// elements splits an array of the arguments.
+func elements(v []byte) []json.RawMessage {
+	es, err := jsonrpc.Elements(v)
+	if err != nil {
+		panic(fmt.Sprintf("arguments are not canonical JSON: %v", err))
+	}
+	return es
+}
+
+// jsonObject and jsonArray are an object and an array of a call's
+// arguments as their canonical bytes, which a pointer reads member by
+// member (member) instead of decoding the whole: a check reads the few
+// values its pointers name, and a 64 KiB text beside them is skipped, not
+// copied (issue #18).
+type (
+	jsonObject []byte
+	jsonArray  []byte
+)
+
+// value reads one canonical JSON value for a check: an object or an array
+// stays its bytes (jsonObject, jsonArray), a string is decoded, a number is
+// kept as written (json.Number), true, false and null are themselves.
+func value(v []byte) any {
+	switch v[0] {
+	case '{':
+		return jsonObject(v)
+	case '[':
+		return jsonArray(v)
+	case '"':
+		s, err := jsonrpc.Unquote(v)
+		if err != nil {
+			panic(fmt.Sprintf("arguments are not canonical JSON: %v", err))
+		}
+		return s
+	case 't':
+		return true
+	case 'f':
+		return false
+	case 'n':
+		return nil
+	}
+	return json.Number(v)
+}
+
+// appendCanonical appends the canonical JSON of a value decodeJSON
+// returned: keys sorted, strings as jsonrpc writes them, numbers as
+// written.
+func appendCanonical(dst []byte, v any) []byte {
+	switch v := v.(type) {
+	case nil:
+		return append(dst, "null"...)
+	case bool:
+		return strconv.AppendBool(dst, v)
+	case json.Number:
+		return append(dst, v...)
+	case string:
+		return jsonrpc.AppendString(dst, v)
+	case []any:
+		dst = append(dst, '[')
+		for i, e := range v {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendCanonical(dst, e)
+		}
+		return append(dst, ']')
+	case map[string]any:
+		keys := make([]string, 0, len(v))
+		for k := range v {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		dst = append(dst, '{')
+		for i, k := range keys {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = append(jsonrpc.AppendString(dst, k), ':')
+			dst = appendCanonical(dst, v[k])
+		}
+		return append(dst, '}')
+	}
+	panic(fmt.Sprintf("rules: no JSON for %T", v))
 }
 
 // jsonType names the JSON type of a decoded value, for reasons.
@@ -478,9 +575,9 @@ func jsonType(v any) string {
 		return "a number"
 	case string:
 		return "a string"
-	case []any:
+	case []any, jsonArray:
 		return "an array"
-	case map[string]any:
+	case map[string]any, jsonObject:
 		return "an object"
 	}
 	return fmt.Sprintf("%T", v)

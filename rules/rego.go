@@ -130,7 +130,7 @@ func (re *regoEngine) decide(env *evalEnv, c *check) (bool, string, string) {
 	if pq == nil {
 		return false, c.id, fmt.Sprintf("rego query %q is not prepared", c.query)
 	}
-	args, err := env.arguments()
+	args, err := env.decodedArguments()
 	if err != nil {
 		return false, c.id, fmt.Sprintf("arguments are not valid JSON: %v", err)
 	}

@@ -18,24 +18,25 @@ func (p pointer) wildcard() bool { return slices.Contains(p.tokens, "*") }
 // the next "*" is missing (present false), or it is not an array.
 type gap struct {
 	at      pointer
-	v       any
+	v       []byte
 	present bool
 }
 
-// expand returns the pointers without "*" that p stands for in v, one per
-// element of each array a "*" meets, the gaps where it could not go on, and
-// the empty arrays it met (which stand for no pointer and no gap).
-func (p pointer) expand(v any) (out []pointer, gaps []gap, empty []pointer) {
-	var walk func(i int, prefix []string, v any)
-	walk = func(i int, prefix []string, v any) {
+// expand returns the pointers without "*" that p stands for in the
+// arguments v, one per element of each array a "*" meets, the gaps where it
+// could not go on, and the empty arrays it met (which stand for no pointer
+// and no gap).
+func (p pointer) expand(v []byte) (out []pointer, gaps []gap, empty []pointer) {
+	var walk func(i int, prefix []string, v []byte)
+	walk = func(i int, prefix []string, v []byte) {
 		for ; i < len(p.tokens); i++ {
 			t := p.tokens[i]
 			if t == "*" {
-				arr, ok := v.([]any)
-				if !ok {
+				if v[0] != '[' {
 					gaps = append(gaps, gap{at: newPointer(prefix), v: v, present: true})
 					return
 				}
+				arr := elements(v)
 				if len(arr) == 0 {
 					empty = append(empty, newPointer(prefix))
 				}
@@ -49,7 +50,7 @@ func (p pointer) expand(v any) (out []pointer, gaps []gap, empty []pointer) {
 				return
 			}
 			prefix = append(slices.Clip(prefix), t)
-			next, ok := step(v, t)
+			next, ok, _ := member(v, t)
 			if !ok {
 				gaps = append(gaps, gap{at: newPointer(prefix)})
 				return
@@ -73,11 +74,11 @@ func newPointer(tokens []string) pointer {
 // not be followed: a value that is not an array fails every kind; a
 // missing one fails a required check, passes a forbidden one, and is a
 // missing argument to the others (optional: true lets it pass).
-func (c *check) runEach(env *evalEnv, args any) (bool, string, string, string) {
+func (c *check) runEach(env *evalEnv, args []byte) (bool, string, string, string) {
 	each := *c
 	each.wild = false
 	notArray := func(g gap, p pointer) (bool, string, string, string) {
-		return false, "", fmt.Sprintf("argument %s is %s, not an array: %s checks each of its elements", g.at.text, jsonType(g.v), p.text), ""
+		return false, "", fmt.Sprintf("argument %s is %s, not an array: %s checks each of its elements", g.at.text, jsonType(value(g.v)), p.text), ""
 	}
 	if c.kind == checkRequired || c.kind == checkForbidden {
 		each.ptrs = nil

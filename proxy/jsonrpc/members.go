@@ -77,12 +77,23 @@ func Lookup(obj json.RawMessage, key string) (json.RawMessage, error) {
 				continue
 			}
 		}
-		return nil, fmt.Errorf("%q is given as %q: decoders that ignore letter case or control characters (Go's encoding/json) read it as %q", key, k, key)
+		return nil, &KeyVariantError{Key: key, Given: k}
 	}
 	if sc.err != nil {
 		return nil, sc.err
 	}
 	return found, nil
+}
+
+// KeyVariantError is Lookup's refusal of an object that holds a variant of
+// the key it reads (SameKey).
+type KeyVariantError struct {
+	Key   string // the key looked up
+	Given string // the variant the object holds
+}
+
+func (e *KeyVariantError) Error() string {
+	return fmt.Sprintf("%q is given as %q: decoders that ignore letter case or control characters (Go's encoding/json) read it as %q", e.Key, e.Given, e.Key)
 }
 
 func asciiEqualFold(b []byte, s string) bool {
@@ -124,6 +135,36 @@ func stringValue(v json.RawMessage, key string) (string, bool, error) {
 		return "", true, err
 	}
 	return s, true, nil
+}
+
+// Unquote decodes a JSON string token of canonical JSON, quotes included:
+// the one reading of a string the proxy and the policy share.
+func Unquote(tok json.RawMessage) (string, error) { return unquote(tok) }
+
+// EachNumber calls f with each number of the canonical JSON value v, in
+// order, as written; it stops at f's first error and returns it. It jumps
+// over strings quote to quote, so a long text costs little.
+func EachNumber(v json.RawMessage, f func(n []byte) error) error {
+	for i := 0; i < len(v); {
+		switch c := v[i]; {
+		case c == '"':
+			if i = skipString(v, i); i < 0 {
+				return errNotCanonical
+			}
+		case c == '-' || '0' <= c && c <= '9':
+			j := skipValue(v, i)
+			if j < 0 {
+				return errNotCanonical
+			}
+			if err := f(v[i:j]); err != nil {
+				return err
+			}
+			i = j
+		default:
+			i++
+		}
+	}
+	return nil
 }
 
 // unquote decodes a JSON string token. A token without escapes, control
