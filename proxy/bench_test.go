@@ -8,8 +8,11 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"path/filepath"
 	"runtime/pprof"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -266,4 +269,141 @@ func runSDKCalls(b *testing.B, url string, n int) loadgen.Result {
 		b.Fatal(err)
 	}
 	return res
+}
+
+// BenchmarkCallCost is the proxy's own cost for one small tools/call of
+// the shipped policy, with no sockets: the agent's request goes straight to
+// ServeHTTP and the gateway is an in-memory RoundTripper with a canned
+// answer. Its rows are telemetry off and telemetry as `mcpguard proxy`
+// ships it (telemetry.Setup: the span ring and the metrics), and the same
+// with --decision-log to a file; the difference is telemetry's cost per call
+// (issue #18 item 3):
+//
+//	go test -run '^$' -bench CallCost -benchtime 20000x -count 8 ./proxy/
+//
+// cpu-ns/op is the process's CPU time (user + system, GC included) per
+// call: on a shared machine it moves less than ns/op. Without the HTTP
+// server's and client's work, the share telemetry takes here is an upper
+// bound of its share of a call's proxy CPU.
+func BenchmarkCallCost(b *testing.B) {
+	engine, err := rules.Parse("manifests/policies/approved-apis.yaml", policies.ApprovedAPIs)
+	if err != nil {
+		b.Fatal(err)
+	}
+	tel, err := telemetry.Setup(context.Background(), telemetry.Options{TraceBuffer: 2048})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	for _, bc := range []struct {
+		name string
+		cfg  func(*proxy.Config)
+	}{
+		{"telemetry=off", func(*proxy.Config) {}},
+		{"telemetry=shipped", func(c *proxy.Config) {
+			c.TracerProvider, c.MeterProvider = tel.TracerProvider, tel.MeterProvider
+		}},
+		{"telemetry=shipped+decisionlog", func(c *proxy.Config) {
+			c.TracerProvider, c.MeterProvider = tel.TracerProvider, tel.MeterProvider
+			dl, err := decisionlog.Open(filepath.Join(b.TempDir(), "decisions.jsonl"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { _ = dl.Close() })
+			c.DecisionLog = dl
+		}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			cfg := proxy.Config{Upstream: "http://gateway.invalid/mcp", Policy: engine,
+				Logger:            slog.New(slog.NewJSONHandler(io.Discard, nil)),
+				UpstreamTransport: func(http.RoundTripper) http.RoundTripper { return cannedGateway{} }}
+			bc.cfg(&cfg)
+			p, err := proxy.New(cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			post := func(body string, session string) *benchWriter {
+				r := &http.Request{Method: http.MethodPost, URL: &url.URL{Path: "/mcp"}, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+					Header: http.Header{"Content-Type": {"application/json"}, "Accept": {"application/json, text/event-stream"},
+						"Mcp-Protocol-Version": {loadgen.ProtocolVersion}},
+					Host: "127.0.0.1:8081", RemoteAddr: "127.0.0.1:40000", ContentLength: int64(len(body)),
+					Body: io.NopCloser(strings.NewReader(body))}
+				r = r.WithContext(context.Background())
+				if session != "" {
+					r.Header["Mcp-Session-Id"] = []string{session}
+				}
+				w := &benchWriter{h: http.Header{}}
+				p.ServeHTTP(w, r)
+				return w
+			}
+			w := post(`{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"`+loadgen.ProtocolVersion+
+				`","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}}`, "")
+			session := w.h.Get("Mcp-Session-Id")
+			if w.status != http.StatusOK || session == "" {
+				b.Fatalf("initialize: %d %s", w.status, w.body)
+			}
+			post(`{"jsonrpc":"2.0","method":"notifications/initialized"}`, session)
+			call := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fetch_url","arguments":{"url":"` + loadgen.FetchURL + `"}}}`
+			if w := post(call, session); w.status != http.StatusOK || !bytes.Contains(w.body, []byte(`"result"`)) {
+				b.Fatalf("tools/call: %d %s", w.status, w.body)
+			}
+			b.ReportAllocs()
+			cpu := cpuTime()
+			for b.Loop() {
+				post(call, session)
+			}
+			b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N), "cpu-ns/op")
+		})
+	}
+}
+
+// cpuTime is the process's user and system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// cannedGateway answers initialize with a session and anything else with
+// one tool result for id 1, without a network.
+type cannedGateway struct{}
+
+func (cannedGateway) RoundTrip(r *http.Request) (*http.Response, error) {
+	var body []byte
+	if r.Body != nil {
+		body, _ = io.ReadAll(r.Body)
+		r.Body.Close()
+	}
+	res := &http.Response{StatusCode: http.StatusOK, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: http.Header{"Content-Type": {"application/json"}}, Request: r}
+	switch {
+	case bytes.Contains(body, []byte(`"initialize"`)):
+		res.Header.Set("Mcp-Session-Id", "gw-session")
+		res.Body = io.NopCloser(strings.NewReader(`{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"` + loadgen.ProtocolVersion +
+			`","capabilities":{"tools":{}},"serverInfo":{"name":"gw","version":"1"}}}`))
+	case bytes.Contains(body, []byte(`"id":`)):
+		res.Body = io.NopCloser(strings.NewReader(`{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"forecast: sunny"}]}}`))
+	default:
+		res.StatusCode, res.Body = http.StatusAccepted, http.NoBody
+	}
+	return res, nil
+}
+
+// benchWriter is a ResponseWriter that keeps the status and body.
+type benchWriter struct {
+	h      http.Header
+	status int
+	body   []byte
+}
+
+func (w *benchWriter) Header() http.Header { return w.h }
+func (w *benchWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+}
+func (w *benchWriter) Write(p []byte) (int, error) {
+	w.WriteHeader(http.StatusOK)
+	w.body = append(w.body, p...)
+	return len(p), nil
 }
