@@ -443,7 +443,9 @@ func (pm *pump) approvalDone(ctx context.Context, h *held, outcome, via string, 
 	pm.log.LogAttrs(context.Background(), level, "approval", slog.String("tool", h.in.Tool), slog.String("rule", h.d.Rule),
 		slog.String("outcome", outcome), slog.String("via", via), slog.String("session", h.sc.session),
 		slog.String("note", note), slog.Int64("took_ms", took.Milliseconds()))
-	pm.tel.approved(ctx, &h.in, d, outcome, via, took)
+	if pm.obs.approved != nil {
+		pm.obs.approved(ctx, &h.in, d, outcome, via, took)
+	}
 	return d
 }
 

@@ -343,6 +343,11 @@ func BenchmarkCallCost(b *testing.B) {
 				b.Fatalf("initialize: %d %s", w.status, w.body)
 			}
 			post(`{"jsonrpc":"2.0","method":"notifications/initialized"}`, session)
+			// An agent lists the tools before it calls one: fetch_url is
+			// then a known tool (metric labels, span names).
+			if w := post(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, session); !bytes.Contains(w.body, []byte(`"fetch_url"`)) {
+				b.Fatalf("tools/list: %d %s", w.status, w.body)
+			}
 			call := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fetch_url","arguments":{"url":"` + loadgen.FetchURL + `"}}}`
 			if w := post(call, session); w.status != http.StatusOK || !bytes.Contains(w.body, []byte(`"result"`)) {
 				b.Fatalf("tools/call: %d %s", w.status, w.body)
@@ -364,8 +369,9 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// cannedGateway answers initialize with a session and anything else with
-// one tool result for id 1, without a network.
+// cannedGateway answers initialize with a session, tools/list with
+// fetch_url, and any other request with one tool result for id 1, without
+// a network.
 type cannedGateway struct{}
 
 func (cannedGateway) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -381,6 +387,9 @@ func (cannedGateway) RoundTrip(r *http.Request) (*http.Response, error) {
 		res.Header.Set("Mcp-Session-Id", "gw-session")
 		res.Body = io.NopCloser(strings.NewReader(`{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"` + loadgen.ProtocolVersion +
 			`","capabilities":{"tools":{}},"serverInfo":{"name":"gw","version":"1"}}}`))
+	case bytes.Contains(body, []byte(`"tools/list"`)):
+		res.Body = io.NopCloser(strings.NewReader(`{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"fetch_url","description":"Fetch a URL.",` +
+			`"inputSchema":{"type":"object","properties":{"url":{"type":"string"}},"required":["url"]}}]}}`))
 	case bytes.Contains(body, []byte(`"id":`)):
 		res.Body = io.NopCloser(strings.NewReader(`{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"forecast: sunny"}]}}`))
 	default:

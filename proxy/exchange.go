@@ -27,7 +27,7 @@ type exchange struct {
 	// waiting maps the ids of forwarded requests to their methods until the
 	// gateway answers them. An answer to anything else is dropped.
 	waiting map[string]string
-	trace   *exTrace // spans and timings (telemetry.go); nil when telemetry is off
+	calls   *calls // what observes it (observer.received); nil when nothing does
 	// answering holds a token per answer to a gateway request in flight
 	// (answerUpstream); nil until the first.
 	answering chan struct{}
@@ -76,15 +76,15 @@ func (ex *exchange) run(out output) {
 	ctx, cancel := context.WithTimeout(ex.r.Context(), p.cfg.CallTimeout)
 	defer cancel()
 	defer func() { ex.cancelGivenUp(ctx) }()
-	ctx, out = ex.startSpans(ctx, out)
-	defer ex.endSpans()
+	ctx, ex.calls = p.received(ctx, ex.scope(nil), ex.msgs)
+	defer func() { ex.calls.ended(nil) }()
 	ex.out = out
 
 	var forward, answers []*jsonrpc.Message
 	status := http.StatusOK
 	ex.waiting = make(map[string]string, len(ex.msgs))
 	for _, m := range ex.msgs {
-		mctx := ex.spanContext(ctx, m)
+		mctx := ex.calls.contextOf(ctx, m)
 		fwd, ans, st, dropped, wait := p.fromAgent(mctx, ex, m)
 		if wait != nil {
 			// A call awaiting a person's approval; the answer comes on
@@ -100,7 +100,7 @@ func (ex *exchange) run(out output) {
 		case dropped == nil:
 			// The agent's answer to the proxy's own request: consumed.
 		case !ex.batch:
-			out.fail(dropped) // a lone response or notification refused
+			ex.fail(out, dropped) // a lone response or notification refused
 			return
 		}
 	}
@@ -109,7 +109,7 @@ func (ex *exchange) run(out output) {
 	}
 	if len(forward) == 0 {
 		for _, a := range answers {
-			_ = out.deliver(a, "")
+			ex.deliver(out, a, "")
 		}
 		if len(answers) == 0 {
 			out.accepted()
@@ -119,7 +119,7 @@ func (ex *exchange) run(out output) {
 		return
 	}
 
-	ctx, forward = ex.trace.startUpstream(ctx, forward)
+	ctx, forward = ex.calls.forwarded(ctx, forward)
 	var body []byte
 	var err error
 	if ex.batch {
@@ -128,16 +128,19 @@ func (ex *exchange) run(out output) {
 		body, err = jsonrpc.Encode(forward[0])
 	}
 	if err != nil {
-		out.fail(errInvalid("encoding the request: %v", err))
+		ex.fail(out, errInvalid("encoding the request: %v", err))
 		return
 	}
 	res, cerr := ex.send(ctx, body)
-	ex.upstreamAnswered(res, cerr)
+	ex.calls.gatewayAnswered(res, cerr)
 	if cerr != nil {
 		ex.failWaiting(out, answers, cerr)
 		return
 	}
-	defer res.Body.Close()
+	defer func() {
+		res.Body.Close()
+		ex.calls.gatewayDone()
+	}()
 
 	ct := mediaType(res.Header.Get("Content-Type"))
 	switch {
@@ -148,7 +151,7 @@ func (ex *exchange) run(out output) {
 			return
 		}
 		for _, a := range answers {
-			_ = out.deliver(a, "")
+			ex.deliver(out, a, "")
 		}
 		if len(answers) > 0 {
 			out.finish(status)
@@ -162,12 +165,13 @@ func (ex *exchange) run(out output) {
 			return
 		}
 		for _, a := range answers {
-			_ = out.deliver(a, "")
+			ex.deliver(out, a, "")
 		}
 		ex.relayStream(ctx, res, out)
 		out.finish(status)
 	case ct == "application/json":
 		data, err := readAll(io.LimitReader(res.Body, int64(p.cfg.MaxBodyBytes)+1), res.ContentLength, p.cfg.MaxBodyBytes)
+		ex.calls.gatewayDone()
 		if err != nil || len(data) > p.cfg.MaxBodyBytes {
 			if err == nil {
 				err = fmt.Errorf("response exceeds the %d-byte limit", p.cfg.MaxBodyBytes)
@@ -183,7 +187,7 @@ func (ex *exchange) run(out output) {
 			return
 		}
 		for _, a := range answers {
-			_ = out.deliver(a, "")
+			ex.deliver(out, a, "")
 		}
 		for _, m := range msgs {
 			ex.fromUpstream(ctx, m, "", out)
@@ -217,7 +221,7 @@ func (ex *exchange) send(ctx context.Context, body []byte) (*http.Response, *cal
 	discard(res.Body)
 	if err := p.reinitialize(ctx, ex.r, ex.sess); err != nil {
 		p.sessions.remove(ex.sess.id)
-		p.tel.sessionEnded(ex.sess)
+		p.sessionEnded(ex.sess)
 		p.log.Warn("gateway lost the session and re-initializing failed", "session", ex.sess.id, "err", err)
 		return nil, &callError{status: http.StatusNotFound, code: CodeSessionNotFound,
 			msg: fmt.Sprintf("the gateway lost session %q and re-initializing it failed (%v): send a new initialize request", ex.sess.id, err)}
@@ -336,8 +340,20 @@ func (ex *exchange) fromUpstream(ctx context.Context, m *jsonrpc.Message, eventI
 		ex.answerUpstream(ctx, toGateway)
 	}
 	if toAgent != nil {
-		_ = out.deliver(toAgent, eventID)
+		ex.deliver(out, toAgent, eventID)
 	}
+}
+
+// deliver sends m to the agent, and tells the observer.
+func (ex *exchange) deliver(out output, m *jsonrpc.Message, eventID string) {
+	ex.calls.delivered(m)
+	_ = out.deliver(m, eventID)
+}
+
+// fail answers the whole request with e, and tells the observer.
+func (ex *exchange) fail(out output, e *callError) {
+	ex.calls.ended(e)
+	out.fail(e)
 }
 
 // The exchange is the pump's conversation (pump.go): one goroutine reads
@@ -466,7 +482,7 @@ func (ex *exchange) relayFailure(ctx context.Context, res *http.Response, out ou
 	if m, err := jsonrpc.DecodeOne(data, ex.p.limits()); err == nil && m.Kind() == jsonrpc.KindResponse && m.Error != nil {
 		if _, ok := ex.waiting[m.ID.String()]; ok {
 			for _, a := range answers {
-				_ = out.deliver(a, "")
+				ex.deliver(out, a, "")
 			}
 			ex.fromUpstream(ctx, m, "", out)
 			ex.answerLeftovers(out, errUpstream(fmt.Errorf("gateway answered %s", res.Status)))
@@ -531,11 +547,11 @@ type cancelledParams struct {
 func (ex *exchange) failWaiting(out output, answers []*jsonrpc.Message, e *callError) {
 	ex.p.log.Warn("call failed", "session", ex.sessionID(), "status", e.status, "err", e.msg)
 	if len(ex.waiting) == 0 && len(answers) == 0 {
-		out.fail(e)
+		ex.fail(out, e)
 		return
 	}
 	for _, a := range answers {
-		_ = out.deliver(a, "")
+		ex.deliver(out, a, "")
 	}
 	ex.answerLeftovers(out, e)
 	status := e.status
@@ -564,7 +580,7 @@ func (ex *exchange) answerLeftovers(out output, e *callError) int {
 			delete(ex.waiting, m.ID.String())
 			ex.settle(m.ID)
 			ex.gaveUp = append(ex.gaveUp, m.ID)
-			_ = out.deliver(&jsonrpc.Message{ID: m.ID, Error: e.rpc()}, "")
+			ex.deliver(out, &jsonrpc.Message{ID: m.ID, Error: e.rpc()}, "")
 			n++
 		}
 	}

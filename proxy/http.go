@@ -168,7 +168,7 @@ func (p *Proxy) serveInitialize(w http.ResponseWriter, r *http.Request, m *jsonr
 		p.reject(w, r, m.ID, errInvalid("initialize must not carry an Mcp-Session-Id: a session is opened by initialize"))
 		return
 	}
-	ctx, traced := p.traceInitialize(r, m)
+	ctx, traced := p.observeInitialize(r, m)
 	sess, resp, cerr := p.initialize(ctx, r, m, nil)
 	traced(sess, resp, cerr)
 	if cerr != nil {
@@ -410,7 +410,7 @@ func (p *Proxy) serveDelete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.sessions.remove(sess.id)
-	p.tel.sessionEnded(sess)
+	p.sessionEnded(sess)
 	p.closeSession(sess)
 	p.log.Info("session closed by the agent", "session", sess.id)
 	w.WriteHeader(http.StatusNoContent)
@@ -419,7 +419,9 @@ func (p *Proxy) serveDelete(w http.ResponseWriter, r *http.Request) {
 // reject answers a whole request with an error and logs it.
 func (p *Proxy) reject(w http.ResponseWriter, r *http.Request, id jsonrpc.ID, e *callError) {
 	p.log.Warn("request rejected", "method", r.Method, "path", r.URL.Path, "status", e.status, "code", e.code, "err", e.msg)
-	p.tel.rejected(r, e)
+	if p.obs.rejected != nil {
+		p.obs.rejected(r, e)
+	}
 	writeError(w, id, e)
 }
 

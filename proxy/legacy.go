@@ -184,7 +184,7 @@ func (p *Proxy) serveLegacyMessage(w http.ResponseWriter, r *http.Request) {
 		defer cancel()
 		defer sess.end(time.Now())
 		if init {
-			tctx, traced := p.traceInitialize(r, msgs[0])
+			tctx, traced := p.observeInitialize(r, msgs[0])
 			_, resp, cerr := p.initialize(tctx, r, msgs[0], sess)
 			traced(sess, resp, cerr)
 			if cerr != nil {

@@ -73,7 +73,7 @@ func New(cfg Config) (*Proxy, error) {
 		streams:      ctx,
 		cancelStream: cancel,
 	}
-	p.up.inject = p.tel.traceHeaders()
+	p.up.inject = p.obs.traceHeaders
 	return p, nil
 }
 
@@ -209,7 +209,7 @@ func (p *Proxy) Run(ctx context.Context) {
 		case <-tick.C:
 			for _, s := range p.sessions.expire() {
 				p.log.Info("session expired", "session", s.id, "idle", p.cfg.SessionIdleTimeout.String())
-				p.tel.sessionEnded(s)
+				p.sessionEnded(s)
 				p.closeSession(s)
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"mcpguard.dev/mcpguard/proxy/jsonrpc"
 	"mcpguard.dev/mcpguard/rules"
@@ -23,13 +24,13 @@ import (
 // A rule added to fromAgent, fromGateway or the screening they call applies
 // to every transport; the transports never switch on a method.
 
-// pump holds what the screening needs: the configuration, the policy, the
-// decision log and telemetry, and the tools the gateway listed.
+// pump holds what the screening needs: the configuration, the policy, what
+// observes it, and the tools the gateway listed.
 type pump struct {
 	cfg   Config
 	log   *slog.Logger
-	tel   *telemetry // nil when Config asks for no telemetry
-	tools sync.Map   // tool name → canonical definition, from relayed tools/list results
+	obs   observer
+	tools sync.Map // tool name → canonical definition, from relayed tools/list results
 	// toolCount counts the entries of tools (see rememberTool).
 	toolCount atomic.Int64
 	// callTools holds the tool of each call whose result is screened.
@@ -47,8 +48,62 @@ type pump struct {
 // sessions for the metrics (nil: none).
 func newPump(cfg Config, sessions func() int) *pump {
 	pm := &pump{cfg: cfg, log: cfg.Logger}
-	pm.tel = newTelemetry(&pm.cfg, sessions, &pm.tools)
+	pm.obs = newObserver(&pm.cfg, sessions, &pm.tools)
 	return pm
+}
+
+// observer watches the pump from outside its control flow: the pump and
+// the transports call its hooks at the named points below, and act on
+// nothing a hook returns but a context, which carries spans to what runs
+// next (the policy, the gateway call), and trace context for the gateway.
+// A nil hook is off. The decision log (a log line per decision, and
+// Config.DecisionLog's records) observes always; telemetry (spans and
+// metrics, observe.go) when Config has a tracer or meter provider. Hooks
+// are called from many goroutines at once.
+type observer struct {
+	// received: the agent's messages of one exchange (an HTTP POST, or
+	// one stdio message), before any is decided. It returns the context to
+	// decide and forward them in, and the exchange's record: its methods
+	// are the exchange's own hooks (contextOf, forwarded, gatewayAnswered,
+	// gatewayDone, delivered, ended), each allowing nil.
+	received func(ctx context.Context, sc scope, msgs []*jsonrpc.Message) (context.Context, *calls)
+	// decided: the policy (or the method table, or the strict decode)
+	// decided in; took is the policy's time.
+	decided func(ctx context.Context, in *rules.Input, d rules.Decision, took time.Duration)
+	// approved: a person's approval of a held call ended (approval.go).
+	approved func(ctx context.Context, in *rules.Input, d rules.Decision, outcome, via string, took time.Duration)
+	// refusedServer: a gateway request refused because the agent had too
+	// many unanswered.
+	refusedServer func(method string)
+	// rejected: an HTTP request refused before it could be read as MCP.
+	rejected func(r *http.Request, e *callError)
+	// sessionEnded: a session was deleted, expired or closed at shutdown.
+	sessionEnded func(s *session)
+	// traceHeaders writes ctx's trace context into a gateway request's
+	// headers; nil forwards the agent's unchanged.
+	traceHeaders func(ctx context.Context, h http.Header)
+}
+
+// received tells the observer of one exchange's agent messages.
+func (pm *pump) received(ctx context.Context, sc scope, msgs []*jsonrpc.Message) (context.Context, *calls) {
+	if pm.obs.received == nil {
+		return ctx, nil
+	}
+	return pm.obs.received(ctx, sc, msgs)
+}
+
+// decided tells the observer of a decision.
+func (pm *pump) decided(ctx context.Context, in *rules.Input, d rules.Decision, took time.Duration) {
+	if pm.obs.decided != nil {
+		pm.obs.decided(ctx, in, d, took)
+	}
+}
+
+// sessionEnded tells the observer of a session's end.
+func (pm *pump) sessionEnded(s *session) {
+	if pm.obs.sessionEnded != nil {
+		pm.obs.sessionEnded(s)
+	}
 }
 
 func (pm *pump) limits() jsonrpc.Limits {
@@ -223,7 +278,9 @@ func (pm *pump) fromGateway(ctx context.Context, c conversation, m *jsonrpc.Mess
 			pm.log.Warn("refusing server requests: the agent has too many unanswered", "method", m.Method,
 				"session", sc.session, "limit", maxPendingServerRequests, "refused_so_far", n)
 		}
-		pm.tel.serverRequestRefused(m.Method)
+		if pm.obs.refusedServer != nil {
+			pm.obs.refusedServer(m.Method)
+		}
 		return nil, &jsonrpc.Message{ID: m.ID, Error: errTooManyServerRequests(maxPendingServerRequests).rpc()}
 	}
 	return m, nil

@@ -93,7 +93,7 @@ func (p *Proxy) closeSessions(ctx context.Context) int {
 	var wg sync.WaitGroup
 	var asked atomic.Int64
 	for _, s := range all {
-		p.tel.sessionEnded(s)
+		p.sessionEnded(s)
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():

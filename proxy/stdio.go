@@ -150,7 +150,7 @@ type stdioConn struct {
 type pending struct {
 	id     jsonrpc.ID
 	method string
-	trace  *stdioTrace // its spans (telemetry.go); nil when telemetry is off
+	calls  *calls // what observes it (observer.received); nil when nothing does
 }
 
 // The stdio session is the pump's conversation (pump.go): its two readers
@@ -230,33 +230,54 @@ func (c *stdioConn) cancelled(dir rules.Direction, requestID []byte) {
 		return
 	}
 	c.mu.Lock()
-	c.waiting[string(requestID)].trace.end(nil)
+	c.waiting[string(requestID)].calls.answered(nil)
 	delete(c.waiting, string(requestID))
 	c.mu.Unlock()
 }
 
-// trace records the spans of a forwarded request, to end with its answer.
-func (c *stdioConn) trace(id jsonrpc.ID, st *stdioTrace) {
-	if st == nil {
+// observed keeps the record of a forwarded request, to end with its
+// answer.
+func (c *stdioConn) observed(id jsonrpc.ID, rec *calls) {
+	if rec == nil {
 		return
 	}
 	c.mu.Lock()
 	if w, ok := c.waiting[id.String()]; ok {
-		w.trace = st
+		w.calls = rec
 		c.waiting[id.String()] = w
 	}
 	c.mu.Unlock()
 }
 
-// traceOf returns the spans of an outstanding request; nil without
-// telemetry.
-func (c *stdioConn) traceOf(id jsonrpc.ID) *stdioTrace {
-	if c.p.tel == nil {
+// callsOf returns the record of an outstanding request; nil when nothing
+// observes.
+func (c *stdioConn) callsOf(id jsonrpc.ID) *calls {
+	if c.p.obs.received == nil {
 		return nil
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.waiting[id.String()].trace
+	return c.waiting[id.String()].calls
+}
+
+// received tells the observer of a client request or notification; there
+// are no headers on stdio, so trace context comes from and goes to
+// params._meta only.
+func (c *stdioConn) received(ctx context.Context, m *jsonrpc.Message) (context.Context, *calls) {
+	if m.Kind() == jsonrpc.KindResponse {
+		return ctx, nil
+	}
+	return c.p.received(ctx, c.scope(m), []*jsonrpc.Message{m})
+}
+
+// forwarded tells rec that fwd goes to the server, and returns it with its
+// trace context in params._meta.
+func forwarded(ctx context.Context, rec *calls, fwd *jsonrpc.Message) *jsonrpc.Message {
+	if rec == nil {
+		return fwd
+	}
+	_, out := rec.forwarded(ctx, []*jsonrpc.Message{fwd})
+	return out[0]
 }
 
 // readClient relays the client's messages until its input ends, and
@@ -314,30 +335,30 @@ func (c *stdioConn) fromClient(ctx context.Context, line []byte) {
 	}
 	var forward, answers []*jsonrpc.Message
 	for _, m := range msgs {
-		tctx, st := p.tel.traceStdio(ctx, c.scope(m), m)
+		tctx, rec := c.received(ctx, m)
 		fwd, ans, _, dropped, wait := p.fromAgent(tctx, c, m)
 		if wait != nil {
 			// A call awaiting a person's approval: the answer comes
 			// through this reader, which must go on reading.
-			go c.await(tctx, m, st, wait)
+			go c.await(tctx, m, rec, wait)
 			continue
 		}
 		switch {
 		case fwd != nil:
-			fwd = st.forward(fwd)
+			fwd = forwarded(tctx, rec, fwd)
 			if m.Kind() == jsonrpc.KindRequest {
-				c.trace(m.ID, st)
+				c.observed(m.ID, rec)
 			} else {
-				st.end(nil)
+				rec.answered(nil)
 			}
 			forward = append(forward, fwd)
 		case ans != nil:
-			st.end(ans)
+			rec.answered(ans)
 			answers = append(answers, ans)
 		default:
 			// A response or notification cannot be answered: refused,
 			// and logged by the pump.
-			st.end(nil)
+			rec.answered(nil)
 			_ = dropped
 		}
 	}
@@ -353,15 +374,15 @@ func (c *stdioConn) fromClient(ctx context.Context, line []byte) {
 }
 
 // await forwards or answers a call once a person has decided on it.
-func (c *stdioConn) await(ctx context.Context, m *jsonrpc.Message, st *stdioTrace, wait func(context.Context) (*jsonrpc.Message, *jsonrpc.Message, int)) {
+func (c *stdioConn) await(ctx context.Context, m *jsonrpc.Message, rec *calls, wait func(context.Context) (*jsonrpc.Message, *jsonrpc.Message, int)) {
 	fwd, ans, _ := wait(ctx)
 	if ans != nil {
-		st.end(ans)
+		rec.answered(ans)
 		c.toClient.write(ans)
 		return
 	}
-	fwd = st.forward(fwd)
-	c.trace(m.ID, st)
+	fwd = forwarded(ctx, rec, fwd)
+	c.observed(m.ID, rec)
 	if err := c.toServer.writeAll([]*jsonrpc.Message{fwd}, false); err != nil {
 		c.p.log.Warn("writing to the server failed", "session", c.sess.id, "err", err)
 		c.fail([]*jsonrpc.Message{fwd}, errUpstream(fmt.Errorf("writing to the MCP server failed: %v", err)))
@@ -387,7 +408,7 @@ func (c *stdioConn) failIDs(ids []jsonrpc.ID, e *callError) {
 		if w, ok := c.waiting[id.String()]; ok {
 			delete(c.waiting, id.String())
 			answers = append(answers, &jsonrpc.Message{ID: id, Error: e.rpc()})
-			w.trace.end(answers[len(answers)-1])
+			w.calls.answered(answers[len(answers)-1])
 		}
 	}
 	c.mu.Unlock()
@@ -478,16 +499,16 @@ func (c *stdioConn) fromServer(ctx context.Context, line []byte) {
 	}
 	var deliver, refused []*jsonrpc.Message
 	for _, m := range msgs {
-		var st *stdioTrace
+		var rec *calls
 		if m.Kind() == jsonrpc.KindResponse {
-			st = c.traceOf(m.ID)
+			rec = c.callsOf(m.ID)
 		}
 		toClient, toServer := p.fromGateway(ctx, c, m)
 		if toServer != nil {
 			refused = append(refused, toServer)
 		}
 		if toClient != nil {
-			st.end(toClient)
+			rec.answered(toClient)
 			deliver = append(deliver, toClient)
 		}
 	}

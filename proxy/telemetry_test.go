@@ -28,7 +28,6 @@ import (
 	inttel "mcpguard.dev/mcpguard/internal/telemetry"
 	"mcpguard.dev/mcpguard/internal/telemetry/decisionlog"
 	"mcpguard.dev/mcpguard/proxy/jsonrpc"
-	"mcpguard.dev/mcpguard/rules"
 )
 
 // Trace contexts an agent might send: one in the HTTP headers, another in
@@ -406,7 +405,7 @@ func TestTelemetryOffForwardsTraceHeadersUnchanged(t *testing.T) {
 	upSrv := httptest.NewServer(up)
 	t.Cleanup(upSrv.Close)
 	p, srv := newTestProxy(t, upSrv.URL+"/mcp")
-	if p.tel != nil || p.up.inject != nil {
+	if p.obs.received != nil || p.up.inject != nil {
 		t.Fatal("zero Config turned telemetry on")
 	}
 	e := &telemetryEnv{t: t, up: up, url: srv.URL + "/mcp", log: &bytes.Buffer{}}
@@ -657,89 +656,6 @@ func testRingCollectsProxySpans(t *testing.T, ring *inttel.Ring, tp trace.Tracer
 	}
 }
 
-// BenchmarkTelemetryPerCall measures what telemetry adds to one tools/call:
-// the spans, metrics and (off by default) decision log around a decision and
-// a gateway call, without the network, so the figure is the added cost.
-func BenchmarkTelemetryPerCall(b *testing.B) {
-	msg := &jsonrpc.Message{ID: jsonrpc.IntID(1), Method: "tools/call",
-		Params: json.RawMessage(`{"name":"echo","arguments":{"message":"hi"}}`)}
-	r := httptest.NewRequest(http.MethodPost, "http://127.0.0.1:8081/mcp", nil)
-	r.Header.Set("Traceparent", agentHeaderTP)
-	resp := &jsonrpc.Message{ID: msg.ID, Result: json.RawMessage(`{"content":[]}`)}
-	for _, bc := range []struct {
-		name string
-		cfg  func(*Config)
-	}{
-		{"off", func(*Config) {}},
-		{"sdk+ring", func(c *Config) {
-			c.TracerProvider = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(inttel.NewRing(2048)))
-		}},
-		{"ringtracer", func(c *Config) {
-			c.TracerProvider = inttel.NewRingTracerProvider(inttel.NewRing(2048))
-		}},
-		{"ringtracer+metrics+decisionlog", func(c *Config) {
-			c.TracerProvider = inttel.NewRingTracerProvider(inttel.NewRing(2048))
-			reg := prometheus.NewRegistry()
-			prom, _ := otelprom.New(otelprom.WithRegisterer(reg))
-			c.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(prom))
-			c.DecisionLog = decisionlog.NewWriter(io.Discard)
-		}},
-		{"sdk+ring+metrics", func(c *Config) {
-			c.TracerProvider = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(inttel.NewRing(2048)))
-			reg := prometheus.NewRegistry()
-			prom, _ := otelprom.New(otelprom.WithRegisterer(reg))
-			c.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(prom))
-		}},
-		{"sdk+ring+metrics+decisionlog", func(c *Config) {
-			c.TracerProvider = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(inttel.NewRing(2048)))
-			reg := prometheus.NewRegistry()
-			prom, _ := otelprom.New(otelprom.WithRegisterer(reg))
-			c.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(prom))
-			c.DecisionLog = decisionlog.NewWriter(io.Discard)
-		}},
-	} {
-		b.Run(bc.name, func(b *testing.B) {
-			cfg := Config{Upstream: "http://127.0.0.1:1/mcp", Policy: testPolicy, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
-			bc.cfg(&cfg)
-			p, err := New(cfg)
-			if err != nil {
-				b.Fatal(err)
-			}
-			out := discardOutput{}
-			b.ReportAllocs()
-			for b.Loop() {
-				ex := &exchange{p: p, r: r, version: "2025-06-18", msgs: []*jsonrpc.Message{msg}}
-				ctx, o := ex.startSpans(context.Background(), out)
-				p.decide(ex.spanContext(ctx, msg), rules.Input{Method: msg.Method, Tool: "echo",
-					Arguments: lookupKey(msg.Params, "arguments"), ProtocolVersion: ex.version})
-				ctx, fwd := ex.trace.startUpstream(ctx, ex.msgs)
-				h := http.Header{}
-				if p.up.inject != nil {
-					p.up.inject(ctx, h)
-				}
-				res := &http.Response{StatusCode: 200, Body: io.NopCloser(strings.NewReader(""))}
-				ex.upstreamAnswered(res, nil)
-				_, _ = io.Copy(io.Discard, res.Body)
-				_ = o.deliver(resp, "")
-				o.finish(200)
-				ex.endSpans()
-				_ = fwd
-			}
-		})
-	}
-}
-
-type discardOutput struct{}
-
-func (discardOutput) stream() error                          { return nil }
-func (discardOutput) resumable() bool                        { return false }
-func (discardOutput) canAsk() bool                           { return false }
-func (discardOutput) deliver(*jsonrpc.Message, string) error { return nil }
-func (discardOutput) raw(string) error                       { return nil }
-func (discardOutput) finish(int)                             {}
-func (discardOutput) accepted()                              {}
-func (discardOutput) fail(*callError)                        {}
-
 // fixedGateway answers initialize and tools/call with fixed JSON, so an
 // end-to-end benchmark measures the proxy, not a tool server.
 func fixedGateway() http.Handler {
@@ -982,6 +898,37 @@ func TestRejectedRequestsHaveSpans(t *testing.T) {
 		s := e.span("mcpguard rejected", trace.SpanKindServer)
 		if got := attrs(s)["error.type"]; got != tt.code {
 			t.Errorf("error.type = %q, want %q", got, tt.code)
+		}
+	}
+}
+
+// TestRingTracerTakesTheFastPath: the tracer `mcpguard proxy` uses unless
+// an exporter is configured implements spanRecorder, so the proxy's spans
+// start without boxing options (issue #18 item 3).
+func TestRingTracerTakesTheFastPath(t *testing.T) {
+	tel := newTelemetry(&Config{TracerProvider: inttel.NewRingTracerProvider(inttel.NewRing(1))}, nil, &sync.Map{})
+	if tel.recorder == nil {
+		t.Fatal("the ring tracer is not a spanRecorder")
+	}
+}
+
+// TestTraceMetaAppended: params without _meta get the trace context
+// appended in one go, byte for byte what jsonrpc.Replace makes of them.
+func TestTraceMetaAppended(t *testing.T) {
+	for _, carrier := range []traceMeta{
+		{traceparent: agentMetaTP},
+		{traceparent: agentMetaTP, tracestate: "vendor=a", baggage: "k=v"},
+	} {
+		for _, params := range []string{`{}`, `{"name":"echo","arguments":{"message":"hi"}}`, `{"cursor":"\u00e9\"x"}`} {
+			m := &jsonrpc.Message{ID: jsonrpc.IntID(1), Method: "tools/call", Params: json.RawMessage(params)}
+			got := withTraceMeta(m, &carrier)
+			want, err := jsonrpc.Replace(json.RawMessage(params), "_meta", appendTraceMeta(nil, &carrier))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got.Params) != string(want) || string(m.Params) != params {
+				t.Errorf("%s with %+v:\n got %s\nwant %s (original now %s)", params, carrier, got.Params, want, m.Params)
+			}
 		}
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"time"
 
@@ -316,8 +315,7 @@ func (pm *pump) filterTools(ctx context.Context, sc scope, method string, result
 		in.Tool, in.Definition = name, def
 		if dup[name] {
 			d := duplicateDecision(name)
-			pm.logDecision(in, d, 0)
-			pm.tel.decided(ctx, nil, &in, d, 0) // an event on the listing's span, a decision-log record
+			pm.decided(ctx, &in, d, 0) // an event on the listing's span, a decision-log record
 			continue
 		}
 		d := pm.decide(ctx, in)
@@ -349,7 +347,6 @@ func (pm *pump) rememberTool(name string, def json.RawMessage) {
 
 // decide asks the policy, never letting a panic in it become an allow.
 func (pm *pump) decide(ctx context.Context, in rules.Input) (d rules.Decision) {
-	pctx, span := pm.tel.policySpan(ctx, &in)
 	start := time.Now()
 	defer func() {
 		if r := recover(); r != nil {
@@ -359,11 +356,9 @@ func (pm *pump) decide(ctx context.Context, in rules.Input) (d rules.Decision) {
 		if d.Rule == "" {
 			d.Rule = "unnamed"
 		}
-		took := time.Since(start)
-		pm.logDecision(in, d, took)
-		pm.tel.decided(ctx, span, &in, d, took)
+		pm.decided(ctx, &in, d, time.Since(start))
 	}()
-	return pm.cfg.Policy.Decide(pctx, in)
+	return pm.cfg.Policy.Decide(ctx, in)
 }
 
 // refusedMessage records the strict decode's refusal of a message from
@@ -388,26 +383,7 @@ const methodUnreadable = "(unreadable)"
 // record records a decision the proxy made without asking the policy (a
 // method refused by the table itself) as decide records the policy's.
 func (pm *pump) record(ctx context.Context, in rules.Input, d rules.Decision) {
-	_, span := pm.tel.policySpan(ctx, &in)
-	pm.logDecision(in, d, 0)
-	pm.tel.decided(ctx, span, &in, d, 0)
-}
-
-func (pm *pump) logDecision(in rules.Input, d rules.Decision, took time.Duration) {
-	if listing(in.Method) && d.Allow {
-		return // one line per visible tool per listing would drown the log
-	}
-	level := slog.LevelInfo
-	if d.Blocks() {
-		level = slog.LevelWarn
-	}
-	decision := decisionName(d)
-	// One line per call: typed attributes, not key-value arguments, which
-	// would box every value.
-	pm.log.LogAttrs(context.Background(), level, "policy decision", slog.String("method", in.Method),
-		slog.String("tool", in.Tool), slog.String("decision", decision), slog.String("rule", d.Rule),
-		slog.String("reason", d.Reason), slog.String("mode", string(d.Mode)), slog.String("session", in.Session),
-		slog.Int64("took_us", took.Microseconds()))
+	pm.decided(ctx, &in, d, 0)
 }
 
 func (pm *pump) invalidParams(m *jsonrpc.Message, msg string) *jsonrpc.Message {

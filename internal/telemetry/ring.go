@@ -40,11 +40,12 @@ func (r *Ring) Size() int { return len(r.slots) }
 func (r *Ring) OnStart(context.Context, sdktrace.ReadWriteSpan) {}
 
 // OnEnd keeps s, replacing the oldest span once the ring is full.
-func (r *Ring) OnEnd(s sdktrace.ReadOnlySpan) { r.add(entry{sdk: s}) }
+func (r *Ring) OnEnd(s sdktrace.ReadOnlySpan) { r.keep(&entry{sdk: s}) }
 
-func (r *Ring) add(e entry) {
+// keep stores e, which is never changed after.
+func (r *Ring) keep(e *entry) {
 	i := r.next.Add(1) - 1
-	r.slots[i%uint64(len(r.slots))].Store(&e)
+	r.slots[i%uint64(len(r.slots))].Store(e)
 }
 
 // Shutdown does nothing; the spans stay readable.

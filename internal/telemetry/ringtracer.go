@@ -46,24 +46,72 @@ func (t *ringTracer) Start(ctx context.Context, name string, opts ...trace.SpanS
 	if cfg.NewRoot() {
 		parent = trace.SpanContext{}
 	}
+	s := t.newSpan(parent, name, cfg.SpanKind(), cfg.Timestamp(), cfg.Attributes(), laterAttrs)
+	return trace.ContextWithSpan(ctx, s), s
+}
+
+// StartSpan is Start with the span's fields given as they are rather than
+// as options, which the caller would box one by one: the proxy's fast path
+// for every span of a call. attrs are copied.
+func (t *ringTracer) StartSpan(ctx context.Context, name string, kind trace.SpanKind, start time.Time, attrs []attribute.KeyValue) (context.Context, trace.Span) {
+	s := t.newSpan(trace.SpanContextFromContext(ctx), name, kind, start, attrs, laterAttrs)
+	return trace.ContextWithSpan(ctx, s), s
+}
+
+// RecordSpan records a span under ctx's span that began at start and ends
+// now, with nothing run under it (so no context is made for it); a
+// non-empty errDesc sets status Error with that description.
+func (t *ringTracer) RecordSpan(ctx context.Context, name string, kind trace.SpanKind, start time.Time, attrs []attribute.KeyValue, errDesc string) {
+	s := t.newSpan(trace.SpanContextFromContext(ctx), name, kind, start, attrs, 0)
+	if errDesc != "" {
+		s.status, s.statusDesc = codes.Error, errDesc
+	}
+	s.End()
+}
+
+// laterAttrs is room for the few attributes a span gets after its start
+// (decision, error type, status code), so those do not copy the list again.
+const laterAttrs = 6
+
+func (t *ringTracer) newSpan(parent trace.SpanContext, name string, kind trace.SpanKind, start time.Time, attrs []attribute.KeyValue, later int) *ringSpan {
 	scc := trace.SpanContextConfig{SpanID: newSpanID(), TraceFlags: trace.FlagsSampled}
 	if parent.IsValid() {
 		scc.TraceID, scc.TraceFlags, scc.TraceState = parent.TraceID(), parent.TraceFlags(), parent.TraceState()
 	} else {
 		scc.TraceID = newTraceID()
 	}
-	s := &ringSpan{p: t.p, sc: trace.NewSpanContext(scc), parent: parent, name: name,
-		kind: cfg.SpanKind(), start: cfg.Timestamp()}
-	// Room for the few attributes a span gets after its start (decision,
-	// error type, status code), so those do not copy the list again.
-	s.attrs = append(make([]attribute.KeyValue, 0, len(cfg.Attributes())+6), cfg.Attributes()...)
+	s := allocSpan(len(attrs) + later)
+	s.p, s.sc, s.parent, s.name, s.kind, s.start = t.p, trace.NewSpanContext(scc), parent, name, kind, start
+	s.attrs = append(s.attrs, attrs...)
 	if s.start.IsZero() {
 		s.start = time.Now()
 	}
 	if s.kind == trace.SpanKindUnspecified {
 		s.kind = trace.SpanKindInternal
 	}
-	return trace.ContextWithSpan(ctx, s), s
+	return s
+}
+
+// allocSpan allocates a span with room for n attributes in the same
+// allocation, in one of two sizes: a policy decision's, and a call's.
+func allocSpan(n int) *ringSpan {
+	switch {
+	case n <= 8:
+		b := new(struct {
+			s ringSpan
+			a [8]attribute.KeyValue
+		})
+		b.s.attrs = b.a[:0]
+		return &b.s
+	case n <= 20:
+		b := new(struct {
+			s ringSpan
+			a [20]attribute.KeyValue
+		})
+		b.s.attrs = b.a[:0]
+		return &b.s
+	}
+	return &ringSpan{attrs: make([]attribute.KeyValue, 0, n)}
 }
 
 func newTraceID() trace.TraceID {
@@ -105,6 +153,8 @@ type ringSpan struct {
 	status     codes.Code
 	statusDesc string
 	ended      bool
+	// kept is the span's entry in the ring, allocated with it.
+	kept entry
 }
 
 func (s *ringSpan) End(opts ...trace.SpanEndOption) {
@@ -119,8 +169,9 @@ func (s *ringSpan) End(opts ...trace.SpanEndOption) {
 	if s.end.IsZero() {
 		s.end = time.Now()
 	}
+	s.kept.own = s
 	s.mu.Unlock()
-	s.p.ring.add(entry{own: s})
+	s.p.ring.keep(&s.kept)
 }
 
 func (s *ringSpan) AddEvent(name string, opts ...trace.EventOption) {

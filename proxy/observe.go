@@ -1,0 +1,1269 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.41.0"
+	"go.opentelemetry.io/otel/semconv/v1.41.0/mcpconv"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
+
+	"mcpguard.dev/mcpguard/internal/telemetry/decisionlog"
+	"mcpguard.dev/mcpguard/proxy/jsonrpc"
+	"mcpguard.dev/mcpguard/rules"
+)
+
+// This file holds the observers of the pump (observer, pump.go): the
+// decision log — a log line and a --decision-log record per decision — and
+// telemetry, mcpguard's spans and metrics with their vocabulary. MCP spans
+// and metrics follow the OpenTelemetry semantic conventions v1.41.0 (the
+// newest the otel module ships with mcpconv): a SERVER span per agent
+// request or notification named "{mcp.method.name} {target}", an INTERNAL
+// child for the policy decision, and a CLIENT span for the call to the
+// gateway (MCP client and HTTP client conventions in one span, since one
+// gateway POST carries the message).
+//
+// Cost: with Config.TracerProvider and Config.MeterProvider nil, an exchange
+// takes one nil check per hook, and the bytes sent upstream are those of an
+// untraced proxy. As `mcpguard proxy` ships (span ring and metrics), a small
+// tools/call takes about 20 allocations here (BenchmarkCallCost).
+
+// scopeName is the instrumentation scope of every span and instrument.
+const scopeName = "mcpguard.dev/mcpguard/proxy"
+
+// Span names of mcpguard's own: a policy decision, a person's approval of
+// a call (approval.go) from the question to the answer, and a request
+// refused before it could be read as MCP.
+const (
+	spanPolicy   = "mcpguard.policy"
+	spanApproval = "mcpguard.approval"
+	spanRejected = "mcpguard rejected"
+)
+
+// mcpguard's own attribute keys, beside the semantic conventions'.
+const (
+	// attrPolicyDecision is "allow", "deny" or "confirm" (decisionName).
+	attrPolicyDecision = attribute.Key("mcpguard.policy.decision")
+	// attrPolicyRule names the rule that decided ("fetch_url/approved-hosts").
+	attrPolicyRule = attribute.Key("mcpguard.policy.rule")
+	// attrPolicyReason is the decision's reason, as the agent reads it.
+	attrPolicyReason = attribute.Key("mcpguard.policy.reason")
+	// attrPolicyMode is "enforce" or "monitor".
+	attrPolicyMode = attribute.Key("mcpguard.policy.mode")
+	// attrPolicyDuration is how long the policy took, in seconds.
+	attrPolicyDuration = attribute.Key("mcpguard.policy.duration")
+	// attrPolicyBlocked reports whether the proxy stopped the call.
+	attrPolicyBlocked = attribute.Key("mcpguard.policy.blocked")
+	// attrApprovalOutcome is how an approval ended: "confirmed",
+	// "declined", "timeout", "cancelled" or "unavailable".
+	attrApprovalOutcome = attribute.Key("mcpguard.approval.outcome")
+	// attrApprovalVia is who was asked: "elicitation" or "queue".
+	attrApprovalVia = attribute.Key("mcpguard.approval.via")
+)
+
+// Instrument names mcpguard adds to the conventions' MCP histograms.
+const (
+	metricDecisions      = "mcpguard.policy.decisions"
+	metricPolicyDuration = "mcpguard.policy.duration"
+	metricOverhead       = "mcpguard.proxy.overhead"
+	metricActiveSessions = "mcpguard.sessions.active"
+	metricPinViolations  = "mcpguard.policy.pin_violations"
+	metricUpstreamErrors = "mcpguard.upstream.errors"
+	// metricServerRefused counts server→client requests the proxy refused
+	// to the gateway because the agent had too many unanswered.
+	metricServerRefused = "mcpguard.server_requests.refused"
+	// metricRateLimited counts calls denied by a rule's rate limit or
+	// budget, by tool.
+	metricRateLimited = "mcpguard.policy.rate_limited"
+)
+
+// errorTypeToolError is error.type for a tools/call answered with a result
+// whose isError is true (MCP semantic conventions).
+const errorTypeToolError = "tool_error"
+
+// Histogram buckets: the conventions' advice for MCP operations (seconds),
+// and finer ones for the proxy's own microsecond-scale work.
+var (
+	operationBuckets = []float64{0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 120, 300}
+	overheadBuckets  = []float64{5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.05}
+)
+
+// newObserver is what Config asks to watch the pump: the decision log
+// always (Logger is never nil), telemetry when a provider is set.
+func newObserver(cfg *Config, sessions func() int, tools *sync.Map) observer {
+	dl := &decisionLog{log: cfg.Logger, w: cfg.DecisionLog, recordArgs: cfg.RecordArguments}
+	o := observer{decided: dl.decided}
+	if dl.w != nil {
+		o.approved = dl.approved
+	}
+	t := newTelemetry(cfg, sessions, tools)
+	if t == nil {
+		return o
+	}
+	o.received, o.refusedServer, o.rejected, o.sessionEnded = t.received, t.refusedServer, t.rejected, t.sessionEnded
+	o.decided = func(ctx context.Context, in *rules.Input, d rules.Decision, took time.Duration) {
+		dl.decided(ctx, in, d, took)
+		t.decided(ctx, in, d, took)
+	}
+	o.approved = func(ctx context.Context, in *rules.Input, d rules.Decision, outcome, via string, took time.Duration) {
+		dl.approved(ctx, in, d, outcome, via, took)
+		t.approved(ctx, in, d, outcome, via, took)
+	}
+	if t.tracing {
+		o.traceHeaders = t.traceHeaders
+	}
+	return o
+}
+
+// decisionLog writes each decision as a log line and, with
+// Config.DecisionLog, a decision-log record (the input of `mcpguard policy
+// replay`).
+type decisionLog struct {
+	log        *slog.Logger
+	w          *decisionlog.Writer // nil: log lines only
+	recordArgs func(json.RawMessage) json.RawMessage
+}
+
+func (l *decisionLog) decided(ctx context.Context, in *rules.Input, d rules.Decision, took time.Duration) {
+	if listing(in.Method) && d.Allow {
+		return // one line per visible tool per listing would drown the log
+	}
+	level := slog.LevelInfo
+	if d.Blocks() {
+		level = slog.LevelWarn
+	}
+	decision := decisionName(d)
+	// One line per call: typed attributes, not key-value arguments, which
+	// would box every value.
+	l.log.LogAttrs(context.Background(), level, "policy decision", slog.String("method", in.Method),
+		slog.String("tool", in.Tool), slog.String("decision", decision), slog.String("rule", d.Rule),
+		slog.String("reason", d.Reason), slog.String("mode", string(d.Mode)), slog.String("session", in.Session),
+		slog.Int64("took_us", took.Microseconds()))
+	if l.w == nil {
+		return
+	}
+	rec := l.record(ctx, in, d, took)
+	if l.recordArgs != nil && in.Arguments != nil && !listing(in.Method) {
+		rec.Arguments = l.recordArgs(in.Arguments)
+	}
+	l.w.Log(rec)
+}
+
+// approved writes the record of a person's approval of a call, with the
+// outcome and who was asked (approval.go logs its line).
+func (l *decisionLog) approved(ctx context.Context, in *rules.Input, d rules.Decision, outcome, via string, took time.Duration) {
+	if l.w == nil {
+		return
+	}
+	rec := l.record(ctx, in, d, took)
+	rec.Approval, rec.ApprovedBy = outcome, via
+	l.w.Log(rec)
+}
+
+func (l *decisionLog) record(ctx context.Context, in *rules.Input, d rules.Decision, took time.Duration) *decisionlog.Record {
+	rec := &decisionlog.Record{Time: time.Now().UTC(), Method: in.Method, Tool: in.Tool, Server: in.Server,
+		Session: in.Session, ProtocolVersion: in.ProtocolVersion, Identity: in.Identity,
+		Decision: decisionName(d), Rule: d.Rule, Reason: d.Reason, Mode: string(d.Mode), Blocked: d.Blocks(),
+		DurationUS: took.Microseconds()}
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		rec.TraceID, rec.SpanID = sc.TraceID().String(), sc.SpanID().String()
+	}
+	return rec
+}
+
+// decisionName is a decision as logs and metrics name it: "allow",
+// "deny", or "confirm" for a call held for a person's approval.
+func decisionName(d rules.Decision) string {
+	switch {
+	case d.Allow:
+		return "allow"
+	case d.Confirm != nil:
+		return "confirm"
+	}
+	return "deny"
+}
+
+// telemetry holds the tracer and the instruments of one Proxy.
+type telemetry struct {
+	tracer trace.Tracer
+	// recorder is tracer's fast path when it has one (spanRecorder).
+	recorder spanRecorder
+	tracing  bool // a TracerProvider was configured: propagate and record spans
+	// recordArgs returns the recordable (redacted) form of arguments; nil:
+	// argument values are never recorded.
+	recordArgs func(json.RawMessage) json.RawMessage
+	prop       propagation.TextMapPropagator
+	knownTool  func(string) bool    // bounds metric cardinality to listed tools
+	upAttrs    []attribute.KeyValue // the gateway's server.address, server.port, url.full
+	rules      sync.Map             // rule names seen, for ruleLabel
+	ruleCount  atomic.Int32
+	// Measurement options by attribute values, built once: an attribute
+	// set per measurement would cost a sort and allocations per call.
+	methodOpts   cache[string, measure]
+	decisionOpts cache[decisionKey, measure]
+	opOpts       cache[opKey, measure]
+	toolOpts     cache[string, measure]
+	names        cache[spanNameKey, string] // span names of listed tools
+
+	opDuration      mcpconv.ServerOperationDuration
+	sessionDuration mcpconv.ServerSessionDuration
+	upDuration      mcpconv.ClientOperationDuration
+	decisionCount   metric.Int64Counter
+	policyDuration  metric.Float64Histogram
+	overhead        metric.Float64Histogram
+	pinViolations   metric.Int64Counter
+	upstreamErrors  metric.Int64Counter
+	serverRefused   metric.Int64Counter
+	rateLimited     metric.Int64Counter
+}
+
+// spanRecorder is the fast path of a tracer that takes a span's fields as
+// they are rather than as options (internal/telemetry's ring tracer, what
+// `mcpguard proxy` uses unless an exporter is configured): no option
+// boxing, no context for a span nothing runs under. Links are not recorded.
+type spanRecorder interface {
+	// StartSpan starts a span under ctx's span; attrs are copied.
+	StartSpan(ctx context.Context, name string, kind trace.SpanKind, start time.Time, attrs []attribute.KeyValue) (context.Context, trace.Span)
+	// RecordSpan records a span under ctx's span that began at start and
+	// ends now; a non-empty errDesc sets status Error with it.
+	RecordSpan(ctx context.Context, name string, kind trace.SpanKind, start time.Time, attrs []attribute.KeyValue, errDesc string)
+}
+
+// newTelemetry builds the proxy's telemetry from cfg, or returns nil when
+// cfg asks for none.
+func newTelemetry(cfg *Config, sessions func() int, tools *sync.Map) *telemetry {
+	if cfg.TracerProvider == nil && cfg.MeterProvider == nil {
+		return nil
+	}
+	t := &telemetry{knownTool: func(name string) bool { _, ok := tools.Load(name); return ok },
+		upAttrs: upstreamAttrs(cfg.Upstream), recordArgs: cfg.RecordArguments}
+	if cfg.TracerProvider != nil {
+		t.tracing = true
+		t.tracer = cfg.TracerProvider.Tracer(scopeName, trace.WithSchemaURL(semconv.SchemaURL))
+		t.recorder, _ = t.tracer.(spanRecorder)
+		t.prop = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
+	} else {
+		t.tracer = tracenoop.NewTracerProvider().Tracer(scopeName)
+	}
+	var mp metric.MeterProvider = metricnoop.NewMeterProvider()
+	if cfg.MeterProvider != nil {
+		mp = cfg.MeterProvider
+	}
+	m := mp.Meter(scopeName, metric.WithSchemaURL(semconv.SchemaURL))
+	// Instrument errors only happen for invalid names or options, which are
+	// constants here; the constructors then return no-op instruments.
+	t.opDuration, _ = mcpconv.NewServerOperationDuration(m, metric.WithExplicitBucketBoundaries(operationBuckets...))
+	t.sessionDuration, _ = mcpconv.NewServerSessionDuration(m, metric.WithExplicitBucketBoundaries(operationBuckets...))
+	t.upDuration, _ = mcpconv.NewClientOperationDuration(m, metric.WithExplicitBucketBoundaries(operationBuckets...))
+	t.decisionCount, _ = m.Int64Counter(metricDecisions, metric.WithUnit("{decision}"),
+		metric.WithDescription("Policy decisions, by method, rule, decision and mode."))
+	t.policyDuration, _ = m.Float64Histogram(metricPolicyDuration, metric.WithUnit("s"),
+		metric.WithDescription("Time the policy took to decide one call."),
+		metric.WithExplicitBucketBoundaries(overheadBuckets...))
+	t.overhead, _ = m.Float64Histogram(metricOverhead, metric.WithUnit("s"),
+		metric.WithDescription("Time mcpguard added to an MCP operation: its duration minus the time spent waiting on the gateway."),
+		metric.WithExplicitBucketBoundaries(overheadBuckets...))
+	t.pinViolations, _ = m.Int64Counter(metricPinViolations, metric.WithUnit("{violation}"),
+		metric.WithDescription("Tools refused because their definition does not match its pin."))
+	t.upstreamErrors, _ = m.Int64Counter(metricUpstreamErrors, metric.WithUnit("{error}"),
+		metric.WithDescription("Gateway calls that failed: transport errors, timeouts, non-2xx answers, invalid responses."))
+	t.serverRefused, _ = m.Int64Counter(metricServerRefused, metric.WithUnit("{request}"),
+		metric.WithDescription("Server-to-client requests refused to the gateway because the agent had too many unanswered."))
+	t.rateLimited, _ = m.Int64Counter(metricRateLimited, metric.WithUnit("{call}"),
+		metric.WithDescription("Calls denied by a rule's rate limit or call budget, by tool."))
+	_, _ = m.Int64ObservableGauge(metricActiveSessions, metric.WithUnit("{session}"),
+		metric.WithDescription("Live agent sessions."),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			if sessions != nil {
+				o.Observe(int64(sessions()))
+			}
+			return nil
+		}))
+	return t
+}
+
+// upstreamAttrs describes the gateway for client spans. The URL is the
+// operator's configuration, not the agent's input.
+func upstreamAttrs(raw string) []attribute.KeyValue {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil
+	}
+	attrs := []attribute.KeyValue{semconv.ServerAddress(u.Hostname()), semconv.URLFull(u.Redacted())}
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+	}
+	if p, err := strconv.Atoi(port); err == nil {
+		attrs = append(attrs, semconv.ServerPort(p))
+	}
+	return attrs
+}
+
+// start opens a span, through the tracer's fast path when it has one.
+func (t *telemetry) start(ctx context.Context, name string, kind trace.SpanKind, start time.Time, attrs []attribute.KeyValue, links []trace.Link) (context.Context, trace.Span) {
+	if t.recorder != nil {
+		return t.recorder.StartSpan(ctx, name, kind, start, attrs)
+	}
+	return t.tracer.Start(ctx, name, trace.WithSpanKind(kind), trace.WithTimestamp(start),
+		trace.WithAttributes(attrs...), trace.WithLinks(links...))
+}
+
+// record records a span that began at start and ends now (errDesc: status
+// Error with it), with nothing run under it.
+func (t *telemetry) record(ctx context.Context, name string, kind trace.SpanKind, start time.Time, attrs []attribute.KeyValue, errDesc string) {
+	if t.recorder != nil {
+		t.recorder.RecordSpan(ctx, name, kind, start, attrs, errDesc)
+		return
+	}
+	_, span := t.tracer.Start(ctx, name, trace.WithSpanKind(kind), trace.WithTimestamp(start), trace.WithAttributes(attrs...))
+	if errDesc != "" {
+		span.SetStatus(codes.Error, errDesc)
+	}
+	span.End()
+}
+
+// traceHeaders writes the current trace context into a gateway request's
+// headers, replacing what the agent sent. A request made outside any span
+// (a GET stream) keeps the agent's headers.
+func (t *telemetry) traceHeaders(ctx context.Context, h http.Header) {
+	if !trace.SpanContextFromContext(ctx).IsValid() {
+		return
+	}
+	delete(h, "Traceparent")
+	delete(h, "Tracestate")
+	delete(h, "Baggage")
+	t.prop.Inject(ctx, traceHeaderCarrier(h))
+}
+
+// traceHeaderCarrier is propagation.HeaderCarrier for the trace context's
+// own keys, which it writes in canonical form without canonicalising them
+// per call; other keys go through http.Header.
+type traceHeaderCarrier http.Header
+
+var traceHeaderKeys = map[string]string{"traceparent": "Traceparent", "tracestate": "Tracestate", "baggage": "Baggage"}
+
+func (c traceHeaderCarrier) key(k string) string {
+	if ck, ok := traceHeaderKeys[k]; ok {
+		return ck
+	}
+	return http.CanonicalHeaderKey(k)
+}
+func (c traceHeaderCarrier) Get(k string) string {
+	if v := c[c.key(k)]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+func (c traceHeaderCarrier) Values(k string) []string { return c[c.key(k)] }
+func (c traceHeaderCarrier) Set(k, v string)          { c[c.key(k)] = []string{v} }
+func (c traceHeaderCarrier) Keys() []string           { return propagation.HeaderCarrier(c).Keys() }
+
+// decided records one decision: the policy's span (retroactively: it began
+// took ago, and nothing ran under it) whose decision and rule are copied
+// onto the call's server span so a list of calls shows them, the metrics,
+// and the opted-in argument values. tools/list decisions (one per listed
+// tool) get no span: they are counted, and the hidden ones become events on
+// the listing's span.
+func (t *telemetry) decided(ctx context.Context, in *rules.Input, d rules.Decision, took time.Duration) {
+	decision := decisionName(d)
+	t.decisionCount.Add(ctx, 1, t.decisionOpt(metricMethod(in.Method), d.Rule, decision, string(d.Mode)).add...)
+	t.policyDuration.Record(ctx, took.Seconds(), t.methodOpt(in.Method).rec...)
+	if !d.Allow && strings.HasPrefix(d.Rule, "pin/") {
+		t.pinViolations.Add(ctx, 1, t.methodOpt(in.Method).add...)
+	}
+	if !d.Allow && d.RetryAfter > 0 {
+		t.rateLimited.Add(ctx, 1, t.toolOpt(in.Tool).add...)
+	}
+	if !t.tracing {
+		return
+	}
+	call := trace.SpanFromContext(ctx)
+	if listing(in.Method) {
+		if !d.Allow { // a tool hidden from a tools/list result
+			call.AddEvent("mcpguard.policy.hidden", trace.WithAttributes(semconv.GenAIToolName(in.Tool),
+				attrPolicyRule.String(d.Rule), attrPolicyReason.String(d.Reason)))
+		}
+		return
+	}
+	blocked, errDesc := d.Blocks(), ""
+	if blocked {
+		errDesc = "denied"
+	}
+	buf := attrPool.Get().(*[]attribute.KeyValue)
+	defer putAttrs(buf)
+	attrs := append((*buf)[:0], attrPolicyDecision.String(decision), attrPolicyRule.String(d.Rule),
+		attrPolicyMode.String(string(d.Mode)), attrPolicyBlocked.Bool(blocked),
+		attrPolicyDuration.Float64(took.Seconds()), attrPolicyReason.String(d.Reason))
+	t.record(ctx, spanPolicy, trace.SpanKindInternal, time.Now().Add(-took), attrs, errDesc)
+	attrs = attrs[:2] // decision and rule, for lists of calls
+	if args := in.Arguments; args != nil && t.recordArgs != nil {
+		args = t.recordArgs(args)
+		switch mt, _ := rules.MethodOf(in.Method); mt.Target {
+		case rules.ResourceRead:
+			if uri, _, err := jsonrpc.LookupString(args, "uri"); err == nil {
+				attrs = append(attrs, semconv.McpResourceURI(uri))
+			}
+		default:
+			attrs = append(attrs, semconv.GenAIToolCallArgumentsKey.String(string(args)))
+		}
+	}
+	call.SetAttributes(attrs...)
+	*buf = attrs
+}
+
+// approved records how a person's approval of a call ended: a span from
+// the question to the answer, and the decision metric.
+func (t *telemetry) approved(ctx context.Context, in *rules.Input, d rules.Decision, outcome, via string, took time.Duration) {
+	decision := decisionName(d)
+	t.decisionCount.Add(ctx, 1, t.decisionOpt(metricMethod(in.Method), d.Rule, decision, string(d.Mode)).add...)
+	if !t.tracing {
+		return
+	}
+	errDesc := ""
+	if d.Blocks() {
+		errDesc = "denied"
+	}
+	t.record(ctx, spanApproval, trace.SpanKindInternal, time.Now().Add(-took), []attribute.KeyValue{
+		semconv.GenAIToolName(in.Tool), attrPolicyRule.String(d.Rule), attrPolicyDecision.String(decision),
+		attrApprovalOutcome.String(outcome), attrApprovalVia.String(via), attrPolicyReason.String(d.Reason)}, errDesc)
+	trace.SpanFromContext(ctx).SetAttributes(attrPolicyDecision.String(decision), attrApprovalOutcome.String(outcome))
+}
+
+// refusedServer counts a server request refused for want of room.
+func (t *telemetry) refusedServer(method string) {
+	t.serverRefused.Add(context.Background(), 1, t.methodOpt(method).add...)
+}
+
+// sessionEnded records a session's lifetime when it is deleted or expires.
+func (t *telemetry) sessionEnded(s *session) {
+	attrs := []attribute.KeyValue{t.sessionDuration.AttrNetworkTransport(mcpconv.NetworkTransportTCP)}
+	if s.protocolVersion != "" {
+		attrs = append(attrs, t.sessionDuration.AttrProtocolVersion(s.protocolVersion))
+	}
+	t.sessionDuration.Record(context.Background(), time.Since(s.created).Seconds(), attrs...)
+}
+
+// rejected records a request refused before it could be read as MCP (bad
+// JSON, an oversized body, an unknown session): a SERVER span with the
+// JSON-RPC code as error.type, so a refusal is visible where calls are.
+func (t *telemetry) rejected(r *http.Request, e *callError) {
+	if !t.tracing {
+		return
+	}
+	ctx := t.prop.Extract(r.Context(), traceHeaderCarrier(r.Header))
+	attrs := appendNetwork([]attribute.KeyValue{
+		semconv.ErrorTypeKey.String(strconv.FormatInt(e.code, 10)),
+		semconv.HTTPResponseStatusCode(e.status),
+	}, r)
+	t.record(ctx, spanRejected, trace.SpanKindServer, time.Now(), attrs, e.msg)
+}
+
+// cache holds what is built once per key and then read on every call:
+// measurement options (an attribute set per measurement would cost a sort
+// and allocations per call) and span names. Past maxCached keys (a cache
+// must not be what grows without limit) values are built per use.
+type cache[K comparable, V any] struct {
+	mu sync.RWMutex
+	m  map[K]V
+}
+
+// maxCached bounds each cache: versions come from the agent within the
+// supported set, methods, rules and tools are already bounded labels.
+const maxCached = 4096
+
+func (c *cache[K, V]) get(k K, build func(K) V) V {
+	c.mu.RLock()
+	v, ok := c.m[k]
+	c.mu.RUnlock()
+	if ok {
+		return v
+	}
+	v = build(k)
+	c.mu.Lock()
+	if c.m == nil {
+		c.m = make(map[K]V)
+	}
+	if len(c.m) < maxCached {
+		c.m[k] = v
+	}
+	c.mu.Unlock()
+	return v
+}
+
+// measure is an attribute set as the options of a measurement, built
+// once: passed as opts..., a slice held here is not allocated per call.
+type measure struct {
+	add []metric.AddOption
+	rec []metric.RecordOption
+}
+
+// measureOf returns the function that builds the measure of attributes.
+func measureOf[K any](attrs func(K) []attribute.KeyValue) func(K) measure {
+	return func(k K) measure {
+		o := metric.WithAttributeSet(attribute.NewSet(attrs(k)...))
+		return measure{add: []metric.AddOption{o}, rec: []metric.RecordOption{o}}
+	}
+}
+
+// methodOpt is the {mcp.method.name} option; methods outside the
+// conventions' list share one (the agent chooses method names).
+func (t *telemetry) methodOpt(method string) measure {
+	return t.methodOpts.get(metricMethod(method), buildMethodOpt)
+}
+
+var (
+	buildMethodOpt = measureOf(func(method string) []attribute.KeyValue {
+		return []attribute.KeyValue{semconv.McpMethodNameKey.String(method)}
+	})
+	buildDecisionOpt = measureOf(func(k decisionKey) []attribute.KeyValue {
+		return []attribute.KeyValue{semconv.McpMethodNameKey.String(k.method), attrPolicyRule.String(k.rule),
+			attrPolicyDecision.String(k.decision), attrPolicyMode.String(k.mode)}
+	})
+	buildOpOpt   = measureOf(opAttrs)
+	buildToolOpt = measureOf(func(tool string) []attribute.KeyValue { return []attribute.KeyValue{semconv.GenAIToolName(tool)} })
+)
+
+type decisionKey struct{ method, rule, decision, mode string }
+
+func (t *telemetry) decisionOpt(method, rule, decision, mode string) measure {
+	k := decisionKey{method, rule, decision, mode}
+	t.decisionOpts.mu.RLock()
+	o, ok := t.decisionOpts.m[k]
+	t.decisionOpts.mu.RUnlock()
+	if ok {
+		return o
+	}
+	k.rule = t.ruleLabel(rule) // the key as the label reads: "_OTHER" past the bound
+	return t.decisionOpts.get(k, buildDecisionOpt)
+}
+
+// opKey is what the attributes of an operation's duration (the agent's,
+// or with client the gateway call's) are made from.
+type opKey struct {
+	client, pipe          bool
+	version, method, tool string
+	errType               string
+}
+
+// opAttrs are an operation's attributes as mcpconv's Record builds them.
+func opAttrs(k opKey) []attribute.KeyValue {
+	var op mcpconv.ServerOperationDuration // for its attribute constructors
+	transport := mcpconv.NetworkTransportTCP
+	if k.pipe {
+		transport = mcpconv.NetworkTransportPipe
+	}
+	attrs := []attribute.KeyValue{semconv.McpMethodNameKey.String(k.method), op.AttrNetworkTransport(transport)}
+	if k.client {
+		if k.tool != "" {
+			attrs = append(attrs, op.AttrGenAIToolName(k.tool))
+		}
+		return attrs
+	}
+	if !k.pipe {
+		attrs = append(attrs, op.AttrNetworkProtocolName("http"))
+	}
+	if k.version != "" {
+		attrs = append(attrs, op.AttrProtocolVersion(k.version))
+	}
+	if k.tool != "" {
+		attrs = append(attrs, op.AttrGenAIOperationName(mcpconv.GenAIOperationNameExecuteTool), op.AttrGenAIToolName(k.tool))
+	}
+	if k.errType != "" {
+		attrs = append(attrs, op.AttrErrorType(mcpconv.ErrorTypeAttr(k.errType)))
+	}
+	return attrs
+}
+
+// metricMethod is method as a metric label: a method outside the method
+// table (rules.MethodOf) is "_OTHER", so an agent cannot mint series by
+// inventing methods.
+func metricMethod(method string) string {
+	if _, known := rules.MethodOf(method); known {
+		return method
+	}
+	return "_OTHER"
+}
+
+// maxRuleLabels bounds the rule names used as metric labels. Rule names come
+// from the policy, but some embed a tool name the agent chose ("pin/NAME"
+// for a tool never listed): past the bound they count as "_OTHER".
+const maxRuleLabels = 512
+
+func (t *telemetry) ruleLabel(rule string) string {
+	if _, ok := t.rules.Load(rule); ok {
+		return rule
+	}
+	if t.ruleCount.Add(1) > maxRuleLabels {
+		t.ruleCount.Add(-1)
+		return "_OTHER"
+	}
+	if _, loaded := t.rules.LoadOrStore(rule, struct{}{}); loaded {
+		t.ruleCount.Add(-1)
+	}
+	return rule
+}
+
+// toolLabel is a tool as a metric label: one the gateway listed, else
+// "_OTHER" (the agent chooses the names it calls).
+func (t *telemetry) toolLabel(tool string) string {
+	if t.knownTool(tool) {
+		return tool
+	}
+	return "_OTHER"
+}
+
+// toolOpt is the {gen_ai.tool.name} option.
+func (t *telemetry) toolOpt(tool string) measure {
+	return t.toolOpts.get(t.toolLabel(tool), buildToolOpt)
+}
+
+// The record of one exchange: a server span per request or notification
+// the agent sent, and the client span of the gateway call.
+
+// calls is the telemetry of one exchange (observer.received). Its methods
+// are the exchange's hooks, each allowing a nil *calls (telemetry off).
+// They are called by the exchange's goroutine, except gatewayDone, which
+// may also be called by the stream idle timer's.
+type calls struct {
+	t       *telemetry
+	sc      scope
+	calls   []*callSpan
+	first   callSpan     // calls[0], allocated with the record
+	array   [1]*callSpan // calls' backing array for a single message
+	byID    map[string]*callSpan
+	client  trace.Span
+	upErred bool
+	// mu guards the gateway timing.
+	mu      sync.Mutex
+	upStart time.Time
+	upTook  time.Duration // gateway time, shared by every call forwarded
+	upEnded bool
+}
+
+// callSpan is one agent message's server span and what its end needs.
+type callSpan struct {
+	ctx    context.Context
+	span   trace.Span
+	start  time.Time
+	method string
+	target rules.Target // the method's, from the table
+	tool   string       // tools/call and prompts/get
+	msg    *jsonrpc.Message
+	// forwarded: the message went to the gateway, so gateway time is not
+	// the proxy's overhead.
+	forwarded bool
+	ended     bool
+}
+
+// byIDFrom is the batch size from which calls are found by id through a
+// map rather than by a scan.
+const byIDFrom = 8
+
+// received opens a server span for each request and notification of msgs,
+// parented on the trace context the agent sent in params._meta or, failing
+// that, in its HTTP headers. It returns the context of the first span.
+func (t *telemetry) received(ctx context.Context, sc scope, msgs []*jsonrpc.Message) (context.Context, *calls) {
+	rec := &calls{t: t, sc: sc}
+	rec.calls = rec.array[:0]
+	if len(msgs) >= byIDFrom {
+		rec.byID = make(map[string]*callSpan, len(msgs))
+	}
+	transport := ctx
+	if t.tracing && sc.r != nil && hasTraceHeaders(sc.r.Header) {
+		transport = t.prop.Extract(ctx, traceHeaderCarrier(sc.r.Header))
+	}
+	first := ctx
+	for _, m := range msgs {
+		if m.Kind() == jsonrpc.KindResponse {
+			continue
+		}
+		c := &rec.first
+		if len(rec.calls) > 0 {
+			c = new(callSpan)
+		}
+		rec.open(c, ctx, transport, m)
+		rec.calls = append(rec.calls, c)
+		if rec.byID != nil && m.Kind() == jsonrpc.KindRequest {
+			rec.byID[m.ID.String()] = c
+		}
+		if len(rec.calls) == 1 {
+			first = c.ctx
+		}
+	}
+	return first, rec
+}
+
+// hasTraceHeaders reports whether the agent sent trace context headers:
+// most send none, and extracting nothing still costs.
+func hasTraceHeaders(h http.Header) bool {
+	return len(h["Traceparent"]) > 0 || len(h["Baggage"]) > 0
+}
+
+func (rec *calls) open(c *callSpan, ctx, transport context.Context, m *jsonrpc.Message) {
+	t, sc := rec.t, rec.sc
+	*c = callSpan{start: time.Now(), method: m.Method, msg: m}
+	mt, _ := rules.MethodOf(m.Method)
+	c.target = mt.Target
+	switch mt.Target {
+	case rules.ToolCall, rules.PromptGet:
+		c.tool, _, _ = jsonrpc.LookupString(m.Params, "name")
+	}
+	if !t.tracing {
+		c.ctx, c.span = ctx, trace.SpanFromContext(ctx)
+		return
+	}
+	parent := transport
+	var links []trace.Link
+	if meta := lookupMeta(m.Params); meta != nil && meta[0] == '{' {
+		if mctx := t.prop.Extract(transport, metaCarrier(meta)); trace.SpanContextFromContext(mctx).IsValid() {
+			// The conventions prefer _meta: it is per message, while the
+			// HTTP headers describe the whole POST. Keep the other as a link.
+			if hsc := trace.SpanContextFromContext(transport); hsc.IsValid() && !hsc.Equal(trace.SpanContextFromContext(mctx)) {
+				links = append(links, trace.Link{SpanContext: hsc})
+			}
+			parent = mctx
+		}
+	}
+	buf := attrPool.Get().(*[]attribute.KeyValue)
+	defer putAttrs(buf)
+	attrs := append((*buf)[:0], semconv.McpMethodNameKey.String(m.Method))
+	if m.Kind() == jsonrpc.KindRequest {
+		attrs = append(attrs, semconv.JSONRPCRequestID(requestID(m.ID)))
+	}
+	if sc.session != "" {
+		attrs = append(attrs, semconv.McpSessionID(sc.session))
+	}
+	if sc.version != "" {
+		attrs = append(attrs, semconv.McpProtocolVersion(sc.version))
+	}
+	switch mt.Target {
+	case rules.ToolCall:
+		attrs = append(attrs, semconv.GenAIToolName(c.tool), semconv.GenAIOperationNameExecuteTool)
+	case rules.PromptGet:
+		attrs = append(attrs, semconv.GenAIPromptName(c.tool))
+	}
+	attrs = appendNetwork(attrs, sc.r)
+	c.ctx, c.span = t.start(parent, t.spanName(m.Method, c.tool), trace.SpanKindServer, c.start, attrs, links)
+	*buf = attrs
+}
+
+// attrPool recycles the attribute lists spans start with: tracers copy
+// them, so the list is scratch.
+var attrPool = sync.Pool{New: func() any { s := make([]attribute.KeyValue, 0, 24); return &s }}
+
+func putAttrs(buf *[]attribute.KeyValue) {
+	clear((*buf)[:cap(*buf)]) // drop references to attribute strings
+	*buf = (*buf)[:0]
+	attrPool.Put(buf)
+}
+
+// lookupMeta returns params._meta, skipping the member scan for the many
+// messages without one.
+func lookupMeta(params json.RawMessage) json.RawMessage {
+	if !bytes.Contains(params, []byte(`"_meta"`)) {
+		return nil
+	}
+	meta, _ := jsonrpc.Lookup(params, "_meta") // a variant: no trace context
+	return meta
+}
+
+type spanNameKey struct{ method, target string }
+
+// spanName is "{mcp.method.name} {target}", the target being the tool or
+// prompt name where there is one; a listed tool's is built once. A resource
+// URI is not used: it may carry what argument values carry.
+func (t *telemetry) spanName(method, target string) string {
+	switch {
+	case target == "":
+		return method
+	case !t.knownTool(target):
+		return method + " " + target
+	}
+	return t.names.get(spanNameKey{method, target}, joinSpanName)
+}
+
+func joinSpanName(k spanNameKey) string { return k.method + " " + k.target }
+
+// requestID is the JSON-RPC id as the conventions record it: a string id
+// without its quotes, a number as written.
+func requestID(id jsonrpc.ID) string {
+	s := id.String()
+	if len(s) >= 2 && s[0] == '"' {
+		if u, err := strconv.Unquote(s); err == nil {
+			return u
+		}
+	}
+	return s
+}
+
+func appendNetwork(attrs []attribute.KeyValue, r *http.Request) []attribute.KeyValue {
+	if r == nil {
+		return append(attrs, semconv.NetworkTransportPipe) // stdio
+	}
+	attrs = append(attrs, semconv.NetworkTransportTCP, semconv.NetworkProtocolName("http"))
+	switch r.ProtoMajor {
+	case 1:
+		attrs = append(attrs, semconv.NetworkProtocolVersion("1.1"))
+	case 2:
+		attrs = append(attrs, semconv.NetworkProtocolVersion("2"))
+	}
+	if host, port, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		attrs = append(attrs, semconv.ClientAddress(host))
+		if p, err := strconv.Atoi(port); err == nil {
+			attrs = append(attrs, semconv.ClientPort(p))
+		}
+	}
+	if host, port, err := net.SplitHostPort(r.Host); err == nil {
+		attrs = append(attrs, semconv.ServerAddress(host))
+		if p, err := strconv.Atoi(port); err == nil {
+			attrs = append(attrs, semconv.ServerPort(p))
+		}
+	} else if r.Host != "" {
+		attrs = append(attrs, semconv.ServerAddress(r.Host))
+	}
+	return attrs
+}
+
+// find returns the span of the request m answers, or of m itself.
+func (rec *calls) find(id jsonrpc.ID) *callSpan {
+	if rec.byID != nil {
+		return rec.byID[id.String()]
+	}
+	for _, c := range rec.calls {
+		if c.msg.Kind() == jsonrpc.KindRequest && c.msg.ID == id {
+			return c
+		}
+	}
+	return nil
+}
+
+// contextOf returns the context of m's server span, to decide m in.
+func (rec *calls) contextOf(ctx context.Context, m *jsonrpc.Message) context.Context {
+	if rec == nil || m.Kind() != jsonrpc.KindRequest {
+		return ctx
+	}
+	if c := rec.find(m.ID); c != nil && c.msg == m {
+		return c.ctx
+	}
+	return ctx
+}
+
+// forwarded opens the client span of the gateway call and puts its trace
+// context in params._meta of every request in forward (traceparent,
+// tracestate, baggage: MCP SEP-414): each such element of forward is
+// replaced by a copy of the message, never changed in place, whose _meta
+// is edited on the canonical bytes.
+func (rec *calls) forwarded(ctx context.Context, forward []*jsonrpc.Message) (context.Context, []*jsonrpc.Message) {
+	if rec == nil {
+		return ctx, forward
+	}
+	rec.mu.Lock()
+	rec.upStart = time.Now()
+	start := rec.upStart
+	rec.mu.Unlock()
+	var first *callSpan // names the span: the first request or notification
+	for _, m := range forward {
+		for _, c := range rec.calls {
+			if c.msg == m {
+				c.forwarded = true
+				if first == nil {
+					first = c
+				}
+			}
+		}
+	}
+	t := rec.t
+	if !t.tracing || first == nil { // first == nil: only answers to the gateway's requests
+		return ctx, forward
+	}
+	ctx, tool := first.ctx, first.tool
+	buf := attrPool.Get().(*[]attribute.KeyValue)
+	defer putAttrs(buf)
+	attrs := append((*buf)[:0], semconv.McpMethodNameKey.String(first.method))
+	if first.msg.Kind() == jsonrpc.KindRequest {
+		attrs = append(attrs, semconv.JSONRPCRequestID(requestID(first.msg.ID)))
+	}
+	if first.target == rules.ToolCall {
+		attrs = append(attrs, semconv.GenAIToolName(tool), semconv.GenAIOperationNameExecuteTool)
+	}
+	if rec.sc.version != "" {
+		attrs = append(attrs, semconv.McpProtocolVersion(rec.sc.version))
+	}
+	if rec.sc.r != nil {
+		attrs = append(attrs, semconv.HTTPRequestMethodPost)
+		attrs = append(attrs, t.upAttrs...)
+	} else {
+		attrs = append(attrs, semconv.NetworkTransportPipe)
+	}
+	ctx, rec.client = t.start(ctx, t.spanName(first.method, tool), trace.SpanKindClient, start, attrs, nil)
+	*buf = attrs
+
+	var carrier traceMeta
+	t.prop.Inject(ctx, &carrier)
+	if carrier == (traceMeta{}) {
+		return ctx, forward
+	}
+	for i, m := range forward {
+		forward[i] = withTraceMeta(m, &carrier)
+	}
+	return ctx, forward
+}
+
+// traceMeta is the params._meta keys of MCP's trace context (SEP-414), as
+// a propagation carrier.
+type traceMeta struct{ traceparent, tracestate, baggage string }
+
+func (c *traceMeta) Get(k string) string {
+	switch k {
+	case "traceparent":
+		return c.traceparent
+	case "tracestate":
+		return c.tracestate
+	case "baggage":
+		return c.baggage
+	}
+	return ""
+}
+func (c *traceMeta) Set(k, v string) {
+	switch k {
+	case "traceparent":
+		c.traceparent = v
+	case "tracestate":
+		c.tracestate = v
+	case "baggage":
+		c.baggage = v
+	}
+}
+func (c *traceMeta) Keys() []string { return traceMetaKeys[:] }
+
+// traceMetaKeys are the params._meta keys of MCP's trace context (SEP-414).
+var traceMetaKeys = [...]string{"traceparent", "tracestate", "baggage"}
+
+// withTraceMeta returns m with the carrier's keys set in params._meta. A
+// request without params gets {"_meta":{...}}; a notification without
+// params, or params that are not an object, are left as they are.
+func withTraceMeta(m *jsonrpc.Message, carrier *traceMeta) *jsonrpc.Message {
+	if m.Kind() == jsonrpc.KindResponse {
+		return m
+	}
+	params := m.Params
+	if params == nil {
+		if m.Kind() != jsonrpc.KindRequest {
+			return m
+		}
+		params = json.RawMessage(`{}`)
+	}
+	if params[0] != '{' {
+		return m
+	}
+	meta := lookupMeta(params)
+	var err error
+	switch {
+	case meta == nil && !bytes.Contains(params, []byte(`"_meta"`)) && params[len(params)-1] == '}':
+		// The usual case: no _meta. The bytes are what jsonrpc.Replace
+		// would make of the canonical params, "_meta" appended last, built
+		// in one go.
+		out := make([]byte, 0, len(params)+len(`,"_meta":{"traceparent":"","tracestate":"","baggage":""}`)+
+			len(carrier.traceparent)+len(carrier.tracestate)+len(carrier.baggage))
+		out = append(out, params[:len(params)-1]...)
+		if len(params) > 2 {
+			out = append(out, ',')
+		}
+		out = appendTraceMeta(append(out, `"_meta":`...), carrier)
+		c := *m
+		c.Params = append(out, '}')
+		return &c
+	case meta == nil:
+		meta = appendTraceMeta(nil, carrier)
+	case meta[0] != '{':
+		return m // not ours to fix; the gateway judges it
+	default:
+		for _, k := range traceMetaKeys {
+			if v := carrier.Get(k); v != "" {
+				if meta, err = jsonrpc.Replace(meta, k, jsonrpc.AppendString(nil, v)); err != nil {
+					return m
+				}
+			}
+		}
+	}
+	if params, err = jsonrpc.Replace(params, "_meta", meta); err != nil {
+		return m
+	}
+	c := *m
+	c.Params = params
+	return &c
+}
+
+// appendTraceMeta appends the carrier's keys as a JSON object, in the
+// order jsonrpc.Replace would append them to an empty one.
+func appendTraceMeta(out []byte, carrier *traceMeta) []byte {
+	out = append(out, '{')
+	n := len(out)
+	for _, k := range traceMetaKeys {
+		if v := carrier.Get(k); v != "" {
+			if len(out) > n {
+				out = append(out, ',')
+			}
+			out = jsonrpc.AppendString(out, k)
+			out = append(out, ':')
+			out = jsonrpc.AppendString(out, v)
+		}
+	}
+	return append(out, '}')
+}
+
+// metaCarrier reads trace context from a canonical params._meta object.
+type metaCarrier json.RawMessage
+
+func (c metaCarrier) Get(key string) string {
+	v, _, err := jsonrpc.LookupString(json.RawMessage(c), key)
+	if err != nil {
+		return ""
+	}
+	return v
+}
+func (metaCarrier) Set(string, string) {}
+func (c metaCarrier) Keys() []string {
+	ms, _ := jsonrpc.Members(json.RawMessage(c))
+	keys := make([]string, len(ms))
+	for i, m := range ms {
+		keys[i] = m.Key
+	}
+	return keys
+}
+
+// gatewayAnswered notes the gateway's answer (or failure) on the client
+// span; the span ends at gatewayDone, when the proxy has read the answer's
+// body to its end or closed it.
+func (rec *calls) gatewayAnswered(res *http.Response, cerr *callError) {
+	if rec == nil {
+		return
+	}
+	var errType string
+	switch {
+	case cerr != nil:
+		errType = upstreamErrorType(cerr)
+	case res.StatusCode >= 400:
+		errType = strconv.Itoa(res.StatusCode)
+	}
+	if errType != "" {
+		rec.upstreamError(errType)
+	}
+	if rec.client != nil {
+		buf := attrPool.Get().(*[]attribute.KeyValue)
+		attrs := (*buf)[:0]
+		if cerr == nil {
+			attrs = append(attrs, semconv.HTTPResponseStatusCode(res.StatusCode))
+		}
+		if errType != "" {
+			attrs = append(attrs, semconv.ErrorTypeKey.String(errType))
+		}
+		rec.client.SetAttributes(attrs...)
+		*buf = attrs
+		putAttrs(buf)
+		switch {
+		case cerr != nil:
+			rec.client.SetStatus(codes.Error, cerr.msg)
+		case errType != "":
+			rec.client.SetStatus(codes.Error, res.Status)
+		}
+	}
+	if cerr != nil {
+		rec.gatewayDone()
+	}
+}
+
+// gatewayDone ends the gateway call: its client span, and its time.
+func (rec *calls) gatewayDone() {
+	if rec == nil {
+		return
+	}
+	rec.mu.Lock()
+	if rec.upEnded || rec.upStart.IsZero() {
+		rec.mu.Unlock()
+		return
+	}
+	rec.upEnded = true
+	rec.upTook = time.Since(rec.upStart)
+	took := rec.upTook
+	rec.mu.Unlock()
+	if rec.client != nil {
+		rec.client.End()
+	}
+	if len(rec.calls) > 0 {
+		t, c := rec.t, rec.calls[0]
+		k := opKey{client: true, pipe: rec.sc.r == nil, method: metricMethod(c.method)}
+		if c.target == rules.ToolCall && t.knownTool(c.tool) {
+			k.tool = c.tool
+		}
+		t.upDuration.Inst().Record(c.ctx, took.Seconds(), t.opOpts.get(k, buildOpOpt).rec...)
+	}
+}
+
+// upstreamError counts one failed gateway call per exchange, however many
+// places notice it.
+func (rec *calls) upstreamError(kind string) {
+	if rec.upErred {
+		return
+	}
+	rec.upErred = true
+	rec.t.upstreamErrors.Add(context.Background(), 1, metric.WithAttributes(semconv.ErrorTypeKey.String(kind)))
+}
+
+func upstreamErrorType(e *callError) string {
+	switch {
+	case e.status == http.StatusGatewayTimeout:
+		return "timeout"
+	case e.code == CodeSessionNotFound:
+		return "session_lost"
+	case e.status == http.StatusBadGateway:
+		return "upstream_error"
+	}
+	return strconv.Itoa(e.status)
+}
+
+// delivered ends the server span of the request m answers, as m goes to
+// the agent.
+func (rec *calls) delivered(m *jsonrpc.Message) {
+	if rec == nil || m.Kind() != jsonrpc.KindResponse {
+		return
+	}
+	if c := rec.find(m.ID); c != nil {
+		rec.end(c, m, nil)
+	}
+}
+
+// ended ends the gateway call and every span still open when the exchange
+// is over: e is the error that replaced every answer, if one did.
+func (rec *calls) ended(e *callError) {
+	if rec == nil {
+		return
+	}
+	if e != nil && e.code == CodeUpstream {
+		rec.upstreamError(upstreamErrorType(e))
+	}
+	rec.gatewayDone()
+	for _, c := range rec.calls {
+		rec.end(c, nil, e)
+	}
+}
+
+// answered ends the record of one message (stdio) with the answer the
+// agent got: nil for a notification, or for a request that will get none.
+func (rec *calls) answered(resp *jsonrpc.Message) {
+	if rec == nil {
+		return
+	}
+	rec.gatewayDone()
+	if resp != nil {
+		rec.delivered(resp)
+	}
+	rec.ended(nil)
+}
+
+// end closes one server span with the answer the agent got (resp), or the
+// error that replaced every answer (e), and records the operation metrics.
+func (rec *calls) end(c *callSpan, resp *jsonrpc.Message, e *callError) {
+	if c.ended {
+		return
+	}
+	c.ended = true
+	now := time.Now()
+	took := now.Sub(c.start)
+	var errType string
+	var code int64
+	switch {
+	case resp != nil && resp.Error != nil:
+		code = resp.Error.Code
+		errType = strconv.FormatInt(code, 10)
+	case resp != nil && c.target == rules.ToolCall && isToolError(resp.Result):
+		errType = errorTypeToolError
+	case e != nil:
+		code = e.code
+		errType = strconv.FormatInt(code, 10)
+	}
+	t := rec.t
+	if t.tracing {
+		switch {
+		case code != 0:
+			c.span.SetAttributes(semconv.ErrorTypeKey.String(errType), semconv.RPCResponseStatusCode(errType))
+			c.span.SetStatus(codes.Error, errType)
+		case errType != "":
+			c.span.SetAttributes(semconv.ErrorTypeKey.String(errType))
+		}
+		c.span.End()
+	}
+	k := opKey{pipe: rec.sc.r == nil, version: rec.sc.version, method: metricMethod(c.method), errType: errType}
+	if c.target == rules.ToolCall {
+		k.tool = t.toolLabel(c.tool) // an agent must not mint series
+	}
+	t.opDuration.Inst().Record(c.ctx, took.Seconds(), t.opOpts.get(k, buildOpOpt).rec...)
+	overhead := took
+	rec.mu.Lock()
+	switch {
+	case c.forwarded && rec.upEnded:
+		overhead -= rec.upTook
+	case c.forwarded && !rec.upStart.IsZero():
+		// Answered from a stream still open: the gateway held the call
+		// from the upstream start until now.
+		overhead -= now.Sub(rec.upStart)
+	}
+	rec.mu.Unlock()
+	t.overhead.Record(c.ctx, max(overhead, 0).Seconds(), t.methodOpt(c.method).rec...)
+}
+
+// isToolError reports whether a tools/call result says isError: true.
+func isToolError(result json.RawMessage) bool {
+	v, _ := jsonrpc.Lookup(result, "isError")
+	return string(v) == "true"
+}
+
+// initialized records the session an initialize opened (or failed to) on
+// its server span.
+func (rec *calls) initialized(sess *session) {
+	if rec == nil || sess == nil || !rec.t.tracing || len(rec.calls) == 0 {
+		return
+	}
+	rec.calls[0].span.SetAttributes(semconv.McpSessionID(sess.id), semconv.McpProtocolVersion(sess.protocolVersion))
+}
+
+// observeInitialize tells the observer of an initialize the proxy forwards
+// on the agent's behalf (the body is encoded by initialize itself, so trace
+// context goes upstream in the headers only). The returned func ends its
+// record with the outcome.
+func (p *Proxy) observeInitialize(r *http.Request, m *jsonrpc.Message) (context.Context, func(*session, *jsonrpc.Message, *callError)) {
+	msgs := []*jsonrpc.Message{m}
+	ctx, rec := p.received(r.Context(), scope{r: r}, msgs)
+	if rec == nil {
+		return ctx, func(*session, *jsonrpc.Message, *callError) {}
+	}
+	ctx, _ = rec.forwarded(ctx, msgs)
+	return ctx, func(sess *session, resp *jsonrpc.Message, cerr *callError) {
+		rec.initialized(sess)
+		if cerr != nil {
+			rec.gatewayAnswered(nil, cerr)
+		}
+		rec.gatewayDone()
+		if resp != nil {
+			rec.delivered(resp)
+		}
+		rec.ended(cerr)
+	}
+}
