@@ -8,13 +8,19 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
-	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/open-policy-agent/opa/v1/types"
 )
 
-// Rego checks evaluate a query in-process with OPA's v1 rego API. Each
-// distinct query is prepared once per compiled policy; every decision then
-// evaluates the prepared query with the call as input:
+// Rego checks evaluate a query in-process with OPA's compiler and
+// evaluator (v1/ast and v1/topdown), used directly rather than through the
+// v1/rego API, which would also link OPA's Wasm compiler, bundle loader and
+// JWT signing (3.4 MB of the sidecar's binary; issue #18). The modules are
+// compiled once per compiled policy and each distinct query once against
+// them; every decision then evaluates the compiled query with the call as
+// input:
 //
 //	input.method, input.tool (as the agent sees it), input.name (without
 //	gateway prefix), input.prefix, input.server, input.arguments,
@@ -44,7 +50,18 @@ type regoModuleSource struct {
 }
 
 type regoEngine struct {
-	queries map[string]*rego.PreparedEvalQuery
+	compiler *ast.Compiler
+	store    storage.Store // empty: a policy's data is its modules
+	builtins map[string]*topdown.Builtin
+	queries  map[string]*regoQuery
+}
+
+// regoQuery is a compiled query whose one expression's value is captured
+// in result, as the rego API's prepared queries capture it.
+type regoQuery struct {
+	qc     ast.QueryCompiler
+	body   ast.Body
+	result ast.Var
 }
 
 var regoUnsafe = map[string]struct{}{
@@ -55,40 +72,119 @@ var regoUnsafe = map[string]struct{}{
 
 func newRegoEngine(mods []regoModuleSource, queries []string) (*regoEngine, PolicyErrors) {
 	var errs PolicyErrors
-	var parsed []*ast.Module
-	for _, m := range mods {
+	parsed := map[string]*ast.Module{}
+	for i, m := range mods {
 		mod, err := ast.ParseModuleWithOpts(m.name, m.text, ast.ParserOptions{RegoVersion: ast.RegoV1})
 		if err != nil {
 			errs = append(errs, regoErrors(m, err)...)
 			continue
 		}
-		parsed = append(parsed, mod)
+		parsed[fmt.Sprintf("%d:%s", i, m.name)] = mod
 	}
 	if len(errs) > 0 {
 		return nil, errs
 	}
-	re := &regoEngine{queries: map[string]*rego.PreparedEvalQuery{}}
+	decls, funcs := regoBuiltins()
+	// As the rego API does: unsafe builtins are refused by name ("unsafe
+	// built-in function calls in expression: http.send"), which
+	// capabilities would report as unknown functions.
+	//lint:ignore SA1019 the rego API configures its compiler the same way
+	compiler := ast.NewCompiler().WithUnsafeBuiltins(regoUnsafe).WithBuiltins(decls)
+	re := &regoEngine{
+		compiler: compiler.WithDefaultRegoVersion(ast.RegoV1).WithUseTypeCheckAnnotations(true),
+		store:    inmem.New(),
+		builtins: funcs,
+		queries:  map[string]*regoQuery{},
+	}
+	if re.compiler.Compile(parsed); re.compiler.Failed() {
+		return nil, regoErrors(mods[0], re.compiler.Errors)
+	}
 	for _, q := range queries {
-		opts := append(regoBuiltins(),
-			rego.Query(q),
-			rego.UnsafeBuiltins(regoUnsafe),
-			rego.SetRegoVersion(ast.RegoV1),
-		)
-		for _, mod := range parsed {
-			opts = append(opts, rego.ParsedModule(mod))
-		}
-		pq, err := rego.New(opts...).PrepareForEval(context.Background())
+		rq, err := re.compileQuery(q)
 		if err != nil {
-			src := mods[0]
-			errs = append(errs, regoErrors(src, err)...)
+			errs = append(errs, regoErrors(mods[0], err)...)
 			continue
 		}
-		re.queries[q] = &pq
+		re.queries[q] = rq
 	}
 	if len(errs) > 0 {
 		return nil, errs
 	}
 	return re, nil
+}
+
+// compileQuery compiles q, which must be one expression whose value is the
+// decision: a reference such as data.mcpguard.decision, or a call of a
+// function that returns one. The value is captured in a variable, as the
+// rego API captures an expression's value.
+func (re *regoEngine) compileQuery(q string) (*regoQuery, error) {
+	body, err := ast.ParseBodyWithOpts(q, ast.ParserOptions{RegoVersion: ast.RegoV1, SkipRules: true})
+	if err != nil {
+		return nil, err
+	}
+	rq := &regoQuery{result: ast.Var(ast.WildcardPrefix + "decision")}
+	capture := func(_ ast.QueryCompiler, b ast.Body) (ast.Body, error) {
+		if len(b) != 1 || b[0].Negated || b[0].IsAssignment() || b[0].IsEquality() {
+			return nil, fmt.Errorf("rego query %q is not one expression with a value; write a reference such as data.mcpguard.decision", q)
+		}
+		expr, v := b[0], ast.NewTerm(rq.result)
+		iter := iterates(expr)
+		switch terms := expr.Terms.(type) {
+		case *ast.Term:
+			expr.Terms = ast.Equality.Expr(terms, v).Terms
+		case []*ast.Term:
+			tpe := re.compiler.TypeEnv.GetByValue(terms[0].Value)
+			if types.Void(tpe) || types.Arity(tpe) != len(terms)-1 {
+				return nil, fmt.Errorf("rego query %q does not return a value; write a reference such as data.mcpguard.decision", q)
+			}
+			expr.Terms = append(terms, v)
+		default:
+			return nil, fmt.Errorf("rego query %q is not a reference to a decision; write one such as data.mcpguard.decision", q)
+		}
+		if iter {
+			// Iteration may yield several values, which decide denies as
+			// several results; false, as in the rego API, yields none.
+			cpy := expr.Copy()
+			cpy.Terms, cpy.Generated, cpy.With = v, true, nil
+			b.Append(cpy)
+		}
+		return b, nil
+	}
+	rq.qc = re.compiler.QueryCompiler().
+		WithUnsafeBuiltins(regoUnsafe).
+		WithStrict(false).
+		WithStageAfterID(ast.StageResolveRefs, ast.QueryCompilerStageDefinition{
+			Name: "CaptureDecision", MetricName: "query_compile_stage_capture_decision", Stage: capture,
+		})
+	if rq.body, err = rq.qc.Compile(body); err != nil {
+		return nil, err
+	}
+	return rq, nil
+}
+
+// iterates reports whether evaluating x can iterate, as data.x[_] does
+// (the rego API's test, comprehensions aside).
+func iterates(x any) bool {
+	var found bool
+	ast.NewGenericVisitor(func(x any) bool {
+		switch x := x.(type) {
+		case *ast.Term:
+			if ast.IsComprehension(x.Value) {
+				return true
+			}
+		case ast.Ref:
+			if bi := ast.BuiltinMap[x.String()]; bi != nil && bi.Relation {
+				found = true
+			}
+			for _, p := range x[1:] {
+				if _, ok := p.Value.(ast.Var); ok {
+					found = true
+				}
+			}
+		}
+		return found
+	}).Walk(x)
+	return found
 }
 
 // regoErrors turns OPA's errors into PolicyErrors that point at the module
@@ -126,8 +222,8 @@ const regoBudget = 250 * time.Millisecond
 
 // decide evaluates a Rego check.
 func (re *regoEngine) decide(env *evalEnv, c *check) (bool, string, string) {
-	pq := re.queries[c.query]
-	if pq == nil {
+	rq := re.queries[c.query]
+	if rq == nil {
 		return false, c.id, fmt.Sprintf("rego query %q is not prepared", c.query)
 	}
 	args, err := env.decodedArguments()
@@ -145,24 +241,24 @@ func (re *regoEngine) decide(env *evalEnv, c *check) (bool, string, string) {
 	}
 	ctx, cancel := context.WithTimeout(env.ctx, regoBudget)
 	defer cancel()
-	rs, err := pq.Eval(ctx, rego.EvalParsedInput(input))
+	values, err := re.eval(ctx, rq, input)
 	if err != nil {
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) && env.ctx.Err() == nil {
 			return false, c.id, fmt.Sprintf("rego query %q took longer than %v; denied", c.query, regoBudget)
 		}
 		return false, c.id, fmt.Sprintf("rego query %q failed: %s", c.query, truncate(err.Error()))
 	}
-	if len(rs) != 1 || len(rs[0].Expressions) != 1 {
+	if len(values) != 1 {
 		return false, c.id, fmt.Sprintf("rego query %q is undefined; denied", c.query)
 	}
-	doc, ok := rs[0].Expressions[0].Value.(map[string]any)
+	doc, ok := values[0].(map[string]any)
 	allow, okAllow := doc["allow"].(bool)
 	reason, okReason := doc["reason"].(string)
 	rule, okRule := doc["rule"].(string)
 	_, hasReason := doc["reason"]
 	_, hasRule := doc["rule"]
 	if !ok || !okAllow || hasReason && !okReason || hasRule && !okRule {
-		return false, c.id, fmt.Sprintf("rego query %q returned %s, not a decision {allow, reason, rule}; denied", c.query, truncate(fmt.Sprint(rs[0].Expressions[0].Value)))
+		return false, c.id, fmt.Sprintf("rego query %q returned %s, not a decision {allow, reason, rule}; denied", c.query, truncate(fmt.Sprint(values[0])))
 	}
 	if allow {
 		return true, "", ""
@@ -174,6 +270,42 @@ func (re *regoEngine) decide(env *evalEnv, c *check) (bool, string, string) {
 		reason = fmt.Sprintf("denied by rego query %q", c.query)
 	}
 	return false, rule, reason
+}
+
+// eval runs a compiled query with input and returns the decision's value
+// for each result, as JSON values. It stops when ctx ends.
+func (re *regoEngine) eval(ctx context.Context, rq *regoQuery, input ast.Value) ([]any, error) {
+	txn, err := re.store.NewTransaction(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer re.store.Abort(ctx, txn)
+	cancel := topdown.NewCancel()
+	defer context.AfterFunc(ctx, cancel.Cancel)()
+	q := topdown.NewQuery(rq.body).
+		WithQueryCompiler(rq.qc).
+		WithCompiler(re.compiler).
+		WithStore(re.store).
+		WithTransaction(txn).
+		WithBuiltins(re.builtins).
+		WithIndexing(true).
+		WithEarlyExit(true).
+		WithCancel(cancel).
+		WithInput(ast.NewTerm(input))
+	var values []any
+	err = q.Iter(ctx, func(qr topdown.QueryResult) error {
+		t := qr[rq.result]
+		if t == nil {
+			return fmt.Errorf("the decision was not captured")
+		}
+		v, err := ast.JSON(t.Value)
+		if err != nil {
+			return err
+		}
+		values = append(values, v)
+		return nil
+	})
+	return values, err
 }
 
 func regoInput(env *evalEnv, args any) (ast.Value, error) {
@@ -216,7 +348,7 @@ func regoInput(env *evalEnv, args any) (ast.Value, error) {
 //	    undefined when s is no address
 //	mcpguard.path.clean(s) → the clean path; undefined when CleanPath refuses it
 //	mcpguard.path.within(p, root) → whether p, cleaned, is root or under it
-func regoBuiltins() []func(*rego.Rego) {
+func regoBuiltins() (map[string]*ast.Builtin, map[string]*topdown.Builtin) {
 	strArg := func(t *ast.Term) (string, error) {
 		s, ok := t.Value.(ast.String)
 		if !ok {
@@ -231,11 +363,16 @@ func regoBuiltins() []func(*rego.Rego) {
 		}
 		return ast.ArrayTerm(ts...)
 	}
-	return []func(*rego.Rego){
-		rego.Function1(&rego.Function{
-			Name: "mcpguard.url.parse",
-			Decl: types.NewFunction(types.Args(types.S), types.NewObject(nil, types.NewDynamicProperty(types.S, types.A))),
-		}, func(_ rego.BuiltinContext, t *ast.Term) (*ast.Term, error) {
+	decls, funcs := map[string]*ast.Builtin{}, map[string]*topdown.Builtin{}
+	for _, b := range []struct {
+		name string
+		decl *types.Function
+		f    func(args []*ast.Term) (*ast.Term, error)
+	}{{
+		"mcpguard.url.parse",
+		types.NewFunction(types.Args(types.S), types.NewObject(nil, types.NewDynamicProperty(types.S, types.A))),
+		func(args []*ast.Term) (*ast.Term, error) {
+			t := args[0]
 			s, err := strArg(t)
 			if err != nil {
 				return nil, err
@@ -273,11 +410,12 @@ func regoBuiltins() []func(*rego.Rego) {
 				kv("ip_classes", cls),
 				kv("canonical", ast.StringTerm(u.String())),
 			), nil
-		}),
-		rego.Function1(&rego.Function{
-			Name: "mcpguard.ip.classify",
-			Decl: types.NewFunction(types.Args(types.S), types.NewArray(nil, types.S)),
-		}, func(_ rego.BuiltinContext, t *ast.Term) (*ast.Term, error) {
+		},
+	}, {
+		"mcpguard.ip.classify",
+		types.NewFunction(types.Args(types.S), types.NewArray(nil, types.S)),
+		func(args []*ast.Term) (*ast.Term, error) {
+			t := args[0]
 			s, err := strArg(t)
 			if err != nil {
 				return nil, err
@@ -287,11 +425,12 @@ func regoBuiltins() []func(*rego.Rego) {
 				return nil, fmt.Errorf("%q is not an IP address", s)
 			}
 			return classes(a), nil
-		}),
-		rego.Function1(&rego.Function{
-			Name: "mcpguard.path.clean",
-			Decl: types.NewFunction(types.Args(types.S), types.S),
-		}, func(_ rego.BuiltinContext, t *ast.Term) (*ast.Term, error) {
+		},
+	}, {
+		"mcpguard.path.clean",
+		types.NewFunction(types.Args(types.S), types.S),
+		func(args []*ast.Term) (*ast.Term, error) {
+			t := args[0]
 			s, err := strArg(t)
 			if err != nil {
 				return nil, err
@@ -301,11 +440,12 @@ func regoBuiltins() []func(*rego.Rego) {
 				return nil, err
 			}
 			return ast.StringTerm(p), nil
-		}),
-		rego.Function2(&rego.Function{
-			Name: "mcpguard.path.within",
-			Decl: types.NewFunction(types.Args(types.S, types.S), types.B),
-		}, func(_ rego.BuiltinContext, a, b *ast.Term) (*ast.Term, error) {
+		},
+	}, {
+		"mcpguard.path.within",
+		types.NewFunction(types.Args(types.S, types.S), types.B),
+		func(args []*ast.Term) (*ast.Term, error) {
+			a, b := args[0], args[1]
 			p, err := strArg(a)
 			if err != nil {
 				return nil, err
@@ -317,6 +457,27 @@ func regoBuiltins() []func(*rego.Rego) {
 			cp, err1 := CleanPath(p)
 			cr, err2 := CleanPath(root)
 			return ast.BooleanTerm(err1 == nil && err2 == nil && PathWithin(cp, cr)), nil
-		}),
+		},
+	}} {
+		decl := &ast.Builtin{Name: b.name, Decl: b.decl}
+		decls[b.name] = decl
+		funcs[b.name] = &topdown.Builtin{Decl: decl, Func: builtinFunc(b.name, b.f)}
+	}
+	return decls, funcs
+}
+
+// builtinFunc adapts f to the evaluator as the rego API's Function1/2 do:
+// an error is a builtin error, which leaves the call undefined (builtin
+// errors are not strict), and a nil result is undefined.
+func builtinFunc(name string, f func([]*ast.Term) (*ast.Term, error)) topdown.BuiltinFunc {
+	return func(bctx topdown.BuiltinContext, terms []*ast.Term, iter func(*ast.Term) error) error {
+		result, err := f(terms)
+		if err != nil {
+			return (&topdown.Error{Code: topdown.BuiltinErr, Message: name + ": " + err.Error(), Location: bctx.Location}).Wrap(err)
+		}
+		if result == nil {
+			return nil
+		}
+		return iter(result)
 	}
 }
