@@ -19,10 +19,13 @@ import (
 	admissionregv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"mcpguard.dev/mcpguard/inject"
+	"mcpguard.dev/mcpguard/inject/servingcert"
 )
 
 var (
@@ -79,7 +82,9 @@ func TestWebhookBinaryOwnCA(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Name: user},
 		Rules: []rbacv1.PolicyRule{
 			{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}},
-			{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{caSecret, certs}, Verbs: []string{"get", "update"}},
+			// delete: OwnerReferencesPermissionEnforcement asks for it to set
+			// the Secrets' owner reference; the webhook never deletes.
+			{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{caSecret, certs}, Verbs: []string{"get", "update", "delete"}},
 		},
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -200,6 +205,21 @@ func TestWebhookBinaryOwnCA(t *testing.T) {
 	}
 	if string(got.Webhooks[0].ClientConfig.CABundle) != string(ca.Data["tls.crt"]) {
 		t.Error("caBundle is not the CA the binary created")
+	}
+	// Both Secrets are owned by the configuration, so that deleting it
+	// deletes them; the API server let this user set that.
+	want := ownedBy("MutatingWebhookConfiguration", mwcName, got.UID)
+	for _, s := range []string{caSecret, certs} {
+		if o := owners(t, systemNamespace, s); !equal(o, want) {
+			t.Errorf("secret %s owned by %q, want %q", s, o, want)
+		}
+	}
+	// The check above can fail: without delete on a Secret, this user may
+	// create it but not with an owner reference.
+	as := kubernetes.NewForConfigOrDie(au.Config()).CoreV1().Secrets(systemNamespace)
+	ref := []metav1.OwnerReference{{APIVersion: "admissionregistration.k8s.io/v1", Kind: "MutatingWebhookConfiguration", Name: mwcName, UID: got.UID}}
+	if _, err := servingcert.LoadOrCreateCA(ctx, as, "binary-unnamed", ref); !apierrors.IsForbidden(err) {
+		t.Errorf("creating an owned Secret without delete on it: %v, want forbidden by OwnerReferencesPermissionEnforcement", err)
 	}
 }
 

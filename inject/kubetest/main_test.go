@@ -65,6 +65,9 @@ scripts/test.sh does this for the whole suite.
 	env = &envtest.Environment{}
 	// envtest disables the plugin by default; AlwaysDeny is off anyway.
 	env.ControlPlane.GetAPIServer().Configure().Set("disable-admission-plugins", "AlwaysDeny")
+	// As on OpenShift: setting an owner reference needs delete on the
+	// object (the own-CA Secrets are owned by the webhook configuration).
+	env.ControlPlane.GetAPIServer().Configure().Set("enable-admission-plugins", "OwnerReferencesPermissionEnforcement")
 	rc, err := env.Start()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "FAIL: starting kube-apiserver and etcd from %s: %v\n", os.Getenv("KUBEBUILDER_ASSETS"), err)

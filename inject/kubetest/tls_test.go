@@ -99,7 +99,7 @@ func TestRotationOwnCA(t *testing.T) {
 	hook.srv.SetKeepAlivesEnabled(false)
 	defer hook.srv.SetKeepAlivesEnabled(true)
 
-	serial := servedSerial(t, hook.url, hook.certs.CABundle)
+	serial := servedSerial(t, hook.url, hook.certs.CABundle())
 	stop := admissionLoad(t, ns, nil, 4)
 	for range 3 {
 		time.Sleep(300 * time.Millisecond)
@@ -107,7 +107,7 @@ func TestRotationOwnCA(t *testing.T) {
 			stop()
 			t.Fatalf("renewing: %v", err)
 		}
-		next := servedSerial(t, hook.url, hook.certs.CABundle)
+		next := servedSerial(t, hook.url, hook.certs.CABundle())
 		if next == serial {
 			t.Errorf("serial %s still served after renewal", serial)
 		}
@@ -139,7 +139,7 @@ func TestRotationOwnCA(t *testing.T) {
 	if got := leaf.Leaf.SerialNumber.String(); got != serial {
 		t.Errorf("replica serves serial %s, the first replica %s", got, serial)
 	}
-	if string(replica.CABundle) != string(hook.certs.CABundle) {
+	if string(replica.CABundle()) != string(hook.certs.CABundle()) {
 		t.Error("replica has another CA")
 	}
 	mwc, err := client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "mcpguard", metav1.GetOptions{})
@@ -147,7 +147,7 @@ func TestRotationOwnCA(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, w := range mwc.Webhooks {
-		if string(w.ClientConfig.CABundle) != string(hook.certs.CABundle) {
+		if string(w.ClientConfig.CABundle) != string(hook.certs.CABundle()) {
 			t.Errorf("webhook %s caBundle is not the CA", w.Name)
 		}
 	}

@@ -247,7 +247,7 @@ func TestIstio(t *testing.T) {
 				m.Webhooks[0].Name = "istio.example.com"
 				m.Webhooks[0].MatchConditions = nil
 				m.Webhooks[0].ObjectSelector = &metav1.LabelSelector{MatchLabels: label}
-				m.Webhooks[0].ClientConfig.CABundle = hook.certs.CABundle
+				m.Webhooks[0].ClientConfig.CABundle = hook.certs.CABundle()
 			})
 			if err != nil {
 				t.Fatal(err)

@@ -28,6 +28,7 @@ type CA struct {
 	Cert    *x509.Certificate
 	CertPEM []byte
 	key     crypto.Signer
+	keyPEM  []byte
 }
 
 // caLifetime is long because rotating the CA means updating every
@@ -35,8 +36,9 @@ type CA struct {
 const caLifetime = 10 * 365 * 24 * time.Hour
 
 // LoadOrCreateCA reads the CA from the kubernetes.io/tls Secret name, or
-// creates it. Replicas racing to create it all end up with the winner's.
-func LoadOrCreateCA(ctx context.Context, secrets corev1client.SecretInterface, name string) (*CA, error) {
+// creates it with the owner references owners (nil: none). Replicas racing
+// to create it all end up with the winner's.
+func LoadOrCreateCA(ctx context.Context, secrets corev1client.SecretInterface, name string, owners []metav1.OwnerReference) (*CA, error) {
 	for range 3 {
 		s, err := secrets.Get(ctx, name, metav1.GetOptions{})
 		if err == nil {
@@ -49,20 +51,45 @@ func LoadOrCreateCA(ctx context.Context, secrets corev1client.SecretInterface, n
 		if err != nil {
 			return nil, err
 		}
-		s = &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app.kubernetes.io/managed-by": "mcpguard"}},
-			Type:       corev1.SecretTypeTLS,
-			Data:       map[string][]byte{corev1.TLSCertKey: certPEM, corev1.TLSPrivateKeyKey: keyPEM},
-		}
-		created, err := secrets.Create(ctx, s, metav1.CreateOptions{})
-		if err == nil {
-			return parseCA(created)
-		}
-		if !apierrors.IsAlreadyExists(err) {
-			return nil, fmt.Errorf("creating CA secret %q: %w", name, err)
+		ca, err := publishCA(ctx, secrets, name, certPEM, keyPEM, owners)
+		if !errors.Is(err, errVanished) {
+			return ca, err
 		}
 	}
 	return nil, fmt.Errorf("CA secret %q: gave up after repeated create/get races", name)
+}
+
+// errVanished: a Secret that was there a moment ago is gone again.
+var errVanished = errors.New("deleted while being read")
+
+// publishCA creates the CA Secret name holding certPEM and keyPEM and
+// returns that CA or, if the Secret exists already, the one it holds: the
+// CA of a webhook is always the Secret's, whoever created it.
+func publishCA(ctx context.Context, secrets corev1client.SecretInterface, name string, certPEM, keyPEM []byte, owners []metav1.OwnerReference) (*CA, error) {
+	s := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:            name,
+			Labels:          map[string]string{"app.kubernetes.io/managed-by": "mcpguard"},
+			OwnerReferences: owners,
+		},
+		Type: corev1.SecretTypeTLS,
+		Data: map[string][]byte{corev1.TLSCertKey: certPEM, corev1.TLSPrivateKeyKey: keyPEM},
+	}
+	created, err := secrets.Create(ctx, s, metav1.CreateOptions{})
+	if err == nil {
+		return parseCA(created)
+	}
+	if !apierrors.IsAlreadyExists(err) {
+		return nil, fmt.Errorf("creating CA secret %q: %w", name, err)
+	}
+	s, err = secrets.Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("CA secret %q: %w", name, errVanished)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading CA secret %q: %w", name, err)
+	}
+	return parseCA(s)
 }
 
 func parseCA(s *corev1.Secret) (*CA, error) {
@@ -84,7 +111,7 @@ func parseCA(s *corev1.Secret) (*CA, error) {
 	if !ok || !cert.IsCA {
 		return nil, fmt.Errorf("CA secret %q does not hold a CA certificate and its signing key", s.Name)
 	}
-	return &CA{Cert: cert, CertPEM: certPEM, key: signer}, nil
+	return &CA{Cert: cert, CertPEM: certPEM, key: signer, keyPEM: keyPEM}, nil
 }
 
 func newCA() (certPEM, keyPEM []byte, err error) {

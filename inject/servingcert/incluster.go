@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/certmagic"
@@ -12,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/util/retry"
 )
 
@@ -52,8 +54,16 @@ type InClusterConfig struct {
 }
 
 // InCluster loads or creates the CA, obtains (or loads from storage) the
-// serving certificate and returns a Manager whose Run keeps the webhook
-// configuration's caBundle current.
+// serving certificate and returns a Manager whose Run keeps the CA Secret,
+// the certificate and the webhook configurations' caBundle in agreement.
+//
+// The two Secrets are owned by the MutatingWebhookConfiguration
+// WebhookConfiguration (or, without one, the
+// ValidatingWebhookConfiguration), so that the garbage collector deletes
+// them when an uninstall deletes it. A Secret of an earlier version, made
+// without an owner, gets one. When the configuration does not exist yet (a
+// GitOps tool applies it after the Deployment), the Secrets are created
+// without an owner and Run adds it once the configuration appears.
 func InCluster(ctx context.Context, cfg InClusterConfig) (*Manager, error) {
 	if cfg.Client == nil || cfg.Namespace == "" || len(cfg.DNSNames) == 0 {
 		return nil, errors.New("servingcert: InCluster needs a client, a namespace and at least one DNS name")
@@ -73,71 +83,189 @@ func InCluster(ctx context.Context, cfg InClusterConfig) (*Manager, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
-	secrets := cfg.Client.CoreV1().Secrets(cfg.Namespace)
-	ca, err := LoadOrCreateCA(ctx, secrets, cfg.CASecret)
+	k := &keeper{cfg: cfg, log: cfg.Logger, secrets: cfg.Client.CoreV1().Secrets(cfg.Namespace), owner: ownerOf(cfg)}
+	k.storage = &SecretStorage{Secrets: k.secrets, Name: cfg.StorageSecret, Owners: k.owners}
+	ref, err := k.owner.ref(ctx)
+	if err != nil {
+		k.log.Info("creating the webhook's Secrets without an owner for now", zap.Error(err))
+	}
+	if k.ca, err = LoadOrCreateCA(ctx, k.secrets, cfg.CASecret, refs(ref)); err != nil {
+		return nil, err
+	}
+	s, err := k.serve(ctx, k.ca)
 	if err != nil {
 		return nil, err
 	}
-	magic, cache := newMagic(cfg.Logger, cfg.RenewCheckInterval, certmagic.Config{
-		Storage:            &SecretStorage{Secrets: secrets, Name: cfg.StorageSecret},
-		Issuers:            []certmagic.Issuer{&Issuer{CA: ca, Lifetime: cfg.Lifetime}},
-		DefaultServerName:  cfg.DNSNames[0],
-		FallbackServerName: cfg.DNSNames[0],
-	})
-	if err := magic.ManageSync(ctx, cfg.DNSNames); err != nil {
-		cache.Stop()
-		return nil, fmt.Errorf("obtaining serving certificate for %q: %w", cfg.DNSNames, err)
+	k.m = newManager(cfg.Logger, s)
+	if ref != nil {
+		k.own(ctx, *ref)
 	}
-	m := &Manager{magic: magic, cache: cache, log: cfg.Logger, CABundle: ca.CertPEM}
-	if cfg.WebhookConfiguration != "" || cfg.ValidatingWebhookConfiguration != "" {
-		m.run = func(ctx context.Context) error {
-			t := time.NewTicker(cfg.BundleInterval)
-			defer t.Stop()
-			for {
-				for _, w := range []struct {
-					kind, name string
-					ensure     func(context.Context, kubernetes.Interface, string, []byte) (bool, error)
-				}{
-					{"MutatingWebhookConfiguration", cfg.WebhookConfiguration, EnsureCABundle},
-					{"ValidatingWebhookConfiguration", cfg.ValidatingWebhookConfiguration, EnsureValidatingCABundle},
-				} {
-					if w.name == "" {
-						continue
-					}
-					if changed, err := w.ensure(ctx, cfg.Client, w.name, ca.CertPEM); err != nil {
-						m.log.Warn("keeping the webhook configuration's caBundle", zap.String("kind", w.kind), zap.String("name", w.name), zap.Error(err))
-					} else if changed {
-						m.log.Info("patched caBundle", zap.String("kind", w.kind), zap.String("name", w.name))
-					}
+	k.started.Store(true)
+	k.m.run = k.run
+	return k.m, nil
+}
+
+// keeper is InCluster's state. Once InCluster returns, only Run's
+// goroutine touches ca.
+type keeper struct {
+	cfg     InClusterConfig
+	log     *zap.Logger
+	secrets corev1client.SecretInterface
+	storage *SecretStorage
+	owner   owner
+	m       *Manager
+	ca      *CA         // the CA the Manager serves from
+	started atomic.Bool // InCluster has returned
+}
+
+func refs(ref *metav1.OwnerReference) []metav1.OwnerReference {
+	if ref == nil {
+		return nil
+	}
+	return []metav1.OwnerReference{*ref}
+}
+
+// owners gives the certificate Secret its owner when a write creates it.
+// Once started, a missing owner fails the write: the webhook is being
+// uninstalled, and a Secret made now would outlive it.
+func (k *keeper) owners(ctx context.Context) ([]metav1.OwnerReference, error) {
+	ref, err := k.owner.ref(ctx)
+	if err != nil && !k.started.Load() {
+		return nil, nil
+	}
+	return refs(ref), err
+}
+
+// serve obtains or loads the serving certificate that ca issues.
+func (k *keeper) serve(ctx context.Context, ca *CA) (*serving, error) {
+	magic, cache := newMagic(k.log, k.cfg.RenewCheckInterval, certmagic.Config{
+		Storage:            k.storage,
+		Issuers:            []certmagic.Issuer{&Issuer{CA: ca, Lifetime: k.cfg.Lifetime}},
+		DefaultServerName:  k.cfg.DNSNames[0],
+		FallbackServerName: k.cfg.DNSNames[0],
+	})
+	if err := magic.ManageSync(ctx, k.cfg.DNSNames); err != nil {
+		cache.Stop()
+		return nil, fmt.Errorf("obtaining serving certificate for %q: %w", k.cfg.DNSNames, err)
+	}
+	return &serving{magic: magic, cache: cache, ca: ca.CertPEM}, nil
+}
+
+// own makes ref an owner of both Secrets. A failure is logged and retried
+// at the next check: it costs a Secret left after uninstall, never an
+// admission.
+func (k *keeper) own(ctx context.Context, ref metav1.OwnerReference) {
+	for _, name := range []string{k.cfg.CASecret, k.cfg.StorageSecret} {
+		if changed, err := adopt(ctx, k.secrets, name, ref); err != nil {
+			k.log.Warn("owning the webhook's secret", zap.String("secret", name), zap.Error(err))
+		} else if changed {
+			k.log.Info("secret owned by the webhook configuration", zap.String("secret", name), zap.String("kind", ref.Kind), zap.String("owner", ref.Name))
+		}
+	}
+}
+
+// agree makes this replica and the CA Secret agree, and reports whether
+// they do, so that no replica writes into a caBundle a CA nobody else can
+// see. The Secret wins: if it holds another CA (another replica re-created
+// it first), this replica serves a certificate of that CA from now on. If
+// it is gone (its owner was deleted and re-created, and the garbage
+// collector took it), it is re-created with this replica's CA, owned by the
+// new owner; racing replicas all end up with the one that was created.
+// While the owner itself is missing, a missing Secret is not re-created:
+// the webhook is being uninstalled.
+func (k *keeper) agree(ctx context.Context) bool {
+	ref, err := k.owner.ref(ctx)
+	if err != nil && !errors.Is(err, errOwnerGone) {
+		k.log.Warn("reading the owner of the webhook's secrets", zap.Error(err))
+	}
+	var stored *CA
+	s, err := k.secrets.Get(ctx, k.cfg.CASecret, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		if ref == nil && k.owner.name != "" {
+			k.log.Warn("the CA secret and its owner are gone; not re-creating it", zap.String("secret", k.cfg.CASecret), zap.String("owner", k.owner.name))
+			return false
+		}
+		if stored, err = publishCA(ctx, k.secrets, k.cfg.CASecret, k.ca.CertPEM, k.ca.keyPEM, refs(ref)); err != nil {
+			k.log.Warn("re-creating the CA secret", zap.Error(err))
+			return false
+		}
+		k.log.Info("CA secret re-created", zap.String("secret", k.cfg.CASecret))
+	case err != nil:
+		k.log.Warn("reading the CA secret", zap.Error(err))
+		return false
+	default:
+		if stored, err = parseCA(s); err != nil {
+			k.log.Warn("the CA secret does not hold a CA; serving the previous one", zap.Error(err))
+			return false
+		}
+	}
+	if !bytes.Equal(stored.Cert.Raw, k.ca.Cert.Raw) {
+		next, err := k.serve(ctx, stored)
+		if err != nil {
+			k.log.Warn("serving from the CA in the secret", zap.Error(err))
+			return false
+		}
+		k.m.swap(next)
+		k.ca = stored
+		k.log.Info("the CA secret holds another CA; serving from it", zap.String("secret", k.cfg.CASecret))
+	}
+	if ref != nil {
+		k.own(ctx, *ref)
+	}
+	return true
+}
+
+// run checks every BundleInterval that the CA Secret and this replica
+// agree, then writes the CA into the webhook configurations' caBundle.
+func (k *keeper) run(ctx context.Context) error {
+	t := time.NewTicker(k.cfg.BundleInterval)
+	defer t.Stop()
+	for {
+		if k.agree(ctx) {
+			for _, w := range []struct {
+				kind, name string
+				ensure     func(context.Context, kubernetes.Interface, string, []byte) (bool, error)
+			}{
+				{"MutatingWebhookConfiguration", k.cfg.WebhookConfiguration, EnsureCABundle},
+				{"ValidatingWebhookConfiguration", k.cfg.ValidatingWebhookConfiguration, EnsureValidatingCABundle},
+			} {
+				if w.name == "" {
+					continue
 				}
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-t.C:
+				if changed, err := w.ensure(ctx, k.cfg.Client, w.name, k.ca.CertPEM); err != nil {
+					k.log.Warn("keeping the webhook configuration's caBundle", zap.String("kind", w.kind), zap.String("name", w.name), zap.Error(err))
+				} else if changed {
+					k.log.Info("patched caBundle", zap.String("kind", w.kind), zap.String("name", w.name))
 				}
 			}
 		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
 	}
-	return m, nil
 }
 
 // RenewNow renews the serving certificate for name at once and serves the
 // new one, as certmagic's maintenance does when a third of its life is left.
 // For operators (and tests) who want a rotation on demand.
 func (m *Manager) RenewNow(ctx context.Context, name string) error {
-	if err := m.magic.RenewCertSync(ctx, name, true); err != nil {
+	s := m.cur.Load()
+	if err := s.magic.RenewCertSync(ctx, name, true); err != nil {
 		return err
 	}
 	// RenewCertSync stores the new certificate but leaves the cache alone.
-	old := m.cache.AllMatchingCertificates(name)
-	if _, err := m.magic.CacheManagedCertificate(ctx, name); err != nil {
+	old := s.cache.AllMatchingCertificates(name)
+	if _, err := s.magic.CacheManagedCertificate(ctx, name); err != nil {
 		return err
 	}
 	var stale []string
 	for _, c := range old {
 		stale = append(stale, c.Hash())
 	}
-	m.cache.Remove(stale)
+	s.cache.Remove(stale)
 	return nil
 }
 

@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/certmagic"
@@ -19,28 +21,60 @@ import (
 // Manager holds the serving certificate. Its methods are safe for concurrent
 // use.
 type Manager struct {
+	cur atomic.Pointer[serving]
+	log *zap.Logger
+	run func(ctx context.Context) error
+
+	mu     sync.Mutex // orders swap against Close
+	closed bool
+}
+
+// serving is what a Manager serves from: certmagic's config and cache, and
+// the CA that signs what it issues (InCluster; nil for FromFiles). InCluster
+// swaps it whole when the CA Secret holds another CA.
+type serving struct {
 	magic *certmagic.Config
 	cache *certmagic.Cache
-	log   *zap.Logger
-	run   func(ctx context.Context) error
-	// CABundle is the PEM of the CA that signed the serving certificate, when
-	// the Manager knows it (InCluster); nil for FromFiles.
-	CABundle []byte
+	ca    []byte
 }
+
+func newManager(log *zap.Logger, s *serving) *Manager {
+	m := &Manager{log: log}
+	m.cur.Store(s)
+	return m
+}
+
+// swap serves from s from the next handshake on and stops the previous
+// cache's maintenance.
+func (m *Manager) swap(s *serving) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		s.cache.Stop()
+		return
+	}
+	m.cur.Swap(s).cache.Stop()
+}
+
+// CABundle returns the PEM of the CA that signs the serving certificate,
+// when the Manager knows it (InCluster); nil for FromFiles.
+func (m *Manager) CABundle() []byte { return m.cur.Load().ca }
 
 // TLSConfig returns a server TLS config whose certificate follows rotations.
 func (m *Manager) TLSConfig() *tls.Config {
 	return &tls.Config{
-		MinVersion:     tls.VersionTLS12,
-		GetCertificate: m.magic.GetCertificate,
-		NextProtos:     []string{"h2", "http/1.1"},
+		MinVersion: tls.VersionTLS12,
+		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return m.cur.Load().magic.GetCertificate(hello)
+		},
+		NextProtos: []string{"h2", "http/1.1"},
 	}
 }
 
 // Run keeps the certificate current until ctx ends: it watches the files
-// (FromFiles) or the CA bundle of the webhook configuration (InCluster);
-// certmagic's own maintenance renews managed certificates. It returns nil
-// when ctx ends.
+// (FromFiles) or the CA Secret and the CA bundle of the webhook
+// configuration (InCluster); certmagic's own maintenance renews managed
+// certificates. It returns nil when ctx ends.
 func (m *Manager) Run(ctx context.Context) error {
 	if m.run == nil {
 		<-ctx.Done()
@@ -50,7 +84,12 @@ func (m *Manager) Run(ctx context.Context) error {
 }
 
 // Close stops certmagic's maintenance.
-func (m *Manager) Close() { m.cache.Stop() }
+func (m *Manager) Close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.closed = true
+	m.cur.Load().cache.Stop()
+}
 
 func newMagic(log *zap.Logger, renewCheck time.Duration, base certmagic.Config) (*certmagic.Config, *certmagic.Cache) {
 	var magic *certmagic.Config
@@ -95,7 +134,7 @@ func FromFiles(ctx context.Context, certFile, keyFile string, opts FileOptions) 
 		return nil, fmt.Errorf("%s: %w", certFile, err)
 	}
 	magic, cache := newMagic(opts.Logger, 0, certmagic.Config{DefaultServerName: name, FallbackServerName: name})
-	m := &Manager{magic: magic, cache: cache, log: opts.Logger}
+	m := newManager(opts.Logger, &serving{magic: magic, cache: cache})
 	hash, err := replace(ctx, magic, cache, "", certPEM, keyPEM)
 	if err != nil {
 		cache.Stop()

@@ -33,6 +33,9 @@ type SecretStorage struct {
 	Secrets corev1client.SecretInterface
 	// Name of the Secret; it is created on first write.
 	Name string
+	// Owners returns the owner references of the Secret when a write
+	// creates it; an error fails that write. Nil: none.
+	Owners func(ctx context.Context) ([]metav1.OwnerReference, error)
 	// LockTTL bounds how long a lock outlives a holder that never unlocks.
 	// Zero: 1m. Critical sections (issuing from a local CA) take
 	// milliseconds.
@@ -72,6 +75,11 @@ func (s *SecretStorage) update(ctx context.Context, fn func(map[string][]byte) e
 		}
 		if create {
 			sec = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: s.Name, Labels: map[string]string{"app.kubernetes.io/managed-by": "mcpguard"}}}
+			if s.Owners != nil {
+				if sec.OwnerReferences, err = s.Owners(ctx); err != nil {
+					return fmt.Errorf("creating secret %q: %w", s.Name, err)
+				}
+			}
 		}
 		if sec.Data == nil {
 			sec.Data = map[string][]byte{}
