@@ -63,12 +63,16 @@ func helmValues(t *testing.T, values string) map[string]any {
 // denied and one allowed through it, a broken policy refused at apply),
 // upgrades from the previous chart version under a stream of pod creations
 // (no admission may fail), and uninstalls: every object the chart rendered
-// is gone. The kustomize install is removed first (the webhook
+// is gone, and so are the Secrets the webhook made. The kustomize install is removed first (the webhook
 // configurations' names are fixed: one installation per cluster) and put
 // back by the next test that needs it.
 func TestHelm(t *testing.T) {
 	e := installed(t)
 	ctx := ctxT(t, 15*time.Minute)
+
+	// The kustomize install's own-CA Secrets are owned by its webhook
+	// configuration, as the chart's are below (issue #16).
+	ownedSecrets(t, e, ctx, "mcpguard-system")
 
 	// Out with the kustomize install: its cluster-scoped objects at once,
 	// its namespace in the background.
@@ -196,7 +200,9 @@ func TestHelm(t *testing.T) {
 	}
 
 	// helm uninstall: every object either release rendered is gone, and
-	// so are the webhook's pods and the release records.
+	// so are the webhook's pods, the release records and (the garbage
+	// collector's work) the Secrets the webhook made.
+	ownedSecrets(t, e, ctx, helmNS)
 	objects := renderedObjects(t, installedRel, upgradedRel)
 	un := action.NewUninstall(cfg)
 	un.WaitStrategy, un.Timeout = kube.StatusWatcherStrategy, 3*time.Minute
@@ -238,14 +244,29 @@ func TestHelm(t *testing.T) {
 		}
 	}
 	// What the webhook made itself in own-ca mode (its CA and certificate
-	// store, documented as left by helm uninstall) is all the namespace
-	// still holds besides what Kubernetes puts in every namespace.
+	// store) goes with the MutatingWebhookConfiguration that owns it, when
+	// the garbage collector gets to it.
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		left, err := e.kubectl(ctx, "-n", helmNS, "get", "secret", "mcpguard-webhook-ca", "mcpguard-webhook-certs", "--ignore-not-found", "-o", "name")
+		if err == nil && strings.TrimSpace(left) == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("2 min after helm uninstall, the webhook's own-CA Secrets remain: %q %v", left, err)
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	figure("helm uninstall → the webhook's own-CA Secrets gone (garbage collector)", time.Since(t0))
+	// Nothing is left in the namespace but what Kubernetes puts in every
+	// namespace.
 	out, err := e.kubectl(ctx, "-n", helmNS, "get", "secrets,configmaps,serviceaccounts,services,deployments,roles,rolebindings,poddisruptionbudgets", "-o", "name")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, l := range strings.Fields(out) {
-		if !slices.Contains([]string{"secret/mcpguard-webhook-ca", "secret/mcpguard-webhook-certs", "configmap/kube-root-ca.crt", "serviceaccount/default"}, l) {
+		if !slices.Contains([]string{"configmap/kube-root-ca.crt", "serviceaccount/default"}, l) {
 			t.Errorf("after helm uninstall, %s remains in %s", l, helmNS)
 		}
 	}
@@ -254,6 +275,27 @@ func TestHelm(t *testing.T) {
 	got, err := e.kc.CoreV1().Pods(agentNS).Create(ctx, streamPod(), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 	if err != nil || sidecarOf(got) != nil {
 		t.Errorf("an annotated pod after helm uninstall: %v (injected: %v), want admitted as it is", err, got != nil && sidecarOf(got) != nil)
+	}
+}
+
+// ownedSecrets checks that the webhook's two own-CA Secrets in ns are owned
+// by the MutatingWebhookConfiguration mcpguard as it is now: what lets the
+// garbage collector delete them after it (issue #16).
+func ownedSecrets(t *testing.T, e *env, ctx context.Context, ns string) {
+	t.Helper()
+	mwc, err := e.kc.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "mcpguard", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"mcpguard-webhook-ca", "mcpguard-webhook-certs"} {
+		s, err := e.kc.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Errorf("own-CA secret %s/%s: %v", ns, name, err)
+			continue
+		}
+		if len(s.OwnerReferences) != 1 || s.OwnerReferences[0].Kind != "MutatingWebhookConfiguration" || s.OwnerReferences[0].UID != mwc.UID {
+			t.Errorf("own-CA secret %s/%s owned by %+v, want only MutatingWebhookConfiguration mcpguard (uid %s)", ns, name, s.OwnerReferences, mwc.UID)
+		}
 	}
 }
 

@@ -87,7 +87,7 @@ func InCluster(ctx context.Context, cfg InClusterConfig) (*Manager, error) {
 	k.storage = &SecretStorage{Secrets: k.secrets, Name: cfg.StorageSecret, Owners: k.owners}
 	ref, err := k.owner.ref(ctx)
 	if err != nil {
-		k.log.Info("creating the webhook's Secrets without an owner for now", zap.Error(err))
+		k.log.Info("the webhook's secrets get their owner once it can be read", zap.Error(err))
 	}
 	if k.ca, err = LoadOrCreateCA(ctx, k.secrets, cfg.CASecret, refs(ref)); err != nil {
 		return nil, err
@@ -174,16 +174,16 @@ func (k *keeper) own(ctx context.Context, ref metav1.OwnerReference) {
 // While the owner itself is missing, a missing Secret is not re-created:
 // the webhook is being uninstalled.
 func (k *keeper) agree(ctx context.Context) bool {
-	ref, err := k.owner.ref(ctx)
-	if err != nil && !errors.Is(err, errOwnerGone) {
-		k.log.Warn("reading the owner of the webhook's secrets", zap.Error(err))
+	ref, ownerErr := k.owner.ref(ctx)
+	if ownerErr != nil && !errors.Is(ownerErr, errOwnerGone) {
+		k.log.Warn("reading the owner of the webhook's secrets", zap.Error(ownerErr))
 	}
 	var stored *CA
 	s, err := k.secrets.Get(ctx, k.cfg.CASecret, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
 		if ref == nil && k.owner.name != "" {
-			k.log.Warn("the CA secret and its owner are gone; not re-creating it", zap.String("secret", k.cfg.CASecret), zap.String("owner", k.owner.name))
+			k.log.Warn("the CA secret is gone and its owner cannot be read; not re-creating it", zap.String("secret", k.cfg.CASecret), zap.Error(ownerErr))
 			return false
 		}
 		if stored, err = publishCA(ctx, k.secrets, k.cfg.CASecret, k.ca.CertPEM, k.ca.keyPEM, refs(ref)); err != nil {
