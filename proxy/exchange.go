@@ -180,6 +180,7 @@ func (ex *exchange) run(out output) {
 			return
 		}
 		msgs, _, err := jsonrpc.Decode(data, p.limits())
+		releaseBody(data) // decoded: the messages hold the codec's own bytes
 		if err != nil {
 			e := errUpstream(fmt.Errorf("invalid JSON-RPC from the gateway: %v", err))
 			p.refusedMessage(ctx, ex.scope(nil), err, e)

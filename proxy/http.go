@@ -41,6 +41,7 @@ func (p *Proxy) readMessages(w http.ResponseWriter, r *http.Request) (msgs []*js
 		return nil, false, false
 	}
 	msgs, batch, err := jsonrpc.Decode(body, p.limits())
+	releaseBody(body) // decoded: the messages hold the codec's own bytes
 	if err != nil {
 		e := errorFromDecode(err)
 		p.refusedMessage(r.Context(), scope{session: r.Header.Get("Mcp-Session-Id"), r: r}, err, e)

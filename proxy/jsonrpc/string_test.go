@@ -127,3 +127,52 @@ func checkString(t *testing.T, src []byte) {
 		t.Fatalf("str(%q) = %s; the reference: %s", src, got, want)
 	}
 }
+
+// refReplace is Replace as it was written before it copied members as they
+// are: members split and their keys encoded again.
+func refReplace(obj []byte, key string, value []byte) ([]byte, error) {
+	ms, err := objectMembers(obj)
+	if err != nil {
+		return nil, err
+	}
+	out := []byte{'{'}
+	found := false
+	for i, m := range ms {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = append(AppendString(out, m.key), ':')
+		if m.key == key {
+			out, found = append(out, value...), true
+		} else {
+			out = append(out, m.value...)
+		}
+	}
+	if !found {
+		if len(ms) > 0 {
+			out = append(out, ',')
+		}
+		out = append(append(AppendString(out, key), ':'), value...)
+	}
+	return append(out, '}'), nil
+}
+
+func TestReplace(t *testing.T) {
+	for _, obj := range []string{`{}`, `{"a":1}`, `{"_meta":{"x":1},"b":[1,{"_meta":2}]}`, `{"b":"\"_meta\"","_meta":null}`,
+		`{"caf\u00e9":1,"_meta":{}}`, `{"\u0000_meta":1}`, `{"_meta":"x","z":{}}`} {
+		canon, err := Canonical(nil, []byte(obj), Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, key := range []string{"_meta", "b", "café", "new"} {
+			got, err := Replace(canon, key, []byte(`{"traceparent":"00-x"}`))
+			want, werr := refReplace(canon, key, []byte(`{"traceparent":"00-x"}`))
+			if err != nil || werr != nil || string(got) != string(want) {
+				t.Errorf("Replace(%s, %q) = %s, %v; want %s, %v", canon, key, got, err, want, werr)
+			}
+		}
+	}
+	if _, err := Replace([]byte(`[1]`), "a", []byte(`1`)); err == nil {
+		t.Error("Replace of an array: no error")
+	}
+}
