@@ -358,12 +358,14 @@ func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *callE
 // (the codec has written their canonical form elsewhere) hands it back
 // with releaseBody.
 func readAll(r io.Reader, hint int64, limit int) ([]byte, error) {
-	if hint <= 0 || hint > int64(limit) {
-		return io.ReadAll(r)
-	}
-	// MinRead spare bytes: ReadFrom then sees EOF without growing.
 	b := *bodyBufs.Get().(*[]byte)
-	buf := bytes.NewBuffer(slices.Grow(b[:0], int(hint)+bytes.MinRead))
+	if hint > 0 && hint <= int64(limit) {
+		// MinRead spare bytes: ReadFrom then sees EOF without growing.
+		b = slices.Grow(b[:0], int(hint)+bytes.MinRead)
+	}
+	// Of unknown length (a gateway's chunked answer), the body grows a
+	// pooled buffer, which has usually held one as long before.
+	buf := bytes.NewBuffer(b[:0])
 	_, err := buf.ReadFrom(r)
 	return buf.Bytes(), err
 }

@@ -1,14 +1,12 @@
 package rules
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
-	"unicode/utf16"
 	"unicode/utf8"
 
 	"mcpguard.dev/mcpguard/proxy/jsonrpc"
@@ -192,20 +190,11 @@ func (d *jsonDecoder) string() (string, error) {
 		case c == '"':
 			d.pos++
 			lit := d.data[start:d.pos]
-			body := lit[1 : len(lit)-1]
 			if valid && !escaped {
-				return string(body), nil
+				return string(lit[1 : len(lit)-1]), nil
 			}
-			if valid {
-				if s, ok := unescape(body); ok {
-					return s, nil
-				}
-			}
-			var s string
-			if err := json.Unmarshal(lit, &s); err != nil {
-				return "", err
-			}
-			return s, nil
+			// The one reading of a JSON string, the proxy's codec's.
+			return jsonrpc.Unquote(lit)
 		case c == '\\':
 			escaped = true
 			d.pos += 2 // the escaped byte cannot end the literal; unescape or Unmarshal checks the escape
@@ -221,69 +210,6 @@ func (d *jsonDecoder) string() (string, error) {
 	}
 	d.pos = len(d.data)
 	return "", d.syntaxError("in a string literal")
-}
-
-// unescape decodes the body of a string literal that is valid UTF-8 and has
-// escapes, as encoding/json does. It reports false for what it leaves to
-// encoding/json: escapes of UTF-16 surrogates (pairs, or lone ones that
-// become U+FFFD) and malformed escapes (errors).
-func unescape(body []byte) (string, bool) {
-	var b strings.Builder
-	b.Grow(len(body))
-	for len(body) > 0 {
-		i := bytes.IndexByte(body, '\\')
-		if i < 0 {
-			b.Write(body)
-			break
-		}
-		b.Write(body[:i])
-		body = body[i:]
-		if len(body) < 2 {
-			return "", false
-		}
-		n := 2
-		switch e := body[1]; e {
-		case '"', '\\', '/':
-			b.WriteByte(e)
-		case 'b':
-			b.WriteByte('\b')
-		case 'f':
-			b.WriteByte('\f')
-		case 'n':
-			b.WriteByte('\n')
-		case 'r':
-			b.WriteByte('\r')
-		case 't':
-			b.WriteByte('\t')
-		case 'u':
-			if len(body) < 6 {
-				return "", false
-			}
-			var r rune
-			for _, c := range body[2:6] {
-				switch {
-				case '0' <= c && c <= '9':
-					c -= '0'
-				case 'a' <= c && c <= 'f':
-					c -= 'a' - 10
-				case 'A' <= c && c <= 'F':
-					c -= 'A' - 10
-				default:
-					return "", false
-				}
-				r = r<<4 | rune(c)
-			}
-			if utf16.IsSurrogate(r) {
-				return "", false
-			}
-			b.WriteRune(r)
-			n = 6
-		default:
-			return "", false
-		}
-		body = body[n:]
-	}
-	return b.String(), true
 }
 
 // number scans a number literal as RFC 8259 writes it:

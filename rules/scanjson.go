@@ -2,9 +2,10 @@ package rules
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"unicode/utf8"
+
+	"mcpguard.dev/mcpguard/proxy/jsonrpc"
 )
 
 // walkStrings calls f on every string of the JSON value v — keys too when
@@ -62,9 +63,7 @@ func walkStrings(v []byte, keys bool, f func(s string, key bool) (repl string, c
 			var s string
 			if !esc {
 				s = string(body)
-			} else if u, ok := unescape(body); ok {
-				s = u
-			} else if err := json.Unmarshal(v[i:end+1], &s); err != nil {
+			} else if s, err = jsonrpc.Unquote(v[i : end+1]); err != nil {
 				return nil, err
 			}
 			repl, changed, stop := f(s, isKey)

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -169,16 +171,78 @@ func EachNumber(v json.RawMessage, f func(n []byte) error) error {
 
 // unquote decodes a JSON string token. A token without escapes, control
 // characters or invalid UTF-8 (every object key and most values in
-// canonical JSON) decodes to its bytes, which is what json.Unmarshal
-// returns for it, without the reflection: this runs for every key the proxy
-// looks up, several times per message.
+// canonical JSON) decodes to its bytes, and one whose escapes are not of
+// UTF-16 surrogates is unescaped here: both are what json.Unmarshal
+// returns for it, without the reflection (this runs for every key the
+// proxy looks up, several times per message, and for every string a
+// policy's content scanners read). What is left (surrogate escapes,
+// invalid UTF-8, malformed tokens) goes to json.Unmarshal, whose reading
+// (U+FFFD for what is invalid) stays the one used.
 func unquote(tok []byte) (string, error) {
-	if len(tok) >= 2 && tok[0] == '"' && tok[len(tok)-1] == '"' && unescaped(tok[1:len(tok)-1]) {
-		return string(tok[1 : len(tok)-1]), nil
+	if len(tok) >= 2 && tok[0] == '"' && tok[len(tok)-1] == '"' {
+		body := tok[1 : len(tok)-1]
+		if unescaped(body) {
+			return string(body), nil
+		}
+		if utf8.Valid(body) {
+			if s, ok := unescape(body); ok {
+				return s, nil
+			}
+		}
 	}
 	var s string
 	err := json.Unmarshal(tok, &s)
 	return s, err
+}
+
+// unescape decodes the body of a string token that is valid UTF-8, as
+// encoding/json does. It reports false for what it leaves to encoding/json:
+// escapes of UTF-16 surrogates (pairs, or lone ones that become U+FFFD),
+// malformed escapes, and a quote or control character left unescaped
+// (errors).
+func unescape(body []byte) (string, bool) {
+	var b strings.Builder
+	b.Grow(len(body))
+	for len(body) > 0 {
+		i := 0
+		for i < len(body) && body[i] != '\\' && body[i] != '"' && body[i] >= 0x20 {
+			i++
+		}
+		b.Write(body[:i])
+		body = body[i:]
+		if len(body) == 0 {
+			break
+		}
+		if body[0] != '\\' || len(body) < 2 {
+			return "", false
+		}
+		n := 2
+		switch e := body[1]; e {
+		case '"', '\\', '/':
+			b.WriteByte(e)
+		case 'b':
+			b.WriteByte('\b')
+		case 'f':
+			b.WriteByte('\f')
+		case 'n':
+			b.WriteByte('\n')
+		case 'r':
+			b.WriteByte('\r')
+		case 't':
+			b.WriteByte('\t')
+		case 'u':
+			r, ok := hex4(body[2:])
+			if !ok || utf16.IsSurrogate(r) {
+				return "", false
+			}
+			b.WriteRune(r)
+			n = 6
+		default:
+			return "", false
+		}
+		body = body[n:]
+	}
+	return b.String(), true
 }
 
 // unescaped reports whether the body of a string token (without its

@@ -1,6 +1,7 @@
 package jsonrpc
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"unicode/utf16"
@@ -175,4 +176,22 @@ func TestReplace(t *testing.T) {
 	if _, err := Replace([]byte(`[1]`), "a", []byte(`1`)); err == nil {
 		t.Error("Replace of an array: no error")
 	}
+}
+
+// FuzzUnquote: Unquote reads a string token as json.Unmarshal does,
+// refusing what it refuses.
+func FuzzUnquote(f *testing.F) {
+	for _, in := range stringCases {
+		f.Add([]byte(in))
+	}
+	f.Add([]byte(`"a"b"`))
+	f.Add([]byte("\"raw\nnewline\""))
+	f.Fuzz(func(t *testing.T, tok []byte) {
+		got, err := Unquote(tok)
+		var want string
+		werr := json.Unmarshal(tok, &want)
+		if (err == nil) != (werr == nil) || got != want {
+			t.Fatalf("Unquote(%q) = %q, %v; json.Unmarshal: %q, %v", tok, got, err, want, werr)
+		}
+	})
 }
