@@ -444,7 +444,7 @@ func (pm *pump) approvalDone(ctx context.Context, h *held, outcome, via string, 
 		slog.String("outcome", outcome), slog.String("via", via), slog.String("session", h.sc.session),
 		slog.String("note", note), slog.Int64("took_ms", took.Milliseconds()))
 	if pm.obs.approved != nil {
-		pm.obs.approved(ctx, &h.in, d, outcome, via, took)
+		pm.obs.approved(ctx, h.in, d, outcome, via, took)
 	}
 	return d
 }

@@ -130,7 +130,7 @@ type Config struct {
 	// traceparent, tracestate and baggage headers are forwarded unchanged.
 	TracerProvider trace.TracerProvider
 	// MeterProvider receives the MCP operation and session histograms and
-	// mcpguard's own metrics (telemetry.go). Nil: no metrics.
+	// mcpguard's own metrics (observe.go). Nil: no metrics.
 	MeterProvider metric.MeterProvider
 	// DecisionLog receives one JSON line per policy decision (except tools a
 	// tools/list shows). Nil: decisions are only in Logger.

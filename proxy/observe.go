@@ -108,22 +108,26 @@ var (
 // always (Logger is never nil), telemetry when a provider is set.
 func newObserver(cfg *Config, sessions func() int, tools *sync.Map) observer {
 	dl := &decisionLog{log: cfg.Logger, w: cfg.DecisionLog, recordArgs: cfg.RecordArguments}
-	o := observer{decided: dl.decided}
+	o := observer{decided: func(ctx context.Context, in rules.Input, d rules.Decision, took time.Duration) {
+		dl.decided(ctx, &in, d, took)
+	}}
 	if dl.w != nil {
-		o.approved = dl.approved
+		o.approved = func(ctx context.Context, in rules.Input, d rules.Decision, outcome, via string, took time.Duration) {
+			dl.approved(ctx, &in, d, outcome, via, took)
+		}
 	}
 	t := newTelemetry(cfg, sessions, tools)
 	if t == nil {
 		return o
 	}
 	o.received, o.refusedServer, o.rejected, o.sessionEnded = t.received, t.refusedServer, t.rejected, t.sessionEnded
-	o.decided = func(ctx context.Context, in *rules.Input, d rules.Decision, took time.Duration) {
-		dl.decided(ctx, in, d, took)
-		t.decided(ctx, in, d, took)
+	o.decided = func(ctx context.Context, in rules.Input, d rules.Decision, took time.Duration) {
+		dl.decided(ctx, &in, d, took)
+		t.decided(ctx, &in, d, took)
 	}
-	o.approved = func(ctx context.Context, in *rules.Input, d rules.Decision, outcome, via string, took time.Duration) {
-		dl.approved(ctx, in, d, outcome, via, took)
-		t.approved(ctx, in, d, outcome, via, took)
+	o.approved = func(ctx context.Context, in rules.Input, d rules.Decision, outcome, via string, took time.Duration) {
+		dl.approved(ctx, &in, d, outcome, via, took)
+		t.approved(ctx, &in, d, outcome, via, took)
 	}
 	if t.tracing {
 		o.traceHeaders = t.traceHeaders
@@ -349,31 +353,22 @@ func (t *telemetry) traceHeaders(ctx context.Context, h http.Header) {
 	delete(h, "Traceparent")
 	delete(h, "Tracestate")
 	delete(h, "Baggage")
-	t.prop.Inject(ctx, traceHeaderCarrier(h))
+	t.prop.Inject(ctx, headerSetter{propagation.HeaderCarrier(h)})
 }
 
-// traceHeaderCarrier is propagation.HeaderCarrier for the trace context's
-// own keys, which it writes in canonical form without canonicalising them
-// per call; other keys go through http.Header.
-type traceHeaderCarrier http.Header
+// headerSetter writes the trace context's keys in canonical form, without
+// canonicalising them per call as http.Header.Set does.
+type headerSetter struct{ propagation.HeaderCarrier }
 
 var traceHeaderKeys = map[string]string{"traceparent": "Traceparent", "tracestate": "Tracestate", "baggage": "Baggage"}
 
-func (c traceHeaderCarrier) key(k string) string {
+func (c headerSetter) Set(k, v string) {
 	if ck, ok := traceHeaderKeys[k]; ok {
-		return ck
+		c.HeaderCarrier[ck] = []string{v}
+		return
 	}
-	return http.CanonicalHeaderKey(k)
+	c.HeaderCarrier.Set(k, v)
 }
-func (c traceHeaderCarrier) Get(k string) string {
-	if v := c[c.key(k)]; len(v) > 0 {
-		return v[0]
-	}
-	return ""
-}
-func (c traceHeaderCarrier) Values(k string) []string { return c[c.key(k)] }
-func (c traceHeaderCarrier) Set(k, v string)          { c[c.key(k)] = []string{v} }
-func (c traceHeaderCarrier) Keys() []string           { return propagation.HeaderCarrier(c).Keys() }
 
 // decided records one decision: the policy's span (retroactively: it began
 // took ago, and nothing ran under it) whose decision and rule are copied
@@ -467,7 +462,7 @@ func (t *telemetry) rejected(r *http.Request, e *callError) {
 	if !t.tracing {
 		return
 	}
-	ctx := t.prop.Extract(r.Context(), traceHeaderCarrier(r.Header))
+	ctx := t.prop.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
 	attrs := appendNetwork([]attribute.KeyValue{
 		semconv.ErrorTypeKey.String(strconv.FormatInt(e.code, 10)),
 		semconv.HTTPResponseStatusCode(e.status),
@@ -687,7 +682,7 @@ func (t *telemetry) received(ctx context.Context, sc scope, msgs []*jsonrpc.Mess
 	}
 	transport := ctx
 	if t.tracing && sc.r != nil && hasTraceHeaders(sc.r.Header) {
-		transport = t.prop.Extract(ctx, traceHeaderCarrier(sc.r.Header))
+		transport = t.prop.Extract(ctx, propagation.HeaderCarrier(sc.r.Header))
 	}
 	first := ctx
 	for _, m := range msgs {

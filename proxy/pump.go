@@ -69,9 +69,9 @@ type observer struct {
 	received func(ctx context.Context, sc scope, msgs []*jsonrpc.Message) (context.Context, *calls)
 	// decided: the policy (or the method table, or the strict decode)
 	// decided in; took is the policy's time.
-	decided func(ctx context.Context, in *rules.Input, d rules.Decision, took time.Duration)
+	decided func(ctx context.Context, in rules.Input, d rules.Decision, took time.Duration)
 	// approved: a person's approval of a held call ended (approval.go).
-	approved func(ctx context.Context, in *rules.Input, d rules.Decision, outcome, via string, took time.Duration)
+	approved func(ctx context.Context, in rules.Input, d rules.Decision, outcome, via string, took time.Duration)
 	// refusedServer: a gateway request refused because the agent had too
 	// many unanswered.
 	refusedServer func(method string)
@@ -93,7 +93,7 @@ func (pm *pump) received(ctx context.Context, sc scope, msgs []*jsonrpc.Message)
 }
 
 // decided tells the observer of a decision.
-func (pm *pump) decided(ctx context.Context, in *rules.Input, d rules.Decision, took time.Duration) {
+func (pm *pump) decided(ctx context.Context, in rules.Input, d rules.Decision, took time.Duration) {
 	if pm.obs.decided != nil {
 		pm.obs.decided(ctx, in, d, took)
 	}

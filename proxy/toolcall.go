@@ -315,7 +315,7 @@ func (pm *pump) filterTools(ctx context.Context, sc scope, method string, result
 		in.Tool, in.Definition = name, def
 		if dup[name] {
 			d := duplicateDecision(name)
-			pm.decided(ctx, &in, d, 0) // an event on the listing's span, a decision-log record
+			pm.decided(ctx, in, d, 0) // an event on the listing's span, a decision-log record
 			continue
 		}
 		d := pm.decide(ctx, in)
@@ -356,7 +356,7 @@ func (pm *pump) decide(ctx context.Context, in rules.Input) (d rules.Decision) {
 		if d.Rule == "" {
 			d.Rule = "unnamed"
 		}
-		pm.decided(ctx, &in, d, time.Since(start))
+		pm.decided(ctx, in, d, time.Since(start))
 	}()
 	return pm.cfg.Policy.Decide(ctx, in)
 }
@@ -383,7 +383,7 @@ const methodUnreadable = "(unreadable)"
 // record records a decision the proxy made without asking the policy (a
 // method refused by the table itself) as decide records the policy's.
 func (pm *pump) record(ctx context.Context, in rules.Input, d rules.Decision) {
-	pm.decided(ctx, &in, d, 0)
+	pm.decided(ctx, in, d, 0)
 }
 
 func (pm *pump) invalidParams(m *jsonrpc.Message, msg string) *jsonrpc.Message {
