@@ -208,7 +208,7 @@ func (ex *exchange) run(out output) {
 func (ex *exchange) send(ctx context.Context, body []byte) (*http.Response, *callError) {
 	p := ex.p
 	call := upstreamCall{method: http.MethodPost, body: body, protocolVersion: ex.headerVersion(),
-		mcpHeaders: ex.mcpHeaders, from: ex.r}
+		mcpHeaders: ex.mcpHeaders, from: ex.r, trace: ex.calls.traceContext()}
 	if ex.sess != nil {
 		call.sessionID = ex.sess.upstream()
 	}

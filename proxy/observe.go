@@ -244,9 +244,19 @@ type telemetry struct {
 type spanRecorder interface {
 	// StartSpan starts a span under ctx's span; attrs are copied.
 	StartSpan(ctx context.Context, name string, kind trace.SpanKind, start time.Time, attrs []attribute.KeyValue) (context.Context, trace.Span)
-	// RecordSpan records a span under ctx's span that began at start and
-	// ends now; a non-empty errDesc sets status Error with it.
-	RecordSpan(ctx context.Context, name string, kind trace.SpanKind, start time.Time, attrs []attribute.KeyValue, errDesc string)
+	// RecordSpan records a span under ctx's span from start to end; a
+	// non-empty errDesc sets status Error with it.
+	RecordSpan(ctx context.Context, name string, kind trace.SpanKind, start, end time.Time, attrs []attribute.KeyValue, errDesc string)
+}
+
+// endSpan ends s at end, a time already read: through the span's EndAt
+// when it has one (the ring tracer's), which takes it without an option.
+func endSpan(s trace.Span, end time.Time) {
+	if e, ok := s.(interface{ EndAt(time.Time) }); ok {
+		e.EndAt(end)
+		return
+	}
+	s.End(trace.WithTimestamp(end))
 }
 
 // newTelemetry builds the proxy's telemetry from cfg, or returns nil when
@@ -329,18 +339,18 @@ func (t *telemetry) start(ctx context.Context, name string, kind trace.SpanKind,
 		trace.WithAttributes(attrs...), trace.WithLinks(links...))
 }
 
-// record records a span that began at start and ends now (errDesc: status
-// Error with it), with nothing run under it.
-func (t *telemetry) record(ctx context.Context, name string, kind trace.SpanKind, start time.Time, attrs []attribute.KeyValue, errDesc string) {
+// record records a span from start to end (errDesc: status Error with it),
+// with nothing run under it.
+func (t *telemetry) record(ctx context.Context, name string, kind trace.SpanKind, start, end time.Time, attrs []attribute.KeyValue, errDesc string) {
 	if t.recorder != nil {
-		t.recorder.RecordSpan(ctx, name, kind, start, attrs, errDesc)
+		t.recorder.RecordSpan(ctx, name, kind, start, end, attrs, errDesc)
 		return
 	}
 	_, span := t.tracer.Start(ctx, name, trace.WithSpanKind(kind), trace.WithTimestamp(start), trace.WithAttributes(attrs...))
 	if errDesc != "" {
 		span.SetStatus(codes.Error, errDesc)
 	}
-	span.End()
+	span.End(trace.WithTimestamp(end))
 }
 
 // traceHeaders writes the current trace context into a gateway request's
@@ -406,7 +416,8 @@ func (t *telemetry) decided(ctx context.Context, in *rules.Input, d rules.Decisi
 	attrs := append((*buf)[:0], attrPolicyDecision.String(decision), attrPolicyRule.String(d.Rule),
 		attrPolicyMode.String(string(d.Mode)), attrPolicyBlocked.Bool(blocked),
 		attrPolicyDuration.Float64(took.Seconds()), attrPolicyReason.String(d.Reason))
-	t.record(ctx, spanPolicy, trace.SpanKindInternal, time.Now().Add(-took), attrs, errDesc)
+	end := time.Now()
+	t.record(ctx, spanPolicy, trace.SpanKindInternal, end.Add(-took), end, attrs, errDesc)
 	attrs = attrs[:2] // decision and rule, for lists of calls
 	if args := in.Arguments; args != nil && t.recordArgs != nil {
 		args = t.recordArgs(args)
@@ -435,7 +446,8 @@ func (t *telemetry) approved(ctx context.Context, in *rules.Input, d rules.Decis
 	if d.Blocks() {
 		errDesc = "denied"
 	}
-	t.record(ctx, spanApproval, trace.SpanKindInternal, time.Now().Add(-took), []attribute.KeyValue{
+	end := time.Now()
+	t.record(ctx, spanApproval, trace.SpanKindInternal, end.Add(-took), end, []attribute.KeyValue{
 		semconv.GenAIToolName(in.Tool), attrPolicyRule.String(d.Rule), attrPolicyDecision.String(decision),
 		attrApprovalOutcome.String(outcome), attrApprovalVia.String(via), attrPolicyReason.String(d.Reason)}, errDesc)
 	trace.SpanFromContext(ctx).SetAttributes(attrPolicyDecision.String(decision), attrApprovalOutcome.String(outcome))
@@ -467,7 +479,8 @@ func (t *telemetry) rejected(r *http.Request, e *callError) {
 		semconv.ErrorTypeKey.String(strconv.FormatInt(e.code, 10)),
 		semconv.HTTPResponseStatusCode(e.status),
 	}, r)
-	t.record(ctx, spanRejected, trace.SpanKindServer, time.Now(), attrs, e.msg)
+	now := time.Now()
+	t.record(ctx, spanRejected, trace.SpanKindServer, now, now, attrs, e.msg)
 }
 
 // cache holds what is built once per key and then read on every call:
@@ -644,6 +657,7 @@ type calls struct {
 	array   [1]*callSpan // calls' backing array for a single message
 	byID    map[string]*callSpan
 	client  trace.Span
+	carrier traceMeta // the client span's trace context, for _meta and headers
 	upErred bool
 	// mu guards the gateway timing.
 	mu      sync.Mutex
@@ -842,7 +856,7 @@ func (rec *calls) find(id jsonrpc.ID) *callSpan {
 		return rec.byID[id.String()]
 	}
 	for _, c := range rec.calls {
-		if c.msg.Kind() == jsonrpc.KindRequest && c.msg.ID == id {
+		if c.msg.Kind() == jsonrpc.KindRequest && c.msg.ID.String() == id.String() {
 			return c
 		}
 	}
@@ -910,15 +924,23 @@ func (rec *calls) forwarded(ctx context.Context, forward []*jsonrpc.Message) (co
 	ctx, rec.client = t.start(ctx, t.spanName(first.method, tool), trace.SpanKindClient, start, attrs, nil)
 	*buf = attrs
 
-	var carrier traceMeta
-	t.prop.Inject(ctx, &carrier)
-	if carrier == (traceMeta{}) {
+	t.prop.Inject(ctx, &rec.carrier)
+	if rec.carrier == (traceMeta{}) {
 		return ctx, forward
 	}
 	for i, m := range forward {
-		forward[i] = withTraceMeta(m, &carrier)
+		forward[i] = withTraceMeta(m, &rec.carrier)
 	}
 	return ctx, forward
+}
+
+// traceContext is the gateway call's trace context for its headers, as
+// forwarded put it in _meta (injected once for both); nil before.
+func (rec *calls) traceContext() *traceMeta {
+	if rec == nil || rec.carrier == (traceMeta{}) {
+		return nil
+	}
+	return &rec.carrier
 }
 
 // traceMeta is the params._meta keys of MCP's trace context (SEP-414), as
@@ -947,6 +969,18 @@ func (c *traceMeta) Set(k, v string) {
 	}
 }
 func (c *traceMeta) Keys() []string { return traceMetaKeys[:] }
+
+// setHeaders replaces the agent's trace context headers with c's, as
+// traceHeaders would.
+func (c *traceMeta) setHeaders(h http.Header) {
+	for i, k := range [...]string{"Traceparent", "Tracestate", "Baggage"} {
+		if v := c.Get(traceMetaKeys[i]); v != "" {
+			h[k] = []string{v}
+		} else {
+			delete(h, k)
+		}
+	}
+}
 
 // traceMetaKeys are the params._meta keys of MCP's trace context (SEP-414).
 var traceMetaKeys = [...]string{"traceparent", "tracestate", "baggage"}
@@ -1096,11 +1130,12 @@ func (rec *calls) gatewayDone() {
 		return
 	}
 	rec.upEnded = true
-	rec.upTook = time.Since(rec.upStart)
+	end := time.Now()
+	rec.upTook = end.Sub(rec.upStart)
 	took := rec.upTook
 	rec.mu.Unlock()
 	if rec.client != nil {
-		rec.client.End()
+		endSpan(rec.client, end)
 	}
 	if len(rec.calls) > 0 {
 		t, c := rec.t, rec.calls[0]
@@ -1203,7 +1238,7 @@ func (rec *calls) end(c *callSpan, resp *jsonrpc.Message, e *callError) {
 		case errType != "":
 			c.span.SetAttributes(semconv.ErrorTypeKey.String(errType))
 		}
-		c.span.End()
+		endSpan(c.span, now)
 	}
 	k := opKey{pipe: rec.sc.r == nil, version: rec.sc.version, method: metricMethod(c.method), errType: errType}
 	if c.target == rules.ToolCall {

@@ -119,6 +119,9 @@ type upstreamCall struct {
 	mcpHeaders      http.Header // Mcp-Method, Mcp-Name, Mcp-Param-*
 	lastEventID     string
 	from            *http.Request // the agent's request, for allowlisted headers
+	// trace is the trace context to send (calls.traceContext), nil: what
+	// inject writes, if anything.
+	trace *traceMeta
 }
 
 var errHeaderTimeout = errors.New("no response headers within the timeout")
@@ -147,7 +150,10 @@ func (u *upstream) do(ctx context.Context, c upstreamCall) (*http.Response, erro
 			}
 		}
 	}
-	if u.inject != nil {
+	switch {
+	case c.trace != nil:
+		c.trace.setHeaders(h)
+	case u.inject != nil:
 		u.inject(ctx, h)
 	}
 	for k, v := range c.mcpHeaders {

@@ -58,15 +58,15 @@ func (t *ringTracer) StartSpan(ctx context.Context, name string, kind trace.Span
 	return trace.ContextWithSpan(ctx, s), s
 }
 
-// RecordSpan records a span under ctx's span that began at start and ends
-// now, with nothing run under it (so no context is made for it); a
-// non-empty errDesc sets status Error with that description.
-func (t *ringTracer) RecordSpan(ctx context.Context, name string, kind trace.SpanKind, start time.Time, attrs []attribute.KeyValue, errDesc string) {
+// RecordSpan records a span under ctx's span from start to end, with
+// nothing run under it (so no context is made for it); a non-empty errDesc
+// sets status Error with that description.
+func (t *ringTracer) RecordSpan(ctx context.Context, name string, kind trace.SpanKind, start, end time.Time, attrs []attribute.KeyValue, errDesc string) {
 	s := t.newSpan(trace.SpanContextFromContext(ctx), name, kind, start, attrs, 0)
 	if errDesc != "" {
 		s.status, s.statusDesc = codes.Error, errDesc
 	}
-	s.End()
+	s.EndAt(end)
 }
 
 // laterAttrs is room for the few attributes a span gets after its start
@@ -159,13 +159,19 @@ type ringSpan struct {
 
 func (s *ringSpan) End(opts ...trace.SpanEndOption) {
 	cfg := trace.NewSpanEndConfig(opts...)
+	s.EndAt(cfg.Timestamp())
+}
+
+// EndAt is End at a time the caller has already read (zero: now), without
+// boxing it in an option.
+func (s *ringSpan) EndAt(end time.Time) {
 	s.mu.Lock()
 	if s.ended {
 		s.mu.Unlock()
 		return
 	}
 	s.ended = true
-	s.end = cfg.Timestamp()
+	s.end = end
 	if s.end.IsZero() {
 		s.end = time.Now()
 	}

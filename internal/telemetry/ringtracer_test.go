@@ -107,7 +107,7 @@ func TestRingTracerFastPath(t *testing.T) {
 	ring := NewRing(8)
 	tr := NewRingTracerProvider(ring).Tracer("x").(interface {
 		StartSpan(context.Context, string, trace.SpanKind, time.Time, []attribute.KeyValue) (context.Context, trace.Span)
-		RecordSpan(context.Context, string, trace.SpanKind, time.Time, []attribute.KeyValue, string)
+		RecordSpan(context.Context, string, trace.SpanKind, time.Time, time.Time, []attribute.KeyValue, string)
 	})
 	t0 := time.Unix(1000, 0)
 	attrs := []attribute.KeyValue{attribute.String("a", "1")}
@@ -116,18 +116,18 @@ func TestRingTracerFastPath(t *testing.T) {
 	if trace.SpanFromContext(ctx) != server {
 		t.Fatal("the context does not carry the span")
 	}
-	tr.RecordSpan(ctx, "mcpguard.policy", trace.SpanKindInternal, t0.Add(time.Microsecond), []attribute.KeyValue{attribute.Bool("b", true)}, "denied")
-	server.End()
+	tr.RecordSpan(ctx, "mcpguard.policy", trace.SpanKindInternal, t0.Add(time.Microsecond), t0.Add(2*time.Microsecond), []attribute.KeyValue{attribute.Bool("b", true)}, "denied")
+	server.(interface{ EndAt(time.Time) }).EndAt(t0.Add(time.Millisecond))
 	spans := ring.Spans()
 	if len(spans) != 2 {
 		t.Fatalf("%d spans kept, want 2", len(spans))
 	}
 	srv, pol := spans[0], spans[1]
-	if srv.Name != "tools/call x" || srv.Kind != "server" || !srv.Start.Equal(t0) || srv.Attr("a") != "1" || srv.End.IsZero() {
+	if srv.Name != "tools/call x" || srv.Kind != "server" || !srv.Start.Equal(t0) || srv.Attr("a") != "1" || !srv.End.Equal(t0.Add(time.Millisecond)) {
 		t.Errorf("server span %+v", srv)
 	}
 	if pol.Name != "mcpguard.policy" || pol.Kind != "internal" || pol.ParentSpanID != srv.SpanID || pol.TraceID != srv.TraceID ||
-		pol.Error != "denied" || pol.Attributes["b"] != true || !pol.Start.Equal(t0.Add(time.Microsecond)) || pol.End.Before(pol.Start) {
+		pol.Error != "denied" || pol.Attributes["b"] != true || !pol.Start.Equal(t0.Add(time.Microsecond)) || !pol.End.Equal(t0.Add(2*time.Microsecond)) {
 		t.Errorf("policy span %+v", pol)
 	}
 }
