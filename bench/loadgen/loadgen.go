@@ -412,6 +412,21 @@ func (s *Session) Do(ctx context.Context, call Call) error {
 	return nil
 }
 
+// List lists the tools (tools/list), as an agent does before it calls
+// one, and checks that the answer is a result.
+func (s *Session) List(ctx context.Context) error {
+	s.next++
+	s.head = strconv.AppendInt(append(s.head[:0], `{"jsonrpc":"2.0","id":`...), s.next, 10)
+	res, body, err := s.post(ctx, s.head, []byte(`,"method":"tools/list"}`)...)
+	if err != nil {
+		return err
+	}
+	if res.StatusCode != http.StatusOK || !bytes.Contains(body, []byte(`"tools"`)) {
+		return fmt.Errorf("tools/list: HTTP %d: %.300s", res.StatusCode, body)
+	}
+	return nil
+}
+
 // post sends head followed by tail and returns the answer, read whole into
 // the session's buffer (valid until the next post).
 func (s *Session) post(ctx context.Context, head []byte, tail ...byte) (*http.Response, []byte, error) {
