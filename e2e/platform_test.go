@@ -229,20 +229,6 @@ func TestHelm(t *testing.T) {
 		t.Errorf("after helm uninstall these objects remain:\n%s", left)
 	}
 	t.Logf("gone after helm uninstall: %s", strings.Join(refs, " "))
-	// The webhook's pods stop in their own time (preStop, drain).
-	if _, err := e.kubectl(ctx, "-n", helmNS, "wait", "--for=delete", "pod", "-l", "app.kubernetes.io/name=mcpguard", "--timeout=120s"); err != nil && !strings.Contains(err.Error(), "no matching resources") {
-		t.Error(err)
-	}
-	figure("helm uninstall → the webhook's pods gone", time.Since(t0))
-	for _, what := range []struct{ kind, selector string }{
-		{"pods", "app.kubernetes.io/name=mcpguard"},
-		{"replicasets", "app.kubernetes.io/name=mcpguard"},
-		{"secrets", "owner=helm"},
-	} {
-		if out, err := e.kubectl(ctx, "-n", helmNS, "get", what.kind, "-l", what.selector, "-o", "name"); err != nil || strings.TrimSpace(out) != "" {
-			t.Errorf("after helm uninstall, %s %s: %q %v", what.kind, what.selector, out, err)
-		}
-	}
 	// What the webhook made itself in own-ca mode (its CA and certificate
 	// store) goes with the MutatingWebhookConfiguration that owns it, when
 	// the garbage collector gets to it.
@@ -259,6 +245,20 @@ func TestHelm(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 	}
 	figure("helm uninstall → the webhook's own-CA Secrets gone (garbage collector)", time.Since(t0))
+	// The webhook's pods stop in their own time (preStop, drain).
+	if _, err := e.kubectl(ctx, "-n", helmNS, "wait", "--for=delete", "pod", "-l", "app.kubernetes.io/name=mcpguard", "--timeout=120s"); err != nil && !strings.Contains(err.Error(), "no matching resources") {
+		t.Error(err)
+	}
+	figure("helm uninstall → the webhook's pods gone", time.Since(t0))
+	for _, what := range []struct{ kind, selector string }{
+		{"pods", "app.kubernetes.io/name=mcpguard"},
+		{"replicasets", "app.kubernetes.io/name=mcpguard"},
+		{"secrets", "owner=helm"},
+	} {
+		if out, err := e.kubectl(ctx, "-n", helmNS, "get", what.kind, "-l", what.selector, "-o", "name"); err != nil || strings.TrimSpace(out) != "" {
+			t.Errorf("after helm uninstall, %s %s: %q %v", what.kind, what.selector, out, err)
+		}
+	}
 	// Nothing is left in the namespace but what Kubernetes puts in every
 	// namespace.
 	out, err := e.kubectl(ctx, "-n", helmNS, "get", "secrets,configmaps,serviceaccounts,services,deployments,roles,rolebindings,poddisruptionbudgets", "-o", "name")

@@ -179,7 +179,10 @@ func (n *Node) up(ctx context.Context) error {
 		"--bind-address=0.0.0.0", "--secure-port=6443", "--advertise-address="+NodeIP,
 		"--tls-cert-file="+p+"/apiserver.crt", "--tls-private-key-file="+p+"/apiserver.key",
 		"--client-ca-file="+p+"/ca.crt", "--authorization-mode=Node,RBAC",
-		"--enable-admission-plugins=NodeRestriction",
+		// OwnerReferencesPermissionEnforcement as OpenShift has it on: setting an
+		// owner reference needs delete on the object (the webhook's own-CA
+		// Secrets are owned by its configuration).
+		"--enable-admission-plugins=NodeRestriction,OwnerReferencesPermissionEnforcement",
 		"--service-account-issuer=https://kubernetes.default.svc", "--service-account-key-file="+p+"/sa.pub",
 		"--service-account-signing-key-file="+p+"/sa.key", "--service-cluster-ip-range="+ServiceCIDR,
 		"--kubelet-client-certificate="+p+"/apiserver-kubelet-client.crt", "--kubelet-client-key="+p+"/apiserver-kubelet-client.key",
