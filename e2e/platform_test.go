@@ -280,22 +280,32 @@ func TestHelm(t *testing.T) {
 
 // ownedSecrets checks that the webhook's two own-CA Secrets in ns are owned
 // by the MutatingWebhookConfiguration mcpguard as it is now: what lets the
-// garbage collector delete them after it (issue #16).
+// garbage collector delete them after it (issue #16). A webhook that
+// started before its configuration existed adds the owner within 30 s.
 func ownedSecrets(t *testing.T, e *env, ctx context.Context, ns string) {
 	t.Helper()
 	mwc, err := e.kc.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "mcpguard", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"mcpguard-webhook-ca", "mcpguard-webhook-certs"} {
-		s, err := e.kc.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			t.Errorf("own-CA secret %s/%s: %v", ns, name, err)
-			continue
+	var wrong []string
+	for deadline := time.Now().Add(45 * time.Second); ; time.Sleep(time.Second) {
+		wrong = nil
+		for _, name := range []string{"mcpguard-webhook-ca", "mcpguard-webhook-certs"} {
+			s, err := e.kc.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+			switch {
+			case err != nil:
+				wrong = append(wrong, fmt.Sprintf("%s/%s: %v", ns, name, err))
+			case len(s.OwnerReferences) != 1 || s.OwnerReferences[0].Kind != "MutatingWebhookConfiguration" || s.OwnerReferences[0].UID != mwc.UID:
+				wrong = append(wrong, fmt.Sprintf("%s/%s owned by %+v", ns, name, s.OwnerReferences))
+			}
 		}
-		if len(s.OwnerReferences) != 1 || s.OwnerReferences[0].Kind != "MutatingWebhookConfiguration" || s.OwnerReferences[0].UID != mwc.UID {
-			t.Errorf("own-CA secret %s/%s owned by %+v, want only MutatingWebhookConfiguration mcpguard (uid %s)", ns, name, s.OwnerReferences, mwc.UID)
+		if len(wrong) == 0 || time.Now().After(deadline) {
+			break
 		}
+	}
+	for _, w := range wrong {
+		t.Errorf("own-CA secret %s, want owned by only MutatingWebhookConfiguration mcpguard (uid %s)", w, mwc.UID)
 	}
 }
 
