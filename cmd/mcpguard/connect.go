@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"mcpguard.dev/mcpguard/internal/memtrim"
 	"mcpguard.dev/mcpguard/internal/oauthlogin"
 	"mcpguard.dev/mcpguard/proxy"
 )
@@ -210,6 +211,7 @@ func runConnect(ctx context.Context, o connectOptions, stdin io.Reader, stdout i
 		Logger: log,
 	}
 	log.Info("mcpguard connect bridging stdio to the gateway", "upstream", o.URL, "version", versionString())
+	memtrim.AfterStart()
 	return b.Run(context.WithoutCancel(ctx), stdin, stdout)
 }
 

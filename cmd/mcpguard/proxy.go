@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"mcpguard.dev/mcpguard/internal/linebuf"
+	"mcpguard.dev/mcpguard/internal/memtrim"
 	"mcpguard.dev/mcpguard/proxy"
 	"mcpguard.dev/mcpguard/rules"
 )
@@ -258,6 +259,7 @@ func runProxy(ctx context.Context, o proxyOptions, started func(running)) error 
 	} else {
 		log.Warn("mcpguard proxy listening on a non-loopback address: anything that can reach it can use the gateway's credential", "listen", o.Listen)
 	}
+	memtrim.AfterStart() // start-up's pages and garbage, not needed to serve (issue #18)
 	if started != nil {
 		started(r)
 	}

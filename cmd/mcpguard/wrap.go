@@ -17,6 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"mcpguard.dev/mcpguard/internal/memtrim"
 	"mcpguard.dev/mcpguard/proxy"
 	"mcpguard.dev/mcpguard/rules"
 )
@@ -241,6 +242,7 @@ func runWrap(ctx context.Context, o wrapOptions, argv []string, stdin io.Reader,
 		return 0, &exitError{code: exitExecFailed, err: fmt.Errorf("starting %q: %v", argv[0], err)}
 	}
 	log.Info("mcpguard wrap started the MCP server", "command", argv[0], "pid", srv.cmd.Process.Pid, "version", versionString())
+	memtrim.AfterStart()
 
 	relayDone := make(chan error, 1)
 	go func() {
