@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"mcpguard.dev/mcpguard/proxy/jsonrpc"
@@ -377,18 +378,21 @@ func (uc *urlCheck) check(u *URL, err error) (bool, string, string) {
 // quotes ("@", "//", "..") name syntax. An address a reason names unquoted
 // is dropped too (an IPv6 address carries 16 chosen bytes).
 func scrubQuoted(s string) string {
-	s = quotedRe.ReplaceAllStringFunc(s, func(q string) string {
+	s = quotedRe().ReplaceAllStringFunc(s, func(q string) string {
 		if len(q) > 6 {
 			return `"…"`
 		}
 		return q
 	})
-	return addrRe.ReplaceAllString(s, "an address")
+	return addrRe().ReplaceAllString(s, "an address")
 }
 
+// Compiled on first use, not at start (issue #18).
 var (
-	quotedRe = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
-	addrRe   = regexp.MustCompile(`\b(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[0-9a-fA-F]{0,4}(?::[0-9a-fA-F]{0,4}){2,7})\b`)
+	quotedRe = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`"(?:[^"\\]|\\.)*"`) })
+	addrRe   = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`\b(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[0-9a-fA-F]{0,4}(?::[0-9a-fA-F]{0,4}){2,7})\b`)
+	})
 )
 
 func matchHost(host string, ps []hostPattern) bool {

@@ -3,6 +3,7 @@ package rules
 import (
 	"regexp"
 	"strings"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -27,15 +28,20 @@ const (
 
 // markerBlock is a tag pair that wraps instructions for the model in the
 // published attacks; strip removes the block, content included.
-var markerBlock = regexp.MustCompile(`(?is)<\s*(important|system|instructions?|secret|hidden|admin|critical|assistant)\s*>.*?(?:<\s*/\s*(?:important|system|instructions?|secret|hidden|admin|critical|assistant)\s*>|$)`)
+// Both are compiled on first use, not at start (issue #18).
+var markerBlock = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`(?is)<\s*(important|system|instructions?|secret|hidden|admin|critical|assistant)\s*>.*?(?:<\s*/\s*(?:important|system|instructions?|secret|hidden|admin|critical|assistant)\s*>|$)`)
+})
 
 // markers are instruction-like text: chat-template tokens, orphan marker
 // tags, and the phrases of prompt injection.
-var markers = regexp.MustCompile(`(?i)<\s*/?\s*(?:important|system|instructions?|secret|hidden|admin|critical|assistant)\s*>` +
-	`|\[/?INST\]|<\|(?:im_start|im_end|system|user|assistant|endoftext)\|>|<<\s*/?SYS\s*>>` +
-	`|\b(?:ignore|disregard|forget)\s+(?:all\s+|any\s+)?(?:the\s+)?(?:previous|prior|above|earlier|preceding)\s+(?:instructions|prompts?|rules|messages)` +
-	`|\bdo\s+not\s+(?:tell|mention|inform|reveal|show)\b[^.]{0,40}\buser\b` +
-	`|\b(?:before|prior\s+to)\s+(?:using|calling)\s+(?:this|any)\s+tool\b[^.]{0,40}\b(?:must|first|read)\b`)
+var markers = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`(?i)<\s*/?\s*(?:important|system|instructions?|secret|hidden|admin|critical|assistant)\s*>` +
+		`|\[/?INST\]|<\|(?:im_start|im_end|system|user|assistant|endoftext)\|>|<<\s*/?SYS\s*>>` +
+		`|\b(?:ignore|disregard|forget)\s+(?:all\s+|any\s+)?(?:the\s+)?(?:previous|prior|above|earlier|preceding)\s+(?:instructions|prompts?|rules|messages)` +
+		`|\bdo\s+not\s+(?:tell|mention|inform|reveal|show)\b[^.]{0,40}\buser\b` +
+		`|\b(?:before|prior\s+to)\s+(?:using|calling)\s+(?:this|any)\s+tool\b[^.]{0,40}\b(?:must|first|read)\b`)
+})
 
 // FindPoison returns the kind of the first poison in s, or "".
 func FindPoison(s string) string {
@@ -56,7 +62,7 @@ func FindPoison(s string) string {
 			}
 		}
 	}
-	if mayHaveMarker(s) && markers.MatchString(s) {
+	if mayHaveMarker(s) && markers().MatchString(s) {
 		return PoisonMarker
 	}
 	return ""
@@ -120,8 +126,8 @@ func StripPoison(s string) (string, string) {
 		}
 		i += n
 	}
-	out := markerBlock.ReplaceAllString(b.String(), "")
-	if mayHaveMarker(out) && markers.MatchString(out) {
+	out := markerBlock().ReplaceAllString(b.String(), "")
+	if mayHaveMarker(out) && markers().MatchString(out) {
 		return out, PoisonMarker
 	}
 	return out, ""

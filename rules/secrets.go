@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -74,16 +75,18 @@ type SecretScanner struct {
 	detectors []detector
 }
 
-var defaultScanner = func() *SecretScanner {
+// defaultScanner is compiled on first use, not at start: a policy without
+// secret scanning never pays for its expressions (issue #18).
+var defaultScanner = sync.OnceValue(func() *SecretScanner {
 	sc, err := NewSecretScanner(nil)
 	if err != nil {
 		panic(err)
 	}
 	return sc
-}()
+})
 
 // DefaultSecretScanner returns the scanner with the built-in detectors only.
-func DefaultSecretScanner() *SecretScanner { return defaultScanner }
+func DefaultSecretScanner() *SecretScanner { return defaultScanner() }
 
 // NewSecretScanner returns a scanner with the built-in detectors and extra.
 func NewSecretScanner(extra []SecretPattern) (*SecretScanner, error) {
