@@ -42,7 +42,7 @@ import (
 // Cost: with Config.TracerProvider and Config.MeterProvider nil, an exchange
 // takes one nil check per hook, and the bytes sent upstream are those of an
 // untraced proxy. As `mcpguard proxy` ships (span ring and metrics), a small
-// tools/call takes 11 allocations more, and about 9 % more proxy CPU
+// tools/call takes 11 allocations more, and about 8 % more proxy CPU
 // (BenchmarkCallCost, bench/telcost; docs/performance.md).
 
 // scopeName is the instrumentation scope of every span and instrument.
@@ -647,9 +647,10 @@ func (t *telemetry) toolOpt(tool string) measure {
 // the agent sent, and the client span of the gateway call.
 
 // calls is the telemetry of one exchange (observer.received). Its methods
-// are the exchange's hooks, each allowing a nil *calls (telemetry off).
-// They are called by the exchange's goroutine, except gatewayDone, which
-// may also be called by the stream idle timer's.
+// are the exchange's hooks, each allowing a nil *calls (telemetry off),
+// called by one goroutine at a time: the exchange's, or on stdio the
+// client reader's until the request is forwarded and the server reader's
+// after (stdioConn.observed hands it over under its lock).
 type calls struct {
 	t       *telemetry
 	sc      scope
@@ -660,7 +661,7 @@ type calls struct {
 	client  trace.Span
 	carrier traceMeta // the client span's trace context, for _meta and headers
 	upErred bool
-	// mu guards the gateway timing.
+	// mu guards the gateway timing, which end reads for every call.
 	mu      sync.Mutex
 	upStart time.Time
 	upTook  time.Duration // gateway time, shared by every call forwarded
