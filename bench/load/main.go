@@ -502,16 +502,16 @@ func printReport(w io.Writer, o options, f *figures, version, loadStart, loadEnd
 		return fmt.Sprintf("%.1f–%.1f", slices.Min(xs), slices.Max(xs))
 	}
 	fmt.Fprintf(w, "\n| mcpguard process | median | range | samples | target | |\n|---|---:|---:|---:|---|---|\n")
-	fmt.Fprintf(w, "| ready (exec → /readyz 200) | %.1f ms | %s ms | %d | ≤ 100 ms | %s |\n",
-		median(f.ready), span(f.ready), len(f.ready), check(median(f.ready) <= 100))
-	fmt.Fprintf(w, "| RSS idle | %.1f MiB | %s MiB | %d | ≤ 30 MiB | %s |\n",
-		median(f.rssIdle), span(f.rssIdle), len(f.rssIdle), check(median(f.rssIdle) <= 30))
+	fmt.Fprintf(w, "| ready (exec → /readyz 200) | %.1f ms | %s ms | %d | ≤ 25 ms | %s |\n",
+		median(f.ready), span(f.ready), len(f.ready), check(median(f.ready) <= 25))
+	fmt.Fprintf(w, "| RSS idle | %.1f MiB | %s MiB | %d | ≤ 16 MiB | %s |\n",
+		median(f.rssIdle), span(f.rssIdle), len(f.rssIdle), check(median(f.rssIdle) <= 16))
 	fmt.Fprintf(w, "| … of which anonymous (heap, stacks) | %.1f MiB | %s MiB | %d | | |\n",
 		median(f.rssIdleAnon), span(f.rssIdleAnon), len(f.rssIdleAnon))
 	fmt.Fprintf(w, "| … of which file-backed (binary pages) | %.1f MiB | %s MiB | %d | | |\n",
 		median(f.rssIdleFile), span(f.rssIdleFile), len(f.rssIdleFile))
-	fmt.Fprintf(w, "| RSS, %d sessions open | %.1f MiB | %s MiB | %d | ≤ 80 MiB | %s |\n",
-		o.sessions, median(f.rss1000), span(f.rss1000), len(f.rss1000), check(median(f.rss1000) <= 80))
+	fmt.Fprintf(w, "| RSS, %d sessions open | %.1f MiB | %s MiB | %d | ≤ 48 MiB | %s |\n",
+		o.sessions, median(f.rss1000), span(f.rss1000), len(f.rss1000), check(median(f.rss1000) <= 48))
 	fmt.Fprintf(w, "| peak RSS after the table's load | %.1f MiB | %s MiB | %d | – | |\n",
 		median(f.rssPeak), span(f.rssPeak), len(f.rssPeak))
 
