@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -371,11 +372,9 @@ func (t *telemetry) traceHeaders(ctx context.Context, h http.Header) {
 // canonicalising them per call as http.Header.Set does.
 type headerSetter struct{ propagation.HeaderCarrier }
 
-var traceHeaderKeys = map[string]string{"traceparent": "Traceparent", "tracestate": "Tracestate", "baggage": "Baggage"}
-
 func (c headerSetter) Set(k, v string) {
-	if ck, ok := traceHeaderKeys[k]; ok {
-		c.HeaderCarrier[ck] = []string{v}
+	if i := slices.Index(traceMetaKeys[:], k); i >= 0 {
+		c.HeaderCarrier[traceHeaderKeys[i]] = []string{v}
 		return
 	}
 	c.HeaderCarrier.Set(k, v)
@@ -552,15 +551,7 @@ var (
 type decisionKey struct{ method, rule, decision, mode string }
 
 func (t *telemetry) decisionOpt(method, rule, decision, mode string) measure {
-	k := decisionKey{method, rule, decision, mode}
-	t.decisionOpts.mu.RLock()
-	o, ok := t.decisionOpts.m[k]
-	t.decisionOpts.mu.RUnlock()
-	if ok {
-		return o
-	}
-	k.rule = t.ruleLabel(rule) // the key as the label reads: "_OTHER" past the bound
-	return t.decisionOpts.get(k, buildDecisionOpt)
+	return t.decisionOpts.get(decisionKey{method, t.ruleLabel(rule), decision, mode}, buildDecisionOpt)
 }
 
 // opKey is what the attributes of an operation's duration (the agent's,
@@ -945,29 +936,26 @@ func (rec *calls) traceContext() *traceMeta {
 	return &rec.carrier
 }
 
-// traceMeta is the params._meta keys of MCP's trace context (SEP-414), as
-// a propagation carrier.
-type traceMeta struct{ traceparent, tracestate, baggage string }
+// traceMeta holds the values of MCP's trace context keys (SEP-414), in
+// the order of traceMetaKeys, as a propagation carrier.
+type traceMeta [3]string
+
+// traceMetaKeys are the keys in params._meta, and traceHeaderKeys the same
+// as HTTP headers.
+var (
+	traceMetaKeys   = [...]string{"traceparent", "tracestate", "baggage"}
+	traceHeaderKeys = [...]string{"Traceparent", "Tracestate", "Baggage"}
+)
 
 func (c *traceMeta) Get(k string) string {
-	switch k {
-	case "traceparent":
-		return c.traceparent
-	case "tracestate":
-		return c.tracestate
-	case "baggage":
-		return c.baggage
+	if i := slices.Index(traceMetaKeys[:], k); i >= 0 {
+		return c[i]
 	}
 	return ""
 }
 func (c *traceMeta) Set(k, v string) {
-	switch k {
-	case "traceparent":
-		c.traceparent = v
-	case "tracestate":
-		c.tracestate = v
-	case "baggage":
-		c.baggage = v
+	if i := slices.Index(traceMetaKeys[:], k); i >= 0 {
+		c[i] = v
 	}
 }
 func (c *traceMeta) Keys() []string { return traceMetaKeys[:] }
@@ -975,17 +963,14 @@ func (c *traceMeta) Keys() []string { return traceMetaKeys[:] }
 // setHeaders replaces the agent's trace context headers with c's, as
 // traceHeaders would.
 func (c *traceMeta) setHeaders(h http.Header) {
-	for i, k := range [...]string{"Traceparent", "Tracestate", "Baggage"} {
-		if v := c.Get(traceMetaKeys[i]); v != "" {
-			h[k] = []string{v}
+	for i, k := range traceHeaderKeys {
+		if c[i] != "" {
+			h[k] = []string{c[i]}
 		} else {
 			delete(h, k)
 		}
 	}
 }
-
-// traceMetaKeys are the params._meta keys of MCP's trace context (SEP-414).
-var traceMetaKeys = [...]string{"traceparent", "tracestate", "baggage"}
 
 // withTraceMeta returns m with the carrier's keys set in params._meta. A
 // request without params gets {"_meta":{...}}; a notification without
@@ -1012,7 +997,7 @@ func withTraceMeta(m *jsonrpc.Message, carrier *traceMeta) *jsonrpc.Message {
 		// would make of the canonical params, "_meta" appended last, built
 		// in one go.
 		out := make([]byte, 0, len(params)+len(`,"_meta":{"traceparent":"","tracestate":"","baggage":""}`)+
-			len(carrier.traceparent)+len(carrier.tracestate)+len(carrier.baggage))
+			len(carrier[0])+len(carrier[1])+len(carrier[2]))
 		out = append(out, params[:len(params)-1]...)
 		if len(params) > 2 {
 			out = append(out, ',')
@@ -1026,8 +1011,8 @@ func withTraceMeta(m *jsonrpc.Message, carrier *traceMeta) *jsonrpc.Message {
 	case meta[0] != '{':
 		return m // not ours to fix; the gateway judges it
 	default:
-		for _, k := range traceMetaKeys {
-			if v := carrier.Get(k); v != "" {
+		for i, k := range traceMetaKeys {
+			if v := carrier[i]; v != "" {
 				if meta, err = jsonrpc.Replace(meta, k, jsonrpc.AppendString(nil, v)); err != nil {
 					return m
 				}
@@ -1047,8 +1032,8 @@ func withTraceMeta(m *jsonrpc.Message, carrier *traceMeta) *jsonrpc.Message {
 func appendTraceMeta(out []byte, carrier *traceMeta) []byte {
 	out = append(out, '{')
 	n := len(out)
-	for _, k := range traceMetaKeys {
-		if v := carrier.Get(k); v != "" {
+	for i, k := range traceMetaKeys {
+		if v := carrier[i]; v != "" {
 			if len(out) > n {
 				out = append(out, ',')
 			}
@@ -1267,15 +1252,6 @@ func isToolError(result json.RawMessage) bool {
 	return string(v) == "true"
 }
 
-// initialized records the session an initialize opened (or failed to) on
-// its server span.
-func (rec *calls) initialized(sess *session) {
-	if rec == nil || sess == nil || !rec.t.tracing || len(rec.calls) == 0 {
-		return
-	}
-	rec.calls[0].span.SetAttributes(semconv.McpSessionID(sess.id), semconv.McpProtocolVersion(sess.protocolVersion))
-}
-
 // observeInitialize tells the observer of an initialize the proxy forwards
 // on the agent's behalf (the body is encoded by initialize itself, so trace
 // context goes upstream in the headers only). The returned func ends its
@@ -1288,7 +1264,9 @@ func (p *Proxy) observeInitialize(r *http.Request, m *jsonrpc.Message) (context.
 	}
 	ctx, _ = rec.forwarded(ctx, msgs)
 	return ctx, func(sess *session, resp *jsonrpc.Message, cerr *callError) {
-		rec.initialized(sess)
+		if sess != nil && rec.t.tracing && len(rec.calls) > 0 {
+			rec.calls[0].span.SetAttributes(semconv.McpSessionID(sess.id), semconv.McpProtocolVersion(sess.protocolVersion))
+		}
 		if cerr != nil {
 			rec.gatewayAnswered(nil, cerr)
 		}

@@ -916,8 +916,8 @@ func TestRingTracerTakesTheFastPath(t *testing.T) {
 // appended in one go, byte for byte what jsonrpc.Replace makes of them.
 func TestTraceMetaAppended(t *testing.T) {
 	for _, carrier := range []traceMeta{
-		{traceparent: agentMetaTP},
-		{traceparent: agentMetaTP, tracestate: "vendor=a", baggage: "k=v"},
+		{agentMetaTP},
+		{agentMetaTP, "vendor=a", "k=v"},
 	} {
 		for _, params := range []string{`{}`, `{"name":"echo","arguments":{"message":"hi"}}`, `{"cursor":"\u00e9\"x"}`} {
 			m := &jsonrpc.Message{ID: jsonrpc.IntID(1), Method: "tools/call", Params: json.RawMessage(params)}
