@@ -32,11 +32,36 @@ type evalEnv struct {
 	tree    any // args decoded, for a JSON Schema or a Rego check
 	treeOK  bool
 
+	// The pointers resolved so far: a rule's checks usually read the same
+	// argument several times, and each walk skips what lies before it (a
+	// 64 KiB text included).
+	resolved []resolution
+
 	// The last URL canonicalised: a rule's checks usually read the same
 	// argument several times.
 	urlRaw string
 	url    *URL
 	urlErr error
+}
+
+// resolution is a pointer resolved in the arguments (pointer.resolve).
+type resolution struct {
+	text    string
+	v       any
+	present bool
+	other   string
+}
+
+// resolve is p.resolve in the arguments, remembered for the decision.
+func (env *evalEnv) resolve(p pointer, args []byte) (v any, present bool, other string) {
+	for _, r := range env.resolved {
+		if r.text == p.text {
+			return r.v, r.present, r.other
+		}
+	}
+	v, present, other = p.resolve(args)
+	env.resolved = append(env.resolved, resolution{p.text, v, present, other})
+	return v, present, other
 }
 
 // parseURL is ParseURL, remembered for the last string.
@@ -123,10 +148,10 @@ func (c *check) run(env *evalEnv) (bool, string, string, string) {
 	}
 	switch c.kind {
 	case checkURL, checkPath, checkString, checkNumber:
-		if other := c.ptr.variant(args); other != "" {
+		v, present, other := env.resolve(c.ptr, args)
+		if other != "" {
 			return variantDenial(c.ptr, other)
 		}
-		v, present := c.ptr.lookup(args)
 		if !present {
 			if c.optional {
 				return true, "", "", ""
@@ -157,22 +182,24 @@ func (c *check) run(env *evalEnv) (bool, string, string, string) {
 		}
 	case checkRequired:
 		for _, p := range c.ptrs {
-			if other := p.variant(args); other != "" {
+			_, present, other := env.resolve(p, args)
+			if other != "" {
 				return variantDenial(p, other)
 			}
-			if _, ok := p.lookup(args); !ok {
+			if !present {
 				return false, "", fmt.Sprintf("argument %s is required", p.text), ""
 			}
 		}
 	case checkForbidden:
 		for _, p := range c.ptrs {
-			if other := p.variant(args); other != "" {
+			_, present, other := env.resolve(p, args)
+			if other != "" {
 				// "Path" or "path\u0000" for a forbidden "/path": what a
 				// server may read as the argument the policy forbids.
 				return false, "", fmt.Sprintf("argument %s is not allowed, and is given in another spelling", p.text),
 					fmt.Sprintf("argument %s is not allowed, and is given as %s, which servers may read as it", p.text, other)
 			}
-			if _, ok := p.lookup(args); ok {
+			if present {
 				return false, "", fmt.Sprintf("argument %s is not allowed", p.text), ""
 			}
 		}

@@ -354,6 +354,22 @@ func (p pointer) String() string {
 	return b.String()
 }
 
+// resolve is variant and lookup in one walk: the variant's pointer when
+// there is one on p's way (other), else the value at p.
+func (p pointer) resolve(v []byte) (val any, present bool, other string) {
+	for i, t := range p.tokens {
+		next, ok, given := member(v, t)
+		if given != "" {
+			return nil, false, pointer{tokens: append(slices.Clone(p.tokens[:i]), given)}.String()
+		}
+		if !ok {
+			return nil, false, ""
+		}
+		v = next
+	}
+	return value(v), true, ""
+}
+
 // lookup returns the value at p in the arguments v (see value). A "*"
 // token is a key here: a pointer with one is read through expand.
 func (p pointer) lookup(v []byte) (any, bool) {
