@@ -2,6 +2,7 @@ package jsonrpc
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"slices"
 	"unicode/utf16"
@@ -339,10 +340,7 @@ func (s *scanner) str() error {
 	start := s.pos
 	src := s.src
 	// Fast path: printable ASCII without escapes is already canonical.
-	i := start
-	for i < len(src) && plainByte[src[i]] {
-		i++
-	}
+	i := plainRun(src, start)
 	out := append(append(s.out, '"'), src[start:i]...)
 	for {
 		if i >= len(src) {
@@ -353,10 +351,7 @@ func (s *scanner) str() error {
 		switch {
 		case plainByte[c]:
 			// A run of plain ASCII in one append: text between escapes.
-			j := i + 1
-			for j < len(src) && plainByte[src[j]] {
-				j++
-			}
+			j := plainRun(src, i+1)
 			out = append(out, src[i:j]...)
 			i = j
 		case c == '"':
@@ -424,6 +419,30 @@ func (s *scanner) str() error {
 			i += size
 		}
 	}
+}
+
+// plainRun returns the index of the first byte at or after i that is not
+// plainByte, or len(src). It tests eight bytes at a time: tool output is
+// long runs of text between escapes.
+func plainRun(src []byte, i int) int {
+	for i+8 <= len(src) && !specialWord(binary.LittleEndian.Uint64(src[i:])) {
+		i += 8
+	}
+	for i < len(src) && plainByte[src[i]] {
+		i++
+	}
+	return i
+}
+
+// specialWord reports whether one of the eight bytes of x is not plainByte:
+// a control character, a quote, a backslash, or not ASCII. Each term is
+// the exact test for a byte of its class (a zero byte in x^c for one
+// equal to c, a borrow out of a byte below 0x20), so a word of plain
+// bytes is never taken for special nor the reverse.
+func specialWord(x uint64) bool {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	q, b := x^(lo*'"'), x^(lo*'\\')
+	return (x|(x-lo*0x20)&^x|(q-lo)&^q|(b-lo)&^b)&hi != 0
 }
 
 // plainByte marks the bytes a canonical string holds as they are: printable

@@ -195,3 +195,21 @@ func FuzzUnquote(f *testing.F) {
 		}
 	})
 }
+
+// TestSpecialWord checks the eight-byte test against plainByte, byte by
+// byte in every position, over every byte value.
+func TestSpecialWord(t *testing.T) {
+	for pos := range 8 {
+		for c := range 256 {
+			w := []byte("abcdefgh")
+			w[pos] = byte(c)
+			x := uint64(0)
+			for i := 7; i >= 0; i-- {
+				x = x<<8 | uint64(w[i])
+			}
+			if got, want := specialWord(x), !plainByte[c]; got != want {
+				t.Fatalf("specialWord(%q) = %v, want %v", w, got, want)
+			}
+		}
+	}
+}
