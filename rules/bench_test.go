@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"mcpguard.dev/mcpguard/manifests/policies"
+	"mcpguard.dev/mcpguard/proxy/jsonrpc"
 )
 
 // The benchmarks decide with the shipped policy, as the proxy would. Each
@@ -17,6 +18,11 @@ import (
 
 func benchDecide(b *testing.B, e *Engine, in Input, wantAllow bool) {
 	b.Helper()
+	// The proxy hands over arguments its codec decoded: canonical JSON,
+	// read in place (Input.Canonical).
+	if canon, err := jsonrpc.Canonical(nil, in.Arguments, jsonrpc.Limits{}); err == nil && string(canon) == string(in.Arguments) {
+		in.Canonical = true
+	}
 	ctx := context.Background()
 	if d := e.Decide(ctx, in); d.Allow != wantAllow {
 		b.Fatalf("decision %+v, want allow=%v", d, wantAllow)
