@@ -1,0 +1,672 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.41.0"
+	"go.opentelemetry.io/otel/trace"
+
+	"mcpguard.dev/mcpguard/proxy/jsonrpc"
+	"mcpguard.dev/mcpguard/rules"
+)
+
+// This file holds the per-exchange half of telemetry (observe.go holds the
+// observers and their process-level state): the spans of each agent
+// message and of the gateway call, and the trace context carried to the
+// gateway in headers and params._meta.
+
+// The record of one exchange: a server span per request or notification
+// the agent sent, and the client span of the gateway call.
+
+// calls is the telemetry of one exchange (observer.received). Its methods
+// are the exchange's hooks, each allowing a nil *calls (telemetry off),
+// called by one goroutine at a time: the exchange's, or on stdio the
+// client reader's until the request is forwarded and the server reader's
+// after (stdioConn.observed hands it over under its lock).
+type calls struct {
+	t       *telemetry
+	sc      scope
+	calls   []*callSpan
+	first   callSpan     // calls[0], allocated with the record
+	array   [1]*callSpan // calls' backing array for a single message
+	byID    map[string]*callSpan
+	client  trace.Span
+	carrier traceMeta // the client span's trace context, for _meta and headers
+	upErred bool
+	// mu guards the gateway timing, which end reads for every call.
+	mu      sync.Mutex
+	upStart time.Time
+	upTook  time.Duration // gateway time, shared by every call forwarded
+	upEnded bool
+}
+
+// callSpan is one agent message's server span and what its end needs.
+type callSpan struct {
+	ctx    context.Context
+	span   trace.Span
+	start  time.Time
+	method string
+	target rules.Target // the method's, from the table
+	tool   string       // tools/call and prompts/get
+	msg    *jsonrpc.Message
+	// forwarded: the message went to the gateway, so gateway time is not
+	// the proxy's overhead.
+	forwarded bool
+	ended     bool
+}
+
+// byIDFrom is the batch size from which calls are found by id through a
+// map rather than by a scan.
+const byIDFrom = 8
+
+// received opens a server span for each request and notification of msgs,
+// parented on the trace context the agent sent in params._meta or, failing
+// that, in its HTTP headers. It returns the context of the first span.
+func (t *telemetry) received(ctx context.Context, sc scope, msgs []*jsonrpc.Message) (context.Context, *calls) {
+	rec := &calls{t: t, sc: sc}
+	rec.calls = rec.array[:0]
+	if len(msgs) >= byIDFrom {
+		rec.byID = make(map[string]*callSpan, len(msgs))
+	}
+	transport := ctx
+	if t.tracing && sc.r != nil && hasTraceHeaders(sc.r.Header) {
+		transport = t.prop.Extract(ctx, propagation.HeaderCarrier(sc.r.Header))
+	}
+	first := ctx
+	for _, m := range msgs {
+		if m.Kind() == jsonrpc.KindResponse {
+			continue
+		}
+		c := &rec.first
+		if len(rec.calls) > 0 {
+			c = new(callSpan)
+		}
+		rec.open(c, ctx, transport, m)
+		rec.calls = append(rec.calls, c)
+		if rec.byID != nil && m.Kind() == jsonrpc.KindRequest {
+			rec.byID[m.ID.String()] = c
+		}
+		if len(rec.calls) == 1 {
+			first = c.ctx
+		}
+	}
+	return first, rec
+}
+
+// hasTraceHeaders reports whether the agent sent trace context headers:
+// most send none, and extracting nothing still costs.
+func hasTraceHeaders(h http.Header) bool {
+	return len(h["Traceparent"]) > 0 || len(h["Baggage"]) > 0
+}
+
+func (rec *calls) open(c *callSpan, ctx, transport context.Context, m *jsonrpc.Message) {
+	t, sc := rec.t, rec.sc
+	*c = callSpan{start: time.Now(), method: m.Method, msg: m}
+	mt, _ := rules.MethodOf(m.Method)
+	c.target = mt.Target
+	switch mt.Target {
+	case rules.ToolCall, rules.PromptGet:
+		c.tool, _, _ = jsonrpc.LookupString(m.Params, "name")
+	}
+	if !t.tracing {
+		c.ctx, c.span = ctx, trace.SpanFromContext(ctx)
+		return
+	}
+	parent := transport
+	var links []trace.Link
+	if meta := lookupMeta(m.Params); meta != nil && meta[0] == '{' {
+		if mctx := t.prop.Extract(transport, metaCarrier(meta)); trace.SpanContextFromContext(mctx).IsValid() {
+			// The conventions prefer _meta: it is per message, while the
+			// HTTP headers describe the whole POST. Keep the other as a link.
+			if hsc := trace.SpanContextFromContext(transport); hsc.IsValid() && !hsc.Equal(trace.SpanContextFromContext(mctx)) {
+				links = append(links, trace.Link{SpanContext: hsc})
+			}
+			parent = mctx
+		}
+	}
+	buf := attrPool.Get().(*[]attribute.KeyValue)
+	defer putAttrs(buf)
+	attrs := append((*buf)[:0], semconv.McpMethodNameKey.String(m.Method))
+	if m.Kind() == jsonrpc.KindRequest {
+		attrs = append(attrs, semconv.JSONRPCRequestID(requestID(m.ID)))
+	}
+	if sc.session != "" {
+		attrs = append(attrs, semconv.McpSessionID(sc.session))
+	}
+	if sc.version != "" {
+		attrs = append(attrs, semconv.McpProtocolVersion(sc.version))
+	}
+	switch mt.Target {
+	case rules.ToolCall:
+		attrs = append(attrs, semconv.GenAIToolName(c.tool), semconv.GenAIOperationNameExecuteTool)
+	case rules.PromptGet:
+		attrs = append(attrs, semconv.GenAIPromptName(c.tool))
+	}
+	attrs = appendNetwork(attrs, sc.r)
+	c.ctx, c.span = t.start(parent, t.spanName(m.Method, c.tool), trace.SpanKindServer, c.start, attrs, links)
+	*buf = attrs
+}
+
+// attrPool recycles the attribute lists spans start with: tracers copy
+// them, so the list is scratch.
+var attrPool = sync.Pool{New: func() any { s := make([]attribute.KeyValue, 0, 24); return &s }}
+
+func putAttrs(buf *[]attribute.KeyValue) {
+	clear((*buf)[:cap(*buf)]) // drop references to attribute strings
+	*buf = (*buf)[:0]
+	attrPool.Put(buf)
+}
+
+// lookupMeta returns params._meta, skipping the member scan for the many
+// messages without one.
+func lookupMeta(params json.RawMessage) json.RawMessage {
+	if !bytes.Contains(params, []byte(`"_meta"`)) {
+		return nil
+	}
+	meta, _ := jsonrpc.Lookup(params, "_meta") // a variant: no trace context
+	return meta
+}
+
+type spanNameKey struct{ method, target string }
+
+// spanName is "{mcp.method.name} {target}", the target being the tool or
+// prompt name where there is one; a listed tool's is built once. A resource
+// URI is not used: it may carry what argument values carry.
+func (t *telemetry) spanName(method, target string) string {
+	switch {
+	case target == "":
+		return method
+	case !t.knownTool(target):
+		return method + " " + target
+	}
+	return t.names.get(spanNameKey{method, target}, joinSpanName)
+}
+
+func joinSpanName(k spanNameKey) string { return k.method + " " + k.target }
+
+// requestID is the JSON-RPC id as the conventions record it: a string id
+// without its quotes, a number as written.
+func requestID(id jsonrpc.ID) string {
+	s := id.String()
+	if len(s) >= 2 && s[0] == '"' {
+		if u, err := strconv.Unquote(s); err == nil {
+			return u
+		}
+	}
+	return s
+}
+
+func appendNetwork(attrs []attribute.KeyValue, r *http.Request) []attribute.KeyValue {
+	if r == nil {
+		return append(attrs, semconv.NetworkTransportPipe) // stdio
+	}
+	attrs = append(attrs, semconv.NetworkTransportTCP, semconv.NetworkProtocolName("http"))
+	switch r.ProtoMajor {
+	case 1:
+		attrs = append(attrs, semconv.NetworkProtocolVersion("1.1"))
+	case 2:
+		attrs = append(attrs, semconv.NetworkProtocolVersion("2"))
+	}
+	if host, port, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		attrs = append(attrs, semconv.ClientAddress(host))
+		if p, err := strconv.Atoi(port); err == nil {
+			attrs = append(attrs, semconv.ClientPort(p))
+		}
+	}
+	if host, port, err := net.SplitHostPort(r.Host); err == nil {
+		attrs = append(attrs, semconv.ServerAddress(host))
+		if p, err := strconv.Atoi(port); err == nil {
+			attrs = append(attrs, semconv.ServerPort(p))
+		}
+	} else if r.Host != "" {
+		attrs = append(attrs, semconv.ServerAddress(r.Host))
+	}
+	return attrs
+}
+
+// find returns the span of the request m answers, or of m itself.
+func (rec *calls) find(id jsonrpc.ID) *callSpan {
+	if rec.byID != nil {
+		return rec.byID[id.String()]
+	}
+	for _, c := range rec.calls {
+		if c.msg.Kind() == jsonrpc.KindRequest && c.msg.ID.String() == id.String() {
+			return c
+		}
+	}
+	return nil
+}
+
+// contextOf returns the context of m's server span, to decide m in.
+func (rec *calls) contextOf(ctx context.Context, m *jsonrpc.Message) context.Context {
+	if rec == nil || m.Kind() != jsonrpc.KindRequest {
+		return ctx
+	}
+	if c := rec.find(m.ID); c != nil && c.msg == m {
+		return c.ctx
+	}
+	return ctx
+}
+
+// forwarded opens the client span of the gateway call and puts its trace
+// context in params._meta of every request in forward (traceparent,
+// tracestate, baggage: MCP SEP-414): each such element of forward is
+// replaced by a copy of the message, never changed in place, whose _meta
+// is edited on the canonical bytes.
+func (rec *calls) forwarded(ctx context.Context, forward []*jsonrpc.Message) (context.Context, []*jsonrpc.Message) {
+	if rec == nil {
+		return ctx, forward
+	}
+	rec.mu.Lock()
+	rec.upStart = time.Now()
+	start := rec.upStart
+	rec.mu.Unlock()
+	var first *callSpan // names the span: the first request or notification
+	for _, m := range forward {
+		for _, c := range rec.calls {
+			if c.msg == m {
+				c.forwarded = true
+				if first == nil {
+					first = c
+				}
+			}
+		}
+	}
+	t := rec.t
+	if !t.tracing || first == nil { // first == nil: only answers to the gateway's requests
+		return ctx, forward
+	}
+	ctx, tool := first.ctx, first.tool
+	buf := attrPool.Get().(*[]attribute.KeyValue)
+	defer putAttrs(buf)
+	attrs := append((*buf)[:0], semconv.McpMethodNameKey.String(first.method))
+	if first.msg.Kind() == jsonrpc.KindRequest {
+		attrs = append(attrs, semconv.JSONRPCRequestID(requestID(first.msg.ID)))
+	}
+	if first.target == rules.ToolCall {
+		attrs = append(attrs, semconv.GenAIToolName(tool), semconv.GenAIOperationNameExecuteTool)
+	}
+	if rec.sc.version != "" {
+		attrs = append(attrs, semconv.McpProtocolVersion(rec.sc.version))
+	}
+	if rec.sc.r != nil {
+		attrs = append(attrs, semconv.HTTPRequestMethodPost)
+		attrs = append(attrs, t.upAttrs...)
+	} else {
+		attrs = append(attrs, semconv.NetworkTransportPipe)
+	}
+	ctx, rec.client = t.start(ctx, t.spanName(first.method, tool), trace.SpanKindClient, start, attrs, nil)
+	*buf = attrs
+
+	t.prop.Inject(ctx, &rec.carrier)
+	if rec.carrier == (traceMeta{}) {
+		return ctx, forward
+	}
+	for i, m := range forward {
+		forward[i] = withTraceMeta(m, &rec.carrier)
+	}
+	return ctx, forward
+}
+
+// traceContext is the gateway call's trace context for its headers, as
+// forwarded put it in _meta (injected once for both); nil before.
+func (rec *calls) traceContext() *traceMeta {
+	if rec == nil || rec.carrier == (traceMeta{}) {
+		return nil
+	}
+	return &rec.carrier
+}
+
+// traceMeta holds the values of MCP's trace context keys (SEP-414), in
+// the order of traceMetaKeys, as a propagation carrier.
+type traceMeta [3]string
+
+// traceMetaKeys are the keys in params._meta, and traceHeaderKeys the same
+// as HTTP headers.
+var (
+	traceMetaKeys   = [...]string{"traceparent", "tracestate", "baggage"}
+	traceHeaderKeys = [...]string{"Traceparent", "Tracestate", "Baggage"}
+)
+
+func (c *traceMeta) Get(k string) string {
+	if i := slices.Index(traceMetaKeys[:], k); i >= 0 {
+		return c[i]
+	}
+	return ""
+}
+func (c *traceMeta) Set(k, v string) {
+	if i := slices.Index(traceMetaKeys[:], k); i >= 0 {
+		c[i] = v
+	}
+}
+func (c *traceMeta) Keys() []string { return traceMetaKeys[:] }
+
+// setHeaders replaces the agent's trace context headers with c's, as
+// traceHeaders would.
+func (c *traceMeta) setHeaders(h http.Header) {
+	for i, k := range traceHeaderKeys {
+		if c[i] != "" {
+			h[k] = []string{c[i]}
+		} else {
+			delete(h, k)
+		}
+	}
+}
+
+// withTraceMeta returns m with the carrier's keys set in params._meta. A
+// request without params gets {"_meta":{...}}; a notification without
+// params, or params that are not an object, are left as they are.
+func withTraceMeta(m *jsonrpc.Message, carrier *traceMeta) *jsonrpc.Message {
+	if m.Kind() == jsonrpc.KindResponse {
+		return m
+	}
+	params := m.Params
+	if params == nil {
+		if m.Kind() != jsonrpc.KindRequest {
+			return m
+		}
+		params = json.RawMessage(`{}`)
+	}
+	if params[0] != '{' {
+		return m
+	}
+	meta := lookupMeta(params)
+	var err error
+	switch {
+	case meta == nil && !bytes.Contains(params, []byte(`"_meta"`)) && params[len(params)-1] == '}':
+		// The usual case: no _meta. The bytes are what jsonrpc.Replace
+		// would make of the canonical params, "_meta" appended last, built
+		// in one go.
+		out := make([]byte, 0, len(params)+len(`,"_meta":{"traceparent":"","tracestate":"","baggage":""}`)+
+			len(carrier[0])+len(carrier[1])+len(carrier[2]))
+		out = append(out, params[:len(params)-1]...)
+		if len(params) > 2 {
+			out = append(out, ',')
+		}
+		out = appendTraceMeta(append(out, `"_meta":`...), carrier)
+		c := *m
+		c.Params = append(out, '}')
+		return &c
+	case meta == nil:
+		meta = appendTraceMeta(nil, carrier)
+	case meta[0] != '{':
+		return m // not ours to fix; the gateway judges it
+	default:
+		for i, k := range traceMetaKeys {
+			if v := carrier[i]; v != "" {
+				if meta, err = jsonrpc.Replace(meta, k, jsonrpc.AppendString(nil, v)); err != nil {
+					return m
+				}
+			}
+		}
+	}
+	if params, err = jsonrpc.Replace(params, "_meta", meta); err != nil {
+		return m
+	}
+	c := *m
+	c.Params = params
+	return &c
+}
+
+// appendTraceMeta appends the carrier's keys as a JSON object, in the
+// order jsonrpc.Replace would append them to an empty one.
+func appendTraceMeta(out []byte, carrier *traceMeta) []byte {
+	out = append(out, '{')
+	n := len(out)
+	for i, k := range traceMetaKeys {
+		if v := carrier[i]; v != "" {
+			if len(out) > n {
+				out = append(out, ',')
+			}
+			out = jsonrpc.AppendString(out, k)
+			out = append(out, ':')
+			out = jsonrpc.AppendString(out, v)
+		}
+	}
+	return append(out, '}')
+}
+
+// metaCarrier reads trace context from a canonical params._meta object.
+type metaCarrier json.RawMessage
+
+func (c metaCarrier) Get(key string) string {
+	v, _, err := jsonrpc.LookupString(json.RawMessage(c), key)
+	if err != nil {
+		return ""
+	}
+	return v
+}
+func (metaCarrier) Set(string, string) {}
+func (c metaCarrier) Keys() []string {
+	ms, _ := jsonrpc.Members(json.RawMessage(c))
+	keys := make([]string, len(ms))
+	for i, m := range ms {
+		keys[i] = m.Key
+	}
+	return keys
+}
+
+// gatewayAnswered notes the gateway's answer (or failure) on the client
+// span; the span ends at gatewayDone, when the proxy has read the answer's
+// body to its end or closed it.
+func (rec *calls) gatewayAnswered(res *http.Response, cerr *callError) {
+	if rec == nil {
+		return
+	}
+	var errType string
+	switch {
+	case cerr != nil:
+		errType = upstreamErrorType(cerr)
+	case res.StatusCode >= 400:
+		errType = strconv.Itoa(res.StatusCode)
+	}
+	if errType != "" {
+		rec.upstreamError(errType)
+	}
+	if rec.client != nil {
+		buf := attrPool.Get().(*[]attribute.KeyValue)
+		attrs := (*buf)[:0]
+		if cerr == nil {
+			attrs = append(attrs, semconv.HTTPResponseStatusCode(res.StatusCode))
+		}
+		if errType != "" {
+			attrs = append(attrs, semconv.ErrorTypeKey.String(errType))
+		}
+		rec.client.SetAttributes(attrs...)
+		*buf = attrs
+		putAttrs(buf)
+		switch {
+		case cerr != nil:
+			rec.client.SetStatus(codes.Error, cerr.msg)
+		case errType != "":
+			rec.client.SetStatus(codes.Error, res.Status)
+		}
+	}
+	if cerr != nil {
+		rec.gatewayDone()
+	}
+}
+
+// gatewayDone ends the gateway call: its client span, and its time.
+func (rec *calls) gatewayDone() {
+	if rec == nil {
+		return
+	}
+	rec.mu.Lock()
+	if rec.upEnded || rec.upStart.IsZero() {
+		rec.mu.Unlock()
+		return
+	}
+	rec.upEnded = true
+	end := time.Now()
+	rec.upTook = end.Sub(rec.upStart)
+	took := rec.upTook
+	rec.mu.Unlock()
+	if rec.client != nil {
+		endSpan(rec.client, end)
+	}
+	if len(rec.calls) > 0 {
+		t, c := rec.t, rec.calls[0]
+		k := opKey{client: true, pipe: rec.sc.r == nil, method: metricMethod(c.method)}
+		if c.target == rules.ToolCall && t.knownTool(c.tool) {
+			k.tool = c.tool
+		}
+		t.upDuration.Inst().Record(c.ctx, took.Seconds(), t.opOpts.get(k, buildOpOpt).rec...)
+	}
+}
+
+// upstreamError counts one failed gateway call per exchange, however many
+// places notice it.
+func (rec *calls) upstreamError(kind string) {
+	if rec.upErred {
+		return
+	}
+	rec.upErred = true
+	rec.t.upstreamErrors.Add(context.Background(), 1, metric.WithAttributes(semconv.ErrorTypeKey.String(kind)))
+}
+
+func upstreamErrorType(e *callError) string {
+	switch {
+	case e.status == http.StatusGatewayTimeout:
+		return "timeout"
+	case e.code == CodeSessionNotFound:
+		return "session_lost"
+	case e.status == http.StatusBadGateway:
+		return "upstream_error"
+	}
+	return strconv.Itoa(e.status)
+}
+
+// delivered ends the server span of the request m answers, as m goes to
+// the agent.
+func (rec *calls) delivered(m *jsonrpc.Message) {
+	if rec == nil || m.Kind() != jsonrpc.KindResponse {
+		return
+	}
+	if c := rec.find(m.ID); c != nil {
+		rec.end(c, m, nil)
+	}
+}
+
+// ended ends the gateway call and every span still open when the exchange
+// is over: e is the error that replaced every answer, if one did.
+func (rec *calls) ended(e *callError) {
+	if rec == nil {
+		return
+	}
+	if e != nil && e.code == CodeUpstream {
+		rec.upstreamError(upstreamErrorType(e))
+	}
+	rec.gatewayDone()
+	for _, c := range rec.calls {
+		rec.end(c, nil, e)
+	}
+}
+
+// answered ends the record of one message (stdio) with the answer the
+// agent got: nil for a notification, or for a request that will get none.
+func (rec *calls) answered(resp *jsonrpc.Message) {
+	if rec == nil {
+		return
+	}
+	rec.gatewayDone()
+	if resp != nil {
+		rec.delivered(resp)
+	}
+	rec.ended(nil)
+}
+
+// end closes one server span with the answer the agent got (resp), or the
+// error that replaced every answer (e), and records the operation metrics.
+func (rec *calls) end(c *callSpan, resp *jsonrpc.Message, e *callError) {
+	if c.ended {
+		return
+	}
+	c.ended = true
+	now := time.Now()
+	took := now.Sub(c.start)
+	var errType string
+	var code int64
+	switch {
+	case resp != nil && resp.Error != nil:
+		code = resp.Error.Code
+		errType = strconv.FormatInt(code, 10)
+	case resp != nil && c.target == rules.ToolCall && isToolError(resp.Result):
+		errType = errorTypeToolError
+	case e != nil:
+		code = e.code
+		errType = strconv.FormatInt(code, 10)
+	}
+	t := rec.t
+	if t.tracing {
+		switch {
+		case code != 0:
+			c.span.SetAttributes(semconv.ErrorTypeKey.String(errType), semconv.RPCResponseStatusCode(errType))
+			c.span.SetStatus(codes.Error, errType)
+		case errType != "":
+			c.span.SetAttributes(semconv.ErrorTypeKey.String(errType))
+		}
+		endSpan(c.span, now)
+	}
+	k := opKey{pipe: rec.sc.r == nil, version: rec.sc.version, method: metricMethod(c.method), errType: errType}
+	if c.target == rules.ToolCall {
+		k.tool = t.toolLabel(c.tool) // an agent must not mint series
+	}
+	t.opDuration.Inst().Record(c.ctx, took.Seconds(), t.opOpts.get(k, buildOpOpt).rec...)
+	overhead := took
+	rec.mu.Lock()
+	switch {
+	case c.forwarded && rec.upEnded:
+		overhead -= rec.upTook
+	case c.forwarded && !rec.upStart.IsZero():
+		// Answered from a stream still open: the gateway held the call
+		// from the upstream start until now.
+		overhead -= now.Sub(rec.upStart)
+	}
+	rec.mu.Unlock()
+	t.overhead.Record(c.ctx, max(overhead, 0).Seconds(), t.methodOpt(c.method).rec...)
+}
+
+// isToolError reports whether a tools/call result says isError: true.
+func isToolError(result json.RawMessage) bool {
+	v, _ := jsonrpc.Lookup(result, "isError")
+	return string(v) == "true"
+}
+
+// observeInitialize tells the observer of an initialize the proxy forwards
+// on the agent's behalf (the body is encoded by initialize itself, so trace
+// context goes upstream in the headers only). The returned func ends its
+// record with the outcome.
+func (p *Proxy) observeInitialize(r *http.Request, m *jsonrpc.Message) (context.Context, func(*session, *jsonrpc.Message, *callError)) {
+	msgs := []*jsonrpc.Message{m}
+	ctx, rec := p.received(r.Context(), scope{r: r}, msgs)
+	if rec == nil {
+		return ctx, func(*session, *jsonrpc.Message, *callError) {}
+	}
+	ctx, _ = rec.forwarded(ctx, msgs)
+	return ctx, func(sess *session, resp *jsonrpc.Message, cerr *callError) {
+		if sess != nil && rec.t.tracing && len(rec.calls) > 0 {
+			rec.calls[0].span.SetAttributes(semconv.McpSessionID(sess.id), semconv.McpProtocolVersion(sess.protocolVersion))
+		}
+		if cerr != nil {
+			rec.gatewayAnswered(nil, cerr)
+		}
+		rec.gatewayDone()
+		if resp != nil {
+			rec.delivered(resp)
+		}
+		rec.ended(cerr)
+	}
+}
