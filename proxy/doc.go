@@ -15,11 +15,18 @@
 //	                 exchange.run (exchange.go) ─▶ pump.fromAgent (pump.go)
 //	                          │
 //	                 screen (toolcall.go; rules.MethodOf says how) ──deny──▶ 403 + JSON-RPC error (errors.go)
+//	                          │    (answers to the proxy's own questions taken out first: approval.go;
+//	                          │     the decision is a value from rules.Engine.Decide, rules/engine.go)
 //	                          │ allow
 //	                 jsonrpc.Encode (canonical) ──POST (upstream.go)──▶ gateway
 //	                          │
 //	   agent ◀──JSON or SSE── pump.fromGateway (drop unknown ids, filter
 //	                          tools/list, screen server requests)
+//
+// That is eight files of proxy/ and its codec from the agent's POST to the
+// gateway, and the policy's one entry point. Observers (observe.go,
+// observecalls.go: decision log, spans, metrics) are called at named hooks
+// and never change what is forwarded.
 //
 // stdio (stdio.go) and the legacy HTTP+SSE transport (legacy.go) hand their
 // messages to the same fromAgent and fromGateway. Proxy.Shutdown
