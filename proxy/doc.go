@@ -23,7 +23,7 @@
 //	   agent ◀──JSON or SSE── pump.fromGateway (drop unknown ids, filter
 //	                          tools/list, screen server requests)
 //
-// That is eight files of proxy/ and its codec from the agent's POST to the
+// That is nine files of proxy/ and its codec from the agent's POST to the
 // gateway, and the policy's one entry point. Observers (observe.go,
 // observecalls.go: decision log, spans, metrics) are called at named hooks
 // and never change what is forwarded.
