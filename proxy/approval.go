@@ -200,7 +200,7 @@ type held struct {
 // puts the question to the client, which retries the call with the answer
 // (confirmStateless).
 func (pm *pump) confirm(ctx context.Context, c conversation, h *held) (d rules.Decision, ask *jsonrpc.Message) {
-	if h.sc.version >= "2026-07-28" && (len(h.answers) > 0 || declaresElicitationMeta(h.m.Params)) {
+	if h.sc.version >= "2026-07-28" && (len(h.answers) > 0 || declaresElicitationMeta(h.m)) {
 		return pm.confirmStateless(ctx, h)
 	}
 	return pm.confirmSession(ctx, c, h), nil
@@ -339,8 +339,9 @@ func bindingOf(in *rules.Input) [32]byte {
 // the proxy's own keys, returning them and the params the gateway may
 // see. An inputResponses left empty is removed. The answers go to no one
 // but the proxy, whatever the policy then decides.
-func takeAnswers(params json.RawMessage) (answers []jsonrpc.Member, rest json.RawMessage, err error) {
-	resp, err := jsonrpc.Lookup(params, "inputResponses")
+func takeAnswers(m *jsonrpc.Message) (answers []jsonrpc.Member, rest json.RawMessage, err error) {
+	params := m.Params
+	resp, err := m.Param("inputResponses")
 	if err != nil || resp == nil || resp[0] != '{' || !strings.Contains(string(resp), approvalIDPrefix) {
 		return nil, params, err
 	}
@@ -395,8 +396,8 @@ func objectOf(ms []jsonrpc.Member) json.RawMessage {
 
 // declaresElicitationMeta reports whether a 2026-07-28 request declares,
 // in its _meta, a client that can ask its user (elicitation, form mode).
-func declaresElicitationMeta(params json.RawMessage) bool {
-	meta, err := jsonrpc.Lookup(params, "_meta")
+func declaresElicitationMeta(m *jsonrpc.Message) bool {
+	meta, err := m.Param("_meta")
 	if err != nil || len(meta) == 0 || meta[0] != '{' {
 		return false
 	}

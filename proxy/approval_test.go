@@ -483,7 +483,7 @@ func FuzzTakeAnswers(f *testing.F) {
 		if err != nil || m.Params == nil || m.Params[0] != '{' {
 			return
 		}
-		answers, rest, err := takeAnswers(m.Params)
+		answers, rest, err := takeAnswers(m)
 		if err != nil {
 			return
 		}

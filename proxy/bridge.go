@@ -213,7 +213,7 @@ func (b *Bridge) setSession(h http.Header, m *jsonrpc.Message) {
 		}
 	}
 	if m != nil && m.Method == "tools/call" && mcp.RequiresStandardHeaders(version) {
-		name, _, _ := jsonrpc.LookupString(m.Params, "name")
+		name, _, _ := m.ParamString("name")
 		b.mu.Lock()
 		tool := b.tools[name]
 		b.mu.Unlock()
@@ -253,7 +253,7 @@ func (b *Bridge) learnTools(line []byte) {
 }
 
 func metaVersion(m *jsonrpc.Message) string {
-	meta, _ := jsonrpc.Lookup(m.Params, "_meta")
+	meta, _ := m.Param("_meta")
 	if meta == nil || meta[0] != '{' {
 		return ""
 	}

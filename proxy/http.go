@@ -454,7 +454,7 @@ func metaProtocolVersion(m *jsonrpc.Message) (string, error) {
 	if m.Params == nil {
 		return "", nil
 	}
-	meta, err := jsonrpc.Lookup(m.Params, "_meta")
+	meta, err := m.Param("_meta")
 	if err != nil || meta == nil || meta[0] != '{' {
 		return "", err
 	}

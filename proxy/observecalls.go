@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"net"
@@ -118,7 +117,7 @@ func (rec *calls) open(c *callSpan, ctx, transport context.Context, m *jsonrpc.M
 	c.target = mt.Target
 	switch mt.Target {
 	case rules.ToolCall, rules.PromptGet:
-		c.tool, _, _ = jsonrpc.LookupString(m.Params, "name")
+		c.tool, _, _ = m.ParamString("name")
 	}
 	if !t.tracing {
 		c.ctx, c.span = ctx, trace.SpanFromContext(ctx)
@@ -126,7 +125,7 @@ func (rec *calls) open(c *callSpan, ctx, transport context.Context, m *jsonrpc.M
 	}
 	parent := transport
 	var links []trace.Link
-	if meta := lookupMeta(m.Params); meta != nil && meta[0] == '{' {
+	if meta := paramsMeta(m); meta != nil && meta[0] == '{' {
 		if mctx := t.prop.Extract(transport, metaCarrier(meta)); trace.SpanContextFromContext(mctx).IsValid() {
 			// The conventions prefer _meta: it is per message, while the
 			// HTTP headers describe the whole POST. Keep the other as a link.
@@ -169,13 +168,13 @@ func putAttrs(buf *[]attribute.KeyValue) {
 	attrPool.Put(buf)
 }
 
-// lookupMeta returns params._meta, skipping the member scan for the many
-// messages without one.
-func lookupMeta(params json.RawMessage) json.RawMessage {
-	if !bytes.Contains(params, []byte(`"_meta"`)) {
+// paramsMeta returns m's params._meta; nil when there is none, or a
+// variant of the key (no trace context).
+func paramsMeta(m *jsonrpc.Message) json.RawMessage {
+	if m.Params == nil {
 		return nil
 	}
-	meta, _ := jsonrpc.Lookup(params, "_meta") // a variant: no trace context
+	meta, _ := m.Param("_meta")
 	return meta
 }
 
@@ -382,13 +381,16 @@ func withTraceMeta(m *jsonrpc.Message, carrier *traceMeta) *jsonrpc.Message {
 	if params[0] != '{' {
 		return m
 	}
-	meta := lookupMeta(params)
+	var meta json.RawMessage
 	var err error
+	if m.Params != nil {
+		meta, err = m.Param("_meta")
+	}
 	switch {
-	case meta == nil && !bytes.Contains(params, []byte(`"_meta"`)) && params[len(params)-1] == '}':
-		// The usual case: no _meta. The bytes are what jsonrpc.Replace
-		// would make of the canonical params, "_meta" appended last, built
-		// in one go.
+	case meta == nil && err == nil && params[len(params)-1] == '}':
+		// The usual case: no _meta, nor a variant of the key. The bytes
+		// are what jsonrpc.Replace would make of the canonical params,
+		// "_meta" appended last, built in one go.
 		out := make([]byte, 0, len(params)+len(`,"_meta":{"traceparent":"","tracestate":"","baggage":""}`)+
 			len(carrier[0])+len(carrier[1])+len(carrier[2]))
 		out = append(out, params[:len(params)-1]...)
@@ -400,6 +402,8 @@ func withTraceMeta(m *jsonrpc.Message, carrier *traceMeta) *jsonrpc.Message {
 		c.Params = append(out, '}')
 		return &c
 	case meta == nil:
+		// A variant of the key (kept as it is; "_meta" appended), or
+		// params Replace refuses.
 		meta = appendTraceMeta(nil, carrier)
 	case meta[0] != '{':
 		return m // not ours to fix; the gateway judges it

@@ -37,7 +37,7 @@ func (p *Proxy) checkParamHeaders(r *http.Request, m *jsonrpc.Message, out http.
 		}
 		sent[k] = v[0]
 	}
-	name, _, _ := jsonrpc.LookupString(m.Params, "name")
+	name, _, _ := m.ParamString("name")
 	def, known := p.tools.Load(name)
 	if !known {
 		if len(sent) == 0 {

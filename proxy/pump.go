@@ -291,7 +291,7 @@ func (pm *pump) fromGateway(ctx context.Context, c conversation, m *jsonrpc.Mess
 // stops.
 func (pm *pump) noteCancel(c conversation, dir rules.Direction, m *jsonrpc.Message) {
 	if mt, _ := rules.MethodOf(m.Method); mt.Cancels {
-		if id, _ := jsonrpc.Lookup(m.Params, "requestId"); id != nil {
+		if id, _ := m.Param("requestId"); id != nil {
 			c.cancelled(dir, id)
 		}
 	}

@@ -39,11 +39,11 @@ func (pm *pump) screen(ctx context.Context, sc scope, m *jsonrpc.Message) (answe
 	case rules.ToolCall, rules.PromptGet:
 		// Exact keys: a Go server would read "Name" or "Arguments" as the
 		// ones the policy decides (encoding/json ignores letter case).
-		name, ok, err := jsonrpc.LookupString(m.Params, "name")
+		name, ok, err := m.ParamString("name")
 		if err != nil || !ok {
 			return pm.invalidParams(m, `"params.name" must be a string naming the `+targetNoun(mt.Target)), http.StatusBadRequest, nil
 		}
-		args, err := jsonrpc.Lookup(m.Params, "arguments")
+		args, err := m.Param("arguments")
 		if err != nil {
 			return pm.invalidParams(m, `"params.arguments": `+err.Error()), http.StatusBadRequest, nil
 		}
@@ -59,7 +59,7 @@ func (pm *pump) screen(ctx context.Context, sc scope, m *jsonrpc.Message) (answe
 		in.Tool, in.Arguments = name, args
 		// Answers to the proxy's own questions (approval.go) are the
 		// proxy's alone: taken out before anything is decided.
-		answers, rest, err := takeAnswers(m.Params)
+		answers, rest, err := takeAnswers(m)
 		if err != nil {
 			return pm.invalidParams(m, `"params.inputResponses": `+err.Error()), http.StatusBadRequest, nil
 		}
@@ -70,7 +70,7 @@ func (pm *pump) screen(ctx context.Context, sc scope, m *jsonrpc.Message) (answe
 			}
 		}()
 	case rules.ResourceRead:
-		if _, ok, err := jsonrpc.LookupString(m.Params, "uri"); err != nil || !ok {
+		if _, ok, err := m.ParamString("uri"); err != nil || !ok {
 			return pm.invalidParams(m, `"params.uri" must be a string`), http.StatusBadRequest, nil
 		}
 		in.Arguments = m.Params

@@ -1,7 +1,9 @@
 package jsonrpc
 
 import (
+	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -193,6 +195,9 @@ func FuzzDecode(f *testing.F) {
 		if err != nil {
 			return
 		}
+		for _, m := range msgs {
+			checkParam(t, m)
+		}
 		var out []byte
 		if batch {
 			out, err = EncodeBatch(msgs)
@@ -282,6 +287,89 @@ func TestLookupExact(t *testing.T) {
 		if (err != nil) != (tt.err != "") || err != nil && !strings.Contains(err.Error(), tt.err) || string(got) != tt.want {
 			t.Errorf("Lookup(%s, %q) = %s, %v; want %s, error with %q", tt.obj, tt.key, got, err, tt.want, tt.err)
 		}
+	}
+}
+
+// checkParam checks that m.Param reads m.Params exactly as Lookup does,
+// for each of its keys and a few the proxy reads, from the decoder's index
+// and, once Params is replaced by other bytes of the same length, from
+// those bytes (an index never outlives the slice it is of).
+func checkParam(t *testing.T, m *Message) {
+	t.Helper()
+	keys := []string{"name", "arguments", "_meta", "inputResponses", "Name", "\u017f"}
+	ms, _ := Members(m.Params)
+	for _, mb := range ms {
+		keys = append(keys, mb.Key)
+	}
+	same := func(stage string) {
+		for _, k := range keys {
+			got, gerr := m.Param(k)
+			want, werr := Lookup(m.Params, k)
+			if string(got) != string(want) || fmt.Sprint(gerr) != fmt.Sprint(werr) {
+				t.Fatalf("%s: Param(%q) of %s = %s, %v; Lookup gives %s, %v", stage, k, m.Params, got, gerr, want, werr)
+			}
+			gs, gok, gerr := m.ParamString(k)
+			ws, wok, werr := LookupString(m.Params, k)
+			if gs != ws || gok != wok || fmt.Sprint(gerr) != fmt.Sprint(werr) {
+				t.Fatalf("%s: ParamString(%q) of %s = %q, %v, %v; LookupString gives %q, %v, %v", stage, k, m.Params, gs, gok, gerr, ws, wok, werr)
+			}
+		}
+	}
+	same("decoded")
+	if len(m.Params) < 2 {
+		return
+	}
+	defer func(p json.RawMessage) { m.Params = p }(m.Params)
+	// Other bytes, same length: the members reversed where that keeps the
+	// length, else a copy.
+	other := make([]byte, len(m.Params))
+	copy(other, m.Params)
+	if len(ms) > 1 {
+		rev := []byte{'{'}
+		for i := len(ms) - 1; i >= 0; i-- {
+			if len(rev) > 1 {
+				rev = append(rev, ',')
+			}
+			rev = append(append(AppendString(rev, ms[i].Key), ':'), ms[i].Value...)
+		}
+		if rev = append(rev, '}'); len(rev) == len(other) {
+			other = rev
+		}
+	}
+	m.Params = other
+	same("replaced")
+	m.Params = other[:len(other)-1]
+	same("shortened")
+}
+
+// TestParamIndex: Param reads what Lookup reads, variants refused, and
+// reads a replaced Params, never the index of the bytes decoded.
+func TestParamIndex(t *testing.T) {
+	for _, params := range []string{
+		`{"name":"a","arguments":{"x":"` + strings.Repeat("y", 1000) + `"},"_meta":{"k":1}}`,
+		`{"Name":"a"}`, `{"nam\u0065":"a","x":1}`, `{"tools\u0000":[]}`, `{}`, `{"name":1}`, `{"name":"\u0041"}`,
+	} {
+		m, err := DecodeOne([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":`+params+`}`), Limits{})
+		if err != nil {
+			t.Fatalf("%s: %v", params, err)
+		}
+		if len(m.params.members) == 0 && params != `{}` || !m.params.applies(m.Params) && params != `{}` {
+			t.Errorf("%s: not indexed", params)
+		}
+		checkParam(t, m)
+	}
+	m, err := DecodeOne([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","x":"b"}}`), Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Params = json.RawMessage(`{"x":"b","name":"c"}`) // same length, other bytes
+	if v, err := m.Param("name"); err != nil || string(v) != `"c"` {
+		t.Errorf(`Param("name") after Params replaced = %s, %v; want "c"`, v, err)
+	}
+	cp := *m
+	cp.Params = append(json.RawMessage(nil), m.Params...)
+	if v, err := cp.Param("name"); err != nil || string(v) != `"c"` {
+		t.Errorf(`Param("name") of a copy = %s, %v; want "c"`, v, err)
 	}
 }
 

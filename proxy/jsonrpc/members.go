@@ -56,35 +56,46 @@ func Lookup(obj json.RawMessage, key string) (json.RawMessage, error) {
 		if !ok {
 			break
 		}
-		k := ""
-		if body := tok[1 : len(tok)-1]; plain && plainToken(body) {
-			if string(body) == key {
-				found = value
-				continue
-			}
-			if len(body) != len(key) || !asciiEqualFold(body, key) {
-				continue
-			}
-			k = string(body)
-		} else {
-			var err error
-			if k, err = unquote(tok); err != nil {
-				return nil, err
-			}
-			if k == key {
-				found = value
-				continue
-			}
-			if !SameKey(k, key) {
-				continue
-			}
+		is, err := keyIs(tok, key, plain)
+		if err != nil {
+			return nil, err
 		}
-		return nil, &KeyVariantError{Key: key, Given: k}
+		if is {
+			found = value
+		}
 	}
 	if sc.err != nil {
 		return nil, sc.err
 	}
 	return found, nil
+}
+
+// keyIs reports whether the key token tok (quotes included) is key, and is
+// a KeyVariantError when it is a variant of key (SameKey): Lookup's reading
+// of one member. plain is plainKey(key).
+func keyIs(tok []byte, key string, plain bool) (bool, error) {
+	k := ""
+	if body := tok[1 : len(tok)-1]; plain && plainToken(body) {
+		if string(body) == key {
+			return true, nil
+		}
+		if len(body) != len(key) || !asciiEqualFold(body, key) {
+			return false, nil
+		}
+		k = string(body)
+	} else {
+		var err error
+		if k, err = unquote(tok); err != nil {
+			return false, err
+		}
+		if k == key {
+			return true, nil
+		}
+		if !SameKey(k, key) {
+			return false, nil
+		}
+	}
+	return false, &KeyVariantError{Key: key, Given: k}
 }
 
 // KeyVariantError is Lookup's refusal of an object that holds a variant of
@@ -524,4 +535,86 @@ func kindOfOrEmpty(v []byte) string {
 		return "nothing"
 	}
 	return kindOf(v)
+}
+
+// paramsIndex holds the members of a request's params object, found by
+// the decoder's one pass over them, so that the several lookups each
+// request gets (name, arguments, _meta, inputResponses…) do not each walk
+// past a 64 KiB argument to reach the key they want (issue #18).
+//
+// It is kept with the exact slice it indexes and read only while
+// Message.Params is that slice, the same first byte and the same length:
+// when Params is replaced (a copy with trace context, answers taken out)
+// the index no longer applies and Param scans Params as Lookup does. A
+// stale index is not possible by construction, so what the policy reads
+// is always read from the bytes forwarded.
+type paramsIndex struct {
+	of      []byte
+	members []indexedMember
+}
+
+type indexedMember struct {
+	tok, value []byte // the key's token, quotes included, and the value
+}
+
+// indexParams returns the index of the canonical object params; the zero
+// index, which applies to nothing, when params is not a readable object.
+func indexParams(params []byte) paramsIndex {
+	if len(params) == 0 || params[0] != '{' {
+		return paramsIndex{}
+	}
+	var ms []indexedMember
+	sc := memberScanner{obj: params}
+	for {
+		tok, value, ok := sc.next()
+		if !ok {
+			break
+		}
+		if ms == nil {
+			ms = make([]indexedMember, 0, 4)
+		}
+		ms = append(ms, indexedMember{tok: tok, value: value})
+	}
+	if sc.err != nil {
+		return paramsIndex{}
+	}
+	return paramsIndex{of: params, members: ms}
+}
+
+// applies reports whether the index is of exactly params: the same bytes
+// in memory, not merely equal ones.
+func (ix *paramsIndex) applies(params []byte) bool {
+	return len(ix.of) > 0 && len(params) == len(ix.of) && &params[0] == &ix.of[0]
+}
+
+// Param returns the value of key in m.Params, read exactly as
+// Lookup(m.Params, key) reads it (a variant of key is a KeyVariantError),
+// from the decoder's index of the params when it applies.
+func (m *Message) Param(key string) (json.RawMessage, error) {
+	ix := &m.params
+	if !ix.applies(m.Params) {
+		return Lookup(m.Params, key)
+	}
+	plain := plainKey(key)
+	var found json.RawMessage
+	for _, mb := range ix.members {
+		is, err := keyIs(mb.tok, key, plain)
+		if err != nil {
+			return nil, err
+		}
+		if is {
+			found = mb.value
+		}
+	}
+	return found, nil
+}
+
+// ParamString returns the string value of key in m.Params, read as
+// LookupString(m.Params, key) reads it.
+func (m *Message) ParamString(key string) (string, bool, error) {
+	v, err := m.Param(key)
+	if err != nil {
+		return "", false, err
+	}
+	return stringValue(v, key)
 }

@@ -134,6 +134,8 @@ type Message struct {
 	Params json.RawMessage
 	Result json.RawMessage
 	Error  *Error
+
+	params paramsIndex // of Params as decoded; see Param
 }
 
 // Kind reports what the message is.
@@ -475,6 +477,7 @@ func decodeMessage(canon []byte) (*Message, *DecodeError) {
 			return nil, invalid(m.ID, `"params" must be an object`)
 		}
 		m.Method = s
+		m.params = indexParams(m.Params)
 		return &m, nil
 	}
 	// A response.
