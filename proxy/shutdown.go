@@ -28,11 +28,13 @@ import (
 //  4. It ends every session at the gateway too (DELETE, within 3s): the
 //     agents' sessions live in this process and end with it.
 //
-// It returns ctx's error when the drain timed out, nil otherwise. Close,
-// not Shutdown, is used on the servers: once nothing is served, what is
-// still connected is idle or has not sent a whole request (which would
-// only be refused), and http.Server.Shutdown waits up to 5s for the latter
-// (golang/go#22682).
+// It returns ctx's error when the drain timed out, nil otherwise. The
+// servers are closed after at most finishGrace of http.Server.Shutdown:
+// once nothing is served, what is still connected is idle, has not sent a
+// whole request (which would only be refused, and for which Shutdown alone
+// waits up to 5s, golang/go#22682), or is a response whose handler has
+// returned but whose end net/http has not written yet (the last chunk of an
+// ended stream): Close alone would cut that one short.
 func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.draining.Store(true)
 	if dl, ok := ctx.Deadline(); ok {
@@ -46,6 +48,9 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		p.abandoning.Store(true)
 	}
 	p.srvMu.Lock()
+	if err == nil {
+		p.finishResponses()
+	}
 	for _, srv := range p.servers {
 		_ = srv.Close()
 	}
@@ -73,6 +78,27 @@ func (p *Proxy) waitIdle(ctx context.Context) error {
 	}
 	p.cancelStream()
 	return p.openStreams.wait(ctx)
+}
+
+// finishGrace bounds how long Shutdown lets the servers finish the
+// responses whose handlers have returned; see Shutdown.
+const finishGrace = 500 * time.Millisecond
+
+// finishResponses shuts the servers down gracefully for at most
+// finishGrace, so that every response whose handler has returned is
+// written to its end. p.srvMu is held.
+func (p *Proxy) finishResponses() {
+	ctx, cancel := context.WithTimeout(context.Background(), finishGrace)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, srv := range p.servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = srv.Shutdown(ctx)
+		}()
+	}
+	wg.Wait()
 }
 
 func waitAll(ctx context.Context, cs ...*counter) error {
