@@ -684,13 +684,8 @@ func TestConformanceClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	// In client mode the suite's test servers listen(0) and read address()
-	// at once, which loopback.cjs's added host defers: this preload binds
-	// them to 127.0.0.1 without one.
-	preload := filepath.Join(t.TempDir(), "sync-loopback.cjs")
-	if err := os.WriteFile(preload, []byte(syncLoopbackJS), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	nodeOptions := "NODE_OPTIONS=--require " + preload
+	// at once, which loopback.cjs's added host defers.
+	nodeOptions := "NODE_OPTIONS=--require " + pe.SyncLoopback
 	direct := runSuite(t, pe, []string{nodeOptions}, "client", "--suite", "core", "--command", client)
 	// The suite appends its server's URL to the command and runs it with a
 	// shell: this test binary, re-run as TestConformanceClientHelper, puts a
@@ -725,21 +720,6 @@ func TestConformanceClient(t *testing.T) {
 	}
 	t.Logf("auth/* scenarios passing through the proxy (not compared): %v", auth)
 }
-
-// syncLoopbackJS keeps Node servers on 127.0.0.1, like
-// internal/testpeers/loopback.cjs, by wrapping net.Server's _listen2, the hook
-// Node keeps for this ("still named like this to avoid breaking code that
-// wraps this method"): no host lookup is added, so listen stays synchronous.
-const syncLoopbackJS = `const net = require('net');
-const listen2 = net.Server.prototype._listen2;
-net.Server.prototype._listen2 = function (address, port, addressType, backlog, fd, flags) {
-  if (!address && !(fd >= 0)) {
-    address = '127.0.0.1';
-    addressType = 4;
-  }
-  return listen2.call(this, address, port, addressType, backlog, fd, flags);
-};
-`
 
 // TestConformanceClientHelper is not a test of its own: TestConformanceClient
 // runs this binary as the suite's client command (the pattern of os/exec's

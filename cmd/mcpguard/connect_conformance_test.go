@@ -58,12 +58,8 @@ func TestConnectConformanceAuth(t *testing.T) {
 		"--command", self+" -test.run=^TestConnectConformanceHelper$", "-o", out)
 	cmd.Dir = t.TempDir()
 	// The suite's servers listen(0) and read address() at once: bind them
-	// to 127.0.0.1 synchronously (proxy/conformance_test.go's preload).
-	preload := filepath.Join(t.TempDir(), "sync-loopback.cjs")
-	if err := os.WriteFile(preload, []byte(syncLoopback), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd.Env = append(os.Environ(), "NODE_OPTIONS=--require "+preload, "MCPGUARD_CONNECT_BIN="+mcpguardBin(t))
+	// to 127.0.0.1 synchronously.
+	cmd.Env = append(os.Environ(), "NODE_OPTIONS=--require "+pe.SyncLoopback, "MCPGUARD_CONNECT_BIN="+mcpguardBin(t))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
@@ -150,16 +146,3 @@ func TestConnectConformanceHelper(t *testing.T) {
 	}
 	t.Logf("stderr:\n%s", b.out.String())
 }
-
-// syncLoopback keeps the suite's Node servers on 127.0.0.1 without making
-// listen asynchronous (a copy of proxy/conformance_test.go's).
-const syncLoopback = `const net = require('net');
-const listen2 = net.Server.prototype._listen2;
-net.Server.prototype._listen2 = function (address, port, addressType, backlog, fd, flags) {
-  if (!address && !(fd >= 0)) {
-    address = '127.0.0.1';
-    addressType = 4;
-  }
-  return listen2.call(this, address, port, addressType, backlog, fd, flags);
-};
-`

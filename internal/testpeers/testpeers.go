@@ -22,6 +22,10 @@ type Peers struct {
 	Node22             string // a Node 22 binary (the conformance suite needs it)
 	ConformanceServers string // the Go SDKs' conformance reference servers and client
 	Loopback           string // internal/testpeers/loopback.cjs: keeps Node servers on 127.0.0.1
+	// SyncLoopback is internal/testpeers/loopback-sync.cjs, the same for
+	// servers that read their address as soon as they listen (the
+	// conformance suite's).
+	SyncLoopback string
 }
 
 // Need returns the installed peers, or fails the test saying how to install
@@ -58,7 +62,8 @@ func Need(t testing.TB) Peers {
 			t.Fatalf("%s=%q: %v: run scripts/test-deps.sh first", v.name, v.path, err)
 		}
 	}
-	p.Loopback = findLoopback(t, root)
+	p.Loopback = findPreload(t, root, "loopback.cjs")
+	p.SyncLoopback = findPreload(t, root, "loopback-sync.cjs")
 	return p
 }
 
@@ -92,11 +97,11 @@ func Root(t testing.TB) string {
 	}
 }
 
-// findLoopback returns the Node preload kept beside this file, which the
+// findPreload returns a Node preload kept beside this file, which the
 // repository carries so that a fresh clone needs nothing outside it.
-func findLoopback(t testing.TB, root string) string {
+func findPreload(t testing.TB, root, name string) string {
 	t.Helper()
-	p := filepath.Join(root, "internal", "testpeers", "loopback.cjs")
+	p := filepath.Join(root, "internal", "testpeers", name)
 	if _, err := os.Stat(p); err != nil {
 		t.Fatalf("the Node preload %s is missing (%v): it is part of the repository; restore it with git checkout", p, err)
 	}
