@@ -426,3 +426,44 @@ func TestNumericIDKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestDecodeKeepsNoInput: the proxy hands the bytes it decoded back to a
+// pool (proxy.releaseBody) for the next request's body, so nothing Decode
+// returns may point into them. Overwriting the input after Decode must leave
+// every message, and what it encodes to, as it was.
+func TestDecodeKeepsNoInput(t *testing.T) {
+	for _, in := range []string{
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fetch_url","arguments":{"url":"https://example.com/"}}}`,
+		`{"jsonrpc":"2.0","id":"a","result":{"content":[{"type":"text","text":"hi"}]}}`,
+		`{"jsonrpc":"2.0","id":7,"error":{"code":-32602,"message":"bad","data":{"x":1}}}`,
+		`[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","method":"notifications/initialized"}]`,
+	} {
+		data := []byte(in)
+		msgs, _, err := Decode(data, Limits{})
+		if err != nil {
+			t.Fatalf("%s: %v", in, err)
+		}
+		var before []string
+		for _, m := range msgs {
+			b, err := Encode(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			before = append(before, string(b))
+		}
+		for i := range data {
+			data[i] = ' '
+		}
+		for i, m := range msgs {
+			b, err := Encode(m)
+			if err != nil || string(b) != before[i] {
+				t.Errorf("%s: message %d encodes to %s (%v) once its input is overwritten, was %s", in, i, b, err, before[i])
+			}
+			if m.Params != nil {
+				if name, _, _ := m.ParamString("name"); name != "" && name != "fetch_url" {
+					t.Errorf("%s: params.name reads %q once the input is overwritten", in, name)
+				}
+			}
+		}
+	}
+}
