@@ -2,6 +2,7 @@ package memtrim
 
 import (
 	"bufio"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -25,19 +26,43 @@ func dropExecutablePages() {
 
 type mapping struct{ start, end uintptr }
 
-// executableMappings returns the mappings of exe that are private and
-// neither writable nor shared ("r--p", "r-xp"), from /proc/self/maps.
+// executableMappings returns the mappings of exe that dropExecutablePages
+// may drop, from /proc/self/smaps.
 func executableMappings(exe string) []mapping {
-	f, err := os.Open("/proc/self/maps")
+	f, err := os.Open("/proc/self/smaps")
 	if err != nil {
 		return nil
 	}
 	defer f.Close()
+	return droppable(f, exe)
+}
+
+// droppable reads smaps and returns the mappings of exe that are private,
+// neither writable nor shared ("r--p", "r-xp"), and hold no page written
+// since it was mapped (Anonymous: 0 kB). A read-only mapping can hold
+// written pages: a dynamically linked build's RELRO (its GOT, written by
+// the loader, then made read-only). Dropping those would bring the file's
+// unrelocated bytes back in their place, so they are kept.
+func droppable(smaps io.Reader, exe string) []mapping {
 	var out []mapping
-	sc := bufio.NewScanner(f)
+	var cur *mapping // the current mapping, while it may be dropped
+	sc := bufio.NewScanner(smaps)
 	for sc.Scan() {
-		// address perms offset dev inode path
-		fields := strings.Fields(sc.Text())
+		line := sc.Text()
+		if v, ok := strings.CutPrefix(line, "Anonymous:"); ok {
+			if cur != nil && strings.TrimSpace(v) == "0 kB" {
+				out = append(out, *cur)
+			}
+			cur = nil
+			continue
+		}
+		// A mapping's header: address perms offset dev inode path. Its
+		// attribute lines ("Rss:    4 kB") have a colon in the first field.
+		fields := strings.Fields(line)
+		if len(fields) < 5 || strings.HasSuffix(fields[0], ":") {
+			continue
+		}
+		cur = nil
 		if len(fields) != 6 || fields[5] != exe {
 			continue
 		}
@@ -50,7 +75,10 @@ func executableMappings(exe string) []mapping {
 		if !ok || err1 != nil || err2 != nil || end <= start {
 			continue
 		}
-		out = append(out, mapping{uintptr(start), uintptr(end)})
+		cur = &mapping{uintptr(start), uintptr(end)}
+	}
+	if sc.Err() != nil {
+		return nil // a partial read decides nothing
 	}
 	return out
 }
