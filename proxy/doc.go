@@ -6,11 +6,11 @@
 // back. Transports only move bytes; one pump decides, for all of them. One
 // tools/call, end to end (each step names its file):
 //
-//	agent ──POST /mcp──▶ ServeHTTP, readBody (proxy.go: size, gzip)
+//	agent ──POST /mcp──▶ ServeHTTP, readBody, servePost (http.go: size, gzip)
 //	                          │
 //	                 jsonrpc.Decode (jsonrpc/message.go: strict, canonical)
 //	                          │
-//	                 session lookup (http.go, session.go: own id ↔ gateway id, owner)
+//	                 session lookup (session.go: own id ↔ gateway id, owner)
 //	                          │
 //	                 exchange.run (exchange.go) ─▶ pump.fromAgent (pump.go)
 //	                          │
@@ -23,8 +23,10 @@
 //	   agent ◀──JSON or SSE── pump.fromGateway (drop unknown ids, filter
 //	                          tools/list, screen server requests)
 //
-// That is nine files of proxy/ and its codec from the agent's POST to the
-// gateway, and the policy's one entry point. Observers (observe.go,
+// That is eight files of proxy/ and its codec from the agent's POST to the
+// gateway (http.go, jsonrpc/message.go, session.go, exchange.go, pump.go,
+// toolcall.go, approval.go, upstream.go), and the policy's one entry point.
+// proxy.go holds the Proxy, its constructor and session housekeeping. Observers (observe.go,
 // observecalls.go: decision log, spans, metrics) are called at named hooks
 // and never change what is forwarded.
 //

@@ -236,3 +236,6 @@ func ceilSeconds(d time.Duration) int64 {
 	}
 	return int64((d + time.Second - 1) / time.Second)
 }
+
+// quote writes s as a JSON string, for error messages that name a value.
+func quote(s string) string { return string(jsonrpc.AppendString(nil, s)) }
