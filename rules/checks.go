@@ -232,14 +232,15 @@ func (c *check) run(env *evalEnv) (bool, string, string, string) {
 		if def == nil {
 			return false, "", fmt.Sprintf("no inputSchema has been seen for tool %q; list it (tools/list) before calling it", env.in.Tool), ""
 		}
-		if def.schema == nil {
-			return false, "", fmt.Sprintf("the inputSchema of tool %q cannot be used: %s", env.in.Tool, def.schemaErr), ""
+		schema, why := def.schema()
+		if schema == nil {
+			return false, "", fmt.Sprintf("the inputSchema of tool %q cannot be used: %s", env.in.Tool, why), ""
 		}
 		tree, err := env.decodedArguments()
 		if err != nil {
 			return false, "", "arguments are not valid JSON", fmt.Sprintf("arguments are not valid JSON: %v", err)
 		}
-		if err := def.schema.Validate(tree); err != nil {
+		if err := schema.Validate(tree); err != nil {
 			return false, "", "arguments do not match the tool's inputSchema",
 				"arguments do not match the tool's inputSchema: " + truncate(strings.ReplaceAll(err.Error(), "\n", "; "))
 		}

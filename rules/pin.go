@@ -7,8 +7,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 
-	"github.com/santhosh-tekuri/jsonschema/v6"
+	"mcpguard.dev/mcpguard/internal/jsonschema"
 )
 
 // PinHash returns the pin of a tool definition (a tools/list entry):
@@ -101,12 +102,15 @@ func compilePins(el *errorList, fp string, p *Pins, out *pinSet) {
 
 // toolDef is what the engine keeps of a tool's last listed definition.
 type toolDef struct {
-	raw       [sha256.Size]byte // SHA-256 of the definition's bytes as listed
-	hash      string
-	legacy    string             // legacyPinHash, for the message to a pre-full-definition pin
-	schema    *jsonschema.Schema // nil when the inputSchema cannot be compiled
-	schemaErr string
-	props     map[string]bool // top-level properties of the inputSchema
+	raw    [sha256.Size]byte // SHA-256 of the definition's bytes as listed
+	hash   string
+	legacy string          // legacyPinHash, for the message to a pre-full-definition pin
+	props  map[string]bool // top-level properties of the inputSchema
+	// schema is the compiled inputSchema, or nil and why it cannot be
+	// used. It is compiled on the first schema check of the definition,
+	// not when it is listed: a policy without schema checks never starts
+	// the JSON Schema library (issue #18).
+	schema func() (*jsonschema.Schema, string)
 }
 
 // maxDefinitions bounds the tool definitions an engine remembers, against an
@@ -124,8 +128,8 @@ func (e *Engine) definition(in *Input) *toolDef {
 	return nil
 }
 
-// observe records a listed definition, compiling its inputSchema once per
-// distinct definition.
+// observe records a listed definition; its inputSchema is compiled once per
+// distinct definition, by the first schema check that needs it.
 func (e *Engine) observe(in *Input) (*toolDef, error) {
 	// The same bytes as last time need neither canonical hashing nor a
 	// schema compilation: the common case of a client listing again.
@@ -150,9 +154,14 @@ func (e *Engine) observe(in *Input) (*toolDef, error) {
 		InputSchema json.RawMessage `json:"inputSchema"`
 	}
 	if err := json.Unmarshal(in.Definition, &d); err != nil || len(d.InputSchema) == 0 {
-		def.schemaErr = "the definition has no inputSchema"
+		def.schema = func() (*jsonschema.Schema, string) { return nil, "the definition has no inputSchema" }
 	} else {
-		def.schema, def.props, def.schemaErr = compileInputSchema(in.Tool, d.InputSchema)
+		_, def.props, _ = parseInputSchema(d.InputSchema)
+		tool, schema := in.Tool, d.InputSchema // a copy: json.Unmarshal's
+		def.schema = sync.OnceValues(func() (*jsonschema.Schema, string) {
+			sch, _, why := compileInputSchema(tool, schema)
+			return sch, why
+		})
 	}
 	if _, loaded := e.defs.Load(key); loaded || e.ndefs.Add(1) <= maxDefinitions {
 		e.defs.Store(key, def)
@@ -160,15 +169,26 @@ func (e *Engine) observe(in *Input) (*toolDef, error) {
 	return def, nil
 }
 
-// compileInputSchema compiles an advertised inputSchema. References are
-// never fetched: the loader refuses every scheme, so a schema cannot make
-// the proxy read a file or call a URL.
+// compileInputSchema compiles an advertised inputSchema: the compiled
+// schema (nil when it cannot be used, and why), and the names of its
+// top-level properties.
 func compileInputSchema(tool string, raw []byte) (*jsonschema.Schema, map[string]bool, string) {
+	doc, props, why := parseInputSchema(raw)
+	if why != "" {
+		return nil, props, why
+	}
+	sch, why := compileSchemaDoc(tool, doc)
+	return sch, props, why
+}
+
+// parseInputSchema decodes an advertised inputSchema and names its
+// top-level properties; why says what is wrong when it is not JSON.
+func parseInputSchema(raw []byte) (doc any, props map[string]bool, why string) {
 	doc, err := decodeJSON(raw)
 	if err != nil {
 		return nil, nil, fmt.Sprintf("the inputSchema is not valid JSON: %v", err)
 	}
-	props := map[string]bool{}
+	props = map[string]bool{}
 	if obj, ok := doc.(map[string]any); ok {
 		if p, ok := obj["properties"].(map[string]any); ok {
 			for k := range p {
@@ -176,18 +196,25 @@ func compileInputSchema(tool string, raw []byte) (*jsonschema.Schema, map[string
 			}
 		}
 	}
+	return doc, props, ""
+}
+
+// compileSchemaDoc compiles a decoded inputSchema. References are never
+// fetched: the loader refuses every scheme, so a schema cannot make the
+// proxy read a file or call a URL. The compiler only reads doc.
+func compileSchemaDoc(tool string, doc any) (*jsonschema.Schema, string) {
 	c := jsonschema.NewCompiler()
 	c.UseLoader(jsonschema.SchemeURLLoader{})
 	c.DefaultDraft(jsonschema.Draft2020)
 	loc := "urn:mcpguard:tool:" + tool
 	if err := c.AddResource(loc, doc); err != nil {
-		return nil, props, truncate(err.Error())
+		return nil, truncate(err.Error())
 	}
 	sch, err := c.Compile(loc)
 	if err != nil {
-		return nil, props, truncate(err.Error())
+		return nil, truncate(err.Error())
 	}
-	return sch, props, ""
+	return sch, ""
 }
 
 // blockState records that a server's tools are blocked under the policy of
