@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -33,7 +34,7 @@ type compiled struct {
 	// contentDefault is spec.secrets and spec.poisoning; a rule with its
 	// own blocks has its own contentPolicy.
 	contentDefault contentPolicy
-	scanner        *SecretScanner
+	scanner        func() *SecretScanner
 	rego           *regoEngine       // nil without modules
 	files          []string          // every file read, for Watch
 	sum            [sha256.Size]byte // of every file read, in order, for Watch
@@ -321,10 +322,16 @@ func compile(srcs []source) (*compiled, error) {
 			r.content = &cp
 		}
 	}
-	if sc, err := NewSecretScanner(patterns); err == nil {
-		c.scanner = sc
-	} else {
-		c.scanner = DefaultSecretScanner()
+	// The scanner's expressions are compiled at its first use, not here: a
+	// policy may scan nothing, and a sidecar starts sooner (issue #18).
+	c.scanner = DefaultSecretScanner
+	if len(patterns) > 0 {
+		c.scanner = sync.OnceValue(func() *SecretScanner {
+			if sc, err := NewSecretScanner(patterns); err == nil {
+				return sc
+			}
+			return DefaultSecretScanner() // not reached: a bad pattern fails the compile above
+		})
 	}
 	c.mode = Enforce
 	if modeSet != "" {

@@ -196,7 +196,7 @@ func (c *compiled) confirmDecision(r *rule, in *Input) Decision {
 	if len(shown) == 0 {
 		shown = []byte("{}")
 	} else if red, err := walkStrings(shown, false, func(s string, _ bool) (string, bool, bool) {
-		r, kinds := c.scanner.Redact(s)
+		r, kinds := c.scanner().Redact(s)
 		return r, len(kinds) > 0, false
 	}); err == nil {
 		shown = red

@@ -79,7 +79,7 @@ func (c *compiled) screenArguments(in *Input, cp contentPolicy, allowed Decision
 	}
 	kind := ""
 	_, err := walkStrings(in.Arguments, true, func(s string, _ bool) (string, bool, bool) {
-		kind = c.scanner.Find(s)
+		kind = c.scanner().Find(s)
 		return "", false, kind != ""
 	})
 	switch {
@@ -204,13 +204,13 @@ func (e *Engine) decideResult(_ context.Context, c *compiled, in *Input) Decisio
 		var kinds []string
 		out, err := walkStrings(res, false, func(s string, _ bool) (string, bool, bool) {
 			if cp.secretResults != "redact" {
-				if k := c.scanner.Find(s); k != "" {
+				if k := c.scanner().Find(s); k != "" {
 					kinds = append(kinds, k)
 					return "", false, true
 				}
 				return "", false, false
 			}
-			r, ks := c.scanner.Redact(s)
+			r, ks := c.scanner().Redact(s)
 			kinds = append(kinds, ks...)
 			return r, ks != nil, false
 		})
