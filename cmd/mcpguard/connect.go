@@ -211,7 +211,7 @@ func runConnect(ctx context.Context, o connectOptions, stdin io.Reader, stdout i
 		Logger: log,
 	}
 	log.Info("mcpguard connect bridging stdio to the gateway", "upstream", o.URL, "version", versionString())
-	memtrim.AfterStart()
+	memtrim.AfterStart(ctx)
 	return b.Run(context.WithoutCancel(ctx), stdin, stdout)
 }
 

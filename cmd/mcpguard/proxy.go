@@ -259,7 +259,7 @@ func runProxy(ctx context.Context, o proxyOptions, started func(running)) error 
 	} else {
 		log.Warn("mcpguard proxy listening on a non-loopback address: anything that can reach it can use the gateway's credential", "listen", o.Listen)
 	}
-	memtrim.AfterStart() // start-up's pages and garbage, not needed to serve (issue #18)
+	memtrim.AfterStart(runCtx) // start-up's pages and garbage, not needed to serve, and what each burst of calls brings back, once idle (issue #18)
 	if started != nil {
 		started(r)
 	}

@@ -242,7 +242,7 @@ func runWrap(ctx context.Context, o wrapOptions, argv []string, stdin io.Reader,
 		return 0, &exitError{code: exitExecFailed, err: fmt.Errorf("starting %q: %v", argv[0], err)}
 	}
 	log.Info("mcpguard wrap started the MCP server", "command", argv[0], "pid", srv.cmd.Process.Pid, "version", versionString())
-	memtrim.AfterStart()
+	memtrim.AfterStart(ctx)
 
 	relayDone := make(chan error, 1)
 	go func() {

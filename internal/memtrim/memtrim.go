@@ -11,7 +11,10 @@
 // (issue #18: 23 MiB of an idle sidecar's 31 MiB were such pages).
 package memtrim
 
-import "runtime/debug"
+import (
+	"context"
+	"runtime/debug"
+)
 
 // AfterStart is called once a command has started serving. It returns the
 // heap start-up left free to the operating system and, on Linux, drops the
@@ -20,7 +23,13 @@ import "runtime/debug"
 // that touch, without reading the file. Nothing the process wrote is
 // dropped (writable mappings are left alone). It costs one garbage
 // collection and a few system calls, about a millisecond.
-func AfterStart() {
+//
+// Until ctx ends, it then gives back what each burst of work brings back,
+// once the process is idle again (whenIdle).
+func AfterStart(ctx context.Context) {
+	counters := runtimeCounters() // its first read initialises runtime/metrics: before the pages are dropped
+	counters()
 	debug.FreeOSMemory()
 	dropExecutablePages()
+	go whenIdle(ctx, defaultIdle, counters, doAction)
 }

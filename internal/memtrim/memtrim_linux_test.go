@@ -42,7 +42,7 @@ func TestAfterStartDropsOnlyReadOnlyPages(t *testing.T) {
 	}
 	copy(written, "changed in memory")
 	before := rssFileKiB(t)
-	AfterStart()
+	AfterStart(t.Context())
 	after := rssFileKiB(t)
 	t.Logf("file-backed resident memory %d KiB before, %d KiB after", before, after)
 	if after >= before {
