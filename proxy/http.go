@@ -385,15 +385,12 @@ func (p *Proxy) serveStateless(w http.ResponseWriter, r *http.Request, msgs []*j
 		return
 	}
 	if m.Kind() != jsonrpc.KindResponse {
-		if err := mcp.ValidateStandardHeaders(r.Header.Get, headerVersion, mcp.MCPMethod(m.Method), m.Params); err != nil {
+		if err := validateStandardHeaders(r, headerVersion, m); err != nil {
 			p.reject(w, r, id, errHeaderMismatch(err))
 			return
 		}
 	}
-	hdr := http.Header{}
-	for name, value := range mcp.StandardHeaders(headerVersion, mcp.MCPMethod(m.Method), m.Params) {
-		hdr.Set(name, value)
-	}
+	hdr := standardHeaders(headerVersion, m)
 	if mt, _ := rules.MethodOf(m.Method); mt.Target == rules.ToolCall {
 		if err := p.checkParamHeaders(r, m, hdr); err != nil {
 			p.reject(w, r, id, errHeaderMismatch(err))
@@ -721,4 +718,78 @@ func mergeCancel(a, b context.Context) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(a)
 	stop := context.AfterFunc(b, cancel)
 	return ctx, func() { stop(); cancel() }
+}
+
+// headerName reads what belongs in a request's Mcp-Name header (SEP-2243):
+// params.name of tools/call and prompts/get, params.uri of resources/read.
+// named is false for the other methods. fast is false when the params need
+// mcp-go's own reading (mcp.ExtractHeaderName, encoding/json: the member
+// absent, not a string, or spelled in another case); otherwise name is what
+// that reading gives, without decoding the params again: the codec's exact
+// lookup refuses every variant of the key encoding/json would match, so the
+// one member it finds is the one encoding/json reads (FuzzUnquote holds
+// the string's reading to json.Unmarshal's).
+func headerName(m *jsonrpc.Message) (name string, named, fast bool) {
+	key := ""
+	switch mcp.MCPMethod(m.Method) {
+	case mcp.MethodToolsCall, mcp.MethodPromptsGet:
+		key = "name"
+	case mcp.MethodResourcesRead:
+		key = "uri"
+	default:
+		return "", false, true
+	}
+	name, found, err := m.ParamString(key)
+	if err != nil || !found {
+		return "", true, false
+	}
+	return name, true, true
+}
+
+// validateStandardHeaders is mcp.ValidateStandardHeaders for a decoded
+// message: the headers agree with the body, or the error says how not. A
+// request whose headers agree is let through on the codec's reading of the
+// params (headerName); anything else is judged, and its error worded, by
+// mcp-go itself.
+func validateStandardHeaders(r *http.Request, version string, m *jsonrpc.Message) error {
+	if !mcp.RequiresStandardHeaders(version) {
+		return nil
+	}
+	if name, named, fast := headerName(m); fast {
+		method := r.Header.Get(mcp.HeaderMethod)
+		agree := method != "" && method == m.Method
+		if agree && named {
+			sent := r.Header.Get(mcp.HeaderName)
+			got, ok := mcp.DecodeHeaderValue(sent)
+			agree = sent != "" && ok && got == name
+		}
+		if agree {
+			return nil
+		}
+	}
+	return mcp.ValidateStandardHeaders(r.Header.Get, version, mcp.MCPMethod(m.Method), m.Params)
+}
+
+// standardHeaders are the Mcp-Method and Mcp-Name headers a 2026-07-28
+// request carries to the gateway, as mcp.StandardHeaders builds them, in
+// canonical form.
+func standardHeaders(version string, m *jsonrpc.Message) http.Header {
+	name, named, fast := headerName(m)
+	if !fast {
+		hdr := http.Header{}
+		for k, v := range mcp.StandardHeaders(version, mcp.MCPMethod(m.Method), m.Params) {
+			hdr.Set(k, v)
+		}
+		return hdr
+	}
+	if !mcp.RequiresStandardHeaders(version) {
+		return http.Header{}
+	}
+	hdr := http.Header{"Mcp-Method": {m.Method}}
+	if named {
+		if v, ok := mcp.EncodeHeaderValue(name); ok {
+			hdr["Mcp-Name"] = []string{v}
+		}
+	}
+	return hdr
 }

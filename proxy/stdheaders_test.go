@@ -1,0 +1,99 @@
+package proxy
+
+import (
+	"fmt"
+	"net/http"
+	"reflect"
+	"testing"
+
+	"github.com/mark3labs/mcp-go/mcp"
+
+	"mcpguard.dev/mcpguard/proxy/jsonrpc"
+)
+
+// checkStandardHeaders fails unless validateStandardHeaders and
+// standardHeaders answer for the message body and the headers sent exactly
+// as mcp-go's ValidateStandardHeaders and StandardHeaders do (the same
+// error, the same headers). It skips a body the codec refuses.
+func checkStandardHeaders(t *testing.T, version, body, method, name string) {
+	t.Helper()
+	m, err := jsonrpc.DecodeOne([]byte(body), jsonrpc.Limits{MaxBytes: 1 << 20, MaxDepth: 64})
+	if err != nil {
+		t.Skip(err)
+	}
+	r := &http.Request{Header: http.Header{}}
+	if method != "" {
+		r.Header.Set("Mcp-Method", method)
+	}
+	if name != "" {
+		r.Header.Set("Mcp-Name", name)
+	}
+	want := fmt.Sprint(mcp.ValidateStandardHeaders(r.Header.Get, version, mcp.MCPMethod(m.Method), m.Params))
+	if got := fmt.Sprint(validateStandardHeaders(r, version, m)); got != want {
+		t.Errorf("validateStandardHeaders(%s, %q, %q) = %s, mcp-go says %s", body, method, name, got, want)
+	}
+	wantHdr := http.Header{}
+	for k, v := range mcp.StandardHeaders(version, mcp.MCPMethod(m.Method), m.Params) {
+		wantHdr.Set(k, v)
+	}
+	if got := standardHeaders(version, m); !reflect.DeepEqual(got, wantHdr) {
+		t.Errorf("standardHeaders(%s) = %v, mcp-go builds %v", body, got, wantHdr)
+	}
+}
+
+// TestStandardHeadersAsMCPGo: the proxy reads a 2026-07-28 request's
+// Mcp-Method and Mcp-Name from the decoded message, without decoding its
+// params again, and must still accept, refuse and forward exactly what
+// mcp-go's reading (encoding/json: keys in any case) does.
+func TestStandardHeadersAsMCPGo(t *testing.T) {
+	const v = versionStateless
+	call := func(params string) string {
+		return `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":` + params + `}`
+	}
+	for _, tc := range []struct {
+		version, body, method, name string
+	}{
+		{v, call(`{"name":"fetch_url","arguments":{}}`), "tools/call", "fetch_url"},
+		{v, call(`{"name":"fetch_url"}`), "tools/call", "other"},
+		{v, call(`{"name":"fetch_url"}`), "tools/call", ""},
+		{v, call(`{"name":"fetch_url"}`), "", "fetch_url"},
+		{v, call(`{"name":"fetch_url"}`), "tools/list", "fetch_url"},
+		{v, call(`{"Name":"fetch_url"}`), "tools/call", "fetch_url"},
+		{v, call(`{"nameſ":"x"}`), "tools/call", "x"},
+		{v, call(`{"name":7}`), "tools/call", "7"},
+		{v, call(`{"name":null}`), "tools/call", "x"},
+		{v, call(`{}`), "tools/call", "x"},
+		{v, call(`{"name":"wetter \u00fcber \"M\\u00fcnchen\""}`), "tools/call", "wetter über \"München\""},
+		{v, call(`{"name":"wetter \u00fcber"}`), "tools/call", "=?base64?d2V0dGVyIMO8YmVy?="},
+		{v, call(`{"name":"a"}`), "tools/call", "=?base64?!!?="},
+		{v, call(`{"name":""}`), "tools/call", "=?base64??="},
+		{v, call(`{"name":" padded "}`), "tools/call", " padded "},
+		{v, call(`{"name":"=?base64?eA==?="}`), "tools/call", "=?base64?eA==?="},
+		{v, `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///a"}}`, "resources/read", "file:///a"},
+		{v, `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"name":"file:///a"}}`, "resources/read", "file:///a"},
+		{v, `{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"p"}}`, "prompts/get", "p"},
+		{v, `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, "tools/list", ""},
+		{v, `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}`, "notifications/cancelled", ""},
+		{v, `{"jsonrpc":"2.0","id":1,"result":{}}`, "", ""},
+		{"2026-07-28x", call(`{"name":"a"}`), "tools/call", "a"},
+		{"2027-01-01", call(`{"name":"a"}`), "tools/call", "b"},
+		{"2025-11-25", call(`{"name":"a"}`), "", ""},
+		{"", call(`{"name":"a"}`), "", ""},
+	} {
+		t.Run(tc.body+"/"+tc.method+"/"+tc.name, func(t *testing.T) {
+			checkStandardHeaders(t, tc.version, tc.body, tc.method, tc.name)
+		})
+	}
+}
+
+// FuzzStandardHeaders holds the proxy's reading of Mcp-Method and Mcp-Name
+// to mcp-go's on any body the codec accepts.
+func FuzzStandardHeaders(f *testing.F) {
+	f.Add(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fetch_url"}}`, "tools/call", "fetch_url")
+	f.Add(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"Name":"a","nAme":"b"}}`, "tools/call", "b")
+	f.Add(`{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"\u00e9\ud800"}}`, "resources/read", "=?base64?w6k=?=")
+	f.Add(`{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"\u0000"}}`, "prompts/get", "\x00")
+	f.Fuzz(func(t *testing.T, body, method, name string) {
+		checkStandardHeaders(t, versionStateless, body, method, name)
+	})
+}
