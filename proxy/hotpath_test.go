@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"reflect"
 	"testing"
@@ -96,4 +97,24 @@ func FuzzStandardHeaders(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body, method, name string) {
 		checkStandardHeaders(t, versionStateless, body, method, name)
 	})
+}
+
+// TestLocalIsLoopback: the listener's address is judged without formatting
+// it, as isLoopback judges its string form.
+func TestLocalIsLoopback(t *testing.T) {
+	for _, a := range []net.Addr{
+		&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8081},
+		&net.TCPAddr{IP: net.ParseIP("127.3.2.1").To4(), Port: 1},
+		&net.TCPAddr{IP: net.IPv6loopback, Port: 8081},
+		&net.TCPAddr{IP: net.ParseIP("::ffff:127.0.0.1"), Port: 8081},
+		&net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 8081},
+		&net.TCPAddr{IP: net.IPv4zero, Port: 8081},
+		&net.TCPAddr{IP: net.ParseIP("fe80::1"), Zone: "eth0", Port: 8081},
+		&net.TCPAddr{Port: 8081},
+		&net.UnixAddr{Name: "/run/mcpguard.sock", Net: "unix"},
+	} {
+		if got, want := localIsLoopback(a), isLoopback(a.String()); got != want {
+			t.Errorf("localIsLoopback(%v) = %v, isLoopback(%q) = %v", a, got, a.String(), want)
+		}
+	}
 }
