@@ -17,6 +17,7 @@
 //
 //	go run ./bench/peers                  # 2 rounds, 2s per cell
 //	go run ./bench/peers -rounds 4 -duration 3s
+//	go run ./bench/peers -only reverseproxy,mcpguard -mcpguard ./new -compare ./old
 package main
 
 import (
@@ -59,6 +60,9 @@ type options struct {
 	only     map[string]bool // peer keys to run; all when empty
 	cache    string
 	mcpguard string
+	// compare are more mcpguard binaries measured in the same sitting,
+	// each a row of its own (a change against the build before it).
+	compare  []string
 	rounds   int
 	duration time.Duration
 	warmup   time.Duration
@@ -71,6 +75,10 @@ func main() {
 	def, _ := os.UserCacheDir()
 	flag.StringVar(&o.cache, "cache", filepath.Join(def, "mcpguard", "peers"), "where the peers are built and kept")
 	flag.StringVar(&o.mcpguard, "mcpguard", "", "mcpguard binary to measure (default: this tree's sidecar build, -tags sidecar)")
+	flag.Func("compare", "another mcpguard binary to measure beside -mcpguard, in the same rounds (repeatable): a row per binary", func(v string) error {
+		o.compare = append(o.compare, v)
+		return nil
+	})
 	flag.StringVar(&only, "only", "", "comma-separated peers to run (reverseproxy, tbxark, toolhive, mcpguard); default all")
 	flag.IntVar(&o.rounds, "rounds", 2, "rounds; each runs every proxy, in reverse order every other round")
 	flag.DurationVar(&o.duration, "duration", 2*time.Second, "measured time per cell")
@@ -157,6 +165,14 @@ func run(ctx context.Context, o options) error {
 		{"mcpguard", "mcpguard (sidecar build, shipped policy)", func(ctx context.Context, up string) (*loadgen.Child, string, error) {
 			return startMcpguard(ctx, bins["mcpguard"], work, up, policy)
 		}},
+	}
+	if len(o.compare) > 0 {
+		peers[len(peers)-1].name += " `" + filepath.Base(bins["mcpguard"]) + "`"
+	}
+	for _, bin := range o.compare {
+		peers = append(peers, peer{"mcpguard", "mcpguard `" + filepath.Base(bin) + "`", func(ctx context.Context, up string) (*loadgen.Child, string, error) {
+			return startMcpguard(ctx, bin, work, up, policy)
+		}})
 	}
 
 	if o.only != nil {
