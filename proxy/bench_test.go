@@ -367,6 +367,58 @@ func BenchmarkCallCost(b *testing.B) {
 	}
 }
 
+// BenchmarkStatelessCallCost is BenchmarkCallCost's small tools/call in
+// the 2026-07-28 era, what the go-sdk client of bench/peers speaks: no
+// session, the protocol version in _meta and a header, Mcp-Method and
+// Mcp-Name held to the body, the tool listed first as an agent does (so
+// its Mcp-Param-* bindings are looked up). Telemetry as shipped.
+func BenchmarkStatelessCallCost(b *testing.B) {
+	engine, err := rules.Parse("manifests/policies/approved-apis.yaml", policies.ApprovedAPIs)
+	if err != nil {
+		b.Fatal(err)
+	}
+	tel, err := telemetry.Setup(context.Background(), telemetry.Options{TraceBuffer: 2048})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	p, err := proxy.New(proxy.Config{Upstream: "http://gateway.invalid/mcp", Policy: engine,
+		Logger:            slog.New(slog.NewJSONHandler(io.Discard, nil)),
+		UpstreamTransport: func(http.RoundTripper) http.RoundTripper { return cannedGateway{} },
+		TracerProvider:    tel.TracerProvider, MeterProvider: tel.MeterProvider})
+	if err != nil {
+		b.Fatal(err)
+	}
+	const version = "2026-07-28"
+	meta := `"_meta":{"io.modelcontextprotocol/protocolVersion":"` + version + `","io.modelcontextprotocol/clientCapabilities":{}}`
+	post := func(body, method, name string) *benchWriter {
+		r := &http.Request{Method: http.MethodPost, URL: &url.URL{Path: "/mcp"}, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+			Header: http.Header{"Content-Type": {"application/json"}, "Accept": {"application/json, text/event-stream"},
+				"Mcp-Protocol-Version": {version}, "Mcp-Method": {method}},
+			Host: "127.0.0.1:8081", RemoteAddr: "127.0.0.1:40000", ContentLength: int64(len(body)),
+			Body: io.NopCloser(strings.NewReader(body))}
+		if name != "" {
+			r.Header["Mcp-Name"] = []string{name}
+		}
+		w := &benchWriter{h: http.Header{}}
+		p.ServeHTTP(w, r.WithContext(context.Background()))
+		return w
+	}
+	if w := post(`{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{`+meta+`}}`, "tools/list", ""); !bytes.Contains(w.body, []byte(`"fetch_url"`)) {
+		b.Fatalf("tools/list: %d %s", w.status, w.body)
+	}
+	call := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fetch_url","arguments":{"url":"` + loadgen.FetchURL + `"},` + meta + `}}`
+	if w := post(call, "tools/call", "fetch_url"); w.status != http.StatusOK || !bytes.Contains(w.body, []byte(`"result"`)) {
+		b.Fatalf("tools/call: %d %s", w.status, w.body)
+	}
+	b.ReportAllocs()
+	cpu := cpuTime()
+	for b.Loop() {
+		post(call, "tools/call", "fetch_url")
+	}
+	b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N), "cpu-ns/op")
+}
+
 // cpuTime is the process's user and system CPU time so far.
 func cpuTime() time.Duration {
 	var ru syscall.Rusage

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -116,5 +117,34 @@ func TestLocalIsLoopback(t *testing.T) {
 		if got, want := localIsLoopback(a), isLoopback(a.String()); got != want {
 			t.Errorf("localIsLoopback(%v) = %v, isLoopback(%q) = %v", a, got, a.String(), want)
 		}
+	}
+}
+
+// TestBindingsFollowTheListing: a tool's Mcp-Param-* bindings are read once
+// per listed definition, and read again when a listing replaces it.
+func TestBindingsFollowTheListing(t *testing.T) {
+	pm := &pump{}
+	def := func(schema string) json.RawMessage {
+		return json.RawMessage(`{"name":"forecast","inputSchema":{"type":"object","properties":` + schema + `}}`)
+	}
+	current := func() *paramBindings {
+		d, _ := pm.tools.Load("forecast")
+		return pm.bindingsOf("forecast", d.(json.RawMessage))
+	}
+	pm.rememberTool("forecast", def(`{"region":{"type":"string","x-mcp-header":"Region"}}`))
+	first := current()
+	if !first.bound["Mcp-Param-Region"] || len(first.bound) != 1 || first.err != nil {
+		t.Fatalf("bindings of the first listing: %+v", first)
+	}
+	if again := current(); again != first {
+		t.Error("the same definition was read again")
+	}
+	pm.rememberTool("forecast", def(`{"region":{"type":"string"}}`))
+	if b := current(); len(b.bound) != 0 || b.err != nil {
+		t.Errorf("bindings after a listing without x-mcp-header: %+v", b)
+	}
+	pm.rememberTool("forecast", json.RawMessage(`{"name":"forecast","inputSchema":7}`))
+	if b := current(); b.err == nil {
+		t.Errorf("an unreadable definition read as %+v", b)
 	}
 }

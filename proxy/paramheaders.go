@@ -27,7 +27,7 @@ import (
 // proxy lists the gateway's tools itself; headers it still cannot bind are
 // refused.
 func (p *Proxy) checkParamHeaders(r *http.Request, m *jsonrpc.Message, out http.Header) error {
-	sent := map[string]string{}
+	var sent map[string]string // nil until the first: most calls send none
 	for k, v := range r.Header {
 		if !strings.HasPrefix(k, "Mcp-Param-") {
 			continue
@@ -35,11 +35,16 @@ func (p *Proxy) checkParamHeaders(r *http.Request, m *jsonrpc.Message, out http.
 		if len(v) != 1 {
 			return fmt.Errorf("header %s is sent %d times: send each Mcp-Param-* header once", k, len(v))
 		}
+		if sent == nil {
+			sent = map[string]string{}
+		}
 		sent[k] = v[0]
 	}
 	name, _, _ := m.ParamString("name")
-	def, known := p.tools.Load(name)
-	if !known {
+	var b *paramBindings
+	if def, known := p.tools.Load(name); known {
+		b = p.bindingsOf(name, def.(json.RawMessage))
+	} else {
 		if len(sent) == 0 {
 			return nil // nothing to bind; the gateway holds the call to its schema
 		}
@@ -50,34 +55,74 @@ func (p *Proxy) checkParamHeaders(r *http.Request, m *jsonrpc.Message, out http.
 		if listed == nil {
 			return fmt.Errorf("Mcp-Param-* headers cannot be bound: the gateway lists no tool %q", name)
 		}
-		def = listed
+		b = readBindings(listed)
 	}
-	var tool mcp.Tool
-	if err := json.Unmarshal(def.(json.RawMessage), &tool); err != nil {
+	if b.err != nil {
 		if len(sent) == 0 {
 			return nil
 		}
-		return fmt.Errorf("Mcp-Param-* headers cannot be bound: the definition of tool %q cannot be read: %v", name, err)
-	}
-	bound := map[string]bool{}
-	for _, b := range mcp.ExtractParamHeaderBindings(&tool) {
-		bound[http.CanonicalHeaderKey(b.HeaderName())] = true
+		return fmt.Errorf("Mcp-Param-* headers cannot be bound: the definition of tool %q cannot be read: %v", name, b.err)
 	}
 	for k := range sent {
-		if !bound[k] {
+		if !b.bound[k] {
 			return fmt.Errorf("header %s is bound by no x-mcp-header of tool %q's inputSchema: send only the headers the schema names", k, name)
 		}
 	}
-	if err := mcp.ValidateParamHeadersLookup(func(h string) (string, bool) {
-		v, ok := sent[http.CanonicalHeaderKey(h)]
-		return v, ok
-	}, &tool, m.Params); err != nil {
-		return err
+	// A schema that binds nothing needs no look at the arguments
+	// (mcp.ValidateParamHeadersLookup returns nil for it at once).
+	if len(b.bound) > 0 {
+		if err := mcp.ValidateParamHeadersLookup(func(h string) (string, bool) {
+			v, ok := sent[http.CanonicalHeaderKey(h)]
+			return v, ok
+		}, b.tool, m.Params); err != nil {
+			return err
+		}
 	}
 	for k, v := range sent {
 		out.Set(k, v)
 	}
 	return nil
+}
+
+// paramBindings is what checkParamHeaders needs of a tool's definition,
+// read once per listed definition rather than per call: decoding a
+// definition into mcp.Tool and its schema's bindings cost more than the
+// rest of a small call's screening.
+type paramBindings struct {
+	def   json.RawMessage // the definition read, as pump.tools holds it
+	tool  *mcp.Tool
+	err   error           // the definition cannot be read as a tool
+	bound map[string]bool // the Mcp-Param-* headers its x-mcp-header annotations bind, canonical
+}
+
+func readBindings(def json.RawMessage) *paramBindings {
+	b := &paramBindings{def: def, tool: new(mcp.Tool), bound: map[string]bool{}}
+	if b.err = json.Unmarshal(def, b.tool); b.err != nil {
+		return b
+	}
+	for _, pb := range mcp.ExtractParamHeaderBindings(b.tool) {
+		b.bound[http.CanonicalHeaderKey(pb.HeaderName())] = true
+	}
+	return b
+}
+
+// bindingsOf returns the bindings of def, the definition pump.tools holds
+// for name, read again only when a listing replaced it. Entries are kept
+// for names pump.tools holds, so they are as bounded as it is.
+func (pm *pump) bindingsOf(name string, def json.RawMessage) *paramBindings {
+	if v, ok := pm.bindings.Load(name); ok {
+		if b := v.(*paramBindings); sameSlice(b.def, def) {
+			return b
+		}
+	}
+	b := readBindings(def)
+	pm.bindings.Store(name, b)
+	return b
+}
+
+// sameSlice reports whether a and b are the very same bytes in memory.
+func sameSlice(a, b []byte) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // maxListPages bounds the tools/list pages listTool reads.
