@@ -66,6 +66,7 @@ type options struct {
 	rounds   int
 	duration time.Duration
 	warmup   time.Duration
+	idle     time.Duration
 	timeout  time.Duration
 }
 
@@ -83,6 +84,7 @@ func main() {
 	flag.IntVar(&o.rounds, "rounds", 2, "rounds; each runs every proxy, in reverse order every other round")
 	flag.DurationVar(&o.duration, "duration", 2*time.Second, "measured time per cell")
 	flag.DurationVar(&o.warmup, "warmup", 300*time.Millisecond, "unmeasured calls before each cell")
+	flag.DurationVar(&o.idle, "idle", 3*time.Second, "idle RSS is read this long after the first call (and RSS 0.5 s after it)")
 	flag.DurationVar(&o.timeout, "timeout", 60*time.Minute, "the whole run, builds included, stops after this long")
 	flag.StringVar(&role, "role", "", "internal: serve as upstream or reverseproxy")
 	flag.StringVar(&listen, "listen", "127.0.0.1:0", "internal: address for -role")
@@ -125,7 +127,9 @@ type peer struct {
 
 // round is what one round measured of one peer.
 type round struct {
-	rss, anon     int64   // bytes, after start-up and one call
+	rss, anon     int64 // bytes, 0.5 s after start-up and one call
+	idleRSS       int64 // bytes, o.idle after that call, nothing else done
+	idleAnon      int64
 	addedP50      float64 // µs over direct, 1 session
 	ratio1        float64 // throughput × direct, 1 session
 	ratio16       float64 // 16 sessions
@@ -222,13 +226,20 @@ func measurePeer(ctx context.Context, o options, p peer, upstream, direct string
 	if err := waitAnswering(ctx, c, endpoint); err != nil {
 		return round{}, err
 	}
-	time.Sleep(500 * time.Millisecond) // start-up garbage settles, as in an idle pod
+	answered := time.Now()
+	time.Sleep(500 * time.Millisecond) // start-up garbage settles
 	pid := c.Cmd.Process.Pid
 	var r round
-	var err1, err2 error
+	var err1, err2, err3, err4 error
 	r.rss, err1 = loadgen.ProcStatus(pid, "VmRSS")
 	r.anon, err2 = loadgen.ProcStatus(pid, "RssAnon")
-	if err := errors.Join(err1, err2); err != nil {
+	// An idle pod: nothing but that call since start (mcpguard gives back
+	// what a burst of calls brought back once it has been idle for a second,
+	// internal/memtrim).
+	time.Sleep(time.Until(answered.Add(o.idle)))
+	r.idleRSS, err3 = loadgen.ProcStatus(pid, "VmRSS")
+	r.idleAnon, err4 = loadgen.ProcStatus(pid, "RssAnon")
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
 		return round{}, err
 	}
 	for _, n := range []int{1, 16} {
@@ -501,12 +512,12 @@ func startMcpguard(ctx context.Context, bin, work, upstream, policy string) (*lo
 }
 
 func printTable(w io.Writer, o options, peers []peer, results [][]round, started time.Time, loadStart, loadEnd, version string) {
-	fmt.Fprintf(w, "Measured %s UTC with `go run ./bench/peers -rounds %d -duration %v` on %d CPUs (%s), load average %s at the start, %s at the end; %s.\n",
-		started.Format("2006-01-02 15:04"), o.rounds, o.duration, runtime.NumCPU(), runtime.Version(), loadStart, loadEnd, version)
+	fmt.Fprintf(w, "Measured %s UTC with `go run ./bench/peers -rounds %d -duration %v -idle %v` on %d CPUs (%s), load average %s at the start, %s at the end; %s.\n",
+		started.Format("2006-01-02 15:04"), o.rounds, o.duration, o.idle, runtime.NumCPU(), runtime.Version(), loadStart, loadEnd, version)
 	fmt.Fprintln(w, "Each figure per round, in the order run (ABBA); probe: go-sdk client calling fetch_url, upstream: mcp-go.")
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| proxy | idle RSS (anon) | added p50, 1 session | throughput × direct, 1 / 16 sessions | proxy CPU per call, 16 sessions |")
-	fmt.Fprintln(w, "|---|---|---|---|---|")
+	fmt.Fprintf(w, "| proxy | idle RSS, %v after its first call (anon) | RSS 0.5 s after it (anon) | added p50, 1 session | throughput × direct, 1 / 16 sessions | proxy CPU per call, 16 sessions |\n", o.idle)
+	fmt.Fprintln(w, "|---|---|---|---|---|---|")
 	for i, p := range peers {
 		rs := results[i]
 		each := func(f func(round) string) string {
@@ -516,7 +527,9 @@ func printTable(w io.Writer, o options, peers []peer, results [][]round, started
 			}
 			return strings.Join(parts, "/")
 		}
-		fmt.Fprintf(w, "| %s | %s MiB (%s) | %s µs | %s / %s | %s µs |\n", p.name,
+		fmt.Fprintf(w, "| %s | %s MiB (%s) | %s MiB (%s) | %s µs | %s / %s | %s µs |\n", p.name,
+			each(func(r round) string { return fmt.Sprintf("%.1f", mib(r.idleRSS)) }),
+			each(func(r round) string { return fmt.Sprintf("%.1f", mib(r.idleAnon)) }),
 			each(func(r round) string { return fmt.Sprintf("%.1f", mib(r.rss)) }),
 			each(func(r round) string { return fmt.Sprintf("%.1f", mib(r.anon)) }),
 			each(func(r round) string { return fmt.Sprintf("%+.0f", r.addedP50) }),
