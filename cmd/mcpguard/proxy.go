@@ -175,6 +175,7 @@ func runProxy(ctx context.Context, o proxyOptions, started func(running)) error 
 	defer obs.close(context.Background())
 	var policy proxy.Policy
 	var engine *rules.Engine
+	var watch func() // the policy files' watch, when loaded from files
 	health := &policyHealth{}
 	switch {
 	case o.engine != nil:
@@ -189,7 +190,10 @@ func runProxy(ctx context.Context, o proxyOptions, started func(running)) error 
 			return &exitError{code: exitUsage, err: err}
 		}
 		health.files = o.Policy
-		go func() {
+		// Started once the proxy serves (below): the watch's first step
+		// compiles the files again, to catch a change made before it
+		// began, and start-up need not wait for it.
+		watch = func() {
 			_ = engine.Watch(ctx, func(err error) {
 				health.reloaded(err)
 				if err != nil {
@@ -201,7 +205,7 @@ func runProxy(ctx context.Context, o proxyOptions, started func(running)) error 
 					_ = logOutput.Flush() // a lifecycle line, not a call's: written at once
 				}
 			})
-		}()
+		}
 	}
 	policy = engine
 	cfg := proxy.Config{
@@ -259,7 +263,16 @@ func runProxy(ctx context.Context, o proxyOptions, started func(running)) error 
 	} else {
 		log.Warn("mcpguard proxy listening on a non-loopback address: anything that can reach it can use the gateway's credential", "listen", o.Listen)
 	}
-	memtrim.AfterStart(runCtx) // start-up's pages and garbage, not needed to serve, and what each burst of calls brings back, once idle (issue #18)
+	if watch != nil {
+		go watch()
+	}
+	// Start-up's pages and garbage, not needed to serve, and what each
+	// burst of calls brings back, once idle (issue #18); the first trim
+	// waits until the first probes have been answered, rather than being
+	// made while they are: its collection stops the process, and the pages
+	// it drops are the ones answering needs next.
+	trim := time.AfterFunc(trimDelay, func() { memtrim.AfterStart(runCtx) })
+	defer trim.Stop()
 	if started != nil {
 		started(r)
 	}
@@ -277,6 +290,11 @@ func runProxy(ctx context.Context, o proxyOptions, started func(running)) error 
 	log.Info("stopped")
 	return nil
 }
+
+// trimDelay is how long after it starts serving the proxy gives start-up's
+// memory back: after a readiness probe polling from the start has had its
+// answer, before a pod's idle memory is looked at.
+const trimDelay = 100 * time.Millisecond
 
 func nonLoopback(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
