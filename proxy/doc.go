@@ -8,7 +8,7 @@
 //
 //	agent ──POST /mcp──▶ ServeHTTP, readBody, servePost (http.go: size, gzip)
 //	                          │
-//	                 jsonrpc.Decode (jsonrpc/message.go: strict, canonical)
+//	                 jsonrpc.DecodeInPlace (jsonrpc/message.go: strict, canonical)
 //	                          │
 //	                 session lookup (session.go: own id ↔ gateway id, owner)
 //	                          │
@@ -18,7 +18,8 @@
 //	                          │    (answers to the proxy's own questions taken out first: approval.go;
 //	                          │     the decision is a value from rules.Engine.Decide, rules/engine.go)
 //	                          │ allow
-//	                 jsonrpc.Encode (canonical) ──POST (upstream.go)──▶ gateway
+//	                 encodeForward (exchange.go: the canonical bytes referenced, not copied;
+//	                          │     trace context in params._meta) ──POST (upstream.go)──▶ gateway
 //	                          │
 //	   agent ◀──JSON or SSE── pump.fromGateway (drop unknown ids, filter
 //	                          tools/list, screen server requests)

@@ -119,14 +119,8 @@ func (ex *exchange) run(out output) {
 		return
 	}
 
-	ctx, forward = ex.calls.forwarded(ctx, forward)
-	var body []byte
-	var err error
-	if ex.batch {
-		body, err = jsonrpc.EncodeBatch(forward)
-	} else {
-		body, err = jsonrpc.Encode(forward[0])
-	}
+	ctx = ex.calls.forwarded(ctx, forward)
+	body, err := encodeForward(forward, ex.batch, ex.calls.traceContext())
 	if err != nil {
 		ex.fail(out, errInvalid("encoding the request: %v", err))
 		return
@@ -170,7 +164,7 @@ func (ex *exchange) run(out output) {
 		ex.relayStream(ctx, res, out)
 		out.finish(status)
 	case ct == "application/json":
-		data, err := readAll(io.LimitReader(res.Body, int64(p.cfg.MaxBodyBytes)+1), res.ContentLength, p.cfg.MaxBodyBytes)
+		data, own, err := readAll(io.LimitReader(res.Body, int64(p.cfg.MaxBodyBytes)+1), res.ContentLength, p.cfg.MaxBodyBytes)
 		ex.calls.gatewayDone()
 		if err != nil || len(data) > p.cfg.MaxBodyBytes {
 			if err == nil {
@@ -179,8 +173,7 @@ func (ex *exchange) run(out output) {
 			ex.failWaiting(out, answers, errUpstream(err))
 			return
 		}
-		msgs, _, err := jsonrpc.Decode(data, p.limits())
-		releaseBody(data) // decoded: the messages hold the codec's own bytes
+		msgs, _, err := decodeBody(data, own, p.limits())
 		if err != nil {
 			e := errUpstream(fmt.Errorf("invalid JSON-RPC from the gateway: %v", err))
 			p.refusedMessage(ctx, ex.scope(nil), err, e)
@@ -202,12 +195,41 @@ func (ex *exchange) run(out output) {
 	}
 }
 
+// encodeForward encodes what goes to the gateway, a message or a batch,
+// with the carrier's keys in params._meta as withTraceMeta sets them, but
+// without copying the params: the gateway's request body references the
+// messages' canonical bytes (a 64 KiB call's arguments are copied once,
+// into the connection; issue #18).
+func encodeForward(forward []*jsonrpc.Message, batch bool, carrier *traceMeta) (*jsonrpc.Pieces, error) {
+	body := &jsonrpc.Pieces{}
+	if batch {
+		body.AppendRaw("[")
+	}
+	for i, m := range forward {
+		if i > 0 {
+			body.AppendRaw(",")
+		}
+		meta, ok := traceMetaValue(m, carrier)
+		if ok && body.AppendMessageSetParam(m, "_meta", meta) == nil {
+			continue
+		}
+		// No trace context, or params Replace refuses (m goes as it is).
+		if err := body.AppendMessage(m); err != nil {
+			return nil, err
+		}
+	}
+	if batch {
+		body.AppendRaw("]")
+	}
+	return body, nil
+}
+
 // send posts body to the gateway. When the gateway has lost the session
 // (404), it re-initializes it and tries once more; 404 reached that way means
 // the gateway did not process the request, so the retry cannot duplicate it.
-func (ex *exchange) send(ctx context.Context, body []byte) (*http.Response, *callError) {
+func (ex *exchange) send(ctx context.Context, body *jsonrpc.Pieces) (*http.Response, *callError) {
 	p := ex.p
-	call := upstreamCall{method: http.MethodPost, body: body, protocolVersion: ex.headerVersion(),
+	call := upstreamCall{method: http.MethodPost, pieces: body, protocolVersion: ex.headerVersion(),
 		mcpHeaders: ex.mcpHeaders, from: ex.r, trace: ex.calls.traceContext()}
 	if ex.sess != nil {
 		call.sessionID = ex.sess.upstream()

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -177,9 +176,9 @@ func (p *Proxy) refuseDraining(w http.ResponseWriter) {
 // readBody reads a request body within the size bound, decoding gzip and
 // deflate first: compressed bytes are never forwarded unseen, and the bound
 // applies to what is decompressed (no zip bombs).
-func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *callError) {
+func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) (data []byte, own bool, cerr *callError) {
 	if ct := mediaType(r.Header.Get("Content-Type")); ct != "application/json" {
-		return nil, errMediaType(r.Header.Get("Content-Type"))
+		return nil, false, errMediaType(r.Header.Get("Content-Type"))
 	}
 	// A body that trickles in (slowloris) must not hold a goroutine and a
 	// connection for ever: the whole body has BodyReadTimeout to arrive.
@@ -190,7 +189,7 @@ func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *callE
 	deadline := rc.SetReadDeadline(time.Now().Add(p.cfg.BodyReadTimeout)) == nil
 	limit := p.cfg.MaxBodyBytes
 	if r.ContentLength > int64(limit) && r.Header.Get("Content-Encoding") == "" {
-		return nil, errTooLarge(limit)
+		return nil, false, errTooLarge(limit)
 	}
 	var body io.Reader = http.MaxBytesReader(nil, r.Body, int64(limit)+1)
 	hint := int64(0) // the decompressed size is unknown
@@ -200,7 +199,7 @@ func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *callE
 	case "gzip", "x-gzip":
 		zr, err := gzip.NewReader(body)
 		if err != nil {
-			return nil, errInvalid("invalid gzip body: %v", err)
+			return nil, false, errInvalid("invalid gzip body: %v", err)
 		}
 		defer zr.Close()
 		body = zr
@@ -209,33 +208,33 @@ func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *callE
 		// mistake that we do not guess at: it fails here, visibly.
 		zr, err := zlib.NewReader(body)
 		if err != nil {
-			return nil, errInvalid("invalid deflate (zlib) body: %v", err)
+			return nil, false, errInvalid("invalid deflate (zlib) body: %v", err)
 		}
 		defer zr.Close()
 		body = zr
 	default:
-		return nil, &callError{status: http.StatusUnsupportedMediaType, code: jsonrpc.CodeInvalidRequest,
+		return nil, false, &callError{status: http.StatusUnsupportedMediaType, code: jsonrpc.CodeInvalidRequest,
 			msg: "unsupported Content-Encoding " + quote(enc) + ": send identity, gzip or deflate"}
 	}
-	data, err := readAll(io.LimitReader(body, int64(limit)+1), hint, limit)
+	data, own, err := readAll(io.LimitReader(body, int64(limit)+1), hint, limit)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return nil, errTooLarge(limit)
+			return nil, false, errTooLarge(limit)
 		}
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
-			return nil, errBodyTimeout(p.cfg.BodyReadTimeout)
+			return nil, false, errBodyTimeout(p.cfg.BodyReadTimeout)
 		}
-		return nil, errInvalid("reading the request body: %v", err)
+		return nil, false, errInvalid("reading the request body: %v", err)
 	}
 	if deadline {
 		_ = rc.SetReadDeadline(time.Time{})
 	}
 	if len(data) > limit {
-		return nil, errTooLarge(limit)
+		return nil, false, errTooLarge(limit)
 	}
-	return data, nil
+	return data, own, nil
 }
 
 // readAll is io.ReadAll with the buffer sized from a declared length
@@ -244,27 +243,46 @@ func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *callE
 // and GC is most of the proxy's CPU per large call (issue #2).
 // The hint is only trusted up to limit.
 //
-// The buffer comes from bodyBufs: a caller that is done with the bytes
-// (the codec has written their canonical form elsewhere) hands it back
-// with releaseBody.
-func readAll(r io.Reader, hint int64, limit int) ([]byte, error) {
-	b := *bodyBufs.Get().(*[]byte)
-	if hint > 0 && hint <= int64(limit) {
+// A body of a declared length is read into a buffer of its own (own): its
+// messages may keep it (decodeBody). One of unknown length (a gateway's
+// chunked answer) grows a buffer from bodyBufs, which has usually held one
+// as long before; decodeBody hands it back.
+func readAll(r io.Reader, hint int64, limit int) (data []byte, own bool, err error) {
+	var b []byte
+	if own = hint > 0 && hint <= int64(limit); own {
 		// MinRead spare bytes: ReadFrom then sees EOF without growing.
-		b = slices.Grow(b[:0], int(hint)+bytes.MinRead)
+		b = make([]byte, 0, int(hint)+bytes.MinRead)
+	} else {
+		b = *bodyBufs.Get().(*[]byte)
 	}
-	// Of unknown length (a gateway's chunked answer), the body grows a
-	// pooled buffer, which has usually held one as long before.
 	buf := bytes.NewBuffer(b[:0])
-	_, err := buf.ReadFrom(r)
-	return buf.Bytes(), err
+	_, err = buf.ReadFrom(r)
+	return buf.Bytes(), own, err
 }
 
-// bodyBufs holds the buffers message bodies are read into. A body is dead
-// once decoded, since jsonrpc.Decode writes the canonical form it forwards
-// into a buffer of its own: reusing it spares a 64 KiB call an allocation
-// (and its zeroing) each way, part of the garbage the collector spent a
-// sixth of the proxy's CPU on (issue #18).
+// decodeBody decodes a body readAll read. A buffer of its own (own) is
+// given to the messages when it holds canonical JSON already, as Go and
+// JavaScript peers write it (jsonrpc.DecodeInPlace): its canonical form is
+// not copied. Any other buffer is dead once decoded, since the codec wrote
+// the canonical form elsewhere, and goes to bodyBufs for the next body.
+func decodeBody(data []byte, own bool, lim jsonrpc.Limits) (msgs []*jsonrpc.Message, batch bool, err error) {
+	if !own {
+		msgs, batch, err = jsonrpc.Decode(data, lim)
+		releaseBody(data)
+		return msgs, batch, err
+	}
+	msgs, batch, inPlace, err := jsonrpc.DecodeInPlace(data, lim)
+	if !inPlace {
+		releaseBody(data)
+	}
+	return msgs, batch, err
+}
+
+// bodyBufs holds the buffers message bodies of unknown length are read
+// into, and those of others that were not decoded in place: either way a
+// 64 KiB body costs one allocation of its size (and its zeroing), not two
+// (issue #18: garbage is what the collector spent a sixth of the proxy's
+// CPU on).
 var bodyBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 // maxPooledBody bounds the buffers kept: one huge body must not pin its
@@ -286,13 +304,12 @@ func releaseBody(b []byte) {
 // agent has been answered: an unreadable, oversized or undecodable body,
 // or requests while draining.
 func (p *Proxy) readMessages(w http.ResponseWriter, r *http.Request) (msgs []*jsonrpc.Message, batch, ok bool) {
-	body, cerr := p.readBody(w, r)
+	body, own, cerr := p.readBody(w, r)
 	if cerr != nil {
 		p.reject(w, r, jsonrpc.NullID, cerr)
 		return nil, false, false
 	}
-	msgs, batch, err := jsonrpc.Decode(body, p.limits())
-	releaseBody(body) // decoded: the messages hold the codec's own bytes
+	msgs, batch, err := decodeBody(body, own, p.limits())
 	if err != nil {
 		e := errorFromDecode(err)
 		p.refusedMessage(r.Context(), scope{session: r.Header.Get("Mcp-Session-Id"), r: r}, err, e)
@@ -469,7 +486,9 @@ func (p *Proxy) initialize(ctx context.Context, r *http.Request, m *jsonrpc.Mess
 	sess.mu.Lock()
 	sess.protocolVersion = version
 	sess.upstreamID = res.Header.Get("Mcp-Session-Id")
-	sess.initParams = m.Params
+	// A copy: m may point into the body it was read from
+	// (jsonrpc.DecodeInPlace), a pooled buffer maybe far larger.
+	sess.initParams = bytes.Clone(m.Params)
 	sess.ready = true
 	sess.mu.Unlock()
 	return sess, resp, nil

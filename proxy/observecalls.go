@@ -259,14 +259,13 @@ func (rec *calls) contextOf(ctx context.Context, m *jsonrpc.Message) context.Con
 	return ctx
 }
 
-// forwarded opens the client span of the gateway call and puts its trace
-// context in params._meta of every request in forward (traceparent,
-// tracestate, baggage: MCP SEP-414): each such element of forward is
-// replaced by a copy of the message, never changed in place, whose _meta
-// is edited on the canonical bytes.
-func (rec *calls) forwarded(ctx context.Context, forward []*jsonrpc.Message) (context.Context, []*jsonrpc.Message) {
+// forwarded opens the client span of the gateway call, whose trace
+// context (traceContext) goes in the call's headers and in params._meta of
+// every request in forward (traceparent, tracestate, baggage: MCP SEP-414)
+// as they are encoded (encodeForward, withTraceMeta).
+func (rec *calls) forwarded(ctx context.Context, forward []*jsonrpc.Message) context.Context {
 	if rec == nil {
-		return ctx, forward
+		return ctx
 	}
 	rec.mu.Lock()
 	rec.upStart = time.Now()
@@ -285,7 +284,7 @@ func (rec *calls) forwarded(ctx context.Context, forward []*jsonrpc.Message) (co
 	}
 	t := rec.t
 	if !t.tracing || first == nil { // first == nil: only answers to the gateway's requests
-		return ctx, forward
+		return ctx
 	}
 	ctx, tool := first.ctx, first.tool
 	buf := attrPool.Get().(*[]attribute.KeyValue)
@@ -310,13 +309,7 @@ func (rec *calls) forwarded(ctx context.Context, forward []*jsonrpc.Message) (co
 	*buf = attrs
 
 	t.prop.Inject(ctx, &rec.carrier)
-	if rec.carrier == (traceMeta{}) {
-		return ctx, forward
-	}
-	for i, m := range forward {
-		forward[i] = withTraceMeta(m, &rec.carrier)
-	}
-	return ctx, forward
+	return ctx
 }
 
 // traceContext is the gateway call's trace context for its headers, as
@@ -364,64 +357,60 @@ func (c *traceMeta) setHeaders(h http.Header) {
 	}
 }
 
-// withTraceMeta returns m with the carrier's keys set in params._meta. A
-// request without params gets {"_meta":{...}}; a notification without
-// params, or params that are not an object, are left as they are.
+// withTraceMeta returns m with the carrier's keys set in params._meta
+// (traceMetaValue), a copy of m with its params copied; m itself when
+// carrier is nil or m takes no trace context.
 func withTraceMeta(m *jsonrpc.Message, carrier *traceMeta) *jsonrpc.Message {
-	if m.Kind() == jsonrpc.KindResponse {
+	meta, ok := traceMetaValue(m, carrier)
+	if !ok {
 		return m
 	}
 	params := m.Params
 	if params == nil {
-		if m.Kind() != jsonrpc.KindRequest {
-			return m
-		}
 		params = json.RawMessage(`{}`)
 	}
-	if params[0] != '{' {
-		return m
-	}
-	var meta json.RawMessage
-	var err error
-	if m.Params != nil {
-		meta, err = m.Param("_meta")
-	}
-	switch {
-	case meta == nil && err == nil && params[len(params)-1] == '}':
-		// The usual case: no _meta, nor a variant of the key. The bytes
-		// are what jsonrpc.Replace would make of the canonical params,
-		// "_meta" appended last, built in one go.
-		out := make([]byte, 0, len(params)+len(`,"_meta":{"traceparent":"","tracestate":"","baggage":""}`)+
-			len(carrier[0])+len(carrier[1])+len(carrier[2]))
-		out = append(out, params[:len(params)-1]...)
-		if len(params) > 2 {
-			out = append(out, ',')
-		}
-		out = appendTraceMeta(append(out, `"_meta":`...), carrier)
-		c := *m
-		c.Params = append(out, '}')
-		return &c
-	case meta == nil:
-		// A variant of the key (kept as it is; "_meta" appended), or
-		// params Replace refuses.
-		meta = appendTraceMeta(nil, carrier)
-	case meta[0] != '{':
-		return m // not ours to fix; the gateway judges it
-	default:
-		for i, k := range traceMetaKeys {
-			if v := carrier[i]; v != "" {
-				if meta, err = jsonrpc.Replace(meta, k, jsonrpc.AppendString(nil, v)); err != nil {
-					return m
-				}
-			}
-		}
-	}
-	if params, err = jsonrpc.Replace(params, "_meta", meta); err != nil {
+	params, err := jsonrpc.Replace(params, "_meta", meta)
+	if err != nil {
 		return m
 	}
 	c := *m
 	c.Params = params
 	return &c
+}
+
+// traceMetaValue returns the value params._meta of m takes to carry the
+// carrier's keys: a request without params gets {"_meta":{...}}; a
+// response, a notification without params, params that are not an object
+// or a _meta that is not one are left as they are (ok false), as is
+// everything when carrier is nil.
+func traceMetaValue(m *jsonrpc.Message, carrier *traceMeta) (meta json.RawMessage, ok bool) {
+	if carrier == nil || m.Kind() == jsonrpc.KindResponse {
+		return nil, false
+	}
+	if m.Params == nil {
+		return appendTraceMeta(nil, carrier), m.Kind() == jsonrpc.KindRequest
+	}
+	if m.Params[0] != '{' {
+		return nil, false
+	}
+	meta, _ = m.Param("_meta")
+	switch {
+	case meta == nil:
+		// None, a variant of the key (an error here: the variant is
+		// kept as it is and "_meta" added), or params Replace refuses.
+		return appendTraceMeta(nil, carrier), true
+	case meta[0] != '{':
+		return nil, false // not ours to fix; the gateway judges it
+	}
+	for i, k := range traceMetaKeys {
+		if v := carrier[i]; v != "" {
+			var err error
+			if meta, err = jsonrpc.Replace(meta, k, jsonrpc.AppendString(nil, v)); err != nil {
+				return nil, false
+			}
+		}
+	}
+	return meta, true
 }
 
 // appendTraceMeta appends the carrier's keys as a JSON object, in the
@@ -607,7 +596,7 @@ func (rec *calls) end(c *callSpan, resp *jsonrpc.Message, e *callError) {
 	case resp != nil && resp.Error != nil:
 		code = resp.Error.Code
 		errType = strconv.FormatInt(code, 10)
-	case resp != nil && c.target == rules.ToolCall && isToolError(resp.Result):
+	case resp != nil && c.target == rules.ToolCall && isToolError(resp):
 		errType = errorTypeToolError
 	case e != nil:
 		code = e.code
@@ -644,8 +633,8 @@ func (rec *calls) end(c *callSpan, resp *jsonrpc.Message, e *callError) {
 }
 
 // isToolError reports whether a tools/call result says isError: true.
-func isToolError(result json.RawMessage) bool {
-	v, _ := jsonrpc.Lookup(result, "isError")
+func isToolError(resp *jsonrpc.Message) bool {
+	v, _ := resp.ResultMember("isError")
 	return string(v) == "true"
 }
 
@@ -659,7 +648,7 @@ func (p *Proxy) observeInitialize(r *http.Request, m *jsonrpc.Message) (context.
 	if rec == nil {
 		return ctx, func(*session, *jsonrpc.Message, *callError) {}
 	}
-	ctx, _ = rec.forwarded(ctx, msgs)
+	ctx = rec.forwarded(ctx, msgs)
 	return ctx, func(sess *session, resp *jsonrpc.Message, cerr *callError) {
 		if sess != nil && rec.t.tracing && len(rec.calls) > 0 {
 			rec.calls[0].span.SetAttributes(semconv.McpSessionID(sess.id), semconv.McpProtocolVersion(sess.protocolVersion))

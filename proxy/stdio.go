@@ -276,8 +276,8 @@ func forwarded(ctx context.Context, rec *calls, fwd *jsonrpc.Message) *jsonrpc.M
 	if rec == nil {
 		return fwd
 	}
-	_, out := rec.forwarded(ctx, []*jsonrpc.Message{fwd})
-	return out[0]
+	rec.forwarded(ctx, []*jsonrpc.Message{fwd})
+	return withTraceMeta(fwd, rec.traceContext())
 }
 
 // readClient relays the client's messages until its input ends, and

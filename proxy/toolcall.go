@@ -241,14 +241,14 @@ func (pm *pump) screenResult(ctx context.Context, sc scope, method string, m *js
 	}
 	// Exact keys throughout: agents' SDKs written in Go read "ResultType"
 	// or "InputRequests" as the keys decided here.
-	rt, _, err := jsonrpc.LookupString(m.Result, "resultType")
+	rt, _, err := m.ResultString("resultType")
 	if err != nil {
 		return &jsonrpc.Message{ID: m.ID, Error: errUpstream(fmt.Errorf("invalid %s result: resultType: %v", method, err)).rpc()}
 	}
 	if rt != "input_required" {
 		return m
 	}
-	embedded, err := jsonrpc.Lookup(m.Result, "inputRequests")
+	embedded, err := m.ResultMember("inputRequests")
 	if err != nil {
 		return &jsonrpc.Message{ID: m.ID, Error: errUpstream(fmt.Errorf("invalid %s result: %v", method, err)).rpc()}
 	}

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"mcpguard.dev/mcpguard/proxy/jsonrpc"
 )
 
 // upstream is the client for the MCP gateway. It is safe for concurrent use.
@@ -112,9 +114,10 @@ func readErrorBody(body io.Reader) []byte {
 
 // upstreamCall is one HTTP request to the gateway.
 type upstreamCall struct {
-	method          string // POST, GET or DELETE
-	body            []byte // canonical JSON for POST
-	sessionID       string // the gateway's session id, if any
+	method          string          // POST, GET or DELETE
+	body            []byte          // canonical JSON for POST
+	pieces          *jsonrpc.Pieces // instead of body: a forwarded message or batch
+	sessionID       string          // the gateway's session id, if any
 	protocolVersion string
 	mcpHeaders      http.Header // Mcp-Method, Mcp-Name, Mcp-Param-*
 	lastEventID     string
@@ -131,13 +134,22 @@ var errHeaderTimeout = errors.New("no response headers within the timeout")
 func (u *upstream) do(ctx context.Context, c upstreamCall) (*http.Response, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	var body io.Reader
-	if c.body != nil {
+	switch {
+	case c.pieces != nil:
+		body = c.pieces.Reader()
+	case c.body != nil:
 		body = bytes.NewReader(c.body)
 	}
 	req, err := http.NewRequestWithContext(ctx, c.method, u.url, body)
 	if err != nil {
 		cancel()
 		return nil, err
+	}
+	if c.pieces != nil {
+		// What NewRequest sets for a bytes.Reader: a length, not chunks,
+		// and a body the transport can send again.
+		req.ContentLength = int64(c.pieces.Len())
+		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(c.pieces.Reader()), nil }
 	}
 	if u.host != "" {
 		req.Host = u.host

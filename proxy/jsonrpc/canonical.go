@@ -45,23 +45,51 @@ func (l Limits) withDefaults() Limits {
 // the canonical form cannot disagree about what it says, which is why the
 // proxy forwards this form and never the bytes it received.
 func Canonical(dst, src []byte, lim Limits) ([]byte, error) {
-	lim = lim.withDefaults()
-	if len(src) > lim.MaxBytes {
-		return dst, &SizeError{Limit: lim.MaxBytes}
-	}
-	// The canonical form is never longer than its source (it only drops
-	// whitespace and shortens escapes), so one allocation holds it: growing
-	// by append would copy a 64 KiB payload about twice over (issue #2).
-	s := scanner{src: src, out: slices.Grow(dst, len(src)), maxDepth: lim.MaxDepth}
-	s.skipSpace()
-	if err := s.value(); err != nil {
+	canon, inPlace, err := canonical(dst, src, lim, nil)
+	if err != nil {
 		return dst, err
 	}
+	if inPlace {
+		return append(dst, canon...), nil
+	}
+	return canon, nil
+}
+
+// canonical is Canonical that leaves a value already canonical where it
+// is: when src holds its canonical form as it is, but for whitespace
+// around it (what most peers write: Go's encoding/json, JavaScript's
+// JSON.stringify), canon is that part of src, capacity clipped, and
+// inPlace is true; otherwise canon is dst with the canonical form
+// appended. Either way it is one pass over src: the bytes are read, and
+// copied only from the first one that differs from its canonical form,
+// in runs between such bytes (issue #18).
+//
+// When lay is not nil and the value is an object, lay receives where its
+// members and those of its members' objects are in canon.
+func canonical(dst, src []byte, lim Limits, lay *layout) (canon []byte, inPlace bool, err error) {
+	lim = lim.withDefaults()
+	if len(src) > lim.MaxBytes {
+		return dst, false, &SizeError{Limit: lim.MaxBytes}
+	}
+	s := scanner{src: src, out: dst, base: len(dst), maxDepth: lim.MaxDepth}
+	s.skipSpace()
+	begin := s.pos
+	s.mark = begin
+	if lay != nil && begin < len(src) && src[begin] == '{' {
+		s.lay = lay
+	}
+	if err := s.value(); err != nil {
+		return dst, false, err
+	}
+	end := s.pos
 	s.skipSpace()
 	if s.pos != len(s.src) {
-		return dst, s.errorf("unexpected data after the top-level value")
+		return dst, false, s.errorf("unexpected data after the top-level value")
 	}
-	return s.out, nil
+	if !s.copying {
+		return src[begin:end:end], true, nil
+	}
+	return append(s.out, src[s.mark:end]...), false, nil
 }
 
 // SizeError reports a message over Limits.MaxBytes.
@@ -81,16 +109,66 @@ func (e *SyntaxError) Error() string {
 	return fmt.Sprintf("invalid JSON at byte %d: %s", e.Offset, e.Msg)
 }
 
+// scanner reads one JSON value. The canonical form of what it has read is
+// out followed by src[mark:pos]: bytes that are their own canonical form
+// stay in src, and only a part that differs (whitespace between tokens,
+// an escape written another way) makes it copy what came before to out
+// and write that part's canonical form there (replace). While copying is
+// false nothing has differed and out is the caller's dst untouched.
 type scanner struct {
 	src      []byte
 	pos      int
 	out      []byte
+	base     int // len(dst): out[base:] is the canonical form's
+	mark     int
+	copying  bool
 	depth    int
 	maxDepth int
+	lay      *layout // nil: nothing recorded
 }
+
+// layout is where the members of a message's object (top) and of the
+// objects that are their values (inner: params, result) are in its
+// canonical form, as the scanner read them: the decoder reads them from
+// here rather than walk the canonical bytes again, past a 64 KiB argument
+// or result each time (issue #18).
+type layout struct {
+	top, inner []memberSpan
+}
+
+// memberSpan is where a member's key token and its value are in the
+// canonical form; for a top member, inner[inner:innerEnd] are the members
+// of its value.
+type memberSpan struct {
+	key, keyEnd, value, valueEnd int
+	inner, innerEnd              int
+}
+
+// at returns the offset in the canonical form of what is at s.pos.
+func (s *scanner) at() int { return len(s.out) - s.base + s.pos - s.mark }
 
 func (s *scanner) errorf(format string, args ...any) error {
 	return &SyntaxError{Offset: s.pos, Msg: fmt.Sprintf(format, args...)}
+}
+
+// replace writes repl as the canonical form of src[from:to], from >= mark.
+func (s *scanner) replace(from, to int, repl []byte) {
+	if !s.copying {
+		s.copying = true
+		// The canonical form is never longer than its source (it only
+		// drops whitespace and shortens escapes), so one allocation
+		// holds it: growing by append would copy a 64 KiB payload
+		// about twice over (issue #2).
+		s.out = slices.Grow(s.out, len(s.src)-s.mark)
+	}
+	s.out = append(append(s.out, s.src[s.mark:from]...), repl...)
+	s.mark = to
+}
+
+// flush moves src[mark:pos] to out, once copying.
+func (s *scanner) flush() {
+	s.out = append(s.out, s.src[s.mark:s.pos]...)
+	s.mark = s.pos
 }
 
 func (s *scanner) skipSpace() {
@@ -100,6 +178,15 @@ func (s *scanner) skipSpace() {
 			s.pos++
 		default:
 			return
+		}
+	}
+}
+
+// space skips whitespace inside the value, which the canonical form drops.
+func (s *scanner) space() {
+	if start := s.pos; start < len(s.src) && s.src[start] <= ' ' {
+		if s.skipSpace(); s.pos > start {
+			s.replace(start, s.pos, nil)
 		}
 	}
 }
@@ -133,7 +220,6 @@ func (s *scanner) literal(lit string) error {
 		return s.errorf("invalid literal")
 	}
 	s.pos += len(lit)
-	s.out = append(s.out, lit...)
 	return nil
 }
 
@@ -145,19 +231,14 @@ func (s *scanner) enter() error {
 	return nil
 }
 
-// keySpan locates one canonical key inside s.out.
-type keySpan struct{ start, end int }
-
 func (s *scanner) object() error {
 	if err := s.enter(); err != nil {
 		return err
 	}
 	s.pos++ // '{'
-	s.out = append(s.out, '{')
-	s.skipSpace()
+	s.space()
 	if s.pos < len(s.src) && s.src[s.pos] == '}' {
 		s.pos++
-		s.out = append(s.out, '}')
 		s.depth--
 		return nil
 	}
@@ -169,29 +250,40 @@ func (s *scanner) object() error {
 	// so a Go server would act on the twin the policy did not check. Small
 	// objects (nearly all of them) use a linear scan; large ones a set of
 	// key skeletons.
-	var small [16]keySpan
+	var small [16][]byte
 	keys := small[:0]
 	var set map[string][]byte
 	for {
 		if s.pos >= len(s.src) || s.src[s.pos] != '"' {
 			return s.errorf("expected a string object key")
 		}
-		start := len(s.out)
+		// Where the key's canonical form starts in out once copying:
+		// out followed by src[mark:] is the canonical form.
+		start, outStart := s.pos, len(s.out)+s.pos-s.mark
+		var span memberSpan
+		rec := s.lay != nil && s.depth <= 2
+		if rec {
+			span.key = outStart - s.base
+		}
 		if err := s.str(); err != nil {
 			return err
 		}
-		key := s.out[start:len(s.out)]
+		key := s.src[start:s.pos]
+		if s.copying {
+			s.flush()
+			key = s.out[outStart:len(s.out):len(s.out)]
+		}
 		if set == nil {
-			for _, k := range keys {
-				if prev := s.out[k.start:k.end]; sameKeyToken(prev, key) {
+			for _, prev := range keys {
+				if sameKeyToken(prev, key) {
 					return s.duplicateKey(prev, key)
 				}
 			}
-			keys = append(keys, keySpan{start, len(s.out)})
+			keys = append(keys, key)
 			if len(keys) > 32 {
 				set = make(map[string][]byte, 64)
 				for _, k := range keys {
-					set[tokenSkeleton(s.out[k.start:k.end])] = s.out[k.start:k.end]
+					set[tokenSkeleton(k)] = k
 				}
 			}
 		} else {
@@ -201,28 +293,37 @@ func (s *scanner) object() error {
 			}
 			set[f] = key
 		}
-		s.skipSpace()
+		s.space()
 		if s.pos >= len(s.src) || s.src[s.pos] != ':' {
 			return s.errorf("expected ':' after object key")
 		}
 		s.pos++
-		s.out = append(s.out, ':')
-		s.skipSpace()
+		s.space()
+		if rec {
+			span.keyEnd = span.key + len(key)
+			span.value, span.inner = s.at(), len(s.lay.inner)
+		}
 		if err := s.value(); err != nil {
 			return err
 		}
-		s.skipSpace()
+		if rec {
+			span.valueEnd, span.innerEnd = s.at(), len(s.lay.inner)
+			if s.depth == 1 {
+				s.lay.top = append(s.lay.top, span)
+			} else {
+				s.lay.inner = append(s.lay.inner, span)
+			}
+		}
+		s.space()
 		if s.pos >= len(s.src) {
 			return s.errorf("unexpected end of input in object")
 		}
 		switch s.src[s.pos] {
 		case ',':
 			s.pos++
-			s.out = append(s.out, ',')
-			s.skipSpace()
+			s.space()
 		case '}':
 			s.pos++
-			s.out = append(s.out, '}')
 			s.depth--
 			return nil
 		default:
@@ -246,11 +347,9 @@ func (s *scanner) array() error {
 		return err
 	}
 	s.pos++ // '['
-	s.out = append(s.out, '[')
-	s.skipSpace()
+	s.space()
 	if s.pos < len(s.src) && s.src[s.pos] == ']' {
 		s.pos++
-		s.out = append(s.out, ']')
 		s.depth--
 		return nil
 	}
@@ -258,18 +357,16 @@ func (s *scanner) array() error {
 		if err := s.value(); err != nil {
 			return err
 		}
-		s.skipSpace()
+		s.space()
 		if s.pos >= len(s.src) {
 			return s.errorf("unexpected end of input in array")
 		}
 		switch s.src[s.pos] {
 		case ',':
 			s.pos++
-			s.out = append(s.out, ',')
-			s.skipSpace()
+			s.space()
 		case ']':
 			s.pos++
-			s.out = append(s.out, ']')
 			s.depth--
 			return nil
 		default:
@@ -279,7 +376,6 @@ func (s *scanner) array() error {
 }
 
 func (s *scanner) number() error {
-	start := s.pos
 	src := s.src
 	i := s.pos
 	if i < len(src) && src[i] == '-' {
@@ -321,27 +417,23 @@ func (s *scanner) number() error {
 			return s.errorf("invalid number: no digits in exponent")
 		}
 	}
-	s.pos = i
-	s.out = append(s.out, src[start:i]...)
+	s.pos = i // numbers are kept as written
 	return nil
 }
 
-// str scans a string at s.pos and appends its canonical encoding.
+// str scans the string at s.pos.
 //
-// One pass: runs of bytes that are their own canonical encoding are copied
-// as they are, and each escape is decoded and written again the one way
-// the canonical form escapes (appendEscaped), or as the character itself.
+// One pass: runs of bytes that are their own canonical encoding are left
+// where they are, eight bytes tested at a time, and so are escapes
+// written the one way the canonical form writes them (\" \\ \n…);
+// only another escape (\/, a \u escape of a printable character) is
+// replaced by its canonical form (appendEscaped), or the character itself.
 // It used to decode the whole string into a scratch buffer and encode that
-// again, three passes over every string with an escape in it: most of a
-// 64 KiB call's decoding when tool output carries quotes and newlines
-// (issue #18). The output is byte for byte the same (FuzzCanonicalString).
+// again, three passes over every string with an escape in it, then to
+// copy every byte (issue #18). FuzzCanonicalString holds it to refString.
 func (s *scanner) str() error {
-	s.pos++ // opening quote
-	start := s.pos
 	src := s.src
-	// Fast path: printable ASCII without escapes is already canonical.
-	i := plainRun(src, start)
-	out := append(append(s.out, '"'), src[start:i]...)
+	i := plainRun(src, s.pos+1) // past the opening quote
 	for {
 		if i >= len(src) {
 			s.pos = i
@@ -350,13 +442,10 @@ func (s *scanner) str() error {
 		c := src[i]
 		switch {
 		case plainByte[c]:
-			// A run of plain ASCII in one append: text between escapes.
-			j := plainRun(src, i+1)
-			out = append(out, src[i:j]...)
-			i = j
+			// A run of plain ASCII: text between escapes.
+			i = plainRun(src, i+1)
 		case c == '"':
 			s.pos = i + 1
-			s.out = append(out, '"')
 			return nil
 		case c < 0x20:
 			s.pos = i
@@ -367,14 +456,10 @@ func (s *scanner) str() error {
 				return s.errorf("unterminated escape")
 			}
 			switch e := src[i+1]; e {
-			case '"', '\\':
-				out = append(out, '\\', e)
-				i += 2
+			case '"', '\\', 'b', 'f', 'n', 'r', 't':
+				i += 2 // canonical as written
 			case '/':
-				out = append(out, '/')
-				i += 2
-			case 'b', 'f', 'n', 'r', 't':
-				out = append(out, '\\', e)
+				s.replace(i, i+2, slash)
 				i += 2
 			case 'u':
 				r, ok := hex4(src[i+2:])
@@ -382,29 +467,34 @@ func (s *scanner) str() error {
 					s.pos = i
 					return s.errorf("invalid \\u escape")
 				}
-				i += 6
+				n := 6
 				if utf16.IsSurrogate(r) {
 					r2, ok := rune(-1), false
-					if i+1 < len(src) && src[i] == '\\' && src[i+1] == 'u' {
-						r2, ok = hex4(src[i+2:])
+					if j := i + 6; j+1 < len(src) && src[j] == '\\' && src[j+1] == 'u' {
+						r2, ok = hex4(src[j+2:])
 					}
 					if !ok || r >= 0xDC00 {
-						s.pos = i
+						s.pos = i + 6
 						return s.errorf("lone UTF-16 surrogate in string")
 					}
 					combined := utf16.DecodeRune(r, r2)
 					if combined == utf8.RuneError {
-						s.pos = i
+						s.pos = i + 6
 						return s.errorf("lone UTF-16 surrogate in string")
 					}
-					r = combined
-					i += 6
+					r, n = combined, 12
 				}
+				var buf [utf8.UTFMax + 2]byte
+				repl := buf[:0]
 				if r < utf8.RuneSelf && !plainByte[r] {
-					out = appendEscaped(out, byte(r))
+					repl = appendEscaped(repl, byte(r))
 				} else {
-					out = utf8.AppendRune(out, r)
+					repl = utf8.AppendRune(repl, r)
 				}
+				if !bytes.Equal(repl, src[i:i+n]) {
+					s.replace(i, i+n, repl)
+				}
+				i += n
 			default:
 				s.pos = i
 				return s.errorf("invalid escape '\\%c'", e)
@@ -415,11 +505,12 @@ func (s *scanner) str() error {
 				s.pos = i
 				return s.errorf("invalid UTF-8 in string")
 			}
-			out = append(out, src[i:i+size]...)
 			i += size
 		}
 	}
 }
+
+var slash = []byte{'/'}
 
 // plainRun returns the index of the first byte at or after i that is not
 // plainByte, or len(src). It tests eight bytes at a time: tool output is

@@ -1,11 +1,15 @@
 package jsonrpc
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"slices"
 	"strings"
 	"testing"
+	"unsafe"
 )
 
 func TestCanonical(t *testing.T) {
@@ -170,6 +174,14 @@ func FuzzDecode(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		canon, err := Canonical(nil, data, Limits{})
+		// The scanner that leaves canonical bytes in place writes what the
+		// one that copied every token wrote, and refuses what it refused
+		// at the same byte.
+		ref, refErr := refCanonical(nil, data, Limits{})
+		if (err == nil) != (refErr == nil) || string(canon) != string(ref) || (err != nil && err.Error() != refErr.Error()) {
+			t.Fatalf("Canonical(%q) = %q, %v; before keeping input in place: %q, %v", data, canon, err, ref, refErr)
+		}
+		checkInPlace(t, data)
 		if err != nil {
 			return
 		}
@@ -197,6 +209,8 @@ func FuzzDecode(f *testing.F) {
 		}
 		for _, m := range msgs {
 			checkParam(t, m)
+			checkPieces(t, m)
+			checkLayout(t, m)
 		}
 		var out []byte
 		if batch {
@@ -464,6 +478,235 @@ func TestDecodeKeepsNoInput(t *testing.T) {
 					t.Errorf("%s: params.name reads %q once the input is overwritten", in, name)
 				}
 			}
+		}
+	}
+}
+
+// checkInPlace: DecodeInPlace answers as Decode does; its messages point
+// into the input exactly when it says so, and then the input, but for
+// whitespace around it, is its canonical form; otherwise they point
+// nowhere into it.
+func checkInPlace(t *testing.T, data []byte) {
+	t.Helper()
+	want, wantBatch, wantErr := Decode(data, Limits{})
+	own := bytes.Clone(data)
+	msgs, batch, inPlace, err := DecodeInPlace(own, Limits{})
+	if (err == nil) != (wantErr == nil) || (err != nil && err.Error() != wantErr.Error()) || batch != wantBatch || len(msgs) != len(want) {
+		t.Fatalf("DecodeInPlace(%q) = %d messages, batch %v, %v; Decode: %d, %v, %v", data, len(msgs), batch, err, len(want), wantBatch, wantErr)
+	}
+	if err != nil {
+		if inPlace {
+			t.Fatalf("DecodeInPlace(%q) failed but kept its input", data)
+		}
+		return
+	}
+	encode := func() []string {
+		var out []string
+		for _, m := range msgs {
+			b, err := Encode(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, string(b))
+		}
+		return out
+	}
+	got := encode()
+	for i, m := range want {
+		if b, _ := Encode(m); string(b) != got[i] {
+			t.Fatalf("DecodeInPlace(%q): message %d encodes to %s; Decode's: %s", data, i, got[i], b)
+		}
+	}
+	canon, _ := Canonical(nil, data, Limits{})
+	if trimmed := bytes.Trim(data, " \t\r\n"); inPlace != bytes.Equal(trimmed, canon) {
+		t.Fatalf("DecodeInPlace(%q): in place %v, but the input is canonical: %v", data, inPlace, !inPlace)
+	}
+	if inPlace {
+		// Payloads are not copied.
+		within := func(b []byte) bool {
+			return len(b) == 0 || uintptr(unsafe.Pointer(&b[0])) >= uintptr(unsafe.Pointer(&own[0])) &&
+				uintptr(unsafe.Pointer(&b[0])) < uintptr(unsafe.Pointer(&own[0]))+uintptr(len(own))
+		}
+		for _, m := range msgs {
+			if !within(m.Params) || !within(m.Result) {
+				t.Fatalf("DecodeInPlace(%q) in place, but a payload was copied", data)
+			}
+		}
+		return
+	}
+	for i := range own {
+		own[i] = ' '
+	}
+	if after := encode(); !slices.Equal(after, got) {
+		t.Fatalf("DecodeInPlace(%q) not in place, but overwriting the input changed the messages: %q, was %q", data, after, got)
+	}
+}
+
+// TestDecodeInPlace: a canonical body (as Go and JavaScript peers write
+// it, a newline after it included) is decoded where it is; one a byte of
+// which is written otherwise is copied, and the copy is canonical.
+func TestDecodeInPlace(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		inPlace bool
+	}{
+		{`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fetch_url","arguments":{"url":"https://example.com/","body":"a \"quoted\" line\n\u001f"}}}` + "\n", true},
+		{`[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","method":"notifications/initialized"}]`, true},
+		{` {"jsonrpc":"2.0","id":"a","result":{"content":[{"type":"text","text":"hi"}]}}`, true},
+		{`{"jsonrpc": "2.0","id":1,"method":"ping"}`, false},
+		{`{"jsonrpc":"2.0","id":1,"method":"ping","params":{"u":"https:\/\/example.com"}}`, false},
+		{`{"jsonrpc":"2.0","id":1,"method":"ping","params":{"\u0075":"x"}}`, false},
+		{`{"jsonrpc":"2.0","id":1,"method":"ping","params":{"u":"\u001F"}}`, false},
+		{`{"jsonrpc":"2.0","id":1,"method":"ping","params":{"u":"caf\u00e9 \ud83d\ude00"}}`, false},
+	} {
+		checkInPlace(t, []byte(tc.in))
+		if _, _, inPlace, err := DecodeInPlace([]byte(tc.in), Limits{}); err != nil || inPlace != tc.inPlace {
+			t.Errorf("DecodeInPlace(%s): in place %v, %v; want %v", tc.in, inPlace, err, tc.inPlace)
+		}
+	}
+}
+
+// checkPieces: Pieces hold what AppendJSON writes, and with a param set
+// what it writes of the message with Replace's params.
+func checkPieces(t *testing.T, m *Message) {
+	t.Helper()
+	read := func(p *Pieces) string {
+		b, err := io.ReadAll(p.Reader())
+		if err != nil || len(b) != p.Len() || string(b) != string(p.Bytes()) {
+			t.Fatalf("Pieces read %q (%v), length %d, Bytes %q", b, err, p.Len(), p.Bytes())
+		}
+		return string(b)
+	}
+	want, err := Encode(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p Pieces
+	if err := p.AppendMessage(m); err != nil || read(&p) != string(want) {
+		t.Fatalf("Pieces of %s: %q, %v", want, p.Bytes(), err)
+	}
+	if m.Kind() == KindResponse {
+		return
+	}
+	params := m.Params
+	if params == nil {
+		params = json.RawMessage(`{}`)
+	}
+	for _, key := range []string{"_meta", "name", "arguments"} {
+		value := json.RawMessage(`{"traceparent":"00-x"}`)
+		var p Pieces
+		err := p.AppendMessageSetParam(m, key, value)
+		replaced, rerr := Replace(params, key, value)
+		if (err == nil) != (rerr == nil) {
+			t.Fatalf("AppendMessageSetParam(%s, %q): %v; Replace: %v", want, key, err, rerr)
+		}
+		if err != nil {
+			continue
+		}
+		c := *m
+		c.Params = replaced
+		if w, _ := Encode(&c); read(&p) != string(w) {
+			t.Fatalf("AppendMessageSetParam(%s, %q) = %s; want %s", want, key, p.Bytes(), w)
+		}
+	}
+}
+
+// TestPiecesSetParam: a request's params are referenced, not copied, when
+// the member set is new; every other case is checkPieces'.
+func TestPiecesSetParam(t *testing.T) {
+	for _, in := range []string{
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fetch_url","arguments":{"url":"https://example.com/"}}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","_meta":{"a":1}}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","_Meta":{"a":1}}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"ping"}`,
+		`{"jsonrpc":"2.0","id":1,"method":"ping","params":{}}`,
+		`{"jsonrpc":"2.0","method":"notifications/progress","params":{"progress":1}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"odd\"method","params":{"a":1}}`,
+		`{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`,
+		`{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"x"}}`,
+	} {
+		m, err := DecodeOne([]byte(in), Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkPieces(t, m)
+	}
+	m, _ := DecodeOne([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"text":"long"}}}`), Limits{})
+	var p Pieces
+	if err := p.AppendMessageSetParam(m, "_meta", json.RawMessage(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	referenced := false
+	for _, b := range p.bufs {
+		referenced = referenced || &b[0] == &m.Params[0]
+	}
+	if !referenced {
+		t.Error("AppendMessageSetParam copied the params")
+	}
+}
+
+// checkLayout: the indexes the decoder made from what the canonical
+// scanner recorded (layout) are the ones a scan of the canonical bytes
+// makes, and ResultMember reads as Lookup does.
+func checkLayout(t *testing.T, m *Message) {
+	t.Helper()
+	for _, c := range []struct {
+		ix  *paramsIndex
+		obj []byte
+	}{{&m.params, m.Params}, {&m.result, m.Result}} {
+		want := indexParams(c.obj, nil, memberSpan{})
+		if c.ix.applies(c.obj) != want.applies(c.obj) || len(c.ix.members) != len(want.members) {
+			t.Fatalf("index of %s: %d members (applies %v); a scan finds %d (%v)", c.obj, len(c.ix.members), c.ix.applies(c.obj), len(want.members), want.applies(c.obj))
+		}
+		for i, mb := range c.ix.members {
+			w := want.members[i]
+			if &mb.tok[0] != &w.tok[0] || len(mb.tok) != len(w.tok) || len(mb.value) != len(w.value) || cap(mb.value) != cap(w.value) ||
+				(len(w.value) > 0 && &mb.value[0] != &w.value[0]) {
+				t.Fatalf("index of %s: member %d is %s:%s; a scan finds %s:%s", c.obj, i, mb.tok, mb.value, w.tok, w.value)
+			}
+		}
+	}
+	keys := []string{"content", "isError", "resultType", "inputRequests", "Content", "\u017f"}
+	ms, _ := Members(m.Result)
+	for _, mb := range ms {
+		keys = append(keys, mb.Key)
+	}
+	for _, k := range keys {
+		got, gerr := m.ResultMember(k)
+		want, werr := Lookup(m.Result, k)
+		if string(got) != string(want) || fmt.Sprint(gerr) != fmt.Sprint(werr) {
+			t.Fatalf("ResultMember(%q) of %s = %s, %v; Lookup gives %s, %v", k, m.Result, got, gerr, want, werr)
+		}
+		gs, gok, gerr := m.ResultString(k)
+		ws, wok, werr := LookupString(m.Result, k)
+		if gs != ws || gok != wok || fmt.Sprint(gerr) != fmt.Sprint(werr) {
+			t.Fatalf("ResultString(%q) of %s = %q, %v, %v; LookupString gives %q, %v, %v", k, m.Result, gs, gok, gerr, ws, wok, werr)
+		}
+	}
+}
+
+// TestLayout: a message's members and those of its params or result are
+// read from where the scanner found them, whitespace and escapes written
+// otherwise included.
+func TestLayout(t *testing.T) {
+	for _, in := range []string{
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fetch_url","arguments":{"url":"https://example.com/","body":"a \"b\"\n"}}}`,
+		` { "jsonrpc" : "2.0" , "id" : 1 , "method" : "tools/call" , "params" : { "n\u0061me" : "x\/y" , "arguments" : { } } } `,
+		`{"jsonrpc":"2.0","id":"a","result":{"content":[{"type":"text","text":"hi"}],"isError":true,"resultType":"complete"}}`,
+		`{"jsonrpc":"2.0","id":"a","result":{ "c\u006fntent" : [ { "type" : "text" } ] , "isError" : false }}`,
+		`{"jsonrpc":"2.0","id":"a","result":{}}`,
+		`{"jsonrpc":"2.0","id":"a","result":[1]}`,
+		`{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"x","data":{"a":1}}}`,
+		`{"params":{"a":{"b":{"c":1}}},"jsonrpc":"2.0","id":1,"method":"x"}`,
+	} {
+		m, err := DecodeOne([]byte(in), Limits{})
+		if err != nil {
+			t.Fatalf("%s: %v", in, err)
+		}
+		checkLayout(t, m)
+		checkParam(t, m)
+		if (m.Params != nil && m.Params[0] == '{' && !m.params.applies(m.Params)) || (len(m.Result) > 0 && m.Result[0] == '{' && !m.result.applies(m.Result)) {
+			t.Errorf("%s: not indexed", in)
 		}
 	}
 }

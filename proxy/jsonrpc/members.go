@@ -312,16 +312,33 @@ func objectMembers(obj []byte) ([]member, error) {
 // allocating: next returns each key as its raw string token (quotes
 // included; unquote it) and its value. After the last member, or the
 // first malformed byte, next returns false, and err says which.
+//
+// With spans (recorded), it reads the members the canonical scanner found
+// (layout), at offsets from base, instead of scanning obj.
 type memberScanner struct {
 	obj  []byte
 	i    int // where the next member starts; 0 before the first
 	done bool
 	err  error
+
+	recorded bool
+	spans    []memberSpan
+	base     int
 }
 
 func (sc *memberScanner) next() (key, value []byte, ok bool) {
 	if sc.done {
 		return nil, nil, false
+	}
+	if sc.recorded {
+		if sc.i >= len(sc.spans) {
+			sc.done = true
+			return nil, nil, false
+		}
+		sp := sc.spans[sc.i]
+		sc.i++
+		v, end := sp.value-sc.base, sp.valueEnd-sc.base
+		return sc.obj[sp.key-sc.base : sp.keyEnd-sc.base], sc.obj[v:end:end], true
 	}
 	obj := sc.obj
 	if sc.i == 0 {
@@ -537,8 +554,8 @@ func kindOfOrEmpty(v []byte) string {
 	return kindOf(v)
 }
 
-// paramsIndex holds the members of a request's params object, found by
-// the decoder's one pass over them, so that the several lookups each
+// paramsIndex holds the members of a request's params object (or of a
+// response's result), found by the decoder's one pass over them, so that the several lookups each
 // request gets (name, arguments, _meta, inputResponses…) do not each walk
 // past a 64 KiB argument to reach the key they want (issue #18).
 //
@@ -559,12 +576,17 @@ type indexedMember struct {
 
 // indexParams returns the index of the canonical object params; the zero
 // index, which applies to nothing, when params is not a readable object.
-func indexParams(params []byte) paramsIndex {
+// With lay, the members are read from it: span is the member whose value
+// params is.
+func indexParams(params []byte, lay *layout, span memberSpan) paramsIndex {
 	if len(params) == 0 || params[0] != '{' {
 		return paramsIndex{}
 	}
 	var ms []indexedMember
 	sc := memberScanner{obj: params}
+	if lay != nil {
+		sc.recorded, sc.spans, sc.base = true, lay.inner[span.inner:span.innerEnd], span.value
+	}
 	for {
 		tok, value, ok := sc.next()
 		if !ok {
@@ -591,9 +613,40 @@ func (ix *paramsIndex) applies(params []byte) bool {
 // Lookup(m.Params, key) reads it (a variant of key is a KeyVariantError),
 // from the decoder's index of the params when it applies.
 func (m *Message) Param(key string) (json.RawMessage, error) {
-	ix := &m.params
-	if !ix.applies(m.Params) {
-		return Lookup(m.Params, key)
+	return m.params.lookup(m.Params, key)
+}
+
+// ParamString returns the string value of key in m.Params, read as
+// LookupString(m.Params, key) reads it.
+func (m *Message) ParamString(key string) (string, bool, error) {
+	v, err := m.Param(key)
+	if err != nil {
+		return "", false, err
+	}
+	return stringValue(v, key)
+}
+
+// ResultMember returns the value of key in m.Result, read exactly as
+// Lookup(m.Result, key) reads it, from the decoder's index of the result
+// when it applies.
+func (m *Message) ResultMember(key string) (json.RawMessage, error) {
+	return m.result.lookup(m.Result, key)
+}
+
+// ResultString returns the string value of key in m.Result, read as
+// LookupString(m.Result, key) reads it.
+func (m *Message) ResultString(key string) (string, bool, error) {
+	v, err := m.ResultMember(key)
+	if err != nil {
+		return "", false, err
+	}
+	return stringValue(v, key)
+}
+
+// lookup reads key in obj as Lookup does, from the index when it is of obj.
+func (ix *paramsIndex) lookup(obj json.RawMessage, key string) (json.RawMessage, error) {
+	if !ix.applies(obj) {
+		return Lookup(obj, key)
 	}
 	plain := plainKey(key)
 	var found json.RawMessage
@@ -607,14 +660,4 @@ func (m *Message) Param(key string) (json.RawMessage, error) {
 		}
 	}
 	return found, nil
-}
-
-// ParamString returns the string value of key in m.Params, read as
-// LookupString(m.Params, key) reads it.
-func (m *Message) ParamString(key string) (string, bool, error) {
-	v, err := m.Param(key)
-	if err != nil {
-		return "", false, err
-	}
-	return stringValue(v, key)
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"slices"
 	"strconv"
@@ -136,6 +137,7 @@ type Message struct {
 	Error  *Error
 
 	params paramsIndex // of Params as decoded; see Param
+	result paramsIndex // of Result as decoded; see ResultMember
 }
 
 // Kind reports what the message is.
@@ -282,15 +284,51 @@ func invalid(id ID, format string, args ...any) *DecodeError {
 // whether it was a batch. Every element of a batch must be a valid message:
 // one bad element refuses the whole batch, because answering part of a batch
 // would hide from the client which of its messages were dropped.
+//
+// Nothing it returns points into data (TestDecodeKeepsNoInput): the caller
+// may reuse data at once. A caller that gives data up calls DecodeInPlace.
 func Decode(data []byte, lim Limits) (msgs []*Message, batch bool, err error) {
-	canon, err := Canonical(nil, data, lim)
+	var lay layout
+	canon, inPlace, err := canonical(nil, data, lim, &lay)
 	if err != nil {
-		var se *SizeError
-		if errors.As(err, &se) {
-			return nil, false, err
-		}
-		return nil, false, &DecodeError{Code: CodeParseError, ID: readableID(data), Err: err}
+		return nil, false, decodeFailed(data, err)
 	}
+	if inPlace {
+		canon = bytes.Clone(canon)
+	}
+	return decodeCanonical(canon, &lay)
+}
+
+// DecodeInPlace is Decode for a caller that gives data up (a message body
+// read for it alone). When data is canonical already but for whitespace
+// around it, as Go's encoding/json and JavaScript's JSON.stringify write
+// it, the messages point into data instead of a copy of its canonical
+// form, and inPlace is true: then data must never be changed or reused,
+// by the caller or by a pool it came from. When inPlace is false nothing
+// returned points into data. A 64 KiB call is forwarded without a copy
+// of its arguments being made to decode it (issue #18).
+func DecodeInPlace(data []byte, lim Limits) (msgs []*Message, batch, inPlace bool, err error) {
+	var lay layout
+	canon, inPlace, err := canonical(nil, data, lim, &lay)
+	if err != nil {
+		return nil, false, false, decodeFailed(data, err)
+	}
+	msgs, batch, err = decodeCanonical(canon, &lay)
+	return msgs, batch, inPlace && err == nil, err
+}
+
+// decodeFailed is the error for data that is not strict JSON.
+func decodeFailed(data []byte, err error) error {
+	var se *SizeError
+	if errors.As(err, &se) {
+		return err
+	}
+	return &DecodeError{Code: CodeParseError, ID: readableID(data), Err: err}
+}
+
+// decodeCanonical reads the messages of a canonical message or batch; lay
+// is where the scanner found a message's members (not a batch's).
+func decodeCanonical(canon []byte, lay *layout) (msgs []*Message, batch bool, err error) {
 	if len(canon) > 0 && canon[0] == '[' {
 		elems, err := arrayElems(canon)
 		if err != nil {
@@ -301,7 +339,7 @@ func Decode(data []byte, lim Limits) (msgs []*Message, batch bool, err error) {
 		}
 		msgs = make([]*Message, 0, len(elems))
 		for i, e := range elems {
-			m, err := decodeMessage(e)
+			m, err := decodeMessage(e, nil)
 			if err != nil {
 				err.Err = fmt.Errorf("batch element %d: %w", i, err.Err)
 				return nil, true, err
@@ -310,7 +348,7 @@ func Decode(data []byte, lim Limits) (msgs []*Message, batch bool, err error) {
 		}
 		return msgs, true, nil
 	}
-	m, derr := decodeMessage(canon)
+	m, derr := decodeMessage(canon, lay)
 	if derr != nil {
 		return nil, false, derr
 	}
@@ -381,8 +419,9 @@ func DecodeOne(data []byte, lim Limits) (*Message, error) {
 	return msgs[0], nil
 }
 
-// decodeMessage reads one canonical JSON value as a message.
-func decodeMessage(canon []byte) (*Message, *DecodeError) {
+// decodeMessage reads one canonical JSON value as a message, its members
+// from lay when not nil.
+func decodeMessage(canon []byte, lay *layout) (*Message, *DecodeError) {
 	if len(canon) == 0 || canon[0] != '{' {
 		return nil, invalid(NullID, "a message must be a JSON object")
 	}
@@ -396,6 +435,10 @@ func decodeMessage(canon []byte) (*Message, *DecodeError) {
 	// The members are scanned in place (this runs for every message, both
 	// ways) and only a key with escapes is unquoted.
 	sc := memberScanner{obj: canon}
+	if lay != nil {
+		sc.recorded, sc.spans = true, lay.top
+	}
+	var params, result memberSpan // where they are in lay
 	for {
 		tok, value, ok := sc.next()
 		if !ok {
@@ -418,9 +461,15 @@ func decodeMessage(canon []byte) (*Message, *DecodeError) {
 			method = value
 		case "params":
 			m.Params = json.RawMessage(value)
+			if lay != nil {
+				params = lay.top[sc.i-1]
+			}
 		case "result":
 			m.Result = json.RawMessage(value)
 			hasResult = true
+			if lay != nil {
+				result = lay.top[sc.i-1]
+			}
 		case "error":
 			errRaw = value
 		default:
@@ -477,7 +526,7 @@ func decodeMessage(canon []byte) (*Message, *DecodeError) {
 			return nil, invalid(m.ID, `"params" must be an object`)
 		}
 		m.Method = s
-		m.params = indexParams(m.Params)
+		m.params = indexParams(m.Params, lay, params)
 		return &m, nil
 	}
 	// A response.
@@ -498,6 +547,8 @@ func decodeMessage(canon []byte) (*Message, *DecodeError) {
 		m.Error = e
 	} else if m.ID == NullID {
 		return nil, invalid(NullID, "a result must have a non-null id")
+	} else {
+		m.result = indexParams(m.Result, lay, result)
 	}
 	return &m, nil
 }
@@ -535,4 +586,193 @@ func decodeError(raw []byte) (*Error, error) {
 		return nil, errors.New(`an error object needs "code" and "message"`)
 	}
 	return &e, nil
+}
+
+// Pieces is an encoding kept as the slices it is made of, for a writer
+// that sends it once, such as an HTTP request's body (Reader): a message's
+// params and result are referenced, not copied, so forwarding a 64 KiB
+// call copies its arguments once, into the connection, instead of twice
+// more into an encoding of the message and one with trace context added
+// (issue #18). What it references must not change while it is read; a
+// decoded message's payloads never do. The zero Pieces is empty.
+type Pieces struct {
+	bufs [][]byte
+	n    int
+	// head holds the bytes between payloads; a slice of it taken before
+	// it grows still holds what was written (append never writes below
+	// len).
+	head []byte
+}
+
+// Len returns the encoding's length in bytes.
+func (p *Pieces) Len() int { return p.n }
+
+// Bytes returns the encoding in one new slice.
+func (p *Pieces) Bytes() []byte {
+	out := make([]byte, 0, p.n)
+	for _, b := range p.bufs {
+		out = append(out, b...)
+	}
+	return out
+}
+
+// Reader returns a new reader of the encoding from its start.
+func (p *Pieces) Reader() io.Reader { return &piecesReader{bufs: p.bufs} }
+
+// piecesReader reads bufs from byte off of the first; it never writes to
+// bufs, which it shares with the Pieces and every other reader of them.
+type piecesReader struct {
+	bufs [][]byte
+	off  int
+}
+
+func (r *piecesReader) Read(b []byte) (int, error) {
+	n := 0
+	for n < len(b) && len(r.bufs) > 0 {
+		c := copy(b[n:], r.bufs[0][r.off:])
+		n += c
+		if r.off += c; r.off == len(r.bufs[0]) {
+			r.bufs, r.off = r.bufs[1:], 0
+		}
+	}
+	if n == 0 && len(b) > 0 {
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// ref appends b as a piece of its own.
+func (p *Pieces) ref(b []byte) {
+	if len(b) > 0 {
+		p.bufs = append(p.bufs, b)
+		p.n += len(b)
+	}
+}
+
+// write appends s as a piece, copied into head.
+func (p *Pieces) write(s ...[]byte) {
+	start := len(p.head)
+	for _, b := range s {
+		p.head = append(p.head, b...)
+	}
+	p.ref(p.head[start:len(p.head):len(p.head)])
+}
+
+// AppendRaw appends b as it is (the brackets and commas of a batch); b
+// is copied.
+func (p *Pieces) AppendRaw(b string) { p.write([]byte(b)) }
+
+// AppendMessage appends m's encoding, byte for byte what AppendJSON
+// writes, its params and result referenced.
+func (p *Pieces) AppendMessage(m *Message) error {
+	return p.appendMessage(m, nil, nil)
+}
+
+// AppendMessageSetParam appends the encoding of m with the member key of
+// its params set to value (canonical JSON), byte for byte what AppendJSON
+// writes of m with Params Replace(Params, key, value), a message without
+// params taking {} for them. When the params have no member key, the usual
+// case, they are referenced and the member is written after them; else
+// they are replaced in a copy. An error is Replace's: m's params are not
+// a canonical object.
+func (p *Pieces) AppendMessageSetParam(m *Message, key string, value json.RawMessage) error {
+	params := m.Params
+	if params == nil {
+		params = json.RawMessage(`{}`)
+	}
+	found, err := m.hasParam(params, key)
+	if err != nil {
+		return err
+	}
+	if found {
+		replaced, err := Replace(params, key, value)
+		if err != nil {
+			return err
+		}
+		c := *m
+		c.Params, c.params = replaced, paramsIndex{}
+		return p.appendMessage(&c, nil, nil)
+	}
+	var sep []byte
+	if len(params) > 2 {
+		sep = []byte{','}
+	}
+	member := append(AppendString(sep, key), ':')
+	return p.appendMessage(m, params[:len(params)-1], append(append(member, value...), '}'))
+}
+
+// hasParam reports whether the canonical object params has the member
+// key exactly (as Replace matches it), from m's index when it applies.
+func (m *Message) hasParam(params []byte, key string) (bool, error) {
+	if ix := &m.params; ix.applies(params) {
+		for _, mb := range ix.members {
+			if isKey(mb.tok, key) {
+				return true, nil
+			}
+		}
+		return false, nil
+	}
+	sc := memberScanner{obj: params}
+	found := false
+	for {
+		tok, _, ok := sc.next()
+		if !ok {
+			break
+		}
+		found = found || isKey(tok, key)
+	}
+	return found, sc.err
+}
+
+// appendMessage appends m's encoding; params, when not nil, stands for
+// m.Params followed by tail.
+func (p *Pieces) appendMessage(m *Message, params, tail []byte) error {
+	if params == nil {
+		params = m.Params
+	}
+	if m.Error != nil || !plainString(m.Method) {
+		c := *m
+		if tail != nil {
+			c.Params = append(append(make([]byte, 0, len(params)+len(tail)), params...), tail...)
+		}
+		b, err := c.appendJSONReflect(nil)
+		if err != nil {
+			return err
+		}
+		p.ref(b)
+		return nil
+	}
+	// What AppendJSON writes, the payloads referenced.
+	kind := m.Kind()
+	head := []byte(`{"jsonrpc":"2.0"`)
+	switch kind {
+	case KindRequest:
+		head = append(append(head, `,"id":`...), m.ID.raw...)
+	case KindResponse:
+		id := m.ID
+		if id.IsZero() {
+			id = NullID
+		}
+		head = append(append(head, `,"id":`...), id.raw...)
+	}
+	if m.Method != "" {
+		head = append(append(append(head, `,"method":"`...), m.Method...), '"')
+	}
+	if len(params) > 0 {
+		p.write(head, []byte(`,"params":`))
+		p.ref(params)
+		p.write(tail)
+		head = head[:0]
+	}
+	result := m.Result
+	if kind == KindResponse && result == nil {
+		result = json.RawMessage("{}")
+	}
+	if len(result) > 0 {
+		p.write(head, []byte(`,"result":`))
+		p.ref(result)
+		head = head[:0]
+	}
+	p.write(head, []byte{'}'})
+	return nil
 }

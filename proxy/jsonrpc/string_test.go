@@ -119,12 +119,13 @@ func checkString(t *testing.T, src []byte) {
 		t.Fatalf("str(%q): error %v at %d; the reference: ok %v at %d", src, err, s.pos, wantOK, wantEnd)
 	}
 	if err != nil {
-		if string(s.out) != "x" {
-			t.Fatalf("str(%q) failed but wrote %q", src, s.out)
+		if out, err := Canonical([]byte("x"), src, Limits{}); err == nil || string(out) != "x" {
+			t.Fatalf("Canonical(%q) failed at %d but wrote %q (%v)", src, s.pos, out, err)
 		}
 		return
 	}
-	if got := string(s.out[1:]); got != string(want) {
+	// What str has read is out (after what it held) and src[mark:pos].
+	if got := string(s.out[1:]) + string(src[s.mark:s.pos]); got != string(want) {
 		t.Fatalf("str(%q) = %s; the reference: %s", src, got, want)
 	}
 }
