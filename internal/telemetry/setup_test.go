@@ -349,9 +349,18 @@ func TestPrometheusAndReloads(t *testing.T) {
 		`mcpguard_policy_reloads_total{mcpguard_policy_reload_result="failure",otel_scope_name="mcpguard.dev/mcpguard",otel_scope_schema_url="",otel_scope_version=""} 2`,
 		`mcpguard_policy_reloads_total{mcpguard_policy_reload_result="success",otel_scope_name="mcpguard.dev/mcpguard",otel_scope_schema_url="",otel_scope_version=""} 1`,
 		`target_info{`,
+		// The runtime and process collectors, registered by the first
+		// scrape rather than at start: there on the first and the next.
+		"\ngo_goroutines ",
+		"\nprocess_resident_memory_bytes ",
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s:\n%s", want, body)
 		}
+	}
+	rec = httptest.NewRecorder()
+	tel.Metrics.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if again := rec.Body.String(); rec.Code != http.StatusOK || !strings.Contains(again, "\ngo_goroutines ") {
+		t.Errorf("second scrape: %d, go_goroutines there: %v", rec.Code, strings.Contains(again, "\ngo_goroutines "))
 	}
 }

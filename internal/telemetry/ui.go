@@ -7,13 +7,18 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
 //go:embed ui/traces.html
 var uiFiles embed.FS
 
-var pageTemplate = template.Must(template.ParseFS(uiFiles, "ui/traces.html"))
+// pageTemplate is parsed when the page is first asked for, not in every
+// process at start (issue #18).
+var pageTemplate = sync.OnceValue(func() *template.Template {
+	return template.Must(template.ParseFS(uiFiles, "ui/traces.html"))
+})
 
 // page is what ui/traces.html renders.
 type page struct {
@@ -67,7 +72,7 @@ func PageHandler(r *Ring) http.Handler {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
 		w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'")
-		if err := pageTemplate.Execute(w, pg); err != nil {
+		if err := pageTemplate().Execute(w, pg); err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 		}
 	})
