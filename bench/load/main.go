@@ -177,6 +177,10 @@ type proc struct {
 	*child
 	url   string // the MCP endpoint
 	ready time.Duration
+	// readyCPU and readyFaults are the CPU time of all its threads and
+	// the minor page faults it had taken when /readyz first answered 200.
+	readyCPU    time.Duration
+	readyFaults int64
 }
 
 // startProxy execs mcpguard and returns once /readyz answers 200, with the
@@ -204,7 +208,15 @@ func startProxy(ctx context.Context, o options, upstream, policy, logFile string
 		if err == nil {
 			res.Body.Close()
 			if res.StatusCode == http.StatusOK {
-				return &proc{child: c, url: "http://" + listen + "/mcp", ready: time.Since(t0)}, nil
+				px := &proc{child: c, url: "http://" + listen + "/mcp", ready: time.Since(t0)}
+				cpu, err1 := loadgen.RunTime(c.Cmd.Process.Pid)
+				flt, err2 := loadgen.MinorFaults(c.Cmd.Process.Pid)
+				if err := errors.Join(err1, err2); err != nil {
+					c.stop()
+					return nil, err
+				}
+				px.readyCPU, px.readyFaults = cpu, flt
+				return px, nil
 			}
 		}
 		if c.Exited() || ctx.Err() != nil || time.Since(t0) > 10*time.Second {
@@ -241,6 +253,7 @@ type key struct {
 // figures is everything measured, all repetitions.
 type figures struct {
 	ready, rssIdle, rss1000, rssPeak []float64
+	readyCPU, readyFaults            []float64
 	// The idle RSS split: anonymous (heap, stacks, runtime) and file-backed
 	// (the pages of the binary that were touched).
 	rssIdleAnon, rssIdleFile []float64
@@ -301,7 +314,7 @@ func run(ctx context.Context, o options) error {
 		if err != nil {
 			return err
 		}
-		f.ready = append(f.ready, px.ready.Seconds()*1e3)
+		f.addReady(px)
 		paths := []path{{"direct", upstream, 0},
 			{"reverseproxy", "http://" + refAddr + "/mcp", ref.Cmd.Process.Pid},
 			{"mcpguard", px.url, px.Cmd.Process.Pid}}
@@ -322,10 +335,16 @@ func run(ctx context.Context, o options) error {
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
+func (f *figures) addReady(px *proc) {
+	f.ready = append(f.ready, px.ready.Seconds()*1e3)
+	f.readyCPU = append(f.readyCPU, px.readyCPU.Seconds()*1e3)
+	f.readyFaults = append(f.readyFaults, float64(px.readyFaults))
+}
+
 // measureProcess records a fresh mcpguard's ready time and idle RSS and,
 // when withSessions, its RSS with o.sessions sessions open.
 func measureProcess(ctx context.Context, o options, px *proc, f *figures, withSessions bool) error {
-	f.ready = append(f.ready, px.ready.Seconds()*1e3)
+	f.addReady(px)
 	time.Sleep(250 * time.Millisecond) // let start-up garbage settle, as an idle pod would
 	rss, err := loadgen.ProcStatus(px.Cmd.Process.Pid, "VmRSS")
 	if err != nil {
@@ -504,6 +523,10 @@ func printReport(w io.Writer, o options, f *figures, version, loadStart, loadEnd
 	fmt.Fprintf(w, "\n| mcpguard process | median | range | samples | target | |\n|---|---:|---:|---:|---|---|\n")
 	fmt.Fprintf(w, "| ready (exec → /readyz 200) | %.1f ms | %s ms | %d | ≤ 25 ms | %s |\n",
 		median(f.ready), span(f.ready), len(f.ready), check(median(f.ready) <= 25))
+	fmt.Fprintf(w, "| … CPU time to ready, all threads (hardly moved by load) | %.1f ms | %s ms | %d | | |\n",
+		median(f.readyCPU), span(f.readyCPU), len(f.readyCPU))
+	fmt.Fprintf(w, "| … page faults to ready | %.0f | %.0f–%.0f | %d | | |\n",
+		median(f.readyFaults), slices.Min(f.readyFaults), slices.Max(f.readyFaults), len(f.readyFaults))
 	fmt.Fprintf(w, "| RSS idle | %.1f MiB | %s MiB | %d | ≤ 16 MiB | %s |\n",
 		median(f.rssIdle), span(f.rssIdle), len(f.rssIdle), check(median(f.rssIdle) <= 16))
 	fmt.Fprintf(w, "| … of which anonymous (heap, stacks) | %.1f MiB | %s MiB | %d | | |\n",
