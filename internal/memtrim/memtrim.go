@@ -2,12 +2,11 @@
 // to start.
 //
 // Most of an idle mcpguard's resident set is not its own data: package
-// initialisation (OPA registering its builtins, the JSON Schema library
-// compiling its meta-schemas, the exporters' protobuf descriptors) runs
-// code and reads tables spread over the whole executable, and the kernel
-// maps 64 KiB around each page touched. Those pages are clean copies of the
-// file, shared through the page cache with every other process that runs
-// the same binary, and the proxy does not touch most of them again
+// initialisation (OPA registering its builtins, the exporters' protobuf
+// descriptors) runs code and reads tables spread over the whole executable,
+// and the kernel maps 64 KiB around each page touched. Those pages are clean
+// copies of the file, shared through the page cache with every other process
+// that runs the same binary, and the proxy does not touch most of them again
 // (issue #18: 23 MiB of an idle sidecar's 31 MiB were such pages).
 package memtrim
 
