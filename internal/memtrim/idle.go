@@ -21,16 +21,19 @@ type idlePolicy struct {
 	quiet  time.Duration // no work for this long: the process is idle
 	minGap time.Duration // at least this long between two actions
 	noise  uint64        // heap bytes allocated between two looks that are not work
+	// idleLook is how often to look while no work is waiting to be given
+	// back: work is then noticed up to this late.
+	idleLook time.Duration
 }
 
 // defaultIdle: a second without work ends a burst (a tool call is answered
 // in milliseconds; an agent thinks for seconds between calls), and a trim
 // costs one garbage collection (about 1-3 ms of CPU with the sidecar's 2 MB
 // heap) plus the page faults that map the call path back on the next call,
-// so at most one every 30 s: 0.01 % of a core at worst. The sidecar at idle
-// allocates nothing between looks (its timers run without allocating);
-// 16 KiB is below what one small call allocates.
-var defaultIdle = idlePolicy{quiet: time.Second, minGap: 30 * time.Second, noise: 16 << 10}
+// so at most one every 30 s. The sidecar at idle allocates nothing between
+// looks (its timers run without allocating); 16 KiB is below what one small
+// call allocates.
+var defaultIdle = idlePolicy{quiet: time.Second, minGap: 30 * time.Second, noise: 16 << 10, idleLook: 5 * time.Second}
 
 // action is what the idle trimmer does after a look.
 type action int
@@ -95,26 +98,30 @@ func runtimeCounters() func() (allocs, gcs uint64) {
 	}
 }
 
-// whenIdle runs until ctx ends, giving back what work brought back each
-// time the process goes idle after it (see idlePolicy). It looks twice per
-// quiet period: two reads of runtime counters, no allocation.
-func whenIdle(ctx context.Context, p idlePolicy, counters func() (allocs, gcs uint64), do func(action)) {
-	var s idleState
-	s.allocs, s.gcs = counters()
-	s.lastWork = time.Now()
-	tick := time.NewTicker(p.quiet / 2)
-	defer tick.Stop()
+// whenIdle runs until ctx ends, from state s, giving back what work
+// brought back each time the process goes idle after it (see idlePolicy).
+// Each look reads two runtime counters and allocates nothing: twice per
+// quiet period while there is work to wait out, every p.idleLook when there
+// is none (an idle process wakes every few seconds, not twice a second).
+func whenIdle(ctx context.Context, p idlePolicy, s idleState, counters func() (allocs, gcs uint64), do func(action)) {
+	t := time.NewTimer(p.quiet / 2)
+	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case now := <-tick.C:
+		case now := <-t.C:
 			allocs, gcs := counters()
 			if a := s.look(p, now, allocs, gcs); a != none {
 				do(a)
 				allocs, gcs = counters()
 				s.acted(now, allocs, gcs)
 			}
+			next := p.idleLook
+			if s.worked {
+				next = p.quiet / 2
+			}
+			t.Reset(next)
 		}
 	}
 }

@@ -12,7 +12,7 @@ import (
 // period, at most once per minGap, trims (a collection) only after work, and
 // after a collection the process ran while idle only drops the pages.
 func TestIdleLook(t *testing.T) {
-	p := idlePolicy{quiet: time.Second, minGap: 30 * time.Second, noise: 100}
+	p := idlePolicy{quiet: time.Second, minGap: 30 * time.Second, noise: 100, idleLook: 5 * time.Second}
 	t0 := time.Unix(1000, 0)
 	at := func(d time.Duration) time.Time { return t0.Add(d) }
 	type look struct {
@@ -96,8 +96,8 @@ func TestIdleActedForgetsItsOwnWork(t *testing.T) {
 
 // TestWhenIdle runs the trimmer's loop on synctest's clock: work for 3 s,
 // then quiet; one trim a second after the last look that saw work, then
-// nothing while idle, and one drop after the runtime's own collection two
-// minutes later.
+// nothing while idle, and one drop at the first look after the runtime's own
+// collection two minutes later.
 func TestWhenIdle(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		start := time.Now()
@@ -121,11 +121,17 @@ func TestWhenIdle(t *testing.T) {
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
-		go func() { whenIdle(ctx, defaultIdle, counters, do); close(done) }()
+		a, g := counters()
+		go func() {
+			whenIdle(ctx, defaultIdle, idleState{allocs: a, gcs: g, lastWork: time.Now()}, counters, do)
+			close(done)
+		}()
 		time.Sleep(5 * time.Minute)
 		cancel()
 		<-done
-		want := []string{"trim at 3.5s", "drop at 2m0s"} // the last look that saw work was at 2.5 s
+		// The last look that saw work was at 2.5 s; with none left to give
+		// back, the trimmer looks every 5 s (3.5 s + 24 × 5 s).
+		want := []string{"trim at 3.5s", "drop at 2m3.5s"}
 		if fmt.Sprint(log) != fmt.Sprint(want) {
 			t.Errorf("actions %q, want %q", log, want)
 		}

@@ -2,10 +2,10 @@ package memtrim
 
 import (
 	"bufio"
+	"bytes"
 	"io"
 	"os"
 	"strconv"
-	"strings"
 	"syscall"
 )
 
@@ -48,9 +48,11 @@ func droppable(smaps io.Reader, exe string) []mapping {
 	var cur *mapping // the current mapping, while it may be dropped
 	sc := bufio.NewScanner(smaps)
 	for sc.Scan() {
-		line := sc.Text()
-		if v, ok := strings.CutPrefix(line, "Anonymous:"); ok {
-			if cur != nil && strings.TrimSpace(v) == "0 kB" {
+		// Read as bytes, field by field: the idle trimmer counts the
+		// process's allocations as work, so its own look allocates little.
+		line := sc.Bytes()
+		if v, ok := bytes.CutPrefix(line, []byte("Anonymous:")); ok {
+			if cur != nil && string(bytes.TrimSpace(v)) == "0 kB" {
 				out = append(out, *cur)
 			}
 			cur = nil
@@ -58,20 +60,25 @@ func droppable(smaps io.Reader, exe string) []mapping {
 		}
 		// A mapping's header: address perms offset dev inode path. Its
 		// attribute lines ("Rss:    4 kB") have a colon in the first field.
-		fields := strings.Fields(line)
-		if len(fields) < 5 || strings.HasSuffix(fields[0], ":") {
+		addr, rest, _ := bytes.Cut(line, []byte(" "))
+		if bytes.HasSuffix(addr, []byte(":")) || len(rest) == 0 {
 			continue
 		}
 		cur = nil
-		if len(fields) != 6 || fields[5] != exe {
+		perms, rest := nextField(rest)
+		_, rest = nextField(rest) // offset
+		_, rest = nextField(rest) // device
+		inode, rest := nextField(rest)
+		path := bytes.TrimSpace(rest)
+		if len(inode) == 0 || string(path) != exe {
 			continue
 		}
-		if perms := fields[1]; perms != "r--p" && perms != "r-xp" {
+		if string(perms) != "r--p" && string(perms) != "r-xp" {
 			continue
 		}
-		lo, hi, ok := strings.Cut(fields[0], "-")
-		start, err1 := strconv.ParseUint(lo, 16, 64)
-		end, err2 := strconv.ParseUint(hi, 16, 64)
+		lo, hi, ok := bytes.Cut(addr, []byte("-"))
+		start, err1 := strconv.ParseUint(string(lo), 16, 64)
+		end, err2 := strconv.ParseUint(string(hi), 16, 64)
 		if !ok || err1 != nil || err2 != nil || end <= start {
 			continue
 		}
@@ -81,4 +88,12 @@ func droppable(smaps io.Reader, exe string) []mapping {
 		return nil // a partial read decides nothing
 	}
 	return out
+}
+
+// nextField returns the field at the start of b, spaces before it skipped,
+// and what follows it.
+func nextField(b []byte) (field, rest []byte) {
+	b = bytes.TrimLeft(b, " ")
+	field, rest, _ = bytes.Cut(b, []byte(" "))
+	return field, rest
 }

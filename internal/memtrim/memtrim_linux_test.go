@@ -3,6 +3,7 @@ package memtrim
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -87,5 +88,23 @@ func TestDroppable(t *testing.T) {
 				t.Errorf("droppable = %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestDropIsNotWork: the idle trimmer takes allocations above its noise
+// for work, so its own drop of the pages must allocate less, or every drop
+// would be followed by another.
+func TestDropIsNotWork(t *testing.T) {
+	var before, after runtime.MemStats
+	const n = 10
+	runtime.ReadMemStats(&before)
+	for range n {
+		dropExecutablePages()
+	}
+	runtime.ReadMemStats(&after)
+	per := (after.TotalAlloc - before.TotalAlloc) / n
+	t.Logf("a drop allocates %d bytes", per)
+	if per >= defaultIdle.noise {
+		t.Errorf("a drop allocates %d bytes, not below the idle trimmer's noise (%d)", per, defaultIdle.noise)
 	}
 }
