@@ -523,7 +523,7 @@ func printReport(w io.Writer, o options, f *figures, version, loadStart, loadEnd
 	fmt.Fprintf(w, "\n| mcpguard process | median | range | samples | target | |\n|---|---:|---:|---:|---|---|\n")
 	fmt.Fprintf(w, "| ready (exec → /readyz 200) | %.1f ms | %s ms | %d | ≤ 25 ms | %s |\n",
 		median(f.ready), span(f.ready), len(f.ready), check(median(f.ready) <= 25))
-	fmt.Fprintf(w, "| … CPU time to ready, all threads (hardly moved by load) | %.1f ms | %s ms | %d | | |\n",
+	fmt.Fprintf(w, "| … CPU time to ready, all threads (moves less with load than ready) | %.1f ms | %s ms | %d | | |\n",
 		median(f.readyCPU), span(f.readyCPU), len(f.readyCPU))
 	fmt.Fprintf(w, "| … page faults to ready | %.0f | %.0f–%.0f | %d | | |\n",
 		median(f.readyFaults), slices.Min(f.readyFaults), slices.Max(f.readyFaults), len(f.readyFaults))

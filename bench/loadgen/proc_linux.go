@@ -48,9 +48,9 @@ func CPUTime(pid int) (time.Duration, error) {
 }
 
 // RunTime is the time every thread of pid has spent on a CPU so far, to the
-// nanosecond (the first field of /proc/PID/task/TID/schedstat). Unlike a
-// wall-clock figure it hardly moves with the machine's load, which is what
-// makes a start-up's cost comparable on a shared machine.
+// nanosecond (the first field of /proc/PID/task/TID/schedstat). It moves
+// with the machine's load far less than a wall-clock figure, which makes a
+// start-up's cost comparable on a shared machine.
 func RunTime(pid int) (time.Duration, error) {
 	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	if err != nil {
