@@ -127,6 +127,13 @@ type upstreamCall struct {
 	trace *traceMeta
 }
 
+// joinedBody is the largest forwarded body sent in one slice rather than
+// as its pieces: net/http sends the headers of a body that is not a
+// bytes.Reader (or Buffer, strings.Reader) in a write and a TCP segment of
+// their own (FlushHeaders, Go issue 22088), a cost a small call notices;
+// a large one saves more by not copying its payload.
+const joinedBody = 16 << 10
+
 var errHeaderTimeout = errors.New("no response headers within the timeout")
 
 // do sends the call. The response body, when err is nil, must be closed; the
@@ -135,6 +142,8 @@ func (u *upstream) do(ctx context.Context, c upstreamCall) (*http.Response, erro
 	ctx, cancel := context.WithCancel(ctx)
 	var body io.Reader
 	switch {
+	case c.pieces != nil && c.pieces.Len() <= joinedBody:
+		body = bytes.NewReader(c.pieces.Bytes())
 	case c.pieces != nil:
 		body = c.pieces.Reader()
 	case c.body != nil:
@@ -145,7 +154,7 @@ func (u *upstream) do(ctx context.Context, c upstreamCall) (*http.Response, erro
 		cancel()
 		return nil, err
 	}
-	if c.pieces != nil {
+	if _, joined := body.(*bytes.Reader); c.pieces != nil && !joined {
 		// What NewRequest sets for a bytes.Reader: a length, not chunks,
 		// and a body the transport can send again.
 		req.ContentLength = int64(c.pieces.Len())

@@ -76,7 +76,7 @@ func canonical(dst, src []byte, lim Limits, lay *layout) (canon []byte, inPlace 
 	begin := s.pos
 	s.mark = begin
 	if lay != nil && begin < len(src) && src[begin] == '{' {
-		s.lay = lay
+		s.record, s.lay = true, *lay
 	}
 	if err := s.value(); err != nil {
 		return dst, false, err
@@ -85,6 +85,9 @@ func canonical(dst, src []byte, lim Limits, lay *layout) (canon []byte, inPlace 
 	s.skipSpace()
 	if s.pos != len(s.src) {
 		return dst, false, s.errorf("unexpected data after the top-level value")
+	}
+	if s.record {
+		*lay = s.lay
 	}
 	if !s.copying {
 		return src[begin:end:end], true, nil
@@ -124,7 +127,8 @@ type scanner struct {
 	copying  bool
 	depth    int
 	maxDepth int
-	lay      *layout // nil: nothing recorded
+	record   bool   // whether to record lay
+	lay      layout // what it recorded
 }
 
 // layout is where the members of a message's object (top) and of the
@@ -136,12 +140,26 @@ type layout struct {
 	top, inner []memberSpan
 }
 
+// newLayout returns a layout with room for a message's members and
+// those of its params or result: one allocation, not one per append.
+func newLayout() layout {
+	var spans [12]memberSpan
+	return layout{top: spans[:0:5], inner: spans[5:5]}
+}
+
 // memberSpan is where a member's key token and its value are in the
 // canonical form; for a top member, inner[inner:innerEnd] are the members
 // of its value.
 type memberSpan struct {
 	key, keyEnd, value, valueEnd int
 	inner, innerEnd              int
+}
+
+// in returns the member's key token and value in obj, the value that
+// starts at offset base of the canonical form.
+func (sp memberSpan) in(obj []byte, base int) (tok, value []byte) {
+	v, end := sp.value-base, sp.valueEnd-base
+	return obj[sp.key-base : sp.keyEnd-base], obj[v:end:end]
 }
 
 // at returns the offset in the canonical form of what is at s.pos.
@@ -261,7 +279,7 @@ func (s *scanner) object() error {
 		// out followed by src[mark:] is the canonical form.
 		start, outStart := s.pos, len(s.out)+s.pos-s.mark
 		var span memberSpan
-		rec := s.lay != nil && s.depth <= 2
+		rec := s.record && s.depth <= 2
 		if rec {
 			span.key = outStart - s.base
 		}

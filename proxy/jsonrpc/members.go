@@ -312,33 +312,16 @@ func objectMembers(obj []byte) ([]member, error) {
 // allocating: next returns each key as its raw string token (quotes
 // included; unquote it) and its value. After the last member, or the
 // first malformed byte, next returns false, and err says which.
-//
-// With spans (recorded), it reads the members the canonical scanner found
-// (layout), at offsets from base, instead of scanning obj.
 type memberScanner struct {
 	obj  []byte
 	i    int // where the next member starts; 0 before the first
 	done bool
 	err  error
-
-	recorded bool
-	spans    []memberSpan
-	base     int
 }
 
 func (sc *memberScanner) next() (key, value []byte, ok bool) {
 	if sc.done {
 		return nil, nil, false
-	}
-	if sc.recorded {
-		if sc.i >= len(sc.spans) {
-			sc.done = true
-			return nil, nil, false
-		}
-		sp := sc.spans[sc.i]
-		sc.i++
-		v, end := sp.value-sc.base, sp.valueEnd-sc.base
-		return sc.obj[sp.key-sc.base : sp.keyEnd-sc.base], sc.obj[v:end:end], true
 	}
 	obj := sc.obj
 	if sc.i == 0 {
@@ -583,10 +566,20 @@ func indexParams(params []byte, lay *layout, span memberSpan) paramsIndex {
 		return paramsIndex{}
 	}
 	var ms []indexedMember
-	sc := memberScanner{obj: params}
 	if lay != nil {
-		sc.recorded, sc.spans, sc.base = true, lay.inner[span.inner:span.innerEnd], span.value
+		// What the scanner recorded. (Not through memberScanner: the
+		// spans would then escape with what it returns.)
+		n := span.innerEnd - span.inner
+		if n > 0 {
+			ms = make([]indexedMember, 0, n)
+		}
+		for _, sp := range lay.inner[span.inner:span.innerEnd] {
+			tok, value := sp.in(params, span.value)
+			ms = append(ms, indexedMember{tok: tok, value: value})
+		}
+		return paramsIndex{of: params, members: ms}
 	}
+	sc := memberScanner{obj: params}
 	for {
 		tok, value, ok := sc.next()
 		if !ok {

@@ -288,7 +288,7 @@ func invalid(id ID, format string, args ...any) *DecodeError {
 // Nothing it returns points into data (TestDecodeKeepsNoInput): the caller
 // may reuse data at once. A caller that gives data up calls DecodeInPlace.
 func Decode(data []byte, lim Limits) (msgs []*Message, batch bool, err error) {
-	var lay layout
+	lay := newLayout()
 	canon, inPlace, err := canonical(nil, data, lim, &lay)
 	if err != nil {
 		return nil, false, decodeFailed(data, err)
@@ -308,7 +308,7 @@ func Decode(data []byte, lim Limits) (msgs []*Message, batch bool, err error) {
 // returned points into data. A 64 KiB call is forwarded without a copy
 // of its arguments being made to decode it (issue #18).
 func DecodeInPlace(data []byte, lim Limits) (msgs []*Message, batch, inPlace bool, err error) {
-	var lay layout
+	lay := newLayout()
 	canon, inPlace, err := canonical(nil, data, lim, &lay)
 	if err != nil {
 		return nil, false, false, decodeFailed(data, err)
@@ -435,14 +435,19 @@ func decodeMessage(canon []byte, lay *layout) (*Message, *DecodeError) {
 	// The members are scanned in place (this runs for every message, both
 	// ways) and only a key with escapes is unquoted.
 	sc := memberScanner{obj: canon}
-	if lay != nil {
-		sc.recorded, sc.spans = true, lay.top
-	}
 	var params, result memberSpan // where they are in lay
-	for {
-		tok, value, ok := sc.next()
-		if !ok {
-			break
+	for k := 0; ; k++ {
+		var tok, value []byte
+		if lay != nil {
+			if k == len(lay.top) {
+				break
+			}
+			tok, value = lay.top[k].in(canon, 0)
+		} else {
+			var ok bool
+			if tok, value, ok = sc.next(); !ok {
+				break
+			}
 		}
 		key := tok[1 : len(tok)-1]
 		if !unescaped(key) {
@@ -462,13 +467,13 @@ func decodeMessage(canon []byte, lay *layout) (*Message, *DecodeError) {
 		case "params":
 			m.Params = json.RawMessage(value)
 			if lay != nil {
-				params = lay.top[sc.i-1]
+				params = lay.top[k]
 			}
 		case "result":
 			m.Result = json.RawMessage(value)
 			hasResult = true
 			if lay != nil {
-				result = lay.top[sc.i-1]
+				result = lay.top[k]
 			}
 		case "error":
 			errRaw = value
