@@ -22,6 +22,10 @@ type idlePolicy struct {
 	quiet  time.Duration // no work for this long: the process is idle
 	minGap time.Duration // at least this long between two actions
 	noise  uint64        // heap bytes allocated between two looks that are not work
+	// minGarbage is the least garbage worth a collection: one leaves about
+	// 0.4 MiB of its own bookkeeping resident (mark bits, work buffers), so
+	// with less garbage than this the trim only drops the pages.
+	minGarbage uint64
 	// idleLook is how often to look while no work is waiting to be given
 	// back: work is then noticed up to this late.
 	idleLook time.Duration
@@ -34,7 +38,7 @@ type idlePolicy struct {
 // back on the next call (5-10 ms), so at most one every 30 s. The sidecar at idle allocates nothing between
 // looks (its timers run without allocating); 16 KiB is below what one small
 // call allocates.
-var defaultIdle = idlePolicy{quiet: time.Second, minGap: 30 * time.Second, noise: 16 << 10, idleLook: 5 * time.Second}
+var defaultIdle = idlePolicy{quiet: time.Second, minGap: 30 * time.Second, noise: 16 << 10, minGarbage: 1 << 20, idleLook: 5 * time.Second}
 
 // action is what the idle trimmer does after a look.
 type action int
@@ -45,10 +49,11 @@ const (
 	// operating system (and shrink grown stacks), then drop the
 	// executable's read-only pages, as AfterStart does.
 	trim
-	// drop: only drop the executable's pages. A collection ran while the
-	// process was otherwise idle (the runtime's periodic one), reading
+	// drop: only drop the executable's pages: after work that left less
+	// garbage than a collection is worth, or after a collection the process
+	// ran while otherwise idle (the runtime's periodic one, which read
 	// stack maps and type data back in; the heap it freed is returned by
-	// the runtime's own scavenger.
+	// the runtime's own scavenger).
 	drop
 )
 
@@ -61,11 +66,12 @@ type idleState struct {
 	lastAct  time.Time // the last action (zero: none yet)
 }
 
-// look takes the process's cumulative allocations and completed
-// collections at now and says what to do. After doing it, the caller
+// look takes the process's cumulative allocations, completed collections
+// and the heap's garbage (what it holds beyond the last collection's live
+// objects) at now, and says what to do. After doing it, the caller
 // reports with acted, so the action's own collection and allocations are
 // not taken for work.
-func (s *idleState) look(p idlePolicy, now time.Time, allocs, gcs uint64) action {
+func (s *idleState) look(p idlePolicy, now time.Time, allocs, gcs, garbage uint64) action {
 	if allocs > s.allocs+p.noise {
 		s.lastWork, s.worked = now, true
 	}
@@ -74,9 +80,9 @@ func (s *idleState) look(p idlePolicy, now time.Time, allocs, gcs uint64) action
 		return none
 	}
 	switch {
-	case s.worked:
+	case s.worked && garbage >= p.minGarbage:
 		return trim
-	case gcs != s.gcs:
+	case s.worked, gcs != s.gcs:
 		return drop
 	}
 	return none
@@ -89,13 +95,17 @@ func (s *idleState) acted(now time.Time, allocs, gcs uint64) {
 	s.worked, s.lastAct = false, now
 }
 
-// runtimeCounters returns a reader of the heap bytes allocated and the
-// collections completed since the process started, for one goroutine.
-func runtimeCounters() func() (allocs, gcs uint64) {
-	samples := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/gc/cycles/total:gc-cycles"}}
-	return func() (allocs, gcs uint64) {
+// runtimeCounters returns a reader, for one goroutine, of the heap bytes
+// allocated and the collections completed since the process started, and
+// of the heap's garbage: its objects, live or not yet found dead, beyond
+// those the last collection marked live.
+func runtimeCounters() func() (allocs, gcs, garbage uint64) {
+	samples := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/gc/cycles/total:gc-cycles"},
+		{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/gc/heap/live:bytes"}}
+	return func() (allocs, gcs, garbage uint64) {
 		metrics.Read(samples)
-		return samples[0].Value.Uint64(), samples[1].Value.Uint64()
+		objects, live := samples[2].Value.Uint64(), samples[3].Value.Uint64()
+		return samples[0].Value.Uint64(), samples[1].Value.Uint64(), objects - min(live, objects)
 	}
 }
 
@@ -104,7 +114,7 @@ func runtimeCounters() func() (allocs, gcs uint64) {
 // Each look reads two runtime counters and allocates nothing: twice per
 // quiet period while there is work to wait out, every p.idleLook when there
 // is none (an idle process wakes every few seconds, not twice a second).
-func whenIdle(ctx context.Context, p idlePolicy, s idleState, counters func() (allocs, gcs uint64), do func(action)) {
+func whenIdle(ctx context.Context, p idlePolicy, s idleState, counters func() (allocs, gcs, garbage uint64), do func(action)) {
 	t := time.NewTimer(p.quiet / 2)
 	defer t.Stop()
 	for {
@@ -112,10 +122,10 @@ func whenIdle(ctx context.Context, p idlePolicy, s idleState, counters func() (a
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			allocs, gcs := counters()
-			if a := s.look(p, now, allocs, gcs); a != none {
+			allocs, gcs, garbage := counters()
+			if a := s.look(p, now, allocs, gcs, garbage); a != none {
 				do(a)
-				allocs, gcs = counters()
+				allocs, gcs, _ = counters()
 				s.acted(now, allocs, gcs)
 			}
 			next := p.idleLook

@@ -31,9 +31,9 @@ func AfterStart(ctx context.Context) {
 	// Read before this trim (the first read initialises runtime/metrics, so
 	// before the pages are dropped too): a call served meanwhile, whose
 	// pages the drop may not catch, counts as work for the idle trimmer.
-	allocs, _ := counters()
+	allocs, _, _ := counters()
 	debug.FreeOSMemory()
 	dropExecutablePages()
-	_, gcs := counters()
+	_, gcs, _ := counters()
 	go whenIdle(ctx, defaultIdle, idleState{allocs: allocs, gcs: gcs, lastWork: time.Now()}, counters, doAction)
 }
