@@ -172,6 +172,9 @@ func FuzzDecode(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
+	// Payloads long enough to be referenced by Pieces, not copied.
+	f.Add([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"t":"` + strings.Repeat(`a \"b\"\n`, 200) + `"}}}`))
+	f.Add([]byte(`{"jsonrpc":"2.0","id":2,"result":{"content":[{"type":"text","text":"` + strings.Repeat(`a \"b\"\n`, 200) + `"}]}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		canon, err := Canonical(nil, data, Limits{})
 		// The scanner that leaves canonical bytes in place writes what the
@@ -611,8 +614,9 @@ func checkPieces(t *testing.T, m *Message) {
 	}
 }
 
-// TestPiecesSetParam: a request's params are referenced, not copied, when
-// the member set is new; every other case is checkPieces'.
+// TestPiecesSetParam: a request's long params are referenced, not copied,
+// when the member set is new, and a small message is one slice; every
+// other case is checkPieces'.
 func TestPiecesSetParam(t *testing.T) {
 	for _, in := range []string{
 		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fetch_url","arguments":{"url":"https://example.com/"}}}`,
@@ -631,7 +635,8 @@ func TestPiecesSetParam(t *testing.T) {
 		}
 		checkPieces(t, m)
 	}
-	m, _ := DecodeOne([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"text":"long"}}}`), Limits{})
+	long := strings.Repeat("long ", copiedPayload/4)
+	m, _ := DecodeOne([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"text":"`+long+`"}}}`), Limits{})
 	var p Pieces
 	if err := p.AppendMessageSetParam(m, "_meta", json.RawMessage(`{}`)); err != nil {
 		t.Fatal(err)
@@ -642,6 +647,12 @@ func TestPiecesSetParam(t *testing.T) {
 	}
 	if !referenced {
 		t.Error("AppendMessageSetParam copied the params")
+	}
+	// A small message is one slice.
+	m, _ = DecodeOne([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}`), Limits{})
+	p = Pieces{}
+	if err := p.AppendMessageSetParam(m, "_meta", json.RawMessage(`{}`)); err != nil || len(p.bufs) != 1 {
+		t.Errorf("a small message is %d pieces (%v)", len(p.bufs), err)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // Version is the only JSON-RPC version MCP speaks.
@@ -599,21 +600,32 @@ func decodeError(raw []byte) (*Error, error) {
 // call copies its arguments once, into the connection, instead of twice
 // more into an encoding of the message and one with trace context added
 // (issue #18). What it references must not change while it is read; a
-// decoded message's payloads never do. The zero Pieces is empty.
+// decoded message's payloads never do. Payloads shorter than
+// copiedPayload are copied, so that a small message is one slice. The
+// zero Pieces is empty.
 type Pieces struct {
 	bufs [][]byte
 	n    int
-	// head holds the bytes between payloads; a slice of it taken before
-	// it grows still holds what was written (append never writes below
-	// len).
-	head []byte
+	// head holds what is copied; the last piece is head's tail while
+	// atHead (then writing extends it). A slice of head taken before it
+	// grows still holds what was written: append never writes below len.
+	head   []byte
+	atHead bool
 }
+
+// copiedPayload is the length below which a payload is copied rather than
+// referenced: a piece more costs more than copying a few hundred bytes.
+const copiedPayload = 1 << 10
 
 // Len returns the encoding's length in bytes.
 func (p *Pieces) Len() int { return p.n }
 
-// Bytes returns the encoding in one new slice.
+// Bytes returns the encoding in one slice, which must not be changed: the
+// one piece itself when there is one.
 func (p *Pieces) Bytes() []byte {
+	if len(p.bufs) == 1 {
+		return slices.Clip(p.bufs[0])
+	}
 	out := make([]byte, 0, p.n)
 	for _, b := range p.bufs {
 		out = append(out, b...)
@@ -646,31 +658,54 @@ func (r *piecesReader) Read(b []byte) (int, error) {
 	return n, nil
 }
 
-// ref appends b as a piece of its own.
+// ref appends b as a piece of its own, or copies it when it is short.
 func (p *Pieces) ref(b []byte) {
-	if len(b) > 0 {
-		p.bufs = append(p.bufs, b)
-		p.n += len(b)
+	if len(b) < copiedPayload {
+		p.write(b)
+		return
 	}
+	p.bufs = append(p.bufs, b)
+	p.n += len(b)
+	p.atHead = false
 }
 
-// write appends s as a piece, copied into head.
-func (p *Pieces) write(s ...[]byte) {
-	start := len(p.head)
-	for _, b := range s {
-		p.head = append(p.head, b...)
+// write appends b, copied into head.
+func (p *Pieces) write(b []byte) {
+	if len(b) == 0 {
+		return
 	}
-	p.ref(p.head[start:len(p.head):len(p.head)])
+	if p.bufs == nil {
+		p.bufs = make([][]byte, 0, 4)
+	}
+	switch {
+	case cap(p.head)-len(p.head) < len(b):
+		// A new array: the last piece can no longer grow in place.
+		p.head = append(make([]byte, 0, max(2*cap(p.head), len(b)+256)), b...)
+		p.bufs = append(p.bufs, p.head)
+	case p.atHead:
+		p.head = append(p.head, b...)
+		last := &p.bufs[len(p.bufs)-1]
+		*last = (*last)[:len(*last)+len(b)]
+	default:
+		start := len(p.head)
+		p.head = append(p.head, b...)
+		p.bufs = append(p.bufs, p.head[start:])
+	}
+	p.n += len(b)
+	p.atHead = true
 }
+
+// writeString appends s, copied into head.
+func (p *Pieces) writeString(s string) { p.write(unsafeBytes(s)) }
 
 // AppendRaw appends b as it is (the brackets and commas of a batch); b
 // is copied.
-func (p *Pieces) AppendRaw(b string) { p.write([]byte(b)) }
+func (p *Pieces) AppendRaw(b string) { p.writeString(b) }
 
 // AppendMessage appends m's encoding, byte for byte what AppendJSON
 // writes, its params and result referenced.
 func (p *Pieces) AppendMessage(m *Message) error {
-	return p.appendMessage(m, nil, nil)
+	return p.appendMessage(m, nil, "", nil)
 }
 
 // AppendMessageSetParam appends the encoding of m with the member key of
@@ -696,14 +731,9 @@ func (p *Pieces) AppendMessageSetParam(m *Message, key string, value json.RawMes
 		}
 		c := *m
 		c.Params, c.params = replaced, paramsIndex{}
-		return p.appendMessage(&c, nil, nil)
+		return p.appendMessage(&c, nil, "", nil)
 	}
-	var sep []byte
-	if len(params) > 2 {
-		sep = []byte{','}
-	}
-	member := append(AppendString(sep, key), ':')
-	return p.appendMessage(m, params[:len(params)-1], append(append(member, value...), '}'))
+	return p.appendMessage(m, params[:len(params)-1], key, value)
 }
 
 // hasParam reports whether the canonical object params has the member
@@ -730,15 +760,12 @@ func (m *Message) hasParam(params []byte, key string) (bool, error) {
 }
 
 // appendMessage appends m's encoding; params, when not nil, stands for
-// m.Params followed by tail.
-func (p *Pieces) appendMessage(m *Message, params, tail []byte) error {
-	if params == nil {
-		params = m.Params
-	}
+// m.Params without its closing brace, followed by the member key: value.
+func (p *Pieces) appendMessage(m *Message, params []byte, key string, value []byte) error {
 	if m.Error != nil || !plainString(m.Method) {
 		c := *m
-		if tail != nil {
-			c.Params = append(append(make([]byte, 0, len(params)+len(tail)), params...), tail...)
+		if params != nil {
+			c.Params = p.setMember(nil, params, key, value)
 		}
 		b, err := c.appendJSONReflect(nil)
 		if err != nil {
@@ -749,35 +776,65 @@ func (p *Pieces) appendMessage(m *Message, params, tail []byte) error {
 	}
 	// What AppendJSON writes, the payloads referenced.
 	kind := m.Kind()
-	head := []byte(`{"jsonrpc":"2.0"`)
+	p.writeString(`{"jsonrpc":"2.0"`)
 	switch kind {
 	case KindRequest:
-		head = append(append(head, `,"id":`...), m.ID.raw...)
+		p.writeString(`,"id":`)
+		p.writeString(m.ID.raw)
 	case KindResponse:
 		id := m.ID
 		if id.IsZero() {
 			id = NullID
 		}
-		head = append(append(head, `,"id":`...), id.raw...)
+		p.writeString(`,"id":`)
+		p.writeString(id.raw)
 	}
 	if m.Method != "" {
-		head = append(append(append(head, `,"method":"`...), m.Method...), '"')
+		p.writeString(`,"method":"`)
+		p.writeString(m.Method)
+		p.writeString(`"`)
 	}
-	if len(params) > 0 {
-		p.write(head, []byte(`,"params":`))
+	switch {
+	case params != nil:
+		p.writeString(`,"params":`)
 		p.ref(params)
-		p.write(tail)
-		head = head[:0]
+		p.setMember(p, params, key, value)
+	case len(m.Params) > 0:
+		p.writeString(`,"params":`)
+		p.ref(m.Params)
 	}
 	result := m.Result
 	if kind == KindResponse && result == nil {
 		result = json.RawMessage("{}")
 	}
 	if len(result) > 0 {
-		p.write(head, []byte(`,"result":`))
+		p.writeString(`,"result":`)
 		p.ref(result)
-		head = head[:0]
 	}
-	p.write(head, []byte{'}'})
+	p.writeString("}")
 	return nil
 }
+
+// setMember writes, after params (an object without its closing brace),
+// the member key: value and the brace: to p when not nil, else appended
+// to a copy of params, which it returns.
+func (*Pieces) setMember(p *Pieces, params []byte, key string, value []byte) []byte {
+	var b []byte
+	if p == nil {
+		b = append(make([]byte, 0, len(params)+len(key)+len(value)+8), params...)
+	}
+	if len(params) > 1 {
+		b = append(b, ',')
+	}
+	b = append(AppendString(b, key), ':')
+	if p == nil {
+		return append(append(b, value...), '}')
+	}
+	p.write(b)
+	p.ref(value)
+	p.writeString("}")
+	return nil
+}
+
+// unsafeBytes returns s's bytes, which must not be changed.
+func unsafeBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
