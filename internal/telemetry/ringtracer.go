@@ -102,56 +102,33 @@ func (t *ringTracer) newSpan(parent trace.SpanContext, name string, kind trace.S
 func allocSpan(n int) *ringSpan {
 	switch {
 	case n <= 8:
-		b := new(struct {
-			s ringSpan
-			a [8]attribute.KeyValue
-		})
-		b.s.attrs = b.a[:0]
-		return &b.s
+		return spanWith(func(a *[8]attribute.KeyValue) []attribute.KeyValue { return a[:0] })
 	case n <= 10:
-		b := new(struct {
-			s ringSpan
-			a [10]attribute.KeyValue
-		})
-		b.s.attrs = b.a[:0]
-		return &b.s
+		return spanWith(func(a *[10]attribute.KeyValue) []attribute.KeyValue { return a[:0] })
 	case n <= 12:
-		b := new(struct {
-			s ringSpan
-			a [12]attribute.KeyValue
-		})
-		b.s.attrs = b.a[:0]
-		return &b.s
+		return spanWith(func(a *[12]attribute.KeyValue) []attribute.KeyValue { return a[:0] })
 	case n <= 14:
-		b := new(struct {
-			s ringSpan
-			a [14]attribute.KeyValue
-		})
-		b.s.attrs = b.a[:0]
-		return &b.s
+		return spanWith(func(a *[14]attribute.KeyValue) []attribute.KeyValue { return a[:0] })
 	case n <= 16:
-		b := new(struct {
-			s ringSpan
-			a [16]attribute.KeyValue
-		})
-		b.s.attrs = b.a[:0]
-		return &b.s
+		return spanWith(func(a *[16]attribute.KeyValue) []attribute.KeyValue { return a[:0] })
 	case n <= 18:
-		b := new(struct {
-			s ringSpan
-			a [18]attribute.KeyValue
-		})
-		b.s.attrs = b.a[:0]
-		return &b.s
+		return spanWith(func(a *[18]attribute.KeyValue) []attribute.KeyValue { return a[:0] })
 	case n <= 22:
-		b := new(struct {
-			s ringSpan
-			a [22]attribute.KeyValue
-		})
-		b.s.attrs = b.a[:0]
-		return &b.s
+		return spanWith(func(a *[22]attribute.KeyValue) []attribute.KeyValue { return a[:0] })
 	}
 	return &ringSpan{attrs: make([]attribute.KeyValue, 0, n)}
+}
+
+// spanWith allocates a span and its attribute room (an array, A) as one
+// object; room slices the array. Go has no array length as a type
+// parameter, so each size is named by allocSpan.
+func spanWith[A any](room func(*A) []attribute.KeyValue) *ringSpan {
+	b := new(struct {
+		s ringSpan
+		a A
+	})
+	b.s.attrs = room(&b.a)
+	return &b.s
 }
 
 func newTraceID() trace.TraceID {
