@@ -276,6 +276,29 @@ func runSDKCalls(b *testing.B, url string, n int) loadgen.Result {
 	return res
 }
 
+// callCostSetup returns what the call-cost benchmarks share: the shipped
+// policy and telemetry as shipped (a span ring of 2048).
+func callCostSetup(b *testing.B) (*rules.Engine, *telemetry.Telemetry) {
+	engine, err := rules.Parse("manifests/policies/approved-apis.yaml", policies.ApprovedAPIs)
+	if err != nil {
+		b.Fatal(err)
+	}
+	tel, err := telemetry.Setup(context.Background(), telemetry.Options{TraceBuffer: 2048})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	return engine, tel
+}
+
+// callCostConfig is a proxy in front of cannedGateway, logging nowhere,
+// telemetry off.
+func callCostConfig(engine *rules.Engine) proxy.Config {
+	return proxy.Config{Upstream: "http://gateway.invalid/mcp", Policy: engine,
+		Logger:            slog.New(slog.NewJSONHandler(io.Discard, nil)),
+		UpstreamTransport: func(http.RoundTripper) http.RoundTripper { return cannedGateway{} }}
+}
+
 // BenchmarkCallCost is the proxy's own cost for one small tools/call of
 // the shipped policy, with no sockets: the agent's request goes straight to
 // ServeHTTP and the gateway is an in-memory RoundTripper with a canned
@@ -291,15 +314,7 @@ func runSDKCalls(b *testing.B, url string, n int) loadgen.Result {
 // server's and client's work, the share telemetry takes here is an upper
 // bound of its share of a call's proxy CPU.
 func BenchmarkCallCost(b *testing.B) {
-	engine, err := rules.Parse("manifests/policies/approved-apis.yaml", policies.ApprovedAPIs)
-	if err != nil {
-		b.Fatal(err)
-	}
-	tel, err := telemetry.Setup(context.Background(), telemetry.Options{TraceBuffer: 2048})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	engine, tel := callCostSetup(b)
 	for _, bc := range []struct {
 		name string
 		cfg  func(*proxy.Config)
@@ -319,9 +334,7 @@ func BenchmarkCallCost(b *testing.B) {
 		}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			cfg := proxy.Config{Upstream: "http://gateway.invalid/mcp", Policy: engine,
-				Logger:            slog.New(slog.NewJSONHandler(io.Discard, nil)),
-				UpstreamTransport: func(http.RoundTripper) http.RoundTripper { return cannedGateway{} }}
+			cfg := callCostConfig(engine)
 			bc.cfg(&cfg)
 			p, err := proxy.New(cfg)
 			if err != nil {
@@ -373,19 +386,10 @@ func BenchmarkCallCost(b *testing.B) {
 // Mcp-Name held to the body, the tool listed first as an agent does (so
 // its Mcp-Param-* bindings are looked up). Telemetry as shipped.
 func BenchmarkStatelessCallCost(b *testing.B) {
-	engine, err := rules.Parse("manifests/policies/approved-apis.yaml", policies.ApprovedAPIs)
-	if err != nil {
-		b.Fatal(err)
-	}
-	tel, err := telemetry.Setup(context.Background(), telemetry.Options{TraceBuffer: 2048})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
-	p, err := proxy.New(proxy.Config{Upstream: "http://gateway.invalid/mcp", Policy: engine,
-		Logger:            slog.New(slog.NewJSONHandler(io.Discard, nil)),
-		UpstreamTransport: func(http.RoundTripper) http.RoundTripper { return cannedGateway{} },
-		TracerProvider:    tel.TracerProvider, MeterProvider: tel.MeterProvider})
+	engine, tel := callCostSetup(b)
+	cfg := callCostConfig(engine)
+	cfg.TracerProvider, cfg.MeterProvider = tel.TracerProvider, tel.MeterProvider
+	p, err := proxy.New(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -128,8 +128,8 @@ func TestBindingsFollowTheListing(t *testing.T) {
 		return json.RawMessage(`{"name":"forecast","inputSchema":{"type":"object","properties":` + schema + `}}`)
 	}
 	current := func() *paramBindings {
-		d, _ := pm.tools.Load("forecast")
-		return pm.bindingsOf("forecast", d.(json.RawMessage))
+		t, _ := pm.tools.Load("forecast")
+		return t.(*listedTool).bindings()
 	}
 	pm.rememberTool("forecast", def(`{"region":{"type":"string","x-mcp-header":"Region"}}`))
 	first := current()

@@ -42,8 +42,8 @@ func (p *Proxy) checkParamHeaders(r *http.Request, m *jsonrpc.Message, out http.
 	}
 	name, _, _ := m.ParamString("name")
 	var b *paramBindings
-	if def, known := p.tools.Load(name); known {
-		b = p.bindingsOf(name, def.(json.RawMessage))
+	if t, known := p.tools.Load(name); known {
+		b = t.(*listedTool).bindings()
 	} else {
 		if len(sent) == 0 {
 			return nil // nothing to bind; the gateway holds the call to its schema
@@ -89,14 +89,13 @@ func (p *Proxy) checkParamHeaders(r *http.Request, m *jsonrpc.Message, out http.
 // definition into mcp.Tool and its schema's bindings cost more than the
 // rest of a small call's screening.
 type paramBindings struct {
-	def   json.RawMessage // the definition read, as pump.tools holds it
 	tool  *mcp.Tool
 	err   error           // the definition cannot be read as a tool
 	bound map[string]bool // the Mcp-Param-* headers its x-mcp-header annotations bind, canonical
 }
 
 func readBindings(def json.RawMessage) *paramBindings {
-	b := &paramBindings{def: def, tool: new(mcp.Tool), bound: map[string]bool{}}
+	b := &paramBindings{tool: new(mcp.Tool), bound: map[string]bool{}}
 	if b.err = json.Unmarshal(def, b.tool); b.err != nil {
 		return b
 	}
@@ -104,25 +103,6 @@ func readBindings(def json.RawMessage) *paramBindings {
 		b.bound[http.CanonicalHeaderKey(pb.HeaderName())] = true
 	}
 	return b
-}
-
-// bindingsOf returns the bindings of def, the definition pump.tools holds
-// for name, read again only when a listing replaced it. Entries are kept
-// for names pump.tools holds, so they are as bounded as it is.
-func (pm *pump) bindingsOf(name string, def json.RawMessage) *paramBindings {
-	if v, ok := pm.bindings.Load(name); ok {
-		if b := v.(*paramBindings); sameSlice(b.def, def) {
-			return b
-		}
-	}
-	b := readBindings(def)
-	pm.bindings.Store(name, b)
-	return b
-}
-
-// sameSlice reports whether a and b are the very same bytes in memory.
-func sameSlice(a, b []byte) bool {
-	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // maxListPages bounds the tools/list pages listTool reads.

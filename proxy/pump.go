@@ -30,12 +30,9 @@ type pump struct {
 	cfg   Config
 	log   *slog.Logger
 	obs   observer
-	tools sync.Map // tool name → canonical definition, from relayed tools/list results
+	tools sync.Map // tool name → *listedTool, from relayed tools/list results
 	// toolCount counts the entries of tools (see rememberTool).
 	toolCount atomic.Int64
-	// bindings holds, by tool name, what the Mcp-Param-* checks read of the
-	// definition in tools (paramheaders.go).
-	bindings sync.Map
 	// callTools holds the tool of each call whose result is screened.
 	callTools callTools
 	// refusedServer counts server requests refused for want of room to

@@ -79,8 +79,8 @@ func TestRememberToolIsBounded(t *testing.T) {
 	if n := p.toolCount.Load(); n != maxKnownTools {
 		t.Fatalf("remembered %d tools, want the bound %d", n, maxKnownTools)
 	}
-	if def, ok := p.tools.Load("tool_0"); !ok || string(def.(json.RawMessage)) != `{"v":2}` {
-		t.Fatalf("tool_0 = %s, %v: a known tool's definition must be updated", def, ok)
+	if tool, ok := p.tools.Load("tool_0"); !ok || string(tool.(*listedTool).def) != `{"v":2}` {
+		t.Fatalf("tool_0 = %v, %v: a known tool's definition must be updated", tool, ok)
 	}
 	if _, ok := p.tools.Load(fmt.Sprintf("tool_%d", maxKnownTools+50)); ok {
 		t.Fatal("a tool beyond the bound was remembered")

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	"mcpguard.dev/mcpguard/proxy/jsonrpc"
@@ -336,10 +337,20 @@ func (pm *pump) filterTools(ctx context.Context, sc scope, method string, result
 // bounded by this set) without limit.
 const maxKnownTools = 4096
 
+// listedTool is a tool's latest listed definition and its Mcp-Param-*
+// bindings (paramheaders.go), read from it by the first call that needs
+// them and kept with it, so a listing that replaces the definition
+// replaces them too.
+type listedTool struct {
+	def      json.RawMessage
+	bindings func() *paramBindings
+}
+
 // rememberTool keeps a listed tool's latest definition, for Mcp-Param-*
 // checks and metric labels.
 func (pm *pump) rememberTool(name string, def json.RawMessage) {
-	if _, known := pm.tools.Swap(name, def); !known && pm.toolCount.Add(1) > maxKnownTools {
+	t := &listedTool{def: def, bindings: sync.OnceValue(func() *paramBindings { return readBindings(def) })}
+	if _, known := pm.tools.Swap(name, t); !known && pm.toolCount.Add(1) > maxKnownTools {
 		pm.tools.Delete(name)
 		pm.toolCount.Add(-1)
 	}

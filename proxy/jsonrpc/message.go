@@ -765,7 +765,7 @@ func (p *Pieces) appendMessage(m *Message, params []byte, key string, value []by
 	if m.Error != nil || !plainString(m.Method) {
 		c := *m
 		if params != nil {
-			c.Params = p.setMember(nil, params, key, value)
+			c.Params = setMember(nil, params, key, value)
 		}
 		b, err := c.appendJSONReflect(nil)
 		if err != nil {
@@ -798,7 +798,7 @@ func (p *Pieces) appendMessage(m *Message, params []byte, key string, value []by
 	case params != nil:
 		p.writeString(`,"params":`)
 		p.ref(params)
-		p.setMember(p, params, key, value)
+		setMember(p, params, key, value)
 	case len(m.Params) > 0:
 		p.writeString(`,"params":`)
 		p.ref(m.Params)
@@ -818,7 +818,7 @@ func (p *Pieces) appendMessage(m *Message, params []byte, key string, value []by
 // setMember writes, after params (an object without its closing brace),
 // the member key: value and the brace: to p when not nil, else appended
 // to a copy of params, which it returns.
-func (*Pieces) setMember(p *Pieces, params []byte, key string, value []byte) []byte {
+func setMember(p *Pieces, params []byte, key string, value []byte) []byte {
 	var b []byte
 	if p == nil {
 		b = append(make([]byte, 0, len(params)+len(key)+len(value)+8), params...)
