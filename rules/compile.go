@@ -327,10 +327,14 @@ func compile(srcs []source) (*compiled, error) {
 	c.scanner = DefaultSecretScanner
 	if len(patterns) > 0 {
 		c.scanner = sync.OnceValue(func() *SecretScanner {
-			if sc, err := NewSecretScanner(patterns); err == nil {
-				return sc
+			sc, err := NewSecretScanner(patterns)
+			if err != nil {
+				// Not reached: a bad pattern fails the compile above. Were
+				// it reached, scanning without the policy's patterns would
+				// fail open; a panic is a denial (the proxy's decide).
+				panic("rules: spec.secrets patterns compiled at load no longer compile: " + err.Error())
 			}
-			return DefaultSecretScanner() // not reached: a bad pattern fails the compile above
+			return sc
 		})
 	}
 	c.mode = Enforce
