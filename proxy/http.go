@@ -750,6 +750,9 @@ func mergeCancel(a, b context.Context) (context.Context, context.CancelFunc) {
 
 // headerName reads what belongs in a request's Mcp-Name header (SEP-2243):
 // params.name of tools/call and prompts/get, params.uri of resources/read.
+// The methods are mcp-go's set (StandardHeaders), not the method table's
+// targets: resources/subscribe is decided by its uri but carries no
+// Mcp-Name, and the two must agree with mcp-go (TestStandardHeadersAsMCPGo).
 // named is false for the other methods. fast is false when the params need
 // mcp-go's own reading (mcp.ExtractHeaderName, encoding/json: the member
 // absent, not a string, or spelled in another case); otherwise name is what
