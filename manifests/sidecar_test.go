@@ -83,6 +83,25 @@ func TestSidecarBinary(t *testing.T) {
 			t.Errorf("`mcpguard-sidecar %s --help`: %v\n%s", sub, err, out)
 		}
 	}
+	// internal/prefault maps the code before the packages that run most of
+	// it initialise: among the first tenth of them (Go initialises a
+	// package as soon as its imports are; prefault imports only syscall).
+	trace := exec.Command(bin, "version")
+	trace.Env = append(os.Environ(), "GODEBUG=inittrace=1")
+	out, err := trace.CombinedOutput()
+	if err != nil {
+		t.Fatalf("GODEBUG=inittrace=1 mcpguard-sidecar version: %v\n%s", err, out)
+	}
+	var inits []string
+	for line := range strings.Lines(string(out)) {
+		if pkg, ok := strings.CutPrefix(line, "init "); ok {
+			pkg, _, _ = strings.Cut(pkg, " ")
+			inits = append(inits, pkg)
+		}
+	}
+	if i := slices.Index(inits, "mcpguard.dev/mcpguard/internal/prefault"); i < 0 || i > len(inits)/10 {
+		t.Errorf("internal/prefault is package initialisation %d of %d, want among the first tenth (-1: not linked):\n%s", i, len(inits), out)
+	}
 	if out, err := exec.Command(bin, "webhook").CombinedOutput(); err == nil || !strings.Contains(string(out), `unknown command "webhook"`) {
 		t.Errorf("`mcpguard-sidecar webhook`: %v %q, want an unknown command", err, out)
 	}
