@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -223,8 +224,15 @@ func writeMessage(w http.ResponseWriter, status int, m *jsonrpc.Message) {
 	}
 }
 
+// writeJSON writes a whole JSON answer in one go. net/http finds the
+// length of a body that fits its 2 KiB buffer by itself; a longer one
+// would be sent in chunks, so its length is declared.
 func writeJSON(w http.ResponseWriter, status int, body []byte) {
-	w.Header().Set("Content-Type", "application/json")
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	if len(body) > 2<<10 {
+		h.Set("Content-Length", strconv.Itoa(len(body)))
+	}
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
 }

@@ -186,8 +186,11 @@ func (ex *exchange) run(out output) {
 		for _, m := range msgs {
 			ex.fromUpstream(ctx, m, "", out)
 		}
-		if n := ex.answerLeftovers(out, errUpstream(errors.New("gateway's response did not answer this request"))); n > 0 && !ex.batch {
-			status = http.StatusBadGateway
+		if len(ex.waiting) > 0 {
+			// Built only when needed: a call's answer is the usual case.
+			if n := ex.answerLeftovers(out, errUpstream(errors.New("gateway's response did not answer this request"))); n > 0 && !ex.batch {
+				status = http.StatusBadGateway
+			}
 		}
 		out.finish(status)
 	default:

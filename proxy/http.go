@@ -243,21 +243,31 @@ func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) (data []byte, o
 // and GC is most of the proxy's CPU per large call (issue #2).
 // The hint is only trusted up to limit.
 //
-// A body of a declared length is read into a buffer of its own (own): its
-// messages may keep it (decodeBody). One of unknown length (a gateway's
-// chunked answer) grows a buffer from bodyBufs, which has usually held one
+// A body of a declared length is read into a buffer of its own (own), one
+// byte longer than declared to see the end without growing: its messages
+// may keep it (decodeBody). One of unknown length (a gateway's chunked
+// answer) is read into a buffer from bodyBufs, which has usually held one
 // as long before; decodeBody hands it back.
 func readAll(r io.Reader, hint int64, limit int) (data []byte, own bool, err error) {
 	var b []byte
 	if own = hint > 0 && hint <= int64(limit); own {
-		// MinRead spare bytes: ReadFrom then sees EOF without growing.
-		b = make([]byte, 0, int(hint)+bytes.MinRead)
+		b = make([]byte, 0, int(hint)+1)
 	} else {
-		b = *bodyBufs.Get().(*[]byte)
+		b = (*bodyBufs.Get().(*[]byte))[:0]
 	}
-	buf := bytes.NewBuffer(b[:0])
-	_, err = buf.ReadFrom(r)
-	return buf.Bytes(), own, err
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)] // grow, as io.ReadAll does
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, own, nil
+		}
+		if err != nil {
+			return b, own, err
+		}
+	}
 }
 
 // decodeBody decodes a body readAll read. A buffer of its own (own) is
@@ -282,8 +292,15 @@ func decodeBody(data []byte, own bool, lim jsonrpc.Limits) (msgs []*jsonrpc.Mess
 // into, and those of others that were not decoded in place: either way a
 // 64 KiB body costs one allocation of its size (and its zeroing), not two
 // (issue #18: garbage is what the collector spent a sixth of the proxy's
-// CPU on).
-var bodyBufs = sync.Pool{New: func() any { return new([]byte) }}
+// CPU on). A new one holds a small call's answer: a buffer below
+// minPooledBody is not kept.
+var bodyBufs = sync.Pool{New: func() any {
+	b := make([]byte, 0, minPooledBody)
+	return &b
+}}
+
+// minPooledBody is the smallest buffer bodyBufs keeps.
+const minPooledBody = 4 << 10
 
 // maxPooledBody bounds the buffers kept: one huge body must not pin its
 // memory in the pool.
@@ -292,7 +309,7 @@ const maxPooledBody = 1 << 20
 // releaseBody hands a buffer readAll returned back to bodyBufs. Nothing may
 // use b afterwards.
 func releaseBody(b []byte) {
-	if c := cap(b); c < 4<<10 || c > maxPooledBody {
+	if c := cap(b); c < minPooledBody || c > maxPooledBody {
 		return
 	}
 	b = b[:0]
@@ -406,7 +423,7 @@ func (p *Proxy) serveStateless(w http.ResponseWriter, r *http.Request, msgs []*j
 			return
 		}
 	}
-	if r.Header.Get("Last-Event-ID") != "" {
+	if r.Header.Get("Last-Event-Id") != "" {
 		p.reject(w, r, id, errInvalid("Last-Event-ID is not supported in protocol version %s: streams are not resumable, re-issue the request with a new id", versionStateless))
 		return
 	}
@@ -731,7 +748,7 @@ func metaProtocolVersion(m *jsonrpc.Message) (string, error) {
 
 func acceptsSSE(r *http.Request) bool {
 	for _, v := range r.Header.Values("Accept") {
-		for _, part := range strings.Split(v, ",") {
+		for part := range strings.SplitSeq(v, ",") {
 			switch mediaType(part) {
 			case "text/event-stream", "*/*", "text/*":
 				return true

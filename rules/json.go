@@ -391,11 +391,13 @@ func member(v []byte, t string) (next []byte, ok bool, given string) {
 	switch {
 	case len(v) > 0 && v[0] == '{':
 		next, err := jsonrpc.Lookup(v, t)
-		var ve *jsonrpc.KeyVariantError
-		switch {
-		case err == nil:
+		if err == nil {
 			return next, next != nil, ""
-		case errors.As(err, &ve):
+		}
+		// Declared past the common case: errors.As moves it to the
+		// heap, an allocation on every lookup had it been above.
+		var ve *jsonrpc.KeyVariantError
+		if errors.As(err, &ve) {
 			ms, _ := jsonrpc.Members(v)
 			for _, m := range ms {
 				if m.Key == t {

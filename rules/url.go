@@ -40,22 +40,49 @@ type URL struct {
 // String returns the canonical form: scheme://host[:port]path[?query],
 // never with userinfo or fragment, the port only when it is not the default.
 func (u *URL) String() string {
-	var b strings.Builder
-	b.WriteString(u.Scheme)
-	b.WriteString("://")
+	return string(u.appendTo(make([]byte, 0, u.stringLen())))
+}
+
+// appendTo appends the canonical form (String) to b.
+func (u *URL) appendTo(b []byte) []byte {
+	b = append(append(b, u.Scheme...), "://"...)
 	if u.IP.Is6() {
-		b.WriteString("[" + u.Host + "]")
+		b = append(append(append(b, '['), u.Host...), ']')
 	} else {
-		b.WriteString(u.Host)
+		b = append(b, u.Host...)
 	}
 	if u.ExplicitPort && u.Port != defaultPorts[u.Scheme] {
-		b.WriteString(":" + strconv.Itoa(u.Port))
+		b = strconv.AppendInt(append(b, ':'), int64(u.Port), 10)
 	}
-	b.WriteString((&url.URL{Path: u.Path}).EscapedPath())
+	b = append(b, u.escapedPath()...)
 	if u.RawQuery != "" {
-		b.WriteString("?" + u.RawQuery)
+		b = append(append(b, '?'), u.RawQuery...)
 	}
-	return b.String()
+	return b
+}
+
+// stringLen is len(u.String()), without building it: ParseURL holds every
+// URL's canonical form to MaxURLLength on each call the policy decides.
+func (u *URL) stringLen() int {
+	n := len(u.Scheme) + len("://") + len(u.Host) + len(u.escapedPath())
+	if u.IP.Is6() {
+		n += len("[]")
+	}
+	if u.ExplicitPort && u.Port != defaultPorts[u.Scheme] {
+		var port [20]byte
+		n += 1 + len(strconv.AppendInt(port[:0], int64(u.Port), 10))
+	}
+	if u.RawQuery != "" {
+		n += 1 + len(u.RawQuery)
+	}
+	return n
+}
+
+// escapedPath is the path percent-encoded as net/url writes it; the path
+// itself, not a copy, when nothing in it needs escaping.
+func (u *URL) escapedPath() string {
+	p := url.URL{Path: u.Path}
+	return p.EscapedPath()
 }
 
 // URLError says why a URL cannot be trusted. When the host reads as an IP
@@ -206,7 +233,7 @@ func ParseURL(raw string) (*URL, error) {
 	// Percent-encoding can triple the path: a URL within the bound whose
 	// canonical form is not would be refused when read again, so the
 	// canonical form is held to the same bound (found by FuzzCanonicalURL).
-	if len(u.String()) > MaxURLLength {
+	if u.stringLen() > MaxURLLength {
 		return fail("is longer than %d bytes once canonical", MaxURLLength)
 	}
 	return u, nil
@@ -507,9 +534,16 @@ func canonicalURLPath(p string) (string, string) {
 		return "", "has in its path " + r
 	}
 	p = decoded
-	segs := strings.Split(p, "/")
-	out := make([]string, 0, len(segs))
-	for _, s := range segs[1:] {
+	// Every segment but the first (before the path's leading "/") is
+	// checked; empty ones are dropped. A path with none to drop but a
+	// trailing one is its own canonical form, returned without a copy.
+	same := p[0] == '/'
+	for rest, more := p, true; more; {
+		var s string
+		if _, rest, more = strings.Cut(rest, "/"); !more {
+			break
+		}
+		s, _, _ = strings.Cut(rest, "/")
 		// "..;x" is ".." to servlet containers, which drop ";params"
 		// before resolving (Orange Tsai, "Breaking Parser Logic", 2018).
 		bare, _, _ := strings.Cut(s, ";")
@@ -518,13 +552,23 @@ func canonicalURLPath(p string) (string, string) {
 			return "", fmt.Sprintf("has a dot segment %q in its path, which clients and servers resolve differently", s)
 		case "":
 			if s == "" {
+				same = same && rest == "" // only a trailing one
 				continue
 			}
 		}
 		if r := dotLookalike(bare); r != "" {
 			return "", "has in its path " + r
 		}
-		out = append(out, s)
+	}
+	if same {
+		return p, ""
+	}
+	segs := strings.Split(p, "/")
+	out := make([]string, 0, len(segs))
+	for _, s := range segs[1:] {
+		if s != "" {
+			out = append(out, s)
+		}
 	}
 	clean := "/" + strings.Join(out, "/")
 	if strings.HasSuffix(p, "/") && clean != "/" {

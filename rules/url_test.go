@@ -280,9 +280,22 @@ func FuzzCanonicalURL(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
+		if i := strings.Index(raw, "//"); i >= 0 {
+			if j := strings.IndexAny(raw[i+2:], "/?#"); j >= 0 {
+				path := raw[i+2+j:]
+				gotPath, gotReason := canonicalURLPath(path)
+				wantPath, wantReason := refCanonicalURLPath(path)
+				if gotPath != wantPath || gotReason != wantReason {
+					t.Fatalf("canonicalURLPath(%q) = %q, %q; before it was %q, %q", path, gotPath, gotReason, wantPath, wantReason)
+				}
+			}
+		}
 		u, err := ParseURL(raw)
 		if err != nil {
 			return
+		}
+		if s, want := u.String(), refURLString(u); s != want || u.stringLen() != len(want) {
+			t.Fatalf("String of %q = %q (stringLen %d); before it was %q", raw, s, u.stringLen(), want)
 		}
 		otherReadings(t, raw, u)
 		again, err := ParseURL(u.String())
