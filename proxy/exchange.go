@@ -24,9 +24,9 @@ type exchange struct {
 	msgs       []*jsonrpc.Message
 	batch      bool
 	mcpHeaders http.Header
-	// waiting maps the ids of forwarded requests to their methods until the
-	// gateway answers them. An answer to anything else is dropped.
-	waiting map[string]string
+	// waiting holds the ids of forwarded requests and their methods until
+	// the gateway answers them. An answer to anything else is dropped.
+	waiting awaited
 	calls   *calls // what observes it (observer.received); nil when nothing does
 	// answering holds a token per answer to a gateway request in flight
 	// (answerUpstream); nil until the first.
@@ -43,6 +43,57 @@ func (ex *exchange) sessionID() string {
 		return ""
 	}
 	return ex.sess.id
+}
+
+// awaited is the forwarded requests of an exchange awaiting the gateway's
+// answer: their ids (ID.String) and methods. Its zero value is empty. The
+// first few are held in the exchange itself, where a map would cost a small
+// call two allocations; a batch's others in a map, since a batch has no
+// bound but the body's size.
+type awaited struct {
+	few  [4]awaitedRequest
+	n    int // of few in use
+	more map[string]string
+}
+
+type awaitedRequest struct{ id, method string }
+
+func (a *awaited) len() int { return a.n + len(a.more) }
+
+// method returns the method of the request awaited under id.
+func (a *awaited) method(id string) (string, bool) {
+	for _, r := range a.few[:a.n] {
+		if r.id == id {
+			return r.method, true
+		}
+	}
+	m, ok := a.more[id]
+	return m, ok
+}
+
+// add awaits the request id, which it does not await already.
+func (a *awaited) add(id, method string) {
+	if a.n < len(a.few) {
+		a.few[a.n] = awaitedRequest{id, method}
+		a.n++
+		return
+	}
+	if a.more == nil {
+		a.more = make(map[string]string)
+	}
+	a.more[id] = method
+}
+
+// remove stops awaiting the request id, if it did.
+func (a *awaited) remove(id string) {
+	for i, r := range a.few[:a.n] {
+		if r.id == id {
+			a.n--
+			a.few[i], a.few[a.n] = a.few[a.n], awaitedRequest{}
+			return
+		}
+	}
+	delete(a.more, id)
 }
 
 // output is where the messages for the agent go: an HTTP response (JSON or
@@ -82,7 +133,6 @@ func (ex *exchange) run(out output) {
 
 	var forward, answers []*jsonrpc.Message
 	status := http.StatusOK
-	ex.waiting = make(map[string]string, len(ex.msgs))
 	for _, m := range ex.msgs {
 		mctx := ex.calls.contextOf(ctx, m)
 		fwd, ans, st, dropped, wait := p.fromAgent(mctx, ex, m)
@@ -138,9 +188,9 @@ func (ex *exchange) run(out output) {
 
 	ct := mediaType(res.Header.Get("Content-Type"))
 	switch {
-	case res.StatusCode == http.StatusAccepted || (res.StatusCode/100 == 2 && len(ex.waiting) == 0):
+	case res.StatusCode == http.StatusAccepted || (res.StatusCode/100 == 2 && ex.waiting.len() == 0):
 		discard(res.Body)
-		if len(ex.waiting) > 0 {
+		if ex.waiting.len() > 0 {
 			ex.failWaiting(out, answers, errUpstream(errors.New("gateway accepted the request but sent no response")))
 			return
 		}
@@ -186,7 +236,7 @@ func (ex *exchange) run(out output) {
 		for _, m := range msgs {
 			ex.fromUpstream(ctx, m, "", out)
 		}
-		if len(ex.waiting) > 0 {
+		if ex.waiting.len() > 0 {
 			// Built only when needed: a call's answer is the usual case.
 			if n := ex.answerLeftovers(out, errUpstream(errors.New("gateway's response did not answer this request"))); n > 0 && !ex.batch {
 				status = http.StatusBadGateway
@@ -292,7 +342,7 @@ func (ex *exchange) relayStream(ctx context.Context, res *http.Response, out out
 	primed := false // the gateway gave the stream event ids: it can be resumed
 	for {
 		ev, err := rd.next()
-		if err != nil && isPost && len(ex.waiting) == 0 {
+		if err != nil && isPost && ex.waiting.len() == 0 {
 			return false // every request answered; the stream's end is expected
 		}
 		if err != nil {
@@ -300,8 +350,8 @@ func (ex *exchange) relayStream(ctx context.Context, res *http.Response, out out
 				// The agent went away; nobody to tell. Closing the
 				// gateway's stream does not cancel the call (a
 				// disconnection is not a cancellation, MCP 2025-11-25).
-				if isPost && len(ex.waiting) > 0 {
-					p.log.Info("the agent left before the answer; closing the gateway's stream", "session", ex.sessionID(), "unanswered", len(ex.waiting))
+				if isPost && ex.waiting.len() > 0 {
+					p.log.Info("the agent left before the answer; closing the gateway's stream", "session", ex.sessionID(), "unanswered", ex.waiting.len())
 				}
 				return false
 			}
@@ -315,11 +365,11 @@ func (ex *exchange) relayStream(ctx context.Context, res *http.Response, out out
 				// stream it gave event ids, for the agent to resume with GET
 				// and Last-Event-ID. The answers come on that stream (see
 				// fromUpstream); answering now would answer twice.
-				p.log.Info("gateway closed a resumable stream; the agent resumes it", "session", ex.sessionID(), "unanswered", len(ex.waiting))
+				p.log.Info("gateway closed a resumable stream; the agent resumes it", "session", ex.sessionID(), "unanswered", ex.waiting.len())
 				return false
 			}
 			if isPost || !errors.Is(err, io.EOF) {
-				p.log.Warn("gateway stream ended", "session", ex.sessionID(), "err", err, "unanswered", len(ex.waiting))
+				p.log.Warn("gateway stream ended", "session", ex.sessionID(), "err", err, "unanswered", ex.waiting.len())
 			}
 			ex.answerLeftovers(out, errUpstream(fmt.Errorf("the gateway's stream ended before it answered (%v); the call's outcome is unknown", err)))
 			return !isPost && !idled.Load() && ctx.Err() == nil && !errors.Is(err, io.EOF) && !errors.Is(err, errEventTooLarge)
@@ -347,7 +397,7 @@ func (ex *exchange) relayStream(ctx context.Context, res *http.Response, out out
 			continue
 		}
 		ex.fromUpstream(ctx, m, ev.id, out)
-		if isPost && len(ex.waiting) == 0 {
+		if isPost && ex.waiting.len() == 0 {
 			// Every request is answered, but a server may still be
 			// flushing notifications it queued before the response
 			// (mcp-go does): relay them until the stream ends, within a
@@ -392,10 +442,10 @@ func (ex *exchange) scope(*jsonrpc.Message) scope {
 
 func (ex *exchange) forwarding(m *jsonrpc.Message) *callError {
 	id := m.ID.String()
-	if _, dup := ex.waiting[id]; dup {
+	if _, dup := ex.waiting.method(id); dup {
 		return errInvalid("duplicate request id %s in batch", id)
 	}
-	ex.waiting[id] = m.Method
+	ex.waiting.add(id, m.Method)
 	if ex.sess != nil {
 		ex.sess.track(id, m.Method)
 	}
@@ -403,10 +453,10 @@ func (ex *exchange) forwarding(m *jsonrpc.Message) *callError {
 }
 
 func (ex *exchange) answered(id jsonrpc.ID) (string, jsonrpc.ID, bool) {
-	method, ok := ex.waiting[id.String()]
+	method, ok := ex.waiting.method(id.String())
 	agentID := id
 	if ok {
-		delete(ex.waiting, id.String())
+		ex.waiting.remove(id.String())
 		ex.settle(id)
 		for _, m := range ex.msgs {
 			if m.Kind() == jsonrpc.KindRequest && m.ID.String() == id.String() {
@@ -506,7 +556,7 @@ func (ex *exchange) relayFailure(ctx context.Context, res *http.Response, out ou
 	data := readErrorBody(res.Body)
 	status := res.StatusCode
 	if m, err := jsonrpc.DecodeOne(data, ex.p.limits()); err == nil && m.Kind() == jsonrpc.KindResponse && m.Error != nil {
-		if _, ok := ex.waiting[m.ID.String()]; ok {
+		if _, ok := ex.waiting.method(m.ID.String()); ok {
 			for _, a := range answers {
 				ex.deliver(out, a, "")
 			}
@@ -550,7 +600,7 @@ func (ex *exchange) cancelGivenUp(ctx context.Context) {
 	}
 	ids := ex.gaveUp
 	for _, m := range ex.msgs { // not answered at all (the agent's connection was closed)
-		if _, ok := ex.waiting[m.ID.String()]; ok && m.Kind() == jsonrpc.KindRequest {
+		if _, ok := ex.waiting.method(m.ID.String()); ok && m.Kind() == jsonrpc.KindRequest {
 			ids = append(ids, m.ID)
 		}
 	}
@@ -572,7 +622,7 @@ type cancelledParams struct {
 // failWaiting answers every forwarded request with e.
 func (ex *exchange) failWaiting(out output, answers []*jsonrpc.Message, e *callError) {
 	ex.p.log.Warn("call failed", "session", ex.sessionID(), "status", e.status, "err", e.msg)
-	if len(ex.waiting) == 0 && len(answers) == 0 {
+	if ex.waiting.len() == 0 && len(answers) == 0 {
 		ex.fail(out, e)
 		return
 	}
@@ -602,8 +652,8 @@ func (ex *exchange) answerLeftovers(out output, e *callError) int {
 		if m.Kind() != jsonrpc.KindRequest {
 			continue
 		}
-		if _, ok := ex.waiting[m.ID.String()]; ok {
-			delete(ex.waiting, m.ID.String())
+		if _, ok := ex.waiting.method(m.ID.String()); ok {
+			ex.waiting.remove(m.ID.String())
 			ex.settle(m.ID)
 			ex.gaveUp = append(ex.gaveUp, m.ID)
 			ex.deliver(out, &jsonrpc.Message{ID: m.ID, Error: e.rpc()}, "")

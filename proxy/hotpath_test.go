@@ -31,14 +31,14 @@ func checkStandardHeaders(t *testing.T, version, body, method, name string) {
 		r.Header.Set("Mcp-Name", name)
 	}
 	want := fmt.Sprint(mcp.ValidateStandardHeaders(r.Header.Get, version, mcp.MCPMethod(m.Method), m.Params))
-	if got := fmt.Sprint(validateStandardHeaders(r, version, m)); got != want {
+	if got := fmt.Sprint(validateStandardHeaders(r, version, m, headerName(m))); got != want {
 		t.Errorf("validateStandardHeaders(%s, %q, %q) = %s, mcp-go says %s", body, method, name, got, want)
 	}
 	wantHdr := http.Header{}
 	for k, v := range mcp.StandardHeaders(version, mcp.MCPMethod(m.Method), m.Params) {
 		wantHdr.Set(k, v)
 	}
-	if got := standardHeaders(version, m); !reflect.DeepEqual(got, wantHdr) {
+	if got := standardHeaders(version, m, headerName(m)); !reflect.DeepEqual(got, wantHdr) {
 		t.Errorf("standardHeaders(%s) = %v, mcp-go builds %v", body, got, wantHdr)
 	}
 }

@@ -427,13 +427,14 @@ func (p *Proxy) serveStateless(w http.ResponseWriter, r *http.Request, msgs []*j
 		p.reject(w, r, id, errInvalid("Last-Event-ID is not supported in protocol version %s: streams are not resumable, re-issue the request with a new id", versionStateless))
 		return
 	}
+	hn := headerName(m)
 	if m.Kind() != jsonrpc.KindResponse {
-		if err := validateStandardHeaders(r, headerVersion, m); err != nil {
+		if err := validateStandardHeaders(r, headerVersion, m, hn); err != nil {
 			p.reject(w, r, id, errHeaderMismatch(err))
 			return
 		}
 	}
-	hdr := standardHeaders(headerVersion, m)
+	hdr := standardHeaders(headerVersion, m, hn)
 	if mt, _ := rules.MethodOf(m.Method); mt.Target == rules.ToolCall {
 		if err := p.checkParamHeaders(r, m, hdr); err != nil {
 			p.reject(w, r, id, errHeaderMismatch(err))
@@ -776,8 +777,9 @@ func mergeCancel(a, b context.Context) (context.Context, context.CancelFunc) {
 // that reading gives, without decoding the params again: the codec's exact
 // lookup refuses every variant of the key encoding/json would match, so the
 // one member it finds is the one encoding/json reads (FuzzUnquote holds
-// the string's reading to json.Unmarshal's).
-func headerName(m *jsonrpc.Message) (name string, named, fast bool) {
+// the string's reading to json.Unmarshal's). It is read once per request,
+// for validateStandardHeaders and standardHeaders both.
+func headerName(m *jsonrpc.Message) mcpName {
 	key := ""
 	switch mcp.MCPMethod(m.Method) {
 	case mcp.MethodToolsCall, mcp.MethodPromptsGet:
@@ -785,13 +787,19 @@ func headerName(m *jsonrpc.Message) (name string, named, fast bool) {
 	case mcp.MethodResourcesRead:
 		key = "uri"
 	default:
-		return "", false, true
+		return mcpName{fast: true}
 	}
 	name, found, err := m.ParamString(key)
 	if err != nil || !found {
-		return "", true, false
+		return mcpName{named: true}
 	}
-	return name, true, true
+	return mcpName{name: name, named: true, fast: true}
+}
+
+// mcpName is what headerName read of a request.
+type mcpName struct {
+	name        string
+	named, fast bool
 }
 
 // validateStandardHeaders is mcp.ValidateStandardHeaders for a decoded
@@ -799,17 +807,17 @@ func headerName(m *jsonrpc.Message) (name string, named, fast bool) {
 // request whose headers agree is let through on the codec's reading of the
 // params (headerName); anything else is judged, and its error worded, by
 // mcp-go itself.
-func validateStandardHeaders(r *http.Request, version string, m *jsonrpc.Message) error {
+func validateStandardHeaders(r *http.Request, version string, m *jsonrpc.Message, n mcpName) error {
 	if !mcp.RequiresStandardHeaders(version) {
 		return nil
 	}
-	if name, named, fast := headerName(m); fast {
+	if n.fast {
 		method := r.Header.Get(mcp.HeaderMethod)
 		agree := method != "" && method == m.Method
-		if agree && named {
+		if agree && n.named {
 			sent := r.Header.Get(mcp.HeaderName)
 			got, ok := mcp.DecodeHeaderValue(sent)
-			agree = sent != "" && ok && got == name
+			agree = sent != "" && ok && got == n.name
 		}
 		if agree {
 			return nil
@@ -821,9 +829,8 @@ func validateStandardHeaders(r *http.Request, version string, m *jsonrpc.Message
 // standardHeaders are the Mcp-Method and Mcp-Name headers a 2026-07-28
 // request carries to the gateway, as mcp.StandardHeaders builds them, in
 // canonical form.
-func standardHeaders(version string, m *jsonrpc.Message) http.Header {
-	name, named, fast := headerName(m)
-	if !fast {
+func standardHeaders(version string, m *jsonrpc.Message, n mcpName) http.Header {
+	if !n.fast {
 		hdr := http.Header{}
 		for k, v := range mcp.StandardHeaders(version, mcp.MCPMethod(m.Method), m.Params) {
 			hdr.Set(k, v)
@@ -834,8 +841,8 @@ func standardHeaders(version string, m *jsonrpc.Message) http.Header {
 		return http.Header{}
 	}
 	hdr := http.Header{"Mcp-Method": {m.Method}}
-	if named {
-		if v, ok := mcp.EncodeHeaderValue(name); ok {
+	if n.named {
+		if v, ok := mcp.EncodeHeaderValue(n.name); ok {
 			hdr["Mcp-Name"] = []string{v}
 		}
 	}
