@@ -3,34 +3,68 @@ package telemetry
 import (
 	"context"
 	"sort"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Ring keeps the last N ended spans in memory, for `mcpguard traces` and the
 // admin page when no collector runs. It is an SDK span processor, and the
-// store of NewRingTracerProvider's spans. Keeping a span costs one atomic
-// add and one atomic store: no lock, no copy (the SDK hands processors an
-// immutable snapshot, kept as it is). Reading converts what it returns.
+// store of NewRingTracerProvider's spans.
+//
+// A kept span is not a heap object of its own: each slot holds a span's
+// fixed fields (ids, times, kind) and one byte buffer with the rest (name,
+// status description, attributes) encoded, and the buffer of the span it
+// replaces goes back to be reused by a span still running (issue #18). A
+// full ring is then one array and a buffer per slot with nothing in it to
+// scan, instead of thousands of spans whose every attribute string the
+// garbage collector follows, and keeping a span allocates nothing. Reading
+// decodes what it returns.
 type Ring struct {
-	slots []atomic.Pointer[entry]
-	next  atomic.Uint64
+	slots []slot
+	next  atomic.Uint64 // spans kept so far; a span's seq is its count
 }
 
-// entry is one kept span: an SDK snapshot or a ring tracer span.
-type entry struct {
-	sdk sdktrace.ReadOnlySpan
-	own *ringSpan
+// slot is one kept span. mu is held by the writer replacing it and by a
+// reader decoding it; two writers meet here only when the ring is lapped.
+type slot struct {
+	mu    sync.Mutex
+	seq   uint64 // which span this is (1 for the first ever kept); 0: empty
+	head  spanHead
+	data  *[]byte    // name, status description and attributes (spanHead.attrs)
+	extra *spanExtra // nil but for the rare span with events or odd attributes
+}
+
+// spanHead is a kept span's fixed part.
+type spanHead struct {
+	traceID    trace.TraceID
+	spanID     trace.SpanID
+	parentID   trace.SpanID
+	hasParent  bool
+	isErr      bool // status Error
+	kind       trace.SpanKind
+	start, end int64 // Unix nanoseconds
+	attrs      int   // data[:attrs] are the encoded attributes; the name and status description follow
+}
+
+// spanExtra is what a span's data does not encode: its events, and
+// attributes of kinds other than bool, int64, float64 and string (data
+// refers to them by index), which the proxy never records.
+type spanExtra struct {
+	events []Event
+	attrs  []attribute.KeyValue
 }
 
 var _ sdktrace.SpanProcessor = (*Ring)(nil)
 
 // NewRing returns a ring keeping the last n spans (n > 0).
 func NewRing(n int) *Ring {
-	return &Ring{slots: make([]atomic.Pointer[entry], n)}
+	return &Ring{slots: make([]slot, n)}
 }
 
 // Size returns how many spans the ring keeps.
@@ -39,13 +73,48 @@ func (r *Ring) Size() int { return len(r.slots) }
 // OnStart does nothing: only ended spans are kept.
 func (r *Ring) OnStart(context.Context, sdktrace.ReadWriteSpan) {}
 
-// OnEnd keeps s, replacing the oldest span once the ring is full.
-func (r *Ring) OnEnd(s sdktrace.ReadOnlySpan) { r.keep(&entry{sdk: s}) }
+// OnEnd keeps a copy of s, replacing the oldest span once the ring is full.
+func (r *Ring) OnEnd(s sdktrace.ReadOnlySpan) {
+	sc := s.SpanContext()
+	h := spanHead{traceID: sc.TraceID(), spanID: sc.SpanID(), kind: s.SpanKind(),
+		start: s.StartTime().UnixNano(), end: s.EndTime().UnixNano()}
+	if p := s.Parent(); p.IsValid() {
+		h.parentID, h.hasParent = p.SpanID(), true
+	}
+	var extra *spanExtra
+	data := getData()
+	*data = appendAttrs(*data, s.Attributes(), &extra)
+	h.attrs = len(*data)
+	st := s.Status()
+	h.isErr = st.Code == codes.Error
+	*data = appendName(*data, s.Name(), st.Description)
+	for _, e := range s.Events() {
+		if extra == nil {
+			extra = &spanExtra{}
+		}
+		extra.events = append(extra.events, Event{Name: e.Name, Time: e.Time, Attributes: attrMap(e.Attributes)})
+	}
+	r.keep(&h, data, extra)
+}
 
-// keep stores e, which is never changed after.
-func (r *Ring) keep(e *entry) {
-	i := r.next.Add(1) - 1
-	r.slots[i%uint64(len(r.slots))].Store(e)
+// keep stores a span's head and data (which the ring now owns), and gives
+// the data of the span it replaces back for reuse.
+func (r *Ring) keep(h *spanHead, data *[]byte, extra *spanExtra) {
+	seq := r.next.Add(1)
+	sl := &r.slots[(seq-1)%uint64(len(r.slots))]
+	sl.mu.Lock()
+	if sl.seq > seq {
+		// Lapped while this span was being kept: a newer one has the slot.
+		sl.mu.Unlock()
+		putData(data)
+		return
+	}
+	old := sl.data
+	sl.seq, sl.head, sl.data, sl.extra = seq, *h, data, extra
+	sl.mu.Unlock()
+	if old != nil {
+		putData(old)
+	}
 }
 
 // Shutdown does nothing; the spans stay readable.
@@ -58,15 +127,35 @@ func (r *Ring) ForceFlush(context.Context) error { return nil }
 func (r *Ring) Spans() []Span {
 	out := make([]Span, 0, min(int(r.next.Load()), len(r.slots)))
 	for i := range r.slots {
-		switch p := r.slots[i].Load(); {
-		case p == nil:
-		case p.own != nil:
-			out = append(out, p.own.span())
-		default:
-			out = append(out, spanOf(p.sdk))
+		sl := &r.slots[i]
+		sl.mu.Lock()
+		if sl.seq != 0 {
+			out = append(out, sl.span())
 		}
+		sl.mu.Unlock()
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Start.Before(out[j].Start) })
+	return out
+}
+
+// span decodes the slot; the caller holds its lock.
+func (sl *slot) span() Span {
+	h, data := &sl.head, *sl.data
+	name, desc := decodeName(data[h.attrs:])
+	out := Span{TraceID: h.traceID.String(), SpanID: h.spanID.String(), Name: name, Kind: h.kind.String(),
+		Start: time.Unix(0, h.start), End: time.Unix(0, h.end), Attributes: decodeAttrs(data[:h.attrs], sl.extra)}
+	if h.hasParent {
+		out.ParentSpanID = h.parentID.String()
+	}
+	if h.isErr {
+		out.Error = desc
+		if out.Error == "" {
+			out.Error = "error"
+		}
+	}
+	if sl.extra != nil {
+		out.Events = sl.extra.events
+	}
 	return out
 }
 
@@ -98,41 +187,4 @@ func (s *Span) Duration() time.Duration { return s.End.Sub(s.Start) }
 func (s *Span) Attr(key string) string {
 	v, _ := s.Attributes[key].(string)
 	return v
-}
-
-func spanOf(s sdktrace.ReadOnlySpan) Span {
-	out := Span{
-		TraceID: s.SpanContext().TraceID().String(),
-		SpanID:  s.SpanContext().SpanID().String(),
-		Name:    s.Name(),
-		Kind:    s.SpanKind().String(),
-		Start:   s.StartTime(),
-		End:     s.EndTime(),
-	}
-	if p := s.Parent(); p.IsValid() {
-		out.ParentSpanID = p.SpanID().String()
-	}
-	if st := s.Status(); st.Code == codes.Error {
-		out.Error = st.Description
-		if out.Error == "" {
-			out.Error = "error"
-		}
-	}
-	if attrs := s.Attributes(); len(attrs) > 0 {
-		out.Attributes = make(map[string]any, len(attrs))
-		for _, kv := range attrs {
-			out.Attributes[string(kv.Key)] = kv.Value.AsInterface()
-		}
-	}
-	for _, e := range s.Events() {
-		ev := Event{Name: e.Name, Time: e.Time}
-		if len(e.Attributes) > 0 {
-			ev.Attributes = make(map[string]any, len(e.Attributes))
-			for _, kv := range e.Attributes {
-				ev.Attributes[string(kv.Key)] = kv.Value.AsInterface()
-			}
-		}
-		out.Events = append(out.Events, ev)
-	}
-	return out
 }

@@ -46,7 +46,7 @@ func (t *ringTracer) Start(ctx context.Context, name string, opts ...trace.SpanS
 	if cfg.NewRoot() {
 		parent = trace.SpanContext{}
 	}
-	s := t.newSpan(parent, name, cfg.SpanKind(), cfg.Timestamp(), cfg.Attributes(), laterAttrs)
+	s := t.newSpan(parent, name, cfg.SpanKind(), cfg.Timestamp(), cfg.Attributes())
 	return trace.ContextWithSpan(ctx, s), s
 }
 
@@ -54,37 +54,51 @@ func (t *ringTracer) Start(ctx context.Context, name string, opts ...trace.SpanS
 // as options, which the caller would box one by one: the proxy's fast path
 // for every span of a call. attrs are copied.
 func (t *ringTracer) StartSpan(ctx context.Context, name string, kind trace.SpanKind, start time.Time, attrs []attribute.KeyValue) (context.Context, trace.Span) {
-	s := t.newSpan(trace.SpanContextFromContext(ctx), name, kind, start, attrs, laterAttrs)
+	s := t.newSpan(trace.SpanContextFromContext(ctx), name, kind, start, attrs)
 	return trace.ContextWithSpan(ctx, s), s
 }
 
 // RecordSpan records a span under ctx's span from start to end, with
-// nothing run under it (so no context is made for it); a non-empty errDesc
-// sets status Error with that description.
+// nothing run under it: straight into the ring, no span made for it and no
+// context. A non-empty errDesc sets status Error with that description.
 func (t *ringTracer) RecordSpan(ctx context.Context, name string, kind trace.SpanKind, start, end time.Time, attrs []attribute.KeyValue, errDesc string) {
-	s := t.newSpan(trace.SpanContextFromContext(ctx), name, kind, start, attrs, 0)
-	if errDesc != "" {
-		s.status, s.statusDesc = codes.Error, errDesc
+	parent := trace.SpanContextFromContext(ctx)
+	h := spanHead{spanID: newSpanID(), kind: kind, isErr: errDesc != ""}
+	if parent.IsValid() {
+		h.traceID, h.parentID, h.hasParent = parent.TraceID(), parent.SpanID(), true
+	} else {
+		h.traceID = newTraceID()
 	}
-	s.EndAt(end)
+	if h.kind == trace.SpanKindUnspecified {
+		h.kind = trace.SpanKindInternal
+	}
+	if start.IsZero() {
+		start = time.Now()
+	}
+	if end.IsZero() {
+		end = time.Now()
+	}
+	h.start, h.end = start.UnixNano(), end.UnixNano()
+	var extra *spanExtra
+	data := getData()
+	*data = appendAttrs(*data, attrs, &extra)
+	h.attrs = len(*data)
+	*data = appendName(*data, name, errDesc)
+	t.p.ring.keep(&h, data, extra)
 }
 
-// laterAttrs is room for the few attributes a span gets after its start,
-// so those do not copy the list again: at most five on a call's server
-// span (decision, rule, recorded arguments, error type, status code), two
-// on a gateway call's (status code, error type).
-const laterAttrs = 5
-
-func (t *ringTracer) newSpan(parent trace.SpanContext, name string, kind trace.SpanKind, start time.Time, attrs []attribute.KeyValue, later int) *ringSpan {
+func (t *ringTracer) newSpan(parent trace.SpanContext, name string, kind trace.SpanKind, start time.Time, attrs []attribute.KeyValue) *ringSpan {
 	scc := trace.SpanContextConfig{SpanID: newSpanID(), TraceFlags: trace.FlagsSampled}
 	if parent.IsValid() {
 		scc.TraceID, scc.TraceFlags, scc.TraceState = parent.TraceID(), parent.TraceFlags(), parent.TraceState()
 	} else {
 		scc.TraceID = newTraceID()
 	}
-	s := allocSpan(len(attrs) + later)
-	s.p, s.sc, s.parent, s.name, s.kind, s.start = t.p, trace.NewSpanContext(scc), parent, name, kind, start
-	s.attrs = append(s.attrs, attrs...)
+	s := &ringSpan{p: t.p, sc: trace.NewSpanContext(scc), name: name, kind: kind, start: start, data: getData()}
+	if parent.IsValid() {
+		s.parent, s.hasParent = parent.SpanID(), true
+	}
+	*s.data = appendAttrs(*s.data, attrs, &s.extra)
 	if s.start.IsZero() {
 		s.start = time.Now()
 	}
@@ -92,43 +106,6 @@ func (t *ringTracer) newSpan(parent trace.SpanContext, name string, kind trace.S
 		s.kind = trace.SpanKindInternal
 	}
 	return s
-}
-
-// allocSpan allocates a span with room for n attributes in the same
-// allocation. The room comes in steps of two, each filling its allocator
-// size class (a ringSpan is 336 bytes, an attribute 64): a call's spans are
-// most of the garbage of a small call and of what the ring keeps, and a
-// room of 20 for every call span wasted a fifth of each.
-func allocSpan(n int) *ringSpan {
-	switch {
-	case n <= 8:
-		return spanWith(func(a *[8]attribute.KeyValue) []attribute.KeyValue { return a[:0] })
-	case n <= 10:
-		return spanWith(func(a *[10]attribute.KeyValue) []attribute.KeyValue { return a[:0] })
-	case n <= 12:
-		return spanWith(func(a *[12]attribute.KeyValue) []attribute.KeyValue { return a[:0] })
-	case n <= 14:
-		return spanWith(func(a *[14]attribute.KeyValue) []attribute.KeyValue { return a[:0] })
-	case n <= 16:
-		return spanWith(func(a *[16]attribute.KeyValue) []attribute.KeyValue { return a[:0] })
-	case n <= 18:
-		return spanWith(func(a *[18]attribute.KeyValue) []attribute.KeyValue { return a[:0] })
-	case n <= 22:
-		return spanWith(func(a *[22]attribute.KeyValue) []attribute.KeyValue { return a[:0] })
-	}
-	return &ringSpan{attrs: make([]attribute.KeyValue, 0, n)}
-}
-
-// spanWith allocates a span and its attribute room (an array, A) as one
-// object; room slices the array. Go has no array length as a type
-// parameter, so each size is named by allocSpan.
-func spanWith[A any](room func(*A) []attribute.KeyValue) *ringSpan {
-	b := new(struct {
-		s ringSpan
-		a A
-	})
-	b.s.attrs = room(&b.a)
-	return &b.s
 }
 
 func newTraceID() trace.TraceID {
@@ -153,25 +130,26 @@ func newSpanID() trace.SpanID {
 	return id
 }
 
-// ringSpan is a span of the ring tracer. Its methods are safe for
-// concurrent use; after End it no longer changes.
+// ringSpan is a running span of the ring tracer: its attributes are
+// encoded into a buffer as they are set, and at its end the buffer goes to
+// the ring as it is, without a copy. Its methods are safe for concurrent
+// use; after End it no longer changes.
 type ringSpan struct {
 	embedded.Span
-	p      *ringProvider
-	sc     trace.SpanContext
-	parent trace.SpanContext
+	p         *ringProvider
+	sc        trace.SpanContext
+	parent    trace.SpanID
+	hasParent bool
 
 	mu         sync.Mutex
 	name       string
 	kind       trace.SpanKind
-	start, end time.Time
-	attrs      []attribute.KeyValue
-	events     []Event
+	start      time.Time
+	data       *[]byte // the attributes so far (spandata.go); the ring's once ended
+	extra      *spanExtra
 	status     codes.Code
 	statusDesc string
 	ended      bool
-	// kept is the span's entry in the ring, allocated with it.
-	kept entry
 }
 
 func (s *ringSpan) End(opts ...trace.SpanEndOption) {
@@ -188,13 +166,17 @@ func (s *ringSpan) EndAt(end time.Time) {
 		return
 	}
 	s.ended = true
-	s.end = end
-	if s.end.IsZero() {
-		s.end = time.Now()
+	if end.IsZero() {
+		end = time.Now()
 	}
-	s.kept.own = s
+	h := spanHead{traceID: s.sc.TraceID(), spanID: s.sc.SpanID(), parentID: s.parent, hasParent: s.hasParent,
+		isErr: s.status == codes.Error, kind: s.kind, start: s.start.UnixNano(), end: end.UnixNano()}
+	data, extra := s.data, s.extra
+	h.attrs = len(*data)
+	*data = appendName(*data, s.name, s.statusDesc)
+	s.data, s.extra = nil, nil
 	s.mu.Unlock()
-	s.p.ring.keep(&s.kept)
+	s.p.ring.keep(&h, data, extra)
 }
 
 func (s *ringSpan) AddEvent(name string, opts ...trace.EventOption) {
@@ -202,7 +184,10 @@ func (s *ringSpan) AddEvent(name string, opts ...trace.EventOption) {
 	ev := Event{Name: name, Time: cfg.Timestamp(), Attributes: attrMap(cfg.Attributes())}
 	s.mu.Lock()
 	if !s.ended {
-		s.events = append(s.events, ev)
+		if s.extra == nil {
+			s.extra = &spanExtra{}
+		}
+		s.extra.events = append(s.extra.events, ev)
 	}
 	s.mu.Unlock()
 }
@@ -250,41 +235,10 @@ func (s *ringSpan) SetName(name string) {
 func (s *ringSpan) SetAttributes(kv ...attribute.KeyValue) {
 	s.mu.Lock()
 	if !s.ended {
-		s.attrs = append(s.attrs, kv...)
+		*s.data = appendAttrs(*s.data, kv, &s.extra)
 	}
 	s.mu.Unlock()
 }
 
 func (s *ringSpan) TracerProvider() trace.TracerProvider { return s.p }
 
-// span converts an ended span for the views; later attributes win, as in
-// the SDK.
-func (s *ringSpan) span() Span {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := Span{TraceID: s.sc.TraceID().String(), SpanID: s.sc.SpanID().String(), Name: s.name,
-		Kind: s.kind.String(), Start: s.start, End: s.end, Attributes: attrMap(s.attrs), Events: s.events}
-	if s.parent.IsValid() {
-		out.ParentSpanID = s.parent.SpanID().String()
-	}
-	if s.status == codes.Error {
-		out.Error = s.statusDesc
-		if out.Error == "" {
-			out.Error = "error"
-		}
-	}
-	return out
-}
-
-func attrMap(kvs []attribute.KeyValue) map[string]any {
-	if len(kvs) == 0 {
-		return nil
-	}
-	m := make(map[string]any, len(kvs))
-	for _, kv := range kvs {
-		if kv.Valid() {
-			m[string(kv.Key)] = kv.Value.AsInterface()
-		}
-	}
-	return m
-}

@@ -1,0 +1,90 @@
+package telemetry
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// TestRingKeepsWithoutAllocating holds the ring to its reason for being
+// (issue #18): keeping a span allocates nothing, a span recorded after the
+// fact (RecordSpan) allocates nothing at all, and a running span is one
+// allocation beside its context, whatever its attributes.
+func TestRingKeepsWithoutAllocating(t *testing.T) {
+	ring := NewRing(64)
+	tr := NewRingTracerProvider(ring).Tracer("x").(*ringTracer)
+	attrs := []attribute.KeyValue{attribute.String("mcp.method.name", "tools/call"), attribute.String("gen_ai.tool.name", "fetch_url"),
+		attribute.Int("server.port", 8080), attribute.Bool("mcpguard.policy.blocked", false), attribute.Float64("mcpguard.policy.duration", 1e-6)}
+	ctx, parent := tr.Start(context.Background(), "tools/call fetch_url")
+	defer parent.End()
+	t0 := time.Unix(1000, 0)
+	for range 2 * ring.Size() { // fill the ring: its buffers are then reused
+		tr.RecordSpan(ctx, "mcpguard.policy", trace.SpanKindInternal, t0, t0, attrs, "")
+	}
+	if n := testing.AllocsPerRun(1000, func() {
+		tr.RecordSpan(ctx, "mcpguard.policy", trace.SpanKindInternal, t0, t0, attrs, "denied")
+	}); n != 0 {
+		t.Errorf("RecordSpan: %v allocations, want 0", n)
+	}
+	later := []attribute.KeyValue{attribute.Int("http.response.status_code", 200), attribute.String("error.type", "500")}
+	if n := testing.AllocsPerRun(1000, func() {
+		_, s := tr.StartSpan(ctx, "tools/call fetch_url", trace.SpanKindClient, t0, attrs)
+		s.SetAttributes(later...)
+		s.(*ringSpan).EndAt(t0)
+	}); n != 2 {
+		t.Errorf("StartSpan, SetAttributes, EndAt: %v allocations, want 2 (the span and its context)", n)
+	}
+}
+
+// TestSpanDataRoundTrip: what the ring decodes is what was recorded, for
+// every attribute type, later values of a key winning, invalid attributes
+// dropped, long strings and names.
+func TestSpanDataRoundTrip(t *testing.T) {
+	long := string(make([]byte, 300))
+	kvs := []attribute.KeyValue{
+		attribute.Bool("b", true), attribute.Bool("f", false), attribute.Int64("i", -7), attribute.Float64("x", 0.25),
+		attribute.String("s", "ü\x00\""), attribute.String("long", long), attribute.StringSlice("ss", []string{"a", "b"}),
+		attribute.Int64Slice("is", []int64{1, 2}), {Key: "", Value: attribute.StringValue("invalid")},
+		attribute.String("s", "later"), attribute.String("", "no key"),
+	}
+	var extra *spanExtra
+	b := appendAttrs(nil, kvs, &extra)
+	n := len(b)
+	b = appendName(b, "name "+long, "desc")
+	got := decodeAttrs(b[:n], extra)
+	want := map[string]any{"b": true, "f": false, "i": int64(-7), "x": 0.25, "s": "later", "long": long,
+		"ss": []string{"a", "b"}, "is": []int64{1, 2}}
+	if len(got) != len(want) {
+		t.Fatalf("decoded %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if g := got[k]; attribute.NewSet(attribute.KeyValue{Key: attribute.Key(k), Value: valueOf(g)}) !=
+			attribute.NewSet(attribute.KeyValue{Key: attribute.Key(k), Value: valueOf(v)}) {
+			t.Errorf("%s = %#v, want %#v", k, g, v)
+		}
+	}
+	if name, desc := decodeName(b[n:]); name != "name "+long || desc != "desc" {
+		t.Errorf("name %q, desc %q", name, desc)
+	}
+}
+
+func valueOf(v any) attribute.Value {
+	switch v := v.(type) {
+	case bool:
+		return attribute.BoolValue(v)
+	case int64:
+		return attribute.Int64Value(v)
+	case float64:
+		return attribute.Float64Value(v)
+	case string:
+		return attribute.StringValue(v)
+	case []string:
+		return attribute.StringSliceValue(v)
+	case []int64:
+		return attribute.Int64SliceValue(v)
+	}
+	return attribute.Value{}
+}
