@@ -241,4 +241,3 @@ func (s *ringSpan) SetAttributes(kv ...attribute.KeyValue) {
 }
 
 func (s *ringSpan) TracerProvider() trace.TracerProvider { return s.p }
-
