@@ -19,6 +19,7 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"mcpguard.dev/mcpguard/bench/loadgen"
+	"mcpguard.dev/mcpguard/internal/linebuf"
 	"mcpguard.dev/mcpguard/internal/telemetry"
 	"mcpguard.dev/mcpguard/internal/telemetry/decisionlog"
 	"mcpguard.dev/mcpguard/manifests/policies"
@@ -291,11 +292,11 @@ func callCostSetup(b *testing.B) (*rules.Engine, *telemetry.Telemetry) {
 	return engine, tel
 }
 
-// callCostConfig is a proxy in front of cannedGateway, logging nowhere,
-// telemetry off.
+// callCostConfig is a proxy in front of cannedGateway, logging nowhere
+// as `mcpguard proxy` logs (info-level JSON lines, batched), telemetry off.
 func callCostConfig(engine *rules.Engine) proxy.Config {
 	return proxy.Config{Upstream: "http://gateway.invalid/mcp", Policy: engine,
-		Logger:            slog.New(slog.NewJSONHandler(io.Discard, nil)),
+		Logger:            slog.New(linebuf.NewJSONHandler(linebuf.New(io.Discard, 100*time.Millisecond), nil)),
 		UpstreamTransport: func(http.RoundTripper) http.RoundTripper { return cannedGateway{} }}
 }
 

@@ -154,16 +154,22 @@ func (l *decisionLog) decided(ctx context.Context, in *rules.Input, d rules.Deci
 		level = slog.LevelWarn
 	}
 	decision := decisionName(d)
-	// One line per call: typed attributes, not key-value arguments, which
-	// would box every value.
-	l.log.LogAttrs(context.Background(), level, "policy decision", slog.String("method", in.Method),
-		slog.String("tool", in.Tool), slog.String("decision", decision), slog.String("rule", d.Rule),
-		slog.String("reason", d.Reason), slog.String("mode", string(d.Mode)), slog.String("session", in.Session),
-		slog.Int64("took_us", took.Microseconds()))
+	now := time.Now()
+	// One line per call, handed to the handler as Logger.LogAttrs would but
+	// for the caller's program counter, which LogAttrs reads from the stack
+	// on every call and no shipped handler prints (issue #18); typed
+	// attributes, not key-value arguments, which would box every value.
+	if h := l.log.Handler(); h.Enabled(context.Background(), level) {
+		r := slog.NewRecord(now, level, "policy decision", 0)
+		r.AddAttrs(slog.String("method", in.Method), slog.String("tool", in.Tool), slog.String("decision", decision),
+			slog.String("rule", d.Rule), slog.String("reason", d.Reason), slog.String("mode", string(d.Mode)),
+			slog.String("session", in.Session), slog.Int64("took_us", took.Microseconds()))
+		_ = h.Handle(context.Background(), r)
+	}
 	if l.w == nil {
 		return
 	}
-	rec := l.record(ctx, in, d, took)
+	rec := l.record(ctx, now, in, d, took)
 	if l.recordArgs != nil && in.Arguments != nil && !listing(in.Method) {
 		rec.Arguments = l.recordArgs(in.Arguments)
 	}
@@ -176,13 +182,13 @@ func (l *decisionLog) approved(ctx context.Context, in *rules.Input, d rules.Dec
 	if l.w == nil {
 		return
 	}
-	rec := l.record(ctx, in, d, took)
+	rec := l.record(ctx, time.Now(), in, d, took)
 	rec.Approval, rec.ApprovedBy = outcome, via
 	l.w.Log(rec)
 }
 
-func (l *decisionLog) record(ctx context.Context, in *rules.Input, d rules.Decision, took time.Duration) *decisionlog.Record {
-	rec := &decisionlog.Record{Time: time.Now().UTC(), Method: in.Method, Tool: in.Tool, Server: in.Server,
+func (l *decisionLog) record(ctx context.Context, now time.Time, in *rules.Input, d rules.Decision, took time.Duration) *decisionlog.Record {
+	rec := &decisionlog.Record{Time: now.UTC(), Method: in.Method, Tool: in.Tool, Server: in.Server,
 		Session: in.Session, ProtocolVersion: in.ProtocolVersion, Identity: in.Identity,
 		Decision: decisionName(d), Rule: d.Rule, Reason: d.Reason, Mode: string(d.Mode), Blocked: d.Blocks(),
 		DurationUS: took.Microseconds()}

@@ -350,7 +350,7 @@ func (c *traceMeta) Keys() []string { return traceMetaKeys[:] }
 func (c *traceMeta) setHeaders(h http.Header) {
 	for i, k := range traceHeaderKeys {
 		if c[i] != "" {
-			h[k] = []string{c[i]}
+			h[k] = c[i : i+1 : i+1] // the value itself, not a copy in a slice of its own
 		} else {
 			delete(h, k)
 		}

@@ -1,18 +1,24 @@
 package proxy
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http/httptest"
 	"slices"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
+	"mcpguard.dev/mcpguard/internal/linebuf"
 	inttel "mcpguard.dev/mcpguard/internal/telemetry"
 )
 
@@ -165,4 +171,93 @@ func shapes(spans []inttel.Span) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// TestDecisionLineAsBefore holds the decision's log line, now handed to
+// the handler directly (decisionLog.decided), to what Logger.LogAttrs
+// wrote before: through slog's JSON handler and through the command's
+// (linebuf.NewJSONHandler), each line is the one LogAttrs writes for the
+// same fields, but for its time and took_us.
+func TestDecisionLineAsBefore(t *testing.T) {
+	for _, name := range []string{"slog", "linebuf"} {
+		t.Run(name, func(t *testing.T) {
+			var out bytes.Buffer
+			var w *linebuf.Writer
+			h := slog.Handler(slog.NewJSONHandler(&out, nil))
+			if name == "linebuf" {
+				w = linebuf.New(&out, time.Hour)
+				h = linebuf.NewJSONHandler(w, nil)
+			}
+			base := newMCPGoUpstream(t)
+			upSrv := httptest.NewServer(base.Config.Handler)
+			t.Cleanup(upSrv.Close)
+			_, srv := newTestProxy(t, upSrv.URL+"/mcp", func(c *Config) { c.Logger = slog.New(h) })
+			e := &telemetryEnv{t: t, url: srv.URL + "/mcp"}
+			e.initialize()
+			e.callEcho()
+			e.callDenied()
+			e.post(`{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"ru\u2028n \"<x>\"","arguments":{}}}`, nil)
+			if w != nil {
+				if err := w.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var lines []string
+			for _, l := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+				if strings.Contains(l, `"msg":"policy decision"`) {
+					lines = append(lines, l)
+				}
+			}
+			want := []struct {
+				level                                     slog.Level
+				tool, decision, rule, reason, mode, sessn string
+			}{
+				{slog.LevelInfo, "echo", "allow", "allow/echo", "", "enforce", e.session},
+				{slog.LevelWarn, "run_command", "deny", "deny/run_command", "", "enforce", e.session},
+				{slog.LevelInfo, "ru\u2028n \"<x>\"", "allow", "allow/ru\u2028n \"<x>\"", "", "enforce", e.session},
+			}
+			if len(lines) != len(want) {
+				t.Fatalf("%d decision lines, want %d:\n%s", len(lines), len(want), out.String())
+			}
+			for i, wl := range want {
+				var before bytes.Buffer
+				took := tookOf(t, lines[i])
+				reason, rule := reasonRule(t, lines[i])
+				if rule != wl.rule {
+					t.Errorf("line %d: rule %q, want %q", i, rule, wl.rule)
+				}
+				wl.reason = reason // the policy's wording
+				slog.New(slog.NewJSONHandler(&before, nil)).LogAttrs(context.Background(), wl.level, "policy decision",
+					slog.String("method", "tools/call"), slog.String("tool", wl.tool), slog.String("decision", wl.decision),
+					slog.String("rule", wl.rule), slog.String("reason", wl.reason), slog.String("mode", wl.mode),
+					slog.String("session", wl.sessn), slog.Int64("took_us", took))
+				if g, w := withoutTime(lines[i]), withoutTime(strings.TrimSpace(before.String())); g != w {
+					t.Errorf("line %d:\n got %s\nwant %s", i, g, w)
+				}
+			}
+		})
+	}
+}
+
+func withoutTime(line string) string {
+	_, rest, _ := strings.Cut(line, `,"level":`)
+	return rest
+}
+
+func tookOf(t *testing.T, line string) int64 {
+	var v struct {
+		Took int64 `json:"took_us"`
+	}
+	if err := json.Unmarshal([]byte(line), &v); err != nil {
+		t.Fatal(err)
+	}
+	return v.Took
+}
+
+func reasonRule(t *testing.T, line string) (reason, rule string) {
+	var v struct{ Reason, Rule string }
+	if err := json.Unmarshal([]byte(line), &v); err != nil {
+		t.Fatal(err)
+	}
+	return v.Reason, v.Rule
 }

@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"mcpguard.dev/mcpguard/bench/loadgen"
+	"mcpguard.dev/mcpguard/internal/linebuf"
 	"mcpguard.dev/mcpguard/internal/telemetry"
 	"mcpguard.dev/mcpguard/manifests/policies"
 	"mcpguard.dev/mcpguard/proxy"
@@ -69,7 +70,8 @@ func serve(role, target string) error {
 		return err
 	}
 	// Info-level JSON logs of every decision, as the command writes them.
-	cfg := proxy.Config{Upstream: target, Policy: engine, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))}
+	log := slog.New(linebuf.NewJSONHandler(linebuf.New(io.Discard, 100*time.Millisecond), nil))
+	cfg := proxy.Config{Upstream: target, Policy: engine, Logger: log}
 	switch role {
 	case "off":
 	case "shipped":

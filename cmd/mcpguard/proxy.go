@@ -150,7 +150,8 @@ func newLogger(level string) (*slog.Logger, error) {
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("log-level: %q is not one of debug, info, warn, error", level)
 	}
-	h := slog.NewJSONHandler(logOutput, &slog.HandlerOptions{Level: l})
+	// slog's JSON lines, the common ones appended straight into the batch.
+	h := linebuf.NewJSONHandler(logOutput, &slog.HandlerOptions{Level: l})
 	return slog.New(linebuf.Handler(h, logOutput, slog.LevelWarn)), nil
 }
 

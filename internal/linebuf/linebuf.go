@@ -49,15 +49,21 @@ func (b *Writer) Write(p []byte) (int, error) {
 		return b.w.Write(p)
 	}
 	b.buf = append(b.buf, p...)
+	return len(p), b.appendedLocked(len(p))
+}
+
+// appendedLocked follows n bytes appended to buf: the batch is written at
+// once past Limit, else within the interval.
+func (b *Writer) appendedLocked(n int) error {
 	if len(b.buf) >= Limit {
-		return len(p), b.flushLocked()
+		return b.flushLocked()
 	}
 	if b.timer == nil {
 		b.timer = time.AfterFunc(b.interval, b.timed)
-	} else if len(b.buf) == len(p) {
+	} else if len(b.buf) == n {
 		b.timer.Reset(b.interval) // the first line of a new batch
 	}
-	return len(p), nil
+	return nil
 }
 
 func (b *Writer) timed() {
