@@ -191,9 +191,11 @@ func runProxy(ctx context.Context, o proxyOptions, started func(running)) error 
 			return &exitError{code: exitUsage, err: err}
 		}
 		health.files = o.Policy
-		// Started once the proxy serves (below): the watch's first step
-		// compiles the files again, to catch a change made before it
-		// began, and start-up need not wait for it.
+		// Started once the proxy has served its first probes (below): the
+		// watch's first step compiles the files again, to catch a change
+		// made before it began, and its goroutine grows a 128 KiB stack
+		// (fsnotify reads events into a 64 KiB array); neither need
+		// compete with the first /readyz.
 		watch = func() {
 			_ = engine.Watch(ctx, func(err error) {
 				health.reloaded(err)
@@ -265,7 +267,8 @@ func runProxy(ctx context.Context, o proxyOptions, started func(running)) error 
 		log.Warn("mcpguard proxy listening on a non-loopback address: anything that can reach it can use the gateway's credential", "listen", o.Listen)
 	}
 	if watch != nil {
-		go watch()
+		startWatch := time.AfterFunc(watchDelay, watch)
+		defer startWatch.Stop()
 	}
 	// Start-up's pages and garbage, not needed to serve, and what each
 	// burst of calls brings back, once idle (issue #18); the first trim
@@ -296,6 +299,11 @@ func runProxy(ctx context.Context, o proxyOptions, started func(running)) error 
 // memory back: after a readiness probe polling from the start has had its
 // answer, before a pod's idle memory is looked at.
 const trimDelay = 100 * time.Millisecond
+
+// watchDelay is how long after it starts serving the proxy starts watching
+// the policy files: after the first probes, and before the first trim, which
+// collects the garbage of the watch's first compile.
+const watchDelay = trimDelay / 2
 
 func nonLoopback(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
