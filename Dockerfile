@@ -2,7 +2,8 @@
 #
 # mcpguard: one image for the admission webhook (`mcpguard webhook`, the
 # entrypoint), the tooling, and the sidecar the webhook injects
-# (`mcpguard-sidecar proxy`, the lean build of the same command).
+# (`mcpguard-sidecar proxy`, the lean build of the same command, with its
+# Rego worker mcpguard-rego beside it).
 #
 #   docker build --build-arg VERSION=v0.1.0 -t ghcr.io/mcpguard/mcpguard:v0.1.0 .
 #   podman build --build-arg VERSION=v0.1.0 -t ghcr.io/mcpguard/mcpguard:v0.1.0 .
@@ -47,6 +48,12 @@ RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
     if [ "$BINARIES" = release ]; then cp "dist/mcpguard-${VERSION}-linux-$(go env GOARCH)/mcpguard-sidecar" /out/mcpguard-sidecar; else \
     CGO_ENABLED=0 go build -tags sidecar -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/mcpguard-sidecar ./cmd/mcpguard; fi
+# The sidecar's Rego worker: the sidecar build links no OPA and, when a
+# policy it loads has Rego modules, starts this beside it to evaluate them
+# (cmd/mcpguard-rego; a policy without Rego starts nothing).
+RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
+    if [ "$BINARIES" = release ]; then cp "dist/mcpguard-${VERSION}-linux-$(go env GOARCH)/mcpguard-rego" /out/mcpguard-rego; else \
+    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /out/mcpguard-rego ./cmd/mcpguard-rego; fi
 
 # Final stage: no shell, no package manager, nothing but the binary and CA
 # certificates (the proxy may dial the gateway over TLS).
@@ -61,6 +68,7 @@ LABEL org.opencontainers.image.title="mcpguard" \
       org.opencontainers.image.url="https://mcpguard.dev"
 COPY --from=build /out/mcpguard /usr/local/bin/mcpguard
 COPY --from=build /out/mcpguard-sidecar /usr/local/bin/mcpguard-sidecar
+COPY --from=build /out/mcpguard-rego /usr/local/bin/mcpguard-rego
 # Numeric, non-root (distroless "nonroot" is 65532): Kubernetes can verify
 # runAsNonRoot without a fixed runAsUser, and OpenShift's restricted-v2 SCC
 # replaces it with a UID from the namespace's range, which works because the

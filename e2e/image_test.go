@@ -202,6 +202,11 @@ func TestImage(t *testing.T) {
 	if sc, ok := img.Files["/usr/local/bin/mcpguard-sidecar"]; !ok || sc.mode&0o111 == 0 {
 		t.Error("the sidecar's binary /usr/local/bin/mcpguard-sidecar is not an executable file in the image: injected pods would not start")
 	}
+	// What the sidecar starts beside itself when a policy has Rego modules
+	// (rules/regoworker).
+	if w, ok := img.Files["/usr/local/bin/mcpguard-rego"]; !ok || w.mode&0o111 == 0 {
+		t.Error("the sidecar's Rego worker /usr/local/bin/mcpguard-rego is not an executable file in the image: policies with Rego would be refused")
+	}
 	t.Logf("image %s: %d files, %d executable, %.1f MiB", img.RepoTags, len(img.Files), executables, float64(img.Size)/(1<<20))
 	// The binaries are ~85 + ~36 MB; the base adds ~1 MB. A jump means something
 	// unintended entered the image.

@@ -252,7 +252,7 @@ func TestDockerfile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, bin := range []string{"mcpguard", "mcpguard-sidecar"} {
+	for _, bin := range []string{"mcpguard", "mcpguard-sidecar", "mcpguard-rego"} {
 		copied := `cp "dist/mcpguard-${VERSION}-linux-$(go env GOARCH)/` + bin + `" /out/` + bin + `;`
 		if !slices.ContainsFunc(build.lines, func(l string) bool { return strings.Contains(l, copied) }) {
 			t.Errorf("the build stage does not take %s from the release with BINARIES=release (%s)", bin, copied)

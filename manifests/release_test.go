@@ -56,7 +56,7 @@ func TestReleaseReproducible(t *testing.T) {
 	}
 	fa, fb := files(a), files(b)
 	name := "mcpguard-" + version + "-" + strings.ReplaceAll(target, "/", "-")
-	for _, want := range []string{name + "/mcpguard", name + "/mcpguard-sidecar", name + ".tar.gz", "mcpguard-" + version + ".cdx.json", "SHA256SUMS"} {
+	for _, want := range []string{name + "/mcpguard", name + "/mcpguard-sidecar", name + "/mcpguard-rego", name + ".tar.gz", "mcpguard-" + version + ".cdx.json", "SHA256SUMS"} {
 		if _, ok := fa[want]; !ok {
 			t.Errorf("no %s in %s", want, a)
 		}

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"mcpguard.dev/mcpguard/inject"
+	"mcpguard.dev/mcpguard/rules/regoworker"
 )
 
 // TestSidecarBinary checks the image's second binary, the one every agent
@@ -64,6 +65,12 @@ func TestSidecarBinary(t *testing.T) {
 		if strings.HasPrefix(pkg, "github.com/santhosh-tekuri/jsonschema") {
 			t.Errorf("the sidecar build links %s; use mcpguard.dev/mcpguard/internal/jsonschema", pkg)
 		}
+		// OPA's package initialisation is a third of the binary and 6–9 ms
+		// of CPU before ready; the sidecar evaluates Rego in its worker,
+		// mcpguard-rego, started only for a policy with Rego (#18).
+		if strings.HasPrefix(pkg, "github.com/open-policy-agent/") || pkg == "mcpguard.dev/mcpguard/rules/rego" {
+			t.Errorf("the sidecar build links %s; Rego belongs in the worker (rules/regoworker)", pkg)
+		}
 	}
 
 	bin := filepath.Join(t.TempDir(), "mcpguard-sidecar")
@@ -104,5 +111,110 @@ func TestSidecarBinary(t *testing.T) {
 	}
 	if out, err := exec.Command(bin, "webhook").CombinedOutput(); err == nil || !strings.Contains(string(out), `unknown command "webhook"`) {
 		t.Errorf("`mcpguard-sidecar webhook`: %v %q, want an unknown command", err, out)
+	}
+}
+
+// TestRegoWorkerBinary checks the sidecar's Rego worker in the image: the
+// Dockerfile builds cmd/mcpguard-rego statically and stripped and copies it
+// beside the sidecar's binary, where the sidecar looks for it
+// (regoworker.Path), and the worker links no webhook code either.
+func TestRegoWorkerBinary(t *testing.T) {
+	df := readDockerfile(t)
+	var line string
+	for _, l := range df.stages[0].lines {
+		if strings.HasPrefix(l, "RUN ") && strings.Contains(l, " -o /out/"+regoworker.Command+" ") {
+			line = l
+		}
+	}
+	if line == "" {
+		t.Fatal("Dockerfile: no RUN ... go build ... -o /out/mcpguard-rego in the build stage")
+	}
+	run := line[4:]
+	if _, build, ok := strings.Cut(run, "; else "); ok {
+		run = strings.TrimSuffix(strings.TrimSpace(build), "; fi")
+	}
+	words := shellWords(t, run)
+	for len(words) > 0 && strings.HasPrefix(words[0], "--mount=") {
+		words = words[1:]
+	}
+	want := []string{"CGO_ENABLED=0", "go", "build", "-trimpath", "-ldflags", "-s -w", "-o", "/out/mcpguard-rego", "./cmd/mcpguard-rego"}
+	if !slices.Equal(words, want) {
+		t.Fatalf("worker build %q, want %q", words, want)
+	}
+	beside := filepath.Join(filepath.Dir(inject.SidecarCommand), regoworker.Command)
+	if copyLine := "COPY --from=build /out/mcpguard-rego " + beside; !slices.Contains(df.stages[1].lines, copyLine) {
+		t.Errorf("final stage lacks %q: the sidecar would refuse policies with Rego", copyLine)
+	}
+	deps, err := exec.Command("go", "list", "-deps", "../cmd/mcpguard-rego").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pkg := range strings.Fields(string(deps)) {
+		for _, not := range []string{"k8s.io/", "sigs.k8s.io/", "github.com/caddyserver/", "go.opentelemetry.io/", "github.com/spf13/cobra", "mcpguard.dev/mcpguard/proxy"} {
+			if strings.HasPrefix(pkg, not) && pkg != "mcpguard.dev/mcpguard/proxy/jsonrpc" {
+				t.Errorf("the Rego worker links %s", pkg)
+			}
+		}
+	}
+}
+
+// TestSidecarRegoThroughWorker runs the sidecar build on a policy with Rego:
+// it finds mcpguard-rego beside its own executable (or at
+// $MCPGUARD_REGO_WORKER) and decides through it, and without it refuses
+// the policy, naming what to install.
+func TestSidecarRegoThroughWorker(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the sidecar and its worker")
+	}
+	dir := t.TempDir()
+	sidecar, worker := filepath.Join(dir, "mcpguard-sidecar"), filepath.Join(dir, regoworker.Command)
+	for _, b := range [][]string{{"-tags", "sidecar", "-o", sidecar, "./cmd/mcpguard"}, {"-o", worker, "./cmd/mcpguard-rego"}} {
+		cmd := exec.Command("go", append([]string{"build"}, b...)...)
+		cmd.Dir = ".."
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go build %q: %v\n%s", b, err, out)
+		}
+	}
+	policy := filepath.Join(dir, "p.yaml")
+	if err := os.WriteFile(policy, []byte(`apiVersion: mcpguard.dev/v1alpha1
+kind: ToolPolicy
+metadata: {name: rego}
+spec:
+  rego:
+    modules:
+      - inline: |
+          package mcpguard
+          default decision := {"allow": false, "reason": "only api.github.com"}
+          decision := {"allow": true} if mcpguard.url.parse(input.arguments.url).host == "api.github.com"
+  tools:
+    - tool: fetch
+      checks: [{rego: data.mcpguard.decision}]
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eval := func(env []string, url string) (string, int) {
+		cmd := exec.Command(sidecar, "policy", "eval", "--policy", policy, "--tool", "fetch", "--args", `{"url":"`+url+`"}`)
+		cmd.Env = append(os.Environ(), env...)
+		out, err := cmd.CombinedOutput()
+		if err != nil && cmd.ProcessState == nil {
+			t.Fatal(err)
+		}
+		return string(out), cmd.ProcessState.ExitCode()
+	}
+	if out, code := eval(nil, "https://api.github.com/x"); code != 0 || !strings.Contains(out, `"allow":true`) {
+		t.Errorf("allowed call: exit %d %s", code, out)
+	}
+	if out, code := eval(nil, "https://evil.example/x"); code != 1 || !strings.Contains(out, "only api.github.com") {
+		t.Errorf("denied call: exit %d %s", code, out)
+	}
+	moved := filepath.Join(t.TempDir(), "elsewhere")
+	if err := os.Rename(worker, moved); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := eval(nil, "https://api.github.com/x"); code != 2 || !strings.Contains(out, "install mcpguard-rego beside this executable") {
+		t.Errorf("without the worker: exit %d %s", code, out)
+	}
+	if out, code := eval([]string{regoworker.EnvPath + "=" + moved}, "https://api.github.com/x"); code != 0 {
+		t.Errorf("with %s: exit %d %s", regoworker.EnvPath, code, out)
 	}
 }

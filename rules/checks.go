@@ -245,7 +245,7 @@ func (c *check) run(env *evalEnv) (bool, string, string, string) {
 				"arguments do not match the tool's inputSchema: " + truncate(strings.ReplaceAll(err.Error(), "\n", "; "))
 		}
 	case checkRego:
-		ok, rule, detail := env.c.rego.decide(env, c)
+		ok, rule, detail := decideRego(env, c)
 		if ok {
 			return true, "", "", ""
 		}
@@ -361,7 +361,7 @@ func (uc *urlCheck) check(u *URL, err error) (bool, string, string) {
 		if u.IP.IsValid() {
 			cls, host = ClassifyIP(u.IP), describeIP(u.IP)
 		} else {
-			cls = classifyName(u.Host)
+			cls = ClassifyName(u.Host)
 		}
 		if cls&uc.denyClasses != 0 {
 			return false, fmt.Sprintf("host is %s", cls), fmt.Sprintf("host %s is %s", host, cls)
@@ -467,10 +467,10 @@ func stripParams(p string) string {
 	return strings.Join(segs, "/")
 }
 
-// classifyName returns the classes of names that are addresses by
+// ClassifyName returns the classes of names that are addresses by
 // convention rather than by DNS: "localhost" (RFC 6761) and the metadata
 // names of the clouds.
-func classifyName(host string) IPClass {
+func ClassifyName(host string) IPClass {
 	switch host {
 	case "localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback":
 		return ClassLoopback

@@ -35,7 +35,7 @@ type compiled struct {
 	// own blocks has its own contentPolicy.
 	contentDefault contentPolicy
 	scanner        func() *SecretScanner
-	rego           *regoEngine       // nil without modules
+	rego           RegoProgram       // nil without modules
 	files          []string          // every file read, for Watch
 	sum            [sha256.Size]byte // of every file read, in order, for Watch
 	names          []string          // metadata.name of each document
@@ -352,9 +352,9 @@ func compile(srcs []source) (*compiled, error) {
 		all = append(all, &PolicyError{File: srcs[0].file, Field: "spec.rego.modules", Message: fmt.Sprintf("is empty but a check queries %q; add the module that defines it", queries[0])})
 	}
 	if len(modules) > 0 && len(all) == 0 {
-		re, errs := newRegoEngine(modules, queries)
+		p, errs := compileRego(modules, queries)
 		all = append(all, errs...)
-		c.rego = re
+		c.rego = p
 	}
 	if len(all) > 0 {
 		return nil, all

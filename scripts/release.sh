@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds mcpguard's release artifacts into dist/ (or $1): static binaries for
-# linux and darwin on amd64 and arm64 (mcpguard, and mcpguard-sidecar: the same
-# command built with -tags sidecar, which the webhook injects), a .tar.gz of
+# linux and darwin on amd64 and arm64 (mcpguard, mcpguard-sidecar: the same
+# command built with -tags sidecar, which the webhook injects, and
+# mcpguard-rego, the sidecar's Rego worker), a .tar.gz of
 # each platform, SHA256SUMS, and a
 # CycloneDX SBOM of the modules linked into the binary. Two runs on the same
 # commit produce byte-identical files:
@@ -33,7 +34,9 @@ for target in $TARGETS; do
     -o "$out/$name/mcpguard" ./cmd/mcpguard
   CGO_ENABLED=0 GOOS=$os GOARCH=$arch go build -tags sidecar -trimpath -buildvcs=false -ldflags "$LDFLAGS" \
     -o "$out/$name/mcpguard-sidecar" ./cmd/mcpguard
-  touch -d "@$SOURCE_DATE_EPOCH" "$out/$name/mcpguard" "$out/$name/mcpguard-sidecar" "$out/$name"
+  CGO_ENABLED=0 GOOS=$os GOARCH=$arch go build -trimpath -buildvcs=false -ldflags "$LDFLAGS" \
+    -o "$out/$name/mcpguard-rego" ./cmd/mcpguard-rego
+  touch -d "@$SOURCE_DATE_EPOCH" "$out/$name/mcpguard" "$out/$name/mcpguard-sidecar" "$out/$name/mcpguard-rego" "$out/$name"
   tar --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$SOURCE_DATE_EPOCH" \
     --format=gnu -C "$out" -cf - "$name" | gzip -n -9 > "$out/$name.tar.gz"
 done

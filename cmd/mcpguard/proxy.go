@@ -152,7 +152,9 @@ func newLogger(level string) (*slog.Logger, error) {
 	}
 	// slog's JSON lines, the common ones appended straight into the batch.
 	h := linebuf.NewJSONHandler(logOutput, &slog.HandlerOptions{Level: l})
-	return slog.New(linebuf.Handler(h, logOutput, slog.LevelWarn)), nil
+	log := slog.New(linebuf.Handler(h, logOutput, slog.LevelWarn))
+	setRegoLogger(log) // the sidecar build's Rego worker logs its exits here
+	return log, nil
 }
 
 // running is a started proxy, for the demo and tests.

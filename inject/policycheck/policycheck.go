@@ -31,6 +31,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"mcpguard.dev/mcpguard/rules"
+	// A policy's Rego is compiled here, in the webhook's process.
+	_ "mcpguard.dev/mcpguard/rules/rego"
 )
 
 // Path is where the webhook serves policy validation.

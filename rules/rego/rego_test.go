@@ -1,4 +1,4 @@
-package rules
+package rego
 
 import (
 	"context"
@@ -7,7 +7,9 @@ import (
 	"testing"
 
 	"github.com/open-policy-agent/opa/v1/ast"
-	"github.com/open-policy-agent/opa/v1/rego"
+	oparego "github.com/open-policy-agent/opa/v1/rego"
+
+	"mcpguard.dev/mcpguard/rules"
 )
 
 // TestRegoLikeRegoAPI holds the engine, which drives OPA's compiler and
@@ -59,11 +61,10 @@ slow := count([x | some x in numbers.range(1, 100)])
 		{"data.m.x = 1", nil, -1},
 		{"data.nope(", nil, -1},
 	}
-	mods := []regoModuleSource{{name: "m.rego", text: module, el: &errorList{file: "p.yaml", lines: map[string]int{}}, field: "spec.rego.modules[0]"}}
+	mods := []rules.RegoSource{{Name: "m.rego", Text: module}}
 	for _, tt := range tests {
 		t.Run(tt.query, func(t *testing.T) {
-			env := &evalEnv{ctx: context.Background(), in: &Input{Method: "tools/call", Tool: "t"}}
-			input, err := regoInput(env, map[string]any(tt.args))
+			input, err := Input(&rules.RegoInput{Method: "tools/call", Tool: "t", Arguments: map[string]any(tt.args)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -71,7 +72,7 @@ slow := count([x | some x in numbers.range(1, 100)])
 			if tt.results >= 0 && len(want) != tt.results {
 				t.Fatalf("the rego API yields %d values (%v, %v), the table says %d", len(want), want, wantErr, tt.results)
 			}
-			re, perrs := newRegoEngine(mods, []string{tt.query})
+			p, perrs := Compile(mods, []string{tt.query})
 			if (perrs != nil) != (tt.results < 0) {
 				t.Fatalf("compile errors %v, want refused at load: %v", perrs, tt.results < 0)
 			}
@@ -84,7 +85,7 @@ slow := count([x | some x in numbers.range(1, 100)])
 			if wantErr != nil {
 				t.Fatalf("compiled; the rego API fails: %v", wantErr)
 			}
-			got, err := re.eval(context.Background(), re.queries[tt.query], input)
+			got, err := p.eval(context.Background(), p.queries[tt.query], input)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -99,23 +100,23 @@ slow := count([x | some x in numbers.range(1, 100)])
 // the query's one expression per result; nil for a query whose results
 // decide would deny whatever they hold (several expressions).
 func regoAPIValues(module, query string, input ast.Value) ([]any, error) {
-	decls, _ := regoBuiltins()
-	opts := []func(*rego.Rego){rego.Query(query), rego.Module("m.rego", module),
-		rego.UnsafeBuiltins(regoUnsafe), rego.SetRegoVersion(ast.RegoV1)}
+	decls, _ := builtins()
+	opts := []func(*oparego.Rego){oparego.Query(query), oparego.Module("m.rego", module),
+		oparego.UnsafeBuiltins(unsafeBuiltins), oparego.SetRegoVersion(ast.RegoV1)}
 	for _, d := range decls {
-		_, funcs := regoBuiltins()
+		_, funcs := builtins()
 		impl := funcs[d.Name].Func
-		opts = append(opts, rego.FunctionDyn(&rego.Function{Name: d.Name, Decl: d.Decl}, func(bctx rego.BuiltinContext, terms []*ast.Term) (*ast.Term, error) {
+		opts = append(opts, oparego.FunctionDyn(&oparego.Function{Name: d.Name, Decl: d.Decl}, func(bctx oparego.BuiltinContext, terms []*ast.Term) (*ast.Term, error) {
 			var out *ast.Term
 			err := impl(bctx, terms, func(t *ast.Term) error { out = t; return nil })
 			return out, err
 		}))
 	}
-	pq, err := rego.New(opts...).PrepareForEval(context.Background())
+	pq, err := oparego.New(opts...).PrepareForEval(context.Background())
 	if err != nil {
 		return nil, err
 	}
-	rs, err := pq.Eval(context.Background(), rego.EvalParsedInput(input))
+	rs, err := pq.Eval(context.Background(), oparego.EvalParsedInput(input))
 	if err != nil {
 		return nil, err
 	}

@@ -1,128 +1,128 @@
-package rules
+// Package rego is the in-process Rego backend of package rules: OPA's
+// compiler and evaluator (v1/ast and v1/topdown), used directly rather than
+// through the v1/rego API, which would also link OPA's Wasm compiler, bundle
+// loader and JWT signing (3.4 MB of the binary; issue #18). Importing it
+// registers it with rules.SetRegoBackend; rules holds what a Rego check
+// means (the input document, the decision's shape, the budget).
+//
+// The modules are compiled once per compiled policy and each distinct query
+// once against them; every decision then evaluates the compiled query with
+// the call as input.
+//
+// The builtins below expose the same canonicaliser the declarative checks
+// use, so a Rego author never parses a URL by hand. They are registered per
+// compiler, not globally. Builtins that reach the network (http.send,
+// net.lookup_ip_addr) are refused at compile time.
+package rego
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"net/netip"
-	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/open-policy-agent/opa/v1/types"
+
+	"mcpguard.dev/mcpguard/rules"
 )
 
-// Rego checks evaluate a query in-process with OPA's compiler and
-// evaluator (v1/ast and v1/topdown), used directly rather than through the
-// v1/rego API, which would also link OPA's Wasm compiler, bundle loader and
-// JWT signing (3.4 MB of the sidecar's binary; issue #18). The modules are
-// compiled once per compiled policy and each distinct query once against
-// them; every decision then evaluates the compiled query with the call as
-// input:
-//
-//	input.method, input.tool (as the agent sees it), input.name (without
-//	gateway prefix), input.prefix, input.server, input.arguments,
-//	input.session, input.protocolVersion, input.identity.{namespace,
-//	serviceAccount, pod, labels, subject}
-//
-// The query's value must be a decision document {"allow": bool, "reason":
-// string, "rule": string}. Undefined, an evaluation error, or any other
-// shape is a denial. How Rego combines with declarative checks: a Rego
-// check is one check in a rule's list, and the first failing check decides,
-// so declarative checks written before it deny first and Rego only sees
-// calls they passed; Rego can deny what they allowed but never allow what
-// they denied.
-//
-// The builtins below expose the same canonicaliser the declarative checks
-// use, so a Rego author never parses a URL by hand. They are registered per
-// engine, not globally. Builtins that reach the network (http.send,
-// net.lookup_ip_addr) are refused at compile time.
+func init() { rules.SetRegoBackend(Backend{}) }
 
-// regoModuleSource is a module as read, with where to report its errors.
-type regoModuleSource struct {
-	name  string
-	text  string
-	el    *errorList
-	field string
-	line  int // line of an inline module in the policy file
+// Backend compiles and evaluates Rego in this process.
+type Backend struct{}
+
+var _ rules.RegoBackend = Backend{}
+
+// Compile implements rules.RegoBackend.
+func (Backend) Compile(mods []rules.RegoSource, queries []string) (rules.RegoProgram, error) {
+	p, err := Compile(mods, queries)
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
-type regoEngine struct {
+// Program is a compiled set of modules and queries.
+type Program struct {
 	compiler *ast.Compiler
 	store    storage.Store // empty: a policy's data is its modules
 	builtins map[string]*topdown.Builtin
-	queries  map[string]*regoQuery
+	queries  map[string]*query
 }
 
-// regoQuery is a compiled query whose one expression's value is captured
-// in result, as the rego API's prepared queries capture it.
-type regoQuery struct {
+// query is a compiled query whose one expression's value is captured in
+// result, as the rego API's prepared queries capture it.
+type query struct {
 	qc     ast.QueryCompiler
 	body   ast.Body
 	result ast.Var
 }
 
-var regoUnsafe = map[string]struct{}{
+var unsafeBuiltins = map[string]struct{}{
 	"http.send":          {},
 	"net.lookup_ip_addr": {},
 	"opa.runtime":        {},
 }
 
-func newRegoEngine(mods []regoModuleSource, queries []string) (*regoEngine, PolicyErrors) {
-	var errs PolicyErrors
+// Compile compiles modules and prepares queries; a problem in them is a
+// rules.RegoErrors.
+func Compile(mods []rules.RegoSource, queries []string) (*Program, error) {
+	var errs rules.RegoErrors
 	parsed := map[string]*ast.Module{}
 	for i, m := range mods {
-		mod, err := ast.ParseModuleWithOpts(m.name, m.text, ast.ParserOptions{RegoVersion: ast.RegoV1})
+		mod, err := ast.ParseModuleWithOpts(m.Name, m.Text, ast.ParserOptions{RegoVersion: ast.RegoV1})
 		if err != nil {
-			errs = append(errs, regoErrors(m, err)...)
+			errs = append(errs, regoErrors(i, err)...)
 			continue
 		}
-		parsed[fmt.Sprintf("%d:%s", i, m.name)] = mod
+		parsed[fmt.Sprintf("%d:%s", i, m.Name)] = mod
 	}
 	if len(errs) > 0 {
 		return nil, errs
 	}
-	decls, funcs := regoBuiltins()
+	decls, funcs := builtins()
 	// As the rego API does: unsafe builtins are refused by name ("unsafe
 	// built-in function calls in expression: http.send"), which
 	// capabilities would report as unknown functions.
 	//lint:ignore SA1019 the rego API configures its compiler the same way
-	compiler := ast.NewCompiler().WithUnsafeBuiltins(regoUnsafe).WithBuiltins(decls)
-	re := &regoEngine{
+	compiler := ast.NewCompiler().WithUnsafeBuiltins(unsafeBuiltins).WithBuiltins(decls)
+	p := &Program{
 		compiler: compiler.WithDefaultRegoVersion(ast.RegoV1).WithUseTypeCheckAnnotations(true),
 		store:    inmem.New(),
 		builtins: funcs,
-		queries:  map[string]*regoQuery{},
+		queries:  map[string]*query{},
 	}
-	if re.compiler.Compile(parsed); re.compiler.Failed() {
-		return nil, regoErrors(mods[0], re.compiler.Errors)
+	if p.compiler.Compile(parsed); p.compiler.Failed() {
+		return nil, regoErrors(0, p.compiler.Errors)
 	}
 	for _, q := range queries {
-		rq, err := re.compileQuery(q)
+		rq, err := p.compileQuery(q)
 		if err != nil {
-			errs = append(errs, regoErrors(mods[0], err)...)
+			errs = append(errs, regoErrors(0, err)...)
 			continue
 		}
-		re.queries[q] = rq
+		p.queries[q] = rq
 	}
 	if len(errs) > 0 {
 		return nil, errs
 	}
-	return re, nil
+	return p, nil
 }
 
 // compileQuery compiles q, which must be one expression whose value is the
 // decision: a reference such as data.mcpguard.decision, or a call of a
 // function that returns one. The value is captured in a variable, as the
 // rego API captures an expression's value.
-func (re *regoEngine) compileQuery(q string) (*regoQuery, error) {
+func (p *Program) compileQuery(q string) (*query, error) {
 	body, err := ast.ParseBodyWithOpts(q, ast.ParserOptions{RegoVersion: ast.RegoV1, SkipRules: true})
 	if err != nil {
 		return nil, err
 	}
-	rq := &regoQuery{result: ast.Var(ast.WildcardPrefix + "decision")}
+	rq := &query{result: ast.Var(ast.WildcardPrefix + "decision")}
 	capture := func(_ ast.QueryCompiler, b ast.Body) (ast.Body, error) {
 		if len(b) != 1 || b[0].Negated || b[0].IsAssignment() || b[0].IsEquality() {
 			return nil, fmt.Errorf("rego query %q is not one expression with a value; write a reference such as data.mcpguard.decision", q)
@@ -133,7 +133,7 @@ func (re *regoEngine) compileQuery(q string) (*regoQuery, error) {
 		case *ast.Term:
 			expr.Terms = ast.Equality.Expr(terms, v).Terms
 		case []*ast.Term:
-			tpe := re.compiler.TypeEnv.GetByValue(terms[0].Value)
+			tpe := p.compiler.TypeEnv.GetByValue(terms[0].Value)
 			if types.Void(tpe) || types.Arity(tpe) != len(terms)-1 {
 				return nil, fmt.Errorf("rego query %q does not return a value; write a reference such as data.mcpguard.decision", q)
 			}
@@ -150,8 +150,8 @@ func (re *regoEngine) compileQuery(q string) (*regoQuery, error) {
 		}
 		return b, nil
 	}
-	rq.qc = re.compiler.QueryCompiler().
-		WithUnsafeBuiltins(regoUnsafe).
+	rq.qc = p.compiler.QueryCompiler().
+		WithUnsafeBuiltins(unsafeBuiltins).
 		WithStrict(false).
 		WithStageAfterID(ast.StageResolveRefs, ast.QueryCompilerStageDefinition{
 			Name: "CaptureDecision", MetricName: "query_compile_stage_capture_decision", Stage: capture,
@@ -187,107 +187,53 @@ func iterates(x any) bool {
 	return found
 }
 
-// regoErrors turns OPA's errors into PolicyErrors that point at the module
-// file and row, or at the policy file's line for an inline module.
-func regoErrors(m regoModuleSource, err error) PolicyErrors {
+// regoErrors turns OPA's errors into rules.RegoErrors; an error that is not
+// OPA's is reported against module m.
+func regoErrors(m int, err error) rules.RegoErrors {
 	var aerrs ast.Errors
 	if !errors.As(err, &aerrs) {
-		return PolicyErrors{{File: m.el.file, Line: m.el.lines[m.field], Field: m.field, Message: err.Error()}}
+		return rules.RegoErrors{{Module: m, Message: err.Error()}}
 	}
-	var out PolicyErrors
+	var out rules.RegoErrors
 	for _, e := range aerrs {
-		pe := &PolicyError{File: m.name, Field: "rego", Message: e.Code + ": " + e.Message}
+		re := rules.RegoError{Module: m, Code: e.Code, Message: e.Message}
 		if e.Location != nil {
-			pe.Line = e.Location.Row
-			if e.Location.File != "" {
-				pe.File = e.Location.File
-			}
+			re.File, re.Row = e.Location.File, e.Location.Row
 		}
-		for _, src := range []regoModuleSource{m} {
-			if src.line > 0 && pe.File == src.name {
-				// An inline module starts on the line after "inline: |".
-				pe.File, pe.Line, pe.Field = src.el.file, src.line+pe.Line, src.field+".inline"
-			}
-		}
-		out = append(out, pe)
+		out = append(out, re)
 	}
 	return out
 }
 
-// regoBudget bounds one Rego check. A check takes microseconds; one that
-// runs long (a policy whose cost grows with the arguments, which are the
-// agent's to choose) is stopped and the call denied, instead of holding a
-// core for as long as the call may last.
-const regoBudget = 250 * time.Millisecond
-
-// decide evaluates a Rego check.
-func (re *regoEngine) decide(env *evalEnv, c *check) (bool, string, string) {
-	rq := re.queries[c.query]
+// Eval implements rules.RegoProgram.
+func (p *Program) Eval(ctx context.Context, q string, in *rules.RegoInput) ([]any, error) {
+	rq := p.queries[q]
 	if rq == nil {
-		return false, c.id, fmt.Sprintf("rego query %q is not prepared", c.query)
+		return nil, fmt.Errorf("rego query %q is not prepared", q)
 	}
-	args, err := env.decodedArguments()
+	input, err := Input(in)
 	if err != nil {
-		return false, c.id, fmt.Sprintf("arguments are not valid JSON: %v", err)
+		return nil, fmt.Errorf("rego input: %w", err)
 	}
-	if err := env.ctx.Err(); err != nil {
-		// OPA may finish a short evaluation without looking at ctx; a
-		// cancelled call is denied either way.
-		return false, c.id, fmt.Sprintf("the call was cancelled before its Rego check: %v", err)
-	}
-	input, err := regoInput(env, args)
-	if err != nil {
-		return false, c.id, fmt.Sprintf("rego input: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(env.ctx, regoBudget)
-	defer cancel()
-	values, err := re.eval(ctx, rq, input)
-	if err != nil {
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) && env.ctx.Err() == nil {
-			return false, c.id, fmt.Sprintf("rego query %q took longer than %v; denied", c.query, regoBudget)
-		}
-		return false, c.id, fmt.Sprintf("rego query %q failed: %s", c.query, truncate(err.Error()))
-	}
-	if len(values) != 1 {
-		return false, c.id, fmt.Sprintf("rego query %q is undefined; denied", c.query)
-	}
-	doc, ok := values[0].(map[string]any)
-	allow, okAllow := doc["allow"].(bool)
-	reason, okReason := doc["reason"].(string)
-	rule, okRule := doc["rule"].(string)
-	_, hasReason := doc["reason"]
-	_, hasRule := doc["rule"]
-	if !ok || !okAllow || hasReason && !okReason || hasRule && !okRule {
-		return false, c.id, fmt.Sprintf("rego query %q returned %s, not a decision {allow, reason, rule}; denied", c.query, truncate(fmt.Sprint(values[0])))
-	}
-	if allow {
-		return true, "", ""
-	}
-	if rule == "" {
-		rule = c.id
-	}
-	if reason == "" {
-		reason = fmt.Sprintf("denied by rego query %q", c.query)
-	}
-	return false, rule, reason
+	return p.eval(ctx, rq, input)
 }
 
 // eval runs a compiled query with input and returns the decision's value
 // for each result, as JSON values. It stops when ctx ends.
-func (re *regoEngine) eval(ctx context.Context, rq *regoQuery, input ast.Value) ([]any, error) {
-	txn, err := re.store.NewTransaction(ctx)
+func (p *Program) eval(ctx context.Context, rq *query, input ast.Value) ([]any, error) {
+	txn, err := p.store.NewTransaction(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer re.store.Abort(ctx, txn)
+	defer p.store.Abort(ctx, txn)
 	cancel := topdown.NewCancel()
 	defer context.AfterFunc(ctx, cancel.Cancel)()
 	q := topdown.NewQuery(rq.body).
 		WithQueryCompiler(rq.qc).
-		WithCompiler(re.compiler).
-		WithStore(re.store).
+		WithCompiler(p.compiler).
+		WithStore(p.store).
 		WithTransaction(txn).
-		WithBuiltins(re.builtins).
+		WithBuiltins(p.builtins).
 		WithIndexing(true).
 		WithEarlyExit(true).
 		WithCancel(cancel).
@@ -308,9 +254,9 @@ func (re *regoEngine) eval(ctx context.Context, rq *regoQuery, input ast.Value) 
 	return values, err
 }
 
-func regoInput(env *evalEnv, args any) (ast.Value, error) {
-	in := env.in
-	av, err := ast.InterfaceToValue(args)
+// Input is the input document of a check, as OPA's value.
+func Input(in *rules.RegoInput) (ast.Value, error) {
+	av, err := ast.InterfaceToValue(in.Arguments)
 	if err != nil {
 		return nil, err
 	}
@@ -322,8 +268,8 @@ func regoInput(env *evalEnv, args any) (ast.Value, error) {
 	return ast.NewObject(
 		str("method", in.Method),
 		str("tool", in.Tool),
-		str("name", env.name),
-		str("prefix", env.prefix),
+		str("name", in.Name),
+		str("prefix", in.Prefix),
 		str("server", in.Server),
 		[2]*ast.Term{ast.StringTerm("arguments"), ast.NewTerm(av)},
 		str("session", in.Session),
@@ -338,7 +284,7 @@ func regoInput(env *evalEnv, args any) (ast.Value, error) {
 	), nil
 }
 
-// regoBuiltins returns the mcpguard builtins:
+// builtins returns the mcpguard builtins:
 //
 //	mcpguard.url.parse(s) → {"valid": bool, "error": string, "scheme", "host",
 //	    "port": number, "path", "query", "userinfo": bool, "ip": string or
@@ -348,7 +294,7 @@ func regoInput(env *evalEnv, args any) (ast.Value, error) {
 //	    undefined when s is no address
 //	mcpguard.path.clean(s) → the clean path; undefined when CleanPath refuses it
 //	mcpguard.path.within(p, root) → whether p, cleaned, is root or under it
-func regoBuiltins() (map[string]*ast.Builtin, map[string]*topdown.Builtin) {
+func builtins() (map[string]*ast.Builtin, map[string]*topdown.Builtin) {
 	strArg := func(t *ast.Term) (string, error) {
 		s, ok := t.Value.(ast.String)
 		if !ok {
@@ -358,7 +304,7 @@ func regoBuiltins() (map[string]*ast.Builtin, map[string]*topdown.Builtin) {
 	}
 	classes := func(a netip.Addr) *ast.Term {
 		var ts []*ast.Term
-		for _, n := range ClassifyIP(a).Names() {
+		for _, n := range rules.ClassifyIP(a).Names() {
 			ts = append(ts, ast.StringTerm(n))
 		}
 		return ast.ArrayTerm(ts...)
@@ -378,9 +324,9 @@ func regoBuiltins() (map[string]*ast.Builtin, map[string]*topdown.Builtin) {
 				return nil, err
 			}
 			kv := func(k string, v *ast.Term) [2]*ast.Term { return [2]*ast.Term{ast.StringTerm(k), v} }
-			u, err := ParseURL(s)
+			u, err := rules.ParseURL(s)
 			if err != nil {
-				var ue *URLError
+				var ue *rules.URLError
 				ip, cls := ast.NullTerm(), ast.ArrayTerm()
 				if errors.As(err, &ue) && ue.IP.IsValid() {
 					ip, cls = ast.StringTerm(ue.IP.String()), classes(ue.IP)
@@ -390,7 +336,7 @@ func regoBuiltins() (map[string]*ast.Builtin, map[string]*topdown.Builtin) {
 			ip, cls := ast.NullTerm(), ast.ArrayTerm()
 			if u.IP.IsValid() {
 				ip, cls = ast.StringTerm(u.IP.String()), classes(u.IP)
-			} else if c := classifyName(u.Host); c != 0 {
+			} else if c := rules.ClassifyName(u.Host); c != 0 {
 				var ts []*ast.Term
 				for _, n := range c.Names() {
 					ts = append(ts, ast.StringTerm(n))
@@ -435,7 +381,7 @@ func regoBuiltins() (map[string]*ast.Builtin, map[string]*topdown.Builtin) {
 			if err != nil {
 				return nil, err
 			}
-			p, err := CleanPath(s)
+			p, err := rules.CleanPath(s)
 			if err != nil {
 				return nil, err
 			}
@@ -454,9 +400,9 @@ func regoBuiltins() (map[string]*ast.Builtin, map[string]*topdown.Builtin) {
 			if err != nil {
 				return nil, err
 			}
-			cp, err1 := CleanPath(p)
-			cr, err2 := CleanPath(root)
-			return ast.BooleanTerm(err1 == nil && err2 == nil && PathWithin(cp, cr)), nil
+			cp, err1 := rules.CleanPath(p)
+			cr, err2 := rules.CleanPath(root)
+			return ast.BooleanTerm(err1 == nil && err2 == nil && rules.PathWithin(cp, cr)), nil
 		},
 	}} {
 		decl := &ast.Builtin{Name: b.name, Decl: b.decl}

@@ -1,0 +1,152 @@
+package regoworker
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+)
+
+// FuzzReadLine: the lines read are the stream's, newlines removed, and a
+// stream ending inside a line is an error, never a line.
+func FuzzReadLine(f *testing.F) {
+	f.Add([]byte("{\"id\":1}\n{\"id\":2}\n"))
+	f.Add([]byte("\n\n"))
+	f.Add([]byte("{\"id\":1}\n{\"id\""))
+	f.Add(bytes.Repeat([]byte("x"), 70000))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r := bufio.NewReaderSize(bytes.NewReader(data), 16) // lines longer than the buffer
+		var buf []byte
+		var got []byte
+		for {
+			line, err := readLine(r, &buf)
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				if i := bytes.LastIndexByte(data, '\n'); i == len(data)-1 {
+					t.Fatal("an unexpected end after a whole line")
+				}
+				got = append(got, data[len(got):]...)
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if bytes.IndexByte(line, '\n') >= 0 {
+				t.Fatalf("line %q holds a newline", line)
+			}
+			got = append(append(got, line...), '\n')
+		}
+		if !bytes.Equal(got, data) {
+			t.Fatalf("read %q from %q", got, data)
+		}
+	})
+}
+
+// FuzzDecodeRequest: what the worker accepts is a request it can act on,
+// and reads the same once written again.
+func FuzzDecodeRequest(f *testing.F) {
+	for _, s := range []string{
+		`{"id":1,"op":"compile","program":1,"modules":[{"name":"a.rego","text":"package a"}],"queries":["data.a.x"]}`,
+		`{"id":2,"op":"eval","program":1,"query":"data.a.x","budget":350000000,"input":{"method":"tools/call","tool":"t","name":"t","prefix":"","server":"","session":"","protocolVersion":"","identity":{"labels":{"a":"b"}},"arguments":{"n":1e400}}}`,
+		`{"id":3,"op":"drop","program":1}`,
+		`{"id":4,"op":"eval","program":1,"budget":1}`,
+		`{"id":5,"op":"nope"}`,
+		`{"id":6,"op":"drop","extra":1}`,
+		`{"id":7,"op":"drop"} {}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, line []byte) {
+		req, err := decodeRequest(line)
+		if err != nil {
+			return
+		}
+		switch {
+		case req.Op == opCompile && len(req.Modules) == 0,
+			req.Op == opEval && (req.Input == nil || req.Budget <= 0):
+			t.Fatalf("accepted %+v", req)
+		}
+		once := encode(t, req)
+		again, err := decodeRequest(once)
+		if err != nil {
+			t.Fatalf("%s, written again, is refused: %v", once, err)
+		}
+		if twice := encode(t, again); !bytes.Equal(once, twice) {
+			t.Fatalf("%s reads as %s", once, twice)
+		}
+	})
+}
+
+// FuzzDecodeResponse: an answer the sidecar accepts reads the same once
+// written again (numbers stay json.Number, as the worker wrote them).
+func FuzzDecodeResponse(f *testing.F) {
+	for _, s := range []string{
+		`{"id":1}`,
+		`{"id":2,"values":[{"allow":true,"n":1.50,"big":123456789012345678901234567890}]}`,
+		`{"id":3,"errors":[{"module":0,"file":"a.rego","row":3,"code":"rego_parse_error","message":"x"}]}`,
+		`{"id":4,"error":"boom"}`,
+		`{"id":5,"values":[]}`,
+		`{"id":-1}`,
+		`{"id":6,"unknown":1}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, line []byte) {
+		resp, err := decodeResponse(line)
+		if err != nil {
+			return
+		}
+		once := encode(t, resp)
+		again, err := decodeResponse(once)
+		if err != nil {
+			t.Fatalf("%s, written again, is refused: %v", once, err)
+		}
+		if twice := encode(t, again); !bytes.Equal(once, twice) {
+			t.Fatalf("%s reads as %s", once, twice)
+		}
+	})
+}
+
+func encode(t *testing.T, v any) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	w := bufio.NewWriter(&b)
+	if err := encodeLine(w, v); err != nil {
+		t.Fatal(err)
+	}
+	out := b.Bytes()
+	if bytes.Count(out, []byte("\n")) != 1 || out[len(out)-1] != '\n' {
+		t.Fatalf("%q is not one line", out)
+	}
+	return out[:len(out)-1]
+}
+
+// TestDecodeRequestRefuses: what is not a request the worker can act on
+// ends it (the sidecar then starts another), rather than being guessed at.
+func TestDecodeRequestRefuses(t *testing.T) {
+	for _, tt := range []struct{ line, want string }{
+		{`{"id":1,"op":"compile","program":1}`, "compile without modules"},
+		{`{"id":2,"op":"eval","program":1,"budget":1}`, "eval without input or budget"},
+		{`{"id":3,"op":"eval","program":1,"input":{"arguments":{}}}`, "eval without input or budget"},
+		{`{"id":4,"op":"nope"}`, `unknown op "nope"`},
+		{`{"id":5,"op":"drop","extra":1}`, `unknown field "extra"`},
+		{`{"id":6,"op":"drop"} {}`, "trailing data"},
+		{`{"id":"7","op":"drop"}`, "cannot unmarshal string"},
+	} {
+		if _, err := decodeRequest([]byte(tt.line)); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: %v, want %q", tt.line, err, tt.want)
+		}
+	}
+	if _, err := decodeResponse([]byte(`{"id":1,"values":[1]} x`)); err == nil {
+		t.Error("an answer with trailing data was accepted")
+	}
+	var v any
+	if err := decodeStrict([]byte(`{"n":1.0}`), &v); err != nil || v.(map[string]any)["n"] != json.Number("1.0") {
+		t.Errorf("numbers: %v %v", v, err)
+	}
+}
