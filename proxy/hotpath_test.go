@@ -2,11 +2,15 @@ package proxy
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"reflect"
+	"strings"
 	"testing"
+	"testing/iotest"
 
 	"github.com/mark3labs/mcp-go/mcp"
 
@@ -146,5 +150,118 @@ func TestBindingsFollowTheListing(t *testing.T) {
 	pm.rememberTool("forecast", json.RawMessage(`{"name":"forecast","inputSchema":7}`))
 	if b := current(); b.err == nil {
 		t.Errorf("an unreadable definition read as %+v", b)
+	}
+}
+
+// TestReadAll: a body reads whole whatever its declared length says of it
+// and however its reader splits it, a declared one into a buffer of its
+// own, and a reader's error comes back with what was read before it.
+func TestReadAll(t *testing.T) {
+	big := strings.Repeat("x", 100<<10)
+	boom := errors.New("boom")
+	for _, tc := range []struct {
+		name    string
+		body    string
+		hint    int64
+		chunk   int // the reader's largest read; 0: all at once
+		err     error
+		wantOwn bool
+	}{
+		{"declared", `{"a":1}`, 7, 0, nil, true},
+		{"declared, read a byte at a time", `{"a":1}`, 7, 1, nil, true},
+		{"declared too short", `{"a":1}`, 3, 0, nil, true},
+		{"declared too long", `{"a":1}`, 100, 0, nil, true},
+		{"unknown length", `{"a":1}`, 0, 0, nil, false},
+		{"unknown length, past the pooled buffer", big, 0, 1000, nil, false},
+		{"declared, large", big, int64(len(big)), 4096, nil, true},
+		{"declared beyond the limit", `{"a":1}`, 1 << 30, 0, nil, false},
+		{"error after some", `{"a":`, 0, 2, boom, false},
+		{"empty", ``, 0, 0, nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var r io.Reader = strings.NewReader(tc.body)
+			if tc.chunk > 0 {
+				r = &chunkedReader{r: r, max: tc.chunk}
+			}
+			if tc.err != nil {
+				r = io.MultiReader(r, iotest.ErrReader(tc.err))
+			}
+			got, own, err := readAll(r, tc.hint, 1<<20)
+			if string(got) != tc.body || own != tc.wantOwn || err != tc.err {
+				t.Fatalf("readAll = %d bytes (want %d), own %v (want %v), err %v (want %v)", len(got), len(tc.body), own, tc.wantOwn, err, tc.err)
+			}
+		})
+	}
+}
+
+// chunkedReader reads at most max bytes at a time.
+type chunkedReader struct {
+	r   io.Reader
+	max int
+}
+
+func (c *chunkedReader) Read(b []byte) (int, error) { return c.r.Read(b[:min(len(b), c.max)]) }
+
+// TestDecodeBodyKeepsNoPooledBuffer: a buffer decodeBody hands back to
+// bodyBufs is the next body's, read for another session: no message may
+// point into it. Each body is decoded, its buffer then overwritten as the
+// next body read into it would, and every message must encode as before.
+func TestDecodeBodyKeepsNoPooledBuffer(t *testing.T) {
+	lim := jsonrpc.Limits{MaxBytes: 1 << 20, MaxDepth: 64}
+	for _, tc := range []struct {
+		name string
+		body string
+		own  bool
+	}{
+		// Unknown length (a chunked answer): always pooled.
+		{"small answer", `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"session A's secret"}]}}`, false},
+		{"large answer", `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"` + strings.Repeat("A", 8<<10) + `"}]}}`, false},
+		// A declared length not decoded in place (whitespace): pooled when large.
+		{"declared, not canonical", `{ "jsonrpc": "2.0", "id": 1, "result": {"text": "` + strings.Repeat("A", 8<<10) + `"} }`, true},
+		// A declared length decoded in place: kept by the messages, never pooled.
+		{"declared, canonical", `{"jsonrpc":"2.0","id":1,"result":{"text":"` + strings.Repeat("A", 8<<10) + `"}}`, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			data := append(make([]byte, 0, max(len(tc.body), minPooledBody)), tc.body...)
+			msgs, _, err := decodeBody(data, tc.own, lim)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var before []string
+			for _, m := range msgs {
+				b, err := jsonrpc.Encode(m)
+				if err != nil {
+					t.Fatal(err)
+				}
+				before = append(before, string(b))
+			}
+			// What the pool holds now is reused: overwrite every buffer
+			// it gives out, whatever decodeBody did with data.
+			for range 4 {
+				b := bodyBufs.Get().(*[]byte)
+				buf := (*b)[:cap(*b)]
+				for i := range buf {
+					buf[i] = 'Z'
+				}
+				bodyBufs.Put(b)
+			}
+			// A buffer of unknown length is the pool's whether or not it
+			// came back to it (one decoded in place is the messages' own).
+			if !tc.own {
+				full := data[:cap(data)]
+				for i := range full {
+					full[i] = 'Z'
+				}
+			}
+			for i, m := range msgs {
+				b, err := jsonrpc.Encode(m)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if string(b) != before[i] {
+					t.Fatalf("message %d changed once its buffer was reused:\n%.120s\nwas\n%.120s", i, b, before[i])
+				}
+			}
+		})
 	}
 }

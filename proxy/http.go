@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -257,7 +258,7 @@ func readAll(r io.Reader, hint int64, limit int) (data []byte, own bool, err err
 	}
 	for {
 		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)] // grow, as io.ReadAll does
+			b = slices.Grow(b, max(cap(b), bytes.MinRead)) // double
 		}
 		n, err := r.Read(b[len(b):cap(b)])
 		b = b[:len(b)+n]
