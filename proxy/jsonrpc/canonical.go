@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"sync"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -76,7 +77,7 @@ func canonical(dst, src []byte, lim Limits, lay *layout) (canon []byte, inPlace 
 	begin := s.pos
 	s.mark = begin
 	if lay != nil && begin < len(src) && src[begin] == '{' {
-		s.record, s.lay = true, *lay
+		s.record, s.lay = true, lay.recorded
 	}
 	if err := s.value(); err != nil {
 		return dst, false, err
@@ -87,7 +88,7 @@ func canonical(dst, src []byte, lim Limits, lay *layout) (canon []byte, inPlace 
 		return dst, false, s.errorf("unexpected data after the top-level value")
 	}
 	if s.record {
-		*lay = s.lay
+		lay.recorded = s.lay
 	}
 	if !s.copying {
 		return src[begin:end:end], true, nil
@@ -127,8 +128,8 @@ type scanner struct {
 	copying  bool
 	depth    int
 	maxDepth int
-	record   bool   // whether to record lay
-	lay      layout // what it recorded
+	record   bool     // whether to record lay
+	lay      recorded // what it recorded
 }
 
 // layout is where the members of a message's object (top) and of the
@@ -137,15 +138,32 @@ type scanner struct {
 // here rather than walk the canonical bytes again, past a 64 KiB argument
 // or result each time (issue #18).
 type layout struct {
+	recorded
+	room [12]memberSpan // where top and inner start
+}
+
+// recorded is what a layout holds (the scanner's copy does not hold the
+// room it writes to).
+type recorded struct {
 	top, inner []memberSpan
 }
 
-// newLayout returns a layout with room for a message's members and
-// those of its params or result: one allocation, not one per append.
-func newLayout() layout {
-	var spans [12]memberSpan
-	return layout{top: spans[:0:5], inner: spans[5:5]}
+// layouts holds layouts for decoding: one is used only while a body is
+// decoded (its spans are copied out, as offsets), and holds no bytes of
+// any message, so one body's layout can serve the next. A new one would
+// cost every decode an allocation of its room (issue #18).
+var layouts = sync.Pool{New: func() any { return new(layout) }}
+
+// getLayout returns an empty layout from layouts, with room of its own for
+// a message's members and those of its params or result; putLayout gives
+// it back once the decode is done.
+func getLayout() *layout {
+	l := layouts.Get().(*layout)
+	l.top, l.inner = l.room[:0:5], l.room[5:5]
+	return l
 }
+
+func putLayout(l *layout) { layouts.Put(l) }
 
 // memberSpan is where a member's key token and its value are in the
 // canonical form; for a top member, inner[inner:innerEnd] are the members

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -718,6 +719,60 @@ func TestLayout(t *testing.T) {
 		checkParam(t, m)
 		if (m.Params != nil && m.Params[0] == '{' && !m.params.applies(m.Params)) || (len(m.Result) > 0 && m.Result[0] == '{' && !m.result.applies(m.Result)) {
 			t.Errorf("%s: not indexed", in)
+		}
+	}
+}
+
+// TestDecodeLayoutsReused: the layouts the scanner records into come from
+// a pool, so each decode starts from one the one before left, grown past
+// its room or not: a message must read the same whatever was decoded
+// before it.
+func TestDecodeLayoutsReused(t *testing.T) {
+	bodies := []string{
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fetch_url","arguments":{"url":"https://example.com/"}}}`,
+		// More members in params than a layout's room.
+		`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8,"name":"many"}}`,
+		`{"jsonrpc":"2.0","id":"s","result":{"content":[{"type":"text","text":"hi"}],"isError":false}}`,
+		`[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","method":"notifications/initialized"}]`,
+		`{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}`,
+		`{ "jsonrpc" : "2.0", "id" : 3, "method" : "tools/call", "params" : { "name" : "spaced" } }`,
+	}
+	type reading struct{ encoded, name string }
+	read := func(body string) []reading {
+		msgs, _, err := Decode([]byte(body), Limits{})
+		if err != nil {
+			t.Fatalf("%s: %v", body, err)
+		}
+		var rs []reading
+		for _, m := range msgs {
+			b, err := Encode(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			name, _, _ := m.ParamString("name")
+			rs = append(rs, reading{string(b), name})
+		}
+		return rs
+	}
+	first := make([][]reading, len(bodies))
+	for i, b := range bodies {
+		first[i] = read(b)
+	}
+	// Every body after every other, in both orders, and after one refused
+	// with more top members than the room holds.
+	refused := `{"jsonrpc":"2.0","id":4,"method":"m","params":{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8},"v":1,"w":2,"x":3,"y":4,"z":5}`
+	for i := range bodies {
+		if _, _, err := Decode([]byte(refused), Limits{}); err == nil {
+			t.Fatalf("%s is decoded", refused)
+		}
+		if got := read(bodies[i]); !reflect.DeepEqual(got, first[i]) {
+			t.Fatalf("%s after %s reads %+v, alone %+v", bodies[i], refused, got, first[i])
+		}
+		for j := range bodies {
+			read(bodies[j])
+			if got := read(bodies[i]); !reflect.DeepEqual(got, first[i]) {
+				t.Fatalf("%s after %s reads %+v, alone %+v", bodies[i], bodies[j], got, first[i])
+			}
 		}
 	}
 }

@@ -289,15 +289,16 @@ func invalid(id ID, format string, args ...any) *DecodeError {
 // Nothing it returns points into data (TestDecodeKeepsNoInput): the caller
 // may reuse data at once. A caller that gives data up calls DecodeInPlace.
 func Decode(data []byte, lim Limits) (msgs []*Message, batch bool, err error) {
-	lay := newLayout()
-	canon, inPlace, err := canonical(nil, data, lim, &lay)
+	lay := getLayout()
+	defer putLayout(lay)
+	canon, inPlace, err := canonical(nil, data, lim, lay)
 	if err != nil {
 		return nil, false, decodeFailed(data, err)
 	}
 	if inPlace {
 		canon = bytes.Clone(canon)
 	}
-	return decodeCanonical(canon, &lay)
+	return decodeCanonical(canon, lay)
 }
 
 // DecodeInPlace is Decode for a caller that gives data up (a message body
@@ -309,12 +310,13 @@ func Decode(data []byte, lim Limits) (msgs []*Message, batch bool, err error) {
 // returned points into data. A 64 KiB call is forwarded without a copy
 // of its arguments being made to decode it (issue #18).
 func DecodeInPlace(data []byte, lim Limits) (msgs []*Message, batch, inPlace bool, err error) {
-	lay := newLayout()
-	canon, inPlace, err := canonical(nil, data, lim, &lay)
+	lay := getLayout()
+	defer putLayout(lay)
+	canon, inPlace, err := canonical(nil, data, lim, lay)
 	if err != nil {
 		return nil, false, false, decodeFailed(data, err)
 	}
-	msgs, batch, err = decodeCanonical(canon, &lay)
+	msgs, batch, err = decodeCanonical(canon, lay)
 	return msgs, batch, inPlace && err == nil, err
 }
 
