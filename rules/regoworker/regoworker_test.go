@@ -404,3 +404,20 @@ func benchDecide(b *testing.B, backend rules.RegoBackend) {
 		})
 	})
 }
+
+// BenchmarkStartAndCompile is what a sidecar whose policy has Rego pays at
+// load: starting the worker and compiling the policy in it.
+func BenchmarkStartAndCompile(b *testing.B) {
+	bin, err := workerBin()
+	if err != nil {
+		b.Fatal(err)
+	}
+	mods := []rules.RegoSource{{Name: "m.rego", Text: module}}
+	for b.Loop() {
+		w := New(bin)
+		if _, err := w.Compile(mods, queries); err != nil {
+			b.Fatal(err)
+		}
+		w.Close()
+	}
+}
