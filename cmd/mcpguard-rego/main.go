@@ -7,11 +7,13 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
 
+	"mcpguard.dev/mcpguard/internal/memtrim"
 	"mcpguard.dev/mcpguard/rules/rego"
 	"mcpguard.dev/mcpguard/rules/regoworker"
 )
@@ -25,6 +27,10 @@ func main() {
 		fmt.Fprintln(os.Stderr, "mcpguard-rego takes no arguments: mcpguard-sidecar starts it to evaluate a policy's Rego over its standard input and output")
 		os.Exit(2)
 	}
+	// OPA's initialisation maps in pages of the binary the worker does not
+	// touch again; they, and what each burst of checks maps in, are given
+	// back once idle, as the sidecar's are.
+	go memtrim.AfterStart(context.Background())
 	if err := regoworker.Serve(os.Stdin, os.Stdout, rego.Backend{}); err != nil {
 		fmt.Fprintln(os.Stderr, "mcpguard-rego:", err)
 		os.Exit(1)

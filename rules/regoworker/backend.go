@@ -246,9 +246,9 @@ func (p *program) Eval(ctx context.Context, query string, in *rules.RegoInput) (
 	if err != nil {
 		return nil, err
 	}
-	budget := evalSlack
+	budget := time.Hour // a ctx without deadline: rules' checks always have one
 	if d, ok := ctx.Deadline(); ok {
-		budget += time.Until(d)
+		budget = time.Until(d) + evalSlack
 	}
 	req := &request{Op: opEval, Program: p.id, Query: query, Budget: int64(budget), Input: &wireInput{
 		Method: in.Method, Tool: in.Tool, Name: in.Name, Prefix: in.Prefix,

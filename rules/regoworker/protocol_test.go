@@ -8,6 +8,8 @@ import (
 	"io"
 	"strings"
 	"testing"
+
+	"mcpguard.dev/mcpguard/rules/rego"
 )
 
 // FuzzReadLine: the lines read are the stream's, newlines removed, and a
@@ -148,5 +150,52 @@ func TestDecodeRequestRefuses(t *testing.T) {
 	var v any
 	if err := decodeStrict([]byte(`{"n":1.0}`), &v); err != nil || v.(map[string]any)["n"] != json.Number("1.0") {
 		t.Errorf("numbers: %v %v", v, err)
+	}
+}
+
+// TestServeAnswersWhatItRead: the worker answers every request it read,
+// in whatever order they finish, an evaluation sent right behind its
+// program's compile included, before it ends with its input.
+func TestServeAnswersWhatItRead(t *testing.T) {
+	in := strings.Join([]string{
+		`{"id":1,"op":"compile","program":7,"modules":[{"name":"m.rego","text":"package m\nd := {\"allow\": input.arguments.ok}\n"}],"queries":["data.m.d"]}`,
+		`{"id":2,"op":"eval","program":7,"query":"data.m.d","budget":1000000000,"input":{"method":"tools/call","identity":{},"arguments":{"ok":true}}}`,
+		`{"id":3,"op":"eval","program":8,"query":"data.m.d","budget":1000000000,"input":{"identity":{},"arguments":{}}}`,
+		`{"id":4,"op":"compile","program":9,"modules":[{"name":"b.rego","text":"package b\nx if {"}],"queries":["data.b.x"]}`,
+		`{"id":5,"op":"eval","program":9,"query":"data.b.x","budget":1000000000,"input":{"identity":{},"arguments":{}}}`,
+		`{"id":6,"op":"drop","program":7}`,
+	}, "\n") + "\n"
+	var out bytes.Buffer
+	if err := Serve(strings.NewReader(in), &out, rego.Backend{}); err != nil {
+		t.Fatal(err)
+	}
+	got := map[uint64]*response{}
+	for _, line := range strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n") {
+		resp, err := decodeResponse([]byte(line))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[resp.ID] = resp
+	}
+	if len(got) != 5 {
+		t.Fatalf("%d answers, want 5 (none for the drop):\n%s", len(got), out.String())
+	}
+	if r := got[1]; r.Error != "" || r.Errors != nil {
+		t.Errorf("compile: %+v", r)
+	}
+	if r := got[2]; len(r.Values) != 1 || r.Values[0].(map[string]any)["allow"] != true {
+		t.Errorf("eval behind its compile: %+v", r)
+	}
+	if r := got[3]; !strings.Contains(r.Error, "no program 8") {
+		t.Errorf("eval of an unknown program: %+v", r)
+	}
+	if r := got[4]; len(r.Errors) == 0 || r.Errors[0].Code != "rego_parse_error" {
+		t.Errorf("broken compile: %+v", r)
+	}
+	if r := got[5]; !strings.Contains(r.Error, "did not compile program 9") {
+		t.Errorf("eval of a program that did not compile: %+v", r)
+	}
+	if err := Serve(strings.NewReader(`{"id":1,"op":"nope"}`+"\n"), &out, rego.Backend{}); err == nil {
+		t.Error("Serve went on after what is not a request")
 	}
 }
