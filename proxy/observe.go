@@ -423,7 +423,8 @@ func (t *telemetry) decided(ctx context.Context, in *rules.Input, d rules.Decisi
 		attrPolicyDuration.Float64(took.Seconds()), attrPolicyReason.String(d.Reason))
 	end := time.Now()
 	t.record(ctx, spanPolicy, trace.SpanKindInternal, end.Add(-took), end, attrs, errDesc)
-	attrs = attrs[:2] // decision and rule, for lists of calls
+	used := len(attrs) // what putAttrs clears
+	attrs = attrs[:2]  // decision and rule, for lists of calls
 	if args := in.Arguments; args != nil && t.recordArgs != nil {
 		args = t.recordArgs(args)
 		switch mt, _ := rules.MethodOf(in.Method); mt.Target {
@@ -436,7 +437,7 @@ func (t *telemetry) decided(ctx context.Context, in *rules.Input, d rules.Decisi
 		}
 	}
 	call.SetAttributes(attrs...)
-	*buf = attrs
+	*buf = attrs[:max(len(attrs), used)]
 }
 
 // approved records how a person's approval of a call ended: a span from

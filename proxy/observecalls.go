@@ -159,11 +159,12 @@ func (rec *calls) open(c *callSpan, ctx, transport context.Context, m *jsonrpc.M
 }
 
 // attrPool recycles the attribute lists spans start with: tracers copy
-// them, so the list is scratch.
+// them, so the list is scratch. A list is put back empty, its capacity
+// zeroed: a user sets *buf to cover every entry it wrote.
 var attrPool = sync.Pool{New: func() any { s := make([]attribute.KeyValue, 0, 24); return &s }}
 
 func putAttrs(buf *[]attribute.KeyValue) {
-	clear((*buf)[:cap(*buf)]) // drop references to attribute strings
+	clear(*buf) // drop references to attribute strings; the rest is zero already
 	*buf = (*buf)[:0]
 	attrPool.Put(buf)
 }

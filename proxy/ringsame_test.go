@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -260,4 +262,26 @@ func reasonRule(t *testing.T, line string) (reason, rule string) {
 		t.Fatal(err)
 	}
 	return v.Reason, v.Rule
+}
+
+// TestAttrPoolComesBackZeroed: every scratch attribute list goes back to
+// attrPool zeroed to its capacity (putAttrs clears only what its user says
+// it wrote), so no pooled list keeps a call's strings alive.
+func TestAttrPoolComesBackZeroed(t *testing.T) {
+	// One P: the lists the calls put back are the ones Get finds.
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	e := newTelemetryEnv(t, func(c *Config) {
+		c.RecordArguments = func(args json.RawMessage) json.RawMessage { return args }
+	})
+	e.initialize()
+	e.callEcho()
+	e.callDenied()
+	for range 8 {
+		buf := attrPool.Get().(*[]attribute.KeyValue)
+		for i, kv := range (*buf)[:cap(*buf)] {
+			if kv != (attribute.KeyValue{}) {
+				t.Fatalf("pooled list: entry %d of %d is %v", i, cap(*buf), kv)
+			}
+		}
+	}
 }
