@@ -417,6 +417,15 @@ func traceMetaValue(m *jsonrpc.Message, carrier *traceMeta) (meta json.RawMessag
 // appendTraceMeta appends the carrier's keys as a JSON object, in the
 // order jsonrpc.Replace would append them to an empty one.
 func appendTraceMeta(out []byte, carrier *traceMeta) []byte {
+	if out == nil { // one allocation rather than one per value appended
+		n := 2
+		for i, k := range traceMetaKeys {
+			if v := carrier[i]; v != "" {
+				n += len(k) + len(v) + 6 // two quoted strings, a colon, a comma; escapes may grow it
+			}
+		}
+		out = make([]byte, 0, n)
+	}
 	out = append(out, '{')
 	n := len(out)
 	for i, k := range traceMetaKeys {
