@@ -52,14 +52,16 @@ const (
 // Backend is a rules.RegoBackend that compiles and evaluates in a worker
 // process, started the first time a policy with Rego modules is compiled
 // and started again, with every program still in use compiled into it,
-// when it exits or stops answering. A check in flight when that happens is
-// denied (its Eval fails); one made while the worker starts waits for it.
+// when it exits or stops answering. A check in flight when that happens,
+// or made while it starts again, is denied (its Eval fails, saying so); a
+// compile waits for it.
 type Backend struct {
 	path string
 
-	mu       sync.Mutex // guards what follows; held while a worker starts
+	mu       sync.Mutex // guards what follows; never held while a worker starts
 	log      *slog.Logger
 	w        *worker            // the live worker; nil before the first start and after one exits
+	starting chan struct{}      // non-nil while a worker starts; closed once it has
 	programs map[uint64]*source // every program in use, by id
 	nextID   uint64
 	started  time.Time // of the last start
@@ -90,6 +92,12 @@ func (b *Backend) SetLogger(l *slog.Logger) {
 }
 
 func (b *Backend) logger() *slog.Logger {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.loggerLocked()
+}
+
+func (b *Backend) loggerLocked() *slog.Logger {
 	if b.log == nil {
 		return slog.Default()
 	}
@@ -107,6 +115,8 @@ func (b *Backend) Close() {
 	}
 }
 
+var errStopped = errors.New("the Rego worker was stopped")
+
 // Compile implements rules.RegoBackend: it sends the modules and queries to
 // the worker, starting it first if none runs. Checks of other programs go
 // on meanwhile.
@@ -118,9 +128,7 @@ func (b *Backend) Compile(modules []rules.RegoSource, queries []string) (rules.R
 	// Again if the worker exits meanwhile: the one started after it did
 	// not have this program to compile.
 	for range 3 {
-		b.mu.Lock()
-		w, err := b.ensureLocked()
-		b.mu.Unlock()
+		w, err := b.live(true)
 		if err != nil {
 			return nil, err
 		}
@@ -157,40 +165,92 @@ func (b *Backend) drop(id uint64) {
 	}
 }
 
-// ensureLocked returns the live worker, starting one if none runs and
-// compiling every program in use into it. b.mu is held.
-func (b *Backend) ensureLocked() (*worker, error) {
+// live returns the live worker. When none runs it starts one, with every
+// program in use compiled into it; when one is starting, it waits for it
+// if wait is set and fails otherwise.
+func (b *Backend) live(wait bool) (*worker, error) {
+	b.mu.Lock()
+	for b.starting != nil && !b.closed {
+		if !wait {
+			b.mu.Unlock()
+			return nil, errors.New("the Rego worker is starting again after it exited")
+		}
+		ch := b.starting
+		b.mu.Unlock()
+		<-ch
+		b.mu.Lock()
+	}
+	switch {
+	case b.closed:
+		b.mu.Unlock()
+		return nil, errStopped
+	case b.w != nil && !b.w.exited():
+		w := b.w
+		b.mu.Unlock()
+		return w, nil
+	}
+	done := make(chan struct{})
+	b.starting = done
+	pause := restartEvery - time.Since(b.started)
+	if b.started.IsZero() {
+		pause = 0
+	}
+	programs := make(map[uint64]*source, len(b.programs))
+	for id, src := range b.programs {
+		programs[id] = src
+	}
+	log := b.loggerLocked()
+	b.mu.Unlock()
+
+	w, err := b.start(pause, programs, log)
+
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.starting = nil
+	close(done)
+	if err != nil {
+		return nil, err
+	}
 	if b.closed {
-		return nil, errors.New("the Rego worker was stopped")
+		w.kill()
+		return nil, errStopped
 	}
-	if b.w != nil && !b.w.exited() {
-		return b.w, nil
+	for id := range w.compiled {
+		if b.programs[id] == nil { // dropped while the worker started
+			delete(w.compiled, id)
+			go w.send(&request{Op: opDrop, Program: id})
+		}
 	}
-	if wait := restartEvery - time.Since(b.started); !b.started.IsZero() && wait > 0 {
-		time.Sleep(wait)
+	b.w = w
+	if len(programs) > 0 {
+		log.Warn("Rego worker started again", "pid", w.cmd.Process.Pid, "programs", len(w.compiled))
 	}
+	return w, nil
+}
+
+// start starts a worker, after pause, and compiles programs into it.
+func (b *Backend) start(pause time.Duration, programs map[uint64]*source, log *slog.Logger) (*worker, error) {
+	time.Sleep(pause)
 	path := b.path
 	if path == "" {
 		path = Path()
 	}
+	b.mu.Lock()
 	b.started = time.Now()
-	w, err := start(path, b.logger(), b.exited)
+	b.mu.Unlock()
+	w, err := start(path, log, b.exited)
 	if err != nil {
 		return nil, fmt.Errorf("the policy has Rego modules, which this build of mcpguard evaluates in a separate process, %s, and it cannot be started: %v; "+
 			"install %s beside this executable (the image has it at /usr/local/bin/%s) or set %s to its path", Command, err, Command, Command, EnvPath)
 	}
-	for id, src := range b.programs {
+	for id, src := range programs {
 		if err := w.compile(id, src); err != nil {
 			// Compiled before, so not the policy's fault: the checks of
 			// this program fail until the worker is started again.
-			b.logger().Error("the restarted Rego worker did not compile a policy it compiled before; its Rego checks deny", "program", id, "error", err)
+			log.Error("the restarted Rego worker did not compile a policy it compiled before; its Rego checks deny", "program", id, "error", err)
 			continue
 		}
-		w.compiled[id] = true
-	}
-	b.w = w
-	if len(b.programs) > 0 {
-		b.logger().Warn("Rego worker started again", "path", path, "pid", w.cmd.Process.Pid, "programs", len(b.programs))
+		w.compiled[id] = true // w is not yet shared
 	}
 	return w, nil
 }
@@ -203,30 +263,30 @@ func (b *Backend) exited(w *worker) {
 	if b.closed {
 		return
 	}
-	b.logger().Error("the Rego worker exited; Rego checks in flight were denied, and it is started again", "pid", w.cmd.Process.Pid, "error", w.err)
+	log := b.loggerLocked()
+	log.Error("the Rego worker exited; Rego checks in flight were denied, and it is started again", "pid", w.cmd.Process.Pid, "error", w.err)
 	if b.w != w {
-		return // already started again
+		return // not yet or no longer the live one
 	}
 	b.w = nil
 	if len(b.programs) > 0 {
 		go func() {
-			b.mu.Lock()
-			defer b.mu.Unlock()
-			if _, err := b.ensureLocked(); err != nil {
-				b.logger().Error("the Rego worker cannot be started again; Rego checks deny", "error", err)
+			if _, err := b.live(true); err != nil {
+				log.Error("the Rego worker cannot be started again; Rego checks deny", "error", err)
 			}
 		}()
 	}
 }
 
-// worker returns the live worker with program id compiled in it.
+// worker returns the live worker with program id compiled in it, or why
+// there is none.
 func (b *Backend) worker(id uint64) (*worker, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	w, err := b.ensureLocked()
+	w, err := b.live(false)
 	if err != nil {
 		return nil, err
 	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	if !w.compiled[id] {
 		return nil, fmt.Errorf("the Rego worker has not compiled this policy (see the log)")
 	}
@@ -248,7 +308,11 @@ func (p *program) Eval(ctx context.Context, query string, in *rules.RegoInput) (
 	}
 	budget := time.Hour // a ctx without deadline: rules' checks always have one
 	if d, ok := ctx.Deadline(); ok {
-		budget = time.Until(d) + evalSlack
+		left := time.Until(d)
+		if left <= 0 {
+			return nil, context.DeadlineExceeded
+		}
+		budget = left + evalSlack
 	}
 	req := &request{Op: opEval, Program: p.id, Query: query, Budget: int64(budget), Input: &wireInput{
 		Method: in.Method, Tool: in.Tool, Name: in.Name, Prefix: in.Prefix,

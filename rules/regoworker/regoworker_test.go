@@ -421,3 +421,82 @@ func BenchmarkStartAndCompile(b *testing.B) {
 		w.Close()
 	}
 }
+
+// TestNeverWronglyAllowed: checks decided while the policy is reloaded and
+// the worker is killed are each the policy's answer or a denial, never an
+// allow the policy would not give; and the engine decides again after.
+func TestNeverWronglyAllowed(t *testing.T) {
+	b := newBackend(t)
+	rules.SetRegoBackend(b)
+	t.Cleanup(func() { rules.SetRegoBackend(rego.Backend{}) })
+	dir := t.TempDir()
+	pol := filepath.Join(dir, "p.yaml")
+	write := func(n int) {
+		src := fmt.Sprintf("apiVersion: mcpguard.dev/v1alpha1\nkind: ToolPolicy\nmetadata: {name: t}\nspec:\n  rego:\n    modules:\n      - inline: |\n          package m\n          # version %d\n          d := {\"allow\": input.arguments.n %% 2 == 0, \"reason\": \"odd\"}\n  tools:\n    - tool: a\n      checks: [{rego: data.m.d}]\n", n)
+		if err := os.WriteFile(pol, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(0)
+	e, err := rules.Load(pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var allowed, denied, failed sync.Map
+	for g := range 4 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				n := g*100000 + i
+				d := e.Decide(context.Background(), rules.Input{Method: "tools/call", Tool: "a", Arguments: json.RawMessage(fmt.Sprintf(`{"n":%d}`, n))})
+				switch {
+				case d.Allow && n%2 != 0:
+					t.Errorf("n=%d allowed: %+v", n, d)
+				case d.Allow:
+					allowed.Store(n, true)
+				case d.Detail == "odd":
+					denied.Store(n, true)
+				default:
+					failed.Store(n, d.Detail)
+				}
+			}
+		})
+	}
+	for i := 1; i <= 4; i++ {
+		time.Sleep(100 * time.Millisecond)
+		write(i)
+		if err := e.Reload(); err != nil {
+			t.Errorf("reload %d: %v", i, err)
+		}
+		if i == 2 {
+			b.mu.Lock()
+			syscall.Kill(b.w.cmd.Process.Pid, syscall.SIGKILL)
+			b.mu.Unlock()
+		}
+	}
+	time.Sleep(1500 * time.Millisecond) // past the restart
+	close(stop)
+	wg.Wait()
+	count := func(m *sync.Map) (n int) {
+		m.Range(func(any, any) bool { n++; return true })
+		return n
+	}
+	t.Logf("%d allowed, %d denied by the policy, %d denied by the worker's exit", count(&allowed), count(&denied), count(&failed))
+	failed.Range(func(_, why any) bool {
+		// The worker's exit and restart, or a check that waited past its
+		// budget on a loaded machine: denials either way.
+		if !strings.Contains(why.(string), "Rego worker") && !strings.Contains(why.(string), "took longer than") {
+			t.Errorf("a denial for another reason: %v", why)
+		}
+		return true
+	})
+	if d := e.Decide(context.Background(), rules.Input{Method: "tools/call", Tool: "a", Arguments: json.RawMessage(`{"n":2}`)}); !d.Allow {
+		t.Fatalf("after the restart: %+v", d)
+	}
+}
