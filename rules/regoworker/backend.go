@@ -91,12 +91,6 @@ func (b *Backend) SetLogger(l *slog.Logger) {
 	b.log = l
 }
 
-func (b *Backend) logger() *slog.Logger {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.loggerLocked()
-}
-
 func (b *Backend) loggerLocked() *slog.Logger {
 	if b.log == nil {
 		return slog.Default()
