@@ -5,9 +5,9 @@
 // runtime, then every linked package's initialisation, then main), and on
 // the virtual machines agent pods run on a page fault costs 10-40 µs: the
 // sidecar took ~190 faults in its code segment before it answered /readyz,
-// and by then 11.8 of the segment's 12 MiB were resident anyway (issue
-// #18). One madvise(MADV_POPULATE_READ) over the segment maps it all, from
-// the page cache, for less CPU than those faults (docs/performance.md).
+// and by then 90-98 % of the segment was resident anyway (issue #18). One
+// madvise(MADV_POPULATE_READ) over the segment maps it all, from the page
+// cache, for less CPU than those faults (docs/performance.md).
 // Only the code: the read-only data segment (tables, type data, the
 // function table) is half untouched at ready, and mapping it would read
 // and keep pages no one uses.
