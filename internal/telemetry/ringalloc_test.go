@@ -2,6 +2,9 @@ package telemetry
 
 import (
 	"context"
+	"fmt"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -87,4 +90,44 @@ func valueOf(v any) attribute.Value {
 		return attribute.Int64SliceValue(v)
 	}
 	return attribute.Value{}
+}
+
+// TestRingReusesBuffersSafely: with a small ring lapped by writers while
+// readers decode it, every span read is whole, its name and attributes
+// from the same span, though their buffers pass from slot to span to slot.
+func TestRingReusesBuffersSafely(t *testing.T) {
+	ring := NewRing(8)
+	tr := NewRingTracerProvider(ring).Tracer("x").(*ringTracer)
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := range 2000 {
+				id := fmt.Sprint(w, "-", i)
+				ctx, s := tr.StartSpan(context.Background(), "span "+id, trace.SpanKindServer, time.Time{},
+					[]attribute.KeyValue{attribute.String("id", id)})
+				tr.RecordSpan(ctx, "policy "+id, trace.SpanKindInternal, time.Time{}, time.Time{},
+					[]attribute.KeyValue{attribute.String("id", id), attribute.String("pad", strings.Repeat("x", i%700))}, "")
+				s.SetAttributes(attribute.String("later", id))
+				s.End()
+			}
+		})
+	}
+	for range 2 {
+		wg.Go(func() {
+			for range 300 {
+				for _, s := range ring.Spans() {
+					id := s.Attr("id")
+					if s.Name != "span "+id && s.Name != "policy "+id {
+						t.Errorf("span %q has id %q", s.Name, id)
+						return
+					}
+					if strings.HasPrefix(s.Name, "span ") && s.Attr("later") != id {
+						t.Errorf("span %q has later %q", s.Name, s.Attr("later"))
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
