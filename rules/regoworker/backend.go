@@ -160,8 +160,8 @@ func (b *Backend) drop(id uint64) {
 }
 
 // live returns the live worker. When none runs it starts one, with every
-// program in use compiled into it; when one is starting, it waits for it
-// if wait is set and fails otherwise.
+// program in use compiled into it; when one is starting, or none runs, it
+// waits for it if wait is set and otherwise fails (starting it meanwhile).
 func (b *Backend) live(wait bool) (*worker, error) {
 	b.mu.Lock()
 	for b.starting != nil && !b.closed {
@@ -195,7 +195,21 @@ func (b *Backend) live(wait bool) (*worker, error) {
 	}
 	log := b.loggerLocked()
 	b.mu.Unlock()
+	if !wait {
+		// A check does not wait for a start (the pause, the process, every
+		// program compiled): it would be held past its budget.
+		go func() {
+			if _, err := b.startLive(done, pause, programs, log); err != nil {
+				log.Error("the Rego worker cannot be started again; Rego checks deny", "error", err)
+			}
+		}()
+		return nil, errors.New("the Rego worker is starting again after it exited")
+	}
+	return b.startLive(done, pause, programs, log)
+}
 
+// startLive starts a worker for live and makes it the live one.
+func (b *Backend) startLive(done chan struct{}, pause time.Duration, programs map[uint64]*source, log *slog.Logger) (*worker, error) {
 	w, err := b.start(pause, programs, log)
 
 	b.mu.Lock()
@@ -452,9 +466,22 @@ func (w *worker) call(ctx context.Context, req *request) (*response, error) {
 	w.mu.Lock()
 	w.pending[req.ID] = ch
 	w.mu.Unlock()
+	// A worker that stops reading holds this write, and every write after
+	// it, once the pipe is full: it is killed as one that stops answering
+	// is, which fails the write.
+	var hung *time.Timer
+	if d, ok := ctx.Deadline(); ok {
+		hung = time.AfterFunc(time.Until(d)+hungAfter, func() {
+			w.log.Error("the Rego worker did not read a check in time and is killed; it is started again", "pid", w.cmd.Process.Pid, "after", hungAfter)
+			w.kill()
+		})
+	}
 	w.wmu.Lock()
 	err = writeLine(w.bw, data)
 	w.wmu.Unlock()
+	if hung != nil {
+		hung.Stop()
+	}
 	if err != nil {
 		w.forget(req.ID)
 		select {

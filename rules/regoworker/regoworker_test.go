@@ -500,3 +500,88 @@ func TestNeverWronglyAllowed(t *testing.T) {
 		t.Fatalf("after the restart: %+v", d)
 	}
 }
+
+// TestCheckDoesNotStartWorker: a check made when no worker runs and none is
+// starting (the last start failed) is denied at once, within its budget,
+// instead of waiting for a worker to be started and the programs compiled
+// into it; the worker is started meanwhile, and answers later checks.
+func TestCheckDoesNotStartWorker(t *testing.T) {
+	link := filepath.Join(t.TempDir(), Command)
+	if err := os.Symlink(workerPath(t), link); err != nil {
+		t.Fatal(err)
+	}
+	b := New(link)
+	t.Cleanup(b.Close)
+	p := compile(t, b)
+	b.mu.Lock()
+	first, started := b.w.cmd.Process.Pid, b.started
+	b.mu.Unlock()
+	os.Remove(link) // the restart fails
+	syscall.Kill(first, syscall.SIGKILL)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		b.mu.Lock()
+		failed := b.w == nil && b.starting == nil && !b.started.Equal(started)
+		b.mu.Unlock()
+		if failed {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the worker was not started again")
+		}
+	}
+	if err := os.Symlink(workerPath(t), link); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	t0 := time.Now()
+	_, err := p.Eval(ctx, "data.m.d", input(`{}`))
+	if took := time.Since(t0); err == nil || took > 500*time.Millisecond {
+		t.Fatalf("a check while no worker runs: %v after %v, want denied within its budget", err, took)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if _, err = p.Eval(context.Background(), "data.m.d", input(`{}`)); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the worker could be started again: %v", err)
+		}
+	}
+}
+
+// TestHungWorkerLargeCheck: a check whose request is more than the pipe
+// holds, sent to a worker that stopped reading, is denied by its budget
+// too, and the worker killed and started again; it does not hold the
+// check, and every check after it, while the worker stays stopped.
+func TestHungWorkerLargeCheck(t *testing.T) {
+	b := newBackend(t)
+	p := compile(t, b)
+	first := b.w.cmd.Process.Pid
+	syscall.Kill(first, syscall.SIGSTOP)
+	large := input(`{"s":"` + strings.Repeat("x", 1<<20) + `"}`)
+	errc := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
+		defer cancel()
+		_, err := p.Eval(ctx, "data.m.d", large)
+		errc <- err
+	}()
+	select {
+	case err := <-errc:
+		if err == nil {
+			t.Fatal("a stopped worker answered")
+		}
+	case <-time.After(hungAfter + 5*time.Second):
+		syscall.Kill(first, syscall.SIGKILL)
+		t.Fatal("a check sent to a stopped worker was held past its budget")
+	}
+	var err error
+	for deadline := time.Now().Add(hungAfter + 10*time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if _, err = p.Eval(context.Background(), "data.m.d", input(`{}`)); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("after the hang: %v", err)
+	}
+}
