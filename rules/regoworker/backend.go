@@ -328,6 +328,9 @@ func (p *program) Eval(ctx context.Context, query string, in *rules.RegoInput) (
 		Identity: in.Identity, Arguments: in.ArgumentsJSON,
 	}}
 	resp, err := w.call(ctx, req)
+	// p's cleanup drops its program in the worker: not before the worker
+	// has answered this evaluation of it.
+	runtime.KeepAlive(p)
 	if err != nil {
 		return nil, err
 	}
