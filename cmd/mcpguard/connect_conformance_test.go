@@ -7,8 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -38,6 +38,12 @@ var connectAuthScenarios = []string{
 	"auth/token-endpoint-auth-none",
 	"auth/token-endpoint-auth-post",
 }
+
+// resultsTimestamp is the suffix the suite gives a scenario's results
+// directory ("metadata-default-2026-12-05T08-20-07-306Z"). Cutting at the
+// last "-20" instead took a minute or second of 20, or milliseconds
+// 200-209, for the year: the test failed whenever the suite ran then.
+var resultsTimestamp = regexp.MustCompile(`-\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-\d{3}Z$`)
 
 // TestConnectConformanceAuth runs the conformance suite's auth scenarios
 // with `mcpguard connect` as the client: this test binary, re-run as
@@ -72,10 +78,7 @@ func TestConnectConformanceAuth(t *testing.T) {
 	}{}
 	dirs, _ := filepath.Glob(filepath.Join(out, "auth", "*", "checks.json"))
 	for _, f := range dirs {
-		name := filepath.Base(filepath.Dir(f))
-		if i := strings.LastIndex(name, "-20"); i > 0 {
-			name = name[:i]
-		}
+		name := resultsTimestamp.ReplaceAllString(filepath.Base(filepath.Dir(f)), "")
 		data, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
