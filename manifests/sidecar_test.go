@@ -18,25 +18,7 @@ import (
 // container runs it (inject.SidecarCommand), and it links no webhook code.
 func TestSidecarBinary(t *testing.T) {
 	df := readDockerfile(t)
-	var line string
-	for _, l := range df.stages[0].lines {
-		if strings.HasPrefix(l, "RUN ") && strings.Contains(l, " -o /out/mcpguard-sidecar ") {
-			line = l
-		}
-	}
-	if line == "" {
-		t.Fatal("Dockerfile: no RUN ... go build ... -o /out/mcpguard-sidecar in the build stage")
-	}
-	// The source build is the else branch of `if [ "$BINARIES" = release ]`,
-	// as buildCommand reads the main binary's line.
-	run := line[4:]
-	if _, build, ok := strings.Cut(run, "; else "); ok {
-		run = strings.TrimSuffix(strings.TrimSpace(build), "; fi")
-	}
-	words := shellWords(t, strings.ReplaceAll(run, "${VERSION}", testVersion))
-	for len(words) > 0 && strings.HasPrefix(words[0], "--mount=") {
-		words = words[1:]
-	}
+	words := sourceBuild(t, df, "mcpguard-sidecar")
 	var env []string
 	for len(words) > 0 && strings.Contains(words[0], "=") {
 		env, words = append(env, words[0]), words[1:]
@@ -120,23 +102,7 @@ func TestSidecarBinary(t *testing.T) {
 // (regoworker.Path), and the worker links no webhook code either.
 func TestRegoWorkerBinary(t *testing.T) {
 	df := readDockerfile(t)
-	var line string
-	for _, l := range df.stages[0].lines {
-		if strings.HasPrefix(l, "RUN ") && strings.Contains(l, " -o /out/"+regoworker.Command+" ") {
-			line = l
-		}
-	}
-	if line == "" {
-		t.Fatal("Dockerfile: no RUN ... go build ... -o /out/mcpguard-rego in the build stage")
-	}
-	run := line[4:]
-	if _, build, ok := strings.Cut(run, "; else "); ok {
-		run = strings.TrimSuffix(strings.TrimSpace(build), "; fi")
-	}
-	words := shellWords(t, run)
-	for len(words) > 0 && strings.HasPrefix(words[0], "--mount=") {
-		words = words[1:]
-	}
+	words := sourceBuild(t, df, regoworker.Command)
 	want := []string{"CGO_ENABLED=0", "go", "build", "-trimpath", "-ldflags", "-s -w", "-o", "/out/mcpguard-rego", "./cmd/mcpguard-rego"}
 	if !slices.Equal(words, want) {
 		t.Fatalf("worker build %q, want %q", words, want)
@@ -217,4 +183,30 @@ spec:
 	if out, code := eval([]string{regoworker.EnvPath + "=" + moved}, "https://api.github.com/x"); code != 0 {
 		t.Errorf("with %s: exit %d %s", regoworker.EnvPath, code, out)
 	}
+}
+
+// sourceBuild returns the words of the build stage's command that builds
+// /out/name from source: the else branch of `if [ "$BINARIES" = release ]`,
+// as buildCommand reads the main binary's line, without its --mount
+// options and with ${VERSION} as testVersion.
+func sourceBuild(t *testing.T, df dockerfile, name string) []string {
+	t.Helper()
+	var line string
+	for _, l := range df.stages[0].lines {
+		if strings.HasPrefix(l, "RUN ") && strings.Contains(l, " -o /out/"+name+" ") {
+			line = l
+		}
+	}
+	if line == "" {
+		t.Fatalf("Dockerfile: no RUN ... go build ... -o /out/%s in the build stage", name)
+	}
+	run := line[4:]
+	if _, build, ok := strings.Cut(run, "; else "); ok {
+		run = strings.TrimSuffix(strings.TrimSpace(build), "; fi")
+	}
+	words := shellWords(t, strings.ReplaceAll(run, "${VERSION}", testVersion))
+	for len(words) > 0 && strings.HasPrefix(words[0], "--mount=") {
+		words = words[1:]
+	}
+	return words
 }
