@@ -96,6 +96,26 @@ func TestSidecarBinary(t *testing.T) {
 	}
 }
 
+// TestSidecarLinksNoPrometheusClient: /metrics is written by
+// internal/promtext, not client_golang and the otel Prometheus exporter,
+// whose package initialisation (client_golang, procfs, prometheus/common,
+// expvar) was a fifth of the sidecar's (#18). Neither the sidecar nor the
+// full build may link them again; tests may.
+func TestSidecarLinksNoPrometheusClient(t *testing.T) {
+	for _, tags := range []string{"sidecar", ""} {
+		deps, err := exec.Command("go", "list", "-deps", "-tags", tags, "../cmd/mcpguard").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, pkg := range strings.Fields(string(deps)) {
+			if strings.HasPrefix(pkg, "github.com/prometheus/") || pkg == "expvar" ||
+				strings.HasPrefix(pkg, "go.opentelemetry.io/otel/exporters/prometheus") {
+				t.Errorf("the build with -tags %q links %s; /metrics is internal/promtext's", tags, pkg)
+			}
+		}
+	}
+}
+
 // TestRegoWorkerBinary checks the sidecar's Rego worker in the image: the
 // Dockerfile builds cmd/mcpguard-rego statically and stripped and copies it
 // beside the sidecar's binary, where the sidecar looks for it

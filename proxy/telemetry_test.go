@@ -16,15 +16,13 @@ import (
 
 	mcpclient "github.com/mark3labs/mcp-go/client"
 	mgomcp "github.com/mark3labs/mcp-go/mcp"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
-	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
+	"mcpguard.dev/mcpguard/internal/promtext"
 	inttel "mcpguard.dev/mcpguard/internal/telemetry"
 	"mcpguard.dev/mcpguard/internal/telemetry/decisionlog"
 	"mcpguard.dev/mcpguard/proxy/jsonrpc"
@@ -100,19 +98,15 @@ func newTelemetryEnv(t *testing.T, mutate ...func(*Config)) *telemetryEnv {
 
 	spans := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
-	reg := prometheus.NewRegistry()
-	prom, err := otelprom.New(otelprom.WithRegisterer(reg))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(prom))
+	prom := promtext.New()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(prom.Reader()))
 	var log bytes.Buffer
 	_, srv := newTestProxy(t, upSrv.URL+"/mcp", append([]func(*Config){func(c *Config) {
 		c.TracerProvider = tp
 		c.MeterProvider = mp
 		c.DecisionLog = decisionlog.NewWriter(&log)
 	}}, mutate...)...)
-	return &telemetryEnv{t: t, spans: spans, metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+	return &telemetryEnv{t: t, spans: spans, metrics: prom,
 		log: &log, up: up, url: srv.URL + "/mcp"}
 }
 
@@ -709,9 +703,7 @@ func BenchmarkTelemetryEndToEnd(b *testing.B) {
 		}},
 		{"ringtracer+metrics+decisionlog", func(c *Config) {
 			c.TracerProvider = inttel.NewRingTracerProvider(inttel.NewRing(2048))
-			reg := prometheus.NewRegistry()
-			prom, _ := otelprom.New(otelprom.WithRegisterer(reg))
-			c.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(prom))
+			c.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(promtext.New().Reader()))
 			c.DecisionLog = decisionlog.NewWriter(io.Discard)
 		}},
 	} {

@@ -7,17 +7,12 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
-	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/exemplar"
@@ -25,6 +20,8 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.41.0"
 	"go.opentelemetry.io/otel/trace"
+
+	"mcpguard.dev/mcpguard/internal/promtext"
 )
 
 // Options are what the command knows beyond the OTEL_* environment.
@@ -86,19 +83,11 @@ func Setup(ctx context.Context, o Options) (*Telemetry, error) {
 	disabled := strings.EqualFold(strings.TrimSpace(os.Getenv("OTEL_SDK_DISABLED")), "true")
 
 	// Metrics: Prometheus always (it is pulled, never pushed), OTLP on demand.
-	reg := prometheus.NewRegistry()
-	// The Go runtime and process collectors (go_goroutines, RSS, GC) are
-	// what a soak checks for leaks. They are registered by the first
-	// scrape, not here: nothing reads them before, and building them is
-	// ~0.4 ms of a sidecar's start (issue #18).
-	runtimeCollectors := sync.OnceFunc(func() {
-		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	})
-	prom, err := otelprom.New(otelprom.WithRegisterer(reg))
-	if err != nil {
-		return nil, fmt.Errorf("prometheus exporter: %w", err)
-	}
-	mopts := []sdkmetric.Option{sdkmetric.WithResource(res), sdkmetric.WithReader(prom)}
+	// The exposition is mcpguard's own (internal/promtext), with the Go
+	// runtime and process families (go_goroutines, RSS, GC) a soak checks
+	// for leaks, set up by the first scrape (issue #18).
+	prom := promtext.New(promtext.WithRuntime())
+	mopts := []sdkmetric.Option{sdkmetric.WithResource(res), sdkmetric.WithReader(prom.Reader())}
 	if tracesOut, _, _ := exporterWanted("TRACES"); (disabled || !tracesOut) && os.Getenv("OTEL_METRICS_EXEMPLAR_FILTER") == "" {
 		// An exemplar names a trace to look up; when spans stay in this
 		// process's ring there is none to find elsewhere, and offering
@@ -119,11 +108,7 @@ func Setup(ctx context.Context, o Options) (*Telemetry, error) {
 	mp := sdkmetric.NewMeterProvider(mopts...)
 	t.MeterProvider = mp
 	t.shutdown = append(t.shutdown, mp.Shutdown)
-	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
-	t.Metrics = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		runtimeCollectors()
-		metrics.ServeHTTP(w, r)
-	})
+	t.Metrics = prom
 	t.reloads, _ = mp.Meter(scopeName).Int64Counter("mcpguard.policy.reloads", metric.WithUnit("{reload}"),
 		metric.WithDescription("Policy reloads, by result (success or failure: the previous policy stays in force)."))
 

@@ -1,0 +1,67 @@
+package promtext
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+)
+
+// TestLeftOut: what the text format cannot hold is left out, and the rest
+// of the scrape still answers (client_golang failed the whole scrape with
+// a 500 for any of these).
+func TestLeftOut(t *testing.T) {
+	e := New()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(e.Reader()))
+	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+	ctx := context.Background()
+	m := mp.Meter("left-out")
+	c, _ := m.Int64Counter("calls")
+	c.Add(ctx, 1, metric.WithAttributes(attribute.String("__reserved__", "x"))) // a label name Prometheus reserves
+	c.Add(ctx, 2, metric.WithAttributes(attribute.String("...", "x")))          // a label name of underscores only
+	c.Add(ctx, 3, metric.WithAttributes(attribute.String("ok", "\xff")))        // invalid UTF-8: written as U+FFFD
+	c.Add(ctx, 4)
+	bad, _ := m.Int64Gauge("...") // a name of nothing (a counter's would be "total")
+	bad.Record(ctx, 5)
+	g, _ := m.Float64Gauge("calls.total") // calls_total again, as a gauge: the counter keeps the name
+	g.Record(ctx, 6)
+
+	body := readAll(t, get(t, e, nil))
+	p := parse(t, strings.NewReader(body))
+	if len(p) != 2 || p["calls_total"] == nil || p["target_info"] == nil {
+		t.Fatalf("families %v, want calls_total and target_info:\n%s", p, body)
+	}
+	for _, want := range []string{
+		"\ncalls_total{ok=\"\uFFFD\",otel_scope_name=\"left-out\",otel_scope_schema_url=\"\",otel_scope_version=\"\"} 3\n",
+		"\ncalls_total{otel_scope_name=\"left-out\",otel_scope_schema_url=\"\",otel_scope_version=\"\"} 4\n",
+		"# TYPE calls_total counter\n",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("lacks %q:\n%s", want, body)
+		}
+	}
+	if n := strings.Count(body, "\ncalls_total{"); n != 2 {
+		t.Errorf("%d calls_total series, want 2:\n%s", n, body)
+	}
+}
+
+// TestShutDown: after the MeterProvider shut down a scrape still answers,
+// with what is left (the runtime families).
+func TestShutDown(t *testing.T) {
+	e := New(WithRuntime())
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(e.Reader()))
+	c, _ := mp.Meter("x").Int64Counter("calls")
+	c.Add(context.Background(), 1)
+	if err := mp.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	resp := get(t, e, http.Header{})
+	body := readAll(t, resp)
+	if strings.Contains(body, "calls_total") || !strings.Contains(body, "\ngo_goroutines ") {
+		t.Errorf("after shutdown:\n%s", body)
+	}
+}
