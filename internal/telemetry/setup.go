@@ -9,10 +9,6 @@ import (
 	"strings"
 
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
-	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/exemplar"
@@ -21,6 +17,7 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.41.0"
 	"go.opentelemetry.io/otel/trace"
 
+	"mcpguard.dev/mcpguard/internal/otlp"
 	"mcpguard.dev/mcpguard/internal/promtext"
 )
 
@@ -68,7 +65,8 @@ type Telemetry struct {
 //     specification's default of otlp to localhost.
 //   - OTEL_EXPORTER_OTLP_PROTOCOL (or per signal): "grpc" or "http/protobuf"
 //     (default). Endpoint, headers, timeout, compression, certificates and
-//     insecure are read by the OTLP exporters themselves.
+//     insecure are read by the OTLP exporters themselves (internal/otlp,
+//     with the official exporters' semantics).
 //   - OTEL_TRACES_SAMPLER and _ARG: read by the SDK (default
 //     parentbased_always_on).
 //   - OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES: the resource, over
@@ -96,7 +94,7 @@ func Setup(ctx context.Context, o Options) (*Telemetry, error) {
 		mopts = append(mopts, sdkmetric.WithExemplarFilter(exemplar.AlwaysOffFilter))
 	}
 	if !disabled {
-		exp, name, err := metricExporter(ctx)
+		exp, name, err := metricExporter()
 		if err != nil {
 			return nil, err
 		}
@@ -116,7 +114,7 @@ func Setup(ctx context.Context, o Options) (*Telemetry, error) {
 		return t, nil
 	}
 	var topts []sdktrace.TracerProviderOption
-	exp, name, err := traceExporter(ctx)
+	exp, name, err := traceExporter()
 	if err != nil {
 		_ = t.Shutdown(ctx)
 		return nil, err
@@ -226,34 +224,24 @@ func exporterWanted(signal string) (bool, string, error) {
 	return want, proto, nil
 }
 
-func traceExporter(ctx context.Context) (sdktrace.SpanExporter, string, error) {
+func traceExporter() (sdktrace.SpanExporter, string, error) {
 	want, proto, err := exporterWanted("TRACES")
 	if err != nil || !want {
 		return nil, "", err
 	}
-	var exp sdktrace.SpanExporter
-	if proto == "grpc" {
-		exp, err = otlptracegrpc.New(ctx)
-	} else {
-		exp, err = otlptracehttp.New(ctx)
-	}
+	exp, err := otlp.NewSpanExporter(proto)
 	if err != nil {
 		return nil, "", fmt.Errorf("OTLP trace exporter (%s): %w", proto, err)
 	}
 	return exp, "otlp " + proto, nil
 }
 
-func metricExporter(ctx context.Context) (sdkmetric.Exporter, string, error) {
+func metricExporter() (sdkmetric.Exporter, string, error) {
 	want, proto, err := exporterWanted("METRICS")
 	if err != nil || !want {
 		return nil, "", err
 	}
-	var exp sdkmetric.Exporter
-	if proto == "grpc" {
-		exp, err = otlpmetricgrpc.New(ctx)
-	} else {
-		exp, err = otlpmetrichttp.New(ctx)
-	}
+	exp, err := otlp.NewMetricExporter(proto)
 	if err != nil {
 		return nil, "", fmt.Errorf("OTLP metric exporter (%s): %w", proto, err)
 	}
