@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -119,17 +120,20 @@ func retryInfo(status []byte) (delay time.Duration, ok bool, err error) {
 	return delay, ok, nil
 }
 
-// durationOf is a google.protobuf.Duration as a time.Duration, clamped
-// to [0, the largest Duration].
+// durationOf is a google.protobuf.Duration as a time.Duration, saturating
+// as durationpb's AsDuration does, and never below zero: a delay.
 func durationOf(secs, nanos int64) time.Duration {
-	const maxSecs = int64(1<<63-1) / int64(time.Second)
-	switch {
-	case secs < 0 || (secs == 0 && nanos < 0):
+	d := time.Duration(secs) * time.Second
+	overflow := d/time.Second != time.Duration(secs)
+	d += time.Duration(nanos)
+	overflow = overflow || (secs < 0 && nanos < 0 && d > 0) || (secs > 0 && nanos > 0 && d < 0)
+	if overflow {
+		if secs > 0 {
+			return time.Duration(math.MaxInt64)
+		}
 		return 0
-	case secs >= maxSecs:
-		return time.Duration(1<<63 - 1)
 	}
-	return max(0, time.Duration(secs)*time.Second+time.Duration(nanos))
+	return max(d, 0)
 }
 
 // readFrame reads one gRPC length-prefixed message from r: a compressed
