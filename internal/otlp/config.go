@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"path"
@@ -215,6 +216,14 @@ func (c *config) setEndpoint(raw string, perSignal bool) error {
 		}
 		return nil
 	}
+	if _, _, err := net.SplitHostPort(raw); err == nil && c.protocol == GRPC && !strings.Contains(raw, "/") {
+		// host:port, the usual grpc form; url.Parse reads
+		// "localhost:4317" as scheme and opaque, and rejects
+		// "10.0.0.1:4317" (the official exporter then silently uses
+		// localhost:4317).
+		c.target = &url.URL{Scheme: "https", Host: raw}
+		return nil
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return err
@@ -249,9 +258,7 @@ func (c *config) setEndpoint(raw string, perSignal bool) error {
 	case scheme == "dns" && u.Host == "" && strings.HasPrefix(u.Path, "/"):
 		c.target = &url.URL{Scheme: "https", Host: strings.TrimPrefix(u.Path, "/")}
 	default:
-		// host:port, which url.Parse reads as scheme "host" and opaque
-		// "port", or a bare host.
-		c.target = &url.URL{Scheme: "https", Host: raw}
+		return errors.New("want host:port, http://host:port, https://host:port or unix:///path")
 	}
 	if c.target.Host == "" || strings.Contains(c.target.Host, "/") {
 		return errors.New("want host:port, http://host:port, https://host:port or unix:///path")

@@ -245,8 +245,11 @@ func (r retryConfig) do(ctx context.Context, attempt func(context.Context) error
 			return fmt.Errorf("%w: %w", context.Cause(ctx), err)
 		}
 		elapsed := time.Since(start)
-		if elapsed+re.throttle > r.maxElapsed {
+		if elapsed > r.maxElapsed {
 			return fmt.Errorf("max retry time elapsed: %w", err)
+		}
+		if elapsed+re.throttle > r.maxElapsed {
+			return fmt.Errorf("max retry time would elapse: %w", err)
 		}
 		delay := max(re.throttle, jitter(interval))
 		interval = min(time.Duration(float64(interval)*1.5), r.max)
