@@ -116,6 +116,48 @@ func TestSidecarLinksNoPrometheusClient(t *testing.T) {
 	}
 }
 
+// TestSidecarLinksNoGRPC: OTLP export is mcpguard's own (internal/otlp),
+// so neither binary links grpc-go, grpc-gateway, the generated OTLP protos
+// or the official OTLP exporters, whose package initialisation was a large
+// share of the sidecar's start (#18). Nor does the sidecar link the
+// protobuf runtime (protowire, which internal/otlp encodes with, is not
+// it); the full build links it only through the Kubernetes client.
+func TestSidecarLinksNoGRPC(t *testing.T) {
+	for _, build := range [][]string{{"-tags", "sidecar"}, nil} {
+		args := append(append([]string{"list", "-deps"}, build...), "-f", "{{.ImportPath}} {{join .Imports \" \"}}", "../cmd/mcpguard")
+		out, err := exec.Command("go", args...).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := "the full build"
+		if build != nil {
+			name = "the sidecar build"
+		}
+		for line := range strings.Lines(string(out)) {
+			f := strings.Fields(line)
+			pkg, imports := f[0], f[1:]
+			for _, banned := range []string{"google.golang.org/grpc", "github.com/grpc-ecosystem/", "go.opentelemetry.io/proto/",
+				"go.opentelemetry.io/otel/exporters/otlp/", "golang.org/x/net/trace"} {
+				if strings.HasPrefix(pkg, banned) {
+					t.Errorf("%s links %s; OTLP export is internal/otlp's", name, pkg)
+				}
+			}
+			allowed := []string{"google.golang.org/protobuf/"}
+			if build == nil {
+				allowed = append(allowed, "k8s.io/", "github.com/google/gnostic-models/")
+			}
+			if slices.ContainsFunc(allowed, func(p string) bool { return strings.HasPrefix(pkg, p) }) {
+				continue
+			}
+			for _, imp := range imports {
+				if strings.HasPrefix(imp, "google.golang.org/protobuf/") && imp != "google.golang.org/protobuf/encoding/protowire" {
+					t.Errorf("%s: %s imports %s, the protobuf runtime; encode with protowire", name, pkg, imp)
+				}
+			}
+		}
+	}
+}
+
 // TestRegoWorkerBinary checks the sidecar's Rego worker in the image: the
 // Dockerfile builds cmd/mcpguard-rego statically and stripped and copies it
 // beside the sidecar's binary, where the sidecar looks for it

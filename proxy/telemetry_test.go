@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,12 +15,12 @@ import (
 
 	mcpclient "github.com/mark3labs/mcp-go/client"
 	mgomcp "github.com/mark3labs/mcp-go/mcp"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
+	"mcpguard.dev/mcpguard/internal/otlp"
 	"mcpguard.dev/mcpguard/internal/promtext"
 	inttel "mcpguard.dev/mcpguard/internal/telemetry"
 	"mcpguard.dev/mcpguard/internal/telemetry/decisionlog"
@@ -686,7 +685,9 @@ func BenchmarkTelemetryEndToEnd(b *testing.B) {
 		w.Header().Set("Content-Type", "application/x-protobuf")
 	}))
 	defer col.Close()
-	otlp, err := otlptracehttp.New(context.Background(), otlptracehttp.WithEndpointURL(col.URL+"/v1/traces"))
+	// mcpguard's own exporter, the one `mcpguard proxy` uses.
+	b.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", col.URL+"/v1/traces")
+	otlpExp, err := otlp.NewSpanExporter(otlp.HTTPProtobuf)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -699,7 +700,7 @@ func BenchmarkTelemetryEndToEnd(b *testing.B) {
 			c.TracerProvider = sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()))
 		}},
 		{"otlp-local-100%", func(c *Config) {
-			c.TracerProvider = sdktrace.NewTracerProvider(sdktrace.WithBatcher(otlp), sdktrace.WithSampler(sdktrace.AlwaysSample()))
+			c.TracerProvider = sdktrace.NewTracerProvider(sdktrace.WithBatcher(otlpExp), sdktrace.WithSampler(sdktrace.AlwaysSample()))
 		}},
 		{"ringtracer+metrics+decisionlog", func(c *Config) {
 			c.TracerProvider = inttel.NewRingTracerProvider(inttel.NewRing(2048))
