@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"io"
 	"slices"
 	"strings"
 	"sync"
@@ -26,7 +27,8 @@ type Exporter struct {
 	runtime func() []family // nil: no go_* and process_* families
 
 	mu sync.Mutex
-	rm metricdata.ResourceMetrics // reused by every Collect
+	rm metricdata.ResourceMetrics // the last scrape's, its slices reused by the next
+	buf *bufio.Writer
 	// known is the type and help of every name seen, as the otel exporter
 	// keeps them: an instrument whose name another kind already took is
 	// left out; one with another description gets the first one's.
@@ -75,10 +77,16 @@ func New(opts ...Option) *Exporter {
 // read by each scrape and by nothing else.
 func (e *Exporter) Reader() sdkmetric.Reader { return e.reader }
 
-// write collects and writes one exposition to w.
-func (e *Exporter) write(ctx context.Context, w *bufio.Writer) error {
+// write collects and writes one exposition to out.
+func (e *Exporter) write(ctx context.Context, out io.Writer) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.buf == nil {
+		e.buf = bufio.NewWriterSize(out, 4<<10)
+	}
+	w := e.buf
+	w.Reset(out)
+	defer w.Reset(nil) // keep no reference to a finished response
 	fams, err := e.collect(ctx)
 	if e.runtime != nil {
 		for _, f := range e.runtime() {
@@ -95,6 +103,9 @@ func (e *Exporter) write(ctx context.Context, w *bufio.Writer) error {
 		sortSeries(f.series)
 		writeFamily(w, f)
 	}
+	if ferr := w.Flush(); ferr != nil {
+		return ferr
+	}
 	return err
 }
 
@@ -106,7 +117,6 @@ func (e *Exporter) collect(ctx context.Context) (map[string]*family, error) {
 	if errors.Is(err, sdkmetric.ErrReaderShutdown) {
 		return fams, nil
 	}
-	defer func() { e.rm = metricdata.ResourceMetrics{ScopeMetrics: e.rm.ScopeMetrics[:0]} }()
 	if e.targetInfo == nil && e.rm.Resource != nil {
 		e.targetInfo = e.newTargetInfo(e.rm.Resource)
 	}

@@ -1,7 +1,6 @@
 package promtext
 
 import (
-	"bufio"
 	"compress/gzip"
 	"io"
 	"net/http"
@@ -51,9 +50,7 @@ func (e *Exporter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}()
 		out = gz
 	}
-	bw := bufio.NewWriterSize(out, 16<<10)
-	_ = e.write(r.Context(), bw)
-	bw.Flush()
+	_ = e.write(r.Context(), out)
 }
 
 // acceptsGzip reports whether an Accept-Encoding names gzip with a

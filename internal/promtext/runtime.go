@@ -2,6 +2,7 @@ package promtext
 
 import (
 	"bytes"
+	"io"
 	"math"
 	"os"
 	"runtime"
@@ -22,6 +23,8 @@ type runtimeReader struct {
 	index   map[string]int // runtime/metrics name → samples index
 	help    map[string]string
 	start   float64 // process_start_time_seconds, 0 until read
+	gc      debug.GCStats
+	buf     []byte // reused by readProc
 }
 
 // Runtime metrics read for the memstats-like families; the collector
@@ -144,9 +147,11 @@ func (r *runtimeReader) read() []family {
 	}
 
 	// The GC's pauses: quantiles 0, 0.25, 0.5, 0.75, 1 of the recent ones.
-	var gc debug.GCStats
-	gc.PauseQuantiles = make([]time.Duration, 5)
-	debug.ReadGCStats(&gc)
+	gc := &r.gc
+	if gc.PauseQuantiles == nil {
+		gc.PauseQuantiles = make([]time.Duration, 5)
+	}
+	debug.ReadGCStats(gc) // reuses gc's slices
 	pauses := series{count: uint64(gc.NumGC), sum: gc.PauseTotal.Seconds()}
 	for i, q := range gc.PauseQuantiles {
 		pauses.bounds = append(pauses.bounds, float64(i)/4)
@@ -171,7 +176,7 @@ const userHZ = 100
 // process reads the process_* families from /proc/self.
 func (r *runtimeReader) process() []family {
 	var fams []family
-	if stat, err := os.ReadFile("/proc/self/stat"); err == nil {
+	if stat, err := r.readProc("/proc/self/stat"); err == nil {
 		// Fields after the command, which is in parentheses and may hold
 		// anything: f[0] is field 3 (state) of proc(5).
 		if i := bytes.LastIndexByte(stat, ')'); i >= 0 {
@@ -201,7 +206,7 @@ func (r *runtimeReader) process() []family {
 			fams = append(fams, gauge("process_open_fds", "Number of open file descriptors.", float64(len(names))))
 		}
 	}
-	if limits, err := os.ReadFile("/proc/self/limits"); err == nil {
+	if limits, err := r.readProc("/proc/self/limits"); err == nil {
 		if v, ok := limit(limits, "Max open files"); ok {
 			fams = append(fams, gauge("process_max_fds", "Maximum number of open file descriptors.", v))
 		}
@@ -209,13 +214,41 @@ func (r *runtimeReader) process() []family {
 			fams = append(fams, gauge("process_virtual_memory_max_bytes", "Maximum amount of virtual memory available in bytes.", v))
 		}
 	}
-	if netstat, err := os.ReadFile("/proc/self/net/netstat"); err == nil {
+	if netstat, err := r.readProc("/proc/self/net/netstat"); err == nil {
 		in, out := ipOctets(netstat)
 		fams = append(fams,
 			counter("process_network_receive_bytes_total", "Number of bytes received by the process over the network.", in),
 			counter("process_network_transmit_bytes_total", "Number of bytes sent by the process over the network.", out))
 	}
 	return fams
+}
+
+// readProc reads a /proc file into r.buf, which the next read reuses: a
+// /proc file has no size for os.ReadFile to allocate by.
+func (r *runtimeReader) readProc(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if r.buf == nil {
+		r.buf = make([]byte, 0, 4<<10)
+	}
+	b := r.buf[:0]
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := f.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			r.buf = b
+			return b, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
 }
 
 // startTime is the process's start in seconds since the epoch: the boot
@@ -244,19 +277,19 @@ func startTime(ticks string) float64 {
 // limit is the soft limit on the line of /proc/self/limits that starts
 // with name; "unlimited" is the largest uint64, as procfs reads it.
 func limit(limits []byte, name string) (float64, bool) {
-	for line := range strings.Lines(string(limits)) {
-		rest, ok := strings.CutPrefix(line, name)
+	for line := range bytes.Lines(limits) {
+		rest, ok := bytes.CutPrefix(line, []byte(name))
 		if !ok {
 			continue
 		}
-		f := strings.Fields(rest)
+		f := bytes.Fields(rest)
 		if len(f) == 0 {
 			return 0, false
 		}
-		if f[0] == "unlimited" {
+		if string(f[0]) == "unlimited" {
 			return float64(math.MaxUint64), true
 		}
-		v, err := strconv.ParseUint(f[0], 10, 64)
+		v, err := strconv.ParseUint(string(f[0]), 10, 64)
 		return float64(v), err == nil
 	}
 	return 0, false
@@ -266,13 +299,13 @@ func limit(limits []byte, name string) (float64, bool) {
 // /proc/self/net/netstat (the network namespace's, which is what procfs
 // reports too); 0 when absent.
 func ipOctets(netstat []byte) (in, out float64) {
-	var names []string
-	for line := range strings.Lines(string(netstat)) {
-		rest, ok := strings.CutPrefix(line, "IpExt:")
+	var names [][]byte
+	for line := range bytes.Lines(netstat) {
+		rest, ok := bytes.CutPrefix(line, []byte("IpExt:"))
 		if !ok {
 			continue
 		}
-		f := strings.Fields(rest)
+		f := bytes.Fields(rest)
 		if names == nil {
 			names = f
 			continue
@@ -281,11 +314,11 @@ func ipOctets(netstat []byte) (in, out float64) {
 			if i >= len(f) {
 				break
 			}
-			v, err := strconv.ParseFloat(f[i], 64)
+			v, err := strconv.ParseFloat(string(f[i]), 64)
 			if err != nil {
 				continue
 			}
-			switch n {
+			switch string(n) {
 			case "InOctets":
 				in = v
 			case "OutOctets":

@@ -185,7 +185,6 @@ func writeFloat(w *bufio.Writer, f float64) {
 	case math.IsInf(f, -1):
 		w.WriteString("-Inf")
 	default:
-		var buf [32]byte
-		w.Write(strconv.AppendFloat(buf[:0], f, 'g', -1, 64))
+		w.Write(strconv.AppendFloat(w.AvailableBuffer(), f, 'g', -1, 64))
 	}
 }
