@@ -26,8 +26,8 @@ type Exporter struct {
 	reader  *sdkmetric.ManualReader
 	runtime func() []family // nil: no go_* and process_* families
 
-	mu sync.Mutex
-	rm metricdata.ResourceMetrics // the last scrape's, its slices reused by the next
+	mu  sync.Mutex
+	rm  metricdata.ResourceMetrics // the last scrape's, its slices reused by the next
 	buf *bufio.Writer
 	// known is the type and help of every name seen, as the otel exporter
 	// keeps them: an instrument whose name another kind already took is
