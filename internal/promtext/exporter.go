@@ -2,6 +2,7 @@ package promtext
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -123,6 +124,13 @@ func (e *Exporter) collect(ctx context.Context) (map[string]*family, error) {
 	if e.targetInfo != nil {
 		fams[e.targetInfo.name] = e.targetInfo
 	}
+	// The SDK hands scopes over in no fixed order; in this one, the HELP
+	// of a name two scopes share is the same from one scrape, and one
+	// process, to the next.
+	slices.SortStableFunc(e.rm.ScopeMetrics, func(a, b metricdata.ScopeMetrics) int {
+		return cmp.Or(strings.Compare(a.Scope.Name, b.Scope.Name), strings.Compare(a.Scope.Version, b.Scope.Version),
+			strings.Compare(a.Scope.SchemaURL, b.Scope.SchemaURL))
+	})
 	for _, sm := range e.rm.ScopeMetrics {
 		if sm.Scope.Name == bridgeScope {
 			continue

@@ -65,3 +65,22 @@ func TestShutDown(t *testing.T) {
 		t.Errorf("after shutdown:\n%s", body)
 	}
 }
+
+// TestSharedNameHelp: when two scopes have an instrument of one name with
+// different descriptions, the HELP is that of the scope first by name, in
+// every scrape (the SDK hands scopes over in no fixed order).
+func TestSharedNameHelp(t *testing.T) {
+	for range 5 {
+		e := New()
+		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(e.Reader()))
+		for _, scope := range []string{"zeta", "alpha", "mid"} {
+			c, _ := mp.Meter(scope).Int64Counter("calls", metric.WithDescription("from "+scope))
+			c.Add(context.Background(), 1)
+		}
+		body := readAll(t, get(t, e, nil))
+		if !strings.Contains(body, "# HELP calls_total from alpha\n") || strings.Count(body, "\ncalls_total{") != 3 {
+			t.Fatalf("want alpha's help and three series:\n%s", body)
+		}
+		_ = mp.Shutdown(context.Background())
+	}
+}

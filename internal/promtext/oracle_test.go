@@ -121,8 +121,10 @@ tab	end`),
 	must(err)
 	tot.Add(ctx, 9)
 	// The same name as a counter in the first scope: one family, two
-	// scopes; the first description wins.
-	c2, err := m2.Int64Counter("mcpguard.policy.decisions", metric.WithDescription("another description"))
+	// scopes. (With another description, which one is kept depends on the
+	// order the SDK hands the scopes over in: random for the otel exporter,
+	// by scope name for this package.)
+	c2, err := m2.Int64Counter("mcpguard.policy.decisions", metric.WithDescription("Policy decisions.\nSecond line with a \\ backslash."))
 	must(err)
 	c2.Add(ctx, 4, metric.WithAttributeSet(plain))
 
