@@ -22,7 +22,7 @@ type evalEnv struct {
 	ctx    context.Context
 	e      *Engine
 	c      *compiled
-	in     *Input
+	in     Input  // a copy: a pointer would move the caller's Input to the heap (the checks' stores into env leak what it points to)
 	name   string // the tool or prompt name without gateway prefix
 	prefix string // the gateway prefix the name carried, or ""
 
@@ -204,7 +204,7 @@ func (c *check) run(env *evalEnv) (bool, string, string, string) {
 			}
 		}
 	case checkAdditional:
-		def := env.e.definition(env.in)
+		def := env.e.definition(&env.in)
 		if def == nil {
 			return false, "", fmt.Sprintf("no inputSchema has been seen for tool %q; list it (tools/list) before calling it", env.in.Tool), ""
 		}
@@ -228,7 +228,7 @@ func (c *check) run(env *evalEnv) (bool, string, string, string) {
 				fmt.Sprintf("argument %q is not in the tool's inputSchema", truncate(extra[0]))
 		}
 	case checkSchema:
-		def := env.e.definition(env.in)
+		def := env.e.definition(&env.in)
 		if def == nil {
 			return false, "", fmt.Sprintf("no inputSchema has been seen for tool %q; list it (tools/list) before calling it", env.in.Tool), ""
 		}

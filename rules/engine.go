@@ -176,7 +176,7 @@ func (e *Engine) decideTool(ctx context.Context, c *compiled, in *Input, list bo
 		d.Reason = strings.Replace(d.Reason, "; the tool is hidden", "; the tool is hidden and its calls denied", 1)
 		return d
 	}
-	d := e.runChecks(&evalEnv{ctx: ctx, e: e, c: c, in: in, name: name, prefix: prefix}, r)
+	d := e.runChecks(&evalEnv{ctx: ctx, e: e, c: c, in: *in, name: name, prefix: prefix}, r)
 	if !d.Allow {
 		return d
 	}
@@ -285,7 +285,7 @@ func (r *rule) serves(server, prefix string) bool {
 // params object {"uri": ...}). The first rule whose uri check the URI
 // passes decides; a URI the canonicaliser refuses is denied outright.
 func (e *Engine) decideResource(ctx context.Context, c *compiled, in *Input) Decision {
-	env := &evalEnv{ctx: ctx, e: e, c: c, in: in}
+	env := &evalEnv{ctx: ctx, e: e, c: c, in: *in}
 	args, err := env.arguments()
 	if err != nil {
 		return Decision{Rule: "resources/uri", Reason: fmt.Sprintf("resources/read params are not valid JSON: %v", err)}
@@ -334,7 +334,7 @@ func (e *Engine) decidePrompt(ctx context.Context, c *compiled, in *Input) Decis
 			if !r.allow {
 				return denyByRule(r, fmt.Sprintf("prompt %q", in.Tool))
 			}
-			return e.runChecks(&evalEnv{ctx: ctx, e: e, c: c, in: in, name: in.Tool}, r)
+			return e.runChecks(&evalEnv{ctx: ctx, e: e, c: c, in: *in, name: in.Tool}, r)
 		}
 	}
 	return c.defaultDecision(fmt.Sprintf("prompt %q", in.Tool))
@@ -349,7 +349,7 @@ func (e *Engine) decideSection(ctx context.Context, c *compiled, in *Input, r *r
 	if !r.allow {
 		return denyByRule(r, "the "+what)
 	}
-	return e.runChecks(&evalEnv{ctx: ctx, e: e, c: c, in: in}, r)
+	return e.runChecks(&evalEnv{ctx: ctx, e: e, c: c, in: *in}, r)
 }
 
 // DecidesWithoutArguments reports whether the decision for a tools/call of

@@ -666,7 +666,7 @@ func checkLayout(t *testing.T, m *Message) {
 		ix  *paramsIndex
 		obj []byte
 	}{{&m.params, m.Params}, {&m.result, m.Result}} {
-		want := indexParams(c.obj, nil, memberSpan{})
+		want := indexParams(c.obj, nil, memberSpan{}, nil)
 		if c.ix.applies(c.obj) != want.applies(c.obj) || len(c.ix.members) != len(want.members) {
 			t.Fatalf("index of %s: %d members (applies %v); a scan finds %d (%v)", c.obj, len(c.ix.members), c.ix.applies(c.obj), len(want.members), want.applies(c.obj))
 		}

@@ -560,8 +560,8 @@ type indexedMember struct {
 // indexParams returns the index of the canonical object params; the zero
 // index, which applies to nothing, when params is not a readable object.
 // With lay, the members are read from it: span is the member whose value
-// params is.
-func indexParams(params []byte, lay *layout, span memberSpan) paramsIndex {
+// params is, and they are kept in buf (an empty slice) when they fit.
+func indexParams(params []byte, lay *layout, span memberSpan, buf []indexedMember) paramsIndex {
 	if len(params) == 0 || params[0] != '{' {
 		return paramsIndex{}
 	}
@@ -569,9 +569,11 @@ func indexParams(params []byte, lay *layout, span memberSpan) paramsIndex {
 	if lay != nil {
 		// What the scanner recorded. (Not through memberScanner: the
 		// spans would then escape with what it returns.)
-		n := span.innerEnd - span.inner
-		if n > 0 {
+		switch n := span.innerEnd - span.inner; {
+		case n > cap(buf):
 			ms = make([]indexedMember, 0, n)
+		case n > 0:
+			ms = buf[:0:n]
 		}
 		for _, sp := range lay.inner[span.inner:span.innerEnd] {
 			tok, value := sp.in(params, span.value)

@@ -342,8 +342,8 @@ func decodeCanonical(canon []byte, lay *layout) (msgs []*Message, batch bool, er
 		}
 		msgs = make([]*Message, 0, len(elems))
 		for i, e := range elems {
-			m, err := decodeMessage(e, nil)
-			if err != nil {
+			m := new(Message)
+			if err := decodeMessage(m, e, nil, nil); err != nil {
 				err.Err = fmt.Errorf("batch element %d: %w", i, err.Err)
 				return nil, true, err
 			}
@@ -351,11 +351,23 @@ func decodeCanonical(canon []byte, lay *layout) (msgs []*Message, batch bool, er
 		}
 		return msgs, true, nil
 	}
-	m, derr := decodeMessage(canon, lay)
-	if derr != nil {
+	one := new(single)
+	if derr := decodeMessage(&one.m, canon, lay, one.members[:0]); derr != nil {
 		return nil, false, derr
 	}
-	return []*Message{m}, false, nil
+	one.list[0] = &one.m
+	return one.list[:], false, nil
+}
+
+// single is what a message that is not a batch is decoded into, in one
+// allocation rather than three: the message, the one-element slice Decode
+// returns, and the index of its params or result when they have at most
+// len(members) members (most messages: a tools/call's params are name,
+// arguments and perhaps _meta). What Decode returns keeps it whole.
+type single struct {
+	m       Message
+	list    [1]*Message
+	members [4]indexedMember
 }
 
 // readableID returns the id of a message the strict reading refused (a
@@ -422,14 +434,14 @@ func DecodeOne(data []byte, lim Limits) (*Message, error) {
 	return msgs[0], nil
 }
 
-// decodeMessage reads one canonical JSON value as a message, its members
-// from lay when not nil.
-func decodeMessage(canon []byte, lay *layout) (*Message, *DecodeError) {
+// decodeMessage reads one canonical JSON value as a message into the zero
+// Message m, its members from lay when not nil. The index of its params or
+// result is built in members when they fit (indexParams).
+func decodeMessage(m *Message, canon []byte, lay *layout, members []indexedMember) *DecodeError {
 	if len(canon) == 0 || canon[0] != '{' {
-		return nil, invalid(NullID, "a message must be a JSON object")
+		return invalid(NullID, "a message must be a JSON object")
 	}
 	var (
-		m                     Message
 		version               []byte
 		idRaw, method, errRaw []byte
 		hasResult             bool
@@ -456,7 +468,7 @@ func decodeMessage(canon []byte, lay *layout) (*Message, *DecodeError) {
 		if !unescaped(key) {
 			k, err := unquote(tok)
 			if err != nil {
-				return nil, &DecodeError{Code: CodeParseError, ID: NullID, Err: err}
+				return &DecodeError{Code: CodeParseError, ID: NullID, Err: err}
 			}
 			key = []byte(k)
 		}
@@ -487,11 +499,11 @@ func decodeMessage(canon []byte, lay *layout) (*Message, *DecodeError) {
 		}
 	}
 	if sc.err != nil {
-		return nil, &DecodeError{Code: CodeParseError, ID: NullID, Err: sc.err}
+		return &DecodeError{Code: CodeParseError, ID: NullID, Err: sc.err}
 	}
 	if unknown != nil {
 		// Case-sensitive and closed: "Method" or "ID" are not aliases.
-		return nil, invalid(NullID, "unknown member %q in JSON-RPC message", unknown)
+		return invalid(NullID, "unknown member %q in JSON-RPC message", unknown)
 	}
 	if idRaw != nil {
 		switch {
@@ -500,65 +512,65 @@ func decodeMessage(canon []byte, lay *layout) (*Message, *DecodeError) {
 		case idRaw[0] == '-' || (idRaw[0] >= '0' && idRaw[0] <= '9'):
 			id, err := numericID(string(idRaw))
 			if err != nil {
-				return nil, invalid(NullID, "%v", err)
+				return invalid(NullID, "%v", err)
 			}
 			m.ID = id
 		case string(idRaw) == "null":
 			m.ID = NullID
 		default:
-			return nil, invalid(NullID, "id %s must be a string or an integer", idRaw)
+			return invalid(NullID, "id %s must be a string or an integer", idRaw)
 		}
 	}
 	if string(version) != `"2.0"` {
 		if version == nil {
-			return nil, invalid(m.ID, `missing "jsonrpc": "2.0"`)
+			return invalid(m.ID, `missing "jsonrpc": "2.0"`)
 		}
-		return nil, invalid(m.ID, `"jsonrpc" must be "2.0", got %s`, version)
+		return invalid(m.ID, `"jsonrpc" must be "2.0", got %s`, version)
 	}
 	if method != nil {
 		if method[0] != '"' {
-			return nil, invalid(m.ID, `"method" must be a string`)
+			return invalid(m.ID, `"method" must be a string`)
 		}
 		s, err := unquote(method)
 		if err != nil || s == "" {
-			return nil, invalid(m.ID, `"method" must be a non-empty string`)
+			return invalid(m.ID, `"method" must be a non-empty string`)
 		}
 		if m.ID == NullID {
-			return nil, invalid(NullID, "a request id must not be null")
+			return invalid(NullID, "a request id must not be null")
 		}
 		if hasResult || errRaw != nil {
-			return nil, invalid(m.ID, `a request must not carry "result" or "error"`)
+			return invalid(m.ID, `a request must not carry "result" or "error"`)
 		}
 		if m.Params != nil && m.Params[0] != '{' {
 			// JSON-RPC allows positional params; MCP never uses them.
-			return nil, invalid(m.ID, `"params" must be an object`)
+			return invalid(m.ID, `"params" must be an object`)
 		}
 		m.Method = s
-		m.params = indexParams(m.Params, lay, params)
-		return &m, nil
+		m.params = indexParams(m.Params, lay, params, members)
+		return nil
 	}
 	// A response.
 	if m.Params != nil {
-		return nil, invalid(m.ID, `a response must not carry "params"`)
+		return invalid(m.ID, `a response must not carry "params"`)
 	}
 	if idRaw == nil {
-		return nil, invalid(NullID, `a message must have a "method" or an "id"`)
+		return invalid(NullID, `a message must have a "method" or an "id"`)
 	}
 	if hasResult == (errRaw != nil) {
-		return nil, invalid(m.ID, `a response must carry exactly one of "result" and "error"`)
+		return invalid(m.ID, `a response must carry exactly one of "result" and "error"`)
 	}
 	if errRaw != nil {
 		e, err := decodeError(errRaw)
 		if err != nil {
-			return nil, invalid(m.ID, "%v", err)
+			return invalid(m.ID, "%v", err)
 		}
 		m.Error = e
 	} else if m.ID == NullID {
-		return nil, invalid(NullID, "a result must have a non-null id")
+		return invalid(NullID, "a result must have a non-null id")
 	} else {
-		m.result = indexParams(m.Result, lay, result)
+		m.result = indexParams(m.Result, lay, result, members)
 	}
-	return &m, nil
+	return nil
 }
 
 func decodeError(raw []byte) (*Error, error) {
@@ -604,10 +616,12 @@ func decodeError(raw []byte) (*Error, error) {
 // (issue #18). What it references must not change while it is read; a
 // decoded message's payloads never do. Payloads shorter than
 // copiedPayload are copied, so that a small message is one slice. The
-// zero Pieces is empty.
+// zero Pieces is empty; a Pieces written to must not be copied (its
+// pieces may be held in its own array).
 type Pieces struct {
-	bufs [][]byte
-	n    int
+	bufs  [][]byte
+	first [4][]byte // bufs' array while they fit: a small message has one or two pieces
+	n     int
 	// head holds what is copied; the last piece is head's tail while
 	// atHead (then writing extends it). A slice of head taken before it
 	// grows still holds what was written: append never writes below len.
@@ -677,7 +691,7 @@ func (p *Pieces) write(b []byte) {
 		return
 	}
 	if p.bufs == nil {
-		p.bufs = make([][]byte, 0, 4)
+		p.bufs = p.first[:0]
 	}
 	switch {
 	case cap(p.head)-len(p.head) < len(b):
@@ -821,21 +835,29 @@ func (p *Pieces) appendMessage(m *Message, params []byte, key string, value []by
 // the member key: value and the brace: to p when not nil, else appended
 // to a copy of params, which it returns.
 func setMember(p *Pieces, params []byte, key string, value []byte) []byte {
-	var b []byte
-	if p == nil {
-		b = append(make([]byte, 0, len(params)+len(key)+len(value)+8), params...)
+	if p != nil {
+		p.setMember(len(params) > 1, key, value)
+		return nil
 	}
+	b := append(make([]byte, 0, len(params)+len(key)+len(value)+8), params...)
 	if len(params) > 1 {
 		b = append(b, ',')
 	}
 	b = append(AppendString(b, key), ':')
-	if p == nil {
-		return append(append(b, value...), '}')
+	return append(append(b, value...), '}')
+}
+
+// setMember writes the member key: value and the closing brace, after a
+// comma when the object has members before it.
+func (p *Pieces) setMember(comma bool, key string, value []byte) {
+	var scratch [64]byte // the key quoted, copied into head: not a slice of its own
+	b := scratch[:0]
+	if comma {
+		b = append(b, ',')
 	}
-	p.write(b)
+	p.write(append(AppendString(b, key), ':'))
 	p.ref(value)
 	p.writeString("}")
-	return nil
 }
 
 // unsafeBytes returns s's bytes, which must not be changed.
