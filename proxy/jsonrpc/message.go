@@ -367,7 +367,7 @@ func decodeCanonical(canon []byte, lay *layout) (msgs []*Message, batch bool, er
 type single struct {
 	m       Message
 	list    [1]*Message
-	members [4]indexedMember
+	members [3]indexedMember
 }
 
 // readableID returns the id of a message the strict reading refused (a
