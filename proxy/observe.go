@@ -494,9 +494,14 @@ func (t *telemetry) rejected(r *http.Request, e *callError) {
 // measurement options (an attribute set per measurement would cost a sort
 // and allocations per call) and span names. Past maxCached keys (a cache
 // must not be what grows without limit) values are built per use.
+//
+// Reads take no lock: the map is never changed once published, and a new
+// key publishes a copy with it (keys are few and soon all seen, while
+// every call reads several caches from every core; a read lock's shared
+// counter would be written by each).
 type cache[K comparable, V any] struct {
-	mu sync.RWMutex
-	m  map[K]V
+	mu sync.Mutex // serialises publishers
+	m  atomic.Pointer[map[K]V]
 }
 
 // maxCached bounds each cache: versions come from the agent within the
@@ -504,21 +509,28 @@ type cache[K comparable, V any] struct {
 const maxCached = 4096
 
 func (c *cache[K, V]) get(k K, build func(K) V) V {
-	c.mu.RLock()
-	v, ok := c.m[k]
-	c.mu.RUnlock()
-	if ok {
+	if m := c.m.Load(); m != nil {
+		if v, ok := (*m)[k]; ok {
+			return v
+		}
+	}
+	v := build(k)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.m.Load()
+	if old == nil {
+		c.m.Store(&map[K]V{k: v})
 		return v
 	}
-	v = build(k)
-	c.mu.Lock()
-	if c.m == nil {
-		c.m = make(map[K]V)
+	if _, ok := (*old)[k]; ok || len(*old) >= maxCached {
+		return v
 	}
-	if len(c.m) < maxCached {
-		c.m[k] = v
+	m := make(map[K]V, len(*old)+1)
+	for k, v := range *old {
+		m[k] = v
 	}
-	c.mu.Unlock()
+	m[k] = v
+	c.m.Store(&m)
 	return v
 }
 

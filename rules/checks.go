@@ -38,10 +38,11 @@ type evalEnv struct {
 	resolved []resolution
 
 	// The last URL canonicalised: a rule's checks usually read the same
-	// argument several times.
-	urlRaw string
-	url    *URL
-	urlErr error
+	// argument several times. Held here, not allocated per decision.
+	urlRaw  string
+	urlDone bool
+	url     URL
+	urlErr  error
 }
 
 // resolution is a pointer resolved in the arguments (pointer.resolve).
@@ -64,13 +65,17 @@ func (env *evalEnv) resolve(p pointer, args []byte) (v any, present bool, other 
 	return v, present, other
 }
 
-// parseURL is ParseURL, remembered for the last string.
+// parseURL is ParseURL, remembered for the last string; the URL it returns
+// is env's, valid until it parses another.
 func (env *evalEnv) parseURL(s string) (*URL, error) {
-	if env.url == nil && env.urlErr == nil || env.urlRaw != s {
-		env.urlRaw = s
-		env.url, env.urlErr = ParseURL(s)
+	if !env.urlDone || env.urlRaw != s {
+		env.urlRaw, env.urlDone = s, true
+		_, env.urlErr = parseURL(s, &env.url)
 	}
-	return env.url, env.urlErr
+	if env.urlErr != nil {
+		return nil, env.urlErr
+	}
+	return &env.url, nil
 }
 
 // arguments returns the arguments as canonical JSON, which checks read in

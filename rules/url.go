@@ -117,7 +117,10 @@ var defaultPorts = map[string]int{"http": 80, "https": 443, "ws": 80, "wss": 443
 // zone identifiers, IPv4 in any form but dotted decimal, out-of-range or
 // zero-padded ports, dot segments, encoded slashes and double encoding in
 // the path.
-func ParseURL(raw string) (*URL, error) {
+func ParseURL(raw string) (*URL, error) { return parseURL(raw, new(URL)) }
+
+// parseURL is ParseURL into u, which it returns unless raw is refused.
+func parseURL(raw string, u *URL) (*URL, error) {
 	fail := func(format string, args ...any) (*URL, error) {
 		return nil, &URLError{URL: truncate(raw), Reason: fmt.Sprintf(format, args...)}
 	}
@@ -138,7 +141,7 @@ func ParseURL(raw string) (*URL, error) {
 	if colon <= 0 || !validScheme(raw[:colon]) {
 		return fail("has no valid scheme")
 	}
-	u := &URL{Scheme: strings.ToLower(raw[:colon])}
+	*u = URL{Scheme: strings.ToLower(raw[:colon])}
 	rest := raw[colon+1:]
 	if !strings.HasPrefix(rest, "//") {
 		return fail("does not continue %q with \"//\"", u.Scheme+":")
