@@ -81,6 +81,9 @@ func newUpstream(cfg *Config) (*upstream, error) {
 	}
 	t.Protocols = protocols
 	rt := http.RoundTripper(t)
+	if h1Fast && cfg.UpstreamProtocol != UpstreamH2C {
+		rt = newH1Client(t, dialer, t.IdleConnTimeout, t.MaxIdleConnsPerHost)
+	}
 	if cfg.UpstreamTransport != nil {
 		rt = cfg.UpstreamTransport(rt)
 	}

@@ -1,0 +1,326 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// rawGateway is a TCP server that answers each request with what answer
+// writes, byte for byte: the gateway misbehaves exactly as a test says.
+// conns counts the connections it accepted.
+type rawGateway struct {
+	url   string
+	conns atomic.Int32
+}
+
+func startRawGateway(t *testing.T, answer func(n int, req *http.Request, w io.Writer) (keep bool)) *rawGateway {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &rawGateway{url: "http://" + ln.Addr().String() + "/mcp"}
+	var served atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			g.conns.Add(1)
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					_, _ = io.Copy(io.Discard, req.Body)
+					if !answer(int(served.Add(1)), req, c) {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	return g
+}
+
+func okAnswer(body string) string {
+	return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+}
+
+func newTestH1(idle time.Duration) *h1Client {
+	return newH1Client(http.DefaultTransport, &net.Dialer{Timeout: 5 * time.Second}, idle, 16)
+}
+
+// h1Get posts to url and returns the answer's body read whole.
+func h1Get(ctx context.Context, c *h1Client, url string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
+	if err != nil {
+		return "", err
+	}
+	res, err := c.RoundTrip(req)
+	if err != nil {
+		return "", err
+	}
+	defer res.Body.Close()
+	data, err := io.ReadAll(res.Body)
+	return string(data), err
+}
+
+// TestH1ClientReuse: answers framed by Content-Length or chunks, read to
+// their end, leave the connection for the next call; answers whose end is
+// the connection's, or that the caller left unread, do not.
+func TestH1ClientReuse(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		answer    string
+		readWhole bool
+		wantConns int32
+	}{
+		{"content-length", okAnswer(`{"n":1}`), true, 1},
+		{"chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7\r\n{\"n\":1}\r\n0\r\n\r\n", true, 1},
+		{"empty 202", "HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n", true, 1},
+		{"connection close", "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 7\r\n\r\n{\"n\":1}", true, 3},
+		{"left unread", okAnswer(`{"n":1}`), false, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := startRawGateway(t, func(_ int, _ *http.Request, w io.Writer) bool {
+				_, err := io.WriteString(w, tc.answer)
+				return err == nil && !strings.Contains(tc.answer, "Connection: close")
+			})
+			c := newTestH1(time.Minute)
+			defer c.CloseIdleConnections()
+			for range 3 {
+				req, _ := http.NewRequest(http.MethodPost, g.url, strings.NewReader("{}"))
+				res, err := c.RoundTrip(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tc.readWhole {
+					_, _ = io.Copy(io.Discard, res.Body)
+				}
+				res.Body.Close()
+			}
+			if n := g.conns.Load(); n != tc.wantConns {
+				t.Errorf("the gateway saw %d connections, want %d", n, tc.wantConns)
+			}
+		})
+	}
+}
+
+// TestH1ClientNeverMisattributes: bytes a gateway sends that no request
+// asked for (an answer sent twice, an answer ahead of its request) are
+// never read as the answer to a later request; a connection the gateway
+// closed while idle is not used.
+func TestH1ClientNeverMisattributes(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		answer func(n int, w io.Writer) bool
+	}{
+		{"answer sent twice", func(n int, w io.Writer) bool {
+			a := okAnswer(fmt.Sprintf(`{"n":%d}`, n))
+			_, _ = io.WriteString(w, a)
+			_, _ = io.WriteString(w, a)
+			return true
+		}},
+		{"a stray answer after a while", func(n int, w io.Writer) bool {
+			_, _ = io.WriteString(w, okAnswer(fmt.Sprintf(`{"n":%d}`, n)))
+			go func() {
+				time.Sleep(20 * time.Millisecond)
+				_, _ = io.WriteString(w, okAnswer(`{"n":"stray"}`))
+			}()
+			return true
+		}},
+		{"closed after each answer", func(n int, w io.Writer) bool {
+			_, _ = io.WriteString(w, okAnswer(fmt.Sprintf(`{"n":%d}`, n)))
+			return false
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := startRawGateway(t, func(n int, _ *http.Request, w io.Writer) bool { return tc.answer(n, w) })
+			c := newTestH1(time.Minute)
+			defer c.CloseIdleConnections()
+			for i := 1; i <= 3; i++ {
+				body, err := h1Get(context.Background(), c, g.url)
+				if err != nil {
+					t.Fatalf("call %d: %v", i, err)
+				}
+				if want := fmt.Sprintf(`{"n":%d}`, i); body != want {
+					t.Fatalf("call %d got %s, want %s", i, body, want)
+				}
+				time.Sleep(50 * time.Millisecond) // the stray answer arrives meanwhile
+			}
+			if n := g.conns.Load(); n != 3 {
+				t.Errorf("the gateway saw %d connections, want 3: none may be reused", n)
+			}
+		})
+	}
+}
+
+// TestH1ClientRefuses: answers the proxy must not take.
+func TestH1ClientRefuses(t *testing.T) {
+	for _, tc := range []struct {
+		name, answer, want string
+	}{
+		{"switching protocols", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", "switched protocols"},
+		{"headers too large", "HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("a", maxResponseHeaderBytes) + "\r\n\r\n", "exceed 1 MiB"},
+		{"endless 1xx", strings.Repeat("HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n", max1xx+1) + okAnswer("{}"), "informational"},
+		{"not HTTP", "SSH-2.0-OpenSSH_9.6\r\n", "malformed HTTP"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := startRawGateway(t, func(_ int, _ *http.Request, w io.Writer) bool {
+				_, _ = io.WriteString(w, tc.answer)
+				return false
+			})
+			c := newTestH1(time.Minute)
+			_, err := h1Get(context.Background(), c, g.url)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error saying %q", err, tc.want)
+			}
+		})
+	}
+	t.Run("early hints then the answer", func(t *testing.T) {
+		g := startRawGateway(t, func(_ int, _ *http.Request, w io.Writer) bool {
+			_, _ = io.WriteString(w, "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"+okAnswer(`{"ok":true}`))
+			return true
+		})
+		body, err := h1Get(context.Background(), newTestH1(time.Minute), g.url)
+		if err != nil || body != `{"ok":true}` {
+			t.Fatalf("got %q, %v", body, err)
+		}
+	})
+	t.Run("invalid header value", func(t *testing.T) {
+		req, _ := http.NewRequest(http.MethodPost, "http://127.0.0.1:1/mcp", strings.NewReader("{}"))
+		req.Header.Set("Authorization", "Bearer a\r\nX-Injected: 1")
+		if _, err := newTestH1(time.Minute).RoundTrip(req); err == nil || !strings.Contains(err.Error(), "invalid header field value") {
+			t.Fatalf("got %v", err)
+		}
+	})
+}
+
+// TestH1ClientCancel: the request's context ends a call wherever it is,
+// and the connection is not reused; Close ends a Read blocked on a stream.
+func TestH1ClientCancel(t *testing.T) {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	g := startRawGateway(t, func(n int, req *http.Request, w io.Writer) bool {
+		switch req.Header.Get("X-Case") {
+		case "headers":
+			<-release
+		case "body":
+			_, _ = io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+			<-release
+		default:
+			_, _ = io.WriteString(w, okAnswer(`{}`))
+			return true
+		}
+		return false
+	})
+	c := newTestH1(time.Minute)
+	call := func(ctx context.Context, which string) (*http.Response, error) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, g.url, strings.NewReader("{}"))
+		req.Header.Set("X-Case", which)
+		return c.RoundTrip(req)
+	}
+
+	t.Run("waiting for headers", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		_, err := call(ctx, "headers")
+		if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 5*time.Second {
+			t.Fatalf("got %v after %v, want the context's deadline promptly", err, time.Since(start))
+		}
+	})
+	t.Run("reading the body", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		res, err := call(ctx, "body")
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.AfterFunc(50*time.Millisecond, cancel)
+		_, err = res.Body.Read(make([]byte, 10))
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("got %v, want context.Canceled", err)
+		}
+	})
+	t.Run("body closed by another goroutine", func(t *testing.T) {
+		res, err := call(context.Background(), "body")
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.AfterFunc(50*time.Millisecond, func() { res.Body.Close() })
+		done := make(chan error, 1)
+		go func() { _, err := res.Body.Read(make([]byte, 10)); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Fatal("a Read of a closed body succeeded")
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("Close did not end the blocked Read")
+		}
+	})
+	before := g.conns.Load()
+	if _, err := h1Get(context.Background(), c, g.url); err != nil {
+		t.Fatal(err)
+	}
+	if g.conns.Load() != before+1 {
+		t.Errorf("a cancelled call's connection was reused")
+	}
+}
+
+// TestH1ClientIdleTimeout: idle connections are closed once idle for the
+// idle timeout, by one timer for the pool.
+func TestH1ClientIdleTimeout(t *testing.T) {
+	closed := make(chan struct{}, 1)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		br := bufio.NewReader(conn)
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		_, _ = io.Copy(io.Discard, req.Body)
+		_, _ = io.WriteString(conn, okAnswer("{}"))
+		_, err = br.ReadByte() // blocks until the client closes
+		if err == io.EOF {
+			closed <- struct{}{}
+		}
+	}()
+	c := newTestH1(100 * time.Millisecond)
+	if _, err := h1Get(context.Background(), c, "http://"+ln.Addr().String()+"/mcp"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the idle connection was not closed after the idle timeout")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.nidle != 0 || c.sweeper != nil {
+		t.Errorf("after the sweep: %d idle, sweeper armed %v", c.nidle, c.sweeper != nil)
+	}
+}

@@ -1,0 +1,8 @@
+//go:build !linux
+
+package proxy
+
+// h1Fast: elsewhere http.Transport speaks to every gateway.
+const h1Fast = false
+
+func (c *h1Conn) idleClean() bool { return false }
