@@ -34,7 +34,10 @@ type evalEnv struct {
 
 	// The pointers resolved so far: a rule's checks usually read the same
 	// argument several times, and each walk skips what lies before it (a
-	// 64 KiB text included).
+	// 64 KiB text included). The first is held here (most rules read one
+	// argument), the others in more.
+	first    resolution
+	hasFirst bool
 	resolved []resolution
 
 	// The last URL canonicalised: a rule's checks usually read the same
@@ -55,13 +58,20 @@ type resolution struct {
 
 // resolve is p.resolve in the arguments, remembered for the decision.
 func (env *evalEnv) resolve(p pointer, args []byte) (v any, present bool, other string) {
+	if env.hasFirst && env.first.text == p.text {
+		return env.first.v, env.first.present, env.first.other
+	}
 	for _, r := range env.resolved {
 		if r.text == p.text {
 			return r.v, r.present, r.other
 		}
 	}
 	v, present, other = p.resolve(args)
-	env.resolved = append(env.resolved, resolution{p.text, v, present, other})
+	if !env.hasFirst {
+		env.first, env.hasFirst = resolution{p.text, v, present, other}, true
+	} else {
+		env.resolved = append(env.resolved, resolution{p.text, v, present, other})
+	}
 	return v, present, other
 }
 
