@@ -306,7 +306,8 @@ func callCostConfig(engine *rules.Engine) proxy.Config {
 // answer. Its rows are telemetry off and telemetry as `mcpguard proxy`
 // ships it (telemetry.Setup: the span ring and the metrics), and the same
 // with --decision-log to a file; the difference is telemetry's cost per call
-// (issue #18 item 3):
+// (issue #18 item 3). A row with an agent's bearer token adds what binding
+// the session to the credential costs:
 //
 //	go test -run '^$' -bench CallCost -benchtime 20000x -count 8 ./proxy/
 //
@@ -319,11 +320,17 @@ func BenchmarkCallCost(b *testing.B) {
 	for _, bc := range []struct {
 		name string
 		cfg  func(*proxy.Config)
+		auth string // the agent's Authorization header, if any
 	}{
-		{"telemetry=off", func(*proxy.Config) {}},
+		{"telemetry=off", func(*proxy.Config) {}, ""},
 		{"telemetry=shipped", func(c *proxy.Config) {
 			c.TracerProvider, c.MeterProvider = tel.TracerProvider, tel.MeterProvider
-		}},
+		}, ""},
+		// An agent holding a bearer token (a JWT-sized one): the session
+		// is bound to its hash (subjectOf).
+		{"telemetry=shipped+bearer", func(c *proxy.Config) {
+			c.TracerProvider, c.MeterProvider = tel.TracerProvider, tel.MeterProvider
+		}, "Bearer " + strings.Repeat("eyJhbGciOiJSUzI1NiJ9.", 40)},
 		{"telemetry=shipped+decisionlog", func(c *proxy.Config) {
 			c.TracerProvider, c.MeterProvider = tel.TracerProvider, tel.MeterProvider
 			dl, err := decisionlog.Open(filepath.Join(b.TempDir(), "decisions.jsonl"))
@@ -332,7 +339,7 @@ func BenchmarkCallCost(b *testing.B) {
 			}
 			b.Cleanup(func() { _ = dl.Close() })
 			c.DecisionLog = dl
-		}},
+		}, ""},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			cfg := callCostConfig(engine)
@@ -350,6 +357,9 @@ func BenchmarkCallCost(b *testing.B) {
 				r = r.WithContext(context.Background())
 				if session != "" {
 					r.Header["Mcp-Session-Id"] = []string{session}
+				}
+				if bc.auth != "" {
+					r.Header["Authorization"] = []string{bc.auth}
 				}
 				w := &benchWriter{h: http.Header{}}
 				p.ServeHTTP(w, r)

@@ -5,8 +5,10 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"strings"
 	"sync"
 	"testing"
 
@@ -95,5 +97,55 @@ func TestPolicyReadsForwardedBytes(t *testing.T) {
 	}
 	if !gotCall {
 		t.Fatalf("the gateway received no tools/call; it received %d bodies", len(forwarded))
+	}
+}
+
+// TestPolicySeesTheCredentialsSubject: a call's Input.Identity.Subject is
+// the hash of the agent's credential (subjectOf), with or without one. In
+// a session it is read from the session, which answers only to that
+// credential, rather than hashed again per decision.
+func TestPolicySeesTheCredentialsSubject(t *testing.T) {
+	up := newMCPGoUpstream(t)
+	for _, tc := range []struct{ name, auth string }{
+		{"no credential", ""},
+		{"bearer token", "Bearer " + strings.Repeat("t0ken.", 100)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pol := &recordingPolicy{}
+			_, px := newTestProxy(t, up.URL+"/mcp", func(c *Config) { c.Policy = pol })
+			endpoint := px.URL + "/mcp"
+			h := map[string]string{}
+			if tc.auth != "" {
+				h["Authorization"] = tc.auth
+			}
+			status, hdr, _ := rawPost(t, endpoint, []byte(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`), h)
+			if status != 200 {
+				t.Fatalf("initialize: %d", status)
+			}
+			h["Mcp-Session-Id"], h["Mcp-Protocol-Version"] = hdr.Get("Mcp-Session-Id"), "2025-06-18"
+			if status, _, body := rawPost(t, endpoint, []byte(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"}}}`), h); status != 200 {
+				t.Fatalf("tools/call: %d %v", status, body)
+			}
+			r := httptest.NewRequest(http.MethodPost, endpoint, nil)
+			if tc.auth != "" {
+				r.Header.Set("Authorization", tc.auth)
+			}
+			want := subjectOf(r)
+			if tc.auth != "" && want == "" {
+				t.Fatal("subjectOf gave a credential no subject")
+			}
+			var calls int
+			for _, in := range pol.ins {
+				if in.Method == "tools/call" {
+					calls++
+					if in.Identity.Subject != want {
+						t.Errorf("the policy saw subject %q, want %q", in.Identity.Subject, want)
+					}
+				}
+			}
+			if calls != 1 {
+				t.Fatalf("the policy was asked about %d calls, want 1", calls)
+			}
+		})
 	}
 }

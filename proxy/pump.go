@@ -117,6 +117,11 @@ type scope struct {
 	session string // "" in the stateless era
 	version string
 	r       *http.Request // nil on stdio: the identity is the configured one alone
+	// subject is r's credential's (subjectOf) when bound: read from the
+	// session, which answers only to the credential that created it, so
+	// a call does not hash the credential again for every decision.
+	subject string
+	bound   bool
 }
 
 // conversation is a transport's bookkeeping of one conversation (an HTTP
@@ -299,10 +304,13 @@ func (pm *pump) noteCancel(c conversation, dir rules.Direction, m *jsonrpc.Messa
 
 // identity is the agent's identity: the sidecar's configured pod identity,
 // plus the subject of the request's credential.
-func (pm *pump) identity(r *http.Request) rules.Identity {
+func (pm *pump) identity(sc scope) rules.Identity {
 	id := pm.cfg.Identity
-	if r != nil {
-		id.Subject = subjectOf(r)
+	switch {
+	case sc.bound:
+		id.Subject = sc.subject
+	case sc.r != nil:
+		id.Subject = subjectOf(sc.r)
 	}
 	return id
 }

@@ -173,7 +173,7 @@ func completionTarget(params json.RawMessage) (uri string, isResource bool, msg 
 // a completion, written by the codec's AppendString): canonical JSON, the
 // bytes forwarded, which the policy reads as they are (Canonical).
 func (pm *pump) input(sc scope, method string) rules.Input {
-	return rules.Input{Method: method, Session: sc.session, ProtocolVersion: sc.version, Identity: pm.identity(sc.r), Canonical: true}
+	return rules.Input{Method: method, Session: sc.session, ProtocolVersion: sc.version, Identity: pm.identity(sc), Canonical: true}
 }
 
 // screenNotification refuses a notification whose method the policy
