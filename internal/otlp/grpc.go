@@ -74,9 +74,9 @@ func newGRPCSender(cfg *config) (func(context.Context, []byte) ([]byte, error), 
 		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return dialer.DialContext(ctx, "unix", cfg.socket)
 		}
-	} else {
-		// grpc-go honours HTTPS_PROXY with CONNECT; net/http does the same
-		// for https:// targets.
+	} else if !cfg.insecure {
+		// grpc-go tunnels through HTTPS_PROXY with CONNECT; net/http does
+		// the same for an https:// target, not for h2c.
 		tr.Proxy = http.ProxyFromEnvironment
 	}
 	target.Path = grpcMethod[cfg.signal]
