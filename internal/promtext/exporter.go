@@ -1,11 +1,10 @@
 package promtext
 
 import (
-	"bufio"
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
-	"io"
 	"slices"
 	"strings"
 	"sync"
@@ -27,9 +26,8 @@ type Exporter struct {
 	reader  *sdkmetric.ManualReader
 	runtime func() []family // nil: no go_* and process_* families
 
-	mu  sync.Mutex
-	rm  metricdata.ResourceMetrics // the last scrape's, its slices reused by the next
-	buf *bufio.Writer
+	mu sync.Mutex
+	rm metricdata.ResourceMetrics // the last scrape's, its slices reused by the next
 	// known is the type and help of every name seen, as the otel exporter
 	// keeps them: an instrument whose name another kind already took is
 	// left out; one with another description gets the first one's.
@@ -78,16 +76,12 @@ func New(opts ...Option) *Exporter {
 // read by each scrape and by nothing else.
 func (e *Exporter) Reader() sdkmetric.Reader { return e.reader }
 
-// write collects and writes one exposition to out.
-func (e *Exporter) write(ctx context.Context, out io.Writer) error {
+// render collects one exposition into b. The lock is held while the
+// SDK is read and the text built, not while it is sent: a scraper that
+// reads slowly holds up no other.
+func (e *Exporter) render(ctx context.Context, b *bytes.Buffer) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.buf == nil {
-		e.buf = bufio.NewWriterSize(out, 4<<10)
-	}
-	w := e.buf
-	w.Reset(out)
-	defer w.Reset(nil) // keep no reference to a finished response
 	fams, err := e.collect(ctx)
 	if e.runtime != nil {
 		for _, f := range e.runtime() {
@@ -102,10 +96,7 @@ func (e *Exporter) write(ctx context.Context, out io.Writer) error {
 	for _, n := range names {
 		f := fams[n]
 		sortSeries(f.series)
-		writeFamily(w, f)
-	}
-	if ferr := w.Flush(); ferr != nil {
-		return ferr
+		writeFamily(b, f)
 	}
 	return err
 }

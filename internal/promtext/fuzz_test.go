@@ -1,7 +1,6 @@
 package promtext
 
 import (
-	"bufio"
 	"bytes"
 	"strings"
 	"testing"
@@ -37,9 +36,7 @@ func FuzzLabelEscaping(f *testing.F) {
 		}
 		fam := &family{name: mname, help: help, typ: typeCounter, series: []series{{labels: []label{{lname, value}}, value: 1}}}
 		var buf bytes.Buffer
-		w := bufio.NewWriter(&buf)
-		writeFamily(w, fam)
-		w.Flush()
+		writeFamily(&buf, fam)
 		text := buf.String()
 		p := expfmt.NewTextParser(model.LegacyValidation)
 		mfs, err := p.TextToMetricFamilies(&buf)

@@ -1,6 +1,7 @@
 package promtext
 
 import (
+	"bytes"
 	"compress/gzip"
 	"io"
 	"net/http"
@@ -12,6 +13,9 @@ import (
 const ContentType = "text/plain; version=0.0.4; charset=utf-8"
 
 var _ http.Handler = (*Exporter)(nil)
+
+// buffers keeps an exposition's text between scrapes.
+var buffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // gzipWriters keeps a compressor between scrapes: each is ~1 MiB to build.
 var gzipWriters = sync.Pool{New: func() any {
@@ -39,18 +43,20 @@ func (e *Exporter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodHead {
 		return
 	}
-	var out io.Writer = w
-	if gzipped {
-		gz := gzipWriters.Get().(*gzip.Writer)
-		gz.Reset(w)
-		defer func() {
-			gz.Close()
-			gz.Reset(io.Discard)
-			gzipWriters.Put(gz)
-		}()
-		out = gz
+	b := buffers.Get().(*bytes.Buffer)
+	defer buffers.Put(b)
+	b.Reset()
+	_ = e.render(r.Context(), b)
+	if !gzipped {
+		_, _ = w.Write(b.Bytes())
+		return
 	}
-	_ = e.write(r.Context(), out)
+	gz := gzipWriters.Get().(*gzip.Writer)
+	defer gzipWriters.Put(gz)
+	gz.Reset(w)
+	_, _ = gz.Write(b.Bytes())
+	_ = gz.Close()
+	gz.Reset(io.Discard) // keep no reference to a finished response
 }
 
 // acceptsGzip reports whether an Accept-Encoding names gzip with a

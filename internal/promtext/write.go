@@ -1,7 +1,7 @@
 package promtext
 
 import (
-	"bufio"
+	"bytes"
 	"cmp"
 	"math"
 	"slices"
@@ -76,7 +76,7 @@ func sortSeries(s []series) {
 
 // writeFamily writes f in the text format 0.0.4; a family without series
 // writes nothing.
-func writeFamily(w *bufio.Writer, f *family) {
+func writeFamily(w *bytes.Buffer, f *family) {
 	if len(f.series) == 0 {
 		return
 	}
@@ -115,7 +115,7 @@ func writeFamily(w *bufio.Writer, f *family) {
 
 // writeSample writes one line: name+suffix, the labels and, when extra is
 // set, extra="extraValue" after them (le, quantile), then the value.
-func writeSample(w *bufio.Writer, name, suffix string, labels []label, extra string, extraValue, value float64) {
+func writeSample(w *bytes.Buffer, name, suffix string, labels []label, extra string, extraValue, value float64) {
 	w.WriteString(name)
 	w.WriteString(suffix)
 	if len(labels) > 0 || extra != "" {
@@ -145,7 +145,7 @@ func writeSample(w *bufio.Writer, name, suffix string, labels []label, extra str
 // writeEscaped writes s with \ and newline escaped, and " too inside a
 // label value (the format's only escapes). Invalid UTF-8 is written as
 // U+FFFD: the format is UTF-8, and client_golang refused such a value.
-func writeEscaped(w *bufio.Writer, s string, quoted bool) {
+func writeEscaped(w *bytes.Buffer, s string, quoted bool) {
 	if !utf8.ValidString(s) {
 		s = strings.ToValidUTF8(s, "\uFFFD")
 	}
@@ -174,7 +174,7 @@ func writeEscaped(w *bufio.Writer, s string, quoted bool) {
 
 // writeFloat writes f as Prometheus does: +Inf, -Inf, NaN, otherwise the
 // shortest representation that reads back as f ('g', -1).
-func writeFloat(w *bufio.Writer, f float64) {
+func writeFloat(w *bytes.Buffer, f float64) {
 	switch {
 	case f == 0:
 		w.WriteByte('0')
