@@ -1,12 +1,23 @@
 package otlp
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
+	"encoding/binary"
 	"errors"
+	"io"
 	"net"
+	"net/http"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -186,5 +197,109 @@ func TestShutdown(t *testing.T) {
 		if err := e.ExportSpans(context.Background(), spans); !errors.Is(err, ErrShutdown) {
 			t.Errorf("grpc %v: export after shutdown: %v", grpc, err)
 		}
+	}
+}
+
+// TestGRPCWire: answers grpc-go would not give, from an HTTP/2 (h2c)
+// server written by hand: a proxy's HTTP status (mapped as gRPC says), a
+// gzip-compressed response message in a frame with its trailers, an
+// answer without grpc-status.
+func TestGRPCWire(t *testing.T) {
+	partial, _ := proto.Marshal(&coltracepb.ExportTraceServiceResponse{
+		PartialSuccess: &coltracepb.ExportTracePartialSuccess{RejectedSpans: 1, ErrorMessage: "zipped"}})
+	var zipped bytes.Buffer
+	zw := gzip.NewWriter(&zipped)
+	_, _ = zw.Write(partial)
+	_ = zw.Close()
+	frame := append([]byte{1, 0, 0, 0, 0}, zipped.Bytes()...)
+	binary.BigEndian.PutUint32(frame[1:5], uint32(zipped.Len()))
+
+	type reply func(w http.ResponseWriter)
+	status := func(code int) reply { return func(w http.ResponseWriter) { w.WriteHeader(code) } }
+	compressed := func(w http.ResponseWriter) {
+		w.Header().Set("Content-Type", "application/grpc")
+		w.Header().Set("Grpc-Encoding", "gzip")
+		w.Header().Set("Trailer", "Grpc-Status")
+		_, _ = w.Write(frame)
+		w.Header().Set("Grpc-Status", "0")
+	}
+	noStatus := func(w http.ResponseWriter) { w.Header().Set("Content-Type", "application/grpc") }
+	tests := []struct {
+		name    string
+		replies []reply
+		err     string
+		calls   int
+	}{
+		{"HTTP 503 is Unavailable: retried; a compressed answer read", []reply{status(503), compressed}, "OTLP partial success: zipped (1 spans rejected)", 2},
+		{"HTTP 404 is Unimplemented: not retried", []reply{status(404)}, "code = 12 desc = unexpected HTTP status 404 Not Found", 1},
+		{"no grpc-status", []reply{noStatus}, "code = 13 desc = grpc: the server sent no grpc-status", 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var mu sync.Mutex
+			calls := 0
+			srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.Copy(io.Discard, r.Body)
+				mu.Lock()
+				i := calls
+				calls++
+				mu.Unlock()
+				if r.ProtoMajor != 2 || r.Header.Get("Content-Type") != "application/grpc" || r.Header.Get("Te") != "trailers" ||
+					r.URL.Path != "/opentelemetry.proto.collector.trace.v1.TraceService/Export" {
+					t.Errorf("request %s %s %q", r.Proto, r.URL.Path, r.Header)
+				}
+				tt.replies[min(i, len(tt.replies)-1)](w)
+			}), Protocols: new(http.Protocols)}
+			srv.Protocols.SetUnencryptedHTTP2(true)
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			go func() { _ = srv.Serve(ln) }()
+			defer srv.Close()
+			t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+ln.Addr().String())
+			e, err := NewSpanExporter(GRPC)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.c.cfg.retry = fastRetry
+			err = e.ExportSpans(context.Background(), recordSpans(t)[:1])
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("export error %v, want %q", err, tt.err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if calls != tt.calls {
+				t.Errorf("%d calls, want %d", calls, tt.calls)
+			}
+		})
+	}
+}
+
+// TestGRPCUnixSocket: a unix:///path endpoint reaches a grpc-go receiver
+// listening on that socket, in plain text.
+func TestGRPCUnixSocket(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "otlp.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := &receiver{}
+	srv := grpc.NewServer()
+	coltracepb.RegisterTraceServiceServer(srv, rc)
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Stop()
+	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "unix://"+sock)
+	e, err := NewSpanExporter(GRPC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.ExportSpans(context.Background(), recordSpans(t)[:2]); err != nil {
+		t.Fatal(err)
+	}
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if len(rc.traces) != 1 || countSpans(rc.traces[0]) != 2 {
+		t.Errorf("the receiver got %d requests", len(rc.traces))
 	}
 }
