@@ -20,7 +20,11 @@ import (
 
 // upstream is the client for the MCP gateway. It is safe for concurrent use.
 type upstream struct {
-	url  string
+	// target is the gateway's URL, parsed once: each request gets a copy
+	// rather than parsing it again (issue #18).
+	target *url.URL
+	// host is the Host header sent: Config.UpstreamHost, or the URL's
+	// host as net/http writes it (without an empty port).
 	host string
 	// rt is called directly rather than through an http.Client: a client
 	// would clone the headers and follow redirects, and a redirect from the
@@ -87,9 +91,17 @@ func newUpstream(cfg *Config) (*upstream, error) {
 	if cfg.UpstreamTransport != nil {
 		rt = cfg.UpstreamTransport(rt)
 	}
+	target, err := url.Parse(cfg.Upstream)
+	if err != nil {
+		return nil, fmt.Errorf("upstream URL: %w", err)
+	}
+	host := cfg.UpstreamHost
+	if host == "" {
+		host = strings.TrimSuffix(target.Host, ":")
+	}
 	return &upstream{
-		url:           cfg.Upstream,
-		host:          cfg.UpstreamHost,
+		target:        target,
+		host:          host,
 		rt:            rt,
 		token:         cfg.UpstreamToken,
 		forwardAuth:   cfg.ForwardAuthorization,
@@ -152,19 +164,19 @@ func (u *upstream) do(ctx context.Context, c upstreamCall) (*http.Response, erro
 	case c.body != nil:
 		body = bytes.NewReader(c.body)
 	}
-	req, err := http.NewRequestWithContext(ctx, c.method, u.url, body)
+	// The URL is copied into the one NewRequest made of "": the request
+	// has its own, and nothing is parsed per call.
+	req, err := http.NewRequestWithContext(ctx, c.method, "", body)
 	if err != nil {
 		cancel()
 		return nil, err
 	}
+	*req.URL, req.Host = *u.target, u.host
 	if _, joined := body.(*bytes.Reader); c.pieces != nil && !joined {
 		// What NewRequest sets for a bytes.Reader: a length, not chunks,
 		// and a body the transport can send again.
 		req.ContentLength = int64(c.pieces.Len())
 		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(c.pieces.Reader()), nil }
-	}
-	if u.host != "" {
-		req.Host = u.host
 	}
 	h := req.Header
 	if c.from != nil {

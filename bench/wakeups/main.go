@@ -88,6 +88,7 @@ func main() {
 	flag.StringVar(&bins, "mcpguard", "", "comma-separated mcpguard binaries")
 	flag.IntVar(&calls, "calls", 2000, "calls per measurement")
 	flag.IntVar(&rounds, "rounds", 5, "rounds (ABBA over the binaries)")
+	sessions := flag.Int("sessions", 1, "concurrent sessions, each calling as soon as its last call returned")
 	flag.DurationVar(&hold, "hold", 0, "print the pids and keep the paths up this long, then exit (for strace/perf)")
 	flag.StringVar(&role, "role", "", "internal")
 	flag.StringVar(&target, "target", "", "internal")
@@ -176,12 +177,12 @@ func main() {
 			slices.Reverse(order)
 		}
 		for _, p := range order {
-			c := loadgen.NewClient(p.url, 1)
-			s, err := c.Open(ctx)
+			c := loadgen.NewClient(p.url, *sessions)
+			ss, err := c.OpenSessions(ctx, *sessions, *sessions)
 			if err != nil {
 				panic(err)
 			}
-			if _, err := loadgen.Run(ctx, []*loadgen.Session{s}, call, 300, time.Time{}); err != nil {
+			if _, err := loadgen.Run(ctx, ss, call, int64(300**sessions), time.Time{}); err != nil {
 				panic(err)
 			}
 			var p0 counters
@@ -189,7 +190,7 @@ func main() {
 				p0 = read(p.pid)
 			}
 			u0 := read(up.Process.Pid)
-			res, err := loadgen.Run(ctx, []*loadgen.Session{s}, call, int64(calls), time.Time{})
+			res, err := loadgen.Run(ctx, ss, call, int64(calls), time.Time{})
 			if err != nil {
 				panic(err)
 			}
@@ -198,7 +199,9 @@ func main() {
 				pd = read(p.pid).sub(p0)
 			}
 			ud := read(up.Process.Pid).sub(u0)
-			s.Close(ctx)
+			for _, s := range ss {
+				s.Close(ctx)
+			}
 			c.CloseIdle()
 			if results[p.name] == nil {
 				results[p.name] = &row{}
@@ -217,7 +220,7 @@ func main() {
 		return xs[len(xs)/2]
 	}
 	medf := func(xs []float64) float64 { s := slices.Sorted(slices.Values(xs)); return s[len(s)/2] }
-	fmt.Printf("load %s; %d calls x %d rounds, medians per call\n", loadgen.LoadAvg(), calls, rounds)
+	fmt.Printf("load %s; %d sessions, %d calls x %d rounds, medians per call\n", loadgen.LoadAvg(), *sessions, calls, rounds)
 	fmt.Printf("%-14s %7s | %9s %7s %6s %6s | %9s %7s %6s %6s\n", "path", "p50µs", "proxyCPUµs", "onCPU", "vol", "invol", "upCPUµs", "onCPU", "vol", "invol")
 	for _, p := range paths {
 		r := results[p.name]
