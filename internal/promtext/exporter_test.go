@@ -2,9 +2,14 @@ package promtext
 
 import (
 	"context"
+	"errors"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -83,4 +88,54 @@ func TestSharedNameHelp(t *testing.T) {
 		}
 		_ = mp.Shutdown(context.Background())
 	}
+}
+
+// TestConcurrentScrapes: scrapes while measurements are recorded, from
+// several goroutines at once (run with -race).
+func TestConcurrentScrapes(t *testing.T) {
+	e := New(WithRuntime())
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(e.Reader()))
+	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+	c, _ := mp.Meter("x").Int64Counter("calls")
+	h, _ := mp.Meter("x").Float64Histogram("latency", metric.WithUnit("s"))
+	srv := httptest.NewServer(e)
+	t.Cleanup(srv.Close)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 2000 {
+			c.Add(context.Background(), 1, metric.WithAttributes(attribute.Int("n", i%7)))
+			h.Record(context.Background(), float64(i)/1000)
+		}
+	}()
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			for range 20 {
+				// The client asks for gzip and gunzips on its own.
+				resp, err := srv.Client().Get(srv.URL)
+				if err != nil {
+					errs <- err
+					return
+				}
+				p := expfmt.NewTextParser(model.LegacyValidation)
+				_, err = p.TextToMetricFamilies(resp.Body)
+				if err == nil && !resp.Uncompressed {
+					err = errors.New("the answer was not gzipped")
+				}
+				resp.Body.Close()
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	<-done
 }
