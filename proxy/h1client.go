@@ -98,6 +98,16 @@ func (c *h1Conn) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// ReadFrom sends a large request body as http.Transport's connection
+// writer does: bufio.Writer hands it over once the headers are out, and the
+// connection takes it in as few writes as the body's pieces allow (rather
+// than one per 4 KiB of buffer).
+func (c *h1Conn) ReadFrom(r io.Reader) (int64, error) {
+	n, err := io.Copy(c.conn, r)
+	c.written += n
+	return n, err
+}
+
 func newH1Client(next http.RoundTripper, dialer *net.Dialer, idleTimeout time.Duration, maxIdle int) *h1Client {
 	return &h1Client{next: next, dialer: dialer, idleTimeout: idleTimeout, maxIdle: maxIdle, idle: map[string][]*h1Conn{}}
 }

@@ -92,15 +92,22 @@ func main() {
 	flag.DurationVar(&hold, "hold", 0, "print the pids and keep the paths up this long, then exit (for strace/perf)")
 	flag.StringVar(&role, "role", "", "internal")
 	flag.StringVar(&target, "target", "", "internal")
+	payload := flag.String("payload", "small", "the call's payload: small or 64KiB")
 	drive := flag.String("drive", "", "only make -calls calls on one session of this MCP endpoint")
 	flag.Parse()
+	pi := slices.IndexFunc(loadgen.Payloads, func(p loadgen.Payload) bool { return p.Name == *payload })
+	if pi < 0 {
+		fmt.Fprintf(os.Stderr, "wakeups: -payload %q is not small or 64KiB\n", *payload)
+		os.Exit(2)
+	}
+	call := loadgen.NewCall(loadgen.Payloads[pi])
 	if *drive != "" {
 		c := loadgen.NewClient(*drive, 1)
 		s, err := c.Open(context.Background())
 		if err != nil {
 			panic(err)
 		}
-		res, err := loadgen.Run(context.Background(), []*loadgen.Session{s}, loadgen.NewCall(loadgen.Payloads[0]), int64(calls), time.Time{})
+		res, err := loadgen.Run(context.Background(), []*loadgen.Session{s}, call, int64(calls), time.Time{})
 		if err != nil {
 			panic(err)
 		}
@@ -160,7 +167,6 @@ func main() {
 		paths = append(paths, path{fmt.Sprintf("mcpguard#%d", i), "http://" + listen + "/mcp", cmd.Process.Pid})
 		fmt.Fprintln(os.Stderr, "mcpguard", bin, "admin", admin)
 	}
-	call := loadgen.NewCall(loadgen.Payloads[0])
 	if hold > 0 {
 		for _, p := range paths {
 			fmt.Printf("%s %s pid %d upstream pid %d\n", p.name, p.url, p.pid, up.Process.Pid)
