@@ -437,13 +437,8 @@ func (ex *exchange) fail(out output, e *callError) {
 var _ conversation = (*exchange)(nil)
 
 func (ex *exchange) scope(*jsonrpc.Message) scope {
-	sc := scope{session: ex.sessionID(), version: ex.version, r: ex.r}
-	if ex.sess != nil {
-		// The session was looked up for r's credential (sessions.lookup
-		// compares the subjects) or created with it.
-		sc.subject, sc.bound = ex.sess.subject, true
-	}
-	return sc
+	// ex.sess was looked up for r's credential or created with it.
+	return scope{session: ex.sessionID(), version: ex.version, r: ex.r, sess: ex.sess}
 }
 
 func (ex *exchange) forwarding(m *jsonrpc.Message) *callError {

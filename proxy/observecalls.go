@@ -43,12 +43,12 @@ type calls struct {
 	byID    map[string]*callSpan
 	client  trace.Span
 	carrier traceMeta // the client span's trace context, for _meta and headers
-	upErred bool
 	// mu guards the gateway timing, which end reads for every call.
 	mu      sync.Mutex
 	upStart time.Time
 	upTook  time.Duration // gateway time, shared by every call forwarded
 	upEnded bool
+	upErred bool // beside upEnded: the record stays in the 320-byte size class
 }
 
 // callSpan is one agent message's server span and what its end needs.

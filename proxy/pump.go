@@ -117,11 +117,11 @@ type scope struct {
 	session string // "" in the stateless era
 	version string
 	r       *http.Request // nil on stdio: the identity is the configured one alone
-	// subject is r's credential's (subjectOf) when bound: read from the
-	// session, which answers only to the credential that created it, so
-	// a call does not hash the credential again for every decision.
-	subject string
-	bound   bool
+	// sess is the session of an HTTP exchange (nil in the stateless era,
+	// and on stdio): it answers only to r's credential (sessions.lookup
+	// compares them), so its subject is r's, read without hashing the
+	// credential again for every decision.
+	sess *session
 }
 
 // conversation is a transport's bookkeeping of one conversation (an HTTP
@@ -307,8 +307,8 @@ func (pm *pump) noteCancel(c conversation, dir rules.Direction, m *jsonrpc.Messa
 func (pm *pump) identity(sc scope) rules.Identity {
 	id := pm.cfg.Identity
 	switch {
-	case sc.bound:
-		id.Subject = sc.subject
+	case sc.sess != nil:
+		id.Subject = sc.sess.subject
 	case sc.r != nil:
 		id.Subject = subjectOf(sc.r)
 	}
