@@ -126,6 +126,7 @@ func TestH1ClientReuse(t *testing.T) {
 // never read as the answer to a later request; a connection the gateway
 // closed while idle is not used.
 func TestH1ClientNeverMisattributes(t *testing.T) {
+	strays := make(chan struct{}, 8) // a stray answer was sent
 	for _, tc := range []struct {
 		name   string
 		answer func(n int, w io.Writer) bool
@@ -139,8 +140,9 @@ func TestH1ClientNeverMisattributes(t *testing.T) {
 		{"a stray answer after a while", func(n int, w io.Writer) bool {
 			_, _ = io.WriteString(w, okAnswer(fmt.Sprintf(`{"n":%d}`, n)))
 			go func() {
-				time.Sleep(20 * time.Millisecond)
+				time.Sleep(10 * time.Millisecond)
 				_, _ = io.WriteString(w, okAnswer(`{"n":"stray"}`))
+				strays <- struct{}{}
 			}()
 			return true
 		}},
@@ -161,7 +163,14 @@ func TestH1ClientNeverMisattributes(t *testing.T) {
 				if want := fmt.Sprintf(`{"n":%d}`, i); body != want {
 					t.Fatalf("call %d got %s, want %s", i, body, want)
 				}
-				time.Sleep(50 * time.Millisecond) // the stray answer arrives meanwhile
+				if tc.name == "a stray answer after a while" {
+					select { // the stray answer arrives before the next call
+					case <-strays:
+					case <-time.After(5 * time.Second):
+						t.Fatal("the gateway sent no stray answer")
+					}
+				}
+				time.Sleep(20 * time.Millisecond)
 			}
 			if n := g.conns.Load(); n != 3 {
 				t.Errorf("the gateway saw %d connections, want 3: none may be reused", n)
