@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 
-	"google.golang.org/protobuf/encoding/protowire"
+	"mcpguard.dev/mcpguard/internal/protowire"
 
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 )

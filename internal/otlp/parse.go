@@ -8,7 +8,7 @@ import (
 	"math"
 	"time"
 
-	"google.golang.org/protobuf/encoding/protowire"
+	"mcpguard.dev/mcpguard/internal/protowire"
 )
 
 // The receiver's answers are the only input this package parses: an

@@ -3,7 +3,7 @@ package otlp
 import (
 	"math"
 
-	"google.golang.org/protobuf/encoding/protowire"
+	"mcpguard.dev/mcpguard/internal/protowire"
 
 	"go.opentelemetry.io/otel/attribute"
 )
