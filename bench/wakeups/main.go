@@ -24,6 +24,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"mcpguard.dev/mcpguard/bench/loadgen"
@@ -69,6 +70,7 @@ func startRole(ctx context.Context, args ...string) (*exec.Cmd, string) {
 	self, _ := os.Executable()
 	cmd := exec.CommandContext(ctx, self, args...)
 	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // dies with this program
 	out, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
 		panic(err)
@@ -152,6 +154,7 @@ func main() {
 			"--upstream", "http://"+upAddr+"/mcp", "--policy", policy, "--log-level", "info")
 		logf, _ := os.Create(filepath.Join(tmp, fmt.Sprintf("mg%d.log", i)))
 		cmd.Stderr = logf
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {
 			panic(err)
 		}
