@@ -25,10 +25,19 @@ import (
 // scan, instead of thousands of spans whose every attribute string the
 // garbage collector follows, and keeping a span allocates nothing. Reading
 // decodes what it returns.
+//
+// The slots are allocated ringChunk at a time, as spans first reach them:
+// a ring of the default 2048 slots is ~210 KiB, which a sidecar that has
+// kept no span yet would otherwise hold from its start (idle anonymous
+// memory, #18).
 type Ring struct {
-	slots []slot
-	next  atomic.Uint64 // spans kept so far; a span's seq is its count
+	size   int
+	chunks []atomic.Pointer[[ringChunk]slot] // nil until a span is kept in it
+	next   atomic.Uint64                     // spans kept so far; a span's seq is its count
 }
+
+// ringChunk is how many slots are allocated at once (~6.5 KiB).
+const ringChunk = 64
 
 // slot is one kept span. mu is held by the writer replacing it and by a
 // reader decoding it; two writers meet here only when the ring is lapped.
@@ -64,11 +73,24 @@ var _ sdktrace.SpanProcessor = (*Ring)(nil)
 
 // NewRing returns a ring keeping the last n spans (n > 0).
 func NewRing(n int) *Ring {
-	return &Ring{slots: make([]slot, n)}
+	return &Ring{size: n, chunks: make([]atomic.Pointer[[ringChunk]slot], (n+ringChunk-1)/ringChunk)}
 }
 
 // Size returns how many spans the ring keeps.
-func (r *Ring) Size() int { return len(r.slots) }
+func (r *Ring) Size() int { return r.size }
+
+// slot returns slot i (< r.size), allocating its chunk on first use.
+func (r *Ring) slot(i uint64) *slot {
+	c := &r.chunks[i/ringChunk]
+	p := c.Load()
+	if p == nil {
+		p = new([ringChunk]slot)
+		if !c.CompareAndSwap(nil, p) {
+			p = c.Load() // another writer allocated it first
+		}
+	}
+	return &p[i%ringChunk]
+}
 
 // OnStart does nothing: only ended spans are kept.
 func (r *Ring) OnStart(context.Context, sdktrace.ReadWriteSpan) {}
@@ -101,7 +123,7 @@ func (r *Ring) OnEnd(s sdktrace.ReadOnlySpan) {
 // the data of the span it replaces back for reuse.
 func (r *Ring) keep(h *spanHead, data *[]byte, extra *spanExtra) {
 	seq := r.next.Add(1)
-	sl := &r.slots[(seq-1)%uint64(len(r.slots))]
+	sl := r.slot((seq - 1) % uint64(r.size))
 	sl.mu.Lock()
 	if sl.seq > seq {
 		// Lapped while this span was being kept: a newer one has the slot.
@@ -125,14 +147,20 @@ func (r *Ring) ForceFlush(context.Context) error { return nil }
 
 // Spans returns the kept spans, oldest start first.
 func (r *Ring) Spans() []Span {
-	out := make([]Span, 0, min(int(r.next.Load()), len(r.slots)))
-	for i := range r.slots {
-		sl := &r.slots[i]
-		sl.mu.Lock()
-		if sl.seq != 0 {
-			out = append(out, sl.span())
+	out := make([]Span, 0, min(int(r.next.Load()), r.size))
+	for c := range r.chunks {
+		p := r.chunks[c].Load()
+		if p == nil {
+			continue // no span kept there yet
 		}
-		sl.mu.Unlock()
+		for i := range min(ringChunk, r.size-c*ringChunk) {
+			sl := &p[i]
+			sl.mu.Lock()
+			if sl.seq != 0 {
+				out = append(out, sl.span())
+			}
+			sl.mu.Unlock()
+		}
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Start.Before(out[j].Start) })
 	return out

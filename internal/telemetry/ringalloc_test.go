@@ -131,3 +131,40 @@ func TestRingReusesBuffersSafely(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestRingSlotsAllocatedAsReached: a ring holds no slot memory for spans
+// it has not kept yet (idle memory, #18), and whatever its size against
+// the allocation chunk it keeps exactly the last Size spans.
+func TestRingSlotsAllocatedAsReached(t *testing.T) {
+	for _, tc := range []struct{ size, kept int }{
+		{1, 0}, {1, 3}, {ringChunk, ringChunk}, {ringChunk + 1, ringChunk}, {ringChunk + 1, ringChunk + 1},
+		{3*ringChunk - 5, 2}, {3*ringChunk - 5, 7 * ringChunk}, {2048, 100},
+	} {
+		t.Run(fmt.Sprintf("size%d_kept%d", tc.size, tc.kept), func(t *testing.T) {
+			ring := NewRing(tc.size)
+			tr := NewRingTracerProvider(ring).Tracer("x").(*ringTracer)
+			for i := range tc.kept {
+				at := time.Unix(1000, int64(i))
+				tr.RecordSpan(context.Background(), fmt.Sprint(i), trace.SpanKindInternal, at, at, nil, "")
+			}
+			allocated := 0
+			for c := range ring.chunks {
+				if ring.chunks[c].Load() != nil {
+					allocated++
+				}
+			}
+			if want := (min(tc.kept, tc.size) + ringChunk - 1) / ringChunk; allocated != want {
+				t.Errorf("%d chunks allocated, want %d", allocated, want)
+			}
+			spans := ring.Spans()
+			if want := min(tc.kept, tc.size); len(spans) != want {
+				t.Fatalf("%d spans kept, want %d", len(spans), want)
+			}
+			for i, s := range spans {
+				if want := fmt.Sprint(tc.kept - len(spans) + i); s.Name != want {
+					t.Fatalf("span %d is %q, want %q (the last %d, oldest first)", i, s.Name, want, tc.size)
+				}
+			}
+		})
+	}
+}
