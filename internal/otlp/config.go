@@ -107,6 +107,14 @@ func envConfig(signal Signal, protocol string) (*config, error) {
 		// Anything but "true" means false, as the official parsing does.
 		c.insecure = strings.EqualFold(v, "true")
 	}
+	if protocol == HTTPProtobuf && c.target != nil {
+		// The official http exporters take the scheme from the insecure
+		// setting alone: http://c with INSECURE=false is https://c.
+		c.target.Scheme = "https"
+		if c.insecure {
+			c.target.Scheme = "http"
+		}
+	}
 
 	// TLS files.
 	tlsConf := &tls.Config{}

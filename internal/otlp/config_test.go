@@ -1,6 +1,8 @@
 package otlp
 
 import (
+	"context"
+	"crypto/tls"
 	"maps"
 	"strings"
 	"testing"
@@ -38,7 +40,7 @@ func TestEnvConfig(t *testing.T) {
 			target: "https://c:443/", timeout: 10 * time.Second},
 		{name: "INSECURE overrides https, per-signal wins", signal: Traces, protocol: HTTPProtobuf,
 			env:    map[string]string{"ENDPOINT": "https://c", "INSECURE": "false", "TRACES_INSECURE": "TRUE"},
-			target: "https://c/v1/traces", insecure: true, timeout: 10 * time.Second},
+			target: "http://c/v1/traces", insecure: true, timeout: 10 * time.Second},
 		{name: "grpc host:port and IP:port", signal: Traces, protocol: GRPC,
 			env: map[string]string{"ENDPOINT": "10.0.0.1:4317"}, target: "https://10.0.0.1:4317", timeout: 10 * time.Second},
 		{name: "grpc http:// drops the path", signal: Traces, protocol: GRPC,
@@ -123,5 +125,51 @@ func TestMetricPreferences(t *testing.T) {
 	}
 	if _, ok := e.Aggregation(sdkmetric.InstrumentKindCounter).(sdkmetric.AggregationSum); !ok {
 		t.Errorf("counter aggregation %T", e.Aggregation(sdkmetric.InstrumentKindCounter))
+	}
+}
+
+// TestHTTPInsecureDecidesScheme: for http/protobuf, _INSECURE has the last
+// word on TLS, as the official exporters give it: an http:// endpoint with
+// INSECURE=false is reached over TLS (never plain text the operator turned
+// off), an https:// one with INSECURE=true in plain text. Each case is
+// exported by the official exporter and this package's to the same real
+// receiver; both must arrive.
+func TestHTTPInsecureDecidesScheme(t *testing.T) {
+	spans := recordSpans(t)[:1]
+	pki := newPKI(t)
+	for _, tt := range []struct {
+		name     string
+		tls      bool   // the receiver serves TLS
+		scheme   string // the endpoint's scheme
+		insecure string
+	}{
+		{name: "http:// with INSECURE=false is TLS", tls: true, scheme: "http", insecure: "false"},
+		{name: "https:// with INSECURE=true is plain text", scheme: "https", insecure: "true"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			rc := &receiver{}
+			var serverTLS *tls.Config
+			if tt.tls {
+				serverTLS = pki.serverTLS(false)
+				t.Setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", pki.caFile)
+			}
+			base := startHTTP(t, rc, serverTLS)
+			t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", tt.scheme+base[strings.Index(base, "://"):])
+			t.Setenv("OTEL_EXPORTER_OTLP_INSECURE", tt.insecure)
+			t.Setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "2000")
+			official, _ := officialExporters(t, false)
+			defer official.Shutdown(context.Background())
+			if err := official.ExportSpans(context.Background(), spans); err != nil {
+				t.Fatalf("official exporter: %v", err)
+			}
+			mine, err := NewSpanExporter(HTTPProtobuf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer mine.Shutdown(context.Background())
+			if err := mine.ExportSpans(context.Background(), spans); err != nil {
+				t.Errorf("this exporter: %v", err)
+			}
+		})
 	}
 }
