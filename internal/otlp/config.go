@@ -14,6 +14,8 @@ import (
 	"time"
 	"unicode"
 
+	"golang.org/x/net/http/httpguts"
+
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 )
 
@@ -291,7 +293,13 @@ func parseHeaders(v string) (map[string]string, error) {
 			errs = append(errs, fmt.Errorf("%q: %v", pair, err))
 			continue
 		}
-		h[k] = strings.TrimSpace(val)
+		val = strings.TrimSpace(val)
+		if !httpguts.ValidHeaderFieldValue(val) {
+			// net/http would refuse every request carrying it.
+			errs = append(errs, fmt.Errorf("%q: the value holds a control character", pair))
+			continue
+		}
+		h[k] = val
 	}
 	return h, errors.Join(errs...)
 }

@@ -65,6 +65,9 @@ OTEL_EXPORTER_OTLP_CLIENT_KEY="` + pki.clientKey + `": set OTEL_EXPORTER_OTLP_CL
 OTEL_EXPORTER_OTLP_HEADERS="novalue": "novalue" is not name=value
 OTEL_EXPORTER_OTLP_COMPRESSION="zstd": use gzip or none
 OTEL_EXPORTER_OTLP_TIMEOUT="10s": want milliseconds, a whole number`},
+		{name: "a header value no request can carry", signal: Traces, protocol: GRPC,
+			env: map[string]string{"HEADERS": "x-a=1%0D%0AInjected: yes,x-b=ok"},
+			err: `OTEL_EXPORTER_OTLP_HEADERS="x-a=1%0D%0AInjected: yes,x-b=ok": "x-a=1%0D%0AInjected: yes": the value holds a control character`},
 		{name: "a CA file without a certificate", signal: Traces, protocol: GRPC, env: map[string]string{"CERTIFICATE": pki.clientKey},
 			err: `OTEL_EXPORTER_OTLP_CERTIFICATE="` + pki.clientKey + `": no PEM certificate in the file`},
 		{name: "http:// with TLS files", signal: Traces, protocol: HTTPProtobuf,
