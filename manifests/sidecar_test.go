@@ -277,3 +277,24 @@ func sourceBuild(t *testing.T, df dockerfile, name string) []string {
 	}
 	return words
 }
+
+// TestSidecarLinksNoStartupWeight: packages whose initialisation ran in
+// every start of the sidecar for something it rarely does (#18) stay out
+// of its build: x/text's message printer and its language, plural and
+// number tables (schema-check messages: internal/jsonschema/message) and
+// protobuf's detrand, which reads the executable (internal/protowire).
+func TestSidecarLinksNoStartupWeight(t *testing.T) {
+	deps, err := exec.Command("go", "list", "-deps", "-tags", "sidecar", "../cmd/mcpguard").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pkg := range strings.Fields(string(deps)) {
+		for _, banned := range []string{"golang.org/x/text/message", "golang.org/x/text/language", "golang.org/x/text/feature/",
+			"golang.org/x/text/internal/language", "golang.org/x/text/internal/number", "golang.org/x/text/internal/catmsg",
+			"google.golang.org/protobuf/internal/detrand"} {
+			if strings.HasPrefix(pkg, banned) {
+				t.Errorf("the sidecar build links %s, whose initialisation runs at every start", pkg)
+			}
+		}
+	}
+}

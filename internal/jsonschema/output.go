@@ -5,12 +5,11 @@ import (
 	"fmt"
 	"strings"
 
-	"golang.org/x/text/language"
-	"golang.org/x/text/message"
 	"mcpguard.dev/mcpguard/internal/jsonschema/kind"
+	"mcpguard.dev/mcpguard/internal/jsonschema/message"
 )
 
-var defaultPrinter = message.NewPrinter(language.English)
+var defaultPrinter = message.NewPrinter(message.English) // Changed in this copy: was language.English
 
 // format ---
 

@@ -12,8 +12,8 @@ import (
 	"strconv"
 	"strings"
 
-	"golang.org/x/text/message"
 	"mcpguard.dev/mcpguard/internal/jsonschema/kind"
+	"mcpguard.dev/mcpguard/internal/jsonschema/message"
 )
 
 // --

@@ -8,8 +8,8 @@ import (
 	"strconv"
 	"unicode/utf8"
 
-	"golang.org/x/text/message"
 	"mcpguard.dev/mcpguard/internal/jsonschema/kind"
+	"mcpguard.dev/mcpguard/internal/jsonschema/message"
 )
 
 func (sch *Schema) Validate(v any) error {

@@ -5,7 +5,7 @@ import (
 	"math/big"
 	"strings"
 
-	"golang.org/x/text/message"
+	"mcpguard.dev/mcpguard/internal/jsonschema/message"
 )
 
 // --
