@@ -41,7 +41,7 @@ import (
 //     written is sent once more on a new one, as the transport does.
 //
 // Anything but http:// goes to next (https: TLS and h2 stay the
-// transport's). Idle connections are closed after idleTimeout by one timer
+// transport's), and so does a request body larger than h1MaxBody. Idle connections are closed after idleTimeout by one timer
 // for the whole pool, not one per connection and call.
 type h1Client struct {
 	next        http.RoundTripper
@@ -116,7 +116,7 @@ func newH1Client(next http.RoundTripper, dialer *net.Dialer, idleTimeout time.Du
 // must be read to its end or closed; the connection goes back to the pool
 // at the end of the body.
 func (t *h1Client) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Scheme != "http" {
+	if req.URL.Scheme != "http" || !smallBody(req) {
 		return t.next.RoundTrip(req)
 	}
 	if err := validateOutgoing(req); err != nil {
@@ -190,6 +190,24 @@ func (t *h1Client) exchange(c *h1Conn, req *http.Request) (*http.Response, error
 		return res, nil
 	}
 	return nil, fmt.Errorf("the gateway sent more than %d informational (1xx) answers", max1xx)
+}
+
+// h1MaxBody is the largest request body h1Client sends itself. It writes
+// a whole request before it reads, so a gateway that answers early (413)
+// without reading a large body, and keeps the connection open, would have
+// the call wait for the header timeout; http.Transport, which reads while
+// it writes, relays that answer at once. A body this small fits in the
+// sockets' buffers whether the gateway reads it or not, and beside a
+// larger one the transport's hand-offs cost nothing measurable.
+const h1MaxBody = 64 << 10
+
+// smallBody reports whether req's body is known to be at most h1MaxBody.
+func smallBody(req *http.Request) bool {
+	if req.Body == nil || req.Body == http.NoBody {
+		return true
+	}
+	// 0 with a body is an unknown length, as for http.Transport.
+	return req.ContentLength > 0 && req.ContentLength <= h1MaxBody
 }
 
 // get returns an idle connection to key that is still clean, or a new one.

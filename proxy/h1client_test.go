@@ -368,3 +368,67 @@ func TestH1ClientLargeBodyWrites(t *testing.T) {
 		t.Errorf("%d writes, %d bytes counted, for a %d-byte body: want at most 4 writes and every byte counted", cc.writes, c.written, len(body))
 	}
 }
+
+// TestH1ClientEarlyAnswerToALargeBody: a gateway that answers a large
+// request (413) without reading its body, and keeps the connection open,
+// has its answer relayed at once, as http.Transport relays it; h1Client,
+// which writes the whole request before it reads, used to wait for the
+// header timeout (a large body goes to the transport).
+func TestH1ClientEarlyAnswerToALargeBody(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release); ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+					return
+				}
+				_, _ = io.WriteString(c, "HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 0\r\n\r\n")
+				<-release // the body is never read, the connection stays open
+			}()
+		}
+	}()
+	url := "http://" + ln.Addr().String() + "/mcp"
+	large := strings.Repeat("x", 16<<20) // more than loopback's socket buffers hold
+	for _, tc := range []struct {
+		name string
+		rt   http.RoundTripper
+		body string
+	}{
+		{"http.Transport", http.DefaultTransport.(*http.Transport).Clone(), large},
+		{"h1Client", newH1Client(http.DefaultTransport.(*http.Transport).Clone(), &net.Dialer{}, time.Minute, 16), large},
+		// At the bound h1Client sends the body itself (next fails): it
+		// fits in the sockets' buffers though the gateway never reads it.
+		{"h1Client, a body at the bound", newH1Client(failingRoundTripper{}, &net.Dialer{}, time.Minute, 16), strings.Repeat("x", h1MaxBody)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(tc.body))
+			start := time.Now()
+			res, err := tc.rt.RoundTrip(req)
+			if err != nil {
+				t.Fatalf("got %v after %v, want the gateway's 413 at once", err, time.Since(start))
+			}
+			res.Body.Close()
+			if res.StatusCode != http.StatusRequestEntityTooLarge || time.Since(start) > 5*time.Second {
+				t.Fatalf("got %d after %v, want 413 at once", res.StatusCode, time.Since(start))
+			}
+		})
+	}
+}
+
+type failingRoundTripper struct{}
+
+func (failingRoundTripper) RoundTrip(*http.Request) (*http.Response, error) {
+	return nil, errors.New("sent to next")
+}
