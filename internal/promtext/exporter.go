@@ -113,7 +113,11 @@ func (e *Exporter) collect(ctx context.Context) (map[string]*family, error) {
 		e.targetInfo = e.newTargetInfo(e.rm.Resource)
 	}
 	if e.targetInfo != nil {
-		fams[e.targetInfo.name] = e.targetInfo
+		// A copy: an instrument named target_info adds its series to this
+		// scrape's family, not to the one kept for the next.
+		ti := *e.targetInfo
+		ti.series = slices.Clip(ti.series)
+		fams[ti.name] = &ti
 	}
 	// The SDK hands scopes over in no fixed order; in this one, the HELP
 	// of a name two scopes share is the same from one scrape, and one

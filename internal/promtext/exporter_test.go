@@ -139,3 +139,27 @@ func TestConcurrentScrapes(t *testing.T) {
 	}
 	<-done
 }
+
+// TestTargetInfoNameShared: an instrument whose name translates to
+// target_info adds its series to that scrape's target_info family, not to
+// the resource's family kept between scrapes: scrape after scrape, the
+// same series, no more (it grew by one per scrape, without bound).
+func TestTargetInfoNameShared(t *testing.T) {
+	e := New()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(e.Reader()))
+	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+	g, _ := mp.Meter("x").Int64Gauge("target.info")
+	g.Record(context.Background(), 2)
+	var first string
+	for i := range 4 {
+		body := readAll(t, get(t, e, nil))
+		if i == 0 {
+			first = body
+			if n := strings.Count(body, "\ntarget_info{"); n != 2 {
+				t.Fatalf("%d target_info series, want the resource's and the gauge's:\n%s", n, body)
+			}
+		} else if body != first {
+			t.Fatalf("scrape %d differs from the first:\n%s\nfirst:\n%s", i+1, body, first)
+		}
+	}
+}
