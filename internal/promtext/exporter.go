@@ -236,7 +236,7 @@ func addPoints[N int64 | float64](e *Exporter, f *family, dps []metricdata.DataP
 func addHistograms[N int64 | float64](e *Exporter, f *family, dps []metricdata.HistogramDataPoint[N], scope []label) {
 	for _, dp := range dps {
 		labels, ok := e.pointLabels(dp.Attributes, scope)
-		if !ok {
+		if !ok || hasLe(labels) {
 			continue
 		}
 		s := series{labels: labels, count: dp.Count, sum: float64(dp.Sum), bounds: dp.Bounds,
@@ -252,10 +252,17 @@ func addHistograms[N int64 | float64](e *Exporter, f *family, dps []metricdata.H
 
 func addExponential[N int64 | float64](e *Exporter, f *family, dps []metricdata.ExponentialHistogramDataPoint[N], scope []label) {
 	for _, dp := range dps {
-		if labels, ok := e.pointLabels(dp.Attributes, scope); ok {
+		if labels, ok := e.pointLabels(dp.Attributes, scope); ok && !hasLe(labels) {
 			f.series = append(f.series, series{labels: labels, count: dp.Count, sum: float64(dp.Sum)})
 		}
 	}
+}
+
+// hasLe reports whether a histogram's labels hold le, which its buckets
+// would then carry twice: a line the format's parsers refuse, failing the
+// whole scrape.
+func hasLe(labels []label) bool {
+	return slices.ContainsFunc(labels, func(l label) bool { return l.name == "le" })
 }
 
 // pointLabels are a data point's attributes as labels, then the scope's,

@@ -163,3 +163,27 @@ func TestTargetInfoNameShared(t *testing.T) {
 		}
 	}
 }
+
+// TestHistogramLeAttribute: a histogram's data point with an attribute
+// named le would carry le twice on its buckets, which the text format's
+// parsers refuse, failing the whole scrape (the otel exporter wrote it
+// so): that point is left out, the rest still parses.
+func TestHistogramLeAttribute(t *testing.T) {
+	e := New()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(e.Reader()), sdkmetric.WithView(
+		sdkmetric.NewView(sdkmetric.Instrument{Name: "expo"}, sdkmetric.Stream{Aggregation: sdkmetric.AggregationBase2ExponentialHistogram{MaxSize: 20}})))
+	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+	ctx := context.Background()
+	for _, name := range []string{"latency", "expo"} {
+		h, _ := mp.Meter("x").Float64Histogram(name, metric.WithExplicitBucketBoundaries(1))
+		h.Record(ctx, 0.5, metric.WithAttributes(attribute.String("le", "boom")))
+		h.Record(ctx, 2, metric.WithAttributes(attribute.String("ok", "1")))
+	}
+	body := readAll(t, get(t, e, nil))
+	p := parse(t, strings.NewReader(body))
+	for _, name := range []string{"latency", "expo"} {
+		if f := p[name]; f == nil || len(f.Metric) != 1 {
+			t.Errorf("%s: want the one series without le:\n%s", name, body)
+		}
+	}
+}
