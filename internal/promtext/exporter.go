@@ -158,7 +158,8 @@ func (e *Exporter) newTargetInfo(res *resource.Resource) *family {
 
 // addMetric adds m's data points to their family, each labelled with its
 // attributes and scope. A metric whose name cannot be translated, or whose
-// name a metric of another type already has, is left out; so is a data
+// name a metric of another type already has, or whose lines a histogram's
+// would share (name_count beside a histogram name), is left out; so is a data
 // point whose attributes cannot be labels (the otel exporter failed the
 // whole scrape for those).
 func (e *Exporter) addMetric(fams map[string]*family, m metricdata.Metrics, scope []label) {
@@ -172,6 +173,9 @@ func (e *Exporter) addMetric(fams map[string]*family, m metricdata.Metrics, scop
 	}
 	k := e.known[name]
 	if k == nil {
+		if e.collides(name, typ) {
+			return
+		}
 		k = &family{name: name, help: m.Description, typ: typ}
 		e.known[name] = k
 	} else if k.typ != typ {
@@ -200,6 +204,24 @@ func (e *Exporter) addMetric(fams map[string]*family, m metricdata.Metrics, scop
 	case metricdata.ExponentialHistogram[float64]:
 		addExponential(e, f, d.DataPoints, scope)
 	}
+}
+
+// histogramSuffixes name a histogram's series beside its own name.
+var histogramSuffixes = []string{"_bucket", "_sum", "_count"}
+
+// collides reports whether a new family named name would share the name
+// of its lines with a known family: a histogram's name_count, name_sum
+// or name_bucket (client_golang refused both, failing the scrape).
+func (e *Exporter) collides(name string, typ metricType) bool {
+	for _, s := range histogramSuffixes {
+		if typ == typeHistogram && e.known[name+s] != nil {
+			return true
+		}
+		if base, ok := strings.CutSuffix(name, s); ok && e.known[base] != nil && e.known[base].typ == typeHistogram {
+			return true
+		}
+	}
+	return false
 }
 
 // kinds is how an aggregation is named and typed.

@@ -3,8 +3,10 @@ package promtext
 import (
 	"context"
 	"errors"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
@@ -184,6 +186,42 @@ func TestHistogramLeAttribute(t *testing.T) {
 	for _, name := range []string{"latency", "expo"} {
 		if f := p[name]; f == nil || len(f.Metric) != 1 {
 			t.Errorf("%s: want the one series without le:\n%s", name, body)
+		}
+	}
+}
+
+// TestHistogramSuffixCollision: a gauge named like a histogram's
+// name_count, name_sum or name_bucket series would give those lines two
+// families, which the text format's parsers refuse (client_golang failed
+// the scrape with a 500): whichever of the two was seen first keeps the
+// name, the other is left out, and the scrape parses.
+func TestHistogramSuffixCollision(t *testing.T) {
+	e := New()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(e.Reader()))
+	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+	ctx := context.Background()
+	m := mp.Meter("x")
+	h, _ := m.Float64Histogram("latency")
+	h.Record(ctx, 1)
+	g, _ := m.Int64Gauge("queue.sum")
+	g.Record(ctx, 1)
+	_ = readAll(t, get(t, e, nil)) // latency and queue_sum are known first
+	for _, name := range []string{"latency.count", "latency.sum", "latency.bucket"} {
+		g, _ := m.Int64Gauge(name)
+		g.Record(ctx, 2)
+	}
+	h2, _ := m.Float64Histogram("queue")
+	h2.Record(ctx, 3)
+
+	body := readAll(t, get(t, e, nil))
+	p := parse(t, strings.NewReader(body))
+	want := []string{"latency", "queue_sum", "target_info"}
+	if len(p) != len(want) {
+		t.Errorf("families %v, want %v:\n%s", slices.Sorted(maps.Keys(p)), want, body)
+	}
+	for _, name := range want {
+		if p[name] == nil {
+			t.Errorf("%s missing:\n%s", name, body)
 		}
 	}
 }
