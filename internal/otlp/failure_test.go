@@ -224,6 +224,10 @@ func TestGRPCWire(t *testing.T) {
 		w.Header().Set("Grpc-Status", "0")
 	}
 	noStatus := func(w http.ResponseWriter) { w.Header().Set("Content-Type", "application/grpc") }
+	redirect := func(w http.ResponseWriter) {
+		w.Header().Set("Location", "/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+		w.WriteHeader(http.StatusTemporaryRedirect)
+	}
 	tests := []struct {
 		name    string
 		replies []reply
@@ -233,6 +237,9 @@ func TestGRPCWire(t *testing.T) {
 		{"HTTP 503 is Unavailable: retried; a compressed answer read", []reply{status(503), compressed}, "OTLP partial success: zipped (1 spans rejected)", 2},
 		{"HTTP 404 is Unimplemented: not retried", []reply{status(404)}, "code = 12 desc = unexpected HTTP status 404 Not Found", 1},
 		{"no grpc-status", []reply{noStatus}, "code = 13 desc = grpc: the server sent no grpc-status", 1},
+		// grpc-go follows no redirect: the headers (an API key) would go
+		// wherever the answer points.
+		{"HTTP 307 not followed", []reply{redirect, compressed}, "code = 2 desc = unexpected HTTP status 307 Temporary Redirect", 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

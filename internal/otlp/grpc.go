@@ -93,7 +93,9 @@ func newGRPCSender(cfg *config) (func(context.Context, []byte) ([]byte, error), 
 	if cfg.gzip {
 		header.Set("Grpc-Encoding", "gzip")
 	}
-	hc := &http.Client{Transport: tr}
+	// No redirect is followed, as grpc-go follows none: the headers (an
+	// API key) would go wherever the answer points.
+	hc := &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 
 	send := func(ctx context.Context, msg []byte) ([]byte, error) {
 		body := make([]byte, 5+len(msg))
