@@ -31,7 +31,9 @@ import (
 //     marked (Content-Length or chunked), read to that end, and only while
 //     nothing arrived on it unasked: each reuse peeks at the socket first
 //     (h1Conn.idleClean), so an answer the gateway sent twice, or early,
-//     can never be read as the answer to a later request;
+//     is never read as the answer to a later request once it has arrived
+//     (one that arrives after the later request was sent cannot be told
+//     from its answer, in HTTP/1.1 and with http.Transport alike);
 //   - the request's context aborts a call at any point, dial, write,
 //     headers or body (the connection is closed, never reused);
 //   - response headers are bounded (maxResponseHeaderBytes), 1xx answers
