@@ -41,7 +41,11 @@ func newHTTPSender(cfg *config) (func(context.Context, []byte) ([]byte, error), 
 		header.Set("Content-Encoding", "gzip")
 	}
 	send := func(ctx context.Context, body []byte) ([]byte, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
+		// The transport may go on reading a request's body after Do
+		// returned (an early answer; its Close can come from another
+		// goroutine), and body is a pooled buffer the next export
+		// reuses: the request gets its own copy.
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(bytes.Clone(body)))
 		if err != nil {
 			return nil, err
 		}
