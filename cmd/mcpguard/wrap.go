@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -101,7 +100,7 @@ func (s *stdioObserve) setup(ctx context.Context, log *slog.Logger, cfg *proxy.C
 	}
 	ob.apply(cfg)
 	if s.AdminListen != "" {
-		ln, err := net.Listen("tcp", s.AdminListen)
+		ln, err := listenTCP(s.AdminListen)
 		if err != nil {
 			ob.close(ctx)
 			return nil, fmt.Errorf("admin-listen: %v", err)
