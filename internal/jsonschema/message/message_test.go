@@ -2,6 +2,7 @@ package message
 
 import (
 	"math"
+	"net/url"
 	"testing"
 
 	"golang.org/x/text/language"
@@ -31,6 +32,11 @@ func TestSameAsXText(t *testing.T) {
 		{"invalid jsonType %T", []any{12345}}, {"%s is not valid %s: %v", []any{"\"x\"", "email", "bad"}},
 		{"got %s, want %s", []any{"string", "integer"}}, {"both %s and %s resolve to %q causing reference cycle", []any{"a", "b", "u"}},
 		{"at %s", []any{"'/a/1000'"}},
+		// format.go's LocalizableError messages: runes under %q, errors of a
+		// string kind under %v.
+		{"invalid character %q", []any{'é'}}, {"invalid character %q in build identifier", []any{rune(0x2028)}},
+		{"element %d must be %d characters long", []any{1, 12}}, {"percent decode failed: %v", []any{url.EscapeError("%zz")}},
+		{"%v", []any{1e-5}}, {"%v", []any{0.1}},
 	} {
 		want, got := oracle.Sprintf(tc.format, tc.args...), p.Sprintf(tc.format, tc.args...)
 		if got != want {
