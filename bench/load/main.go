@@ -21,7 +21,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -155,21 +154,11 @@ func (c *child) stop() { c.Stop(3 * time.Second) }
 // startRole starts this program as a child with -role and returns its
 // address.
 func startRole(ctx context.Context, args ...string) (*child, string, error) {
-	self, err := os.Executable()
+	c, addr, err := loadgen.StartRole(ctx, args...)
 	if err != nil {
 		return nil, "", err
 	}
-	c, out, err := start(ctx, self, args, nil, "")
-	if err != nil {
-		return nil, "", err
-	}
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		c.stop()
-		return nil, "", fmt.Errorf("%v: no address: %v", args, err)
-	}
-	go func() { _, _ = io.Copy(io.Discard, out) }()
-	return c, strings.TrimSpace(line), nil
+	return &child{Child: c}, addr, nil
 }
 
 // proc is one running mcpguard.

@@ -1,7 +1,13 @@
 package loadgen
 
 import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -47,4 +53,31 @@ func (c *Child) Exited() bool {
 	default:
 		return false
 	}
+}
+
+// StartRole starts this program again as a Child with args (a benchmark's
+// "-role upstream" or "-role reverseproxy -target URL", served by
+// ServeRole) and returns it with the address it printed.
+func StartRole(ctx context.Context, args ...string) (*Child, string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, "", err
+	}
+	cmd := exec.CommandContext(ctx, self, args...)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, "", err
+	}
+	c, err := StartChild(cmd)
+	if err != nil {
+		return nil, "", err
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		c.Stop(time.Second)
+		return nil, "", fmt.Errorf("%v: no address: %v", args, err)
+	}
+	go func() { _, _ = io.Copy(io.Discard, out) }()
+	return c, strings.TrimSpace(line), nil
 }

@@ -21,7 +21,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -157,7 +156,7 @@ func run(ctx context.Context, o options) error {
 	}
 	peers := []peer{
 		{"reverseproxy", "plain `httputil.ReverseProxy` (inspects nothing)", func(ctx context.Context, up string) (*loadgen.Child, string, error) {
-			c, addr, err := startRole(ctx, "-role", "reverseproxy", "-target", up)
+			c, addr, err := loadgen.StartRole(ctx, "-role", "reverseproxy", "-target", up)
 			return c, "http://" + addr + "/mcp", err
 		}},
 		{"tbxark", "TBXark mcp-proxy " + tbxarkVersion, func(ctx context.Context, up string) (*loadgen.Child, string, error) {
@@ -182,7 +181,7 @@ func run(ctx context.Context, o options) error {
 	if o.only != nil {
 		peers = slices.DeleteFunc(peers, func(p peer) bool { return !o.only[p.key] })
 	}
-	up, upAddr, err := startRole(ctx, "-role", "upstream")
+	up, upAddr, err := loadgen.StartRole(ctx, "-role", "upstream")
 	if err != nil {
 		return err
 	}
@@ -413,32 +412,6 @@ func goCmd(ctx context.Context, dir string, args ...string) error {
 		return fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return nil
-}
-
-// startRole starts this program as a child with -role and returns its
-// address.
-func startRole(ctx context.Context, args ...string) (*loadgen.Child, string, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return nil, "", err
-	}
-	cmd := exec.CommandContext(ctx, self, args...)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, "", err
-	}
-	c, err := loadgen.StartChild(cmd)
-	if err != nil {
-		return nil, "", err
-	}
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		c.Stop(time.Second)
-		return nil, "", fmt.Errorf("%v: no address: %v", args, err)
-	}
-	go func() { _, _ = io.Copy(io.Discard, out) }()
-	return c, strings.TrimSpace(line), nil
 }
 
 // startLogged starts bin with its output in a file under work.

@@ -11,11 +11,9 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"flag"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -24,7 +22,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"mcpguard.dev/mcpguard/bench/loadgen"
@@ -64,23 +61,6 @@ func read(pid int) counters {
 		}
 	}
 	return c
-}
-
-func startRole(ctx context.Context, args ...string) (*exec.Cmd, string) {
-	self, _ := os.Executable()
-	cmd := exec.CommandContext(ctx, self, args...)
-	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // dies with this program
-	out, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		panic(err)
-	}
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		panic(err)
-	}
-	go io.Copy(io.Discard, out)
-	return cmd, strings.TrimSpace(line)
 }
 
 func main() {
@@ -137,16 +117,22 @@ func main() {
 	defer os.RemoveAll(tmp)
 	policy := filepath.Join(tmp, "p.yaml")
 	_ = os.WriteFile(policy, policies.ApprovedAPIs, 0o600)
-	up, upAddr := startRole(ctx, "-role", "upstream")
-	defer up.Process.Kill()
-	rp, rpAddr := startRole(ctx, "-role", "reverseproxy", "-target", "http://"+upAddr)
-	defer rp.Process.Kill()
+	up, upAddr, err := loadgen.StartRole(ctx, "-role", "upstream")
+	if err != nil {
+		panic(err)
+	}
+	defer up.Stop(time.Second)
+	rp, rpAddr, err := loadgen.StartRole(ctx, "-role", "reverseproxy", "-target", "http://"+upAddr)
+	if err != nil {
+		panic(err)
+	}
+	defer rp.Stop(time.Second)
 
 	type path struct {
 		name, url string
 		pid       int
 	}
-	paths := []path{{"direct", "http://" + upAddr + "/mcp", 0}, {"reverseproxy", "http://" + rpAddr + "/mcp", rp.Process.Pid}}
+	paths := []path{{"direct", "http://" + upAddr + "/mcp", 0}, {"reverseproxy", "http://" + rpAddr + "/mcp", rp.Cmd.Process.Pid}}
 	for i, bin := range strings.Split(bins, ",") {
 		listen, _ := loadgen.FreeAddr()
 		admin, _ := loadgen.FreeAddr()
@@ -154,11 +140,11 @@ func main() {
 			"--upstream", "http://"+upAddr+"/mcp", "--policy", policy, "--log-level", "info")
 		logf, _ := os.Create(filepath.Join(tmp, fmt.Sprintf("mg%d.log", i)))
 		cmd.Stderr = logf
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Start(); err != nil {
+		mg, err := loadgen.StartChild(cmd)
+		if err != nil {
 			panic(err)
 		}
-		defer cmd.Process.Kill()
+		defer mg.Stop(time.Second)
 		for {
 			res, err := http.Get("http://" + admin + "/readyz")
 			if err == nil && res.StatusCode == 200 {
@@ -172,7 +158,7 @@ func main() {
 	}
 	if hold > 0 {
 		for _, p := range paths {
-			fmt.Printf("%s %s pid %d upstream pid %d\n", p.name, p.url, p.pid, up.Process.Pid)
+			fmt.Printf("%s %s pid %d upstream pid %d\n", p.name, p.url, p.pid, up.Cmd.Process.Pid)
 		}
 		time.Sleep(hold)
 		return
@@ -198,7 +184,7 @@ func main() {
 			if p.pid != 0 {
 				p0 = read(p.pid)
 			}
-			u0 := read(up.Process.Pid)
+			u0 := read(up.Cmd.Process.Pid)
 			res, err := loadgen.Run(ctx, ss, call, int64(calls), time.Time{})
 			if err != nil {
 				panic(err)
@@ -207,7 +193,7 @@ func main() {
 			if p.pid != 0 {
 				pd = read(p.pid).sub(p0)
 			}
-			ud := read(up.Process.Pid).sub(u0)
+			ud := read(up.Cmd.Process.Pid).sub(u0)
 			for _, s := range ss {
 				s.Close(ctx)
 			}
