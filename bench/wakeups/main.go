@@ -30,14 +30,23 @@ import (
 
 type counters struct {
 	cpu, slices, vol, invol int64
+	faults                  int64 // minor page faults, the whole process's
 }
 
 func (a counters) sub(b counters) counters {
-	return counters{a.cpu - b.cpu, a.slices - b.slices, a.vol - b.vol, a.invol - b.invol}
+	return counters{a.cpu - b.cpu, a.slices - b.slices, a.vol - b.vol, a.invol - b.invol, a.faults - b.faults}
 }
 
 func read(pid int) counters {
 	var c counters
+	if data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+		// Fields after the command (which may hold spaces): minflt is the 10th field of the line.
+		if i := strings.LastIndexByte(string(data), ')'); i >= 0 {
+			if f := strings.Fields(string(data[i+1:])); len(f) > 7 {
+				c.faults, _ = strconv.ParseInt(f[7], 10, 64)
+			}
+		}
+	}
 	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	for _, t := range tasks {
 		if data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name())); err == nil {
@@ -216,13 +225,15 @@ func main() {
 	}
 	medf := func(xs []float64) float64 { s := slices.Sorted(slices.Values(xs)); return s[len(s)/2] }
 	fmt.Printf("load %s; %d sessions, %d calls x %d rounds, medians per call\n", loadgen.LoadAvg(), *sessions, calls, rounds)
-	fmt.Printf("%-14s %7s | %9s %7s %6s %6s | %9s %7s %6s %6s\n", "path", "p50µs", "proxyCPUµs", "onCPU", "vol", "invol", "upCPUµs", "onCPU", "vol", "invol")
+	fmt.Printf("%-14s %7s | %9s %7s %6s %6s %6s | %9s %7s %6s %6s %6s\n", "path", "p50µs", "proxyCPUµs", "onCPU", "vol", "invol", "faults", "upCPUµs", "onCPU", "vol", "invol", "faults")
 	for _, p := range paths {
 		r := results[p.name]
-		fmt.Printf("%-14s %7.0f | %9.1f %7.2f %6.2f %6.2f | %9.1f %7.2f %6.2f %6.2f\n", p.name, medf(lat[p.name]),
+		fmt.Printf("%-14s %7.0f | %9.1f %7.2f %6.2f %6.2f %6.3f | %9.1f %7.2f %6.2f %6.2f %6.3f\n", p.name, medf(lat[p.name]),
 			med(r.proxy, func(c counters) int64 { return c.cpu })/1e3, med(r.proxy, func(c counters) int64 { return c.slices }),
 			med(r.proxy, func(c counters) int64 { return c.vol }), med(r.proxy, func(c counters) int64 { return c.invol }),
+			med(r.proxy, func(c counters) int64 { return c.faults }),
 			med(r.upstream, func(c counters) int64 { return c.cpu })/1e3, med(r.upstream, func(c counters) int64 { return c.slices }),
-			med(r.upstream, func(c counters) int64 { return c.vol }), med(r.upstream, func(c counters) int64 { return c.invol }))
+			med(r.upstream, func(c counters) int64 { return c.vol }), med(r.upstream, func(c counters) int64 { return c.invol }),
+			med(r.upstream, func(c counters) int64 { return c.faults }))
 	}
 }
