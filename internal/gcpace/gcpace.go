@@ -85,16 +85,12 @@ type pacer struct {
 }
 
 // sentinel becomes garbage as soon as it is made: its cleanup runs after
-// the next cycle. Not tiny and with a pointer, so that the allocator does not
-// batch it with live objects, which would delay the cleanup indefinitely.
-type sentinel struct {
-	p    *pacer
-	size [2]uint64 // never read: only makes the object 24 bytes, above the tiny allocator's 16
-}
+// the next cycle. It holds a pointer so that the tiny allocator, which
+// batches small pointer-free objects with live ones, never takes it.
+type sentinel struct{ p *pacer }
 
 func (p *pacer) arm() {
 	s := &sentinel{p: p}
-	s.size[0] = 1
 	runtime.AddCleanup(s, func(p *pacer) {
 		p.mu.Lock()
 		defer p.mu.Unlock()
