@@ -170,7 +170,7 @@ func (ex *exchange) run(out output) {
 	}
 
 	ctx = ex.calls.forwarded(ctx, forward)
-	body, err := encodeForward(forward, ex.batch, ex.calls.traceContext())
+	body, err := encodeForward(forward, ex.batch, ex.calls)
 	if err != nil {
 		ex.fail(out, errInvalid("encoding the request: %v", err))
 		return
@@ -249,11 +249,11 @@ func (ex *exchange) run(out output) {
 }
 
 // encodeForward encodes what goes to the gateway, a message or a batch,
-// with the carrier's keys in params._meta as withTraceMeta sets them, but
-// without copying the params: the gateway's request body references the
-// messages' canonical bytes (a 64 KiB call's arguments are copied once,
-// into the connection; issue #18).
-func encodeForward(forward []*jsonrpc.Message, batch bool, carrier *traceMeta) (*jsonrpc.Pieces, error) {
+// with the trace context rec gives each (metaContext) in params._meta as
+// withTraceMeta sets it, but without copying the params: the gateway's
+// request body references the messages' canonical bytes (a 64 KiB call's
+// arguments are copied once, into the connection; issue #18).
+func encodeForward(forward []*jsonrpc.Message, batch bool, rec *calls) (*jsonrpc.Pieces, error) {
 	body := &jsonrpc.Pieces{}
 	if batch {
 		body.AppendRaw("[")
@@ -262,7 +262,7 @@ func encodeForward(forward []*jsonrpc.Message, batch bool, carrier *traceMeta) (
 		if i > 0 {
 			body.AppendRaw(",")
 		}
-		meta, ok := traceMetaValue(m, carrier)
+		meta, ok := traceMetaValue(m, rec.metaContext(m))
 		if ok && body.AppendMessageSetParam(m, "_meta", meta) == nil {
 			continue
 		}

@@ -527,6 +527,13 @@ func TestFaultGatewayKilledAndRestarted(t *testing.T) {
 // it; the stream it returns carries what follows the initialize result.
 func openLegacy(t *testing.T, base string) *agentStream {
 	t.Helper()
+	_, s := openLegacyAt(t, base)
+	return s
+}
+
+// openLegacyAt is openLegacy, with the session's message endpoint.
+func openLegacyAt(t *testing.T, base string) (message string, s *agentStream) {
+	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, base+"/sse", nil)
 	req.Header.Set("Accept", "text/event-stream")
 	res, err := http.DefaultClient.Do(req)
@@ -539,8 +546,8 @@ func openLegacy(t *testing.T, base string) *agentStream {
 		res.Body.Close()
 		t.Fatalf("legacy stream: %+v %v, want the endpoint event", ev, err)
 	}
-	s := readStream(t, res, rd)
-	message := base + string(ev.data)
+	s = readStream(t, res, rd)
+	message = base + string(ev.data)
 	for _, body := range []string{
 		`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2024-11-05","capabilities":{},"clientInfo":{"name":"legacy","version":"1"}}}`,
 		`{"jsonrpc":"2.0","method":"notifications/initialized"}`,
@@ -559,7 +566,7 @@ func openLegacy(t *testing.T, base string) *agentStream {
 			}
 		}
 	}
-	return s
+	return message, s
 }
 
 // goroutineBaseline settles the process — idle keep-alive connections of

@@ -131,8 +131,8 @@ func newObserver(cfg *Config, sessions func() int, tools *sync.Map) observer {
 		dl.approved(ctx, &in, d, outcome, via, took)
 		t.approved(ctx, &in, d, outcome, via, took)
 	}
-	if t.tracing {
-		o.traceHeaders = t.traceHeaders
+	if t.prop != nil {
+		o.traceHeaders, o.traceKeys = t.traceHeaders, t.owned
 	}
 	return o
 }
@@ -220,7 +220,17 @@ type telemetry struct {
 	// recordArgs returns the recordable (redacted) form of arguments; nil:
 	// argument values are never recorded.
 	recordArgs func(json.RawMessage) json.RawMessage
-	prop       propagation.TextMapPropagator
+	// prop reads the agent's trace context and writes the gateway call's
+	// (Config.Propagator); nil when tracing is off or the propagator has
+	// no fields (OTEL_PROPAGATORS=none): nothing is extracted or injected.
+	prop propagation.TextMapPropagator
+	// owned marks the keys of traceMetaKeys prop reads and writes: only
+	// those of the agent's are replaced by the gateway call's.
+	owned [len(traceMetaKeys)]bool
+	// metaAlways: every forwarded request and notification carries the
+	// trace context in params._meta (TraceMetaAlways), not only those whose
+	// own _meta did.
+	metaAlways bool
 	knownTool  func(string) bool    // bounds metric cardinality to listed tools
 	upAttrs    []attribute.KeyValue // the gateway's server.address, server.port, url.full
 	rules      sync.Map             // rule names seen, for ruleLabel
@@ -279,7 +289,15 @@ func newTelemetry(cfg *Config, sessions func() int, tools *sync.Map) *telemetry 
 		t.tracing = true
 		t.tracer = cfg.TracerProvider.Tracer(scopeName, trace.WithSchemaURL(semconv.SchemaURL))
 		t.recorder, _ = t.tracer.(spanRecorder)
-		t.prop = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
+		t.prop = cfg.propagator()
+		if fields := t.prop.Fields(); len(fields) == 0 {
+			t.prop = nil
+		} else {
+			for i, k := range traceMetaKeys {
+				t.owned[i] = slices.Contains(fields, k)
+			}
+		}
+		t.metaAlways = cfg.TraceMeta == TraceMetaAlways
 	} else {
 		t.tracer = tracenoop.NewTracerProvider().Tracer(scopeName)
 	}
@@ -368,9 +386,11 @@ func (t *telemetry) traceHeaders(ctx context.Context, h http.Header) {
 	if !trace.SpanContextFromContext(ctx).IsValid() {
 		return
 	}
-	delete(h, "Traceparent")
-	delete(h, "Tracestate")
-	delete(h, "Baggage")
+	for i, k := range traceHeaderKeys {
+		if t.owned[i] {
+			delete(h, k)
+		}
+	}
 	t.prop.Inject(ctx, headerSetter{propagation.HeaderCarrier(h)})
 }
 
@@ -481,7 +501,10 @@ func (t *telemetry) rejected(r *http.Request, e *callError) {
 	if !t.tracing {
 		return
 	}
-	ctx := t.prop.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	ctx := r.Context()
+	if t.prop != nil {
+		ctx = t.prop.Extract(ctx, propagation.HeaderCarrier(r.Header))
+	}
 	attrs := appendNetwork([]attribute.KeyValue{
 		semconv.ErrorTypeKey.String(strconv.FormatInt(e.code, 10)),
 		semconv.HTTPResponseStatusCode(e.status),

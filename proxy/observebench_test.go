@@ -20,7 +20,8 @@ import (
 // BenchmarkObserverSmallCall is telemetry's and the decision log's own
 // work for one small tools/call, alone: the observer's hooks in the order
 // an exchange calls them (received, decided, forwarded, the trace context
-// put in params._meta and the gateway request's headers, gatewayAnswered,
+// put in the gateway request's headers (not in params._meta: the agent's
+// carried none, TraceMetaAgent), gatewayAnswered,
 // gatewayDone, delivered, ended), with telemetry as `mcpguard proxy` ships
 // it (telemetry.Setup: the 2048-span ring and the metrics) and the
 // decision's info-level log line (issue #18 item 3). Without the rest of a
@@ -60,10 +61,10 @@ func BenchmarkObserverSmallCall(b *testing.B) {
 		ctx, rec := obs.received(context.Background(), sc, msgs)
 		obs.decided(rec.contextOf(ctx, m), in, d, 2*time.Microsecond)
 		rec.forwarded(ctx, msgs)
-		if withTraceMeta(m, rec.traceContext()) == m {
-			b.Fatal("no trace context in _meta")
+		if rec.metaContext(m) != nil {
+			b.Fatal("trace context for the _meta of a message whose own carried none")
 		}
-		rec.traceContext().setHeaders(http.Header{})
+		rec.traceContext().setHeaders(http.Header{}, &obs.traceKeys)
 		rec.gatewayAnswered(res, nil)
 		rec.gatewayDone()
 		rec.delivered(resp)

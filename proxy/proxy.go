@@ -62,7 +62,7 @@ func New(cfg Config) (*Proxy, error) {
 		streams:      ctx,
 		cancelStream: cancel,
 	}
-	p.up.inject = p.obs.traceHeaders
+	p.up.inject, p.up.traceKeys = p.obs.traceHeaders, p.obs.traceKeys
 	return p, nil
 }
 

@@ -82,6 +82,10 @@ type observer struct {
 	// traceHeaders writes ctx's trace context into a gateway request's
 	// headers; nil forwards the agent's unchanged.
 	traceHeaders func(ctx context.Context, h http.Header)
+	// traceKeys marks the keys of traceMetaKeys the propagator writes:
+	// the agent's headers of those keys are replaced by the gateway
+	// call's, the others pass as sent.
+	traceKeys [len(traceMetaKeys)]bool
 }
 
 // received tells the observer of one exchange's agent messages.

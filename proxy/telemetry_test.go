@@ -335,8 +335,17 @@ func noSecret(t *testing.T, e *telemetryEnv) {
 	}
 }
 
+// TestTraceContextReachesGateway: the gateway call's trace context goes in
+// its headers; in params._meta too with TraceMetaAlways (by default only
+// where the agent's own _meta carried trace context: TestTraceContextToGateway).
 func TestTraceContextReachesGateway(t *testing.T) {
-	e := newTelemetryEnv(t)
+	for _, mode := range []TraceMeta{TraceMetaAgent, TraceMetaAlways} {
+		t.Run(string(mode), func(t *testing.T) { testTraceContextReachesGateway(t, mode) })
+	}
+}
+
+func testTraceContextReachesGateway(t *testing.T, mode TraceMeta) {
+	e := newTelemetryEnv(t, func(c *Config) { c.TraceMeta = mode })
 	e.initialize()
 	e.callEcho()
 	got := e.up.find("tools/call")
@@ -355,10 +364,15 @@ func TestTraceContextReachesGateway(t *testing.T) {
 		t.Errorf("baggage header = %q", h)
 	}
 	meta := lookupKey(got[0].msg.Params, "_meta")
-	for k, v := range map[string]string{"traceparent": want, "tracestate": "vendor=agent", "baggage": "tenant=blue"} {
-		if s, _, _ := jsonrpc.LookupString(meta, k); s != v {
-			t.Errorf("params._meta.%s = %q, want %q (params %s)", k, s, v, got[0].msg.Params)
+	switch {
+	case mode == TraceMetaAlways:
+		for k, v := range map[string]string{"traceparent": want, "tracestate": "vendor=agent", "baggage": "tenant=blue"} {
+			if s, _, _ := jsonrpc.LookupString(meta, k); s != v {
+				t.Errorf("params._meta.%s = %q, want %q (params %s)", k, s, v, got[0].msg.Params)
+			}
 		}
+	case meta != nil:
+		t.Errorf("params._meta = %s: the agent sent its context in the headers only, which carry the gateway call's", meta)
 	}
 	// The rest of params is what the policy saw, byte for byte.
 	if args := lookupKey(got[0].msg.Params, "arguments"); string(args) != `{"message":"`+secretArg+`"}` {
@@ -631,8 +645,9 @@ func testRingCollectsProxySpans(t *testing.T, ring *inttel.Ring, tp trace.Tracer
 	if len(got) != 1 || got[0].header.Get("Traceparent") != want {
 		t.Fatalf("gateway traceparent %v, want %s", got, want)
 	}
-	if tp, _, _ := jsonrpc.LookupString(lookupKey(got[0].msg.Params, "_meta"), "traceparent"); tp != want {
-		t.Errorf("_meta.traceparent = %q, want %q", tp, want)
+	// The agent sent its context in headers only: _meta gets none.
+	if meta := lookupKey(got[0].msg.Params, "_meta"); meta != nil {
+		t.Errorf("params._meta = %s, want none (TraceMetaAgent)", meta)
 	}
 	calls := inttel.Calls(ring.Spans(), inttel.Filter{Denied: true})
 	if len(calls) != 1 || calls[0].Name != "tools/call run_command" || calls[0].Rule() != "deny/run_command" {

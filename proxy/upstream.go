@@ -37,6 +37,9 @@ type upstream struct {
 	// inject writes the trace context of ctx into the headers, after the
 	// agent's own are copied; nil (tracing off) leaves those as they are.
 	inject func(ctx context.Context, h http.Header)
+	// traceKeys marks the trace context headers inject and
+	// upstreamCall.trace replace (observer.traceKeys).
+	traceKeys [len(traceMetaKeys)]bool
 }
 
 // forwardedHeaders are the agent request headers that reach the gateway as
@@ -188,7 +191,7 @@ func (u *upstream) do(ctx context.Context, c upstreamCall) (*http.Response, erro
 	}
 	switch {
 	case c.trace != nil:
-		c.trace.setHeaders(h)
+		c.trace.setHeaders(h, &u.traceKeys)
 	case u.inject != nil:
 		u.inject(ctx, h)
 	}

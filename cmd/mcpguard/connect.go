@@ -50,6 +50,7 @@ type connectOptions struct {
 	CallTimeout  time.Duration
 	LogLevel     string
 	MaxBodyBytes int
+	TraceMeta    string
 	// OAuth (internal/oauthlogin): used when no token flag is given.
 	Login     bool
 	Logout    bool
@@ -58,7 +59,7 @@ type connectOptions struct {
 }
 
 func newConnectCmd() *cobra.Command {
-	o := connectOptions{DenyAs: string(proxy.DenyJSONRPCError), LogLevel: "info"}
+	o := connectOptions{DenyAs: string(proxy.DenyJSONRPCError), LogLevel: "info", TraceMeta: string(proxy.TraceMetaAgent)}
 	cmd := &cobra.Command{
 		Use:   "connect --policy FILE URL",
 		Short: "Bridge a stdio MCP client to a remote gateway through the policy",
@@ -100,6 +101,7 @@ from a terminal ahead of time, "--login --scope" asks for more scope, and
 	f.DurationVar(&o.CallTimeout, "call-timeout", 0, "bound one call, stream included (default 10m)")
 	f.IntVar(&o.MaxBodyBytes, "max-body-bytes", 0, "largest message accepted either way (default 4 MiB)")
 	f.StringVar(&o.LogLevel, "log-level", o.LogLevel, "debug, info, warn or error (logs go to stderr)")
+	f.StringVar(&o.TraceMeta, "trace-meta", o.TraceMeta, traceMetaUsage)
 	f.BoolVar(&o.Login, "login", false, "sign in to the gateway with OAuth now (browser), keep the sign-in, and exit")
 	f.BoolVar(&o.Logout, "logout", false, "forget the gateway's OAuth sign-in (tokens and client registration) and exit")
 	for _, action := range []string{"login", "logout"} {
@@ -158,6 +160,7 @@ func runConnect(ctx context.Context, o connectOptions, stdin io.Reader, stdout i
 		MaxBodyBytes:       o.MaxBodyBytes,
 		CallTimeout:        o.CallTimeout,
 		SessionIdleTimeout: sessionForever,
+		TraceMeta:          proxy.TraceMeta(o.TraceMeta),
 		Logger:             log,
 	}
 	if cfg.UpstreamTLS, err = o.tlsConfig(); err != nil {

@@ -43,6 +43,7 @@ type proxyOptions struct {
 	LogLevel              string
 	DecisionLog           string
 	TraceBuffer           int
+	TraceMeta             string
 	RecordArguments       bool
 	Redact                []string
 
@@ -59,6 +60,7 @@ func defaultProxyOptions() proxyOptions {
 		DrainTimeout: 20 * time.Second,
 		LogLevel:     "info",
 		TraceBuffer:  2048,
+		TraceMeta:    string(proxy.TraceMetaAgent),
 	}
 }
 
@@ -110,6 +112,7 @@ exists); flags win over the environment, which wins over the file.`,
 	f.StringVar(&opts.LogLevel, "log-level", opts.LogLevel, "debug, info, warn or error")
 	f.StringVar(&opts.DecisionLog, "decision-log", "", "append one JSON line per policy decision to FILE (- for stdout): the input of mcpguard policy replay")
 	f.IntVar(&opts.TraceBuffer, "trace-buffer", opts.TraceBuffer, "spans kept in memory for mcpguard traces and the admin /traces page; 0 disables")
+	f.StringVar(&opts.TraceMeta, "trace-meta", opts.TraceMeta, traceMetaUsage)
 	f.BoolVar(&opts.RecordArguments, "record-arguments", false, "record tool argument values in spans and the decision log, redacted (off: never recorded)")
 	f.StringArrayVar(&opts.Redact, "redact", nil, "extra regular expression whose matches in recorded argument values become [REDACTED] (repeatable, not split at commas; with --record-arguments)")
 	addConfigFlag(cmd)
@@ -225,6 +228,7 @@ func runProxy(ctx context.Context, o proxyOptions, started func(running)) error 
 		SessionIdleTimeout:    o.SessionIdleTimeout,
 		ResponseHeaderTimeout: o.ResponseHeaderTimeout,
 		CallTimeout:           o.CallTimeout,
+		TraceMeta:             proxy.TraceMeta(o.TraceMeta),
 		Logger:                log,
 	}
 	obs.apply(&cfg)

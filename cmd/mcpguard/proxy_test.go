@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"os"
@@ -272,5 +273,52 @@ func TestDemo(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out.String())
 		}
+	}
+}
+
+// TestTraceSettingsRefused: --trace-meta takes agent or always, and
+// OTEL_PROPAGATORS only propagators this build has; anything else stops
+// `mcpguard proxy` and `mcpguard connect` at start-up with a usage error
+// naming what is accepted.
+func TestTraceSettingsRefused(t *testing.T) {
+	t.Setenv("MCPGUARD_TEST_TOKEN", "t")
+	for _, tc := range []struct {
+		traceMeta, propagators, want string
+	}{
+		{"sometimes", "", `trace-meta: "sometimes" is not one of agent, always`},
+		{"agent", "bogus", `OTEL_PROPAGATORS: "bogus" is not supported; use tracecontext, baggage or none`},
+		{"always", "tracecontext,jaeger", `OTEL_PROPAGATORS: "jaeger" is not supported`},
+	} {
+		t.Setenv("OTEL_PROPAGATORS", tc.propagators)
+		for _, run := range []struct {
+			name string
+			run  func() error
+		}{
+			{"proxy", func() error {
+				o := defaultProxyOptions()
+				o.Upstream, o.AllowAll, o.Listen, o.AdminListen, o.TraceMeta = "http://127.0.0.1:1/mcp", true, "127.0.0.1:0", "", tc.traceMeta
+				return runProxy(context.Background(), o, nil)
+			}},
+			{"connect", func() error {
+				o := connectOptions{policyChoice: policyChoice{AllowAll: true}, URL: "http://127.0.0.1:1/mcp", TokenEnv: "MCPGUARD_TEST_TOKEN",
+					DenyAs: "jsonrpc-error", LogLevel: "info", TraceMeta: tc.traceMeta}
+				return runConnect(context.Background(), o, strings.NewReader(""), io.Discard)
+			}},
+		} {
+			err := run.run()
+			var ee *exitError
+			if !errors.As(err, &ee) || ee.code != exitUsage || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("%s with --trace-meta %q, OTEL_PROPAGATORS %q: %v, want a usage error %q", run.name, tc.traceMeta, tc.propagators, err, tc.want)
+			}
+		}
+	}
+	// The setting is read like every other (settings.go).
+	t.Setenv("MCPGUARD_TRACE_META", "always")
+	cmd, o := proxyCommand()
+	if err := cmd.ParseFlags([]string{"--allow-all"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.resolve(cmd.Flags(), ""); err != nil || o.TraceMeta != "always" {
+		t.Errorf("MCPGUARD_TRACE_META: trace-meta %q (%v), want always", o.TraceMeta, err)
 	}
 }

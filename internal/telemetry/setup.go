@@ -10,6 +10,7 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/exemplar"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -46,6 +47,10 @@ type Telemetry struct {
 	Ring *Ring
 	// Metrics serves the Prometheus exposition (GET /metrics).
 	Metrics http.Handler
+	// Propagator reads and writes trace context on the wire, from
+	// OTEL_PROPAGATORS: tracecontext and baggage by default; with none, one
+	// with no fields (the proxy then propagates nothing).
+	Propagator propagation.TextMapPropagator
 	// Exporters names what sends data off the machine, e.g.
 	// "traces: otlp http/protobuf"; empty means no network traffic.
 	Exporters []string
@@ -69,11 +74,17 @@ type Telemetry struct {
 //     with the official exporters' semantics).
 //   - OTEL_TRACES_SAMPLER and _ARG: read by the SDK (default
 //     parentbased_always_on).
+//   - OTEL_PROPAGATORS: comma-separated, of tracecontext, baggage and
+//     none (default tracecontext,baggage); none alone propagates nothing.
 //   - OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES: the resource, over
 //     service.name=mcpguard and k8s.pod.name / k8s.namespace.name from
 //     MCPGUARD_POD_NAME / MCPGUARD_POD_NAMESPACE (the downward API).
 func Setup(ctx context.Context, o Options) (*Telemetry, error) {
-	t := &Telemetry{}
+	prop, err := Propagators(os.Getenv("OTEL_PROPAGATORS"))
+	if err != nil {
+		return nil, err
+	}
+	t := &Telemetry{Propagator: prop}
 	res, err := newResource(ctx, o.ServiceVersion)
 	if err != nil {
 		return nil, err
@@ -140,6 +151,36 @@ func Setup(ctx context.Context, o Options) (*Telemetry, error) {
 	t.TracerProvider = tp
 	t.shutdown = append(t.shutdown, tp.Shutdown)
 	return t, nil
+}
+
+// Propagators is the propagator OTEL_PROPAGATORS names (its value v):
+// comma-separated, of tracecontext (W3C traceparent and tracestate),
+// baggage (W3C baggage) and none; empty is the default,
+// tracecontext,baggage. none, which must stand alone, gives a propagator
+// with no fields: nothing is read or written. Any other name (b3, jaeger,
+// xray…) is an error: this build carries only W3C trace context, and a
+// propagator silently missing would break traces without a word.
+func Propagators(v string) (propagation.TextMapPropagator, error) {
+	if strings.TrimSpace(v) == "" {
+		v = "tracecontext,baggage"
+	}
+	var props []propagation.TextMapPropagator
+	names := strings.Split(v, ",")
+	for _, name := range names {
+		switch name = strings.TrimSpace(name); name {
+		case "tracecontext":
+			props = append(props, propagation.TraceContext{})
+		case "baggage":
+			props = append(props, propagation.Baggage{})
+		case "none":
+			if len(names) > 1 {
+				return nil, fmt.Errorf("OTEL_PROPAGATORS: %q: none propagates nothing, so it stands alone", v)
+			}
+		default:
+			return nil, fmt.Errorf("OTEL_PROPAGATORS: %q is not supported; use tracecontext, baggage or none, comma-separated (default tracecontext,baggage)", name)
+		}
+	}
+	return propagation.NewCompositeTextMapPropagator(props...), nil
 }
 
 // scopeName is the instrumentation scope of the command-level instruments.

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -117,7 +118,7 @@ func clearOTelEnv(t *testing.T) {
 		"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
 		"OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
 		"OTEL_EXPORTER_OTLP_HEADERS", "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG", "OTEL_SERVICE_NAME",
-		"OTEL_RESOURCE_ATTRIBUTES", "MCPGUARD_POD_NAME", "MCPGUARD_POD_NAMESPACE"} {
+		"OTEL_RESOURCE_ATTRIBUTES", "OTEL_PROPAGATORS", "MCPGUARD_POD_NAME", "MCPGUARD_POD_NAMESPACE"} {
 		t.Setenv(k, "")
 	}
 }
@@ -307,6 +308,9 @@ func TestSetupErrors(t *testing.T) {
 		{"OTEL_TRACES_EXPORTER", "zipkin", `OTEL_TRACES_EXPORTER: "zipkin" is not supported; use otlp or none`},
 		{"OTEL_TRACES_EXPORTER", "prometheus", `OTEL_TRACES_EXPORTER: "prometheus" is only a metrics exporter`},
 		{"OTEL_EXPORTER_OTLP_PROTOCOL", "http/json", `OTEL_EXPORTER_OTLP_PROTOCOL: "http/json" is not supported; use grpc or http/protobuf`},
+		{"OTEL_PROPAGATORS", "bogus", `OTEL_PROPAGATORS: "bogus" is not supported; use tracecontext, baggage or none, comma-separated (default tracecontext,baggage)`},
+		{"OTEL_PROPAGATORS", "tracecontext,b3", `OTEL_PROPAGATORS: "b3" is not supported; use tracecontext, baggage or none, comma-separated (default tracecontext,baggage)`},
+		{"OTEL_PROPAGATORS", "none,baggage", `OTEL_PROPAGATORS: "none,baggage": none propagates nothing, so it stands alone`},
 	} {
 		t.Run(tc.val, func(t *testing.T) {
 			clearOTelEnv(t)
@@ -317,6 +321,41 @@ func TestSetupErrors(t *testing.T) {
 				t.Errorf("err = %v, want %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestPropagatorsFromEnv: OTEL_PROPAGATORS names what the proxy reads
+// and writes (Telemetry.Propagator); a bad value fails Setup even with the
+// SDK disabled (TestSetupErrors), since a start-up is the time to hear it.
+func TestPropagatorsFromEnv(t *testing.T) {
+	for _, tc := range []struct {
+		val  string
+		want []string // the propagator's fields, sorted
+	}{
+		{"", []string{"baggage", "traceparent", "tracestate"}},
+		{"tracecontext,baggage", []string{"baggage", "traceparent", "tracestate"}},
+		{" baggage , tracecontext ", []string{"baggage", "traceparent", "tracestate"}},
+		{"tracecontext", []string{"traceparent", "tracestate"}},
+		{"baggage", []string{"baggage"}},
+		{"none", nil},
+	} {
+		t.Run(tc.val, func(t *testing.T) {
+			clearOTelEnv(t)
+			t.Setenv("OTEL_PROPAGATORS", tc.val)
+			tel, err := Setup(context.Background(), Options{TraceBuffer: 8})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := slices.Sorted(slices.Values(tel.Propagator.Fields())); !slices.Equal(got, tc.want) {
+				t.Errorf("fields %q, want %q", got, tc.want)
+			}
+		})
+	}
+	clearOTelEnv(t)
+	t.Setenv("OTEL_SDK_DISABLED", "true")
+	t.Setenv("OTEL_PROPAGATORS", "xray")
+	if _, err := Setup(context.Background(), Options{}); err == nil {
+		t.Error("OTEL_PROPAGATORS=xray accepted with the SDK disabled")
 	}
 }
 

@@ -1,0 +1,308 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+
+	inttel "mcpguard.dev/mcpguard/internal/telemetry"
+	"mcpguard.dev/mcpguard/proxy/jsonrpc"
+)
+
+// agentSends is how an agent hands its trace context over: in the HTTP
+// headers (traceparent, tracestate, baggage), in params._meta (SEP-414),
+// both, or not at all. Its _meta always has a key of another kind.
+var agentSends = []struct {
+	name          string
+	headers, meta bool
+}{
+	{"none", false, false},
+	{"headers", true, false},
+	{"meta", false, true},
+	{"both", true, true},
+}
+
+// agentHeaders is the trace context an agent sends in its headers.
+var agentHeaders = map[string]string{"Traceparent": agentHeaderTP, "Tracestate": "vendor=agent", "Baggage": "tenant=blue"}
+
+// traceTransport sends one tools/call the way an agent of one transport
+// does, and returns what the gateway received of it.
+type traceTransport struct {
+	name string
+	// meta is what the era itself puts in params._meta, before the trace
+	// context and a progress token.
+	meta string
+	open func(t *testing.T, e *telemetryEnv) func(body string, hdr map[string]string)
+}
+
+var traceTransports = []traceTransport{
+	{name: "streamable-2025-06-18", open: func(t *testing.T, e *telemetryEnv) func(string, map[string]string) {
+		e.initialize()
+		return func(body string, hdr map[string]string) {
+			if _, _, m := e.post(body, hdr); m == nil || m.Error != nil {
+				t.Fatalf("tools/call: %+v", m)
+			}
+		}
+	}},
+	{name: "streamable-2026-07-28", meta: `"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{},`,
+		open: func(t *testing.T, e *telemetryEnv) func(string, map[string]string) {
+			return func(body string, hdr map[string]string) {
+				h := map[string]string{"Mcp-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "echo"}
+				for k, v := range hdr {
+					h[k] = v
+				}
+				if _, _, m := e.post(body, h); m == nil || m.Error != nil {
+					t.Fatalf("tools/call: %+v", m)
+				}
+			}
+		}},
+	{name: "legacy-sse", open: func(t *testing.T, e *telemetryEnv) func(string, map[string]string) {
+		message, s := openLegacyAt(t, strings.TrimSuffix(e.url, "/mcp"))
+		t.Cleanup(s.leave)
+		return func(body string, hdr map[string]string) {
+			req, _ := http.NewRequest(http.MethodPost, message, strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			for k, v := range hdr {
+				req.Header.Set(k, v)
+			}
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			if res.StatusCode != http.StatusAccepted {
+				t.Fatalf("legacy POST: %d", res.StatusCode)
+			}
+			if m := s.next(t, "the tools/call answer"); m.Result == nil {
+				t.Fatalf("tools/call: %s", describe(m))
+			}
+		}
+	}},
+}
+
+// TestTraceContextToGateway: what the gateway receives of the trace
+// context, in its headers and in params._meta, for every way an agent
+// sends it, with --trace-meta agent (the default) and always, in both
+// Streamable HTTP eras and over legacy SSE. The headers always carry the
+// proxy's client span; _meta only when the agent's own _meta carried trace
+// context, or always when asked (it costs an mcp-go gateway ~9 µs and 47
+// allocations a call, the header nothing). Either way the rest of the
+// message is the bytes the policy saw.
+func TestTraceContextToGateway(t *testing.T) {
+	for _, tr := range traceTransports {
+		for _, mode := range []TraceMeta{"", TraceMetaAgent, TraceMetaAlways} {
+			name := string(mode)
+			if name == "" {
+				name = "default"
+			}
+			t.Run(tr.name+"/"+name, func(t *testing.T) {
+				e := newTelemetryEnv(t, func(c *Config) { c.TraceMeta = mode })
+				send := tr.open(t, e)
+				for i, as := range agentSends {
+					id := fmt.Sprintf("tc-%d", i)
+					meta := tr.meta + `"progressToken":"` + id + `"`
+					if as.meta {
+						meta += `,"traceparent":"` + agentMetaTP + `"`
+					}
+					body := `{"jsonrpc":"2.0","id":"` + id + `","method":"tools/call","params":{"name":"echo","arguments":{"message":"` + secretArg + `"},"_meta":{` + meta + `}}}`
+					var hdr map[string]string
+					if as.headers {
+						hdr = agentHeaders
+					}
+					send(body, hdr)
+					checkGatewayTrace(t, e, as.name, body, id, as.headers, mode == TraceMetaAlways || as.meta)
+				}
+			})
+		}
+	}
+}
+
+// checkGatewayTrace checks what the gateway received of the call id the
+// agent sent as body: the client span's trace context in the headers, in
+// params._meta when inMeta, and otherwise the policy's bytes.
+func checkGatewayTrace(t *testing.T, e *telemetryEnv, what, body, id string, headers, inMeta bool) {
+	t.Helper()
+	sent, err := jsonrpc.DecodeOne([]byte(body), jsonrpc.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := e.up.findID(id)
+	if got == nil {
+		t.Fatalf("%s: the gateway never got %s", what, id)
+	}
+	cli := e.clientSpan(id)
+	want := fmt.Sprintf("00-%s-%s-01", cli.SpanContext.TraceID(), cli.SpanContext.SpanID())
+	if headers && cli.SpanContext.TraceID().String() != agentTrace {
+		t.Errorf("%s: the client span is in trace %s, not the agent's", what, cli.SpanContext.TraceID())
+	}
+	if h := got.header.Get("Traceparent"); h != want {
+		t.Errorf("%s: traceparent header %q, want the client span's %q", what, h, want)
+	}
+	wantBaggage := ""
+	if headers {
+		wantBaggage = "tenant=blue"
+	}
+	if h := got.header.Get("Baggage"); h != wantBaggage {
+		t.Errorf("%s: baggage header %q, want %q", what, h, wantBaggage)
+	}
+	meta := lookupKey(got.msg.Params, "_meta")
+	tp, _, _ := jsonrpc.LookupString(meta, "traceparent")
+	switch {
+	case inMeta && tp != want:
+		t.Errorf("%s: _meta.traceparent %q, want the client span's %q (params %s)", what, tp, want, got.msg.Params)
+	case inMeta:
+		if b, _, _ := jsonrpc.LookupString(meta, "baggage"); b != wantBaggage {
+			t.Errorf("%s: _meta.baggage %q, want %q", what, b, wantBaggage)
+		}
+		// The rest of params, and of _meta, is the bytes the policy saw.
+		if a, b := membersBut(t, got.msg.Params, "_meta"), membersBut(t, sent.Params, "_meta"); a != b {
+			t.Errorf("%s: params changed on the way:\n got %s\nwant %s", what, a, b)
+		}
+		if a, b := membersBut(t, meta, traceMetaKeys[:]...), membersBut(t, lookupKey(sent.Params, "_meta"), traceMetaKeys[:]...); a != b {
+			t.Errorf("%s: _meta changed on the way:\n got %s\nwant %s", what, a, b)
+		}
+	case string(got.msg.Params) != string(sent.Params):
+		t.Errorf("%s: params %s, want the bytes the policy saw %s", what, got.msg.Params, sent.Params)
+	}
+}
+
+// membersBut lists obj's members but those of keys, as they are.
+func membersBut(t *testing.T, obj json.RawMessage, keys ...string) string {
+	t.Helper()
+	ms, err := jsonrpc.Members(obj)
+	if err != nil {
+		t.Fatalf("%s: %v", obj, err)
+	}
+	var out []string
+	for _, m := range ms {
+		if !strings.Contains(strings.Join(keys, "\x00")+"\x00", m.Key+"\x00") {
+			out = append(out, m.Key+"="+string(m.Value))
+		}
+	}
+	return strings.Join(out, " ")
+}
+
+// findID is the request with id the upstream received.
+func (u *recordingUpstream) findID(id string) *recorded {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for i, s := range u.seen {
+		if s.msg.ID.String() == `"`+id+`"` {
+			return &u.seen[i]
+		}
+	}
+	return nil
+}
+
+// clientSpan is the gateway call's span of the request id.
+func (e *telemetryEnv) clientSpan(id string) tracetest.SpanStub {
+	e.t.Helper()
+	for _, s := range e.spans.GetSpans() {
+		if s.SpanKind == trace.SpanKindClient && attrs(s)["jsonrpc.request.id"] == id {
+			return s
+		}
+	}
+	e.t.Fatalf("no client span for %s: %v", id, spanNames(e.spans.GetSpans()))
+	return tracetest.SpanStub{}
+}
+
+// TestPropagatorsToGateway: OTEL_PROPAGATORS decides what the proxy reads
+// and writes. With none it reads and writes nothing: the agent's trace
+// headers and _meta reach the gateway as sent, and the proxy's spans start
+// traces of their own. A key the propagator does not handle passes as sent.
+func TestPropagatorsToGateway(t *testing.T) {
+	const (
+		ours = "ours" // the client span's
+		as   = "as"   // the agent's, as sent
+	)
+	for _, tc := range []struct {
+		env         string
+		traceparent string // the header's
+		tracestate  string // the header's: none when the client span, whose parent is the agent's _meta context, has none
+		meta        string // _meta.traceparent
+	}{
+		{env: "", traceparent: ours, meta: ours},
+		{env: "tracecontext,baggage", traceparent: ours, meta: ours},
+		{env: "tracecontext", traceparent: ours, meta: ours},
+		{env: "baggage", traceparent: as, tracestate: "vendor=agent", meta: as},
+		{env: "none", traceparent: as, tracestate: "vendor=agent", meta: as},
+	} {
+		t.Run(tc.env, func(t *testing.T) {
+			prop, err := inttel.Propagators(tc.env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := newTelemetryEnv(t, func(c *Config) { c.Propagator = prop })
+			e.initialize()
+			body := `{"jsonrpc":"2.0","id":"p","method":"tools/call","params":{"name":"echo","arguments":{"message":"x"},"_meta":{"traceparent":"` + agentMetaTP + `"}}}`
+			if _, _, m := e.post(body, agentHeaders); m == nil || m.Error != nil {
+				t.Fatalf("tools/call: %+v", m)
+			}
+			got := e.up.findID("p")
+			cli := e.clientSpan("p")
+			want := map[string]string{ours: fmt.Sprintf("00-%s-%s-01", cli.SpanContext.TraceID(), cli.SpanContext.SpanID())}
+			want[as] = agentHeaderTP
+			if h := got.header.Get("Traceparent"); h != want[tc.traceparent] {
+				t.Errorf("traceparent header %q, want %s %q", h, tc.traceparent, want[tc.traceparent])
+			}
+			if h := got.header.Get("Tracestate"); h != tc.tracestate {
+				t.Errorf("tracestate header %q, want %q", h, tc.tracestate)
+			}
+			if h := got.header.Get("Baggage"); h != "tenant=blue" {
+				t.Errorf("baggage header %q, want the agent's", h)
+			}
+			tp, _, _ := jsonrpc.LookupString(lookupKey(got.msg.Params, "_meta"), "traceparent")
+			want[as] = agentMetaTP
+			if tp != want[tc.meta] {
+				t.Errorf("_meta.traceparent %q, want %s %q", tp, tc.meta, want[tc.meta])
+			}
+			srv := e.span("tools/call echo", trace.SpanKindServer)
+			switch reads := strings.Contains(tc.env, "tracecontext") || tc.env == ""; {
+			case reads && srv.Parent.SpanID().String() != agentMetaSpan:
+				t.Errorf("server span's parent %s, want the agent's _meta span", srv.Parent.SpanID())
+			case !reads && srv.Parent.IsValid():
+				t.Errorf("server span's parent %s read from the agent, whose context %q is not to be read", srv.Parent.SpanID(), tc.env)
+			}
+		})
+	}
+}
+
+// TestTraceConfigRefused: a --trace-meta value other than agent or always,
+// and a propagator carrying keys other than W3C trace context's, are
+// start-up errors that name what is accepted.
+func TestTraceConfigRefused(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  func(*Config)
+		want string
+	}{
+		{func(c *Config) { c.TraceMeta = "sometimes" }, `trace-meta: "sometimes" is not one of agent, always`},
+		{func(c *Config) { c.TraceMeta = "Always" }, `trace-meta: "Always" is not one of agent, always`},
+		{func(c *Config) { c.Propagator = b3Propagator{} }, `propagator: field "b3" is not one of traceparent, tracestate, baggage`},
+	} {
+		cfg := Config{Upstream: "http://127.0.0.1:1/mcp", Policy: testPolicy}
+		tc.cfg(&cfg)
+		if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("err = %v, want %q", err, tc.want)
+		}
+	}
+	cfg := Config{Upstream: "http://127.0.0.1:1/mcp", Policy: testPolicy}
+	if err := cfg.Validate(); err != nil || cfg.TraceMeta != TraceMetaAgent {
+		t.Errorf("default trace-meta %q (%v), want agent", cfg.TraceMeta, err)
+	}
+}
+
+// b3Propagator stands for a propagator whose keys mcpguard does not carry.
+type b3Propagator struct{}
+
+func (b3Propagator) Inject(context.Context, propagation.TextMapCarrier) {}
+func (b3Propagator) Extract(ctx context.Context, _ propagation.TextMapCarrier) context.Context {
+	return ctx
+}
+func (b3Propagator) Fields() []string { return []string{"b3"} }
