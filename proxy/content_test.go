@@ -170,7 +170,7 @@ func TestDuplicateToolNames(t *testing.T) {
 	}))
 	t.Cleanup(up.Close)
 	var log bytes.Buffer
-	_, px := newTestProxy(t, up.URL, func(c *Config) { c.DecisionLog = decisionlog.NewWriter(&log) })
+	p, px := newTestProxy(t, up.URL, func(c *Config) { c.DecisionLog = decisionlog.NewWriter(&log) })
 	ctx := ctxT(t)
 	cs := connectGoSDK(t, ctx, px.URL+"/mcp", "2025-06-18", nil)
 	defer cs.Close()
@@ -185,6 +185,7 @@ func TestDuplicateToolNames(t *testing.T) {
 		}
 		t.Errorf("listed %v, want only get_time (both echo hidden)", names)
 	}
+	keptBooks(t, p)
 	if n := strings.Count(log.String(), `"rule":"tool-duplicate"`); n != 2 {
 		t.Errorf("decision log has %d tool-duplicate records, want 2 (one per hidden copy):\n%s", n, log.String())
 	}

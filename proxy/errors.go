@@ -224,18 +224,30 @@ func writeMessage(w http.ResponseWriter, status int, m *jsonrpc.Message) {
 	}
 }
 
-// writeJSON writes a whole JSON answer in one go. net/http finds the
-// length of a body that fits its 2 KiB buffer by itself; a longer one
-// would be sent in chunks, so its length is declared.
+// writeJSON writes a whole JSON answer in one go, its length declared:
+// net/http finds the length of a body that fits its 2 KiB buffer by itself,
+// but only when the handler returns unflushed; a longer one, or one flushed
+// before the handler returns (httpOut), would be sent in chunks.
 func writeJSON(w http.ResponseWriter, status int, body []byte) {
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	if len(body) > 2<<10 {
-		h.Set("Content-Length", strconv.Itoa(len(body)))
-	}
+	h["Content-Type"] = contentTypeJSON
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
 }
+
+// writeAccepted answers 202 with an empty body, its length declared (see
+// writeJSON).
+func writeAccepted(w http.ResponseWriter) {
+	w.Header()["Content-Length"] = contentLengthZero
+	w.WriteHeader(http.StatusAccepted)
+}
+
+// Header values shared by every answer: net/http only reads them.
+var (
+	contentTypeJSON   = []string{"application/json"}
+	contentLengthZero = []string{"0"}
+)
 
 // ceilSeconds is d in whole seconds, rounded up; 0 for none.
 func ceilSeconds(d time.Duration) int64 {

@@ -36,6 +36,9 @@ type exchange struct {
 	gaveUp []jsonrpc.ID
 	// out is where run delivers, for the proxy's own requests (ask).
 	out output
+	// books is what the exchange records once its answer is on its way
+	// (books.go), and the context run decides and forwards in.
+	books books
 }
 
 func (ex *exchange) sessionID() string {
@@ -109,6 +112,8 @@ type output interface {
 	// raw passes an SSE control chunk (priming id, retry) where it can.
 	raw(chunk string) error
 	// finish ends the answer; status applies to a single buffered answer.
+	// An answer finish, accepted or fail writes is on its way to the agent
+	// when they return (flushed), before the exchange keeps its books.
 	finish(status int)
 	// accepted answers 202: nothing to say.
 	accepted()
@@ -124,11 +129,11 @@ type output interface {
 // every forwarded request gets the gateway's response or an error.
 func (ex *exchange) run(out output) {
 	p := ex.p
-	ctx, cancel := context.WithTimeout(ex.r.Context(), p.cfg.CallTimeout)
+	ctx, cancel := context.WithTimeoutCause(ex.r.Context(), p.cfg.CallTimeout, errCallTimedOut)
 	defer cancel()
-	defer func() { ex.cancelGivenUp(ctx) }()
-	ctx, ex.calls = p.received(ctx, ex.scope(nil), ex.msgs)
-	defer func() { ex.calls.ended(nil) }()
+	defer ex.cancelGivenUp(ctx)
+	ctx, ex.calls = p.received(ex.books.open(ctx), ex.scope(nil), ex.msgs)
+	defer ex.keepBooks() // after the answer: nothing the agent waits for
 	ex.out = out
 
 	var forward, answers []*jsonrpc.Message
@@ -162,10 +167,10 @@ func (ex *exchange) run(out output) {
 			ex.deliver(out, a, "")
 		}
 		if len(answers) == 0 {
-			out.accepted()
+			ex.accepted(out)
 			return
 		}
-		out.finish(status)
+		ex.finish(out, status)
 		return
 	}
 
@@ -198,9 +203,9 @@ func (ex *exchange) run(out output) {
 			ex.deliver(out, a, "")
 		}
 		if len(answers) > 0 {
-			out.finish(status)
+			ex.finish(out, status)
 		} else {
-			out.accepted()
+			ex.accepted(out)
 		}
 	case res.StatusCode/100 != 2:
 		ex.relayFailure(ctx, res, out, answers)
@@ -212,7 +217,7 @@ func (ex *exchange) run(out output) {
 			ex.deliver(out, a, "")
 		}
 		ex.relayStream(ctx, res, out)
-		out.finish(status)
+		ex.finish(out, status)
 	case ct == "application/json":
 		data, own, err := readAll(io.LimitReader(res.Body, int64(p.cfg.MaxBodyBytes)+1), res.ContentLength, p.cfg.MaxBodyBytes)
 		ex.calls.gatewayDone()
@@ -242,7 +247,7 @@ func (ex *exchange) run(out output) {
 				status = http.StatusBadGateway
 			}
 		}
-		out.finish(status)
+		ex.finish(out, status)
 	default:
 		ex.failWaiting(out, answers, errUpstream(fmt.Errorf("gateway answered with Content-Type %q", res.Header.Get("Content-Type"))))
 	}
@@ -422,14 +427,28 @@ func (ex *exchange) fromUpstream(ctx context.Context, m *jsonrpc.Message, eventI
 
 // deliver sends m to the agent, and tells the observer.
 func (ex *exchange) deliver(out output, m *jsonrpc.Message, eventID string) {
+	ex.owe()
 	ex.calls.delivered(m)
 	_ = out.deliver(m, eventID)
 }
 
 // fail answers the whole request with e, and tells the observer.
 func (ex *exchange) fail(out output, e *callError) {
-	ex.calls.ended(e)
+	ex.owe()
+	ex.calls.failed(e)
 	out.fail(e)
+}
+
+// finish ends the answer.
+func (ex *exchange) finish(out output, status int) {
+	ex.owe()
+	out.finish(status)
+}
+
+// accepted answers 202: nothing to say.
+func (ex *exchange) accepted(out output) {
+	ex.owe()
+	out.accepted()
 }
 
 // The exchange is the pump's conversation (pump.go): one goroutine reads
@@ -566,7 +585,7 @@ func (ex *exchange) relayFailure(ctx context.Context, res *http.Response, out ou
 			if ex.batch {
 				status = http.StatusOK
 			}
-			out.finish(status)
+			ex.finish(out, status)
 			return
 		}
 	}
@@ -594,7 +613,9 @@ func (ex *exchange) cancelGivenUp(ctx context.Context) {
 	switch {
 	case ex.p.abandoning.Load():
 		reason = "mcpguard is shutting down"
-	case errors.Is(ctx.Err(), context.DeadlineExceeded) && ex.r.Context().Err() == nil:
+	case context.Cause(ctx) == errCallTimedOut:
+		// The call's own timeout, not the agent's going: the agent may
+		// have its answer, and be gone, by now (books.go).
 		reason = fmt.Sprintf("mcpguard's call timeout (%v) expired", ex.p.cfg.CallTimeout)
 	default:
 		return
@@ -614,6 +635,10 @@ func (ex *exchange) cancelGivenUp(ctx context.Context) {
 		ex.answerUpstream(context.WithoutCancel(ctx), &jsonrpc.Message{Method: "notifications/cancelled", Params: params})
 	}
 }
+
+// errCallTimedOut is the cause of an exchange's context when its call
+// timeout expired.
+var errCallTimedOut = errors.New("mcpguard's call timeout expired")
 
 type cancelledParams struct {
 	RequestID json.RawMessage `json:"requestId"`
@@ -635,7 +660,7 @@ func (ex *exchange) failWaiting(out output, answers []*jsonrpc.Message, e *callE
 	if ex.batch {
 		status = http.StatusOK
 	}
-	out.finish(status)
+	ex.finish(out, status)
 }
 
 // settle forgets a request of the session once answered.
@@ -732,17 +757,18 @@ func (o *httpOut) finish(status int) {
 	}
 	switch {
 	case len(resps) == 0:
-		o.w.WriteHeader(http.StatusAccepted)
+		writeAccepted(o.w)
 	case !o.batch && len(resps) == 1:
 		writeMessage(o.w, status, resps[0])
 	default:
 		body, err := jsonrpc.EncodeBatch(resps)
 		if err != nil {
 			http.Error(o.w, "internal error encoding a batch", http.StatusInternalServerError)
-			return
+			break
 		}
 		writeJSON(o.w, http.StatusOK, body)
 	}
+	flushAnswer(o.w)
 }
 
 func (o *httpOut) accepted() {
@@ -750,7 +776,8 @@ func (o *httpOut) accepted() {
 		return
 	}
 	o.done = true
-	o.w.WriteHeader(http.StatusAccepted)
+	writeAccepted(o.w)
+	flushAnswer(o.w)
 }
 
 func (o *httpOut) fail(e *callError) {
@@ -760,6 +787,16 @@ func (o *httpOut) fail(e *callError) {
 	}
 	o.done = true
 	writeError(o.w, jsonrpc.NullID, e)
+	flushAnswer(o.w)
+}
+
+// flushAnswer puts a whole answer on the wire now, rather than when the handler
+// returns, so the agent has it while the exchange keeps its books. The
+// answer declares its length (writeJSON, writeAccepted): flushed without
+// one, net/http would send it in chunks. Over HTTP/2 the stream's end
+// still waits for the handler.
+func flushAnswer(w http.ResponseWriter) {
+	_ = http.NewResponseController(w).Flush()
 }
 
 // readOneResponse reads the gateway's answer to a single request the proxy

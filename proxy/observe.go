@@ -110,8 +110,8 @@ var (
 // always (Logger is never nil), telemetry when a provider is set.
 func newObserver(cfg *Config, sessions func() int, tools *sync.Map) observer {
 	dl := &decisionLog{log: cfg.Logger, w: cfg.DecisionLog, recordArgs: cfg.RecordArguments}
-	o := observer{decided: func(ctx context.Context, in rules.Input, d rules.Decision, took time.Duration) {
-		dl.decided(ctx, &in, d, took)
+	o := observer{decided: func(ctx context.Context, in rules.Input, d rules.Decision, took time.Duration, at time.Time) {
+		dl.decided(ctx, &in, d, took, at)
 	}}
 	if dl.w != nil {
 		o.approved = func(ctx context.Context, in rules.Input, d rules.Decision, outcome, via string, took time.Duration) {
@@ -123,9 +123,9 @@ func newObserver(cfg *Config, sessions func() int, tools *sync.Map) observer {
 		return o
 	}
 	o.received, o.refusedServer, o.rejected, o.sessionEnded = t.received, t.refusedServer, t.rejected, t.sessionEnded
-	o.decided = func(ctx context.Context, in rules.Input, d rules.Decision, took time.Duration) {
-		dl.decided(ctx, &in, d, took)
-		t.decided(ctx, &in, d, took)
+	o.decided = func(ctx context.Context, in rules.Input, d rules.Decision, took time.Duration, at time.Time) {
+		dl.decided(ctx, &in, d, took, at)
+		t.decided(ctx, &in, d, took, at)
 	}
 	o.approved = func(ctx context.Context, in rules.Input, d rules.Decision, outcome, via string, took time.Duration) {
 		dl.approved(ctx, &in, d, outcome, via, took)
@@ -146,7 +146,7 @@ type decisionLog struct {
 	recordArgs func(json.RawMessage) json.RawMessage
 }
 
-func (l *decisionLog) decided(ctx context.Context, in *rules.Input, d rules.Decision, took time.Duration) {
+func (l *decisionLog) decided(ctx context.Context, in *rules.Input, d rules.Decision, took time.Duration, now time.Time) {
 	if listing(in.Method) && d.Allow {
 		return // one line per visible tool per listing would drown the log
 	}
@@ -155,7 +155,6 @@ func (l *decisionLog) decided(ctx context.Context, in *rules.Input, d rules.Deci
 		level = slog.LevelWarn
 	}
 	decision := decisionName(d)
-	now := time.Now()
 	// One line per call, handed to the handler as Logger.LogAttrs would but
 	// for the caller's program counter, which LogAttrs reads from the stack
 	// on every call and no shipped handler prints (issue #18); typed
@@ -406,13 +405,13 @@ func (c headerSetter) Set(k, v string) {
 	c.HeaderCarrier.Set(k, v)
 }
 
-// decided records one decision: the policy's span (retroactively: it began
-// took ago, and nothing ran under it) whose decision and rule are copied
+// decided records one decision made at end: the policy's span
+// (retroactively: it began took before end, and nothing ran under it) whose decision and rule are copied
 // onto the call's server span so a list of calls shows them, the metrics,
 // and the opted-in argument values. tools/list decisions (one per listed
 // tool) get no span: they are counted, and the hidden ones become events on
 // the listing's span.
-func (t *telemetry) decided(ctx context.Context, in *rules.Input, d rules.Decision, took time.Duration) {
+func (t *telemetry) decided(ctx context.Context, in *rules.Input, d rules.Decision, took time.Duration, end time.Time) {
 	decision := decisionName(d)
 	t.decisionCount.Add(ctx, 1, t.decisionOpt(metricMethod(in.Method), d.Rule, decision, string(d.Mode)).add...)
 	t.policyDuration.Record(ctx, took.Seconds(), t.methodOpt(in.Method).rec...)
@@ -442,7 +441,6 @@ func (t *telemetry) decided(ctx context.Context, in *rules.Input, d rules.Decisi
 	attrs := append((*buf)[:0], attrPolicyDecision.String(decision), attrPolicyRule.String(d.Rule),
 		attrPolicyMode.String(string(d.Mode)), attrPolicyBlocked.Bool(blocked),
 		attrPolicyDuration.Float64(took.Seconds()), attrPolicyReason.String(d.Reason))
-	end := time.Now()
 	t.record(ctx, spanPolicy, trace.SpanKindInternal, end.Add(-took), end, attrs, errDesc)
 	used := len(attrs) // what putAttrs clears
 	attrs = attrs[:2]  // decision and rule, for lists of calls

@@ -34,7 +34,9 @@ import (
 // are the exchange's hooks, each allowing a nil *calls (telemetry off),
 // called by one goroutine at a time: the exchange's, or on stdio the
 // client reader's until the request is forwarded and the server reader's
-// after (stdioConn.observed hands it over under its lock).
+// after (stdioConn.observed hands it over under its lock). The hooks note
+// what happened and when (delivered, failed, gatewayDone); ended records
+// it all, the exchange's books (books.go), once the agent has its answer.
 type calls struct {
 	t       *telemetry
 	sc      scope
@@ -50,6 +52,11 @@ type calls struct {
 	upTook  time.Duration // gateway time, shared by every call forwarded
 	upEnded bool
 	upErred bool // beside upEnded: the record stays in the 320-byte size class
+	// upKept: the client span is ended and the gateway's time recorded.
+	upKept bool
+	// failure is the error that replaced every answer not yet delivered
+	// (failed), counted at ended when it is the gateway's.
+	failure *callError
 }
 
 // callSpan is one agent message's server span and what its end needs.
@@ -64,10 +71,18 @@ type callSpan struct {
 	// forwarded: the message went to the gateway, so gateway time is not
 	// the proxy's overhead.
 	forwarded bool
-	ended     bool
 	// metaTrace: the agent's params._meta carried trace context, so the
 	// gateway's gets the call's (metaContext).
 	metaTrace bool
+	// answered: what ends the span is noted (note): the answer the agent
+	// got (resp) or the error that replaced it (err), took after start,
+	// of which upTook was the gateway's.
+	answered bool
+	ended    bool
+	resp     *jsonrpc.Message
+	err      *callError
+	took     time.Duration
+	upTook   time.Duration
 }
 
 // byIDFrom is the batch size from which calls are found by id through a
@@ -557,21 +572,31 @@ func (rec *calls) gatewayAnswered(res *http.Response, cerr *callError) {
 	}
 }
 
-// gatewayDone ends the gateway call: its client span, and its time.
+// gatewayDone notes the end of the gateway call, now; its client span ends
+// then, and its time is recorded, at ended.
 func (rec *calls) gatewayDone() {
 	if rec == nil {
 		return
 	}
 	rec.mu.Lock()
-	if rec.upEnded || rec.upStart.IsZero() {
-		rec.mu.Unlock()
+	if !rec.upEnded && !rec.upStart.IsZero() {
+		rec.upEnded = true
+		rec.upTook = time.Since(rec.upStart)
+	}
+	rec.mu.Unlock()
+}
+
+// keepGateway ends the client span when the gateway call ended, and
+// records its time: once, at ended.
+func (rec *calls) keepGateway() {
+	rec.mu.Lock()
+	keep := rec.upEnded && !rec.upKept
+	rec.upKept = rec.upEnded
+	end, took := rec.upStart.Add(rec.upTook), rec.upTook
+	rec.mu.Unlock()
+	if !keep {
 		return
 	}
-	rec.upEnded = true
-	end := time.Now()
-	rec.upTook = end.Sub(rec.upStart)
-	took := rec.upTook
-	rec.mu.Unlock()
 	if rec.client != nil {
 		endSpan(rec.client, end)
 	}
@@ -607,29 +632,51 @@ func upstreamErrorType(e *callError) string {
 	return strconv.Itoa(e.status)
 }
 
-// delivered ends the server span of the request m answers, as m goes to
-// the agent.
+// delivered notes the end of the server span of the request m answers,
+// as m goes to the agent.
 func (rec *calls) delivered(m *jsonrpc.Message) {
 	if rec == nil || m.Kind() != jsonrpc.KindResponse {
 		return
 	}
 	if c := rec.find(m.ID); c != nil {
-		rec.end(c, m, nil)
+		rec.note(c, m, nil, time.Now())
 	}
 }
 
-// ended ends the gateway call and every span still open when the exchange
-// is over: e is the error that replaced every answer, if one did.
+// failed notes e as what replaced every answer not yet delivered.
+func (rec *calls) failed(e *callError) {
+	if rec == nil {
+		return
+	}
+	if rec.failure == nil {
+		rec.failure = e
+	}
+	now := time.Now()
+	for _, c := range rec.calls {
+		rec.note(c, nil, e, now)
+	}
+}
+
+// ended keeps the books of the exchange (books.go): it ends the gateway
+// call and every span, each at the time noted for it (spans of messages
+// that got no answer end now), and records their metrics. e, when not nil,
+// is the error that replaced every answer not yet delivered (failed).
 func (rec *calls) ended(e *callError) {
 	if rec == nil {
 		return
 	}
-	if e != nil && e.code == CodeUpstream {
+	if e != nil {
+		rec.failed(e)
+	}
+	if e := rec.failure; e != nil && e.code == CodeUpstream {
 		rec.upstreamError(upstreamErrorType(e))
 	}
 	rec.gatewayDone()
+	rec.keepGateway()
+	now := time.Now()
 	for _, c := range rec.calls {
-		rec.end(c, nil, e)
+		rec.note(c, nil, nil, now)
+		rec.end(c)
 	}
 }
 
@@ -646,15 +693,36 @@ func (rec *calls) answered(resp *jsonrpc.Message) {
 	rec.ended(nil)
 }
 
-// end closes one server span with the answer the agent got (resp), or the
-// error that replaced every answer (e), and records the operation metrics.
-func (rec *calls) end(c *callSpan, resp *jsonrpc.Message, e *callError) {
+// note notes how one server span ends, unless that is noted already: with
+// the answer the agent got (resp), or the error that replaced every answer
+// (e), at now; and how much of its time was the gateway's.
+func (rec *calls) note(c *callSpan, resp *jsonrpc.Message, e *callError, now time.Time) {
+	if c.answered {
+		return
+	}
+	c.answered, c.resp, c.err, c.took = true, resp, e, now.Sub(c.start)
+	if !c.forwarded {
+		return
+	}
+	rec.mu.Lock()
+	switch {
+	case rec.upEnded:
+		c.upTook = rec.upTook
+	case !rec.upStart.IsZero():
+		// Answered from a stream still open: the gateway held the call
+		// from the upstream start until now.
+		c.upTook = now.Sub(rec.upStart)
+	}
+	rec.mu.Unlock()
+}
+
+// end closes one server span as noted, and records the operation metrics.
+func (rec *calls) end(c *callSpan) {
 	if c.ended {
 		return
 	}
 	c.ended = true
-	now := time.Now()
-	took := now.Sub(c.start)
+	resp, e, took := c.resp, c.err, c.took
 	var errType string
 	var code int64
 	switch {
@@ -676,25 +744,14 @@ func (rec *calls) end(c *callSpan, resp *jsonrpc.Message, e *callError) {
 		case errType != "":
 			c.span.SetAttributes(semconv.ErrorTypeKey.String(errType))
 		}
-		endSpan(c.span, now)
+		endSpan(c.span, c.start.Add(took))
 	}
 	k := opKey{pipe: rec.sc.r == nil, version: rec.sc.version, method: metricMethod(c.method), errType: errType}
 	if c.target == rules.ToolCall {
 		k.tool = t.toolLabel(c.tool) // an agent must not mint series
 	}
 	t.opDuration.Inst().Record(c.ctx, took.Seconds(), t.opOpts.get(k, buildOpOpt).rec...)
-	overhead := took
-	rec.mu.Lock()
-	switch {
-	case c.forwarded && rec.upEnded:
-		overhead -= rec.upTook
-	case c.forwarded && !rec.upStart.IsZero():
-		// Answered from a stream still open: the gateway held the call
-		// from the upstream start until now.
-		overhead -= now.Sub(rec.upStart)
-	}
-	rec.mu.Unlock()
-	t.overhead.Record(c.ctx, max(overhead, 0).Seconds(), t.methodOpt(c.method).rec...)
+	t.overhead.Record(c.ctx, max(took-c.upTook, 0).Seconds(), t.methodOpt(c.method).rec...)
 }
 
 // isToolError reports whether a tools/call result says isError: true.

@@ -32,6 +32,10 @@ type Proxy struct {
 	// streams: GET (Streamable HTTP and legacy) and subscriptions/listen.
 	calls       counter
 	openStreams counter
+	// booksDue counts the exchanges whose agent is answered and whose
+	// books (books.go) are not yet kept; calls counts them too, since the
+	// books are kept before the handler returns.
+	booksDue counter
 	// streams is cancelled by Shutdown once no call is in flight:
 	// long-lived GET and legacy SSE streams end so a graceful shutdown is
 	// not held open by them.

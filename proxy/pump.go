@@ -68,8 +68,9 @@ type observer struct {
 	// gatewayDone, delivered, ended), each allowing nil.
 	received func(ctx context.Context, sc scope, msgs []*jsonrpc.Message) (context.Context, *calls)
 	// decided: the policy (or the method table, or the strict decode)
-	// decided in; took is the policy's time.
-	decided func(ctx context.Context, in rules.Input, d rules.Decision, took time.Duration)
+	// decided in at time at; took is the policy's time. An exchange's
+	// decisions are told once its agent has its answer (books.go).
+	decided func(ctx context.Context, in rules.Input, d rules.Decision, took time.Duration, at time.Time)
 	// approved: a person's approval of a held call ended (approval.go).
 	approved func(ctx context.Context, in rules.Input, d rules.Decision, outcome, via string, took time.Duration)
 	// refusedServer: a gateway request refused because the agent had too
@@ -96,11 +97,17 @@ func (pm *pump) received(ctx context.Context, sc scope, msgs []*jsonrpc.Message)
 	return pm.obs.received(ctx, sc, msgs)
 }
 
-// decided tells the observer of a decision.
+// decided tells the observer of a decision: now, or, when it is an
+// exchange's, once the agent has its answer (books.go).
 func (pm *pump) decided(ctx context.Context, in rules.Input, d rules.Decision, took time.Duration) {
-	if pm.obs.decided != nil {
-		pm.obs.decided(ctx, in, d, took)
+	if pm.obs.decided == nil {
+		return
 	}
+	at := time.Now()
+	if b := booksOf(ctx); b != nil && b.note(ctx, &in, d, took, at) {
+		return
+	}
+	pm.obs.decided(ctx, in, d, took, at)
 }
 
 // sessionEnded tells the observer of a session's end.

@@ -40,8 +40,8 @@ func TestRingKeepsWhatTheSDKRecords(t *testing.T) {
 		base := newMCPGoUpstream(t)
 		upSrv := httptest.NewServer(base.Config.Handler)
 		t.Cleanup(upSrv.Close)
-		_, srv := newTestProxy(t, upSrv.URL+"/mcp", func(c *Config) { c.TracerProvider = tp })
-		e := &telemetryEnv{t: t, url: srv.URL + "/mcp"}
+		p, srv := newTestProxy(t, upSrv.URL+"/mcp", func(c *Config) { c.TracerProvider = tp })
+		e := &telemetryEnv{t: t, p: p, url: srv.URL + "/mcp"}
 		e.post(`{"jsonrpc":"2.0","id":1,"method":"tools/list"`, nil) // refused: not JSON
 		e.initialize()
 		e.post(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, nil)
@@ -193,8 +193,8 @@ func TestDecisionLineAsBefore(t *testing.T) {
 			base := newMCPGoUpstream(t)
 			upSrv := httptest.NewServer(base.Config.Handler)
 			t.Cleanup(upSrv.Close)
-			_, srv := newTestProxy(t, upSrv.URL+"/mcp", func(c *Config) { c.Logger = slog.New(h) })
-			e := &telemetryEnv{t: t, url: srv.URL + "/mcp"}
+			p, srv := newTestProxy(t, upSrv.URL+"/mcp", func(c *Config) { c.Logger = slog.New(h) })
+			e := &telemetryEnv{t: t, p: p, url: srv.URL + "/mcp"}
 			e.initialize()
 			e.callEcho()
 			e.callDenied()

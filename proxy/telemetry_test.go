@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -79,6 +80,7 @@ func (u *recordingUpstream) find(method string) []recorded {
 // telemetryEnv is a proxy with every telemetry output captured.
 type telemetryEnv struct {
 	t        testing.TB
+	p        *Proxy // post waits for its books (keptBooks); nil: it does not
 	spans    *tracetest.InMemoryExporter
 	metrics  http.Handler
 	log      *bytes.Buffer
@@ -100,16 +102,17 @@ func newTelemetryEnv(t *testing.T, mutate ...func(*Config)) *telemetryEnv {
 	prom := promtext.New()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(prom.Reader()))
 	var log bytes.Buffer
-	_, srv := newTestProxy(t, upSrv.URL+"/mcp", append([]func(*Config){func(c *Config) {
+	p, srv := newTestProxy(t, upSrv.URL+"/mcp", append([]func(*Config){func(c *Config) {
 		c.TracerProvider = tp
 		c.MeterProvider = mp
 		c.DecisionLog = decisionlog.NewWriter(&log)
 	}}, mutate...)...)
-	return &telemetryEnv{t: t, spans: spans, metrics: prom,
+	return &telemetryEnv{t: t, p: p, spans: spans, metrics: prom,
 		log: &log, up: up, url: srv.URL + "/mcp"}
 }
 
-// post sends one message and returns the status and the decoded answer.
+// post sends one message and returns the status and the decoded answer,
+// once the proxy has kept the books of the exchange (keptBooks).
 func (e *telemetryEnv) post(body string, hdr map[string]string) (int, http.Header, *jsonrpc.Message) {
 	e.t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, e.url, strings.NewReader(body))
@@ -128,6 +131,9 @@ func (e *telemetryEnv) post(body string, hdr map[string]string) (int, http.Heade
 	}
 	defer res.Body.Close()
 	data, _ := io.ReadAll(res.Body)
+	if e.p != nil {
+		keptBooks(e.t, e.p)
+	}
 	if res.StatusCode == http.StatusAccepted {
 		return res.StatusCode, res.Header, nil
 	}
@@ -628,8 +634,8 @@ func testRingCollectsProxySpans(t *testing.T, ring *inttel.Ring, tp trace.Tracer
 	up := &recordingUpstream{next: base.Config.Handler}
 	upSrv := httptest.NewServer(up)
 	t.Cleanup(upSrv.Close)
-	_, srv := newTestProxy(t, upSrv.URL+"/mcp", func(c *Config) { c.TracerProvider = tp })
-	e := &telemetryEnv{t: t, url: srv.URL + "/mcp", log: &bytes.Buffer{}, up: up}
+	p, srv := newTestProxy(t, upSrv.URL+"/mcp", func(c *Config) { c.TracerProvider = tp })
+	e := &telemetryEnv{t: t, p: p, url: srv.URL + "/mcp", log: &bytes.Buffer{}, up: up}
 	e.initialize()
 	e.callEcho()
 	e.callDenied()
@@ -811,7 +817,7 @@ func TestStdioSpansAndMeta(t *testing.T) {
 func TestLegacySSESpans(t *testing.T) {
 	spans := tracetest.NewInMemoryExporter()
 	up := newMCPGoUpstream(t)
-	_, px := newTestProxy(t, up.URL+"/mcp", func(c *Config) {
+	p, px := newTestProxy(t, up.URL+"/mcp", func(c *Config) {
 		c.TracerProvider = sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
 	})
 	ctx := ctxT(t)
@@ -835,6 +841,7 @@ func TestLegacySSESpans(t *testing.T) {
 	if _, err := c.CallTool(ctx, req); err != nil {
 		t.Fatal(err)
 	}
+	keptBooks(t, p)
 	got := map[string]bool{}
 	for _, s := range spans.GetSpans() {
 		got[s.SpanKind.String()+" "+s.Name] = true
@@ -872,11 +879,11 @@ func TestIdleStreamEndsClientSpan(t *testing.T) {
 	}))
 	defer up.Close()
 	spans := tracetest.NewInMemoryExporter()
-	_, srv := newTestProxy(t, up.URL+"/mcp", func(c *Config) {
+	p, srv := newTestProxy(t, up.URL+"/mcp", func(c *Config) {
 		c.TracerProvider = sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
 		c.StreamIdleTimeout = 100 * time.Millisecond
 	})
-	e := &telemetryEnv{t: t, url: srv.URL + "/mcp", log: &bytes.Buffer{}, spans: spans}
+	e := &telemetryEnv{t: t, p: p, url: srv.URL + "/mcp", log: &bytes.Buffer{}, spans: spans}
 	e.initialize()
 	if m := e.callEcho(); m.Error == nil || m.Error.Code != CodeUpstream {
 		t.Fatalf("want an upstream error after the idle timeout, got %+v", m)
@@ -938,5 +945,17 @@ func TestTraceMetaAppended(t *testing.T) {
 				t.Errorf("%s with %+v:\n got %s\nwant %s (original now %s)", params, carrier, got.Params, want, m.Params)
 			}
 		}
+	}
+}
+
+// keptBooks waits until p has kept the books (books.go) of every exchange
+// whose agent has its answer: its decisions, spans and metrics are then
+// recorded.
+func keptBooks(t testing.TB, p *Proxy) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.WaitRecorded(ctx); err != nil {
+		t.Fatalf("the books of answered exchanges were not kept: %v", err)
 	}
 }

@@ -124,6 +124,12 @@ func TestTracesCommandAndAdminEndpoints(t *testing.T) {
 	if _, body = mcpPost(t, r.URL, sid, `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"run_command","arguments":{"cmd":"rm -rf /tmp/x"}}}`); !strings.Contains(body, "never allowed") {
 		t.Fatalf("run_command: %s", body)
 	}
+	// The calls are recorded after their answers are sent.
+	wctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := r.Proxy.WaitRecorded(wctx); err != nil {
+		t.Fatal(err)
+	}
 
 	// mcpguard traces --denied: one call, its tree with the rule.
 	var out bytes.Buffer

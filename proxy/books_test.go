@@ -1,0 +1,159 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+
+	"mcpguard.dev/mcpguard/internal/telemetry/decisionlog"
+)
+
+// booksGate holds whatever records the books (the decision log's writes,
+// the spans' ends) until the agent has read its answer, once armed.
+type booksGate struct {
+	mu      sync.Mutex
+	open    chan struct{} // nil: not armed
+	blocked atomic.Int32  // records held since armed
+}
+
+func (g *booksGate) arm() chan struct{} {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.open = make(chan struct{})
+	g.blocked.Store(0)
+	return g.open
+}
+
+// hold waits, when armed, until the agent has its answer; a proxy that
+// records before it answers is held until the agent gives up.
+func (g *booksGate) hold() {
+	g.mu.Lock()
+	open := g.open
+	g.mu.Unlock()
+	if open == nil {
+		return
+	}
+	g.blocked.Add(1)
+	select {
+	case <-open:
+	case <-time.After(10 * time.Second):
+	}
+}
+
+type gatedWriter struct {
+	g  *booksGate
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (w *gatedWriter) Write(p []byte) (int, error) {
+	w.g.hold()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *gatedWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
+
+// gatedSpans holds each span's end until the agent has its answer.
+type gatedSpans struct{ g *booksGate }
+
+func (s gatedSpans) OnStart(context.Context, sdktrace.ReadWriteSpan) {}
+func (s gatedSpans) OnEnd(sdktrace.ReadOnlySpan)                     { s.g.hold() }
+func (s gatedSpans) Shutdown(context.Context) error                  { return nil }
+func (s gatedSpans) ForceFlush(context.Context) error                { return nil }
+
+// TestAnswerBeforeBooks: the agent has its answer before the exchange
+// records what it did — the decision log line, the spans — and every one of
+// them is recorded after: a decision log writer and a span processor that
+// block until the agent has read its answer would hold it for ever (here
+// until the agent's timeout) were they run first, as they once were.
+func TestAnswerBeforeBooks(t *testing.T) {
+	g := &booksGate{}
+	log := &gatedWriter{g: g}
+	spans := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(gatedSpans{g}), sdktrace.WithSyncer(spans))
+	e := newTelemetryEnv(t, func(c *Config) {
+		c.TracerProvider = tp
+		c.DecisionLog = decisionlog.NewWriter(log)
+	})
+	e.initialize()
+	e.post(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, nil)
+
+	for _, tt := range []struct {
+		name, body string
+		status     int
+		answer     string // in the answer
+		record     string // in the decision log; "" for none
+		span       string // a server span
+	}{
+		{"allowed call", `{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"}}}`,
+			http.StatusOK, "echo: hi", `"rule":"allow/echo"`, "tools/call echo"},
+		{"denied call", `{"jsonrpc":"2.0","id":"d","method":"tools/call","params":{"name":"run_command","arguments":{"cmd":"id"}}}`,
+			http.StatusForbidden, "never allowed", `"rule":"deny/run_command"`, "tools/call run_command"},
+		{"notification", `{"jsonrpc":"2.0","method":"notifications/roots/list_changed"}`,
+			http.StatusAccepted, "", "", "notifications/roots/list_changed"},
+		{"invalid params", `{"jsonrpc":"2.0","id":"u","method":"tools/call","params":{"name":"unlisted","arguments":{}}}`,
+			http.StatusOK, `"error"`, `"rule":"allow/unlisted"`, "tools/call unlisted"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			open := g.arm()
+			defer func() {
+				g.mu.Lock()
+				g.open = nil
+				g.mu.Unlock()
+			}()
+			req, _ := http.NewRequest(http.MethodPost, e.url, strings.NewReader(tt.body))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Accept", "application/json, text/event-stream")
+			req.Header.Set("Mcp-Session-Id", e.session)
+			req.Header.Set("Mcp-Protocol-Version", e.protocol)
+			client := &http.Client{Timeout: 3 * time.Second}
+			res, err := client.Do(req)
+			if err != nil {
+				close(open)
+				t.Fatalf("no answer while the books were held: %v", err)
+			}
+			data, err := io.ReadAll(res.Body)
+			res.Body.Close()
+			close(open) // the agent has its answer: the books may be kept
+			if err != nil {
+				t.Fatalf("reading the answer while the books were held: %v", err)
+			}
+			if res.StatusCode != tt.status || !strings.Contains(string(data), tt.answer) {
+				t.Fatalf("answer %d %s, want %d with %q", res.StatusCode, data, tt.status, tt.answer)
+			}
+			if res.Header.Get("Content-Length") == "" || len(res.TransferEncoding) > 0 {
+				t.Errorf("answer sent without its length (%v): flushed in chunks", res.TransferEncoding)
+			}
+			keptBooks(t, e.p)
+			if g.blocked.Load() == 0 {
+				t.Fatal("nothing was recorded after the answer: the gate held nothing")
+			}
+			if tt.record != "" && !strings.Contains(log.String(), tt.record) {
+				t.Errorf("decision log lacks %s:\n%s", tt.record, log.String())
+			}
+			var found bool
+			for _, s := range spans.GetSpans() {
+				found = found || s.Name == tt.span && s.SpanKind == trace.SpanKindServer
+			}
+			if !found {
+				t.Errorf("no server span %q; have %v", tt.span, spanNames(spans.GetSpans()))
+			}
+		})
+	}
+}
