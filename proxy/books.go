@@ -32,7 +32,7 @@ import (
 type books struct {
 	context.Context
 	decisions []decisionNote
-	few       [2]decisionNote // decisions' backing array for a call or two
+	few       [1]decisionNote // decisions' backing array for a call
 	// owed: the agent is being answered, and Proxy.booksDue counts this
 	// exchange until its books are kept.
 	owed bool

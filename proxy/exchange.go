@@ -795,8 +795,23 @@ func (o *httpOut) fail(e *callError) {
 // answer declares its length (writeJSON, writeAccepted): flushed without
 // one, net/http would send it in chunks. Over HTTP/2 the stream's end
 // still waits for the handler.
+// It is http.ResponseController's Flush but for the error a writer that
+// cannot flush gets, which it allocates.
 func flushAnswer(w http.ResponseWriter) {
-	_ = http.NewResponseController(w).Flush()
+	for {
+		switch f := w.(type) {
+		case interface{ FlushError() error }:
+			_ = f.FlushError()
+			return
+		case http.Flusher:
+			f.Flush()
+			return
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = f.Unwrap()
+		default:
+			return
+		}
+	}
 }
 
 // readOneResponse reads the gateway's answer to a single request the proxy
