@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"mcpguard.dev/mcpguard/rules"
@@ -31,8 +32,8 @@ import (
 // the exchange's goroutine alone; its zero value is unused.
 type books struct {
 	context.Context
-	decisions []decisionNote
-	few       [1]decisionNote // decisions' backing array for a call
+	// decisions are noted in a list from notePool, taken at the first.
+	decisions *[]decisionNote
 	// owed: the agent is being answered, and Proxy.booksDue counts this
 	// exchange until its books are kept.
 	owed bool
@@ -62,9 +63,17 @@ func (b *books) Value(key any) any {
 // the context to run it in.
 func (b *books) open(ctx context.Context) context.Context {
 	b.Context = ctx
-	b.decisions = b.few[:0]
 	return b
 }
+
+// notePool holds the lists decisions are noted in: a decision is some 400
+// bytes (its rules.Input), which a list held in every exchange would add
+// to each one's allocation, calls and notifications alike.
+var notePool = sync.Pool{New: func() any { s := make([]decisionNote, 0, 2); return &s }}
+
+// maxPooledNotes bounds the lists kept: a tools/list of thousands of tools
+// must not pin its notes in the pool.
+const maxPooledNotes = 64
 
 // note keeps a decision for later; false when the books are kept already,
 // and the decision is to be recorded now.
@@ -72,7 +81,10 @@ func (b *books) note(ctx context.Context, in *rules.Input, d rules.Decision, too
 	if b.kept {
 		return false
 	}
-	b.decisions = append(b.decisions, decisionNote{ctx: ctx, in: *in, d: d, took: took, at: at})
+	if b.decisions == nil {
+		b.decisions = notePool.Get().(*[]decisionNote)
+	}
+	*b.decisions = append(*b.decisions, decisionNote{ctx: ctx, in: *in, d: d, took: took, at: at})
 	return true
 }
 
@@ -98,14 +110,19 @@ func (ex *exchange) owe() {
 func (ex *exchange) keepBooks() {
 	b := &ex.books
 	b.kept = true
-	if decided := ex.p.obs.decided; decided != nil {
-		for i := range b.decisions {
-			n := &b.decisions[i]
+	if notes := b.decisions; notes != nil {
+		decided := ex.p.obs.decided // not nil: it noted them
+		for i := range *notes {
+			n := &(*notes)[i]
 			decided(n.ctx, n.in, n.d, n.took, n.at)
 		}
+		b.decisions = nil
+		if cap(*notes) <= maxPooledNotes {
+			clear(*notes) // what they reference: the messages, the contexts
+			*notes = (*notes)[:0]
+			notePool.Put(notes)
+		}
 	}
-	clear(b.decisions) // the exchange may outlive its books (a legacy session's)
-	b.decisions = nil
 	ex.calls.ended(nil)
 	if b.owed {
 		ex.p.booksDue.add(-1)

@@ -29,7 +29,8 @@
 // toolcall.go, approval.go, upstream.go), and the policy's one entry point.
 // proxy.go holds the Proxy, its constructor and session housekeeping. Observers (observe.go,
 // observecalls.go: decision log, spans, metrics) are called at named hooks
-// and never change what is forwarded.
+// and never change what is forwarded; an exchange records what they were
+// told once its agent has the answer (books.go).
 //
 // stdio (stdio.go) and the legacy HTTP+SSE transport (legacy.go) hand their
 // messages to the same fromAgent and fromGateway. Proxy.Shutdown

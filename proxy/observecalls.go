@@ -51,7 +51,7 @@ type calls struct {
 	upStart time.Time
 	upTook  time.Duration // gateway time, shared by every call forwarded
 	upEnded bool
-	upErred bool // beside upEnded: the record stays in the 320-byte size class
+	upErred bool // beside upEnded: the record stays in the 352-byte size class
 	// upKept: the client span is ended and the gateway's time recorded.
 	upKept bool
 	// failure is the error that replaced every answer not yet delivered
@@ -75,12 +75,12 @@ type callSpan struct {
 	// gateway's gets the call's (metaContext).
 	metaTrace bool
 	// answered: what ends the span is noted (note): the answer the agent
-	// got (resp) or the error that replaced it (err), took after start,
-	// of which upTook was the gateway's.
+	// got (resp) or, failed, the error that replaced it (calls.failure),
+	// took after start, of which upTook was the gateway's.
 	answered bool
+	failed   bool
 	ended    bool
 	resp     *jsonrpc.Message
-	err      *callError
 	took     time.Duration
 	upTook   time.Duration
 }
@@ -639,7 +639,7 @@ func (rec *calls) delivered(m *jsonrpc.Message) {
 		return
 	}
 	if c := rec.find(m.ID); c != nil {
-		rec.note(c, m, nil, time.Now())
+		rec.note(c, m, false, time.Now())
 	}
 }
 
@@ -653,7 +653,7 @@ func (rec *calls) failed(e *callError) {
 	}
 	now := time.Now()
 	for _, c := range rec.calls {
-		rec.note(c, nil, e, now)
+		rec.note(c, nil, true, now)
 	}
 }
 
@@ -675,7 +675,7 @@ func (rec *calls) ended(e *callError) {
 	rec.keepGateway()
 	now := time.Now()
 	for _, c := range rec.calls {
-		rec.note(c, nil, nil, now)
+		rec.note(c, nil, false, now)
 		rec.end(c)
 	}
 }
@@ -695,12 +695,13 @@ func (rec *calls) answered(resp *jsonrpc.Message) {
 
 // note notes how one server span ends, unless that is noted already: with
 // the answer the agent got (resp), or the error that replaced every answer
-// (e), at now; and how much of its time was the gateway's.
-func (rec *calls) note(c *callSpan, resp *jsonrpc.Message, e *callError, now time.Time) {
+// (failed: rec.failure), at now; and how much of its time was the
+// gateway's.
+func (rec *calls) note(c *callSpan, resp *jsonrpc.Message, failed bool, now time.Time) {
 	if c.answered {
 		return
 	}
-	c.answered, c.resp, c.err, c.took = true, resp, e, now.Sub(c.start)
+	c.answered, c.resp, c.failed, c.took = true, resp, failed, now.Sub(c.start)
 	if !c.forwarded {
 		return
 	}
@@ -722,7 +723,11 @@ func (rec *calls) end(c *callSpan) {
 		return
 	}
 	c.ended = true
-	resp, e, took := c.resp, c.err, c.took
+	resp, took := c.resp, c.took
+	var e *callError
+	if c.failed {
+		e = rec.failure
+	}
 	var errType string
 	var code int64
 	switch {
