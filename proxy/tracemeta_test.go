@@ -83,6 +83,7 @@ var traceTransports = []traceTransport{
 			if m := s.next(t, "the tools/call answer"); m.Result == nil {
 				t.Fatalf("tools/call: %s", describe(m))
 			}
+			keptBooks(t, e.p) // the call's spans are recorded after its answer
 		}
 	}},
 }
