@@ -19,7 +19,8 @@
 //	                          │     the decision is a value from rules.Engine.Decide, rules/engine.go)
 //	                          │ allow
 //	                 encodeForward (exchange.go: the canonical bytes referenced, not copied;
-//	                          │     trace context in params._meta) ──POST (upstream.go)──▶ gateway
+//	                          │     trace context in the headers, in params._meta where
+//	                          │     the agent's was or --trace-meta always) ──POST (upstream.go)──▶ gateway
 //	                          │
 //	   agent ◀──JSON or SSE── pump.fromGateway (drop unknown ids, filter
 //	                          tools/list, screen server requests)

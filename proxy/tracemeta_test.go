@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
@@ -307,3 +308,59 @@ func (b3Propagator) Extract(ctx context.Context, _ propagation.TextMapCarrier) c
 	return ctx
 }
 func (b3Propagator) Fields() []string { return []string{"b3"} }
+
+// TestStdioTraceMeta: stdio has no headers, so the gateway call's context
+// goes in the _meta of every forwarded request whatever TraceMeta says,
+// and with no propagator (OTEL_PROPAGATORS=none) _meta passes as sent.
+func TestStdioTraceMeta(t *testing.T) {
+	for _, tc := range []struct {
+		env      string
+		agentTP  bool // the agent's message carries a traceparent in _meta
+		wantMeta string
+	}{
+		{"", false, "ours"},
+		{"", true, "ours"},
+		{"none", true, "as"},
+		{"none", false, ""},
+	} {
+		prop, err := inttel.Propagators(tc.env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		spans := tracetest.NewInMemoryExporter()
+		h := startStdio(t, func(c *Config) {
+			c.TracerProvider = sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
+			c.Propagator = prop
+		})
+		h.client(`{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`)
+		h.toServer.next(t, "server")
+		h.server(`{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"s","version":"1"}}}`)
+		h.fromRelay.next(t, "client")
+		params := `{"name":"echo","arguments":{"message":"x"}}`
+		if tc.agentTP {
+			params = `{"_meta":{"traceparent":"` + agentMetaTP + `"},"name":"echo","arguments":{"message":"x"}}`
+		}
+		h.client(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":` + params + `}`)
+		up, err := jsonrpc.DecodeOne([]byte(h.toServer.next(t, "server")), jsonrpc.Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.server(`{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]}}`)
+		h.fromRelay.next(t, "client")
+		want := ""
+		switch tc.wantMeta {
+		case "ours":
+			for _, s := range spans.GetSpans() {
+				if s.SpanKind == trace.SpanKindClient && s.Name == "tools/call echo" {
+					want = fmt.Sprintf("00-%s-%s-01", s.SpanContext.TraceID(), s.SpanContext.SpanID())
+				}
+			}
+		case "as":
+			want = agentMetaTP
+		}
+		tp, _, _ := jsonrpc.LookupString(lookupKey(up.Params, "_meta"), "traceparent")
+		if tp != want || want == "" && string(up.Params) != params {
+			t.Errorf("OTEL_PROPAGATORS=%q, agent's traceparent %v: the server got params %s, want _meta.traceparent %q", tc.env, tc.agentTP, up.Params, want)
+		}
+	}
+}
