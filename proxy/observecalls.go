@@ -54,6 +54,9 @@ type calls struct {
 	upErred bool // beside upEnded: the record stays in the 352-byte size class
 	// upKept: the client span is ended and the gateway's time recorded.
 	upKept bool
+	// metaTrace: some message's own params._meta carried trace context
+	// (callSpan.metaTrace); beside the other flags, in the same size class.
+	metaTrace bool
 	// failure is the error that replaced every answer not yet delivered
 	// (failed), counted at ended when it is the gateway's.
 	failure *callError
@@ -112,6 +115,7 @@ func (t *telemetry) received(ctx context.Context, sc scope, msgs []*jsonrpc.Mess
 			c = new(callSpan)
 		}
 		rec.open(c, ctx, transport, m)
+		rec.metaTrace = rec.metaTrace || c.metaTrace
 		rec.calls = append(rec.calls, c)
 		if rec.byID != nil && m.Kind() == jsonrpc.KindRequest {
 			rec.byID[m.ID.String()] = c
@@ -373,19 +377,13 @@ func (rec *calls) metaContext(m *jsonrpc.Message) *traceMeta {
 	if tc == nil || rec.t.metaAlways {
 		return tc
 	}
-	var c *callSpan
-	if m.Kind() == jsonrpc.KindRequest {
-		c = rec.find(m.ID)
-	} else {
-		for _, cs := range rec.calls {
-			if cs.msg == m {
-				c = cs
-				break
-			}
-		}
+	if !rec.metaTrace {
+		return nil // most agents send none there: nothing to look up
 	}
-	if c != nil && c.msg == m && c.metaTrace {
-		return tc
+	for _, c := range rec.calls {
+		if c.msg == m && c.metaTrace {
+			return tc
+		}
 	}
 	return nil
 }

@@ -56,9 +56,11 @@ func (u *recordingUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodPost {
 		body, _ := io.ReadAll(r.Body)
 		r.Body = io.NopCloser(bytes.NewReader(body))
-		if m, err := jsonrpc.DecodeOne(body, jsonrpc.Limits{}); err == nil {
+		if msgs, _, err := jsonrpc.Decode(body, jsonrpc.Limits{}); err == nil {
 			u.mu.Lock()
-			u.seen = append(u.seen, recorded{header: r.Header.Clone(), msg: m})
+			for _, m := range msgs {
+				u.seen = append(u.seen, recorded{header: r.Header.Clone(), msg: m})
+			}
 			u.mu.Unlock()
 		}
 	}

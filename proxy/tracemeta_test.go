@@ -364,3 +364,43 @@ func TestStdioTraceMeta(t *testing.T) {
 		}
 	}
 }
+
+// TestTraceMetaPerMessageOfBatch: in a batch (2025-03-26), the trace
+// context goes in the _meta of the messages whose own _meta carried it,
+// and the others reach the gateway as the policy saw them.
+func TestTraceMetaPerMessageOfBatch(t *testing.T) {
+	e := newTelemetryEnv(t)
+	_, h, m := e.post(`{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`, nil)
+	if m.Error != nil || h.Get("Mcp-Session-Id") == "" {
+		t.Fatalf("initialize: %+v", m)
+	}
+	e.session, e.protocol = h.Get("Mcp-Session-Id"), "2025-03-26"
+	e.post(`{"jsonrpc":"2.0","method":"notifications/initialized"}`, nil)
+	with := `{"jsonrpc":"2.0","id":"b-1","method":"tools/call","params":{"name":"echo","arguments":{"message":"1"},"_meta":{"traceparent":"` + agentMetaTP + `"}}}`
+	without := `{"jsonrpc":"2.0","id":"b-2","method":"tools/call","params":{"name":"echo","arguments":{"message":"2"},"_meta":{"progressToken":"p"}}}`
+	req, _ := http.NewRequest(http.MethodPost, e.url, strings.NewReader("["+with+","+without+"]"))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Mcp-Session-Id", e.session)
+	req.Header.Set("Mcp-Protocol-Version", e.protocol)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	// One gateway call for the batch: its client span is named after the
+	// first message.
+	checkGatewayTrace(t, e, "with", with, "b-1", false, true)
+	cli := e.clientSpan("b-1")
+	got := e.up.findID("b-2")
+	if got == nil {
+		t.Fatal("the gateway never got b-2")
+	}
+	if h, want := got.header.Get("Traceparent"), fmt.Sprintf("00-%s-%s-01", cli.SpanContext.TraceID(), cli.SpanContext.SpanID()); h != want {
+		t.Errorf("without: traceparent header %q, want the batch's client span's %q", h, want)
+	}
+	sent, _ := jsonrpc.DecodeOne([]byte(without), jsonrpc.Limits{})
+	if string(got.msg.Params) != string(sent.Params) {
+		t.Errorf("without: params %s, want the bytes the policy saw %s", got.msg.Params, sent.Params)
+	}
+}
