@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -387,7 +388,9 @@ func TestTraceMetaPerMessageOfBatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	_, _ = io.Copy(io.Discard, res.Body)
 	res.Body.Close()
+	keptBooks(t, e.p)
 	// One gateway call for the batch: its client span is named after the
 	// first message.
 	checkGatewayTrace(t, e, "with", with, "b-1", false, true)
