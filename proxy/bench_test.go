@@ -305,8 +305,8 @@ func callCostConfig(engine *rules.Engine) proxy.Config {
 // ServeHTTP and the gateway is an in-memory RoundTripper with a canned
 // answer. Its rows are telemetry off and telemetry as `mcpguard proxy`
 // ships it (telemetry.Setup: the span ring and the metrics), and the same
-// with --decision-log to a file; the difference is telemetry's cost per call
-// (issue #18 item 3). A row with an agent's bearer token adds what binding
+// with --trace-meta always or --decision-log to a file; the difference is
+// telemetry's cost per call (issue #18 item 3). A row with an agent's bearer token adds what binding
 // the session to the credential costs:
 //
 //	go test -run '^$' -bench CallCost -benchtime 20000x -count 8 ./proxy/
@@ -325,6 +325,13 @@ func BenchmarkCallCost(b *testing.B) {
 		{"telemetry=off", func(*proxy.Config) {}, ""},
 		{"telemetry=shipped", func(c *proxy.Config) {
 			c.TracerProvider, c.MeterProvider = tel.TracerProvider, tel.MeterProvider
+		}, ""},
+		// --trace-meta always: the gateway call's trace context in the
+		// call's params._meta too, not in its headers alone (what every
+		// call carried before 2026-12-05).
+		{"telemetry=shipped+trace-meta=always", func(c *proxy.Config) {
+			c.TracerProvider, c.MeterProvider = tel.TracerProvider, tel.MeterProvider
+			c.TraceMeta = proxy.TraceMetaAlways
 		}, ""},
 		// An agent holding a bearer token (a JWT-sized one): the session
 		// is bound to its hash (subjectOf).
