@@ -267,7 +267,7 @@ func encodeForward(forward []*jsonrpc.Message, batch bool, rec *calls) (*jsonrpc
 		if i > 0 {
 			body.AppendRaw(",")
 		}
-		meta, ok := traceMetaValue(m, rec.metaContext(m))
+		meta, ok := rec.metaValue(m)
 		if ok && body.AppendMessageSetParam(m, "_meta", meta) == nil {
 			continue
 		}

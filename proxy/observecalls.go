@@ -371,21 +371,35 @@ func (rec *calls) traceContext() *traceMeta {
 // SEP-414: the agent chose per-message context, and the chain continues
 // there); nil otherwise, the headers carrying it alone. Writing _meta
 // costs the proxy a re-encode of params and an mcp-go gateway ~9 µs and
-// 47 allocations per call; a header costs the gateway nothing.
+// 47 allocations per call; a header costs the gateway nothing. It may be
+// empty (an agent's baggage unread, none of the proxy's to write): the
+// agent's values of the keys the propagator handles still go.
 func (rec *calls) metaContext(m *jsonrpc.Message) *traceMeta {
-	tc := rec.traceContext()
-	if tc == nil || rec.t.metaAlways {
-		return tc
+	if rec == nil || rec.t.prop == nil {
+		return nil
+	}
+	if rec.t.metaAlways {
+		return &rec.carrier
 	}
 	if !rec.metaTrace {
 		return nil // most agents send none there: nothing to look up
 	}
 	for _, c := range rec.calls {
 		if c.msg == m && c.metaTrace {
-			return tc
+			return &rec.carrier
 		}
 	}
 	return nil
+}
+
+// metaValue is traceMetaValue of m with its metaContext: the _meta m
+// takes to the gateway over HTTP; ok false leaves m as it is.
+func (rec *calls) metaValue(m *jsonrpc.Message) (json.RawMessage, bool) {
+	carrier := rec.metaContext(m)
+	if carrier == nil {
+		return nil, false
+	}
+	return traceMetaValue(m, carrier, &rec.t.owned)
 }
 
 // traceMeta holds the values of MCP's trace context keys (SEP-414), in
@@ -429,8 +443,8 @@ func (c *traceMeta) setHeaders(h http.Header, owned *[len(traceMetaKeys)]bool) {
 // withTraceMeta returns m with the carrier's keys set in params._meta
 // (traceMetaValue), a copy of m with its params copied; m itself when
 // carrier is nil or m takes no trace context.
-func withTraceMeta(m *jsonrpc.Message, carrier *traceMeta) *jsonrpc.Message {
-	meta, ok := traceMetaValue(m, carrier)
+func withTraceMeta(m *jsonrpc.Message, carrier *traceMeta, owned *[len(traceMetaKeys)]bool) *jsonrpc.Message {
+	meta, ok := traceMetaValue(m, carrier, owned)
 	if !ok {
 		return m
 	}
@@ -451,25 +465,49 @@ func withTraceMeta(m *jsonrpc.Message, carrier *traceMeta) *jsonrpc.Message {
 // carrier's keys: a request without params gets {"_meta":{...}}; a
 // response, a notification without params, params that are not an object
 // or a _meta that is not one are left as they are (ok false), as is
-// everything when carrier is nil.
-func traceMetaValue(m *jsonrpc.Message, carrier *traceMeta) (meta json.RawMessage, ok bool) {
+// everything when carrier is nil. The keys the propagator handles (owned)
+// carry the carrier's values and nothing else, as in the headers
+// (setHeaders): the agent's value the carrier has none for (a tracestate
+// or baggage the propagator could not read) and a variant of such a key
+// ("TraceState", which Go's encoding/json reads as tracestate) are
+// removed, never left beside the proxy's.
+func traceMetaValue(m *jsonrpc.Message, carrier *traceMeta, owned *[len(traceMetaKeys)]bool) (meta json.RawMessage, ok bool) {
 	if carrier == nil || m.Kind() == jsonrpc.KindResponse {
 		return nil, false
 	}
+	empty := *carrier == traceMeta{}
 	if m.Params == nil {
-		return appendTraceMeta(nil, carrier), m.Kind() == jsonrpc.KindRequest
+		return appendTraceMeta(nil, carrier), !empty && m.Kind() == jsonrpc.KindRequest
 	}
 	if m.Params[0] != '{' {
 		return nil, false
 	}
 	meta, _ = m.Param("_meta")
 	switch {
+	case meta == nil && empty:
+		return nil, false
 	case meta == nil:
 		// None, a variant of the key (an error here: the variant is
 		// kept as it is and "_meta" added), or params Replace refuses.
 		return appendTraceMeta(nil, carrier), true
 	case meta[0] != '{':
 		return nil, false // not ours to fix; the gateway judges it
+	}
+	if staleTraceMeta(meta, carrier, owned) {
+		var err error
+		meta, err = jsonrpc.Without(meta, func(k string) bool {
+			for i, tk := range traceMetaKeys {
+				if owned[i] && jsonrpc.SameKey(k, tk) {
+					return true
+				}
+			}
+			return false
+		})
+		if err != nil {
+			return nil, false
+		}
+	} else if empty {
+		return nil, false
 	}
 	for i, k := range traceMetaKeys {
 		if v := carrier[i]; v != "" {
@@ -480,6 +518,22 @@ func traceMetaValue(m *jsonrpc.Message, carrier *traceMeta) (meta json.RawMessag
 		}
 	}
 	return meta, true
+}
+
+// staleTraceMeta reports whether the agent's _meta object holds, of a key
+// the propagator handles (owned), a value the carrier does not replace (it
+// has none of that key) or a variant of the key: the usual _meta, with
+// none or exactly the keys, needs no more than Replace.
+func staleTraceMeta(meta json.RawMessage, carrier *traceMeta, owned *[len(traceMetaKeys)]bool) bool {
+	for i, k := range traceMetaKeys {
+		if !owned[i] {
+			continue
+		}
+		if v, err := jsonrpc.Lookup(meta, k); err != nil || v != nil && carrier[i] == "" {
+			return true
+		}
+	}
+	return false
 }
 
 // appendTraceMeta appends the carrier's keys as a JSON object, in the

@@ -277,7 +277,10 @@ func forwarded(ctx context.Context, rec *calls, fwd *jsonrpc.Message) *jsonrpc.M
 		return fwd
 	}
 	rec.forwarded(ctx, []*jsonrpc.Message{fwd})
-	return withTraceMeta(fwd, rec.traceContext())
+	if rec.t.prop == nil {
+		return fwd
+	}
+	return withTraceMeta(fwd, &rec.carrier, &rec.t.owned)
 }
 
 // readClient relays the client's messages until its input ends, and

@@ -938,7 +938,7 @@ func TestTraceMetaAppended(t *testing.T) {
 	} {
 		for _, params := range []string{`{}`, `{"name":"echo","arguments":{"message":"hi"}}`, `{"cursor":"\u00e9\"x"}`} {
 			m := &jsonrpc.Message{ID: jsonrpc.IntID(1), Method: "tools/call", Params: json.RawMessage(params)}
-			got := withTraceMeta(m, &carrier)
+			got := withTraceMeta(m, &carrier, &[len(traceMetaKeys)]bool{true, true, true})
 			want, err := jsonrpc.Replace(json.RawMessage(params), "_meta", appendTraceMeta(nil, &carrier))
 			if err != nil {
 				t.Fatal(err)

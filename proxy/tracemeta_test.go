@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
@@ -405,5 +406,117 @@ func TestTraceMetaPerMessageOfBatch(t *testing.T) {
 	sent, _ := jsonrpc.DecodeOne([]byte(without), jsonrpc.Limits{})
 	if string(got.msg.Params) != string(sent.Params) {
 		t.Errorf("without: params %s, want the bytes the policy saw %s", got.msg.Params, sent.Params)
+	}
+}
+
+// hostileMeta are params._meta objects an agent may send whose trace
+// context the proxy cannot read as given: a variant of a key, a value that
+// does not parse or is no string. None of it may reach the gateway beside
+// the proxy's own context.
+var hostileMeta = []string{
+	`"TraceParent":"00-11111111111111111111111111111111-2222222222222222-01"`,
+	`"traceparent":"bogus","tracestate":"vendor=evil"`,
+	`"traceparent":5,"baggage":"%%%"`,
+	`"traceparent":"` + agentMetaTP + `","TraceState":"vendor=evil","progressToken":"p"`,
+	`"progressToken":"p","Baggage":"user=evil","tracestate":"vendor=evil"`,
+	`"traceparent":"` + agentMetaTP + `","tracestate":"vendor=agent","baggage":"tenant=blue","progressToken":"p"`,
+}
+
+// TestTraceMetaVouched: where the proxy writes trace context in
+// params._meta, the keys its propagator handles carry the gateway call's
+// context and nothing else, exactly what the headers carry: an agent's
+// value of such a key the proxy could not read (an invalid tracestate, a
+// traceparent that is no string) is not left beside the proxy's, nor is a
+// variant of such a key (which a Go gateway reads as the key, and which
+// makes an object the proxy itself refuses). A key the propagator does
+// not handle, and every other member, passes as sent.
+func TestTraceMetaVouched(t *testing.T) {
+	for _, mode := range []TraceMeta{TraceMetaAgent, TraceMetaAlways} {
+		for _, env := range []string{"", "tracecontext"} {
+			t.Run(string(mode)+"/"+env, func(t *testing.T) {
+				prop, err := inttel.Propagators(env)
+				if err != nil {
+					t.Fatal(err)
+				}
+				e := newTelemetryEnv(t, func(c *Config) { c.TraceMeta, c.Propagator = mode, prop })
+				e.initialize()
+				for i, meta := range hostileMeta {
+					id := fmt.Sprintf("v-%d", i)
+					body := `{"jsonrpc":"2.0","id":"` + id + `","method":"tools/call","params":{"name":"echo","arguments":{"message":"x"},"_meta":{` + meta + `}}}`
+					if _, _, m := e.post(body, nil); m == nil || m.Error != nil {
+						t.Fatalf("%s: tools/call: %+v", meta, m)
+					}
+					got := e.up.findID(id)
+					if got == nil {
+						t.Errorf("%s: the gateway got no message of id %s it can read unambiguously (an object holding a key twice?)", meta, id)
+						continue
+					}
+					sent, _ := jsonrpc.DecodeOne([]byte(body), jsonrpc.Limits{})
+					sentMeta, gotMeta := lookupKey(sent.Params, "_meta"), lookupKey(got.msg.Params, "_meta")
+					var owned []string
+					for i, k := range traceMetaKeys {
+						if !slices.Contains(prop.Fields(), k) {
+							continue
+						}
+						owned = append(owned, k)
+						v, err := jsonrpc.Lookup(gotMeta, k)
+						if err != nil {
+							t.Errorf("%s: the gateway's _meta %s holds a variant of %s: %v", meta, gotMeta, k, err)
+							continue
+						}
+						want := got.header.Get(traceHeaderKeys[i])
+						if s, _, _ := jsonrpc.LookupString(gotMeta, k); s != want || (v == nil) != (want == "") {
+							t.Errorf("%s: the gateway's _meta.%s is %s, want the headers' %q (_meta %s)", meta, k, v, want, gotMeta)
+						}
+					}
+					if a, b := membersButSame(t, gotMeta, owned), membersButSame(t, sentMeta, owned); a != b {
+						t.Errorf("%s: the rest of _meta changed on the way:\n got %s\nwant %s", meta, a, b)
+					}
+				}
+			})
+		}
+	}
+}
+
+// membersButSame lists obj's members but those whose key is one of keys
+// or a variant of one, as they are.
+func membersButSame(t *testing.T, obj json.RawMessage, keys []string) string {
+	t.Helper()
+	ms, err := jsonrpc.Members(obj)
+	if err != nil {
+		t.Fatalf("%s: %v", obj, err)
+	}
+	var out []string
+	for _, m := range ms {
+		if !slices.ContainsFunc(keys, func(k string) bool { return jsonrpc.SameKey(m.Key, k) }) {
+			out = append(out, m.Key+"="+string(m.Value))
+		}
+	}
+	return strings.Join(out, " ")
+}
+
+// TestStdioTraceMetaVouched: over stdio too, the server's _meta carries
+// the proxy's trace context and none of the agent's it could not read
+// (TestTraceMetaVouched).
+func TestStdioTraceMetaVouched(t *testing.T) {
+	spans := tracetest.NewInMemoryExporter()
+	h := startStdio(t, func(c *Config) {
+		c.TracerProvider = sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
+	})
+	h.client(`{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`)
+	h.toServer.next(t, "server")
+	h.server(`{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"s","version":"1"}}}`)
+	h.fromRelay.next(t, "client")
+	for i, meta := range hostileMeta {
+		h.client(fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"echo","arguments":{"message":"x"},"_meta":{%s}}}`, i+1, meta))
+		line := h.toServer.next(t, "server")
+		up, err := jsonrpc.DecodeOne([]byte(line), jsonrpc.Limits{})
+		if err != nil {
+			t.Errorf("%s: the server got %s, which does not decode: %v", meta, line, err)
+		} else if got := lookupKey(up.Params, "_meta"); strings.Contains(string(got), "evil") || strings.Contains(string(got), "%%%") {
+			t.Errorf("%s: the server's _meta %s keeps the agent's trace context beside the proxy's", meta, got)
+		}
+		h.server(fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"result":{"content":[{"type":"text","text":"ok"}]}}`, i+1))
+		h.fromRelay.next(t, "client")
 	}
 }

@@ -520,6 +520,36 @@ func Replace(obj json.RawMessage, key string, value json.RawMessage) (json.RawMe
 	return append(out, '}'), nil
 }
 
+// Without returns a copy of the canonical object obj without the members
+// whose key drop reports; the others are copied as they are, keys
+// included.
+func Without(obj json.RawMessage, drop func(key string) bool) (json.RawMessage, error) {
+	out := make([]byte, 0, len(obj))
+	out = append(out, '{')
+	sc := memberScanner{obj: obj}
+	for {
+		tok, v, ok := sc.next()
+		if !ok {
+			break
+		}
+		k, err := unquote(tok)
+		if err != nil {
+			return nil, err
+		}
+		if drop(k) {
+			continue
+		}
+		if len(out) > 1 {
+			out = append(out, ',')
+		}
+		out = append(append(append(out, tok...), ':'), v...)
+	}
+	if sc.err != nil {
+		return nil, sc.err
+	}
+	return append(out, '}'), nil
+}
+
 // isKey reports whether the canonical key token tok (quotes included) is
 // key.
 func isKey(tok []byte, key string) bool {

@@ -214,3 +214,25 @@ func TestSpecialWord(t *testing.T) {
 		}
 	}
 }
+
+// TestWithout: the members whose key is dropped are gone, the others kept
+// byte for byte, keys as written.
+func TestWithout(t *testing.T) {
+	drop := func(k string) bool { return SameKey(k, "tracestate") }
+	for _, tc := range []struct{ in, want string }{
+		{`{}`, `{}`},
+		{`{"tracestate":"a"}`, `{}`},
+		{`{"a":1,"TraceState":"x","b":[1,{"tracestate":2}]}`, `{"a":1,"b":[1,{"tracestate":2}]}`},
+		{`{"trace\u0000state":1,"\u00e9":"\u2028"}`, `{"\u00e9":"\u2028"}`},
+	} {
+		in, err := Canonical(nil, []byte(tc.in), Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := Canonical(nil, []byte(tc.want), Limits{})
+		got, err := Without(in, drop)
+		if err != nil || string(got) != string(want) {
+			t.Errorf("Without(%s) = %s, %v; want %s", in, got, err, want)
+		}
+	}
+}
