@@ -150,14 +150,17 @@ func (rec *calls) open(c *callSpan, ctx, transport context.Context, m *jsonrpc.M
 	var links []trace.Link
 	if meta := paramsMeta(m); meta != nil && meta[0] == '{' && t.prop != nil && t.carriesTrace(meta) {
 		c.metaTrace = true
-		if mctx := t.prop.Extract(transport, metaCarrier(meta)); trace.SpanContextFromContext(mctx).IsValid() {
-			// The conventions prefer _meta: it is per message, while the
-			// HTTP headers describe the whole POST. Keep the other as a link.
-			if hsc := trace.SpanContextFromContext(transport); hsc.IsValid() && !hsc.Equal(trace.SpanContextFromContext(mctx)) {
+		// The conventions prefer _meta: it is per message, while the HTTP
+		// headers describe the whole POST. Keep the other as a link. What
+		// _meta lacks or gives unreadable comes from the headers; its
+		// baggage counts without a traceparent anywhere too.
+		mctx := t.prop.Extract(transport, metaCarrier(meta))
+		if msc := trace.SpanContextFromContext(mctx); msc.IsValid() {
+			if hsc := trace.SpanContextFromContext(transport); hsc.IsValid() && !hsc.Equal(msc) {
 				links = append(links, trace.Link{SpanContext: hsc})
 			}
-			parent = mctx
 		}
+		parent = mctx
 	}
 	buf := attrPool.Get().(*[]attribute.KeyValue)
 	defer putAttrs(buf)

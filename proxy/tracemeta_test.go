@@ -520,3 +520,23 @@ func TestStdioTraceMetaVouched(t *testing.T) {
 		h.fromRelay.next(t, "client")
 	}
 }
+
+// TestMetaBaggageAlone: an agent's baggage in params._meta with no
+// traceparent anywhere still reaches the gateway, in its headers and its
+// _meta: the proxy's trace is a root of its own, the baggage the agent's.
+func TestMetaBaggageAlone(t *testing.T) {
+	e := newTelemetryEnv(t)
+	e.initialize()
+	body := `{"jsonrpc":"2.0","id":"bg","method":"tools/call","params":{"name":"echo","arguments":{"message":"x"},"_meta":{"baggage":"tenant=blue"}}}`
+	if _, _, m := e.post(body, nil); m == nil || m.Error != nil {
+		t.Fatalf("tools/call: %+v", m)
+	}
+	got := e.up.findID("bg")
+	if got == nil {
+		t.Fatal("the gateway never got bg")
+	}
+	b, _, _ := jsonrpc.LookupString(lookupKey(got.msg.Params, "_meta"), "baggage")
+	if h := got.header.Get("Baggage"); h != "tenant=blue" || b != "tenant=blue" {
+		t.Errorf("baggage header %q, _meta.baggage %q: want the agent's tenant=blue in both", h, b)
+	}
+}
