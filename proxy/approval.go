@@ -436,7 +436,8 @@ func (pm *pump) approvalDone(ctx context.Context, h *held, outcome, via string, 
 	default:
 		d.Reason = fmt.Sprintf("tool %q needs a person's approval (rule %q), and no one can be asked: %s", h.in.Tool, h.d.Rule, note)
 	}
-	took := time.Since(start)
+	at := time.Now()
+	took := at.Sub(start)
 	level := slog.LevelInfo
 	if !d.Allow {
 		level = slog.LevelWarn
@@ -445,7 +446,11 @@ func (pm *pump) approvalDone(ctx context.Context, h *held, outcome, via string, 
 		slog.String("outcome", outcome), slog.String("via", via), slog.String("session", h.sc.session),
 		slog.String("note", note), slog.Int64("took_ms", took.Milliseconds()))
 	if pm.obs.approved != nil {
-		pm.obs.approved(ctx, h.in, d, outcome, via, took)
+		// After the held call's decision, which an exchange records once
+		// its agent has its answer: so is this (books.go).
+		if b := booksOf(ctx); b == nil || !b.note(ctx, &h.in, d, took, at, outcome, via) {
+			pm.obs.approved(ctx, h.in, d, outcome, via, took, at)
+		}
 	}
 	return d
 }

@@ -40,13 +40,16 @@ type books struct {
 	kept bool
 }
 
-// decisionNote is one decision as the observer is told it.
+// decisionNote is one decision as the observer is told it
+// (observer.decided), or the end of a held call's approval
+// (observer.approved) when outcome is set.
 type decisionNote struct {
-	ctx  context.Context
-	in   rules.Input
-	d    rules.Decision
-	took time.Duration
-	at   time.Time
+	ctx          context.Context
+	in           rules.Input
+	d            rules.Decision
+	took         time.Duration
+	at           time.Time
+	outcome, via string
 }
 
 // booksKey is the context key under which a books answers for itself.
@@ -75,16 +78,17 @@ var notePool = sync.Pool{New: func() any { s := make([]decisionNote, 0, 2); retu
 // must not pin its notes in the pool.
 const maxPooledNotes = 64
 
-// note keeps a decision for later; false when the books are kept already,
-// and the decision is to be recorded now.
-func (b *books) note(ctx context.Context, in *rules.Input, d rules.Decision, took time.Duration, at time.Time) bool {
+// note keeps a decision (outcome "") or an approval's end for later, in
+// the order they happen; false when the books are kept already, and it is
+// to be recorded now.
+func (b *books) note(ctx context.Context, in *rules.Input, d rules.Decision, took time.Duration, at time.Time, outcome, via string) bool {
 	if b.kept {
 		return false
 	}
 	if b.decisions == nil {
 		b.decisions = notePool.Get().(*[]decisionNote)
 	}
-	*b.decisions = append(*b.decisions, decisionNote{ctx: ctx, in: *in, d: d, took: took, at: at})
+	*b.decisions = append(*b.decisions, decisionNote{ctx: ctx, in: *in, d: d, took: took, at: at, outcome: outcome, via: via})
 	return true
 }
 
@@ -111,10 +115,14 @@ func (ex *exchange) keepBooks() {
 	b := &ex.books
 	b.kept = true
 	if notes := b.decisions; notes != nil {
-		decided := ex.p.obs.decided // not nil: it noted them
+		obs := &ex.p.obs // its hooks are not nil: they noted them
 		for i := range *notes {
 			n := &(*notes)[i]
-			decided(n.ctx, n.in, n.d, n.took, n.at)
+			if n.outcome != "" {
+				obs.approved(n.ctx, n.in, n.d, n.outcome, n.via, n.took, n.at)
+				continue
+			}
+			obs.decided(n.ctx, n.in, n.d, n.took, n.at)
 		}
 		b.decisions = nil
 		if cap(*notes) <= maxPooledNotes {

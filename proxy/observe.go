@@ -114,8 +114,8 @@ func newObserver(cfg *Config, sessions func() int, tools *sync.Map) observer {
 		dl.decided(ctx, &in, d, took, at)
 	}}
 	if dl.w != nil {
-		o.approved = func(ctx context.Context, in rules.Input, d rules.Decision, outcome, via string, took time.Duration) {
-			dl.approved(ctx, &in, d, outcome, via, took)
+		o.approved = func(ctx context.Context, in rules.Input, d rules.Decision, outcome, via string, took time.Duration, at time.Time) {
+			dl.approved(ctx, &in, d, outcome, via, took, at)
 		}
 	}
 	t := newTelemetry(cfg, sessions, tools)
@@ -127,9 +127,9 @@ func newObserver(cfg *Config, sessions func() int, tools *sync.Map) observer {
 		dl.decided(ctx, &in, d, took, at)
 		t.decided(ctx, &in, d, took, at)
 	}
-	o.approved = func(ctx context.Context, in rules.Input, d rules.Decision, outcome, via string, took time.Duration) {
-		dl.approved(ctx, &in, d, outcome, via, took)
-		t.approved(ctx, &in, d, outcome, via, took)
+	o.approved = func(ctx context.Context, in rules.Input, d rules.Decision, outcome, via string, took time.Duration, at time.Time) {
+		dl.approved(ctx, &in, d, outcome, via, took, at)
+		t.approved(ctx, &in, d, outcome, via, took, at)
 	}
 	if t.prop != nil {
 		o.traceHeaders, o.traceKeys = t.traceHeaders, t.owned
@@ -178,11 +178,11 @@ func (l *decisionLog) decided(ctx context.Context, in *rules.Input, d rules.Deci
 
 // approved writes the record of a person's approval of a call, with the
 // outcome and who was asked (approval.go logs its line).
-func (l *decisionLog) approved(ctx context.Context, in *rules.Input, d rules.Decision, outcome, via string, took time.Duration) {
+func (l *decisionLog) approved(ctx context.Context, in *rules.Input, d rules.Decision, outcome, via string, took time.Duration, at time.Time) {
 	if l.w == nil {
 		return
 	}
-	rec := l.record(ctx, time.Now(), in, d, took)
+	rec := l.record(ctx, at, in, d, took)
 	rec.Approval, rec.ApprovedBy = outcome, via
 	l.w.Log(rec)
 }
@@ -461,7 +461,7 @@ func (t *telemetry) decided(ctx context.Context, in *rules.Input, d rules.Decisi
 
 // approved records how a person's approval of a call ended: a span from
 // the question to the answer, and the decision metric.
-func (t *telemetry) approved(ctx context.Context, in *rules.Input, d rules.Decision, outcome, via string, took time.Duration) {
+func (t *telemetry) approved(ctx context.Context, in *rules.Input, d rules.Decision, outcome, via string, took time.Duration, end time.Time) {
 	decision := decisionName(d)
 	t.decisionCount.Add(ctx, 1, t.decisionOpt(metricMethod(in.Method), d.Rule, decision, string(d.Mode)).add...)
 	if !t.tracing {
@@ -471,7 +471,6 @@ func (t *telemetry) approved(ctx context.Context, in *rules.Input, d rules.Decis
 	if d.Blocks() {
 		errDesc = "denied"
 	}
-	end := time.Now()
 	t.record(ctx, spanApproval, trace.SpanKindInternal, end.Add(-took), end, []attribute.KeyValue{
 		semconv.GenAIToolName(in.Tool), attrPolicyRule.String(d.Rule), attrPolicyDecision.String(decision),
 		attrApprovalOutcome.String(outcome), attrApprovalVia.String(via), attrPolicyReason.String(d.Reason)}, errDesc)

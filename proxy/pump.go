@@ -71,8 +71,10 @@ type observer struct {
 	// decided in at time at; took is the policy's time. An exchange's
 	// decisions are told once its agent has its answer (books.go).
 	decided func(ctx context.Context, in rules.Input, d rules.Decision, took time.Duration, at time.Time)
-	// approved: a person's approval of a held call ended (approval.go).
-	approved func(ctx context.Context, in rules.Input, d rules.Decision, outcome, via string, took time.Duration)
+	// approved: a person's approval of a held call ended (approval.go) at
+	// time at. An exchange's approvals are told with its decisions, in the
+	// order they happened (books.go).
+	approved func(ctx context.Context, in rules.Input, d rules.Decision, outcome, via string, took time.Duration, at time.Time)
 	// refusedServer: a gateway request refused because the agent had too
 	// many unanswered.
 	refusedServer func(method string)
@@ -104,7 +106,7 @@ func (pm *pump) decided(ctx context.Context, in rules.Input, d rules.Decision, t
 		return
 	}
 	at := time.Now()
-	if b := booksOf(ctx); b != nil && b.note(ctx, &in, d, took, at) {
+	if b := booksOf(ctx); b != nil && b.note(ctx, &in, d, took, at, "", "") {
 		return
 	}
 	pm.obs.decided(ctx, in, d, took, at)
