@@ -718,7 +718,10 @@ func (p *Proxy) upstreamError(err error) *callError {
 	if errors.As(err, &ce) {
 		return ce
 	}
-	if errors.Is(err, errHeaderTimeout) || errors.Is(err, context.DeadlineExceeded) {
+	// net/http's transport reports the context's cause, errCallTimedOut
+	// (exchange.run), where the proxy's HTTP/1.1 client reports
+	// context.DeadlineExceeded.
+	if errors.Is(err, errHeaderTimeout) || errors.Is(err, errCallTimedOut) || errors.Is(err, context.DeadlineExceeded) {
 		return errUpstreamTimeout(err)
 	}
 	return errUpstream(err)
