@@ -453,8 +453,8 @@ func (p *Proxy) serveInitialize(w http.ResponseWriter, r *http.Request, m *jsonr
 		p.reject(w, r, m.ID, errInvalid("initialize must not carry an Mcp-Session-Id: a session is opened by initialize"))
 		return
 	}
-	ctx, traced := p.observeInitialize(r, m)
-	sess, resp, cerr := p.initialize(ctx, r, m, nil)
+	ctx, fwd, traced := p.observeInitialize(r, m)
+	sess, resp, cerr := p.initialize(ctx, r, fwd, nil)
 	traced(sess, resp, cerr)
 	if cerr != nil {
 		p.reject(w, r, m.ID, cerr)

@@ -184,8 +184,8 @@ func (p *Proxy) serveLegacyMessage(w http.ResponseWriter, r *http.Request) {
 		defer cancel()
 		defer sess.end(time.Now())
 		if init {
-			tctx, traced := p.observeInitialize(r, msgs[0])
-			_, resp, cerr := p.initialize(tctx, r, msgs[0], sess)
+			tctx, fwd, traced := p.observeInitialize(r, msgs[0])
+			_, resp, cerr := p.initialize(tctx, r, fwd, sess)
 			traced(sess, resp, cerr)
 			if cerr != nil {
 				resp = &jsonrpc.Message{ID: msgs[0].ID, Error: cerr.rpc()}

@@ -821,17 +821,22 @@ func isToolError(resp *jsonrpc.Message) bool {
 }
 
 // observeInitialize tells the observer of an initialize the proxy forwards
-// on the agent's behalf (the body is encoded by initialize itself, so trace
-// context goes upstream in the headers only). The returned func ends its
-// record with the outcome.
-func (p *Proxy) observeInitialize(r *http.Request, m *jsonrpc.Message) (context.Context, func(*session, *jsonrpc.Message, *callError)) {
+// on the agent's behalf, and returns what goes to the gateway: m with the
+// trace context in params._meta as metaContext says (the body is encoded
+// by initialize itself, the headers get the context of the returned
+// ctx). The returned func ends its record with the outcome.
+func (p *Proxy) observeInitialize(r *http.Request, m *jsonrpc.Message) (context.Context, *jsonrpc.Message, func(*session, *jsonrpc.Message, *callError)) {
 	msgs := []*jsonrpc.Message{m}
 	ctx, rec := p.received(r.Context(), scope{r: r}, msgs)
 	if rec == nil {
-		return ctx, func(*session, *jsonrpc.Message, *callError) {}
+		return ctx, m, func(*session, *jsonrpc.Message, *callError) {}
 	}
 	ctx = rec.forwarded(ctx, msgs)
-	return ctx, func(sess *session, resp *jsonrpc.Message, cerr *callError) {
+	fwd := m
+	if carrier := rec.metaContext(m); carrier != nil {
+		fwd = withTraceMeta(m, carrier, &rec.t.owned)
+	}
+	return ctx, fwd, func(sess *session, resp *jsonrpc.Message, cerr *callError) {
 		if sess != nil && rec.t.tracing && len(rec.calls) > 0 {
 			rec.calls[0].span.SetAttributes(semconv.McpSessionID(sess.id), semconv.McpProtocolVersion(sess.protocolVersion))
 		}

@@ -540,3 +540,35 @@ func TestMetaBaggageAlone(t *testing.T) {
 		t.Errorf("baggage header %q, _meta.baggage %q: want the agent's tenant=blue in both", h, b)
 	}
 }
+
+// TestInitializeTraceMeta: initialize, which the proxy sends itself, gets
+// the trace context in params._meta as every request does: the client
+// span's where the agent's own _meta carried trace context (never the
+// agent's left there beside the proxy's headers), or always when asked.
+func TestInitializeTraceMeta(t *testing.T) {
+	for _, mode := range []TraceMeta{TraceMetaAgent, TraceMetaAlways} {
+		for _, meta := range []string{"", `,"_meta":{"traceparent":"` + agentMetaTP + `","tracestate":"vendor=evil"}`} {
+			e := newTelemetryEnv(t, func(c *Config) { c.TraceMeta = mode })
+			body := `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}` + meta + `}}`
+			if _, _, m := e.post(body, nil); m == nil || m.Error != nil {
+				t.Fatalf("initialize: %+v", m)
+			}
+			got := e.up.find("initialize")
+			if len(got) != 1 {
+				t.Fatalf("the gateway got %d initialize", len(got))
+			}
+			gotMeta := lookupKey(got[0].msg.Params, "_meta")
+			tp, _, _ := jsonrpc.LookupString(gotMeta, "traceparent")
+			ts, _, _ := jsonrpc.LookupString(gotMeta, "tracestate")
+			h := got[0].header.Get("Traceparent")
+			switch inMeta := mode == TraceMetaAlways || meta != ""; {
+			case h == "":
+				t.Errorf("%s %q: no traceparent header", mode, meta)
+			case inMeta && (tp != h || ts != got[0].header.Get("Tracestate")):
+				t.Errorf("%s %q: the gateway's initialize _meta %s, want the client span's context of its headers, traceparent %s", mode, meta, gotMeta, h)
+			case !inMeta && gotMeta != nil:
+				t.Errorf("%s %q: the gateway's initialize _meta %s, want none", mode, meta, gotMeta)
+			}
+		}
+	}
+}
