@@ -196,7 +196,7 @@ func (ob *observability) serveApprovals(h http.Handler) {
 }
 
 // traceMetaUsage is the help of --trace-meta (proxy, connect).
-const traceMetaUsage = "where the gateway gets the trace context besides the HTTP headers: agent (in params._meta only of a message whose own _meta carried trace context) or always (in every request's _meta, for gateways that read only _meta)"
+const traceMetaUsage = "where the gateway gets the trace context besides the HTTP headers: agent (in params._meta only of a message whose own _meta carried trace context) or always (in the _meta of every request and notification, for gateways that read only _meta)"
 
 // newObservability sets up telemetry for o.
 func newObservability(ctx context.Context, o proxyOptions, log *slog.Logger) (*observability, error) {
