@@ -190,6 +190,12 @@ type conversation interface {
 // from the same agent, so a transport whose one reader reads both (stdio)
 // calls it on a goroutine of its own.
 func (pm *pump) fromAgent(ctx context.Context, c conversation, m *jsonrpc.Message) (fwd, answer *jsonrpc.Message, status int, dropped *callError, wait func(context.Context) (fwd, answer *jsonrpc.Message, status int)) {
+	if e := metaVariant(m); e != nil {
+		if m.Kind() == jsonrpc.KindRequest {
+			return nil, &jsonrpc.Message{ID: m.ID, Error: e.rpc()}, e.status, nil, nil
+		}
+		return nil, nil, 0, e, nil
+	}
 	switch m.Kind() {
 	case jsonrpc.KindResponse:
 		if pm.answerApproval(c.scope(m), m) {
@@ -234,6 +240,21 @@ func (pm *pump) fromAgent(ctx context.Context, c conversation, m *jsonrpc.Messag
 	}
 	fwd, ans, st = pm.forward(c, m)
 	return fwd, ans, st, nil, nil
+}
+
+// metaVariant refuses params holding a variant of _meta ("_Meta"), on
+// every transport and at any place of a batch: the proxy reads trace
+// context and the protocol version there, while a gateway decoding with
+// Go's encoding/json reads the variant as _meta (issue #14), and the
+// trace context the proxy writes in _meta would go beside it.
+func metaVariant(m *jsonrpc.Message) *callError {
+	if m.Kind() == jsonrpc.KindResponse || len(m.Params) == 0 || m.Params[0] != '{' {
+		return nil
+	}
+	if _, err := m.Param("_meta"); err != nil {
+		return errInvalidParams(`"params._meta": ` + err.Error())
+	}
+	return nil
 }
 
 // forward records m as forwarded, or answers why it may not be.

@@ -572,3 +572,108 @@ func TestInitializeTraceMeta(t *testing.T) {
 		}
 	}
 }
+
+// FuzzTraceMeta feeds arbitrary agent messages to withTraceMeta (what
+// stdio sends the server, and what encodeForward writes for the gateway):
+// the result must be a message the strict codec accepts, and its _meta,
+// where it was written, must hold of the keys the propagator handles
+// exactly the carrier's values, no variant of them.
+func FuzzTraceMeta(f *testing.F) {
+	for _, seed := range []string{
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call"}`,
+		`{"jsonrpc":"2.0","method":"notifications/progress","params":{"_meta":{"traceparent":"x"}}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":{"TraceParent":"x","tracestate":1,"Baggage":"b"}}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":{"trace\u0000state":"x","baggage":"b"}}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":"x"}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"m","params":[1]}`,
+	} {
+		f.Add([]byte(seed), uint8(7), uint8(1))
+	}
+	f.Fuzz(func(t *testing.T, data []byte, ownedBits, carrierBits uint8) {
+		m, err := jsonrpc.DecodeOne(data, jsonrpc.Limits{})
+		if err != nil || metaVariant(m) != nil {
+			return // refused before it is forwarded (fromAgent)
+		}
+		var owned [len(traceMetaKeys)]bool
+		var carrier traceMeta
+		for i := range traceMetaKeys {
+			owned[i] = ownedBits&(1<<i) != 0
+			if owned[i] && carrierBits&(1<<i) != 0 {
+				carrier[i] = []string{agentMetaTP, "vendor=proxy", "k=v"}[i]
+			}
+		}
+		got := withTraceMeta(m, &carrier, &owned)
+		b, err := jsonrpc.Encode(got)
+		if err != nil {
+			t.Fatalf("encoding %s: %v", data, err)
+		}
+		again, err := jsonrpc.DecodeOne(b, jsonrpc.Limits{})
+		if err != nil {
+			t.Fatalf("%s became %s, which the codec refuses: %v", data, b, err)
+		}
+		if got == m {
+			return // left as it was
+		}
+		meta := lookupKey(again.Params, "_meta")
+		for i, k := range traceMetaKeys {
+			if !owned[i] {
+				continue
+			}
+			v, err := jsonrpc.Lookup(meta, k)
+			if err != nil {
+				t.Fatalf("%s became %s: %v", data, b, err)
+			}
+			if s, _, _ := jsonrpc.LookupString(meta, k); s != carrier[i] || (v == nil) != (carrier[i] == "") {
+				t.Fatalf("%s became %s: _meta.%s %s, want %q", data, b, k, v, carrier[i])
+			}
+		}
+	})
+}
+
+// TestMetaVariantRefused: params holding a variant of _meta ("_Meta",
+// which Go's encoding/json reads as _meta) are refused on every transport
+// and at every place of a batch, not only as the first message of a POST:
+// passed on, the agent's trace context in it would reach a gateway beside
+// the proxy's headers unvouched, and with the proxy's _meta added the
+// object would hold one key twice.
+func TestMetaVariantRefused(t *testing.T) {
+	variant := `{"jsonrpc":"2.0","id":"v","method":"tools/call","params":{"name":"echo","arguments":{"message":"x"},"_Meta":{"traceparent":"` + agentMetaTP + `"}}}`
+	for _, mode := range []TraceMeta{TraceMetaAgent, TraceMetaAlways} {
+		e := newTelemetryEnv(t, func(c *Config) { c.TraceMeta = mode })
+		_, h, m := e.post(`{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`, nil)
+		if m.Error != nil {
+			t.Fatalf("initialize: %+v", m)
+		}
+		e.session, e.protocol = h.Get("Mcp-Session-Id"), "2025-03-26"
+		e.post(`{"jsonrpc":"2.0","method":"notifications/initialized"}`, nil)
+		req, _ := http.NewRequest(http.MethodPost, e.url, strings.NewReader(`[{"jsonrpc":"2.0","id":"ok","method":"ping"},`+variant+`]`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Mcp-Session-Id", e.session)
+		req.Header.Set("Mcp-Protocol-Version", e.protocol)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		keptBooks(t, e.p)
+		if e.up.findID("v") != nil || !strings.Contains(string(data), `"id":"v","error":{"code":-32602`) {
+			t.Errorf("%s: a batch's _Meta: answered %s, the gateway got it: %v", mode, data, e.up.findID("v") != nil)
+		}
+	}
+
+	spans := tracetest.NewInMemoryExporter()
+	h := startStdio(t, func(c *Config) {
+		c.TracerProvider = sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
+	})
+	h.client(`{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`)
+	h.toServer.next(t, "server")
+	h.server(`{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"s","version":"1"}}}`)
+	h.fromRelay.next(t, "client")
+	h.client(variant)
+	if got := h.fromRelay.next(t, "client"); !strings.Contains(got, `"id":"v","error":{"code":-32602`) {
+		t.Errorf("stdio: _Meta answered %s, want an invalid-params error", got)
+	}
+}
