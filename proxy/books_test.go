@@ -105,6 +105,8 @@ func TestAnswerBeforeBooks(t *testing.T) {
 			http.StatusOK, "echo: hi", `"rule":"allow/echo"`, "tools/call echo"},
 		{"denied call", `{"jsonrpc":"2.0","id":"d","method":"tools/call","params":{"name":"run_command","arguments":{"cmd":"id"}}}`,
 			http.StatusForbidden, "never allowed", `"rule":"deny/run_command"`, "tools/call run_command"},
+		{"answer over net/http's 2 KiB buffer, in multi-byte UTF-8", `{"jsonrpc":"2.0","id":"l","method":"tools/call","params":{"name":"echo","arguments":{"message":"` + strings.Repeat("é✓", 1000) + `"}}}`,
+			http.StatusOK, "echo: é✓é✓", `"rule":"allow/echo"`, "tools/call echo"},
 		{"notification", `{"jsonrpc":"2.0","method":"notifications/roots/list_changed"}`,
 			http.StatusAccepted, "", "", "notifications/roots/list_changed"},
 		{"invalid params", `{"jsonrpc":"2.0","id":"u","method":"tools/call","params":{"name":"unlisted","arguments":{}}}`,
@@ -139,6 +141,13 @@ func TestAnswerBeforeBooks(t *testing.T) {
 			}
 			if res.Header.Get("Content-Length") == "" || len(res.TransferEncoding) > 0 {
 				t.Errorf("answer sent without its length (%v): flushed in chunks", res.TransferEncoding)
+			}
+			wantType := "application/json"
+			if tt.status == http.StatusAccepted {
+				wantType = ""
+			}
+			if res.ContentLength != int64(len(data)) || res.Header.Get("Content-Type") != wantType {
+				t.Errorf("answer of %d bytes declared Content-Length %d, Content-Type %q", len(data), res.ContentLength, res.Header.Get("Content-Type"))
 			}
 			keptBooks(t, e.p)
 			if g.blocked.Load() == 0 {
