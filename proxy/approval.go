@@ -253,6 +253,11 @@ func (pm *pump) confirmSession(ctx context.Context, c conversation, h *held) rul
 		return pm.approvalDone(ctx, h, outcomeUnavailable, "", start, why)
 	}
 	defer pm.approvals.remove(a.ID)
+	// A person may take minutes: the held call's decision is recorded as
+	// it is held, not once its agent has its answer (books.go).
+	if b := booksOf(ctx); b != nil {
+		b.tell(&pm.obs)
+	}
 	select {
 	case ans := <-a.answer:
 		if ans.accept {

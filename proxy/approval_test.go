@@ -266,6 +266,12 @@ func TestConfirmQueue(t *testing.T) {
 			if list[0].Tool != "echo" || list[0].Rule != "echo" || !strings.Contains(string(list[0].Args), `"queued"`) {
 				t.Errorf("queued %+v", list[0])
 			}
+			// The held call's decision is in the log while it waits.
+			waitFor(t, "the held call's confirm record", func() bool {
+				env.logMu.Lock()
+				defer env.logMu.Unlock()
+				return strings.Contains(env.log.String(), `"decision":"confirm"`)
+			})
 			res, err := http.Post(env.admin.URL+"/approvals/"+list[0].ID+"/"+tt.action, "", nil)
 			if err != nil || res.StatusCode != http.StatusNoContent {
 				t.Fatalf("POST %s: %v %v", tt.action, res.Status, err)

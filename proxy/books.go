@@ -92,6 +92,29 @@ func (b *books) note(ctx context.Context, in *rules.Input, d rules.Decision, too
 	return true
 }
 
+// tell records what is noted so far, in order, and empties the list: at
+// keepBooks, or before the exchange waits for a person (approval.go).
+func (b *books) tell(obs *observer) {
+	notes := b.decisions
+	if notes == nil {
+		return
+	}
+	for i := range *notes { // obs's hooks are not nil: they noted them
+		n := &(*notes)[i]
+		if n.outcome != "" {
+			obs.approved(n.ctx, n.in, n.d, n.outcome, n.via, n.took, n.at)
+			continue
+		}
+		obs.decided(n.ctx, n.in, n.d, n.took, n.at)
+	}
+	b.decisions = nil
+	if cap(*notes) <= maxPooledNotes {
+		clear(*notes) // what they reference: the messages, the contexts
+		*notes = (*notes)[:0]
+		notePool.Put(notes)
+	}
+}
+
 // booksOf returns the books ctx runs under, nil when none.
 func booksOf(ctx context.Context) *books {
 	b, _ := ctx.Value(booksKey{}).(*books)
@@ -114,23 +137,7 @@ func (ex *exchange) owe() {
 func (ex *exchange) keepBooks() {
 	b := &ex.books
 	b.kept = true
-	if notes := b.decisions; notes != nil {
-		obs := &ex.p.obs // its hooks are not nil: they noted them
-		for i := range *notes {
-			n := &(*notes)[i]
-			if n.outcome != "" {
-				obs.approved(n.ctx, n.in, n.d, n.outcome, n.via, n.took, n.at)
-				continue
-			}
-			obs.decided(n.ctx, n.in, n.d, n.took, n.at)
-		}
-		b.decisions = nil
-		if cap(*notes) <= maxPooledNotes {
-			clear(*notes) // what they reference: the messages, the contexts
-			*notes = (*notes)[:0]
-			notePool.Put(notes)
-		}
-	}
+	b.tell(&ex.p.obs)
 	ex.calls.ended(nil)
 	if b.owed {
 		ex.p.booksDue.add(-1)
