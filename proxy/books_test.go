@@ -132,7 +132,14 @@ func TestAnswerBeforeBooks(t *testing.T) {
 			}
 			data, err := io.ReadAll(res.Body)
 			res.Body.Close()
+			// The books are held: WaitRecorded waits for them.
+			wctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+			werr := e.p.WaitRecorded(wctx)
+			cancel()
 			close(open) // the agent has its answer: the books may be kept
+			if werr == nil {
+				t.Error("WaitRecorded returned while the exchange's books were held")
+			}
 			if err != nil {
 				t.Fatalf("reading the answer while the books were held: %v", err)
 			}
