@@ -14,6 +14,10 @@ import (
 // once the agent has its answer, as Envoy writes its access log and ends
 // its spans after the response: at one session, all the handler does
 // before the answer leaves is latency the agent waits for (issue #18).
+// One exception: the decisions of what goes to the gateway are told before
+// it is sent, since the decision log is an audit trail written ahead of
+// the act; an exchange answered by the proxy alone (a denial, an error)
+// tells its decisions after its answer.
 // What happened is noted when it happens (a decision when it is made, a
 // span's end when its answer is delivered, the gateway call's end when its
 // body is read), so times are those of the events, not of the books.
@@ -50,6 +54,7 @@ type decisionNote struct {
 	took         time.Duration
 	at           time.Time
 	outcome, via string
+	logged       bool // its decision log line is written (tellLog)
 }
 
 // booksKey is the context key under which a books answers for itself.
@@ -92,6 +97,22 @@ func (b *books) note(ctx context.Context, in *rules.Input, d rules.Decision, too
 	return true
 }
 
+// tellLog writes the decision log lines of what is noted so far, and
+// leaves the rest of their record (their spans and metrics) to tell: run
+// before the exchange forwards anything to the gateway (exchange.run), as
+// the decision log is the audit trail of what the gateway was asked to do.
+func (b *books) tellLog(obs *observer) {
+	if b.decisions == nil {
+		return
+	}
+	for i := range *b.decisions {
+		if n := &(*b.decisions)[i]; !n.logged {
+			n.logged = true
+			obs.logNote(n)
+		}
+	}
+}
+
 // tell records what is noted so far, in order, and empties the list: at
 // keepBooks, or before the exchange waits for a person (approval.go).
 func (b *books) tell(obs *observer) {
@@ -101,11 +122,12 @@ func (b *books) tell(obs *observer) {
 	}
 	for i := range *notes { // obs's hooks are not nil: they noted them
 		n := &(*notes)[i]
-		if n.outcome != "" {
-			obs.approved(n.ctx, n.in, n.d, n.outcome, n.via, n.took, n.at)
-			continue
+		if !n.logged {
+			obs.logNote(n)
 		}
-		obs.decided(n.ctx, n.in, n.d, n.took, n.at)
+		if obs.traceNote != nil {
+			obs.traceNote(n)
+		}
 	}
 	b.decisions = nil
 	if cap(*notes) <= maxPooledNotes {

@@ -51,13 +51,18 @@ func (g *booksGate) hold() {
 }
 
 type gatedWriter struct {
-	g  *booksGate
-	mu sync.Mutex
-	b  bytes.Buffer
+	g *booksGate
+	// open: the writer is not held (the decisions of a forwarded call are
+	// written before it goes to the gateway, so before the answer).
+	open atomic.Bool
+	mu   sync.Mutex
+	b    bytes.Buffer
 }
 
 func (w *gatedWriter) Write(p []byte) (int, error) {
-	w.g.hold()
+	if !w.open.Load() {
+		w.g.hold()
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.b.Write(p)
@@ -96,23 +101,25 @@ func TestAnswerBeforeBooks(t *testing.T) {
 
 	for _, tt := range []struct {
 		name, body string
+		forwarded  bool // its decision log line is written before the gateway gets it
 		status     int
 		answer     string // in the answer
 		record     string // in the decision log; "" for none
 		span       string // a server span
 	}{
 		{"allowed call", `{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"}}}`,
-			http.StatusOK, "echo: hi", `"rule":"allow/echo"`, "tools/call echo"},
+			true, http.StatusOK, "echo: hi", `"rule":"allow/echo"`, "tools/call echo"},
 		{"denied call", `{"jsonrpc":"2.0","id":"d","method":"tools/call","params":{"name":"run_command","arguments":{"cmd":"id"}}}`,
-			http.StatusForbidden, "never allowed", `"rule":"deny/run_command"`, "tools/call run_command"},
+			false, http.StatusForbidden, "never allowed", `"rule":"deny/run_command"`, "tools/call run_command"},
 		{"answer over net/http's 2 KiB buffer, in multi-byte UTF-8", `{"jsonrpc":"2.0","id":"l","method":"tools/call","params":{"name":"echo","arguments":{"message":"` + strings.Repeat("é✓", 1000) + `"}}}`,
-			http.StatusOK, "echo: é✓é✓", `"rule":"allow/echo"`, "tools/call echo"},
+			true, http.StatusOK, "echo: é✓é✓", `"rule":"allow/echo"`, "tools/call echo"},
 		{"notification", `{"jsonrpc":"2.0","method":"notifications/roots/list_changed"}`,
-			http.StatusAccepted, "", "", "notifications/roots/list_changed"},
+			true, http.StatusAccepted, "", "", "notifications/roots/list_changed"},
 		{"invalid params", `{"jsonrpc":"2.0","id":"u","method":"tools/call","params":{"name":"unlisted","arguments":{}}}`,
-			http.StatusOK, `"error"`, `"rule":"allow/unlisted"`, "tools/call unlisted"},
+			true, http.StatusOK, `"error"`, `"rule":"allow/unlisted"`, "tools/call unlisted"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
+			log.open.Store(tt.forwarded)
 			open := g.arm()
 			defer func() {
 				g.mu.Lock()
@@ -169,6 +176,46 @@ func TestAnswerBeforeBooks(t *testing.T) {
 			}
 			if !found {
 				t.Errorf("no server span %q; have %v", tt.span, spanNames(spans.GetSpans()))
+			}
+		})
+	}
+}
+
+// TestDecisionLoggedBeforeForward: the decision log is the audit trail of
+// what the gateway was asked to do, so a forwarded call's line is written
+// before the gateway has the call (the rest of the books waits for the
+// answer): a process killed while a tool runs leaves the record of why
+// the call was allowed.
+func TestDecisionLoggedBeforeForward(t *testing.T) {
+	var w gatedWriter
+	w.g = &booksGate{}
+	e := newTelemetryEnv(t, func(c *Config) { c.DecisionLog = decisionlog.NewWriter(&w) })
+	var mu sync.Mutex
+	var atGateway []string // the decision log as each POST reached the gateway
+	e.up.arrived = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		atGateway = append(atGateway, w.String())
+	}
+	e.initialize()
+	for _, tt := range []struct{ name, body, record string }{
+		{"tools/call", `{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"}}}`, `"rule":"allow/echo"`},
+		{"tools/call over 64 KiB (net/http's transport)", `{"jsonrpc":"2.0","id":"big","method":"tools/call","params":{"name":"echo","arguments":{"message":"` + strings.Repeat("x", 70<<10) + `"}}}`, `"rule":"allow/echo"`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			mu.Lock()
+			atGateway = nil
+			mu.Unlock()
+			if status, _, _ := e.post(tt.body, nil); status != http.StatusOK {
+				t.Fatalf("status %d", status)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(atGateway) == 0 {
+				t.Fatal("the gateway got nothing")
+			}
+			if !strings.Contains(atGateway[0], tt.record) {
+				t.Fatalf("the gateway had the call before its decision was logged; log then:\n%s", atGateway[0])
 			}
 		})
 	}

@@ -174,6 +174,11 @@ func (ex *exchange) run(out output) {
 		return
 	}
 
+	// The decision log is the audit trail of what the gateway was asked to
+	// do: its lines are written before the gateway acts, not once it has
+	// answered (a tool may run for minutes, and a process killed meanwhile
+	// would leave a call done with no record of why it was allowed).
+	ex.books.tellLog(&p.obs)
 	ctx = ex.calls.forwarded(ctx, forward)
 	body, err := encodeForward(forward, ex.batch, ex.calls)
 	if err != nil {

@@ -118,9 +118,23 @@ func newObserver(cfg *Config, sessions func() int, tools *sync.Map) observer {
 			dl.approved(ctx, &in, d, outcome, via, took, at)
 		}
 	}
+	o.logNote = func(n *decisionNote) {
+		if n.outcome != "" {
+			dl.approved(n.ctx, &n.in, n.d, n.outcome, n.via, n.took, n.at)
+			return
+		}
+		dl.decided(n.ctx, &n.in, n.d, n.took, n.at)
+	}
 	t := newTelemetry(cfg, sessions, tools)
 	if t == nil {
 		return o
+	}
+	o.traceNote = func(n *decisionNote) {
+		if n.outcome != "" {
+			t.approved(n.ctx, &n.in, n.d, n.outcome, n.via, n.took, n.at)
+			return
+		}
+		t.decided(n.ctx, &n.in, n.d, n.took, n.at)
 	}
 	o.received, o.refusedServer, o.rejected, o.sessionEnded = t.received, t.refusedServer, t.rejected, t.sessionEnded
 	o.decided = func(ctx context.Context, in rules.Input, d rules.Decision, took time.Duration, at time.Time) {

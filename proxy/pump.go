@@ -75,6 +75,11 @@ type observer struct {
 	// time at. An exchange's approvals are told with its decisions, in the
 	// order they happened (books.go).
 	approved func(ctx context.Context, in rules.Input, d rules.Decision, outcome, via string, took time.Duration, at time.Time)
+	// logNote and traceNote are decided's (approved's, for a note with an
+	// outcome) two halves, for an exchange that writes its decision log
+	// ahead of the rest of its books (books.go): the decision log, and the
+	// telemetry (nil when off).
+	logNote, traceNote func(n *decisionNote)
 	// refusedServer: a gateway request refused because the agent had too
 	// many unanswered.
 	refusedServer func(method string)

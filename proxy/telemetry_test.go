@@ -50,9 +50,14 @@ type recordingUpstream struct {
 	mu   sync.Mutex
 	seen []recorded
 	next http.Handler
+	// arrived, when set, is called as each POST arrives, before it is read.
+	arrived func()
 }
 
 func (u *recordingUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodPost && u.arrived != nil {
+		u.arrived()
+	}
 	if r.Method == http.MethodPost {
 		body, _ := io.ReadAll(r.Body)
 		r.Body = io.NopCloser(bytes.NewReader(body))
