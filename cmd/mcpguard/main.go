@@ -19,8 +19,6 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
-
-	"mcpguard.dev/mcpguard/internal/gcpace"
 )
 
 // Exit codes that scripts may depend on.
@@ -47,9 +45,6 @@ func main() {
 	// instead of waiting out --drain-timeout.
 	context.AfterFunc(ctx, stop)
 
-	if len(os.Args) > 1 && slices.Contains(longRunning, os.Args[1]) {
-		gcpace.Start() // until the process ends; GOGC in the environment turns it off
-	}
 	root := rootCmdFor(os.Args[1:])
 	err := root.ExecuteContext(ctx)
 	// The log is batched (logOutput): what a command logged last, a
@@ -68,11 +63,6 @@ func main() {
 	fmt.Fprintln(os.Stderr, "mcpguard:", err)
 	os.Exit(exitUsage)
 }
-
-// longRunning are the commands that serve calls for the life of the
-// process, where a small heap's collector runs every few hundred calls
-// unless paced (internal/gcpace).
-var longRunning = []string{"proxy", "wrap", "connect"}
 
 // newRootCmd is the command tree.
 func newRootCmd() *cobra.Command { return rootCmdFor(nil) }
