@@ -450,13 +450,9 @@ func (pm *pump) approvalDone(ctx context.Context, h *held, outcome, via string, 
 	pm.log.LogAttrs(context.Background(), level, "approval", slog.String("tool", h.in.Tool), slog.String("rule", h.d.Rule),
 		slog.String("outcome", outcome), slog.String("via", via), slog.String("session", h.sc.session),
 		slog.String("note", note), slog.Int64("took_ms", took.Milliseconds()))
-	if pm.obs.approved != nil {
-		// After the held call's decision, which an exchange records once
-		// its agent has its answer: so is this (books.go).
-		if b := booksOf(ctx); b == nil || !b.note(ctx, &h.in, d, took, at, outcome, via) {
-			pm.obs.approved(ctx, h.in, d, outcome, via, took, at)
-		}
-	}
+	// After the held call's decision, which an exchange may still hold in
+	// its books: so is this, in order (books.go).
+	pm.noteDecision(&decisionNote{ctx: ctx, in: h.in, d: d, took: took, at: at, outcome: outcome, via: via})
 	return d
 }
 

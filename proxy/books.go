@@ -44,9 +44,9 @@ type books struct {
 	kept bool
 }
 
-// decisionNote is one decision as the observer is told it
-// (observer.decided), or the end of a held call's approval
-// (observer.approved) when outcome is set.
+// decisionNote is one decision as the observer records it
+// (observer.recordDecision), or the end of a held call's approval when
+// outcome is set.
 type decisionNote struct {
 	ctx          context.Context
 	in           rules.Input
@@ -86,14 +86,14 @@ const maxPooledNotes = 64
 // note keeps a decision (outcome "") or an approval's end for later, in
 // the order they happen; false when the books are kept already, and it is
 // to be recorded now.
-func (b *books) note(ctx context.Context, in *rules.Input, d rules.Decision, took time.Duration, at time.Time, outcome, via string) bool {
+func (b *books) note(n *decisionNote) bool {
 	if b.kept {
 		return false
 	}
 	if b.decisions == nil {
 		b.decisions = notePool.Get().(*[]decisionNote)
 	}
-	*b.decisions = append(*b.decisions, decisionNote{ctx: ctx, in: *in, d: d, took: took, at: at, outcome: outcome, via: via})
+	*b.decisions = append(*b.decisions, *n)
 	return true
 }
 
@@ -107,8 +107,8 @@ func (b *books) tellLog(obs *observer) {
 	}
 	for i := range *b.decisions {
 		if n := &(*b.decisions)[i]; !n.logged {
+			obs.decisions.recordNote(n)
 			n.logged = true
-			obs.logNote(n)
 		}
 	}
 }
@@ -120,14 +120,8 @@ func (b *books) tell(obs *observer) {
 	if notes == nil {
 		return
 	}
-	for i := range *notes { // obs's hooks are not nil: they noted them
-		n := &(*notes)[i]
-		if !n.logged {
-			obs.logNote(n)
-		}
-		if obs.traceNote != nil {
-			obs.traceNote(n)
-		}
+	for i := range *notes {
+		obs.recordDecision(&(*notes)[i])
 	}
 	b.decisions = nil
 	if cap(*notes) <= maxPooledNotes {

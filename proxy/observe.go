@@ -110,45 +110,35 @@ var (
 // always (Logger is never nil), telemetry when a provider is set.
 func newObserver(cfg *Config, sessions func() int, tools *sync.Map) observer {
 	dl := &decisionLog{log: cfg.Logger, w: cfg.DecisionLog, recordArgs: cfg.RecordArguments}
-	o := observer{decided: func(ctx context.Context, in rules.Input, d rules.Decision, took time.Duration, at time.Time) {
-		dl.decided(ctx, &in, d, took, at)
-	}}
-	if dl.w != nil {
-		o.approved = func(ctx context.Context, in rules.Input, d rules.Decision, outcome, via string, took time.Duration, at time.Time) {
-			dl.approved(ctx, &in, d, outcome, via, took, at)
-		}
-	}
-	o.logNote = func(n *decisionNote) {
-		if n.outcome != "" {
-			dl.approved(n.ctx, &n.in, n.d, n.outcome, n.via, n.took, n.at)
-			return
-		}
-		dl.decided(n.ctx, &n.in, n.d, n.took, n.at)
-	}
+	o := observer{decisions: dl}
 	t := newTelemetry(cfg, sessions, tools)
 	if t == nil {
 		return o
 	}
-	o.traceNote = func(n *decisionNote) {
-		if n.outcome != "" {
-			t.approved(n.ctx, &n.in, n.d, n.outcome, n.via, n.took, n.at)
-			return
-		}
-		t.decided(n.ctx, &n.in, n.d, n.took, n.at)
-	}
+	o.traceDecisions = t
 	o.received, o.refusedServer, o.rejected, o.sessionEnded = t.received, t.refusedServer, t.rejected, t.sessionEnded
-	o.decided = func(ctx context.Context, in rules.Input, d rules.Decision, took time.Duration, at time.Time) {
-		dl.decided(ctx, &in, d, took, at)
-		t.decided(ctx, &in, d, took, at)
-	}
-	o.approved = func(ctx context.Context, in rules.Input, d rules.Decision, outcome, via string, took time.Duration, at time.Time) {
-		dl.approved(ctx, &in, d, outcome, via, took, at)
-		t.approved(ctx, &in, d, outcome, via, took, at)
-	}
 	if t.prop != nil {
 		o.traceHeaders, o.traceKeys = t.traceHeaders, t.owned
 	}
 	return o
+}
+
+// recordNote writes n's log line and record: a decision, or an approval's end.
+func (l *decisionLog) recordNote(n *decisionNote) {
+	if n.outcome != "" {
+		l.approved(n.ctx, &n.in, n.d, n.outcome, n.via, n.took, n.at)
+		return
+	}
+	l.decided(n.ctx, &n.in, n.d, n.took, n.at)
+}
+
+// recordNote records n's telemetry: a decision, or an approval's end.
+func (t *telemetry) recordNote(n *decisionNote) {
+	if n.outcome != "" {
+		t.approved(n.ctx, &n.in, n.d, n.outcome, n.via, n.took, n.at)
+		return
+	}
+	t.decided(n.ctx, &n.in, n.d, n.took, n.at)
 }
 
 // decisionLog writes each decision as a log line and, with

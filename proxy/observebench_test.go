@@ -59,7 +59,7 @@ func BenchmarkObserverSmallCall(b *testing.B) {
 	cpu := processCPU()
 	for b.Loop() {
 		ctx, rec := obs.received(context.Background(), sc, msgs)
-		obs.decided(rec.contextOf(ctx, m), in, d, 2*time.Microsecond, time.Now())
+		obs.recordDecision(&decisionNote{ctx: rec.contextOf(ctx, m), in: in, d: d, took: 2 * time.Microsecond, at: time.Now()})
 		rec.forwarded(ctx, msgs)
 		if rec.metaContext(m) != nil {
 			b.Fatal("trace context for the _meta of a message whose own carried none")

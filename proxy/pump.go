@@ -67,19 +67,15 @@ type observer struct {
 	// are the exchange's own hooks (contextOf, forwarded, gatewayAnswered,
 	// gatewayDone, delivered, ended), each allowing nil.
 	received func(ctx context.Context, sc scope, msgs []*jsonrpc.Message) (context.Context, *calls)
-	// decided: the policy (or the method table, or the strict decode)
-	// decided in at time at; took is the policy's time. An exchange's
-	// decisions are told once its agent has its answer (books.go).
-	decided func(ctx context.Context, in rules.Input, d rules.Decision, took time.Duration, at time.Time)
-	// approved: a person's approval of a held call ended (approval.go) at
-	// time at. An exchange's approvals are told with its decisions, in the
-	// order they happened (books.go).
-	approved func(ctx context.Context, in rules.Input, d rules.Decision, outcome, via string, took time.Duration, at time.Time)
-	// logNote and traceNote are decided's (approved's, for a note with an
-	// outcome) two halves, for an exchange that writes its decision log
-	// ahead of the rest of its books (books.go): the decision log, and the
-	// telemetry (nil when off).
-	logNote, traceNote func(n *decisionNote)
+	// decisions and traceDecisions record a decision — of the policy, the
+	// method table or the strict decode — or the end of a held call's
+	// approval (a note with an outcome; approval.go): in the decision log
+	// (never nil), and in telemetry (nil when off). recordDecision calls
+	// both; an exchange notes its decisions and records them later, its
+	// decision log lines apart from the rest (books.go). Types, not hooks:
+	// a note passed through a func value would be allocated per decision.
+	decisions      *decisionLog
+	traceDecisions *telemetry
 	// refusedServer: a gateway request refused because the agent had too
 	// many unanswered.
 	refusedServer func(method string)
@@ -105,16 +101,29 @@ func (pm *pump) received(ctx context.Context, sc scope, msgs []*jsonrpc.Message)
 }
 
 // decided tells the observer of a decision: now, or, when it is an
-// exchange's, once the agent has its answer (books.go).
+// exchange's, with its books (books.go).
 func (pm *pump) decided(ctx context.Context, in rules.Input, d rules.Decision, took time.Duration) {
-	if pm.obs.decided == nil {
+	pm.noteDecision(&decisionNote{ctx: ctx, in: in, d: d, took: took, at: time.Now()})
+}
+
+// noteDecision records n now, or keeps it in the books of the exchange it
+// was made in.
+func (pm *pump) noteDecision(n *decisionNote) {
+	if b := booksOf(n.ctx); b != nil && b.note(n) {
 		return
 	}
-	at := time.Now()
-	if b := booksOf(ctx); b != nil && b.note(ctx, &in, d, took, at, "", "") {
-		return
+	pm.obs.recordDecision(n)
+}
+
+// recordDecision records n in the decision log, unless it is there
+// already, and in telemetry.
+func (o *observer) recordDecision(n *decisionNote) {
+	if !n.logged {
+		o.decisions.recordNote(n)
 	}
-	pm.obs.decided(ctx, in, d, took, at)
+	if o.traceDecisions != nil {
+		o.traceDecisions.recordNote(n)
+	}
 }
 
 // sessionEnded tells the observer of a session's end.
