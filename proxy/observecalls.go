@@ -372,9 +372,9 @@ func (rec *calls) traceContext() *traceMeta {
 // params._meta: the gateway call's when the operator asks for it always
 // (TraceMetaAlways) or when m's own _meta carried trace context (MCP
 // SEP-414: the agent chose per-message context, and the chain continues
-// there); nil otherwise, the headers carrying it alone. Writing _meta
-// costs the proxy a re-encode of params and an mcp-go gateway ~9 µs and
-// 47 allocations per call; a header costs the gateway nothing. It may be
+// there); nil otherwise, the headers carrying it alone. _meta costs an
+// mcp-go gateway ~9 µs and 47 allocations per call to decode; a header
+// costs it nothing. It may be
 // empty (an agent's baggage unread, none of the proxy's to write): the
 // agent's values of the keys the propagator handles still go.
 func (rec *calls) metaContext(m *jsonrpc.Message) *traceMeta {
