@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"mcpguard.dev/mcpguard/internal/maxprocs"
 	"mcpguard.dev/mcpguard/internal/memtrim"
 	"mcpguard.dev/mcpguard/internal/oauthlogin"
 	"mcpguard.dev/mcpguard/proxy"
@@ -201,7 +202,7 @@ func runConnect(ctx context.Context, o connectOptions, stdin io.Reader, stdout i
 	}
 	obs.serveApprovals(p.ApprovalHandler())
 	ln := newMemListener()
-	srv := &http.Server{Handler: p, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: maxprocs.New().Handler(p), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	defer srv.Close()
 

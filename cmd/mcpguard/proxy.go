@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"mcpguard.dev/mcpguard/internal/linebuf"
+	"mcpguard.dev/mcpguard/internal/maxprocs"
 	"mcpguard.dev/mcpguard/internal/memtrim"
 	"mcpguard.dev/mcpguard/proxy"
 	"mcpguard.dev/mcpguard/rules"
@@ -247,6 +248,9 @@ func runProxy(ctx context.Context, o proxyOptions, started func(running)) error 
 		return &exitError{code: exitUsage, err: fmt.Errorf("listen: %v", err)}
 	}
 	srv := p.HTTPServer()
+	// One processor while the agent's calls come one at a time, every
+	// processor as soon as two overlap (internal/maxprocs).
+	srv.Handler = maxprocs.New().Handler(srv.Handler)
 	var admin *http.Server
 	r := running{URL: "http://" + ln.Addr().String() + "/mcp", Proxy: p}
 	if o.AdminListen != "" {

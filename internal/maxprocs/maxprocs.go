@@ -1,0 +1,134 @@
+// Package maxprocs fits the Go scheduler to the calls a proxy serves at once:
+// one processor (GOMAXPROCS=1) while calls come one at a time, the runtime's
+// own default as soon as two overlap.
+//
+// An agent calls its tools one after another, so the sidecar mostly serves
+// one call at a time, and a call's path is strictly serial: read the
+// request, decide, write it to the gateway, wait, read the answer, write it
+// back. With two or more processors each wait hands the next step to
+// whichever thread the scheduler wakes: a goroutine readied by the network
+// poller starts another processor spinning to look for work (a futex wake,
+// a thread that spins and sleeps again), and the call moves between cores.
+// On issue #18's machine that cost, at 1 session, 36 µs of added p50 and
+// 40 µs of CPU per small call (bench/wakeups, ABBA: mcpguard +64 µs over a
+// plain reverse proxy with the default GOMAXPROCS=2, +28 µs with 1; CPU
+// 219 vs 179 µs a call, the reverse proxy's 180). With calls overlapping,
+// one processor is a queue (16 sessions: p50 +12 %), so the default comes
+// back as soon as a second call starts, and one processor only after a
+// quiet spell with no overlap.
+//
+// GOMAXPROCS set by the operator is left alone (New returns nil).
+package maxprocs
+
+import (
+	"net/http"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// quiet is how long calls must have come one at a time before the process
+// narrows to one processor. Every change stops the world for a moment (tens
+// of µs): this bounds the changes to about two a second however calls come,
+// and a burst of parallel tool calls keeps every processor until a second
+// after it ends.
+const quiet = time.Second
+
+// Fitter counts the calls in flight and sets GOMAXPROCS from them. A nil
+// *Fitter does nothing.
+type Fitter struct {
+	start    time.Time
+	inflight atomic.Int64
+	narrow   atomic.Bool  // GOMAXPROCS is 1 (or about to be)
+	overlap  atomic.Int64 // time since start of the last call that began with another in flight
+	mu       sync.Mutex   // held while GOMAXPROCS changes: one change at a time
+	set      func(narrow bool)
+}
+
+// New returns a Fitter, or nil when there is nothing to fit: the operator
+// chose GOMAXPROCS, or the runtime's default is already 1.
+func New() *Fitter {
+	if _, chosen := os.LookupEnv("GOMAXPROCS"); chosen || runtime.GOMAXPROCS(0) < 2 {
+		return nil
+	}
+	return newFitter(setRuntime)
+}
+
+func newFitter(set func(narrow bool)) *Fitter {
+	// No narrowing in the first quiet spell: start-up's own work (policy
+	// compile, the first trim) runs on every processor.
+	return &Fitter{start: time.Now(), set: set}
+}
+
+// setRuntime narrows to one processor, or gives the runtime back its
+// default, which follows the container's CPU limit (Go 1.25's
+// container-aware GOMAXPROCS, whose periodic updates resume with it).
+func setRuntime(narrow bool) {
+	if narrow {
+		runtime.GOMAXPROCS(1)
+		return
+	}
+	runtime.SetDefaultGOMAXPROCS()
+}
+
+// Handler counts h's POST requests, the agent's calls, as in flight while h
+// serves them. A GET is a standalone stream that lasts the session and a
+// DELETE ends one: neither is a call, so neither counts.
+func (f *Fitter) Handler(h http.Handler) http.Handler {
+	if f == nil {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			h.ServeHTTP(w, r)
+			return
+		}
+		f.begin()
+		defer f.end()
+		h.ServeHTTP(w, r)
+	})
+}
+
+// begin counts a call in. A call that overlaps another widens at once; a
+// call alone after a quiet spell narrows.
+//
+// begin and change pair their atomics so that a narrowing and a call that
+// starts meanwhile cannot both miss each other: change stores narrow before
+// it loads inflight, begin adds to inflight before it loads narrow, so one
+// of the two loads sees the other's store and the process widens again.
+func (f *Fitter) begin() {
+	now := int64(time.Since(f.start))
+	if f.inflight.Add(1) > 1 {
+		f.overlap.Store(now)
+		if f.narrow.Load() {
+			f.change(false)
+		}
+		return
+	}
+	if !f.narrow.Load() && now-f.overlap.Load() >= int64(quiet) {
+		f.change(true)
+	}
+}
+
+func (f *Fitter) end() { f.inflight.Add(-1) }
+
+// change narrows (or widens) unless that is already so or no longer fits:
+// a narrowing that finds a second call in flight widens back.
+func (f *Fitter) change(narrow bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.narrow.Load() == narrow {
+		return
+	}
+	f.narrow.Store(narrow)
+	f.set(narrow)
+	if narrow && f.inflight.Load() > 1 {
+		f.narrow.Store(false)
+		f.set(false)
+	}
+}
+
+// Narrow reports whether the process runs on one processor now.
+func (f *Fitter) Narrow() bool { return f != nil && f.narrow.Load() }

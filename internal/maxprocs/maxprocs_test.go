@@ -1,0 +1,173 @@
+package maxprocs
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+)
+
+// recorder stands in for the runtime: the GOMAXPROCS changes asked for.
+type recorder struct {
+	mu      sync.Mutex
+	changes []bool // true: narrowed
+}
+
+func (r *recorder) set(narrow bool) {
+	r.mu.Lock()
+	r.changes = append(r.changes, narrow)
+	r.mu.Unlock()
+	runtime.Gosched() // widen the window a call starting meanwhile can fall into
+}
+
+func (r *recorder) narrow() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.changes) > 0 && r.changes[len(r.changes)-1]
+}
+
+func TestFitterSequences(t *testing.T) {
+	// Steps: "c" a call alone (begin, end), "o" two calls that overlap,
+	// "q" a quiet spell passes (the clock moves on by more than quiet).
+	tests := []struct {
+		name    string
+		steps   string
+		changes []bool
+	}{
+		{"calls alone before a quiet spell: nothing changes", "ccc", nil},
+		{"calls alone after a quiet spell: narrow once", "qccc", []bool{true}},
+		{"overlap widens at once", "qcco", []bool{true, false}},
+		{"calls alone right after an overlap stay wide", "qcoccc", []bool{true, false}},
+		{"a quiet spell after an overlap narrows again", "qcocqcc", []bool{true, false, true}},
+		{"overlaps while wide change nothing", "ooo", nil},
+		{"a burst after a quiet spell: its first call narrows, the second widens", "oooqoo", []bool{true, false}},
+		{"quiet without calls changes nothing", "qqq", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var r recorder
+			f := newFitter(r.set)
+			for _, s := range tt.steps {
+				switch s {
+				case 'c':
+					f.begin()
+					f.end()
+				case 'o':
+					f.begin()
+					f.begin()
+					f.end()
+					f.end()
+				case 'q':
+					f.start = f.start.Add(-quiet - time.Millisecond)
+				}
+			}
+			if !equal(r.changes, tt.changes) {
+				t.Errorf("changes %v, want %v", r.changes, tt.changes)
+			}
+			if f.Narrow() != r.narrow() {
+				t.Errorf("Narrow() = %v, the runtime was last set narrow=%v", f.Narrow(), r.narrow())
+			}
+		})
+	}
+}
+
+func equal(a, b []bool) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// TestFitterNarrowingMeetsACall races a call that narrows (the first after a
+// quiet spell) with a second call starting: whichever order they run in,
+// once both are in flight the process must be wide.
+func TestFitterNarrowingMeetsACall(t *testing.T) {
+	for i := range 2000 {
+		var r recorder
+		f := newFitter(r.set)
+		f.start = f.start.Add(-2 * quiet)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for range 2 {
+			wg.Go(func() {
+				<-start
+				f.begin()
+			})
+		}
+		close(start)
+		wg.Wait()
+		if f.Narrow() || r.narrow() {
+			t.Fatalf("round %d: two calls in flight on one processor (changes %v)", i, r.changes)
+		}
+	}
+}
+
+// TestHandlerCountsCalls: a GET stream held open is not a call, so calls
+// alone beside it narrow; a POST held open is, so a second call widens.
+func TestHandlerCountsCalls(t *testing.T) {
+	var r recorder
+	f := newFitter(r.set)
+	f.start = f.start.Add(-2 * quiet)
+	hold, held := make(chan struct{}), make(chan struct{})
+	h := f.Handler(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.URL.Path == "/hold" {
+			held <- struct{}{}
+			<-hold
+		}
+	}))
+	serve := func(method, path string) { h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(method, path, nil)) }
+
+	go serve(http.MethodGet, "/hold")
+	<-held
+	serve(http.MethodPost, "/")
+	if !r.narrow() {
+		t.Fatalf("a call alone beside an open GET stream did not narrow (changes %v)", r.changes)
+	}
+	hold <- struct{}{}
+
+	go serve(http.MethodPost, "/hold")
+	<-held
+	serve(http.MethodPost, "/")
+	if r.narrow() {
+		t.Fatalf("a call beside another in flight did not widen (changes %v)", r.changes)
+	}
+	hold <- struct{}{}
+}
+
+// TestRuntime drives the real runtime: narrowed to one processor, then back
+// to its default.
+func TestRuntime(t *testing.T) {
+	t.Setenv("GOMAXPROCS", "") // the variable set, even empty, is the operator's choice
+	if New() != nil {
+		t.Fatal("New() fits GOMAXPROCS though the operator set it")
+	}
+	os.Unsetenv("GOMAXPROCS") // t.Setenv restores it after the test
+	def := runtime.GOMAXPROCS(0)
+	f := New()
+	if def < 2 {
+		if f != nil {
+			t.Fatalf("New() = %v with GOMAXPROCS %d: nothing to fit", f, def)
+		}
+		t.Skipf("GOMAXPROCS is %d here: nothing to narrow", def)
+	}
+	defer runtime.SetDefaultGOMAXPROCS()
+	f.start = f.start.Add(-2 * quiet)
+	f.begin()
+	f.end()
+	if got := runtime.GOMAXPROCS(0); got != 1 {
+		t.Fatalf("after a call alone GOMAXPROCS = %d, want 1", got)
+	}
+	f.begin()
+	f.begin()
+	if got := runtime.GOMAXPROCS(0); got != def {
+		t.Fatalf("with two calls in flight GOMAXPROCS = %d, want the default %d", got, def)
+	}
+}
