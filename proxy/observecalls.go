@@ -57,6 +57,9 @@ type calls struct {
 	// metaTrace: some message's own params._meta carried trace context
 	// (callSpan.metaTrace); beside the other flags, in the same size class.
 	metaTrace bool
+	// undescribed: the spans were started without their attributes, which
+	// describe sets at ended (the ring tracer's; see open).
+	undescribed bool
 	// failure is the error that replaced every answer not yet delivered
 	// (failed), counted at ended when it is the gateway's.
 	failure *callError
@@ -134,7 +137,7 @@ func hasTraceHeaders(h http.Header) bool {
 }
 
 func (rec *calls) open(c *callSpan, ctx, transport context.Context, m *jsonrpc.Message) {
-	t, sc := rec.t, rec.sc
+	t := rec.t
 	*c = callSpan{start: time.Now(), method: m.Method, msg: m}
 	mt, _ := rules.MethodOf(m.Method)
 	c.target = mt.Target
@@ -162,9 +165,27 @@ func (rec *calls) open(c *callSpan, ctx, transport context.Context, m *jsonrpc.M
 		}
 		parent = mctx
 	}
+	name := t.spanName(m.Method, c.tool)
+	if t.recorder != nil {
+		// The ring tracer shows a span once it has ended, and no sampler
+		// reads its attributes at its start: they are set when the books
+		// are kept (describe), after the agent has its answer, not on the
+		// way to the policy and the gateway (issue #18).
+		rec.undescribed = true
+		c.ctx, c.span = t.start(parent, name, trace.SpanKindServer, c.start, nil, links)
+		return
+	}
 	buf := attrPool.Get().(*[]attribute.KeyValue)
 	defer putAttrs(buf)
-	attrs := append((*buf)[:0], semconv.McpMethodNameKey.String(m.Method))
+	attrs := rec.serverAttrs((*buf)[:0], c)
+	c.ctx, c.span = t.start(parent, name, trace.SpanKindServer, c.start, attrs, links)
+	*buf = attrs
+}
+
+// serverAttrs appends the attributes a message's server span starts with.
+func (rec *calls) serverAttrs(attrs []attribute.KeyValue, c *callSpan) []attribute.KeyValue {
+	m, sc := c.msg, rec.sc
+	attrs = append(attrs, semconv.McpMethodNameKey.String(m.Method))
 	if m.Kind() == jsonrpc.KindRequest {
 		attrs = append(attrs, semconv.JSONRPCRequestID(requestID(m.ID)))
 	}
@@ -174,15 +195,62 @@ func (rec *calls) open(c *callSpan, ctx, transport context.Context, m *jsonrpc.M
 	if sc.version != "" {
 		attrs = append(attrs, semconv.McpProtocolVersion(sc.version))
 	}
-	switch mt.Target {
+	switch c.target {
 	case rules.ToolCall:
 		attrs = append(attrs, semconv.GenAIToolName(c.tool), semconv.GenAIOperationNameExecuteTool)
 	case rules.PromptGet:
 		attrs = append(attrs, semconv.GenAIPromptName(c.tool))
 	}
-	attrs = appendNetwork(attrs, sc.r)
-	c.ctx, c.span = t.start(parent, t.spanName(m.Method, c.tool), trace.SpanKindServer, c.start, attrs, links)
-	*buf = attrs
+	return appendNetwork(attrs, sc.r)
+}
+
+// clientAttrs appends the attributes the gateway call's client span
+// starts with; first is the message that names it.
+func (rec *calls) clientAttrs(attrs []attribute.KeyValue, first *callSpan) []attribute.KeyValue {
+	attrs = append(attrs, semconv.McpMethodNameKey.String(first.method))
+	if first.msg.Kind() == jsonrpc.KindRequest {
+		attrs = append(attrs, semconv.JSONRPCRequestID(requestID(first.msg.ID)))
+	}
+	if first.target == rules.ToolCall {
+		attrs = append(attrs, semconv.GenAIToolName(first.tool), semconv.GenAIOperationNameExecuteTool)
+	}
+	if rec.sc.version != "" {
+		attrs = append(attrs, semconv.McpProtocolVersion(rec.sc.version))
+	}
+	if rec.sc.r != nil {
+		attrs = append(attrs, semconv.HTTPRequestMethodPost)
+		return append(attrs, rec.t.upAttrs...)
+	}
+	return append(attrs, semconv.NetworkTransportPipe)
+}
+
+// describe sets the attributes of the spans open and forwarded started
+// without (undescribed), once: the same as they would have started with,
+// none of them set again later (the ring tracer keeps the last value of a
+// key set twice, as the SDK does; here none is).
+func (rec *calls) describe() {
+	if !rec.undescribed {
+		return
+	}
+	rec.undescribed = false
+	buf := attrPool.Get().(*[]attribute.KeyValue)
+	defer putAttrs(buf)
+	attrs, used := (*buf)[:0], 0
+	var first *callSpan // the client span's: the first forwarded (forwarded)
+	for _, c := range rec.calls {
+		if c.forwarded && first == nil {
+			first = c
+		}
+		attrs = rec.serverAttrs(attrs[:0], c)
+		used = max(used, len(attrs))
+		c.span.SetAttributes(attrs...)
+	}
+	if rec.client != nil && first != nil {
+		attrs = rec.clientAttrs(attrs[:0], first)
+		used = max(used, len(attrs))
+		rec.client.SetAttributes(attrs...)
+	}
+	*buf = attrs[:used]
 }
 
 // carriesTrace reports whether an agent's params._meta object carries
@@ -330,27 +398,16 @@ func (rec *calls) forwarded(ctx context.Context, forward []*jsonrpc.Message) con
 	if !t.tracing || first == nil { // first == nil: only answers to the gateway's requests
 		return ctx
 	}
-	ctx, tool := first.ctx, first.tool
-	buf := attrPool.Get().(*[]attribute.KeyValue)
-	defer putAttrs(buf)
-	attrs := append((*buf)[:0], semconv.McpMethodNameKey.String(first.method))
-	if first.msg.Kind() == jsonrpc.KindRequest {
-		attrs = append(attrs, semconv.JSONRPCRequestID(requestID(first.msg.ID)))
-	}
-	if first.target == rules.ToolCall {
-		attrs = append(attrs, semconv.GenAIToolName(tool), semconv.GenAIOperationNameExecuteTool)
-	}
-	if rec.sc.version != "" {
-		attrs = append(attrs, semconv.McpProtocolVersion(rec.sc.version))
-	}
-	if rec.sc.r != nil {
-		attrs = append(attrs, semconv.HTTPRequestMethodPost)
-		attrs = append(attrs, t.upAttrs...)
+	name := t.spanName(first.method, first.tool)
+	if rec.undescribed { // its attributes too are set at ended (open)
+		ctx, rec.client = t.start(first.ctx, name, trace.SpanKindClient, start, nil, nil)
 	} else {
-		attrs = append(attrs, semconv.NetworkTransportPipe)
+		buf := attrPool.Get().(*[]attribute.KeyValue)
+		attrs := rec.clientAttrs((*buf)[:0], first)
+		ctx, rec.client = t.start(first.ctx, name, trace.SpanKindClient, start, attrs, nil)
+		*buf = attrs
+		putAttrs(buf)
 	}
-	ctx, rec.client = t.start(ctx, t.spanName(first.method, tool), trace.SpanKindClient, start, attrs, nil)
-	*buf = attrs
 
 	if t.prop != nil {
 		t.prop.Inject(ctx, &rec.carrier)
@@ -726,6 +783,7 @@ func (rec *calls) ended(e *callError) {
 	if e := rec.failure; e != nil && e.code == CodeUpstream {
 		rec.upstreamError(upstreamErrorType(e))
 	}
+	rec.describe()
 	rec.gatewayDone()
 	rec.keepGateway()
 	now := time.Now()
