@@ -149,6 +149,7 @@ func runConnect(ctx context.Context, o connectOptions, stdin io.Reader, stdout i
 	if err != nil {
 		return &exitError{code: exitUsage, err: err}
 	}
+	memLimit := memoryLimit(log)
 	engine, err := o.engine(ctx, log)
 	if err != nil {
 		return &exitError{code: exitUsage, err: err}
@@ -214,7 +215,7 @@ func runConnect(ctx context.Context, o connectOptions, stdin io.Reader, stdout i
 		}},
 		Logger: log,
 	}
-	log.Info("mcpguard connect bridging stdio to the gateway", "upstream", o.URL, "version", versionString())
+	log.Info("mcpguard connect bridging stdio to the gateway", "upstream", o.URL, "version", versionString(), "memory_limit", memLimit)
 	memtrim.AfterStart(ctx)
 	return b.Run(context.WithoutCancel(ctx), stdin, stdout)
 }

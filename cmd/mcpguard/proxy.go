@@ -17,6 +17,7 @@ import (
 
 	"mcpguard.dev/mcpguard/internal/linebuf"
 	"mcpguard.dev/mcpguard/internal/maxprocs"
+	"mcpguard.dev/mcpguard/internal/memlimit"
 	"mcpguard.dev/mcpguard/internal/memtrim"
 	"mcpguard.dev/mcpguard/proxy"
 	"mcpguard.dev/mcpguard/rules"
@@ -161,6 +162,18 @@ func newLogger(level string) (*slog.Logger, error) {
 	return log, nil
 }
 
+// memoryLimit gives the Go runtime the container's memory limit, unless
+// GOMEMLIMIT is set (internal/memlimit), and returns the limit in force
+// for the command's start-up line. A limit it cannot read is no reason
+// not to start.
+func memoryLimit(log *slog.Logger) memlimit.Limit {
+	l, err := memlimit.Apply()
+	if err != nil {
+		log.Debug("no memory limit read from the cgroup; the Go runtime has none", "err", err)
+	}
+	return l
+}
+
 // running is a started proxy, for the demo and tests.
 type running struct {
 	URL      string // the agent-facing MCP endpoint
@@ -175,6 +188,7 @@ func runProxy(ctx context.Context, o proxyOptions, started func(running)) error 
 	if err != nil {
 		return &exitError{code: exitUsage, err: err}
 	}
+	memLimit := memoryLimit(log)
 	obs, err := newObservability(ctx, o, log)
 	if err != nil {
 		return &exitError{code: exitUsage, err: err}
@@ -271,10 +285,10 @@ func runProxy(ctx context.Context, o proxyOptions, started func(running)) error 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	if !nonLoopback(o.Listen) {
-		log.Info("mcpguard proxy listening", "listen", r.URL, "admin", r.AdminURL, "upstream", o.Upstream, "version", versionString())
+		log.Info("mcpguard proxy listening", "listen", r.URL, "admin", r.AdminURL, "upstream", o.Upstream, "version", versionString(), "memory_limit", memLimit)
 		_ = logOutput.Flush() // what starts the proxy may be waiting for this line
 	} else {
-		log.Warn("mcpguard proxy listening on a non-loopback address: anything that can reach it can use the gateway's credential", "listen", o.Listen)
+		log.Warn("mcpguard proxy listening on a non-loopback address: anything that can reach it can use the gateway's credential", "listen", o.Listen, "memory_limit", memLimit)
 	}
 	if watch != nil {
 		startWatch := time.AfterFunc(watchDelay, watch)

@@ -8,12 +8,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"mcpguard.dev/mcpguard/internal/demo"
+	"mcpguard.dev/mcpguard/internal/memlimit"
 	"mcpguard.dev/mcpguard/manifests/policies"
 )
 
@@ -320,5 +322,35 @@ func TestTraceSettingsRefused(t *testing.T) {
 	}
 	if err := o.resolve(cmd.Flags(), ""); err != nil || o.TraceMeta != "always" {
 		t.Errorf("MCPGUARD_TRACE_META: trace-meta %q (%v), want always", o.TraceMeta, err)
+	}
+}
+
+// TestStartLineMemoryLimit: the proxy's start-up line says the Go runtime's
+// memory limit, and the operator's GOMEMLIMIT is the one in force
+// (internal/memlimit derives one from the cgroup only without it).
+func TestStartLineMemoryLimit(t *testing.T) {
+	for _, tc := range []struct {
+		env  []string
+		want map[string]any // the line's memory_limit; nil: what this machine's cgroup says
+	}{
+		{env: []string{"GOMEMLIMIT=123MiB"}, want: map[string]any{"bytes": float64(123 << 20), "source": "GOMEMLIMIT"}},
+		{env: []string{"GOMEMLIMIT=off"}, want: map[string]any{"bytes": float64(0), "source": "GOMEMLIMIT"}},
+		{env: nil},
+	} {
+		t.Run(strings.Join(append([]string{"env"}, tc.env...), " "), func(t *testing.T) {
+			_, l := startProcessEnv(t, tc.env, "mcpguard proxy listening", "proxy", "--allow-all",
+				"--listen", "127.0.0.1:0", "--admin-listen", "", "--upstream", "http://127.0.0.1:9/mcp")
+			got, _ := l["memory_limit"].(map[string]any)
+			want := tc.want
+			if want == nil {
+				want = map[string]any{"bytes": float64(0), "source": "none"}
+				if c, ok := got["cgroup_bytes"].(float64); ok {
+					want = map[string]any{"bytes": float64(memlimit.FromCgroup(int64(c))), "source": "cgroup", "cgroup_bytes": c}
+				}
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("memory_limit %v, want %v", l["memory_limit"], want)
+			}
+		})
 	}
 }

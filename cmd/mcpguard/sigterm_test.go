@@ -183,11 +183,18 @@ type process struct {
 // with message msg, together with that line.
 func startProcess(t *testing.T, msg string, args ...string) (*process, map[string]any) {
 	t.Helper()
+	return startProcessEnv(t, nil, msg, args...)
+}
+
+// startProcessEnv is startProcess with env (NAME=VALUE) added to
+// mcpguard's environment.
+func startProcessEnv(t *testing.T, env []string, msg string, args ...string) (*process, map[string]any) {
+	t.Helper()
 	cmd := exec.Command(mcpguardBin(t), args...)
 	// No ./mcpguard.yaml, no user config, no OTEL_* from the developer's
-	// shell: only the flags count.
+	// shell: only the flags (and env) count.
 	cmd.Dir = t.TempDir()
-	cmd.Env = []string{"HOME=" + cmd.Dir, "PATH=" + os.Getenv("PATH")}
+	cmd.Env = append([]string{"HOME=" + cmd.Dir, "PATH=" + os.Getenv("PATH")}, env...)
 	p := &process{cmd: cmd, logs: &testpeers.Buffer{}, lines: make(chan map[string]any, 256), exited: make(chan struct{})}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

@@ -197,6 +197,9 @@ func runWrap(ctx context.Context, o wrapOptions, argv []string, stdin io.Reader,
 	if err != nil {
 		return 0, &exitError{code: exitUsage, err: err}
 	}
+	// The limit is this process's: CMD, which shares its cgroup, starts
+	// without it (it is set in the runtime, not in the environment).
+	memLimit := memoryLimit(log)
 	// Signals are forwarded, not obeyed: the server decides when it has
 	// finished, and its status is ours. (main's context is cancelled by
 	// SIGINT and SIGTERM too; nothing here listens to it but the policy
@@ -240,7 +243,7 @@ func runWrap(ctx context.Context, o wrapOptions, argv []string, stdin io.Reader,
 		log.Error("starting the MCP server failed", "command", argv[0], "err", err)
 		return 0, &exitError{code: exitExecFailed, err: fmt.Errorf("starting %q: %v", argv[0], err)}
 	}
-	log.Info("mcpguard wrap started the MCP server", "command", argv[0], "pid", srv.cmd.Process.Pid, "version", versionString())
+	log.Info("mcpguard wrap started the MCP server", "command", argv[0], "pid", srv.cmd.Process.Pid, "version", versionString(), "memory_limit", memLimit)
 	memtrim.AfterStart(ctx)
 
 	relayDone := make(chan error, 1)
