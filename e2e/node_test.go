@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +20,7 @@ import (
 
 	"mcpguard.dev/mcpguard/inject"
 	"mcpguard.dev/mcpguard/internal/kubenode"
+	"mcpguard.dev/mcpguard/internal/memlimit"
 )
 
 func ctxT(t *testing.T, d time.Duration) context.Context {
@@ -624,6 +626,63 @@ func TestSidecarMemory(t *testing.T) {
 			t.Fatalf("the kubelet's summary has no memory figure for %s/%s", p.Name, inject.SidecarName)
 		}
 		time.Sleep(2 * time.Second)
+	}
+}
+
+// TestSidecarMemoryLimit: the injected sidecar gives the Go runtime 90 % of
+// its container's memory limit, read from its cgroup (internal/memlimit),
+// and says so in its start-up line; its /metrics reads the same from the
+// runtime.
+func TestSidecarMemoryLimit(t *testing.T) {
+	e := installed(t)
+	ctx := ctxT(t, 3*time.Minute)
+	p := e.agentPod(t, agentNS, "weather-agent")
+	lim := sidecarOf(p).Resources.Limits.Memory()
+	if lim == nil || lim.IsZero() {
+		t.Fatalf("the injected %s has no memory limit: %v", inject.SidecarName, sidecarOf(p).Resources)
+	}
+	want := memlimit.FromCgroup(lim.Value())
+	out, err := e.kubectl(ctx, "-n", p.Namespace, "logs", p.Name, "-c", inject.SidecarName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var line struct {
+		Msg         string
+		MemoryLimit *struct {
+			Bytes       int64
+			Source      string
+			CgroupBytes int64 `json:"cgroup_bytes"`
+		} `json:"memory_limit"`
+	}
+	for l := range strings.Lines(out) {
+		if json.Unmarshal([]byte(l), &line) == nil && line.Msg == "mcpguard proxy listening" {
+			break
+		}
+		line.Msg = ""
+	}
+	switch m := line.MemoryLimit; {
+	case line.Msg == "":
+		t.Fatalf("no \"mcpguard proxy listening\" line in the sidecar's log:\n%s", tail(out, 20))
+	case m == nil || m.Source != memlimit.SourceCgroup || m.CgroupBytes != lim.Value() || m.Bytes != want:
+		t.Errorf("start-up line's memory_limit %+v, want %d bytes from the cgroup's %d (the container's limit %s)", m, want, lim.Value(), lim)
+	}
+	figureText("sidecar's Go memory limit (start-up line)", fmt.Sprintf("%d bytes of the container's %s", want, lim))
+
+	// The runtime's own figure, through the API server's pod proxy to the
+	// admin port (where the kubelet probes).
+	port := sidecarOf(p).Ports[0].ContainerPort
+	metrics, err := e.kubectl(ctx, "get", "--raw", fmt.Sprintf("/api/v1/namespaces/%s/pods/%s:%d/proxy/metrics", p.Namespace, p.Name, port))
+	if err != nil {
+		t.Fatalf("the sidecar's /metrics through the API server: %v", err)
+	}
+	var got string
+	for l := range strings.Lines(metrics) {
+		if v, ok := strings.CutPrefix(l, "go_gc_gomemlimit_bytes "); ok {
+			got = strings.TrimSpace(v)
+		}
+	}
+	if n, err := strconv.ParseFloat(got, 64); err != nil || int64(n) != want {
+		t.Errorf("the sidecar's /metrics says go_gc_gomemlimit_bytes %q, want %d", got, want)
 	}
 }
 
