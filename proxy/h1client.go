@@ -170,7 +170,7 @@ func (t *h1Client) RoundTrip(req *http.Request) (*http.Response, error) {
 // exchange writes req on c and reads the answer's headers.
 func (t *h1Client) exchange(c *h1Conn, req *http.Request) (*http.Response, error) {
 	c.written = 0
-	if err := req.Write(c.bw); err != nil {
+	if err := writeRequest(c.bw, req); err != nil {
 		return nil, err
 	}
 	if err := c.bw.Flush(); err != nil {
