@@ -60,6 +60,9 @@ type calls struct {
 	// undescribed: the spans were started without their attributes, which
 	// describe sets at ended (the ring tracer's; see open).
 	undescribed bool
+	// upStatus is the gateway's 2xx/3xx status while undescribed: the
+	// client span's http.response.status_code, set by describe.
+	upStatus uint16
 	// failure is the error that replaced every answer not yet delivered
 	// (failed), counted at ended when it is the gateway's.
 	failure *callError
@@ -247,6 +250,9 @@ func (rec *calls) describe() {
 	}
 	if rec.client != nil && first != nil {
 		attrs = rec.clientAttrs(attrs[:0], first)
+		if rec.upStatus != 0 {
+			attrs = append(attrs, semconv.HTTPResponseStatusCode(int(rec.upStatus)))
+		}
 		used = max(used, len(attrs))
 		rec.client.SetAttributes(attrs...)
 	}
@@ -660,7 +666,9 @@ func (rec *calls) gatewayAnswered(res *http.Response, cerr *callError) {
 	if errType != "" {
 		rec.upstreamError(errType)
 	}
-	if rec.client != nil {
+	if rec.client != nil && errType == "" && rec.undescribed {
+		rec.upStatus = uint16(res.StatusCode) // set with the rest (describe)
+	} else if rec.client != nil {
 		buf := attrPool.Get().(*[]attribute.KeyValue)
 		attrs := (*buf)[:0]
 		if cerr == nil {
