@@ -196,7 +196,7 @@ func (ex *exchange) run(out output) {
 		ex.calls.gatewayDone()
 	}()
 
-	ct := mediaType(res.Header.Get("Content-Type"))
+	ct := mediaType(header(res.Header, "Content-Type"))
 	switch {
 	case res.StatusCode == http.StatusAccepted || (res.StatusCode/100 == 2 && ex.waiting.len() == 0):
 		discard(res.Body)

@@ -7,7 +7,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/textproto"
+	"os"
+	"path/filepath"
 	"reflect"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -263,5 +268,38 @@ func TestDecodeBodyKeepsNoPooledBuffer(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestHeaderKeysCanonical holds the keys the proxy reads with header, and
+// forwardedHeaders, to their canonical form: a key in another form would
+// never match what net/http stored, and the header would read as absent.
+func TestHeaderKeysCanonical(t *testing.T) {
+	keys := slices.Clone(forwardedHeaders)
+	keys = append(keys, mcp.HeaderMethod, mcp.HeaderName)
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	call := regexp.MustCompile(`header\([^,()]+, "([^"]*)"\)`)
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range call.FindAllSubmatch(src, -1) {
+			keys = append(keys, string(m[1]))
+		}
+	}
+	if len(keys) < 15 {
+		t.Fatalf("found only %d keys read with header: is the pattern out of date?", len(keys))
+	}
+	for _, k := range keys {
+		if c := textproto.CanonicalMIMEHeaderKey(k); c != k {
+			t.Errorf("header key %q is not canonical: write %q", k, c)
+		}
 	}
 }

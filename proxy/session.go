@@ -161,7 +161,7 @@ func newSessionID() string {
 // subjectOf identifies the caller by its credential without keeping it: the
 // hash of the Authorization header. No header, no identity to bind.
 func subjectOf(r *http.Request) string {
-	a := r.Header.Get("Authorization")
+	a := header(r.Header, "Authorization")
 	if a == "" {
 		return ""
 	}

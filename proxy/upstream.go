@@ -45,7 +45,8 @@ type upstream struct {
 // forwardedHeaders are the agent request headers that reach the gateway as
 // they are. The proxy sets the rest itself, but for Mcp-Param-*, added
 // after they were checked against the body, and Authorization, forwarded
-// only with Config.ForwardAuthorization.
+// only with Config.ForwardAuthorization. The keys are canonical: they are
+// looked up in the agent's header map as they are.
 var forwardedHeaders = []string{
 	"Traceparent", "Tracestate", "Baggage",
 	"User-Agent", "Accept-Language",
@@ -184,7 +185,7 @@ func (u *upstream) do(ctx context.Context, c upstreamCall) (*http.Response, erro
 	h := req.Header
 	if c.from != nil {
 		for _, k := range forwardedHeaders {
-			if v := c.from.Header.Values(k); len(v) > 0 {
+			if v := c.from.Header[k]; len(v) > 0 {
 				h[k] = v
 			}
 		}
