@@ -23,11 +23,19 @@ import (
 // appends into the connection's buffer. Like Request.Write it closes the
 // body.
 func writeRequest(w *bufio.Writer, req *http.Request) (err error) {
-	defer closeReqBody(req)
 	noBody := req.Body == nil || req.Body == http.NoBody
 	if len(req.TransferEncoding) > 0 || req.Trailer != nil || (noBody && req.ContentLength != 0) || (!noBody && req.ContentLength <= 0) {
+		closeReqBody(req)
 		return errors.New("h1Client: a request to write needs a body of known length or none, and no Transfer-Encoding or trailers")
 	}
+	if req.Close || req.Method == http.MethodConnect {
+		// h1Client sends neither, and Request.Write frames both by rules
+		// of their own (a CONNECT's authority form; Connection: close
+		// unless the first Connection value has the token): it writes
+		// them itself, the same bytes by construction.
+		return req.Write(w)
+	}
+	defer closeReqBody(req)
 	method := req.Method
 	if method == "" {
 		method = http.MethodGet
@@ -67,9 +75,6 @@ func writeRequest(w *bufio.Writer, req *http.Request) (err error) {
 	}
 	if ua != "" {
 		writeField(w, "User-Agent", ua)
-	}
-	if req.Close && !httpguts.HeaderValuesContainsToken(req.Header["Connection"], "close") {
-		w.WriteString("Connection: close\r\n")
 	}
 	if length > 0 || method == http.MethodPost || method == http.MethodPut || method == http.MethodPatch {
 		w.WriteString("Content-Length: ")

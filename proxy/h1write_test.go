@@ -91,6 +91,9 @@ func TestWriteRequestLikeNetHTTP(t *testing.T) {
 		{name: "internationalised host in punycode", method: "POST", url: "http://gw/mcp", host: "bücher.example", body: call},
 		{name: "Close adds Connection: close", method: "POST", url: "http://gw/mcp", close: true, body: call},
 		{name: "Close with Connection: close already", method: "POST", url: "http://gw/mcp", close: true, header: http.Header{"Connection": {"keep-alive, close"}}, body: call},
+		{name: "Close with close in a second Connection value", method: "POST", url: "http://gw/mcp", close: true, header: http.Header{"Connection": {"keep-alive", "close"}}, body: call},
+		{name: "Close with a Connection value net/http reads as close", method: "POST", url: "http://gw/mcp", close: true, header: http.Header{"Connection": {"x close"}}, body: call},
+		{name: "CONNECT", method: "CONNECT", url: "http://gw", body: call},
 		{name: "body shorter than its length", method: "POST", url: "http://gw/mcp", body: "abc", length: 5},
 		{name: "body longer than its length", method: "POST", url: "http://gw/mcp", body: "abcdef", length: 3},
 		{name: "control character in the path", method: "POST", url: "http://gw/mcp", body: call},
@@ -148,13 +151,15 @@ func TestWriteRequestRefusesWhatItDoesNotFrame(t *testing.T) {
 }
 
 // FuzzWriteRequest holds writeRequest to Request.Write on hostile header
-// names and values, hosts, paths and methods.
+// names and values, hosts, paths, methods and Close.
 func FuzzWriteRequest(f *testing.F) {
-	f.Add("POST", "/mcp", "gw:80", "X-A", " v\t", "body")
-	f.Add("GET", "/?q=%00", "[fe80::1%en0]:1", "Bad Name", "a\r\nb", "")
-	f.Add("PO ST", "/", "a b", "User-Agent", "", "x")
-	f.Fuzz(func(t *testing.T, method, path, host, key, value, body string) {
-		c := requestCase{method: method, url: "http://gw/", host: host, header: http.Header{key: {value}}, body: body}
+	f.Add("POST", "/mcp", "gw:80", "X-A", " v\t", "body", false)
+	f.Add("GET", "/?q=%00", "[fe80::1%en0]:1", "Bad Name", "a\r\nb", "", false)
+	f.Add("PO ST", "/", "a b", "User-Agent", "", "x", false)
+	f.Add("CONNECT", "", "gw:443", "X-A", "v", "", false)
+	f.Add("POST", "/mcp", "gw", "Connection", "x close", "x", true)
+	f.Fuzz(func(t *testing.T, method, path, host, key, value, body string, close bool) {
+		c := requestCase{method: method, url: "http://gw/", host: host, header: http.Header{key: {value}}, body: body, close: close}
 		build := func(bw *bufio.Writer, w func(*bufio.Writer, *http.Request) error) (string, error) {
 			req := c.build(t)
 			req.URL.Path = path
