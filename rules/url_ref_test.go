@@ -72,7 +72,7 @@ func refURLString(u *URL) string {
 	} else {
 		b.WriteString(u.Host)
 	}
-	if u.ExplicitPort && u.Port != defaultPorts[u.Scheme] {
+	if p, _ := defaultPort(u.Scheme); u.ExplicitPort && u.Port != p {
 		b.WriteString(":" + strconv.Itoa(u.Port))
 	}
 	b.WriteString((&url.URL{Path: u.Path}).EscapedPath())

@@ -480,3 +480,34 @@ func FuzzCanonicalHTTPURL(f *testing.F) {
 		otherReadings(t, raw, u)
 	})
 }
+
+// TestParseURLCanonicalBound: a URL within MaxURLLength whose canonical
+// form is not (percent-encoding triples a path) is refused, and one whose
+// canonical form is within it is not, on either side of the length below
+// which parseURL does not measure the canonical form.
+func TestParseURLCanonicalBound(t *testing.T) {
+	for _, tt := range []struct {
+		quotes int // '"' in the path, each "%22" once canonical
+		ok     bool
+	}{
+		{100, true},
+		{1240, true}, // raw below the unmeasured length
+		{1300, true},
+		{1350, true},
+		{1360, false}, // 18 + 3×1360 > 4096
+		{1400, false},
+	} {
+		raw := "https://a.example/" + strings.Repeat(`"`, tt.quotes)
+		u, err := ParseURL(raw)
+		if (err == nil) != tt.ok {
+			t.Errorf("%d quotes: err %v, want ok=%v", tt.quotes, err, tt.ok)
+			continue
+		}
+		if err != nil && !strings.Contains(err.Error(), "once canonical") {
+			t.Errorf("%d quotes: %v, want the canonical form's length refused", tt.quotes, err)
+		}
+		if err == nil && len(u.String()) > MaxURLLength {
+			t.Errorf("%d quotes: canonical form of %d bytes accepted", tt.quotes, len(u.String()))
+		}
+	}
+}
