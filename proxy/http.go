@@ -517,7 +517,7 @@ func (p *Proxy) closeUpstream(id, version string) {
 	if id == "" {
 		return
 	}
-	go p.closeSession(&session{upstreamID: id, protocolVersion: version})
+	go p.closeSession(&session{upstreamID: id, protocolVersion: version}, nil)
 }
 
 // reinitialize re-opens the gateway side of a session the gateway lost
@@ -586,12 +586,19 @@ func (p *Proxy) serveGet(w http.ResponseWriter, r *http.Request) {
 	defer sess.end(time.Now())
 	ctx, cancel := mergeCancel(r.Context(), p.streams)
 	defer cancel()
-	res, err := p.up.do(ctx, upstreamCall{method: http.MethodGet, sessionID: sess.upstream(),
+	// The gateway's stream, reopened or not, is one client span: the
+	// agent's request, lasting as long as the relay.
+	upCtx, span := p.sessionCall(ctx, r, sess)
+	defer span.end()
+	res, err := p.up.do(upCtx, upstreamCall{method: http.MethodGet, sessionID: sess.upstream(),
 		protocolVersion: sess.protocolVersion, lastEventID: r.Header.Get("Last-Event-ID"), from: r})
 	if err != nil {
-		p.reject(w, r, jsonrpc.NullID, p.upstreamError(err))
+		cerr := p.upstreamError(err)
+		span.answered(nil, cerr)
+		p.reject(w, r, jsonrpc.NullID, cerr)
 		return
 	}
+	span.answered(res, nil)
 	defer func() { res.Body.Close() }()
 	if res.StatusCode != http.StatusOK || mediaType(res.Header.Get("Content-Type")) != "text/event-stream" {
 		// 405 (no standalone stream) and friends are passed on as they are.
@@ -617,7 +624,7 @@ func (p *Proxy) serveGet(w http.ResponseWriter, r *http.Request) {
 	for ex.relayStream(ctx, res, out) {
 		res.Body.Close()
 		p.log.Warn("gateway's GET stream broke; reopening it behind the agent's", "session", sess.id)
-		if res = p.reopenStream(ctx, r, sess); res == nil {
+		if res = p.reopenStream(upCtx, r, sess); res == nil {
 			return
 		}
 	}
@@ -698,7 +705,7 @@ func (p *Proxy) serveDelete(w http.ResponseWriter, r *http.Request) {
 	}
 	p.sessions.remove(sess.id)
 	p.sessionEnded(sess)
-	p.closeSession(sess)
+	p.closeSession(sess, r)
 	p.log.Info("session closed by the agent", "session", sess.id)
 	w.WriteHeader(http.StatusNoContent)
 }

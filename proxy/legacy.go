@@ -73,7 +73,7 @@ func (p *Proxy) serveLegacyStream(w http.ResponseWriter, r *http.Request) {
 	defer func() {
 		ls.close()
 		p.sessions.remove(sess.id)
-		p.closeSession(sess)
+		p.closeSession(sess, nil)
 	}()
 	sw := newSSEWriter(w)
 	if err := sw.start(nil); err != nil {

@@ -117,6 +117,9 @@ func newObserver(cfg *Config, sessions func() int, tools *sync.Map) observer {
 	}
 	o.traceDecisions = t
 	o.received, o.refusedServer, o.rejected, o.sessionEnded = t.received, t.refusedServer, t.rejected, t.sessionEnded
+	if t.tracing {
+		o.sessionCall = t.sessionCall
+	}
 	if t.prop != nil {
 		o.traceHeaders, o.traceKeys = t.traceHeaders, t.owned
 	}
@@ -384,7 +387,8 @@ func (t *telemetry) record(ctx context.Context, name string, kind trace.SpanKind
 
 // traceHeaders writes the current trace context into a gateway request's
 // headers, replacing what the agent sent. A request made outside any span
-// (a GET stream) keeps the agent's headers.
+// keeps what upstreamCall.from gave it: the agent's headers, or none for a
+// call the proxy makes on its own (an expired session's DELETE).
 func (t *telemetry) traceHeaders(ctx context.Context, h http.Header) {
 	if !trace.SpanContextFromContext(ctx).IsValid() {
 		return

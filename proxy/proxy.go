@@ -112,7 +112,7 @@ func (p *Proxy) Run(ctx context.Context) {
 			for _, s := range p.sessions.expire() {
 				p.log.Info("session expired", "session", s.id, "idle", p.cfg.SessionIdleTimeout.String())
 				p.sessionEnded(s)
-				p.closeSession(s)
+				p.closeSession(s, nil)
 			}
 		}
 	}
@@ -124,16 +124,20 @@ func (p *Proxy) Ready() bool { return !p.draining.Load() }
 // Sessions returns the number of live sessions.
 func (p *Proxy) Sessions() int { return p.sessions.count() }
 
-// closeSession ends a session at the gateway (best effort, bounded).
-func (p *Proxy) closeSession(s *session) {
+// closeSession ends a session at the gateway (best effort, bounded). r is
+// the agent's DELETE that asked for it, nil when the proxy ends the
+// session itself (expiry, a duplicate, a legacy stream's end).
+func (p *Proxy) closeSession(s *session, r *http.Request) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	p.closeSessionCtx(ctx, s)
+	p.closeSessionCtx(ctx, s, r)
 }
 
 // closeSessionCtx ends a session, at the gateway within ctx; it reports
-// whether the gateway was asked to.
-func (p *Proxy) closeSessionCtx(ctx context.Context, s *session) bool {
+// whether the gateway was asked to. The agent's DELETE, r when not nil,
+// lends the gateway's its allowlisted headers and, traced, a client span
+// (sessionspan.go) whose trace context goes in their place.
+func (p *Proxy) closeSessionCtx(ctx context.Context, s *session, r *http.Request) bool {
 	if s.legacy != nil {
 		s.legacy.close()
 	}
@@ -141,11 +145,25 @@ func (p *Proxy) closeSessionCtx(ctx context.Context, s *session) bool {
 	if up == "" {
 		return false
 	}
-	resp, err := p.up.do(ctx, upstreamCall{method: http.MethodDelete, sessionID: up, protocolVersion: s.protocolVersion})
+	ctx, span := p.sessionCall(ctx, r, s)
+	defer span.end()
+	resp, err := p.up.do(ctx, upstreamCall{method: http.MethodDelete, sessionID: up, protocolVersion: s.protocolVersion, from: r})
 	if err != nil {
+		span.answered(nil, p.upstreamError(err))
 		p.log.Warn("deleting the upstream session failed", "session", s.id, "err", err)
 		return true
 	}
+	span.answered(resp, nil)
 	discard(resp.Body)
 	return true
+}
+
+// sessionCall opens the client span of the agent's request r (a
+// standalone GET stream, a DELETE) to the gateway for session s, when
+// tracing is on and there is such a request; the span is nil otherwise.
+func (p *Proxy) sessionCall(ctx context.Context, r *http.Request, s *session) (context.Context, *sessionSpan) {
+	if p.obs.sessionCall == nil || r == nil {
+		return ctx, nil
+	}
+	return p.obs.sessionCall(ctx, r, s)
 }

@@ -83,6 +83,12 @@ type observer struct {
 	rejected func(r *http.Request, e *callError)
 	// sessionEnded: a session was deleted, expired or closed at shutdown.
 	sessionEnded func(s *session)
+	// sessionCall: the agent's standalone GET stream or DELETE of session
+	// s, about to go to the gateway outside any exchange. It returns the
+	// context to call the gateway in, whose trace context traceHeaders
+	// writes, and the call's client span (sessionspan.go). Nil when
+	// tracing is off.
+	sessionCall func(ctx context.Context, r *http.Request, s *session) (context.Context, *sessionSpan)
 	// traceHeaders writes ctx's trace context into a gateway request's
 	// headers; nil forwards the agent's unchanged.
 	traceHeaders func(ctx context.Context, h http.Header)

@@ -48,6 +48,7 @@ func TestRingKeepsWhatTheSDKRecords(t *testing.T) {
 		e.callEcho()
 		e.callDenied()
 		e.post(`{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"unlisted","arguments":{}}}`, nil)
+		e.deleteSession(map[string]string{"Traceparent": agentHeaderTP})
 		runs[i] = []inttel.Span{}
 		if i == 0 {
 			runs[i] = sdkRing.Spans()

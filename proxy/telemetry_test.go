@@ -39,10 +39,12 @@ const (
 	secretArg       = "s3cr3t-argument-value"
 )
 
-// recorded is one request the upstream saw.
+// recorded is one request the upstream saw: a message of a POST, or a GET
+// or DELETE (msg nil).
 type recorded struct {
 	header http.Header
 	msg    *jsonrpc.Message
+	verb   string // the HTTP method
 }
 
 // recordingUpstream wraps a real MCP server and keeps what reached it.
@@ -58,13 +60,18 @@ func (u *recordingUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodPost && u.arrived != nil {
 		u.arrived()
 	}
+	if r.Method != http.MethodPost {
+		u.mu.Lock()
+		u.seen = append(u.seen, recorded{header: r.Header.Clone(), verb: r.Method})
+		u.mu.Unlock()
+	}
 	if r.Method == http.MethodPost {
 		body, _ := io.ReadAll(r.Body)
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		if msgs, _, err := jsonrpc.Decode(body, jsonrpc.Limits{}); err == nil {
 			u.mu.Lock()
 			for _, m := range msgs {
-				u.seen = append(u.seen, recorded{header: r.Header.Clone(), msg: m})
+				u.seen = append(u.seen, recorded{header: r.Header.Clone(), msg: m, verb: r.Method})
 			}
 			u.mu.Unlock()
 		}
@@ -77,7 +84,21 @@ func (u *recordingUpstream) find(method string) []recorded {
 	defer u.mu.Unlock()
 	var out []recorded
 	for _, s := range u.seen {
-		if s.msg.Method == method {
+		if s.msg != nil && s.msg.Method == method {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// requests returns the requests of HTTP method verb that carried no
+// message (GET, DELETE).
+func (u *recordingUpstream) requests(verb string) []recorded {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	var out []recorded
+	for _, s := range u.seen {
+		if s.msg == nil && s.verb == verb {
 			out = append(out, s)
 		}
 	}
@@ -167,6 +188,25 @@ func (e *telemetryEnv) initialize() {
 	e.session, e.protocol = h.Get("Mcp-Session-Id"), "2025-06-18"
 	if st, _, _ := e.post(`{"jsonrpc":"2.0","method":"notifications/initialized"}`, nil); st != http.StatusAccepted {
 		e.t.Fatalf("initialized: status %d", st)
+	}
+}
+
+// deleteSession ends the session with a DELETE carrying hdr.
+func (e *telemetryEnv) deleteSession(hdr map[string]string) {
+	e.t.Helper()
+	req, _ := http.NewRequest(http.MethodDelete, e.url, nil)
+	req.Header.Set("Mcp-Session-Id", e.session)
+	req.Header.Set("Mcp-Protocol-Version", e.protocol)
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusNoContent {
+		e.t.Fatalf("DELETE: status %d", res.StatusCode)
 	}
 }
 
@@ -441,6 +481,123 @@ func TestTelemetryOffForwardsTraceHeadersUnchanged(t *testing.T) {
 	if meta := lookupKey(got[0].msg.Params, "_meta"); meta != nil {
 		t.Errorf("tracing off added _meta: %s", meta)
 	}
+}
+
+// TestSessionCallSpans: the agent's standalone GET stream and its DELETE,
+// which carry no MCP message, each get a client span parented on the
+// agent's trace headers, whose context reaches the gateway in their place,
+// as a POST's does, a reopened stream's GET included; tracing off, the
+// agent's headers reach the gateway as sent.
+func TestSessionCallSpans(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		traced bool
+		broken bool // the gateway breaks its first GET stream, which the proxy reopens
+	}{
+		{name: "traced", traced: true},
+		{name: "traced, stream reopened", traced: true, broken: true},
+		{name: "tracing off", traced: false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var e *telemetryEnv
+			if tc.traced {
+				e = newTelemetryEnv(t)
+			} else {
+				up := &recordingUpstream{next: newMCPGoUpstream(t).Config.Handler}
+				upSrv := httptest.NewServer(up)
+				t.Cleanup(upSrv.Close)
+				_, srv := newTestProxy(t, upSrv.URL+"/mcp")
+				e = &telemetryEnv{t: t, up: up, url: srv.URL + "/mcp", log: &bytes.Buffer{}}
+			}
+			wantGETs := 1
+			if tc.broken {
+				wantGETs = 2
+				e.up.next = breakFirstStream(e.up.next)
+			}
+			e.initialize()
+			agent := map[string]string{"Traceparent": agentHeaderTP, "Tracestate": "vendor=agent", "Baggage": "tenant=blue"}
+			// The stream is open once the gateway has its GET (reopened);
+			// the agent then leaves it and ends the session.
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			streamDone := make(chan struct{})
+			go func() {
+				defer close(streamDone)
+				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.url, nil)
+				req.Header.Set("Accept", "text/event-stream")
+				req.Header.Set("Mcp-Session-Id", e.session)
+				req.Header.Set("Mcp-Protocol-Version", e.protocol)
+				for k, v := range agent {
+					req.Header.Set(k, v)
+				}
+				if res, err := http.DefaultClient.Do(req); err == nil {
+					_, _ = io.Copy(io.Discard, res.Body)
+					res.Body.Close()
+				}
+			}()
+			waitFor(t, "the gateway's GET", func() bool { return len(e.up.requests(http.MethodGet)) == wantGETs })
+			cancel()
+			<-streamDone
+			e.deleteSession(agent)
+			if tc.traced {
+				waitFor(t, "the GET's client span to end", func() bool {
+					for _, s := range e.spans.GetSpans() {
+						if s.Name == http.MethodGet {
+							return true
+						}
+					}
+					return false
+				})
+			}
+			for verb, n := range map[string]int{http.MethodGet: wantGETs, http.MethodDelete: 1} {
+				got := e.up.requests(verb)
+				if len(got) != n {
+					t.Fatalf("the gateway saw %d %s requests, want %d", len(got), verb, n)
+				}
+				want := map[string]string{"Traceparent": agentHeaderTP, "Tracestate": "vendor=agent", "Baggage": "tenant=blue"}
+				if tc.traced {
+					span := e.span(verb, trace.SpanKindClient)
+					if p := span.Parent; p.TraceID().String() != agentTrace || p.SpanID().String() != agentHeaderSpan {
+						t.Errorf("%s span's parent %s/%s, want the agent's %s/%s", verb, p.TraceID(), p.SpanID(), agentTrace, agentHeaderSpan)
+					}
+					wantAttrs(t, span, map[string]string{"http.request.method": verb, "mcp.session.id": e.session,
+						"mcp.protocol.version": e.protocol, "http.response.status_code": "200"})
+					want["Traceparent"] = "00-" + agentTrace + "-" + span.SpanContext.SpanID().String() + "-01"
+				}
+				for i, r := range got {
+					for k, v := range want {
+						if h := r.header.Get(k); h != v {
+							t.Errorf("%s %d to the gateway: %s = %q, want %q", verb, i+1, k, h, v)
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+// breakFirstStream answers the first GET with an event stream whose
+// connection it then drops, as a gateway that dies does; the rest go to
+// next.
+func breakFirstStream(next http.Handler) http.Handler {
+	var once sync.Once
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		broke := false
+		if r.Method == http.MethodGet {
+			once.Do(func() {
+				broke = true
+				w.Header().Set("Content-Type", "text/event-stream")
+				w.WriteHeader(http.StatusOK)
+				w.(http.Flusher).Flush()
+				if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+					conn.Close()
+				}
+			})
+		}
+		if !broke {
+			next.ServeHTTP(w, r)
+		}
+	})
 }
 
 func TestDecisionLog(t *testing.T) {

@@ -198,7 +198,7 @@ func (u *recordingUpstream) findID(id string) *recorded {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	for i, s := range u.seen {
-		if s.msg.ID.String() == `"`+id+`"` {
+		if s.msg != nil && s.msg.ID.String() == `"`+id+`"` {
 			return &u.seen[i]
 		}
 	}
