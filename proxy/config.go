@@ -171,6 +171,20 @@ type Config struct {
 	// decision log, i.e. redacted. Nil, the default: argument values are
 	// never recorded.
 	RecordArguments func(args json.RawMessage) json.RawMessage
+	// Calls, when set, is told of each call as it starts and as it ends:
+	// the requests served other than streams (GET, subscriptions/listen),
+	// and a legacy HTTP+SSE call's work behind its 202, which outlives
+	// its POST (internal/maxprocs fits GOMAXPROCS to them). Nil: no one is
+	// told.
+	Calls CallCounter
+}
+
+// CallCounter is told of the proxy's calls (Config.Calls). Begin and End
+// are called from the calls' goroutines, concurrently; each End follows
+// its Begin.
+type CallCounter interface {
+	Begin()
+	End()
 }
 
 // Validate applies defaults and reports every problem at once.

@@ -54,6 +54,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.calls.add(1)
 		defer p.calls.add(-1)
 	}
+	// Config.Calls hears of a legacy message's call from its work behind
+	// the 202 (serveLegacyMessage), which outlives this POST.
+	if legacy := r.URL.Path == "/message" || r.URL.Path == "/messages"; !stream && !legacy {
+		p.callBegun()
+		defer p.callEnded()
+	}
 	if p.draining.Load() && !mayFinishWork(r) {
 		p.refuseDraining(w)
 		return

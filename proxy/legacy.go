@@ -179,8 +179,10 @@ func (p *Proxy) serveLegacyMessage(w http.ResponseWriter, r *http.Request) {
 	out := &legacyOut{p: p, sess: sess}
 	sess.begin()
 	p.calls.add(1) // a drain waits for it as for any call
+	p.callBegun()
 	go func() {
 		defer p.calls.add(-1)
+		defer p.callEnded()
 		defer cancel()
 		defer sess.end(time.Now())
 		if init {

@@ -141,6 +141,19 @@ func (p *Proxy) closeSessions(ctx context.Context) int {
 // counter counts work in progress, and lets Shutdown wait for none without
 // polling: the hot path is one atomic add; a waiter is woken by the add
 // that reaches zero.
+// callBegun tells Config.Calls of a call starting, callEnded of its end.
+func (p *Proxy) callBegun() {
+	if p.cfg.Calls != nil {
+		p.cfg.Calls.Begin()
+	}
+}
+
+func (p *Proxy) callEnded() {
+	if p.cfg.Calls != nil {
+		p.cfg.Calls.End()
+	}
+}
+
 type counter struct {
 	n       atomic.Int64
 	waiters atomic.Int32

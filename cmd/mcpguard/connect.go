@@ -164,6 +164,7 @@ func runConnect(ctx context.Context, o connectOptions, stdin io.Reader, stdout i
 		SessionIdleTimeout: sessionForever,
 		TraceMeta:          proxy.TraceMeta(o.TraceMeta),
 		Logger:             log,
+		Calls:              maxprocs.New(),
 	}
 	if cfg.UpstreamTLS, err = o.tlsConfig(); err != nil {
 		return &exitError{code: exitUsage, err: err}
@@ -203,7 +204,7 @@ func runConnect(ctx context.Context, o connectOptions, stdin io.Reader, stdout i
 	}
 	obs.serveApprovals(p.ApprovalHandler())
 	ln := newMemListener()
-	srv := &http.Server{Handler: maxprocs.New().Handler(p), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: p, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	defer srv.Close()
 

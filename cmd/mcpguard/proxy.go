@@ -245,6 +245,9 @@ func runProxy(ctx context.Context, o proxyOptions, started func(running)) error 
 		CallTimeout:           o.CallTimeout,
 		TraceMeta:             proxy.TraceMeta(o.TraceMeta),
 		Logger:                log,
+		// One processor while the agent's calls come one at a time, every
+		// processor as soon as two overlap (internal/maxprocs).
+		Calls: maxprocs.New(),
 	}
 	obs.apply(&cfg)
 	if o.UpstreamTokenFile != "" {
@@ -262,9 +265,6 @@ func runProxy(ctx context.Context, o proxyOptions, started func(running)) error 
 		return &exitError{code: exitUsage, err: fmt.Errorf("listen: %v", err)}
 	}
 	srv := p.HTTPServer()
-	// One processor while the agent's calls come one at a time, every
-	// processor as soon as two overlap (internal/maxprocs).
-	srv.Handler = maxprocs.New().Handler(srv.Handler)
 	var admin *http.Server
 	r := running{URL: "http://" + ln.Addr().String() + "/mcp", Proxy: p}
 	if o.AdminListen != "" {

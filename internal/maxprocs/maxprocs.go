@@ -17,11 +17,15 @@
 // back as soon as a second call starts, and one processor only after a
 // quiet spell with no overlap.
 //
+// The calls are counted where the proxy counts them (proxy.Config.Calls):
+// a POST's time in its handler is not a call's, since a legacy HTTP+SSE
+// call outlives the POST answered 202, and a subscriptions/listen stream
+// is a POST that is no call.
+//
 // GOMAXPROCS set by the operator is left alone (New returns nil).
 package maxprocs
 
 import (
-	"net/http"
 	"os"
 	"runtime"
 	"sync"
@@ -73,32 +77,17 @@ func setRuntime(narrow bool) {
 	runtime.SetDefaultGOMAXPROCS()
 }
 
-// Handler counts h's POST requests, the agent's calls, as in flight while h
-// serves them. A GET is a standalone stream that lasts the session and a
-// DELETE ends one: neither is a call, so neither counts.
-func (f *Fitter) Handler(h http.Handler) http.Handler {
-	if f == nil {
-		return h
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost {
-			h.ServeHTTP(w, r)
-			return
-		}
-		f.begin()
-		defer f.end()
-		h.ServeHTTP(w, r)
-	})
-}
-
-// begin counts a call in. A call that overlaps another widens at once; a
+// Begin counts a call in. A call that overlaps another widens at once; a
 // call alone after a quiet spell narrows.
 //
-// begin and change pair their atomics so that a narrowing and a call that
+// Begin and change pair their atomics so that a narrowing and a call that
 // starts meanwhile cannot both miss each other: change stores narrow before
-// it loads inflight, begin adds to inflight before it loads narrow, so one
+// it loads inflight, Begin adds to inflight before it loads narrow, so one
 // of the two loads sees the other's store and the process widens again.
-func (f *Fitter) begin() {
+func (f *Fitter) Begin() {
+	if f == nil {
+		return
+	}
 	now := int64(time.Since(f.start))
 	if f.inflight.Add(1) > 1 {
 		f.overlap.Store(now)
@@ -112,7 +101,12 @@ func (f *Fitter) begin() {
 	}
 }
 
-func (f *Fitter) end() { f.inflight.Add(-1) }
+// End counts a call out.
+func (f *Fitter) End() {
+	if f != nil {
+		f.inflight.Add(-1)
+	}
+}
 
 // change narrows (or widens) unless that is already so or no longer fits:
 // a narrowing that finds a second call in flight widens back.

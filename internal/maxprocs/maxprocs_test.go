@@ -1,8 +1,6 @@
 package maxprocs
 
 import (
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"runtime"
 	"sync"
@@ -53,13 +51,13 @@ func TestFitterSequences(t *testing.T) {
 			for _, s := range tt.steps {
 				switch s {
 				case 'c':
-					f.begin()
-					f.end()
+					f.Begin()
+					f.End()
 				case 'o':
-					f.begin()
-					f.begin()
-					f.end()
-					f.end()
+					f.Begin()
+					f.Begin()
+					f.End()
+					f.End()
 				case 'q':
 					f.start = f.start.Add(-quiet - time.Millisecond)
 				}
@@ -99,7 +97,7 @@ func TestFitterNarrowingMeetsACall(t *testing.T) {
 		for range 2 {
 			wg.Go(func() {
 				<-start
-				f.begin()
+				f.Begin()
 			})
 		}
 		close(start)
@@ -110,36 +108,16 @@ func TestFitterNarrowingMeetsACall(t *testing.T) {
 	}
 }
 
-// TestHandlerCountsCalls: a GET stream held open is not a call, so calls
-// alone beside it narrow; a POST held open is, so a second call widens.
-func TestHandlerCountsCalls(t *testing.T) {
-	var r recorder
-	f := newFitter(r.set)
-	f.start = f.start.Add(-2 * quiet)
-	hold, held := make(chan struct{}), make(chan struct{})
-	h := f.Handler(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if req.URL.Path == "/hold" {
-			held <- struct{}{}
-			<-hold
-		}
-	}))
-	serve := func(method, path string) { h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(method, path, nil)) }
-
-	go serve(http.MethodGet, "/hold")
-	<-held
-	serve(http.MethodPost, "/")
-	if !r.narrow() {
-		t.Fatalf("a call alone beside an open GET stream did not narrow (changes %v)", r.changes)
+// TestNilFitter: a nil *Fitter, what New returns when there is nothing to
+// fit, counts nothing and is never narrow.
+func TestNilFitter(t *testing.T) {
+	var f *Fitter
+	f.Begin()
+	f.Begin()
+	f.End()
+	if f.Narrow() {
+		t.Error("a nil Fitter is narrow")
 	}
-	hold <- struct{}{}
-
-	go serve(http.MethodPost, "/hold")
-	<-held
-	serve(http.MethodPost, "/")
-	if r.narrow() {
-		t.Fatalf("a call beside another in flight did not widen (changes %v)", r.changes)
-	}
-	hold <- struct{}{}
 }
 
 // TestRuntime drives the real runtime: narrowed to one processor, then back
@@ -160,13 +138,13 @@ func TestRuntime(t *testing.T) {
 	}
 	defer runtime.SetDefaultGOMAXPROCS()
 	f.start = f.start.Add(-2 * quiet)
-	f.begin()
-	f.end()
+	f.Begin()
+	f.End()
 	if got := runtime.GOMAXPROCS(0); got != 1 {
 		t.Fatalf("after a call alone GOMAXPROCS = %d, want 1", got)
 	}
-	f.begin()
-	f.begin()
+	f.Begin()
+	f.Begin()
 	if got := runtime.GOMAXPROCS(0); got != def {
 		t.Fatalf("with two calls in flight GOMAXPROCS = %d, want the default %d", got, def)
 	}
