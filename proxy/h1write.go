@@ -70,11 +70,11 @@ func writeRequest(w *bufio.Writer, req *http.Request) (err error) {
 	if v, ok := req.Header["User-Agent"]; ok {
 		ua = ""
 		if len(v) > 0 {
-			ua = trimValue(v[0])
+			ua = v[0]
 		}
 	}
-	if ua != "" {
-		writeField(w, "User-Agent", ua)
+	if ua != "" { // before trimming, as Request.Write: a blank one is sent empty
+		writeField(w, "User-Agent", trimValue(ua))
 	}
 	if length > 0 || method == http.MethodPost || method == http.MethodPut || method == http.MethodPatch {
 		w.WriteString("Content-Length: ")

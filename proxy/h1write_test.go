@@ -65,6 +65,7 @@ func TestWriteRequestLikeNetHTTP(t *testing.T) {
 		{name: "the agent's User-Agent", method: "POST", url: "http://gw/mcp", header: http.Header{"User-Agent": {"agent/1.0"}}, body: call},
 		{name: "an empty User-Agent sends none", method: "POST", url: "http://gw/mcp", header: http.Header{"User-Agent": {""}}, body: call},
 		{name: "User-Agent key with no values", method: "POST", url: "http://gw/mcp", header: http.Header{"User-Agent": {}}, body: call},
+		{name: "a blank User-Agent is sent empty", method: "POST", url: "http://gw/mcp", header: http.Header{"User-Agent": {" \t"}}, body: call},
 		{name: "values trimmed, several values, empty value", method: "POST", url: "http://gw/mcp",
 			header: http.Header{"X-A": {"  a  ", "\tb\t"}, "X-Empty": {""}, "Accept-Language": {"en", "fr"}}, body: call},
 		{name: "many headers (more than the stack array)", method: "POST", url: "http://gw/mcp", header: func() http.Header {
@@ -158,6 +159,7 @@ func FuzzWriteRequest(f *testing.F) {
 	f.Add("PO ST", "/", "a b", "User-Agent", "", "x", false)
 	f.Add("CONNECT", "", "gw:443", "X-A", "v", "", false)
 	f.Add("POST", "/mcp", "gw", "Connection", "x close", "x", true)
+	f.Add("POST", "/mcp", "gw", "User-Agent", " ", "x", false)
 	f.Fuzz(func(t *testing.T, method, path, host, key, value, body string, close bool) {
 		c := requestCase{method: method, url: "http://gw/", host: host, header: http.Header{key: {value}}, body: body, close: close}
 		build := func(bw *bufio.Writer, w func(*bufio.Writer, *http.Request) error) (string, error) {
