@@ -69,8 +69,8 @@ func FromCgroup(n int64) int64 { return n - n/10 }
 // runtime as it was and returns SourceNone with the reason, for a debug
 // log line. "No limit" ("max", or v1's largest number) is not an error.
 // Elsewhere than Linux it does nothing. It reads two small files of /proc
-// and one file per cgroup level (tens of microseconds,
-// BenchmarkCgroupLimit).
+// and one file per cgroup level: ~50 µs in a container, which shows one
+// level (BenchmarkCgroupLimit, docs/performance.md).
 func Apply() (Limit, error) {
 	if os.Getenv("GOMEMLIMIT") != "" {
 		l := Limit{Bytes: debug.SetMemoryLimit(-1), Source: SourceEnv}
