@@ -28,6 +28,7 @@ package maxprocs
 import (
 	"os"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,10 +55,18 @@ type Fitter struct {
 // New returns a Fitter, or nil when there is nothing to fit: the operator
 // chose GOMAXPROCS, or the runtime's default is already 1.
 func New() *Fitter {
-	if _, chosen := os.LookupEnv("GOMAXPROCS"); chosen || runtime.GOMAXPROCS(0) < 2 {
+	if chosen(os.Getenv("GOMAXPROCS")) || runtime.GOMAXPROCS(0) < 2 {
 		return nil
 	}
 	return newFitter(setRuntime)
+}
+
+// chosen reports whether the runtime took GOMAXPROCS=v as the operator's
+// choice: a positive number. It ignores anything else (empty, 0, "+2"),
+// and so does the Fitter.
+func chosen(v string) bool {
+	n, err := strconv.Atoi(v)
+	return err == nil && n > 0 && v[0] != '+' // the runtime's atoi takes no sign
 }
 
 func newFitter(set func(narrow bool)) *Fitter {

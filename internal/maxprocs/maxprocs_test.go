@@ -120,10 +120,20 @@ func TestNilFitter(t *testing.T) {
 	}
 }
 
+// TestOperatorsChoice: the values the Go runtime takes from GOMAXPROCS are
+// the operator's choice, left alone; those it ignores are not.
+func TestOperatorsChoice(t *testing.T) {
+	for v, want := range map[string]bool{"1": true, "2": true, "64": true, "": false, "0": false, "-1": false, "max": false, "2 ": false, "+2": false} {
+		if got := chosen(v); got != want {
+			t.Errorf("GOMAXPROCS=%q: chosen = %v, want %v", v, got, want)
+		}
+	}
+}
+
 // TestRuntime drives the real runtime: narrowed to one processor, then back
 // to its default.
 func TestRuntime(t *testing.T) {
-	t.Setenv("GOMAXPROCS", "") // the variable set, even empty, is the operator's choice
+	t.Setenv("GOMAXPROCS", "2")
 	if New() != nil {
 		t.Fatal("New() fits GOMAXPROCS though the operator set it")
 	}
