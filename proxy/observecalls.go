@@ -168,20 +168,19 @@ func (rec *calls) open(c *callSpan, ctx, transport context.Context, m *jsonrpc.M
 		}
 		parent = mctx
 	}
-	name := t.spanName(m.Method, c.tool)
 	if t.recorder != nil {
 		// The ring tracer shows a span once it has ended, and no sampler
-		// reads its attributes at its start: they are set when the books
-		// are kept (describe), after the agent has its answer, not on the
-		// way to the policy and the gateway (issue #18).
+		// reads its name or attributes at its start: they are set when the
+		// books are kept (describe), after the agent has its answer, not on
+		// the way to the policy and the gateway (issue #18).
 		rec.undescribed = true
-		c.ctx, c.span = t.start(parent, name, trace.SpanKindServer, c.start, nil, links)
+		c.ctx, c.span = t.start(parent, "", trace.SpanKindServer, c.start, nil, links)
 		return
 	}
 	buf := attrPool.Get().(*[]attribute.KeyValue)
 	defer putAttrs(buf)
 	attrs := rec.serverAttrs((*buf)[:0], c)
-	c.ctx, c.span = t.start(parent, name, trace.SpanKindServer, c.start, attrs, links)
+	c.ctx, c.span = t.start(parent, t.spanName(m.Method, c.tool), trace.SpanKindServer, c.start, attrs, links)
 	*buf = attrs
 }
 
@@ -227,10 +226,10 @@ func (rec *calls) clientAttrs(attrs []attribute.KeyValue, first *callSpan) []att
 	return append(attrs, semconv.NetworkTransportPipe)
 }
 
-// describe sets the attributes of the spans open and forwarded started
-// without (undescribed), once: the same as they would have started with,
-// none of them set again later (the ring tracer keeps the last value of a
-// key set twice, as the SDK does; here none is).
+// describe sets the names and attributes of the spans open and forwarded
+// started without (undescribed), once: the same as they would have started
+// with, none of the attributes set again later (the ring tracer keeps the
+// last value of a key set twice, as the SDK does; here none is).
 func (rec *calls) describe() {
 	if !rec.undescribed {
 		return
@@ -240,10 +239,13 @@ func (rec *calls) describe() {
 	defer putAttrs(buf)
 	attrs, used := (*buf)[:0], 0
 	var first *callSpan // the client span's: the first forwarded (forwarded)
+	var firstName string
 	for _, c := range rec.calls {
+		name := rec.t.spanName(c.method, c.tool)
 		if c.forwarded && first == nil {
-			first = c
+			first, firstName = c, name
 		}
+		c.span.SetName(name)
 		attrs = rec.serverAttrs(attrs[:0], c)
 		used = max(used, len(attrs))
 		c.span.SetAttributes(attrs...)
@@ -254,6 +256,7 @@ func (rec *calls) describe() {
 			attrs = append(attrs, semconv.HTTPResponseStatusCode(int(rec.upStatus)))
 		}
 		used = max(used, len(attrs))
+		rec.client.SetName(firstName) // named as its first message's span
 		rec.client.SetAttributes(attrs...)
 	}
 	*buf = attrs[:used]
@@ -404,13 +407,12 @@ func (rec *calls) forwarded(ctx context.Context, forward []*jsonrpc.Message) con
 	if !t.tracing || first == nil { // first == nil: only answers to the gateway's requests
 		return ctx
 	}
-	name := t.spanName(first.method, first.tool)
-	if rec.undescribed { // its attributes too are set at ended (open)
-		ctx, rec.client = t.start(first.ctx, name, trace.SpanKindClient, start, nil, nil)
+	if rec.undescribed { // its name and attributes too are set at ended (open)
+		ctx, rec.client = t.start(first.ctx, "", trace.SpanKindClient, start, nil, nil)
 	} else {
 		buf := attrPool.Get().(*[]attribute.KeyValue)
 		attrs := rec.clientAttrs((*buf)[:0], first)
-		ctx, rec.client = t.start(first.ctx, name, trace.SpanKindClient, start, attrs, nil)
+		ctx, rec.client = t.start(first.ctx, t.spanName(first.method, first.tool), trace.SpanKindClient, start, attrs, nil)
 		*buf = attrs
 		putAttrs(buf)
 	}
