@@ -22,7 +22,7 @@ import (
 // span's end when its answer is delivered, the gateway call's end when its
 // body is read), so times are those of the events, not of the books. A
 // span starts when its event does, for its id and time; through the ring
-// tracer its attributes are set with the books (calls.describe).
+// tracer its name and attributes are set with the books (calls.describe).
 //
 // Over Streamable HTTP a JSON answer is written and flushed (httpOut), and
 // the books are kept before the handler returns: Proxy.Shutdown, which
