@@ -401,7 +401,7 @@ func BenchmarkCallCost(b *testing.B) {
 			var answering, answeringCPU time.Duration
 			for b.Loop() {
 				start := time.Now()
-				startCPU, _ := threadCPU()
+				startCPU, _ := proxy.ThreadCPU()
 				w := post(call, session)
 				answering += w.flushed.Sub(start)
 				answeringCPU += w.flushedCPU - startCPU
@@ -502,13 +502,13 @@ type benchWriter struct {
 	status     int
 	body       []byte
 	flushed    time.Time
-	flushedCPU time.Duration // the thread's CPU time then (threadCPU)
+	flushedCPU time.Duration // the thread's CPU time then (proxy.ThreadCPU)
 }
 
 func (w *benchWriter) Flush() {
 	if w.flushed.IsZero() {
 		w.flushed = time.Now()
-		w.flushedCPU, _ = threadCPU()
+		w.flushedCPU, _ = proxy.ThreadCPU()
 	}
 }
 

@@ -1,4 +1,4 @@
-package proxy_test
+package proxy
 
 import (
 	"time"
@@ -6,11 +6,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// threadCPU returns the CPU time the calling OS thread has used
+// ThreadCPU returns the CPU time the calling OS thread has used
 // (CLOCK_THREAD_CPUTIME_ID, nanosecond accounting), so that a benchmark
 // locked to its thread can tell its own cost from the time it spent
 // descheduled on a busy machine.
-func threadCPU() (time.Duration, bool) {
+func ThreadCPU() (time.Duration, bool) {
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts); err != nil {
 		return 0, false

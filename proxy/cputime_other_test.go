@@ -1,7 +1,7 @@
 //go:build !linux
 
-package proxy_test
+package proxy
 
 import "time"
 
-func threadCPU() (time.Duration, bool) { return 0, false }
+func ThreadCPU() (time.Duration, bool) { return 0, false }

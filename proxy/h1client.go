@@ -118,13 +118,33 @@ func newH1Client(next http.RoundTripper, dialer *net.Dialer, idleTimeout time.Du
 // must be read to its end or closed; the connection goes back to the pool
 // at the end of the body.
 func (t *h1Client) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Scheme != "http" || !smallBody(req) {
+	if !h1SendsItself(req.URL.Scheme, bodySize(req)) {
 		return t.next.RoundTrip(req)
 	}
+	return t.roundTrip(req, 0)
+}
+
+// h1SendsItself reports whether h1Client sends a request itself rather
+// than through next: one to an http:// URL whose body is known to be at
+// most h1MaxBody (size: 0 for none, -1 unknown).
+func h1SendsItself(scheme string, size int64) bool {
+	return scheme == "http" && size >= 0 && size <= h1MaxBody
+}
+
+// roundTrip sends a request h1SendsItself takes. A positive headerTimeout
+// bounds the wait for the answer's headers, from the dial on (a deadline
+// on the connection rather than a timer and a context per call, issue
+// #18); it fails with errHeaderTimeout.
+func (t *h1Client) roundTrip(req *http.Request, headerTimeout time.Duration) (*http.Response, error) {
 	if err := validateOutgoing(req); err != nil {
 		closeReqBody(req)
 		return nil, err
 	}
+	var deadline time.Time
+	if headerTimeout > 0 {
+		deadline = time.Now().Add(headerTimeout)
+	}
+	timedOut := func() bool { return !deadline.IsZero() && !time.Now().Before(deadline) }
 	ctx := req.Context()
 	key := canonicalHostPort(req.URL.Host)
 	for retried := false; ; retried = true {
@@ -132,13 +152,16 @@ func (t *h1Client) RoundTrip(req *http.Request) (*http.Response, error) {
 			closeReqBody(req)
 			return nil, err
 		}
-		c, reused, err := t.get(ctx, key)
+		c, reused, err := t.get(ctx, key, deadline)
 		if err != nil {
 			closeReqBody(req)
+			if ctx.Err() == nil && timedOut() {
+				return nil, errHeaderTimeout
+			}
 			return nil, err
 		}
 		stop := context.AfterFunc(ctx, func() { c.conn.Close() })
-		res, err := t.exchange(c, req)
+		res, err := t.exchange(c, req, deadline)
 		if err == nil {
 			res.Body = &h1Body{t: t, c: c, body: res.Body, stop: stop, ctx: ctx,
 				reusable: !res.Close && (res.ContentLength >= 0 || chunked(res.TransferEncoding))}
@@ -148,6 +171,9 @@ func (t *h1Client) RoundTrip(req *http.Request) (*http.Response, error) {
 		c.conn.Close()
 		if aborted || ctx.Err() != nil {
 			return nil, ctx.Err()
+		}
+		if timedOut() {
+			return nil, errHeaderTimeout
 		}
 		// The transport's rule (Go's net/http, "nothingWrittenError"): a
 		// reused connection the gateway had closed fails before the
@@ -167,9 +193,15 @@ func (t *h1Client) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
-// exchange writes req on c and reads the answer's headers.
-func (t *h1Client) exchange(c *h1Conn, req *http.Request) (*http.Response, error) {
+// exchange writes req on c and reads the answer's headers, by deadline
+// unless it is zero.
+func (t *h1Client) exchange(c *h1Conn, req *http.Request, deadline time.Time) (*http.Response, error) {
 	c.written = 0
+	if !deadline.IsZero() {
+		if err := c.conn.SetDeadline(deadline); err != nil {
+			return nil, err
+		}
+	}
 	if err := writeRequest(c.bw, req); err != nil {
 		return nil, err
 	}
@@ -189,6 +221,12 @@ func (t *h1Client) exchange(c *h1Conn, req *http.Request) (*http.Response, error
 		case res.StatusCode >= 100 && res.StatusCode < 200:
 			continue // 1xx: no body, the real answer follows
 		}
+		if !deadline.IsZero() {
+			// The body, a stream's included, is bounded by the context.
+			if err := c.conn.SetDeadline(time.Time{}); err != nil {
+				return nil, err
+			}
+		}
 		return res, nil
 	}
 	return nil, fmt.Errorf("the gateway sent more than %d informational (1xx) answers", max1xx)
@@ -203,17 +241,20 @@ func (t *h1Client) exchange(c *h1Conn, req *http.Request) (*http.Response, error
 // larger one the transport's hand-offs cost nothing measurable.
 const h1MaxBody = 64 << 10
 
-// smallBody reports whether req's body is known to be at most h1MaxBody.
-func smallBody(req *http.Request) bool {
-	if req.Body == nil || req.Body == http.NoBody {
-		return true
+// bodySize returns the length of req's body: 0 for none, -1 unknown.
+func bodySize(req *http.Request) int64 {
+	switch {
+	case req.Body == nil || req.Body == http.NoBody:
+		return 0
+	case req.ContentLength == 0: // with a body, an unknown length, as for http.Transport
+		return -1
 	}
-	// 0 with a body is an unknown length, as for http.Transport.
-	return req.ContentLength > 0 && req.ContentLength <= h1MaxBody
+	return req.ContentLength
 }
 
-// get returns an idle connection to key that is still clean, or a new one.
-func (t *h1Client) get(ctx context.Context, key string) (c *h1Conn, reused bool, err error) {
+// get returns an idle connection to key that is still clean, or a new one,
+// dialled by deadline unless it is zero.
+func (t *h1Client) get(ctx context.Context, key string, deadline time.Time) (c *h1Conn, reused bool, err error) {
 	now := time.Now()
 	for {
 		t.mu.Lock()
@@ -231,6 +272,11 @@ func (t *h1Client) get(ctx context.Context, key string) (c *h1Conn, reused bool,
 			return c, true, nil
 		}
 		c.conn.Close()
+	}
+	if !deadline.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
 	}
 	conn, err := t.dialer.DialContext(ctx, "tcp", key)
 	if err != nil {

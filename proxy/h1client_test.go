@@ -22,7 +22,7 @@ type rawGateway struct {
 	conns atomic.Int32
 }
 
-func startRawGateway(t *testing.T, answer func(n int, req *http.Request, w io.Writer) (keep bool)) *rawGateway {
+func startRawGateway(t testing.TB, answer func(n int, req *http.Request, w io.Writer) (keep bool)) *rawGateway {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -289,6 +289,58 @@ func TestH1ClientCancel(t *testing.T) {
 	}
 	if g.conns.Load() != before+1 {
 		t.Errorf("a cancelled call's connection was reused")
+	}
+}
+
+// TestH1ClientHeaderTimeout: the header timeout bounds the wait for an
+// answer's headers, on a new connection and on a reused one, and not the
+// wait for its body: a stream outlives it.
+func TestH1ClientHeaderTimeout(t *testing.T) {
+	const bound, late = 100 * time.Millisecond, 300 * time.Millisecond
+	g := startRawGateway(t, func(n int, req *http.Request, w io.Writer) bool {
+		switch req.Header.Get("X-Case") {
+		case "late headers":
+			time.Sleep(late)
+		case "late body":
+			_, _ = io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n")
+			time.Sleep(late)
+			_, _ = io.WriteString(w, "{}")
+			return true
+		}
+		_, _ = io.WriteString(w, okAnswer(`{}`))
+		return true
+	})
+	c := newTestH1(time.Minute)
+	for _, tt := range []struct {
+		which string
+		err   error // nil: the body "{}"
+		conns int32 // connections the gateway has accepted after the call
+	}{
+		{"late body", nil, 1},
+		{"late body", nil, 1}, // the connection's deadline was lifted for the next call too
+		{"on time", nil, 1},
+		{"late headers", errHeaderTimeout, 1},
+		{"late headers", errHeaderTimeout, 2}, // a timed-out call's connection is not reused
+		{"late body", nil, 3},
+	} {
+		req, _ := http.NewRequest(http.MethodPost, g.url, strings.NewReader("{}"))
+		req.Header.Set("X-Case", tt.which)
+		start := time.Now()
+		res, err := c.roundTrip(req, bound)
+		var body []byte
+		if err == nil {
+			body, err = io.ReadAll(res.Body)
+			res.Body.Close()
+		}
+		switch {
+		case tt.err != nil && (!errors.Is(err, tt.err) || time.Since(start) >= late):
+			t.Errorf("%s: got %v after %v, want %v within %v", tt.which, err, time.Since(start), tt.err, late)
+		case tt.err == nil && (err != nil || string(body) != "{}"):
+			t.Errorf("%s: got %q, %v; want {}", tt.which, body, err)
+		}
+		if got := g.conns.Load(); got != tt.conns {
+			t.Errorf("%s: the gateway accepted %d connections, want %d", tt.which, got, tt.conns)
+		}
 	}
 }
 

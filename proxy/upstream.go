@@ -30,7 +30,10 @@ type upstream struct {
 	// would clone the headers and follow redirects, and a redirect from the
 	// gateway must not send the agent's message anywhere the operator did
 	// not configure (RoundTrip never follows one).
-	rt            http.RoundTripper
+	rt http.RoundTripper
+	// h1 is rt when it is the h1Client itself, not wrapped: it bounds the
+	// wait for headers by a deadline on the connection.
+	h1            *h1Client
 	token         func() (string, error)
 	forwardAuth   bool
 	headerTimeout time.Duration
@@ -103,10 +106,12 @@ func newUpstream(cfg *Config) (*upstream, error) {
 	if host == "" {
 		host = strings.TrimSuffix(target.Host, ":")
 	}
+	h1, _ := rt.(*h1Client)
 	return &upstream{
 		target:        target,
 		host:          host,
 		rt:            rt,
+		h1:            h1,
 		token:         cfg.UpstreamToken,
 		forwardAuth:   cfg.ForwardAuthorization,
 		headerTimeout: cfg.ResponseHeaderTimeout,
@@ -158,7 +163,18 @@ var errHeaderTimeout = errors.New("no response headers within the timeout")
 // do sends the call. The response body, when err is nil, must be closed; the
 // call's context stays alive until then, so streams outlive the header timeout.
 func (u *upstream) do(ctx context.Context, c upstreamCall) (*http.Response, error) {
-	ctx, cancel := context.WithCancel(ctx)
+	size := len(c.body)
+	if c.pieces != nil {
+		size = c.pieces.Len()
+	}
+	// h1Client bounds the wait for headers by a deadline on its
+	// connection; through any other RoundTripper a timer cancels a context
+	// of the call's own.
+	h1 := u.h1 != nil && h1SendsItself(u.target.Scheme, int64(size))
+	cancel := func() {}
+	if !h1 {
+		ctx, cancel = context.WithCancel(ctx)
+	}
 	var body io.Reader
 	switch {
 	case c.pieces != nil && c.pieces.Len() <= joinedBody:
@@ -232,13 +248,23 @@ func (u *upstream) do(ctx context.Context, c upstreamCall) (*http.Response, erro
 		h.Set("Authorization", c.from.Header.Get("Authorization"))
 	}
 
+	if h1 {
+		cancel() // a no-op: the call has no context of its own to release
+		resp, err := u.h1.roundTrip(req, u.headerTimeout)
+		switch {
+		case errors.Is(err, errHeaderTimeout):
+			return nil, fmt.Errorf("%w (%s)", errHeaderTimeout, u.headerTimeout)
+		case err != nil:
+			return nil, requestError(req, err)
+		}
+		return resp, nil
+	}
 	var timedOut atomic.Bool
 	timer := time.AfterFunc(u.headerTimeout, func() { timedOut.Store(true); cancel() })
 	resp, err := u.rt.RoundTrip(req)
 	timer.Stop()
 	if err != nil {
-		// As http.Client reports it: `Post "http://gateway/mcp": dial tcp ...`.
-		err = &url.Error{Op: c.method[:1] + strings.ToLower(c.method[1:]), URL: req.URL.Redacted(), Err: err}
+		err = requestError(req, err)
 		cancel()
 		if timedOut.Load() {
 			return nil, fmt.Errorf("%w (%s)", errHeaderTimeout, u.headerTimeout)
@@ -252,6 +278,12 @@ func (u *upstream) do(ctx context.Context, c upstreamCall) (*http.Response, erro
 	}
 	resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
 	return resp, nil
+}
+
+// requestError reports a failed request as http.Client does: `Post
+// "http://gateway/mcp": dial tcp ...`.
+func requestError(req *http.Request, err error) error {
+	return &url.Error{Op: req.Method[:1] + strings.ToLower(req.Method[1:]), URL: req.URL.Redacted(), Err: err}
 }
 
 type cancelBody struct {
