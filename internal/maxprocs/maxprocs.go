@@ -35,20 +35,26 @@ import (
 )
 
 // quiet is how long calls must have come one at a time before the process
-// narrows to one processor. Every change stops the world for a moment (tens
-// of µs): this bounds the changes to about two a second however calls come,
-// and a burst of parallel tool calls keeps every processor until a second
-// after it ends.
+// narrows to one processor. Every change stops the world for a moment
+// (~15 µs here): this bounds the changes to about two a second however
+// calls come, and a burst of parallel tool calls keeps every processor
+// until a second after it ends.
 const quiet = time.Second
 
 // Fitter counts the calls in flight and sets GOMAXPROCS from them. A nil
 // *Fitter does nothing.
+//
+// The change itself is made by a goroutine of its own (settle), never by
+// the call that asks for it: runtime.GOMAXPROCS first waits for a garbage
+// collection in progress to end, 2-3 ms with a few MiB live on issue #18's
+// machine, which no call should wait for.
 type Fitter struct {
-	start    time.Time
+	now      func() int64 // monotonic nanoseconds
 	inflight atomic.Int64
 	narrow   atomic.Bool  // GOMAXPROCS is 1 (or about to be)
 	overlap  atomic.Int64 // time since start of the last call that began with another in flight
-	mu       sync.Mutex   // held while GOMAXPROCS changes: one change at a time
+	busy     atomic.Bool  // settle is running: it makes every change, one at a time
+	settling sync.WaitGroup
 	set      func(narrow bool)
 }
 
@@ -72,7 +78,8 @@ func chosen(v string) bool {
 func newFitter(set func(narrow bool)) *Fitter {
 	// No narrowing in the first quiet spell: start-up's own work (policy
 	// compile, the first trim) runs on every processor.
-	return &Fitter{start: time.Now(), set: set}
+	start := time.Now()
+	return &Fitter{now: func() int64 { return int64(time.Since(start)) }, set: set}
 }
 
 // setRuntime narrows to one processor, or gives the runtime back its
@@ -89,24 +96,25 @@ func setRuntime(narrow bool) {
 // Begin counts a call in. A call that overlaps another widens at once; a
 // call alone after a quiet spell narrows.
 //
-// Begin and change pair their atomics so that a narrowing and a call that
-// starts meanwhile cannot both miss each other: change stores narrow before
-// it loads inflight, Begin adds to inflight before it loads narrow, so one
-// of the two loads sees the other's store and the process widens again.
+// Begin and settle pair their atomics so that a narrowing and a call that
+// starts meanwhile cannot both miss each other: settle stores narrow before
+// it loads inflight again, Begin adds to inflight before it loads narrow,
+// so one of the two loads sees the other's store and the process widens
+// again.
 func (f *Fitter) Begin() {
 	if f == nil {
 		return
 	}
-	now := int64(time.Since(f.start))
+	now := f.now()
 	if f.inflight.Add(1) > 1 {
 		f.overlap.Store(now)
 		if f.narrow.Load() {
-			f.change(false)
+			f.settle()
 		}
 		return
 	}
 	if !f.narrow.Load() && now-f.overlap.Load() >= int64(quiet) {
-		f.change(true)
+		f.settle()
 	}
 }
 
@@ -117,19 +125,34 @@ func (f *Fitter) End() {
 	}
 }
 
-// change narrows (or widens) unless that is already so or no longer fits:
-// a narrowing that finds a second call in flight widens back.
-func (f *Fitter) change(narrow bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.narrow.Load() == narrow {
-		return
+// wantNarrow reports whether the process should run on one processor: at
+// most one call in flight, and none overlapping for a quiet spell.
+func (f *Fitter) wantNarrow() bool {
+	return f.inflight.Load() <= 1 && f.now()-f.overlap.Load() >= int64(quiet)
+}
+
+// settle starts the goroutine that brings GOMAXPROCS to what the calls
+// want, unless it runs already; then it will see this call too.
+func (f *Fitter) settle() {
+	if f.busy.CompareAndSwap(false, true) {
+		f.settling.Add(1)
+		go f.settleLoop()
 	}
-	f.narrow.Store(narrow)
-	f.set(narrow)
-	if narrow && f.inflight.Load() > 1 {
-		f.narrow.Store(false)
-		f.set(false)
+}
+
+func (f *Fitter) settleLoop() {
+	defer f.settling.Done()
+	for {
+		for want := f.wantNarrow(); want != f.narrow.Load(); want = f.wantNarrow() {
+			f.narrow.Store(want)
+			f.set(want)
+		}
+		f.busy.Store(false)
+		// A Begin that found the loop busy left its change to it: look
+		// once more after letting go, and go on if no other loop started.
+		if f.wantNarrow() == f.narrow.Load() || !f.busy.CompareAndSwap(false, true) {
+			return
+		}
 	}
 }
 

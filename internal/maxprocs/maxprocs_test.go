@@ -4,6 +4,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -27,6 +28,15 @@ func (r *recorder) narrow() bool {
 	return len(r.changes) > 0 && r.changes[len(r.changes)-1]
 }
 
+// newTestFitter returns a Fitter on a clock the test moves (skip), its
+// changes recorded by r, and a wait for its settling to end.
+func newTestFitter(r *recorder) (f *Fitter, skip func(time.Duration)) {
+	f = newFitter(r.set)
+	var clock atomic.Int64
+	f.now = clock.Load
+	return f, func(d time.Duration) { clock.Add(int64(d)) }
+}
+
 func TestFitterSequences(t *testing.T) {
 	// Steps: "c" a call alone (begin, end), "o" two calls that overlap,
 	// "q" a quiet spell passes (the clock moves on by more than quiet).
@@ -47,19 +57,20 @@ func TestFitterSequences(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var r recorder
-			f := newFitter(r.set)
+			f, skip := newTestFitter(&r)
+			begin := func() { f.Begin(); f.settling.Wait() }
 			for _, s := range tt.steps {
 				switch s {
 				case 'c':
-					f.Begin()
+					begin()
 					f.End()
 				case 'o':
-					f.Begin()
-					f.Begin()
+					begin()
+					begin()
 					f.End()
 					f.End()
 				case 'q':
-					f.start = f.start.Add(-quiet - time.Millisecond)
+					skip(quiet + time.Millisecond)
 				}
 			}
 			if !equal(r.changes, tt.changes) {
@@ -90,8 +101,8 @@ func equal(a, b []bool) bool {
 func TestFitterNarrowingMeetsACall(t *testing.T) {
 	for i := range 2000 {
 		var r recorder
-		f := newFitter(r.set)
-		f.start = f.start.Add(-2 * quiet)
+		f, skip := newTestFitter(&r)
+		skip(2 * quiet)
 		var wg sync.WaitGroup
 		start := make(chan struct{})
 		for range 2 {
@@ -102,6 +113,7 @@ func TestFitterNarrowingMeetsACall(t *testing.T) {
 		}
 		close(start)
 		wg.Wait()
+		f.settling.Wait()
 		if f.Narrow() || r.narrow() {
 			t.Fatalf("round %d: two calls in flight on one processor (changes %v)", i, r.changes)
 		}
@@ -147,14 +159,18 @@ func TestRuntime(t *testing.T) {
 		t.Skipf("GOMAXPROCS is %d here: nothing to narrow", def)
 	}
 	defer runtime.SetDefaultGOMAXPROCS()
-	f.start = f.start.Add(-2 * quiet)
+	var clock atomic.Int64
+	f.now = clock.Load
+	clock.Add(int64(2 * quiet))
 	f.Begin()
+	f.settling.Wait()
 	f.End()
 	if got := runtime.GOMAXPROCS(0); got != 1 {
 		t.Fatalf("after a call alone GOMAXPROCS = %d, want 1", got)
 	}
 	f.Begin()
 	f.Begin()
+	f.settling.Wait()
 	if got := runtime.GOMAXPROCS(0); got != def {
 		t.Fatalf("with two calls in flight GOMAXPROCS = %d, want the default %d", got, def)
 	}
