@@ -138,9 +138,6 @@ func (p *Proxy) closeSessions(ctx context.Context) int {
 	return int(asked.Load())
 }
 
-// counter counts work in progress, and lets Shutdown wait for none without
-// polling: the hot path is one atomic add; a waiter is woken by the add
-// that reaches zero.
 // callBegun tells Config.Calls of a call starting, callEnded of its end.
 func (p *Proxy) callBegun() {
 	if p.cfg.Calls != nil {
@@ -154,6 +151,9 @@ func (p *Proxy) callEnded() {
 	}
 }
 
+// counter counts work in progress, and lets Shutdown wait for none without
+// polling: the hot path is one atomic add; a waiter is woken by the add
+// that reaches zero.
 type counter struct {
 	n       atomic.Int64
 	waiters atomic.Int32
