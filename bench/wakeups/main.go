@@ -84,7 +84,7 @@ func main() {
 	flag.StringVar(&role, "role", "", "internal")
 	flag.StringVar(&target, "target", "", "internal")
 	payload := flag.String("payload", "small", "the call's payload: small or 64KiB")
-	drive := flag.String("drive", "", "only make -calls calls on one session of this MCP endpoint")
+	drive := flag.String("drive", "", "only make -calls calls on -sessions sessions of this MCP endpoint")
 	flag.Parse()
 	pi := slices.IndexFunc(loadgen.Payloads, func(p loadgen.Payload) bool { return p.Name == *payload })
 	if pi < 0 {
@@ -93,12 +93,12 @@ func main() {
 	}
 	call := loadgen.NewCall(loadgen.Payloads[pi])
 	if *drive != "" {
-		c := loadgen.NewClient(*drive, 1)
-		s, err := c.Open(context.Background())
+		c := loadgen.NewClient(*drive, *sessions)
+		ss, err := c.OpenSessions(context.Background(), *sessions, *sessions)
 		if err != nil {
 			panic(err)
 		}
-		res, err := loadgen.Run(context.Background(), []*loadgen.Session{s}, call, int64(calls), time.Time{})
+		res, err := loadgen.Run(context.Background(), ss, call, int64(calls), time.Time{})
 		if err != nil {
 			panic(err)
 		}
