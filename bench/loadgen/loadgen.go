@@ -482,6 +482,7 @@ type Result struct {
 	Calls   int
 	Elapsed time.Duration
 	P50     time.Duration
+	P90     time.Duration
 	P99     time.Duration
 }
 
@@ -539,7 +540,7 @@ func RunFunc(ctx context.Context, n int, limit int64, deadline time.Time, do fun
 	}
 	all := slices.Concat(lat...)
 	slices.Sort(all)
-	return Result{Calls: len(all), Elapsed: elapsed, P50: Percentile(all, 50), P99: Percentile(all, 99)}, nil
+	return Result{Calls: len(all), Elapsed: elapsed, P50: Percentile(all, 50), P90: Percentile(all, 90), P99: Percentile(all, 99)}, nil
 }
 
 // Percentile returns the nearest-rank p-th percentile of sorted.
