@@ -558,7 +558,9 @@ func (ex *exchange) answerUpstream(ctx context.Context, m *jsonrpc.Message) {
 	}
 	call := upstreamCall{method: http.MethodPost, body: body, protocolVersion: ex.headerVersion()}
 	if ex.sess != nil {
-		call.sessionID = ex.sess.upstream()
+		call.sessionID, call.authorization = ex.sess.upstream(), ex.sess.authorization
+	} else {
+		call.authorization = ex.p.up.agentCredential(ex.r)
 	}
 	ex.p.telling.add(1)
 	go func() {

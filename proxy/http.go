@@ -502,9 +502,10 @@ func (p *Proxy) initialize(ctx context.Context, r *http.Request, m *jsonrpc.Mess
 	sess := legacy
 	if sess == nil {
 		var ok bool
-		sess, ok = p.sessions.create(subjectOf(r), version, nil)
+		auth := p.up.agentCredential(r)
+		sess, ok = p.sessions.create(subjectOf(r), auth, version, nil)
 		if !ok {
-			p.closeUpstream(res.Header.Get("Mcp-Session-Id"), version)
+			p.closeUpstream(res.Header.Get("Mcp-Session-Id"), version, auth)
 			return nil, nil, errUnavailable("too many sessions (%d): retry later", p.cfg.MaxSessions)
 		}
 	}
@@ -519,11 +520,15 @@ func (p *Proxy) initialize(ctx context.Context, r *http.Request, m *jsonrpc.Mess
 	return sess, resp, nil
 }
 
-func (p *Proxy) closeUpstream(id, version string) {
+// closeUpstream ends a gateway session the proxy has no use for, which
+// the agent whose credential auth is (session.authorization) opened: the
+// proxy's session table was full, or another request of the session
+// re-initialized it first.
+func (p *Proxy) closeUpstream(id, version string, auth credential) {
 	if id == "" {
 		return
 	}
-	go p.closeSession(&session{upstreamID: id, protocolVersion: version}, nil)
+	go p.closeSession(&session{upstreamID: id, protocolVersion: version, authorization: auth}, nil, closedSurplus)
 }
 
 // reinitialize re-opens the gateway side of a session the gateway lost
@@ -536,7 +541,7 @@ func (p *Proxy) reinitialize(ctx context.Context, r *http.Request, sess *session
 	sess.mu.Unlock()
 	init := &jsonrpc.Message{ID: jsonrpc.StringID("mcpguard-reinitialize-" + newSessionID()[:8]), Method: "initialize", Params: params}
 	body, _ := jsonrpc.Encode(init)
-	res, err := p.up.do(ctx, upstreamCall{method: http.MethodPost, body: body, from: r})
+	res, err := p.up.do(ctx, upstreamCall{method: http.MethodPost, body: body, from: r, authorization: sess.authorization})
 	if err != nil {
 		return err
 	}
@@ -550,7 +555,8 @@ func (p *Proxy) reinitialize(ctx context.Context, r *http.Request, sess *session
 	}
 	newID := res.Header.Get("Mcp-Session-Id")
 	note, _ := jsonrpc.Encode(&jsonrpc.Message{Method: "notifications/initialized"})
-	res, err = p.up.do(ctx, upstreamCall{method: http.MethodPost, body: note, sessionID: newID, protocolVersion: sess.protocolVersion, from: r})
+	res, err = p.up.do(ctx, upstreamCall{method: http.MethodPost, body: note, sessionID: newID, protocolVersion: sess.protocolVersion,
+		from: r, authorization: sess.authorization})
 	if err != nil {
 		return err
 	}
@@ -565,7 +571,7 @@ func (p *Proxy) reinitialize(ctx context.Context, r *http.Request, sess *session
 		// A POST and the GET stream both found the session lost and
 		// re-initialized it; the other's is kept, and this one must not
 		// linger at the gateway.
-		p.closeUpstream(newID, sess.protocolVersion)
+		p.closeUpstream(newID, sess.protocolVersion, sess.authorization)
 		return nil
 	}
 	p.log.Warn("gateway lost the session; re-initialized it", "session", sess.id)
@@ -648,7 +654,7 @@ func (p *Proxy) reopenStream(ctx context.Context, r *http.Request, sess *session
 	reinitialized := false
 	for {
 		res, err := p.up.do(ctx, upstreamCall{method: http.MethodGet, sessionID: sess.upstream(),
-			protocolVersion: sess.protocolVersion, from: r})
+			protocolVersion: sess.protocolVersion, from: r, authorization: sess.authorization})
 		switch {
 		case err != nil:
 			if ctx.Err() != nil {
@@ -711,7 +717,7 @@ func (p *Proxy) serveDelete(w http.ResponseWriter, r *http.Request) {
 	}
 	p.sessions.remove(sess.id)
 	p.sessionEnded(sess)
-	p.closeSession(sess, r)
+	p.closeSession(sess, r, closedByAgent)
 	p.log.Info("session closed by the agent", "session", sess.id)
 	w.WriteHeader(http.StatusNoContent)
 }

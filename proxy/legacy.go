@@ -65,7 +65,7 @@ func (p *Proxy) serveLegacyStream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ls := newLegacyStream()
-	sess, ok := p.sessions.create(subjectOf(r), "", ls)
+	sess, ok := p.sessions.create(subjectOf(r), p.up.agentCredential(r), "", ls)
 	if !ok {
 		p.reject(w, r, jsonrpc.NullID, errUnavailable("too many sessions (%d): retry later", p.cfg.MaxSessions))
 		return
@@ -73,7 +73,7 @@ func (p *Proxy) serveLegacyStream(w http.ResponseWriter, r *http.Request) {
 	defer func() {
 		ls.close()
 		p.sessions.remove(sess.id)
-		p.closeSession(sess, nil)
+		p.closeSession(sess, nil, closedLegacyStream)
 	}()
 	sw := newSSEWriter(w)
 	if err := sw.start(nil); err != nil {
@@ -216,7 +216,8 @@ func (p *Proxy) legacyListen(sess *session) {
 		case <-ctx.Done():
 		}
 	}()
-	res, err := p.up.do(ctx, upstreamCall{method: http.MethodGet, sessionID: sess.upstream(), protocolVersion: sess.protocolVersion})
+	res, err := p.up.do(ctx, upstreamCall{method: http.MethodGet, sessionID: sess.upstream(), protocolVersion: sess.protocolVersion,
+		authorization: sess.authorization})
 	if err != nil {
 		p.log.Warn("opening the gateway's stream for a legacy session failed", "session", sess.id, "err", err)
 		return

@@ -77,6 +77,10 @@ const (
 	attrApprovalOutcome = attribute.Key("mcpguard.approval.outcome")
 	// attrApprovalVia is who was asked: "elicitation" or "queue".
 	attrApprovalVia = attribute.Key("mcpguard.approval.via")
+	// attrSessionClose is why the proxy ended a session at the gateway on
+	// its own (closeReason): "expired", "shutdown",
+	// "legacy_stream_closed" or "surplus".
+	attrSessionClose = attribute.Key("mcpguard.session.close_reason")
 )
 
 // Instrument names mcpguard adds to the conventions' MCP histograms.
@@ -118,7 +122,7 @@ func newObserver(cfg *Config, sessions func() int, tools *sync.Map) observer {
 	o.traceDecisions = t
 	o.received, o.refusedServer, o.rejected, o.sessionEnded = t.received, t.refusedServer, t.rejected, t.sessionEnded
 	if t.tracing {
-		o.sessionCall = t.sessionCall
+		o.sessionCall, o.ownSessionCall = t.sessionCall, t.ownSessionCall
 	}
 	if t.prop != nil {
 		o.traceHeaders, o.traceKeys = t.traceHeaders, t.owned
@@ -388,7 +392,8 @@ func (t *telemetry) record(ctx context.Context, name string, kind trace.SpanKind
 // traceHeaders writes the current trace context into a gateway request's
 // headers, replacing what the agent sent. A request made outside any span
 // keeps what upstreamCall.from gave it: the agent's headers, or none for a
-// call the proxy makes on its own (an expired session's DELETE).
+// call the proxy makes on its own without a span (a legacy session's
+// gateway stream).
 func (t *telemetry) traceHeaders(ctx context.Context, h http.Header) {
 	if !trace.SpanContextFromContext(ctx).IsValid() {
 		return

@@ -112,7 +112,7 @@ func (p *Proxy) Run(ctx context.Context) {
 			for _, s := range p.sessions.expire() {
 				p.log.Info("session expired", "session", s.id, "idle", p.cfg.SessionIdleTimeout.String())
 				p.sessionEnded(s)
-				p.closeSession(s, nil)
+				p.closeSession(s, nil, closedExpired)
 			}
 		}
 	}
@@ -124,20 +124,36 @@ func (p *Proxy) Ready() bool { return !p.draining.Load() }
 // Sessions returns the number of live sessions.
 func (p *Proxy) Sessions() int { return p.sessions.count() }
 
+// closeReason says why a session ends at the gateway: on the log line of a
+// DELETE the gateway refuses, and on the span of one the proxy sends on
+// its own (attrSessionClose).
+type closeReason string
+
+const (
+	closedByAgent      closeReason = "agent"    // the agent's DELETE
+	closedExpired      closeReason = "expired"  // idle past SessionIdleTimeout (Run)
+	closedShutdown     closeReason = "shutdown" // Shutdown's closeSessions
+	closedLegacyStream closeReason = "legacy_stream_closed"
+	// closedSurplus: a gateway session the proxy cannot use (closeUpstream).
+	closedSurplus closeReason = "surplus"
+)
+
 // closeSession ends a session at the gateway (best effort, bounded). r is
 // the agent's DELETE that asked for it, nil when the proxy ends the
 // session itself (expiry, a duplicate, a legacy stream's end).
-func (p *Proxy) closeSession(s *session, r *http.Request) {
+func (p *Proxy) closeSession(s *session, r *http.Request, why closeReason) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	p.closeSessionCtx(ctx, s, r)
+	p.closeSessionCtx(ctx, s, r, why)
 }
 
 // closeSessionCtx ends a session, at the gateway within ctx; it reports
 // whether the gateway was asked to. The agent's DELETE, r when not nil,
 // lends the gateway's its allowlisted headers and, traced, a client span
-// (sessionspan.go) whose trace context goes in their place.
-func (p *Proxy) closeSessionCtx(ctx context.Context, s *session, r *http.Request) bool {
+// (sessionspan.go) whose trace context goes in their place. Without one,
+// the gateway's DELETE carries the session's credential
+// (session.authorization) and, traced, a client span of its own.
+func (p *Proxy) closeSessionCtx(ctx context.Context, s *session, r *http.Request, why closeReason) bool {
 	if s.legacy != nil {
 		s.legacy.close()
 	}
@@ -146,16 +162,62 @@ func (p *Proxy) closeSessionCtx(ctx context.Context, s *session, r *http.Request
 		return false
 	}
 	ctx, span := p.sessionCall(ctx, r, s)
+	if r == nil && p.obs.ownSessionCall != nil {
+		ctx, span = p.obs.ownSessionCall(ctx, http.MethodDelete, s, why)
+	}
 	defer span.end()
-	resp, err := p.up.do(ctx, upstreamCall{method: http.MethodDelete, sessionID: up, protocolVersion: s.protocolVersion, from: r})
+	resp, err := p.up.do(ctx, upstreamCall{method: http.MethodDelete, sessionID: up, protocolVersion: s.protocolVersion,
+		from: r, authorization: s.authorization})
 	if err != nil {
 		span.answered(nil, p.upstreamError(err))
-		p.log.Warn("deleting the upstream session failed", "session", s.id, "err", err)
+		p.log.Warn("deleting the upstream session failed", "session", s.id, "reason", string(why), "err", err)
 		return true
 	}
-	span.answered(resp, nil)
 	discard(resp.Body)
+	if resp.StatusCode < 400 {
+		span.answered(resp, nil)
+		return true
+	}
+	sent := p.up.authorizationSent(r, s.authorization)
+	next := deleteRefusedNext(resp.StatusCode, sent, p.up.forwardAuth)
+	span.refused(resp, next)
+	level := slog.LevelWarn
+	if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed {
+		level = slog.LevelInfo // nothing is left open, or nothing can be done
+	}
+	p.log.Log(ctx, level, "the gateway refused to end the session", "session", s.id, "reason", string(why),
+		"status", resp.StatusCode, "authorization", string(sent), "next", next)
 	return true
+}
+
+// deleteRefusedNext says what a gateway's refusal (status) of a session's
+// DELETE, which carried the credential sent, means and what to do about it;
+// forwardAuth is Config.ForwardAuthorization.
+func deleteRefusedNext(status int, sent authSent, forwardAuth bool) string {
+	const kept = "the gateway keeps the session until its own idle timeout"
+	switch {
+	case status == http.StatusNotFound:
+		return "the gateway no longer has the session: nothing to do"
+	case status == http.StatusMethodNotAllowed:
+		return "the gateway does not let clients end sessions (MCP allows a 405 to DELETE) and ends them itself: nothing to do"
+	case status >= 500:
+		return kept + "; it failed to end it: see the gateway's logs"
+	case status != http.StatusUnauthorized && status != http.StatusForbidden:
+		return kept + "; see the gateway's logs for why it refused the DELETE"
+	}
+	switch sent {
+	case authSentToken:
+		return kept + "; it refused the token of --upstream-token-file: check that the token is valid for the gateway (audience, expiry)"
+	case authSentTransport:
+		return kept + "; it refused the credential of the sign-in: sign in again (mcpguard connect --login)"
+	case authSentAgent:
+		return kept + "; it refused the agent's Authorization, sent as the agent last sent it on the session, which may have expired since: give the sidecar a credential of its own with --upstream-token-file"
+	case authSentNone:
+		if forwardAuth {
+			return kept + "; the agent sent no Authorization on the session, so none went with the DELETE: give the sidecar a credential of its own with --upstream-token-file"
+		}
+	}
+	return kept + "; it wants a credential: set --upstream-token-file, or --forward-authorization to pass the agent's own"
 }
 
 // sessionCall opens the client span of the agent's request r (a

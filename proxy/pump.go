@@ -89,6 +89,11 @@ type observer struct {
 	// writes, and the call's client span (sessionspan.go). Nil when
 	// tracing is off.
 	sessionCall func(ctx context.Context, r *http.Request, s *session) (context.Context, *sessionSpan)
+	// ownSessionCall: a request of HTTP method the proxy sends on its own
+	// for session s, which ends it at the gateway for why (an expired
+	// session's DELETE); as sessionCall, with no agent request. Nil when
+	// tracing is off.
+	ownSessionCall func(ctx context.Context, method string, s *session, why closeReason) (context.Context, *sessionSpan)
 	// traceHeaders writes ctx's trace context into a gateway request's
 	// headers; nil forwards the agent's unchanged.
 	traceHeaders func(ctx context.Context, h http.Header)

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"sync"
 	"time"
@@ -15,8 +16,18 @@ import (
 // session is one agent session (protocol versions before 2026-07-28): the
 // proxy's own id toward the agent, the gateway's id toward the gateway.
 type session struct {
-	id              string
-	subject         string // hash of the credential that created it; "" when none
+	id      string
+	subject string // hash of the credential that created it; "" when none
+	// authorization is the agent's Authorization header, kept only when
+	// it is forwarded to the gateway (upstream.agentCredential), for the
+	// requests the proxy sends on the session's behalf with no agent
+	// request to take it from: an expired or shut-down session's DELETE,
+	// a cancellation, a legacy session's gateway stream. Set at creation
+	// and never changed: lookup admits only requests whose Authorization
+	// hashes to subject, so every later request of the session carries
+	// this very value, and the agent's latest is always this one. A
+	// refreshed token is a new credential, hence a new session.
+	authorization   credential
 	protocolVersion string
 	created         time.Time
 	legacy          *legacyStream // non-nil for the HTTP+SSE (2024-11-05) transport
@@ -169,10 +180,37 @@ func subjectOf(r *http.Request) string {
 	return hex.EncodeToString(sum[:16])
 }
 
+// credential is an agent's Authorization header value, kept by its session
+// (session.authorization); the zero value is none. Printed by mistake, it
+// shows no secret: String, GoString and slog's LogValue redact it, and
+// behind a pointer it is an address to fmt's %v of a struct that holds it
+// and an empty object to encoding/json. Only value reveals it, to put it
+// in a request.
+type credential struct{ v *string }
+
+func newCredential(v string) credential {
+	if v == "" {
+		return credential{}
+	}
+	return credential{&v}
+}
+
+// value returns the credential; "" when none.
+func (c credential) value() string {
+	if c.v == nil {
+		return ""
+	}
+	return *c.v
+}
+
+func (credential) String() string       { return "[redacted]" }
+func (credential) GoString() string     { return "[redacted]" }
+func (credential) LogValue() slog.Value { return slog.StringValue("[redacted]") }
+
 // create registers a new session, or reports false when the table is full.
-func (t *sessions) create(subject, version string, legacy *legacyStream) (*session, bool) {
+func (t *sessions) create(subject string, auth credential, version string, legacy *legacyStream) (*session, bool) {
 	now := t.now()
-	s := &session{id: newSessionID(), subject: subject, protocolVersion: version,
+	s := &session{id: newSessionID(), subject: subject, authorization: auth, protocolVersion: version,
 		created: now, lastSeen: now, legacy: legacy}
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -11,8 +11,8 @@ import (
 func TestSessionExpiry(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		tab := newSessions(10, time.Minute)
-		idle, _ := tab.create("", "2025-11-25", nil)
-		busy, _ := tab.create("", "2025-11-25", nil)
+		idle, _ := tab.create("", credential{}, "2025-11-25", nil)
+		busy, _ := tab.create("", credential{}, "2025-11-25", nil)
 		busy.begin() // a long call in flight keeps its session alive
 
 		time.Sleep(59 * time.Second)
@@ -45,9 +45,9 @@ func TestSessionExpiry(t *testing.T) {
 
 func TestSessionLimitAndIDs(t *testing.T) {
 	tab := newSessions(2, time.Minute)
-	a, ok1 := tab.create("", "v", nil)
-	b, ok2 := tab.create("", "v", nil)
-	_, ok3 := tab.create("", "v", nil)
+	a, ok1 := tab.create("", credential{}, "v", nil)
+	b, ok2 := tab.create("", credential{}, "v", nil)
+	_, ok3 := tab.create("", credential{}, "v", nil)
 	if !ok1 || !ok2 || ok3 {
 		t.Fatalf("create results %v %v %v, want true true false", ok1, ok2, ok3)
 	}

@@ -18,11 +18,12 @@ import (
 // message, so neither has a server span (observecalls.go): the client
 // span's parent is the trace context of the agent's headers, and the
 // gateway receives the client span's in its headers (traceHeaders), as it
-// does a POST's.
+// does a POST's. The DELETE the proxy sends on its own (an expired
+// session's, at shutdown) gets such a span too (ownSessionCall), a root
+// one: no request of the agent's is behind it.
 
 // sessionSpan is such a call's client span. Its methods allow nil: no span
-// (tracing off, or a call the proxy makes on its own, such as an expired
-// session's DELETE).
+// (tracing off).
 type sessionSpan struct{ span trace.Span }
 
 // sessionCall opens the client span of the agent's request r to the
@@ -44,6 +45,21 @@ func (t *telemetry) sessionCall(ctx context.Context, r *http.Request, s *session
 	return ctx, &sessionSpan{span}
 }
 
+// ownSessionCall opens the client span of a request the proxy sends the
+// gateway on its own for session s, to end it for why: a root span named
+// by its HTTP method, with the attributes of sessionCall's and why
+// (attrSessionClose).
+func (t *telemetry) ownSessionCall(ctx context.Context, method string, s *session, why closeReason) (context.Context, *sessionSpan) {
+	attrs := make([]attribute.KeyValue, 0, 4+len(t.upAttrs))
+	attrs = append(attrs, semconv.HTTPRequestMethodKey.String(method), semconv.McpSessionID(s.id), attrSessionClose.String(string(why)))
+	if s.protocolVersion != "" {
+		attrs = append(attrs, semconv.McpProtocolVersion(s.protocolVersion))
+	}
+	attrs = append(attrs, t.upAttrs...)
+	ctx, span := t.start(ctx, method, trace.SpanKindClient, time.Now(), attrs, nil)
+	return ctx, &sessionSpan{span}
+}
+
 // answered notes the gateway's answer, or cerr when there is none, as a
 // POST's client span does (calls.gatewayAnswered): a 4xx or 5xx answer is
 // an error of the call. A gateway without a standalone stream answers a
@@ -62,6 +78,16 @@ func (s *sessionSpan) answered(res *http.Response, cerr *callError) {
 	default:
 		s.span.SetAttributes(semconv.HTTPResponseStatusCode(res.StatusCode))
 	}
+}
+
+// refused notes a gateway's 4xx or 5xx answer as answered does, with a
+// status description that says what it means and what to do (next).
+func (s *sessionSpan) refused(res *http.Response, next string) {
+	if s == nil {
+		return
+	}
+	s.span.SetAttributes(semconv.HTTPResponseStatusCode(res.StatusCode), semconv.ErrorTypeKey.String(strconv.Itoa(res.StatusCode)))
+	s.span.SetStatus(codes.Error, "gateway answered "+res.Status+": "+next)
 }
 
 // end ends the span: a DELETE's once answered, a GET's when the relay of

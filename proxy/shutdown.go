@@ -129,7 +129,7 @@ func (p *Proxy) closeSessions(ctx context.Context) int {
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			if p.closeSessionCtx(ctx, s, nil) {
+			if p.closeSessionCtx(ctx, s, nil, closedShutdown) {
 				asked.Add(1)
 			}
 		}()

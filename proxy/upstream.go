@@ -36,6 +36,7 @@ type upstream struct {
 	h1            *h1Client
 	token         func() (string, error)
 	forwardAuth   bool
+	wrapped       bool // Config.UpstreamTransport is set
 	headerTimeout time.Duration
 	// inject writes the trace context of ctx into the headers, after the
 	// agent's own are copied; nil (tracing off) leaves those as they are.
@@ -114,8 +115,46 @@ func newUpstream(cfg *Config) (*upstream, error) {
 		h1:            h1,
 		token:         cfg.UpstreamToken,
 		forwardAuth:   cfg.ForwardAuthorization,
+		wrapped:       cfg.UpstreamTransport != nil,
 		headerTimeout: cfg.ResponseHeaderTimeout,
 	}, nil
+}
+
+// agentCredential is the Authorization of the agent's request r that a
+// session keeps for the calls the proxy makes on its behalf: the agent's
+// when it goes to the gateway at all (Config.ForwardAuthorization and no
+// UpstreamToken), else none, so a credential that is never forwarded is
+// not kept either.
+func (u *upstream) agentCredential(r *http.Request) credential {
+	if !u.forwardAuth || u.token != nil || r == nil {
+		return credential{}
+	}
+	return newCredential(header(r.Header, "Authorization"))
+}
+
+// authSent names the credential a gateway call carried, for a log line
+// about it: never the credential itself.
+type authSent string
+
+const (
+	authSentNone      authSent = "none"
+	authSentToken     authSent = "upstream_token" // Config.UpstreamToken
+	authSentAgent     authSent = "agent"          // the agent's, forwarded
+	authSentTransport authSent = "transport"      // whatever Config.UpstreamTransport adds
+)
+
+// authorizationSent reports which credential do sends for a call with
+// from and authorization (upstreamCall's), as do chooses it.
+func (u *upstream) authorizationSent(from *http.Request, auth credential) authSent {
+	switch {
+	case u.token != nil:
+		return authSentToken
+	case u.forwardAuth && (auth.v != nil || from != nil && header(from.Header, "Authorization") != ""):
+		return authSentAgent
+	case u.wrapped:
+		return authSentTransport
+	}
+	return authSentNone
 }
 
 // maxDiscard bounds what is read of a gateway answer nobody needs before
@@ -146,6 +185,12 @@ type upstreamCall struct {
 	mcpHeaders      http.Header // Mcp-Method, Mcp-Name, Mcp-Param-*
 	lastEventID     string
 	from            *http.Request // the agent's request, for allowlisted headers
+	// authorization is the agent's Authorization, kept by the session
+	// (session.authorization), for a call with no agent request behind it
+	// or one (legacyListen's) without the agent's headers. It is sent
+	// only as from's would be: with Config.ForwardAuthorization and no
+	// UpstreamToken.
+	authorization credential
 	// trace is the trace context to send (calls.traceContext), nil: what
 	// inject writes, if anything.
 	trace *traceMeta
@@ -244,8 +289,26 @@ func (u *upstream) do(ctx context.Context, c upstreamCall) (*http.Response, erro
 			return nil, fmt.Errorf("reading the upstream token: %w", err)
 		}
 		h.Set("Authorization", "Bearer "+tok)
-	case u.forwardAuth && c.from != nil && c.from.Header.Get("Authorization") != "":
-		h.Set("Authorization", c.from.Header.Get("Authorization"))
+	case u.forwardAuth:
+		// The agent's request's, or else its session's: the same value
+		// when both exist (session.authorization). Only Authorization is
+		// lent to a call the proxy makes on its own, not the allowlisted
+		// headers: the trace headers name a request of the agent's that
+		// has ended (a traced call sends its own span's context instead),
+		// and User-Agent and Accept-Language describe the agent's software
+		// and reader, which a request the agent did not make should not
+		// claim; the gateway's logs should tell the proxy's DELETE from
+		// the agent's. The credential is what the gateway needs to act on
+		// the session at all.
+		auth := c.authorization.value()
+		if c.from != nil {
+			if a := header(c.from.Header, "Authorization"); a != "" {
+				auth = a
+			}
+		}
+		if auth != "" {
+			h["Authorization"] = []string{auth}
+		}
 	}
 
 	if h1 {
