@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -641,7 +642,16 @@ func TestSidecarMemoryLimit(t *testing.T) {
 	if lim == nil || lim.IsZero() {
 		t.Fatalf("the injected %s has no memory limit: %v", inject.SidecarName, sidecarOf(p).Resources)
 	}
-	want := memlimit.FromCgroup(lim.Value())
+	// The cgroup holds the limit in whole pages, rounded down when it is
+	// written (the kernel's page_counter_memparse): exactly 256Mi, the
+	// webhook's default, but 249999360 bytes for 250M. The sidecar derives
+	// its limit from what the cgroup holds (internal/memlimit's
+	// TestApplyInCgroup), so the test rounds as the kernel does, with this
+	// machine's page size: the node's kernel is this machine's
+	// (internal/kubenode runs it here, in a network namespace).
+	page := int64(os.Getpagesize())
+	cgroup := lim.Value() / page * page
+	want := memlimit.FromCgroup(cgroup)
 	out, err := e.kubectl(ctx, "-n", p.Namespace, "logs", p.Name, "-c", inject.SidecarName)
 	if err != nil {
 		t.Fatal(err)
@@ -663,10 +673,11 @@ func TestSidecarMemoryLimit(t *testing.T) {
 	switch m := line.MemoryLimit; {
 	case line.Msg == "":
 		t.Fatalf("no \"mcpguard proxy listening\" line in the sidecar's log:\n%s", tail(out, 20))
-	case m == nil || m.Source != memlimit.SourceCgroup || m.CgroupBytes != lim.Value() || m.Bytes != want:
-		t.Errorf("start-up line's memory_limit %+v, want %d bytes from the cgroup's %d (the container's limit %s)", m, want, lim.Value(), lim)
+	case m == nil || m.Source != memlimit.SourceCgroup || m.CgroupBytes != cgroup || m.Bytes != want:
+		t.Errorf("start-up line's memory_limit %+v, want %d bytes from the cgroup's %d (the container's limit %s, %d bytes, in %d-byte pages)",
+			m, want, cgroup, lim, lim.Value(), page)
 	}
-	figureText("sidecar's Go memory limit (start-up line)", fmt.Sprintf("%d bytes of the container's %s", want, lim))
+	figureText("sidecar's Go memory limit (start-up line)", fmt.Sprintf("%d bytes of the container's %s (%d bytes in its cgroup)", want, lim, cgroup))
 
 	// The runtime's own figure, through the API server's pod proxy to the
 	// admin port (where the kubelet probes).

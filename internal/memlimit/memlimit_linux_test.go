@@ -15,9 +15,13 @@ import (
 
 // TestApplyInCgroup runs Apply in a child process inside a real cgroup
 // with a 64 MiB memory limit: the runtime's limit is 90 % of it, unless
-// the child has GOMEMLIMIT, which stands. It needs root and a cgroup v1
-// memory hierarchy it can write (a cgroup v2 one that holds processes
-// cannot enable the memory controller for a child; the tables cover v2).
+// the child has GOMEMLIMIT, which stands. A limit that is not a whole
+// number of pages is rounded down to one by the kernel
+// (page_counter_memparse), and Apply derives the runtime's from what the
+// kernel keeps, as e2e's TestSidecarMemoryLimit expects of a container
+// limit such as 250M. It needs root and a cgroup v1 memory hierarchy it
+// can write (a cgroup v2 one that holds processes cannot enable the memory
+// controller for a child; the tables cover v2).
 func TestApplyInCgroup(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to make a cgroup")
@@ -29,21 +33,28 @@ func TestApplyInCgroup(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = os.Remove(cg) })
 	const limit = 64 << 20
-	if err := os.WriteFile(filepath.Join(cg, "memory.limit_in_bytes"), []byte(strconv.Itoa(limit)), 0); err != nil {
-		t.Fatal(err)
-	}
+	page := int64(os.Getpagesize())
+	// 250M, as a container limit is often written: 61,035 pages of 4 KiB
+	// and 640 bytes.
+	const unaligned = 250_000_000
+	kept := unaligned / page * page
 	for _, tc := range []struct {
-		env  []string
-		want string // Bytes Source Cgroup, then the runtime's limit
+		limit int64 // written to memory.limit_in_bytes
+		env   []string
+		want  string // Bytes Source Cgroup, then the runtime's limit
 	}{
-		{env: nil, want: fmt.Sprintf("%d cgroup %d %d", FromCgroup(limit), limit, FromCgroup(limit))},
-		{env: []string{"GOMEMLIMIT="}, want: fmt.Sprintf("%d cgroup %d %d", FromCgroup(limit), limit, FromCgroup(limit))},
-		{env: []string{"GOMEMLIMIT=100MiB"}, want: fmt.Sprintf("%d GOMEMLIMIT 0 %d", 100<<20, 100<<20)},
-		{env: []string{"GOMEMLIMIT=off"}, want: fmt.Sprintf("0 GOMEMLIMIT 0 %d", int64(math.MaxInt64))},
+		{limit: limit, env: nil, want: fmt.Sprintf("%d cgroup %d %d", FromCgroup(limit), limit, FromCgroup(limit))},
+		{limit: limit, env: []string{"GOMEMLIMIT="}, want: fmt.Sprintf("%d cgroup %d %d", FromCgroup(limit), limit, FromCgroup(limit))},
+		{limit: limit, env: []string{"GOMEMLIMIT=100MiB"}, want: fmt.Sprintf("%d GOMEMLIMIT 0 %d", 100<<20, 100<<20)},
+		{limit: limit, env: []string{"GOMEMLIMIT=off"}, want: fmt.Sprintf("0 GOMEMLIMIT 0 %d", int64(math.MaxInt64))},
+		{limit: unaligned, env: nil, want: fmt.Sprintf("%d cgroup %d %d", FromCgroup(kept), kept, FromCgroup(kept))},
 	} {
-		t.Run(strings.Join(append([]string{"env"}, tc.env...), " "), func(t *testing.T) {
+		t.Run(fmt.Sprintf("limit %d env %s", tc.limit, strings.Join(tc.env, " ")), func(t *testing.T) {
+			if err := os.WriteFile(filepath.Join(cg, "memory.limit_in_bytes"), []byte(strconv.FormatInt(tc.limit, 10)), 0); err != nil {
+				t.Fatal(err)
+			}
 			if got := applyInCgroup(t, cg, tc.env); got != tc.want {
-				t.Errorf("Apply in a cgroup limited to %d bytes: got %q, want %q (bytes source cgroup, runtime's limit)", limit, got, tc.want)
+				t.Errorf("Apply in a cgroup limited to %d bytes: got %q, want %q (bytes source cgroup, runtime's limit)", tc.limit, got, tc.want)
 			}
 		})
 	}
