@@ -39,6 +39,9 @@ type exchange struct {
 	// books is what the exchange records once its answer is on its way
 	// (books.go), and the context run decides and forwards in.
 	books books
+	// forward is the body sent to the gateway (encodeForward), held here
+	// rather than allocated apart.
+	forward jsonrpc.Pieces
 }
 
 func (ex *exchange) sessionID() string {
@@ -180,8 +183,8 @@ func (ex *exchange) run(out output) {
 	// would leave a call done with no record of why it was allowed).
 	ex.books.tellLog(&p.obs)
 	ctx = ex.calls.forwarded(ctx, forward)
-	body, err := encodeForward(forward, ex.batch, ex.calls)
-	if err != nil {
+	body := &ex.forward
+	if err := encodeForward(body, forward, ex.batch, ex.calls); err != nil {
 		ex.fail(out, errInvalid("encoding the request: %v", err))
 		return
 	}
@@ -224,7 +227,7 @@ func (ex *exchange) run(out output) {
 		ex.relayStream(ctx, res, out)
 		ex.finish(out, status)
 	case ct == "application/json":
-		data, own, err := readAll(io.LimitReader(res.Body, int64(p.cfg.MaxBodyBytes)+1), res.ContentLength, p.cfg.MaxBodyBytes)
+		data, own, err := readAll(res.Body, res.ContentLength, p.cfg.MaxBodyBytes)
 		ex.calls.gatewayDone()
 		if err != nil || len(data) > p.cfg.MaxBodyBytes {
 			if err == nil {
@@ -263,8 +266,7 @@ func (ex *exchange) run(out output) {
 // withTraceMeta sets it, but without copying the params: the gateway's
 // request body references the messages' canonical bytes (a 64 KiB call's
 // arguments are copied once, into the connection; issue #18).
-func encodeForward(forward []*jsonrpc.Message, batch bool, rec *calls) (*jsonrpc.Pieces, error) {
-	body := &jsonrpc.Pieces{}
+func encodeForward(body *jsonrpc.Pieces, forward []*jsonrpc.Message, batch bool, rec *calls) error {
 	if batch {
 		body.AppendRaw("[")
 	}
@@ -278,13 +280,13 @@ func encodeForward(forward []*jsonrpc.Message, batch bool, rec *calls) (*jsonrpc
 		}
 		// No trace context, or params Replace refuses (m goes as it is).
 		if err := body.AppendMessage(m); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if batch {
 		body.AppendRaw("]")
 	}
-	return body, nil
+	return nil
 }
 
 // send posts body to the gateway. When the gateway has lost the session
@@ -706,11 +708,14 @@ type httpOut struct {
 	sessionID   string
 	sw          *sseWriter
 	buf         []*jsonrpc.Message
+	first       [1]*jsonrpc.Message // buf's array for a lone answer
 	done        bool
 }
 
 func newHTTPOut(w http.ResponseWriter, r *http.Request, batch bool, sessionID string) *httpOut {
-	return &httpOut{w: w, acceptSSE: acceptsSSE(r), batch: batch, sessionID: sessionID}
+	o := &httpOut{w: w, acceptSSE: acceptsSSE(r), batch: batch, sessionID: sessionID}
+	o.buf = o.first[:0]
+	return o
 }
 
 func (o *httpOut) resumable() bool { return o.sw != nil }

@@ -78,6 +78,9 @@ type h1Conn struct {
 	written   int64 // bytes written to conn, for the retry rule
 	idleSince time.Time
 	key       string
+	// abort closes conn, for the context of each call made on it: one
+	// func for the connection rather than one per call.
+	abort func()
 }
 
 // Read reads from the connection, within limit.
@@ -121,7 +124,7 @@ func (t *h1Client) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !h1SendsItself(req.URL.Scheme, bodySize(req)) {
 		return t.next.RoundTrip(req)
 	}
-	return t.roundTrip(req, 0)
+	return t.roundTrip(req.Context(), req, 0)
 }
 
 // h1SendsItself reports whether h1Client sends a request itself rather
@@ -131,11 +134,14 @@ func h1SendsItself(scheme string, size int64) bool {
 	return scheme == "http" && size >= 0 && size <= h1MaxBody
 }
 
-// roundTrip sends a request h1SendsItself takes. A positive headerTimeout
-// bounds the wait for the answer's headers, from the dial on (a deadline
-// on the connection rather than a timer and a context per call, issue
-// #18); it fails with errHeaderTimeout.
-func (t *h1Client) roundTrip(req *http.Request, headerTimeout time.Duration) (*http.Response, error) {
+// roundTrip sends a request h1SendsItself takes, within ctx rather than
+// req's own context (upstream.doH1 reuses its requests, which cannot be
+// given a context without a copy). A positive headerTimeout bounds the wait
+// for the answer's headers, from the dial on (a deadline on the connection
+// rather than a timer and a context per call, issue #18); it fails with
+// errHeaderTimeout. Nothing keeps req once it returns but the answer's
+// Request.
+func (t *h1Client) roundTrip(ctx context.Context, req *http.Request, headerTimeout time.Duration) (*http.Response, error) {
 	if err := validateOutgoing(req); err != nil {
 		closeReqBody(req)
 		return nil, err
@@ -145,7 +151,6 @@ func (t *h1Client) roundTrip(req *http.Request, headerTimeout time.Duration) (*h
 		deadline = time.Now().Add(headerTimeout)
 	}
 	timedOut := func() bool { return !deadline.IsZero() && !time.Now().Before(deadline) }
-	ctx := req.Context()
 	key := canonicalHostPort(req.URL.Host)
 	for retried := false; ; retried = true {
 		if err := ctx.Err(); err != nil {
@@ -160,7 +165,7 @@ func (t *h1Client) roundTrip(req *http.Request, headerTimeout time.Duration) (*h
 			}
 			return nil, err
 		}
-		stop := context.AfterFunc(ctx, func() { c.conn.Close() })
+		stop := context.AfterFunc(ctx, c.abort)
 		res, err := t.exchange(c, req, deadline)
 		if err == nil {
 			res.Body = &h1Body{t: t, c: c, body: res.Body, stop: stop, ctx: ctx,
@@ -282,7 +287,7 @@ func (t *h1Client) get(ctx context.Context, key string, deadline time.Time) (c *
 	if err != nil {
 		return nil, false, err
 	}
-	c = &h1Conn{conn: conn, key: key}
+	c = &h1Conn{conn: conn, key: key, abort: func() { conn.Close() }}
 	c.br = bufio.NewReader(c)
 	c.bw = bufio.NewWriter(c)
 	return c, false, nil

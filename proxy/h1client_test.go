@@ -326,7 +326,7 @@ func TestH1ClientHeaderTimeout(t *testing.T) {
 		req, _ := http.NewRequest(http.MethodPost, g.url, strings.NewReader("{}"))
 		req.Header.Set("X-Case", tt.which)
 		start := time.Now()
-		res, err := c.roundTrip(req, bound)
+		res, err := c.roundTrip(req.Context(), req, bound)
 		var body []byte
 		if err == nil {
 			body, err = io.ReadAll(res.Body)

@@ -106,7 +106,13 @@ func writeRequest(w *bufio.Writer, req *http.Request) (err error) {
 	if length == 0 {
 		return nil
 	}
-	n, err := io.Copy(w, io.LimitReader(req.Body, length))
+	var n int64
+	if b, ok := req.Body.(*callBody); ok && int64(b.Len()) == length {
+		// upstream's bytes, written without a LimitReader per call.
+		n, err = b.WriteTo(w)
+	} else {
+		n, err = io.Copy(w, io.LimitReader(req.Body, length))
+	}
 	if err != nil {
 		return err
 	}

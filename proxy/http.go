@@ -198,12 +198,15 @@ func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) (data []byte, o
 	if r.ContentLength > int64(limit) && header(r.Header, "Content-Encoding") == "" {
 		return nil, false, errTooLarge(limit)
 	}
-	var body io.Reader = http.MaxBytesReader(nil, r.Body, int64(limit)+1)
+	// readAll reads at most limit+1 bytes, which is all a body as sent
+	// needs; a compressed one is bounded before it is decompressed too.
+	var body io.Reader = r.Body
 	hint := int64(0) // the decompressed size is unknown
 	switch enc := strings.ToLower(strings.TrimSpace(header(r.Header, "Content-Encoding"))); enc {
 	case "", "identity":
 		hint = r.ContentLength
 	case "gzip", "x-gzip":
+		body = http.MaxBytesReader(nil, r.Body, int64(limit)+1)
 		zr, err := gzip.NewReader(body)
 		if err != nil {
 			return nil, false, errInvalid("invalid gzip body: %v", err)
@@ -213,6 +216,7 @@ func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) (data []byte, o
 	case "deflate":
 		// RFC 9110 "deflate" is zlib-wrapped; raw DEFLATE is a common
 		// mistake that we do not guess at: it fails here, visibly.
+		body = http.MaxBytesReader(nil, r.Body, int64(limit)+1)
 		zr, err := zlib.NewReader(body)
 		if err != nil {
 			return nil, false, errInvalid("invalid deflate (zlib) body: %v", err)
@@ -223,7 +227,7 @@ func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) (data []byte, o
 		return nil, false, &callError{status: http.StatusUnsupportedMediaType, code: jsonrpc.CodeInvalidRequest,
 			msg: "unsupported Content-Encoding " + quote(enc) + ": send identity, gzip or deflate"}
 	}
-	data, own, err := readAll(io.LimitReader(body, int64(limit)+1), hint, limit)
+	data, own, err := readAll(body, hint, limit)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -248,7 +252,9 @@ func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) (data []byte, o
 // (Content-Length; <= 0 when unknown), so a 64 KiB body costs one
 // allocation instead of io.ReadAll's repeated growth and copies: garbage,
 // and GC is most of the proxy's CPU per large call (issue #2).
-// The hint is only trusted up to limit.
+// The hint is only trusted up to limit. It reads at most limit+1 bytes, as
+// through io.LimitReader(r, limit+1) (one allocation a call fewer): more
+// than limit is too large, which the caller tells by the length.
 //
 // A body of a declared length is read into a buffer of its own (own), one
 // byte longer than declared to see the end without growing: its messages
@@ -263,10 +269,13 @@ func readAll(r io.Reader, hint int64, limit int) (data []byte, own bool, err err
 		b = (*bodyBufs.Get().(*[]byte))[:0]
 	}
 	for {
+		if len(b) > limit {
+			return b, own, nil
+		}
 		if len(b) == cap(b) {
 			b = slices.Grow(b, max(cap(b), bytes.MinRead)) // double
 		}
-		n, err := r.Read(b[len(b):cap(b)])
+		n, err := r.Read(b[len(b):min(cap(b), limit+1)])
 		b = b[:len(b)+n]
 		if err == io.EOF {
 			return b, own, nil

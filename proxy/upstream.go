@@ -12,6 +12,7 @@ import (
 	"net/textproto"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -212,38 +213,75 @@ func (u *upstream) do(ctx context.Context, c upstreamCall) (*http.Response, erro
 	if c.pieces != nil {
 		size = c.pieces.Len()
 	}
-	// h1Client bounds the wait for headers by a deadline on its
-	// connection; through any other RoundTripper a timer cancels a context
-	// of the call's own.
-	h1 := u.h1 != nil && h1SendsItself(u.target.Scheme, int64(size))
-	cancel := func() {}
-	if !h1 {
-		ctx, cancel = context.WithCancel(ctx)
+	if u.h1 != nil && h1SendsItself(u.target.Scheme, int64(size)) {
+		return u.doH1(ctx, &c)
 	}
-	var body io.Reader
-	switch {
-	case c.pieces != nil && c.pieces.Len() <= joinedBody:
-		body = bytes.NewReader(c.pieces.Bytes())
-	case c.pieces != nil:
-		body = c.pieces.Reader()
-	case c.body != nil:
-		body = bytes.NewReader(c.body)
-	}
-	// The URL is copied into the one NewRequest made of "": the request
-	// has its own, and nothing is parsed per call.
-	req, err := http.NewRequestWithContext(ctx, c.method, "", body)
+	// Through any other RoundTripper a timer cancels a context of the
+	// call's own to bound the wait for headers.
+	ctx, cancel := context.WithCancel(ctx)
+	// The request is made with no body, which would cost NewRequest a
+	// reader, a closer and a GetBody of its own: out holds them.
+	req, err := http.NewRequestWithContext(ctx, c.method, "", nil)
 	if err != nil {
 		cancel()
 		return nil, err
 	}
+	out := &outgoing{cancel: cancel}
 	*req.URL, req.Host = *u.target, u.host
-	if _, joined := body.(*bytes.Reader); c.pieces != nil && !joined {
-		// What NewRequest sets for a bytes.Reader: a length, not chunks,
-		// and a body the transport can send again.
-		req.ContentLength = int64(c.pieces.Len())
-		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(c.pieces.Reader()), nil }
+	out.body.attach(req, &c)
+	if err := u.setHeaders(ctx, req.Header, &c, &out.vals); err != nil {
+		cancel()
+		return nil, err
 	}
-	h := req.Header
+	timer := time.AfterFunc(u.headerTimeout, out.expire)
+	resp, err := u.rt.RoundTrip(req)
+	timer.Stop()
+	if err != nil {
+		err = requestError(req, err)
+		cancel()
+		if out.timedOut.Load() {
+			return nil, fmt.Errorf("%w (%s)", errHeaderTimeout, u.headerTimeout)
+		}
+		return nil, err
+	}
+	if out.timedOut.Load() {
+		resp.Body.Close()
+		cancel()
+		return nil, fmt.Errorf("%w (%s)", errHeaderTimeout, u.headerTimeout)
+	}
+	out.resp = resp.Body
+	resp.Body = out
+	return resp, nil
+}
+
+// doH1 sends a call h1Client sends itself. Its request is not made per call
+// but taken from h1Calls: h1Client has written the whole of it, body
+// included, when roundTrip returns, and nothing keeps it after that (the
+// answer's Request is cleared). h1Client bounds the wait for headers by a
+// deadline on its connection: the call has no context or timer of its own.
+func (u *upstream) doH1(ctx context.Context, c *upstreamCall) (*http.Response, error) {
+	hc := h1Calls.Get().(*h1Call)
+	defer hc.release()
+	req := &hc.req
+	req.Method, hc.url, req.Host = c.method, *u.target, u.host
+	hc.body.attach(req, c)
+	if err := u.setHeaders(ctx, req.Header, c, &hc.vals); err != nil {
+		return nil, err
+	}
+	resp, err := u.h1.roundTrip(ctx, req, u.headerTimeout)
+	switch {
+	case errors.Is(err, errHeaderTimeout):
+		return nil, fmt.Errorf("%w (%s)", errHeaderTimeout, u.headerTimeout)
+	case err != nil:
+		return nil, requestError(req, err)
+	}
+	resp.Request = nil // hc's, which the next call takes
+	return resp, nil
+}
+
+// setHeaders sets the headers of a call to the gateway in h. vals holds the
+// values of the proxy's own.
+func (u *upstream) setHeaders(ctx context.Context, h http.Header, c *upstreamCall, vals *[5]string) error {
 	if c.from != nil {
 		for _, k := range forwardedHeaders {
 			if v := c.from.Header[k]; len(v) > 0 {
@@ -263,7 +301,7 @@ func (u *upstream) do(ctx context.Context, c upstreamCall) (*http.Response, erro
 	// The proxy's own headers share one backing array (h.Set would
 	// allocate a slice each); every value is capped at one element, so an
 	// Add later appends to a copy.
-	vals := [...]string{"application/json", "application/json, text/event-stream", c.sessionID, c.protocolVersion, c.lastEventID}
+	*vals = [...]string{"application/json", "application/json, text/event-stream", c.sessionID, c.protocolVersion, c.lastEventID}
 	set := func(key string, i int) { h[key] = vals[i : i+1 : i+1] }
 	if c.method == http.MethodPost {
 		set("Content-Type", 0)
@@ -285,8 +323,7 @@ func (u *upstream) do(ctx context.Context, c upstreamCall) (*http.Response, erro
 	case u.token != nil:
 		tok, err := u.token()
 		if err != nil {
-			cancel()
-			return nil, fmt.Errorf("reading the upstream token: %w", err)
+			return fmt.Errorf("reading the upstream token: %w", err)
 		}
 		h.Set("Authorization", "Bearer "+tok)
 	case u.forwardAuth:
@@ -310,54 +347,128 @@ func (u *upstream) do(ctx context.Context, c upstreamCall) (*http.Response, erro
 			h["Authorization"] = []string{auth}
 		}
 	}
+	return nil
+}
 
-	if h1 {
-		cancel() // a no-op: the call has no context of its own to release
-		resp, err := u.h1.roundTrip(req, u.headerTimeout)
-		switch {
-		case errors.Is(err, errHeaderTimeout):
-			return nil, fmt.Errorf("%w (%s)", errHeaderTimeout, u.headerTimeout)
-		case err != nil:
-			return nil, requestError(req, err)
+// callBody is the body of a call to the gateway: its bytes, or a
+// forwarded message's pieces, with the length and GetBody that
+// http.NewRequest sets for a bytes.Reader (the transport sends a length,
+// not chunks, and may send the body again).
+type callBody struct {
+	bytes.Reader
+	data   []byte
+	pieces *jsonrpc.Pieces // a forwarded body larger than joinedBody
+	again  func() (io.ReadCloser, error)
+}
+
+// attach makes b the body of req for c; a call without one has none.
+func (b *callBody) attach(req *http.Request, c *upstreamCall) {
+	switch {
+	case c.pieces != nil && c.pieces.Len() > joinedBody:
+		b.pieces = c.pieces
+	case c.pieces != nil:
+		b.data = c.pieces.Bytes()
+	default:
+		b.data = c.body
+	}
+	size := len(b.data)
+	if b.pieces != nil {
+		size = b.pieces.Len()
+	}
+	if size == 0 {
+		// What NewRequest does with an empty reader.
+		if c.pieces != nil || c.body != nil {
+			req.Body, req.GetBody = http.NoBody, noBody
 		}
-		return resp, nil
+		return
 	}
-	var timedOut atomic.Bool
-	timer := time.AfterFunc(u.headerTimeout, func() { timedOut.Store(true); cancel() })
-	resp, err := u.rt.RoundTrip(req)
-	timer.Stop()
-	if err != nil {
-		err = requestError(req, err)
-		cancel()
-		if timedOut.Load() {
-			return nil, fmt.Errorf("%w (%s)", errHeaderTimeout, u.headerTimeout)
-		}
-		return nil, err
+	if b.again == nil {
+		b.again = b.reopen
 	}
-	if timedOut.Load() {
-		resp.Body.Close()
-		cancel()
-		return nil, fmt.Errorf("%w (%s)", errHeaderTimeout, u.headerTimeout)
+	req.ContentLength, req.GetBody = int64(size), b.again
+	if b.pieces != nil {
+		req.Body = io.NopCloser(b.pieces.Reader())
+		return
 	}
-	resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
-	return resp, nil
+	b.Reset(b.data)
+	req.Body = b
+}
+
+// Close does nothing: the body is bytes.
+func (*callBody) Close() error { return nil }
+
+// reopen is GetBody: the body read again from its start.
+func (b *callBody) reopen() (io.ReadCloser, error) {
+	if b.pieces != nil {
+		return io.NopCloser(b.pieces.Reader()), nil
+	}
+	return io.NopCloser(bytes.NewReader(b.data)), nil
+}
+
+func noBody() (io.ReadCloser, error) { return http.NoBody, nil }
+
+// outgoing is what a call through a RoundTripper other than h1Client
+// allocates besides its request, in one piece: the body, the values of the
+// proxy's own headers, the header timer's state and, once the answer
+// came, its body, closed with the call's context.
+type outgoing struct {
+	body     callBody
+	vals     [5]string
+	timedOut atomic.Bool
+	cancel   context.CancelFunc
+	resp     io.ReadCloser
+}
+
+// expire is the header timer's: the call is cancelled.
+func (o *outgoing) expire() {
+	o.timedOut.Store(true)
+	o.cancel()
+}
+
+func (o *outgoing) Read(p []byte) (int, error) { return o.resp.Read(p) }
+
+func (o *outgoing) Close() error {
+	err := o.resp.Close()
+	o.cancel()
+	return err
+}
+
+// h1Call is the request of a call h1Client sends itself, kept in h1Calls
+// between calls with its header map.
+type h1Call struct {
+	req  http.Request
+	url  url.URL
+	body callBody
+	vals [5]string
+}
+
+var h1Calls = sync.Pool{New: func() any {
+	hc := &h1Call{req: http.Request{Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: make(http.Header, 12)}}
+	hc.req.URL = &hc.url
+	return hc
+}}
+
+// maxPooledHeaders bounds the header map an h1Call keeps: a call that
+// carried many Mcp-Param-* headers must not make every later one clear
+// a large map.
+const maxPooledHeaders = 32
+
+// release empties hc and hands it back to h1Calls.
+func (hc *h1Call) release() {
+	if len(hc.req.Header) > maxPooledHeaders {
+		return
+	}
+	h, again := hc.req.Header, hc.body.again
+	clear(h)
+	*hc = h1Call{req: http.Request{Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: h}}
+	hc.req.URL, hc.body.again = &hc.url, again
+	h1Calls.Put(hc)
 }
 
 // requestError reports a failed request as http.Client does: `Post
 // "http://gateway/mcp": dial tcp ...`.
 func requestError(req *http.Request, err error) error {
 	return &url.Error{Op: req.Method[:1] + strings.ToLower(req.Method[1:]), URL: req.URL.Redacted(), Err: err}
-}
-
-type cancelBody struct {
-	io.ReadCloser
-	cancel context.CancelFunc
-}
-
-func (b *cancelBody) Close() error {
-	err := b.ReadCloser.Close()
-	b.cancel()
-	return err
 }
 
 // mediaType returns the lower-cased media type of a Content-Type value.
