@@ -81,6 +81,7 @@ type h1Conn struct {
 	// abort closes conn, for the context of each call made on it: one
 	// func for the connection rather than one per call.
 	abort func()
+	peek  connPeek // idleClean's
 }
 
 // Read reads from the connection, within limit.

@@ -6,3 +6,6 @@ package proxy
 const h1Fast = false
 
 func (c *h1Conn) idleClean() bool { return false }
+
+// connPeek is the peek idleClean keeps on Linux.
+type connPeek struct{}

@@ -199,6 +199,44 @@ func TestReadAll(t *testing.T) {
 	}
 }
 
+// TestReadAllBounded: readAll takes at most limit+1 bytes from its reader,
+// as io.LimitReader(r, limit+1) did before it, whatever the declared length
+// and however the reader splits the body: one byte more than limit says the
+// body is too large, and a body that never ends is not read on.
+func TestReadAllBounded(t *testing.T) {
+	const limit = 100
+	for _, tc := range []struct {
+		name  string
+		size  int
+		hint  int64
+		chunk int
+	}{
+		{"within, declared", limit, limit, 0},
+		{"within, unknown length", limit, 0, 0},
+		{"one over, declared", limit + 1, limit + 1, 0},
+		{"far over, declared too short", 10 * limit, 10, 0},
+		{"far over, unknown length", 100 * limit, 0, 0},
+		{"far over, a byte at a time", 10 * limit, 0, 1},
+		{"far over, larger than the pooled buffer", 2 * minPooledBody, 0, 7},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := strings.NewReader(strings.Repeat("x", tc.size))
+			var r io.Reader = body
+			if tc.chunk > 0 {
+				r = &chunkedReader{r: r, max: tc.chunk}
+			}
+			got, _, err := readAll(r, tc.hint, limit)
+			want := min(tc.size, limit+1)
+			if err != nil || len(got) != want {
+				t.Fatalf("readAll = %d bytes, %v; want %d bytes", len(got), err, want)
+			}
+			if read := tc.size - body.Len(); read != want {
+				t.Errorf("readAll read %d bytes of its reader; want %d", read, want)
+			}
+		})
+	}
+}
+
 // chunkedReader reads at most max bytes at a time.
 type chunkedReader struct {
 	r   io.Reader

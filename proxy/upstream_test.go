@@ -6,10 +6,12 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +21,8 @@ import (
 	mgomcp "github.com/mark3labs/mcp-go/mcp"
 	mcpserver "github.com/mark3labs/mcp-go/server"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"mcpguard.dev/mcpguard/proxy/jsonrpc"
 )
 
 // protoRecorder notes the HTTP version of each request the gateway sees.
@@ -490,5 +494,111 @@ func TestSlowBody(t *testing.T) {
 	}
 	if took := time.Since(start); took > 3*time.Second {
 		t.Fatalf("cut off after %s", took)
+	}
+}
+
+// TestUpstreamCallsKeepTheirOwn: each call to the gateway carries its own
+// headers and body and nothing of another's, one after another and at once,
+// through h1Client's reused requests (upstream.doH1, h1Calls) and through
+// a RoundTripper that is not h1Client, whose requests are made per call:
+// a header only an earlier call set (Mcp-Session-Id, Mcp-Name, a forwarded
+// Authorization) must not reach the gateway with a later one.
+func TestUpstreamCallsKeepTheirOwn(t *testing.T) {
+	type seen struct{ header, body string }
+	var mu sync.Mutex
+	got := map[string]seen{} // by the call's X-Call header
+	gateway := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var keys []string
+		for k, v := range r.Header {
+			switch k {
+			case "Accept-Encoding", "Content-Length", "User-Agent":
+			default:
+				keys = append(keys, k+": "+strings.Join(v, ","))
+			}
+		}
+		slices.Sort(keys)
+		mu.Lock()
+		got[r.Header.Get("X-Call")] = seen{strings.Join(keys, "; "), string(body)}
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{}}`)
+	}))
+	// call returns the i-th call and what the gateway must see of it.
+	call := func(i int) (upstreamCall, seen) {
+		id := strconv.Itoa(i)
+		c := upstreamCall{method: http.MethodPost, mcpHeaders: http.Header{"X-Call": {id}}, protocolVersion: "2025-11-25"}
+		want := []string{"Accept: application/json, text/event-stream", "Content-Type: application/json",
+			"Mcp-Protocol-Version: 2025-11-25", "X-Call: " + id}
+		body := `{"jsonrpc":"2.0","id":` + id + `,"method":"tools/call","params":{"name":"echo"}}`
+		switch i % 4 {
+		case 0:
+			c.body = []byte(body)
+		case 1:
+			c.sessionID = "session-" + id
+			want = append(want, "Mcp-Session-Id: session-"+id)
+			c.pieces = new(jsonrpc.Pieces)
+			c.pieces.AppendRaw(body)
+		case 2:
+			c.mcpHeaders["Mcp-Name"] = []string{"echo-" + id}
+			want = append(want, "Mcp-Name: echo-"+id)
+			c.body = []byte(body)
+		case 3:
+			c.from = &http.Request{Header: http.Header{"Authorization": {"Bearer " + id}, "Accept-Language": {"de-" + id}}}
+			want = append(want, "Accept-Language: de-"+id, "Authorization: Bearer "+id)
+			c.pieces = new(jsonrpc.Pieces)
+			c.pieces.AppendRaw(body[:10])
+			c.pieces.AppendRaw(body[10:]) // two pieces, joined
+		}
+		slices.Sort(want)
+		return c, seen{strings.Join(want, "; "), body}
+	}
+	for _, tc := range []struct {
+		name      string
+		transport func(http.RoundTripper) http.RoundTripper
+		wantH1    bool
+	}{
+		{"h1Client's reused requests", nil, true},
+		{"a request per call", func(rt http.RoundTripper) http.RoundTripper { return rt }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u, err := newUpstream(&Config{Upstream: gateway.URL + "/mcp", ConnectTimeout: 5 * time.Second,
+				ResponseHeaderTimeout: 10 * time.Second, ForwardAuthorization: true, UpstreamTransport: tc.transport})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.transport != nil { // a wrapper hides h1Client from do
+				u.h1 = nil
+			}
+			if (u.h1 != nil) != tc.wantH1 {
+				t.Fatalf("h1Client used directly: %v, want %v", u.h1 != nil, tc.wantH1)
+			}
+			var wg sync.WaitGroup
+			for g := range 4 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := g; i < 200; i += 4 {
+						c, _ := call(i)
+						res, err := u.do(context.Background(), c)
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						discard(res.Body)
+					}
+				}()
+			}
+			wg.Wait()
+			for i := range 200 {
+				_, want := call(i)
+				mu.Lock()
+				s := got[strconv.Itoa(i)]
+				mu.Unlock()
+				if s != want {
+					t.Fatalf("call %d reached the gateway as\n%+v\nwant\n%+v", i, s, want)
+				}
+			}
+		})
 	}
 }
