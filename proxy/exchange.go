@@ -184,11 +184,19 @@ func (ex *exchange) run(out output) {
 	ex.books.tellLog(&p.obs)
 	ctx = ex.calls.forwarded(ctx, forward)
 	body := &ex.forward
+	if p.up.h1 != nil {
+		// Most bodies go whole through h1Client: what is copied of
+		// them is copied into an array the last call gave back.
+		body.Pooled()
+	}
 	if err := encodeForward(body, forward, ex.batch, ex.calls); err != nil {
 		ex.fail(out, errInvalid("encoding the request: %v", err))
 		return
 	}
 	res, cerr := ex.send(ctx, body)
+	if p.up.sendsWhole(body.Len()) {
+		body.Release() // h1Client wrote it whole; another transport may read it later
+	}
 	ex.calls.gatewayAnswered(res, cerr)
 	if cerr != nil {
 		ex.failWaiting(out, answers, cerr)

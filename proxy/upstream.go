@@ -213,7 +213,7 @@ func (u *upstream) do(ctx context.Context, c upstreamCall) (*http.Response, erro
 	if c.pieces != nil {
 		size = c.pieces.Len()
 	}
-	if u.h1 != nil && h1SendsItself(u.target.Scheme, int64(size)) {
+	if u.sendsWhole(size) {
 		return u.doH1(ctx, &c)
 	}
 	// Through any other RoundTripper a timer cancels a context of the
@@ -252,6 +252,13 @@ func (u *upstream) do(ctx context.Context, c upstreamCall) (*http.Response, erro
 	out.resp = resp.Body
 	resp.Body = out
 	return resp, nil
+}
+
+// sendsWhole reports whether do sends a body of size bytes through
+// h1Client itself, which has written the whole of it when do returns:
+// nothing reads it afterwards.
+func (u *upstream) sendsWhole(size int) bool {
+	return u.h1 != nil && h1SendsItself(u.target.Scheme, int64(size))
 }
 
 // doH1 sends a call h1Client sends itself. Its request is not made per call

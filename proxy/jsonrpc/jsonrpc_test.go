@@ -776,3 +776,48 @@ func TestDecodeLayoutsReused(t *testing.T) {
 		}
 	}
 }
+
+// TestPiecesPooled: a Pooled Pieces copies into the array the last one
+// released, so encoding a small message costs no allocation, and what it
+// encodes is its own: nothing of the previous encoding shows through, and
+// a large array is not kept.
+func TestPiecesPooled(t *testing.T) {
+	encode := func(s ...string) (got string, p *Pieces) {
+		p = new(Pieces)
+		p.Pooled()
+		for _, x := range s {
+			p.AppendRaw(x)
+		}
+		return string(p.Bytes()), p
+	}
+	for _, tc := range []struct{ name, a, b string }{
+		{"shorter after longer", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a long name"}}`, `[1]`},
+		{"longer after shorter", `[1]`, `{"jsonrpc":"2.0","id":2,"method":"ping"}`},
+		{"beyond the pooled array", `{}`, strings.Repeat("x", 2*maxPooledHead)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, p := encode(tc.a[:1], tc.a[1:])
+			if got != tc.a {
+				t.Fatalf("first = %s", got)
+			}
+			p.Release()
+			if got, p = encode(tc.b); got != tc.b {
+				t.Fatalf("after a release = %s, want %s", got, tc.b)
+			}
+			p.Release()
+		})
+	}
+	msg := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fetch_url"}}`
+	p := new(Pieces) // as an exchange holds one
+	allocs := testing.AllocsPerRun(100, func() {
+		p.Pooled()
+		p.AppendRaw(msg)
+		if string(p.Bytes()) != msg {
+			t.Fatal("wrong encoding")
+		}
+		p.Release()
+	})
+	if allocs > 0 {
+		t.Errorf("a pooled encoding allocated %.1f times a message", allocs)
+	}
+}

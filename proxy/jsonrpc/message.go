@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode/utf8"
 	"unsafe"
 )
@@ -627,6 +628,42 @@ type Pieces struct {
 	// grows still holds what was written: append never writes below len.
 	head   []byte
 	atHead bool
+	// pooled, when set (Pooled), is where head comes from and where
+	// Release puts it back.
+	pooled *[]byte
+}
+
+// heads holds the arrays of Pieces that were released, for others to copy
+// into: a small call's encoding costs no allocation of its own.
+var heads = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxPooledHead bounds the arrays kept in heads: a large message's must
+// not stay in the pool.
+const maxPooledHead = 16 << 10
+
+// Pooled makes p copy into an array from a pool, which Release gives
+// back. It is called before anything is written to p.
+func (p *Pieces) Pooled() {
+	if p.pooled == nil && p.head == nil {
+		p.pooled = heads.Get().(*[]byte)
+		p.head = (*p.pooled)[:0]
+	}
+}
+
+// Release gives the array a Pooled p copied into back to the pool, and
+// empties p. Neither p nor anything taken from it (Bytes, Reader, the
+// slices they return) may be used afterwards: another Pieces writes into
+// that array next.
+func (p *Pieces) Release() {
+	hp := p.pooled
+	*p = Pieces{}
+	if hp == nil {
+		return
+	}
+	if cap(*hp) > maxPooledHead {
+		return
+	}
+	heads.Put(hp)
 }
 
 // copiedPayload is the length below which a payload is copied rather than
@@ -698,6 +735,9 @@ func (p *Pieces) write(b []byte) {
 		// A new array: the last piece can no longer grow in place.
 		p.head = append(make([]byte, 0, max(2*cap(p.head), len(b)+256)), b...)
 		p.bufs = append(p.bufs, p.head)
+		if p.pooled != nil {
+			*p.pooled = p.head // the largest, which Release keeps
+		}
 	case p.atHead:
 		p.head = append(p.head, b...)
 		last := &p.bufs[len(p.bufs)-1]
