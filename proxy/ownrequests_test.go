@@ -103,6 +103,21 @@ func newAuthGateway(t *testing.T, want string) (*authGateway, string) {
 		<-ctx.Done()
 		return nil, nil, ctx.Err()
 	})
+	// ask samples the agent's model mid-call: a server request, which
+	// noSampling refuses, so the proxy answers it to the gateway itself.
+	s.AddTool(&sdk.Tool{Name: "ask", InputSchema: map[string]any{"type": "object"}},
+		func(ctx context.Context, req *sdk.CallToolRequest) (*sdk.CallToolResult, error) {
+			//lint:ignore SA1019 sampling is the server request every era has
+			params := &sdk.CreateMessageParams{MaxTokens: 1,
+				//lint:ignore SA1019 as above
+				Messages: []*sdk.SamplingMessage{{Role: "user", Content: &sdk.TextContent{Text: "hi"}}}}
+			// Bounded: an answer the gateway refused (401) never comes.
+			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			//lint:ignore SA1019 as above
+			_, err := req.Session.CreateMessage(ctx, params)
+			return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: fmt.Sprint("sampled: ", err)}}}, nil
+		})
 	g := &authGateway{want: want, next: sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return s }, nil)}
 	srv := newTestServer(t, g)
 	return g, srv.URL
@@ -193,15 +208,22 @@ func (e *ownRequestsEnv) noSecrets(t *testing.T) {
 }
 
 // ownDeleteSpan returns the client span of the DELETE the proxy sent on
-// its own.
+// its own. It waits for it: the span ends once the proxy has read the
+// gateway's answer, after the gateway has seen the DELETE, and but for
+// Shutdown the DELETE is not awaited (Run's expiry, a legacy stream's end,
+// the surplus close on a goroutine of its own).
 func (e *ownRequestsEnv) ownDeleteSpan(t *testing.T) tracetest.SpanStub {
 	t.Helper()
 	var found []tracetest.SpanStub
-	for _, s := range e.spans.GetSpans() {
-		if s.Name == http.MethodDelete && s.SpanKind == trace.SpanKindClient {
-			found = append(found, s)
+	waitFor(t, "the DELETE's client span", func() bool {
+		found = found[:0]
+		for _, s := range e.spans.GetSpans() {
+			if s.Name == http.MethodDelete && s.SpanKind == trace.SpanKindClient {
+				found = append(found, s)
+			}
 		}
-	}
+		return len(found) > 0
+	})
 	if len(found) != 1 {
 		t.Fatalf("want one DELETE client span, got %d; all: %v", len(found), spanNames(e.spans.GetSpans()))
 	}
@@ -210,8 +232,10 @@ func (e *ownRequestsEnv) ownDeleteSpan(t *testing.T) tracetest.SpanStub {
 
 // TestOwnRequestsCarryCredentials: the requests the proxy sends the gateway
 // on its own for a session (the DELETE of a session that expired, of one
-// open at shutdown, of a legacy session whose stream closed, and a timed
-// out call's notifications/cancelled, beside a legacy session's GET stream)
+// open at shutdown, of a legacy session whose stream closed, of a gateway
+// session the full table has no room for, the answer to a gateway request
+// the policy refuses and a timed out call's notifications/cancelled,
+// beside a legacy session's GET stream)
 // carry the credential the agent's own requests do: the agent's
 // Authorization with --forward-authorization, the sidecar's token with a
 // token file, none with neither. The gateway requires that credential, so
@@ -273,6 +297,31 @@ func TestOwnRequestsCarryCredentials(t *testing.T) {
 				cs.Close()
 				waitFor(t, "the legacy session to end", func() bool { return e.p.Sessions() == 0 })
 				return [][2]string{{http.MethodGet, ""}, {http.MethodDelete, ""}}
+			}},
+		{name: "session table full", span: closedSurplus,
+			config: func(c *Config) { c.MaxSessions = 1 },
+			run: func(t *testing.T, e *ownRequestsEnv) [][2]string {
+				e.session(t)
+				// The gateway opens a second session that the proxy has no
+				// room for: it ends it at once, with the agent's credential.
+				hdr := map[string]string{"Authorization": "Bearer " + agentToken, "User-Agent": "agent/1.0", "Accept-Language": "fr-CH"}
+				status, _, body := rawPost(t, e.url, []byte(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`), hdr)
+				if status != http.StatusServiceUnavailable {
+					t.Fatalf("initialize beyond MaxSessions: %d %v, want 503", status, body)
+				}
+				return [][2]string{{http.MethodDelete, ""}}
+			}},
+		{name: "gateway request refused", config: func(c *Config) { c.Policy, c.DenyAs = noSampling{}, DenyJSONRPCError },
+			run: func(t *testing.T, e *ownRequestsEnv) [][2]string {
+				hdr := e.session(t)
+				hdr["Accept"] = "application/json" // one JSON answer to inspect
+				status, _, body := rawPost(t, e.url, []byte(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"ask","arguments":{}}}`), hdr)
+				if status != http.StatusOK || !strings.Contains(fmt.Sprint(body), "deny/sampling") {
+					t.Fatalf("ask: %d %v, want the gateway's result quoting the proxy's refusal", status, body)
+				}
+				// The proxy's answer to the gateway's sampling/createMessage:
+				// a POST of a response, which has no method.
+				return [][2]string{{http.MethodPost, ""}}
 			}},
 		{name: "call timed out", config: func(c *Config) { c.CallTimeout = 300 * time.Millisecond },
 			run: func(t *testing.T, e *ownRequestsEnv) [][2]string {
@@ -355,6 +404,8 @@ func TestOwnDeleteRefused(t *testing.T) {
 			"it failed to end it: see the gateway's logs"},
 		{"session already gone", true, true, false, http.StatusNotFound, "INFO", authSentAgent,
 			"the gateway no longer has the session: nothing to do"},
+		{"the gateway ends sessions itself", true, true, false, http.StatusMethodNotAllowed, "INFO", authSentAgent,
+			"(MCP allows a 405 to DELETE) and ends them itself: nothing to do"},
 		{"the agent's own DELETE refused", true, true, true, http.StatusUnauthorized, "WARN", authSentAgent,
 			"it refused the agent's Authorization"},
 	} {
