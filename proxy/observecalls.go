@@ -3,10 +3,12 @@ package proxy
 import (
 	"context"
 	"encoding/json"
+	"hash/maphash"
 	"net"
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.41.0"
 	"go.opentelemetry.io/otel/trace"
 
+	"mcpguard.dev/mcpguard/internal/telemetry/spanattr"
 	"mcpguard.dev/mcpguard/proxy/jsonrpc"
 	"mcpguard.dev/mcpguard/rules"
 )
@@ -229,12 +232,18 @@ func (rec *calls) clientAttrs(attrs []attribute.KeyValue, first *callSpan) []att
 // describe sets the names and attributes of the spans open and forwarded
 // started without (undescribed), once: the same as they would have started
 // with, none of the attributes set again later (the ring tracer keeps the
-// last value of a key set twice, as the SDK does; here none is).
+// last value of a key set twice, as the SDK does; here none is). Spans
+// that take blocks (describer: the ring tracer's) get what the calls of a
+// session over one connection share as one (sharedAttrs), and their own
+// attributes after it.
 func (rec *calls) describe() {
 	if !rec.undescribed {
 		return
 	}
 	rec.undescribed = false
+	if rec.describeBlocks() {
+		return
+	}
 	buf := attrPool.Get().(*[]attribute.KeyValue)
 	defer putAttrs(buf)
 	attrs, used := (*buf)[:0], 0
@@ -260,6 +269,123 @@ func (rec *calls) describe() {
 		rec.client.SetAttributes(attrs...)
 	}
 	*buf = attrs[:used]
+}
+
+// describeBlocks is describe with the shared attributes as a block, when
+// every span takes one; false, having done nothing, when one does not.
+func (rec *calls) describeBlocks() bool {
+	for _, c := range rec.calls {
+		if _, ok := c.span.(describer); !ok {
+			return false
+		}
+	}
+	if _, ok := rec.client.(describer); rec.client != nil && !ok {
+		return false
+	}
+	sh := rec.t.sharedOf(rec.sc)
+	buf := attrPool.Get().(*[]attribute.KeyValue)
+	defer putAttrs(buf)
+	attrs, used := (*buf)[:0], 0
+	var first *callSpan // the client span's: the first forwarded (forwarded)
+	var firstName string
+	for _, c := range rec.calls {
+		name := rec.t.spanName(c.method, c.tool)
+		if c.forwarded && first == nil {
+			first, firstName = c, name
+		}
+		attrs = callAttrs(attrs[:0], c, true)
+		used = max(used, len(attrs))
+		c.span.(describer).Describe(name, sh.server, attrs...)
+	}
+	if rec.client != nil && first != nil {
+		attrs = callAttrs(attrs[:0], first, false)
+		if rec.upStatus != 0 {
+			attrs = append(attrs, semconv.HTTPResponseStatusCode(int(rec.upStatus)))
+		}
+		used = max(used, len(attrs))
+		rec.client.(describer).Describe(firstName, sh.client, attrs...) // named as its first message's span
+	}
+	*buf = attrs[:used]
+	return true
+}
+
+// callAttrs appends the attributes of c's own, beside those it shares with
+// the calls of its session and connection (sharedAttrs): for its server
+// span, or the client span it names.
+func callAttrs(attrs []attribute.KeyValue, c *callSpan, server bool) []attribute.KeyValue {
+	m := c.msg
+	attrs = append(attrs, semconv.McpMethodNameKey.String(m.Method))
+	if m.Kind() == jsonrpc.KindRequest {
+		attrs = append(attrs, semconv.JSONRPCRequestID(requestID(m.ID)))
+	}
+	switch {
+	case c.target == rules.ToolCall:
+		attrs = append(attrs, semconv.GenAIToolName(c.tool), semconv.GenAIOperationNameExecuteTool)
+	case c.target == rules.PromptGet && server:
+		attrs = append(attrs, semconv.GenAIPromptName(c.tool))
+	}
+	return attrs
+}
+
+// sharedAttrs are the attributes the spans of a session's calls over one
+// connection have in common, encoded once (spanattr.Block): for a server
+// span, the session, protocol version and network (serverAttrs); for the
+// client span, the protocol version and the gateway (clientAttrs).
+type sharedAttrs struct {
+	session, version string
+	remote, host     string // the request's RemoteAddr and Host
+	proto            int    // its ProtoMajor; -1 on stdio
+	server, client   *spanattr.Block
+}
+
+// sharedSlots is how many sharedAttrs telemetry keeps, each found by a
+// hash of its connection: a slot is replaced when another connection
+// hashes to it, so memory stays bounded however many connections come.
+const sharedSlots = 64
+
+var sharedSeed = maphash.MakeSeed()
+
+// sharedOf returns the shared attributes of sc's spans, built and kept
+// when its slot holds another's.
+func (t *telemetry) sharedOf(sc scope) *sharedAttrs {
+	remote, host, proto := "", "", -1
+	if r := sc.r; r != nil {
+		remote, host, proto = r.RemoteAddr, r.Host, r.ProtoMajor
+	}
+	slot := &t.shared[(maphash.String(sharedSeed, remote)^maphash.String(sharedSeed, sc.session))%sharedSlots]
+	if sh := slot.Load(); sh != nil && sh.session == sc.session && sh.version == sc.version &&
+		sh.remote == remote && sh.host == host && sh.proto == proto {
+		return sh
+	}
+	k := &sharedAttrs{session: sc.session, version: sc.version, remote: remote, host: host, proto: proto}
+	// The strings kept are copies: the request's own would keep what they
+	// share memory with alive.
+	k.session, k.version = strings.Clone(k.session), strings.Clone(k.version)
+	k.remote, k.host = strings.Clone(k.remote), strings.Clone(k.host)
+	var attrs []attribute.KeyValue
+	if k.session != "" {
+		attrs = append(attrs, semconv.McpSessionID(k.session))
+	}
+	if k.version != "" {
+		attrs = append(attrs, semconv.McpProtocolVersion(k.version))
+	}
+	var r *http.Request // sc.r's network, in the copies
+	if sc.r != nil {
+		r = &http.Request{RemoteAddr: k.remote, Host: k.host, ProtoMajor: k.proto}
+	}
+	k.server, _ = spanattr.NewBlock(appendNetwork(attrs, r)...)
+	attrs = attrs[:0]
+	if k.version != "" {
+		attrs = append(attrs, semconv.McpProtocolVersion(k.version))
+	}
+	if sc.r != nil {
+		attrs = append(append(attrs, semconv.HTTPRequestMethodPost), t.upAttrs...)
+	} else {
+		attrs = append(attrs, semconv.NetworkTransportPipe)
+	}
+	k.client, _ = spanattr.NewBlock(attrs...)
+	slot.Store(k)
+	return k
 }
 
 // carriesTrace reports whether an agent's params._meta object carries

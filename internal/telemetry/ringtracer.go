@@ -10,6 +10,8 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/embedded"
+
+	"mcpguard.dev/mcpguard/internal/telemetry/spanattr"
 )
 
 // NewRingTracerProvider returns a TracerProvider that records every span
@@ -60,8 +62,9 @@ func (t *ringTracer) StartSpan(ctx context.Context, name string, kind trace.Span
 
 // RecordSpan records a span under ctx's span from start to end, with
 // nothing run under it: straight into the ring, no span made for it and no
-// context. A non-empty errDesc sets status Error with that description.
-func (t *ringTracer) RecordSpan(ctx context.Context, name string, kind trace.SpanKind, start, end time.Time, attrs []attribute.KeyValue, errDesc string) {
+// context. Its attributes are those of b (nil: none), then attrs. A
+// non-empty errDesc sets status Error with that description.
+func (t *ringTracer) RecordSpan(ctx context.Context, name string, kind trace.SpanKind, start, end time.Time, b *spanattr.Block, attrs []attribute.KeyValue, errDesc string) {
 	parent := trace.SpanContextFromContext(ctx)
 	h := spanHead{spanID: newSpanID(), kind: kind, isErr: errDesc != ""}
 	if parent.IsValid() {
@@ -81,6 +84,9 @@ func (t *ringTracer) RecordSpan(ctx context.Context, name string, kind trace.Spa
 	h.start, h.end = start.UnixNano(), end.UnixNano()
 	var extra *spanExtra
 	data := getData()
+	if b != nil {
+		*data = b.AppendTo(*data)
+	}
 	*data = appendAttrs(*data, attrs, &extra)
 	h.attrs = len(*data)
 	*data = appendName(*data, name, errDesc)
@@ -238,6 +244,35 @@ func (s *ringSpan) SetAttributes(kv ...attribute.KeyValue) {
 		*s.data = appendAttrs(*s.data, kv, &s.extra)
 	}
 	s.mu.Unlock()
+}
+
+// Describe sets the span's name and adds the attributes of b (nil: none),
+// then kv: SetName and SetAttributes under one lock, the block copied as
+// it is encoded.
+func (s *ringSpan) Describe(name string, b *spanattr.Block, kv ...attribute.KeyValue) {
+	s.mu.Lock()
+	if !s.ended {
+		s.name = name
+		s.addLocked(b, kv)
+	}
+	s.mu.Unlock()
+}
+
+// AddAttributes adds the attributes of b (nil: none), then kv, as
+// SetAttributes would.
+func (s *ringSpan) AddAttributes(b *spanattr.Block, kv ...attribute.KeyValue) {
+	s.mu.Lock()
+	if !s.ended {
+		s.addLocked(b, kv)
+	}
+	s.mu.Unlock()
+}
+
+func (s *ringSpan) addLocked(b *spanattr.Block, kv []attribute.KeyValue) {
+	if b != nil {
+		*s.data = b.AppendTo(*s.data)
+	}
+	*s.data = appendAttrs(*s.data, kv, &s.extra)
 }
 
 func (s *ringSpan) TracerProvider() trace.TracerProvider { return s.p }

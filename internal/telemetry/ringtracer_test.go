@@ -10,6 +10,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+
+	"mcpguard.dev/mcpguard/internal/telemetry/spanattr"
 )
 
 func TestRingTracer(t *testing.T) {
@@ -107,7 +109,7 @@ func TestRingTracerFastPath(t *testing.T) {
 	ring := NewRing(8)
 	tr := NewRingTracerProvider(ring).Tracer("x").(interface {
 		StartSpan(context.Context, string, trace.SpanKind, time.Time, []attribute.KeyValue) (context.Context, trace.Span)
-		RecordSpan(context.Context, string, trace.SpanKind, time.Time, time.Time, []attribute.KeyValue, string)
+		RecordSpan(context.Context, string, trace.SpanKind, time.Time, time.Time, *spanattr.Block, []attribute.KeyValue, string)
 	})
 	t0 := time.Unix(1000, 0)
 	attrs := []attribute.KeyValue{attribute.String("a", "1")}
@@ -116,18 +118,32 @@ func TestRingTracerFastPath(t *testing.T) {
 	if trace.SpanFromContext(ctx) != server {
 		t.Fatal("the context does not carry the span")
 	}
-	tr.RecordSpan(ctx, "mcpguard.policy", trace.SpanKindInternal, t0.Add(time.Microsecond), t0.Add(2*time.Microsecond), []attribute.KeyValue{attribute.Bool("b", true)}, "denied")
+	block, ok := spanattr.NewBlock(attribute.String("c", "block"), attribute.Int("n", 3), attribute.String("b", "overridden"))
+	if !ok {
+		t.Fatal("a block of strings and ints refused")
+	}
+	tr.RecordSpan(ctx, "mcpguard.policy", trace.SpanKindInternal, t0.Add(time.Microsecond), t0.Add(2*time.Microsecond), block,
+		[]attribute.KeyValue{attribute.Bool("b", true)}, "denied")
+	type describer interface {
+		Describe(string, *spanattr.Block, ...attribute.KeyValue)
+		AddAttributes(*spanattr.Block, ...attribute.KeyValue)
+	}
+	server.(describer).AddAttributes(nil, attribute.String("d", "before"))
+	server.(describer).Describe("tools/call y", block, attribute.String("c", "after the block"))
 	server.(interface{ EndAt(time.Time) }).EndAt(t0.Add(time.Millisecond))
+	server.(describer).Describe("too late", block) // after the end: ignored
 	spans := ring.Spans()
 	if len(spans) != 2 {
 		t.Fatalf("%d spans kept, want 2", len(spans))
 	}
 	srv, pol := spans[0], spans[1]
-	if srv.Name != "tools/call x" || srv.Kind != "server" || !srv.Start.Equal(t0) || srv.Attr("a") != "1" || !srv.End.Equal(t0.Add(time.Millisecond)) {
+	if srv.Name != "tools/call y" || srv.Kind != "server" || !srv.Start.Equal(t0) || srv.Attr("a") != "1" || !srv.End.Equal(t0.Add(time.Millisecond)) ||
+		srv.Attr("d") != "before" || srv.Attr("c") != "after the block" || srv.Attributes["n"] != int64(3) || len(srv.Attributes) != 5 {
 		t.Errorf("server span %+v", srv)
 	}
 	if pol.Name != "mcpguard.policy" || pol.Kind != "internal" || pol.ParentSpanID != srv.SpanID || pol.TraceID != srv.TraceID ||
-		pol.Error != "denied" || pol.Attributes["b"] != true || !pol.Start.Equal(t0.Add(time.Microsecond)) || !pol.End.Equal(t0.Add(2*time.Microsecond)) {
+		pol.Error != "denied" || pol.Attributes["b"] != true || pol.Attr("c") != "block" || pol.Attributes["n"] != int64(3) ||
+		!pol.Start.Equal(t0.Add(time.Microsecond)) || !pol.End.Equal(t0.Add(2*time.Microsecond)) {
 		t.Errorf("policy span %+v", pol)
 	}
 }
