@@ -117,6 +117,10 @@ func appendString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
+		if i+8 <= len(s) && plain8(s[i:i+8]) {
+			i += 8
+			continue
+		}
 		c := s[i]
 		if plain[c] {
 			i++
@@ -157,6 +161,19 @@ func appendString(b []byte, s string) []byte {
 	}
 	b = append(b, s[start:]...)
 	return append(b, '"')
+}
+
+// plain8 reports whether the 8 bytes of s are all plain, a word at a
+// time: none below 0x20, none '"' or '\\', none 0x80 or above (a byte
+// that is zero in x - ones, having borrowed, has its top bit set there;
+// a borrow can only mark a byte above one that is already marked).
+func plain8(s string) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	x := uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+	quote, backslash := x^(ones*'"'), x^(ones*'\\')
+	odd := x | (x-ones*0x20) & ^x | (quote-ones) & ^quote | (backslash-ones) & ^backslash
+	return odd&highs == 0
 }
 
 const hex = "0123456789abcdef"

@@ -183,3 +183,25 @@ func BenchmarkJSONHandler(b *testing.B) {
 		})
 	}
 }
+
+// TestPlain8: a word is plain when each of its bytes is, whatever the
+// others: every byte value at every position, among plain bytes and
+// beside each byte value (a borrow must not hide or invent one).
+func TestPlain8(t *testing.T) {
+	for pos := range 8 {
+		for c := range 256 {
+			for _, beside := range []int{'a', 0x00, 0x1f, 0x20, 0x21, '"', '\\', 0x7f, 0x80, 0xff} {
+				w := []byte("abcdefgh")
+				w[pos] = byte(c)
+				want := plain[c]
+				if pos > 0 {
+					w[pos-1] = byte(beside)
+					want = want && plain[beside]
+				}
+				if got := plain8(string(w)); got != want {
+					t.Fatalf("plain8(%q) = %v, want %v", w, got, want)
+				}
+			}
+		}
+	}
+}
