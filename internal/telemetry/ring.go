@@ -59,6 +59,7 @@ type spanHead struct {
 	kind       trace.SpanKind
 	start, end int64 // Unix nanoseconds
 	attrs      int   // data[:attrs] are the encoded attributes; the name and status description follow
+	blocks     spanBlocks
 }
 
 // spanExtra is what a span's data does not encode: its events, and
@@ -171,7 +172,7 @@ func (sl *slot) span() Span {
 	h, data := &sl.head, *sl.data
 	name, desc := decodeName(data[h.attrs:])
 	out := Span{TraceID: h.traceID.String(), SpanID: h.spanID.String(), Name: name, Kind: h.kind.String(),
-		Start: time.Unix(0, h.start), End: time.Unix(0, h.end), Attributes: decodeAttrs(data[:h.attrs], sl.extra)}
+		Start: time.Unix(0, h.start), End: time.Unix(0, h.end), Attributes: decodeAttrs(data[:h.attrs], &h.blocks, sl.extra)}
 	if h.hasParent {
 		out.ParentSpanID = h.parentID.String()
 	}

@@ -57,7 +57,7 @@ func TestSpanDataRoundTrip(t *testing.T) {
 	b := appendAttrs(nil, kvs, &extra)
 	n := len(b)
 	b = appendName(b, "name "+long, "desc")
-	got := decodeAttrs(b[:n], extra)
+	got := decodeAttrs(b[:n], &spanBlocks{}, extra)
 	want := map[string]any{"b": true, "f": false, "i": int64(-7), "x": 0.25, "s": "later", "long": long,
 		"ss": []string{"a", "b"}, "is": []int64{1, 2}}
 	if len(got) != len(want) {

@@ -85,7 +85,7 @@ func (t *ringTracer) RecordSpan(ctx context.Context, name string, kind trace.Spa
 	var extra *spanExtra
 	data := getData()
 	if b != nil {
-		*data = b.AppendTo(*data)
+		*data = h.blocks.add(*data, b)
 	}
 	*data = appendAttrs(*data, attrs, &extra)
 	h.attrs = len(*data)
@@ -152,6 +152,7 @@ type ringSpan struct {
 	kind       trace.SpanKind
 	start      time.Time
 	data       *[]byte // the attributes so far (spandata.go); the ring's once ended
+	blocks     spanBlocks
 	extra      *spanExtra
 	status     codes.Code
 	statusDesc string
@@ -176,7 +177,7 @@ func (s *ringSpan) EndAt(end time.Time) {
 		end = time.Now()
 	}
 	h := spanHead{traceID: s.sc.TraceID(), spanID: s.sc.SpanID(), parentID: s.parent, hasParent: s.hasParent,
-		isErr: s.status == codes.Error, kind: s.kind, start: s.start.UnixNano(), end: end.UnixNano()}
+		isErr: s.status == codes.Error, kind: s.kind, start: s.start.UnixNano(), end: end.UnixNano(), blocks: s.blocks}
 	data, extra := s.data, s.extra
 	h.attrs = len(*data)
 	*data = appendName(*data, s.name, s.statusDesc)
@@ -247,8 +248,8 @@ func (s *ringSpan) SetAttributes(kv ...attribute.KeyValue) {
 }
 
 // Describe sets the span's name and adds the attributes of b (nil: none),
-// then kv: SetName and SetAttributes under one lock, the block copied as
-// it is encoded.
+// then kv: SetName and SetAttributes under one lock, the block kept by
+// reference (spanBlocks).
 func (s *ringSpan) Describe(name string, b *spanattr.Block, kv ...attribute.KeyValue) {
 	s.mu.Lock()
 	if !s.ended {
@@ -270,7 +271,7 @@ func (s *ringSpan) AddAttributes(b *spanattr.Block, kv ...attribute.KeyValue) {
 
 func (s *ringSpan) addLocked(b *spanattr.Block, kv []attribute.KeyValue) {
 	if b != nil {
-		*s.data = b.AppendTo(*s.data)
+		*s.data = s.blocks.add(*s.data, b)
 	}
 	*s.data = appendAttrs(*s.data, kv, &s.extra)
 }

@@ -3,6 +3,7 @@ package telemetry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -145,5 +146,62 @@ func TestRingTracerFastPath(t *testing.T) {
 		pol.Error != "denied" || pol.Attributes["b"] != true || pol.Attr("c") != "block" || pol.Attributes["n"] != int64(3) ||
 		!pol.Start.Equal(t0.Add(time.Microsecond)) || !pol.End.Equal(t0.Add(2*time.Microsecond)) {
 		t.Errorf("policy span %+v", pol)
+	}
+}
+
+// TestRingSpanBlocksInOrder: a span's attributes, set as blocks (kept by
+// reference, or copied past two) and as lists in any order, are kept as
+// the same attributes set one list after another would be: the last value
+// of a key wins, whichever way each came.
+func TestRingSpanBlocksInOrder(t *testing.T) {
+	block := func(kvs ...attribute.KeyValue) *spanattr.Block {
+		b, ok := spanattr.NewBlock(kvs...)
+		if !ok {
+			t.Fatal("block refused")
+		}
+		return b
+	}
+	a := block(attribute.String("k", "a"), attribute.String("a", "1"))
+	b := block(attribute.String("k", "b"), attribute.Int("b", 2))
+	c := block(attribute.String("k", "c"), attribute.Bool("c", true))
+	type step struct {
+		b  *spanattr.Block
+		kv []attribute.KeyValue
+	}
+	for _, tc := range []struct {
+		name  string
+		steps []step
+	}{
+		{"blocks only", []step{{a, nil}, {b, nil}}},
+		{"list after the blocks", []step{{a, nil}, {b, []attribute.KeyValue{attribute.String("k", "list")}}}},
+		{"list between", []step{{nil, []attribute.KeyValue{attribute.String("k", "first")}}, {a, nil},
+			{nil, []attribute.KeyValue{attribute.String("k", "between"), attribute.String("a", "x")}}, {b, nil}}},
+		{"a third block is copied", []step{{a, nil}, {b, nil}, {nil, []attribute.KeyValue{attribute.String("k", "x")}}, {c, nil},
+			{nil, []attribute.KeyValue{attribute.String("z", "last")}}}},
+		{"a block after a list wins", []step{{nil, []attribute.KeyValue{attribute.String("k", "list"), attribute.Int("b", 9)}}, {b, nil}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ring := NewRing(4)
+			tr := NewRingTracerProvider(ring).Tracer("x")
+			_, s := tr.Start(context.Background(), "s")
+			want := map[string]any{}
+			for _, st := range tc.steps {
+				s.(interface {
+					AddAttributes(*spanattr.Block, ...attribute.KeyValue)
+				}).AddAttributes(st.b, st.kv...)
+				var kvs []attribute.KeyValue
+				if st.b != nil {
+					kvs = append(kvs, st.b.KeyValues()...)
+				}
+				for _, kv := range append(kvs, st.kv...) {
+					want[string(kv.Key)] = kv.Value.AsInterface()
+				}
+			}
+			s.End()
+			got := ring.Spans()[0].Attributes
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("kept %v, want %v", got, want)
+			}
+		})
 	}
 }

@@ -13,8 +13,9 @@ import (
 // and status description, each a spanattr string.
 
 // dataCap is a new data buffer's capacity: a small call's server span
-// takes about 450 bytes, its gateway span about 350.
-const dataCap = 512
+// takes about 200 bytes beside its blocks (spanBlocks), its gateway span
+// about 150.
+const dataCap = 256
 
 // maxPooledData bounds the buffers kept for reuse: a span that recorded a
 // large argument value leaves its buffer to the collector.
@@ -65,14 +66,46 @@ func decodeName(b []byte) (name, desc string) {
 	return name, desc
 }
 
-// decodeAttrs returns the attributes b encodes as GET /debug/traces shows
-// them (attribute.Value.AsInterface); nil when there are none.
-func decodeAttrs(b []byte, extra *spanExtra) map[string]any {
+// decodeAttrs returns the attributes b encodes, with those of the blocks
+// among them, as GET /debug/traces shows them
+// (attribute.Value.AsInterface); nil when there are none.
+func decodeAttrs(b []byte, blocks *spanBlocks, extra *spanExtra) map[string]any {
 	var odd []attribute.KeyValue
 	if extra != nil {
 		odd = extra.attrs
 	}
-	return spanattr.Decode(b, odd)
+	var m map[string]any
+	from := 0
+	for i, blk := range blocks.b {
+		if blk == nil {
+			break
+		}
+		at := int(blocks.at[i])
+		m = blk.Decode(spanattr.Decode(m, b[from:at], odd))
+		from = at
+	}
+	return spanattr.Decode(m, b[from:], odd)
+}
+
+// spanBlocks are the blocks (spanattr.Block) a span's attributes include
+// by reference, in the order they were added, each where the data then
+// ended: the attributes of a session's calls in common are then kept once,
+// not in every span's data (issue #18). A span's blocks past these are
+// copied into its data.
+type spanBlocks struct {
+	b  [2]*spanattr.Block
+	at [2]uint32
+}
+
+// add appends blk to data, by reference when there is room.
+func (bs *spanBlocks) add(data []byte, blk *spanattr.Block) []byte {
+	for i := range bs.b {
+		if bs.b[i] == nil {
+			bs.b[i], bs.at[i] = blk, uint32(len(data))
+			return data
+		}
+	}
+	return blk.AppendTo(data)
 }
 
 // attrMap is kvs as GET /debug/traces shows them; nil when empty.

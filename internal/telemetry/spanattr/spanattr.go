@@ -10,9 +10,9 @@
 // the buffer. Later attributes of the same key win when decoded, as in the
 // SDK.
 //
-// A Block is a list of attributes encoded once and appended to many spans
-// as it is: what every call of a session shares (its session, its
-// connection, the gateway) costs a copy of bytes per span, not an encoding.
+// A Block is a list of attributes encoded once, which many spans refer to
+// or copy: what every call of a session shares (its session, its
+// connection, the gateway) costs a span a reference, not an encoding.
 package spanattr
 
 import (
@@ -72,14 +72,16 @@ func ReadString(b []byte, i int) (string, int) {
 	return string(b[i : i+int(n)]), i + int(n)
 }
 
-// Decode returns the attributes b encodes, with odd the list Append
-// returned, as the ring shows them (attribute.Value.AsInterface); nil when
-// there are none.
-func Decode(b []byte, odd []attribute.KeyValue) map[string]any {
+// Decode adds the attributes b encodes, with odd the list Append
+// returned, to m as the ring shows them (attribute.Value.AsInterface), and
+// returns m: made when nil and there are some.
+func Decode(m map[string]any, b []byte, odd []attribute.KeyValue) map[string]any {
 	if len(b) == 0 {
-		return nil
+		return m
 	}
-	m := make(map[string]any)
+	if m == nil {
+		m = make(map[string]any)
+	}
 	for i := 0; i < len(b); {
 		var key string
 		key, i = ReadString(b, i)
@@ -136,3 +138,6 @@ func (b *Block) KeyValues() []attribute.KeyValue { return b.kvs }
 // AppendTo appends the block's encoding to dst, as Append would encode its
 // attributes.
 func (b *Block) AppendTo(dst []byte) []byte { return append(dst, b.enc...) }
+
+// Decode adds the block's attributes to m, as Decode does.
+func (b *Block) Decode(m map[string]any) map[string]any { return Decode(m, b.enc, nil) }
