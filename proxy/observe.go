@@ -253,6 +253,7 @@ type telemetry struct {
 	opOpts       cache[opKey, measure]
 	toolOpts     cache[string, measure]
 	names        cache[spanNameKey, string] // span names of listed tools
+	kinds        cache[spanNameKey, *callKind]
 	policyAttrs  cache[policyKey, policyAttrs]
 	// shared holds the attributes the spans of a session's calls over one
 	// connection share (sharedAttrs), by a hash of the connection.
@@ -290,8 +291,9 @@ type spanRecorder interface {
 // decision puts on its spans (policyAttrs), is then encoded once, not per
 // call (issue #18).
 type describer interface {
-	// Describe sets the span's name and adds the attributes of b, then kv.
-	Describe(name string, b *spanattr.Block, kv ...attribute.KeyValue)
+	// Describe sets the span's name and adds the attributes of a and of b
+	// (either nil: none), then kv.
+	Describe(name string, a, b *spanattr.Block, kv ...attribute.KeyValue)
 	// AddAttributes adds the attributes of b, then kv.
 	AddAttributes(b *spanattr.Block, kv ...attribute.KeyValue)
 }

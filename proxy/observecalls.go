@@ -287,42 +287,76 @@ func (rec *calls) describeBlocks() bool {
 	defer putAttrs(buf)
 	attrs, used := (*buf)[:0], 0
 	var first *callSpan // the client span's: the first forwarded (forwarded)
-	var firstName string
+	var firstKind *callKind
 	for _, c := range rec.calls {
-		name := rec.t.spanName(c.method, c.tool)
+		k := rec.t.kindOf(c)
 		if c.forwarded && first == nil {
-			first, firstName = c, name
+			first, firstKind = c, k
 		}
-		attrs = callAttrs(attrs[:0], c, true)
+		attrs = callAttrs(attrs[:0], c, k, true)
 		used = max(used, len(attrs))
-		c.span.(describer).Describe(name, sh.server, attrs...)
+		c.span.(describer).Describe(k.name, sh.server, k.server, attrs...)
 	}
 	if rec.client != nil && first != nil {
-		attrs = callAttrs(attrs[:0], first, false)
+		attrs = callAttrs(attrs[:0], first, firstKind, false)
 		if rec.upStatus != 0 {
 			attrs = append(attrs, semconv.HTTPResponseStatusCode(int(rec.upStatus)))
 		}
 		used = max(used, len(attrs))
-		rec.client.(describer).Describe(firstName, sh.client, attrs...) // named as its first message's span
+		// Named as its first message's span.
+		rec.client.(describer).Describe(firstKind.name, sh.client, firstKind.client, attrs...)
 	}
 	*buf = attrs[:used]
 	return true
 }
 
+// callKind is what the spans of a method's calls share, with the tool or
+// prompt they name: the span name, and the attributes naming the call
+// (kindAttrs) of the server span and of the client span, as blocks (nil
+// when they are c's own: kindOf).
+type callKind struct {
+	name           string
+	server, client *spanattr.Block
+}
+
+// kindOf returns c's callKind: kept for a method of the method table with
+// no target or a listed tool's (as span names are: spanName), built for c
+// alone otherwise (an agent chooses the names it sends), with no blocks.
+func (t *telemetry) kindOf(c *callSpan) *callKind {
+	if _, known := rules.MethodOf(c.method); !known || c.tool != "" && !t.knownTool(c.tool) {
+		return &callKind{name: t.spanName(c.method, c.tool)}
+	}
+	return t.kinds.get(spanNameKey{c.method, c.tool}, func(k spanNameKey) *callKind {
+		target, _ := rules.MethodOf(k.method)
+		ck := &callKind{name: t.spanName(k.method, k.target)}
+		ck.server, _ = spanattr.NewBlock(kindAttrs(nil, k.method, target.Target, k.target, true)...)
+		ck.client, _ = spanattr.NewBlock(kindAttrs(nil, k.method, target.Target, k.target, false)...)
+		return ck
+	})
+}
+
 // callAttrs appends the attributes of c's own, beside those it shares with
-// the calls of its session and connection (sharedAttrs): for its server
-// span, or the client span it names.
-func callAttrs(attrs []attribute.KeyValue, c *callSpan, server bool) []attribute.KeyValue {
-	m := c.msg
-	attrs = append(attrs, semconv.McpMethodNameKey.String(m.Method))
-	if m.Kind() == jsonrpc.KindRequest {
+// the calls of its session and connection (sharedAttrs) and with those of
+// its kind (k's blocks): for its server span, or the client span it names.
+func callAttrs(attrs []attribute.KeyValue, c *callSpan, k *callKind, server bool) []attribute.KeyValue {
+	if k.server == nil {
+		attrs = kindAttrs(attrs, c.method, c.target, c.tool, server)
+	}
+	if m := c.msg; m.Kind() == jsonrpc.KindRequest {
 		attrs = append(attrs, semconv.JSONRPCRequestID(requestID(m.ID)))
 	}
+	return attrs
+}
+
+// kindAttrs appends the attributes naming a call of method to tool (or
+// prompt): as serverAttrs has them, or with server false clientAttrs.
+func kindAttrs(attrs []attribute.KeyValue, method string, target rules.Target, tool string, server bool) []attribute.KeyValue {
+	attrs = append(attrs, semconv.McpMethodNameKey.String(method))
 	switch {
-	case c.target == rules.ToolCall:
-		attrs = append(attrs, semconv.GenAIToolName(c.tool), semconv.GenAIOperationNameExecuteTool)
-	case c.target == rules.PromptGet && server:
-		attrs = append(attrs, semconv.GenAIPromptName(c.tool))
+	case target == rules.ToolCall:
+		attrs = append(attrs, semconv.GenAIToolName(tool), semconv.GenAIOperationNameExecuteTool)
+	case target == rules.PromptGet && server:
+		attrs = append(attrs, semconv.GenAIPromptName(tool))
 	}
 	return attrs
 }

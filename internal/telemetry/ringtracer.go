@@ -247,13 +247,16 @@ func (s *ringSpan) SetAttributes(kv ...attribute.KeyValue) {
 	s.mu.Unlock()
 }
 
-// Describe sets the span's name and adds the attributes of b (nil: none),
-// then kv: SetName and SetAttributes under one lock, the block kept by
-// reference (spanBlocks).
-func (s *ringSpan) Describe(name string, b *spanattr.Block, kv ...attribute.KeyValue) {
+// Describe sets the span's name and adds the attributes of a and of b
+// (either nil: none), then kv: SetName and SetAttributes under one lock,
+// the blocks kept by reference (spanBlocks).
+func (s *ringSpan) Describe(name string, a, b *spanattr.Block, kv ...attribute.KeyValue) {
 	s.mu.Lock()
 	if !s.ended {
 		s.name = name
+		if a != nil {
+			*s.data = s.blocks.add(*s.data, a)
+		}
 		s.addLocked(b, kv)
 	}
 	s.mu.Unlock()

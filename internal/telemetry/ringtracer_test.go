@@ -126,20 +126,22 @@ func TestRingTracerFastPath(t *testing.T) {
 	tr.RecordSpan(ctx, "mcpguard.policy", trace.SpanKindInternal, t0.Add(time.Microsecond), t0.Add(2*time.Microsecond), block,
 		[]attribute.KeyValue{attribute.Bool("b", true)}, "denied")
 	type describer interface {
-		Describe(string, *spanattr.Block, ...attribute.KeyValue)
+		Describe(string, *spanattr.Block, *spanattr.Block, ...attribute.KeyValue)
 		AddAttributes(*spanattr.Block, ...attribute.KeyValue)
 	}
 	server.(describer).AddAttributes(nil, attribute.String("d", "before"))
-	server.(describer).Describe("tools/call y", block, attribute.String("c", "after the block"))
+	other, _ := spanattr.NewBlock(attribute.String("e", "other block"))
+	server.(describer).Describe("tools/call y", block, other, attribute.String("c", "after the block"))
 	server.(interface{ EndAt(time.Time) }).EndAt(t0.Add(time.Millisecond))
-	server.(describer).Describe("too late", block) // after the end: ignored
+	server.(describer).Describe("too late", nil, block) // after the end: ignored
 	spans := ring.Spans()
 	if len(spans) != 2 {
 		t.Fatalf("%d spans kept, want 2", len(spans))
 	}
 	srv, pol := spans[0], spans[1]
 	if srv.Name != "tools/call y" || srv.Kind != "server" || !srv.Start.Equal(t0) || srv.Attr("a") != "1" || !srv.End.Equal(t0.Add(time.Millisecond)) ||
-		srv.Attr("d") != "before" || srv.Attr("c") != "after the block" || srv.Attributes["n"] != int64(3) || len(srv.Attributes) != 5 {
+		srv.Attr("d") != "before" || srv.Attr("c") != "after the block" || srv.Attributes["n"] != int64(3) || srv.Attr("e") != "other block" ||
+		len(srv.Attributes) != 6 {
 		t.Errorf("server span %+v", srv)
 	}
 	if pol.Name != "mcpguard.policy" || pol.Kind != "internal" || pol.ParentSpanID != srv.SpanID || pol.TraceID != srv.TraceID ||
@@ -176,8 +178,8 @@ func TestRingSpanBlocksInOrder(t *testing.T) {
 		{"list after the blocks", []step{{a, nil}, {b, []attribute.KeyValue{attribute.String("k", "list")}}}},
 		{"list between", []step{{nil, []attribute.KeyValue{attribute.String("k", "first")}}, {a, nil},
 			{nil, []attribute.KeyValue{attribute.String("k", "between"), attribute.String("a", "x")}}, {b, nil}}},
-		{"a third block is copied", []step{{a, nil}, {b, nil}, {nil, []attribute.KeyValue{attribute.String("k", "x")}}, {c, nil},
-			{nil, []attribute.KeyValue{attribute.String("z", "last")}}}},
+		{"a fourth block is copied", []step{{a, nil}, {b, nil}, {nil, []attribute.KeyValue{attribute.String("k", "x")}}, {c, nil},
+			{a, nil}, {nil, []attribute.KeyValue{attribute.String("z", "last")}}, {b, nil}}},
 		{"a block after a list wins", []step{{nil, []attribute.KeyValue{attribute.String("k", "list"), attribute.Int("b", 9)}}, {b, nil}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -93,8 +93,8 @@ func decodeAttrs(b []byte, blocks *spanBlocks, extra *spanExtra) map[string]any 
 // not in every span's data (issue #18). A span's blocks past these are
 // copied into its data.
 type spanBlocks struct {
-	b  [2]*spanattr.Block
-	at [2]uint32
+	b  [3]*spanattr.Block
+	at [3]uint32
 }
 
 // add appends blk to data, by reference when there is room.
