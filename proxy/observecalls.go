@@ -95,6 +95,7 @@ type callSpan struct {
 	resp     *jsonrpc.Message
 	took     time.Duration
 	upTook   time.Duration
+	kind     *callKind // calls.kindOf, at the books
 }
 
 // byIDFrom is the batch size from which calls are found by id through a
@@ -289,7 +290,7 @@ func (rec *calls) describeBlocks() bool {
 	var first *callSpan // the client span's: the first forwarded (forwarded)
 	var firstKind *callKind
 	for _, c := range rec.calls {
-		k := rec.t.kindOf(c)
+		k := rec.kindOf(c)
 		if c.forwarded && first == nil {
 			first, firstKind = c, k
 		}
@@ -310,27 +311,53 @@ func (rec *calls) describeBlocks() bool {
 	return true
 }
 
-// callKind is what the spans of a method's calls share, with the tool or
-// prompt they name: the span name, and the attributes naming the call
-// (kindAttrs) of the server span and of the client span, as blocks (nil
-// when they are c's own: kindOf).
+// callKind is what the records of a method's calls share, with the tool
+// or prompt they name: the span name, the attributes naming the call
+// (kindAttrs) of the server span and of the client span as blocks, and the
+// measurement options of its metrics but the operation's (whose attributes
+// hold the session's protocol version and the outcome). Kept (kindOf), it
+// is the one lookup of these a call makes.
 type callKind struct {
-	name           string
+	name string
+	// kept: the blocks and measurement options are set; otherwise they
+	// are c's own to build (an agent's names).
+	kept           bool
 	server, client *spanattr.Block
+	overhead       measure    // methodOpt's
+	gateway        [2]measure // the gateway call's duration, over HTTP and over stdio (keepGateway)
+}
+
+// kindOf returns c's callKind, once per call.
+func (rec *calls) kindOf(c *callSpan) *callKind {
+	if c.kind == nil {
+		c.kind = rec.t.kindOf(c)
+	}
+	return c.kind
 }
 
 // kindOf returns c's callKind: kept for a method of the method table with
-// no target or a listed tool's (as span names are: spanName), built for c
-// alone otherwise (an agent chooses the names it sends), with no blocks.
+// no target or a listed tool's (as span names are: spanName; listed now,
+// as the metrics' labels ask: toolLabel), built for c alone otherwise (an
+// agent chooses the names it sends), with nothing but its name.
 func (t *telemetry) kindOf(c *callSpan) *callKind {
-	if _, known := rules.MethodOf(c.method); !known || c.tool != "" && !t.knownTool(c.tool) {
+	_, known := rules.MethodOf(c.method)
+	switch {
+	case !known, c.tool != "" && !t.knownTool(c.tool),
+		c.tool == "" && c.target == rules.ToolCall: // a call naming no tool: "_OTHER" (toolLabel)
 		return &callKind{name: t.spanName(c.method, c.tool)}
 	}
 	return t.kinds.get(spanNameKey{c.method, c.tool}, func(k spanNameKey) *callKind {
-		target, _ := rules.MethodOf(k.method)
-		ck := &callKind{name: t.spanName(k.method, k.target)}
-		ck.server, _ = spanattr.NewBlock(kindAttrs(nil, k.method, target.Target, k.target, true)...)
-		ck.client, _ = spanattr.NewBlock(kindAttrs(nil, k.method, target.Target, k.target, false)...)
+		mt, _ := rules.MethodOf(k.method)
+		ck := &callKind{name: t.spanName(k.method, k.target), kept: true, overhead: t.methodOpt(k.method)}
+		ck.server, _ = spanattr.NewBlock(kindAttrs(nil, k.method, mt.Target, k.target, true)...)
+		ck.client, _ = spanattr.NewBlock(kindAttrs(nil, k.method, mt.Target, k.target, false)...)
+		for i, pipe := range []bool{false, true} {
+			ok := opKey{client: true, pipe: pipe, method: k.method}
+			if mt.Target == rules.ToolCall {
+				ok.tool = k.target
+			}
+			ck.gateway[i] = t.opOpts.get(ok, buildOpOpt)
+		}
 		return ck
 	})
 }
@@ -339,7 +366,7 @@ func (t *telemetry) kindOf(c *callSpan) *callKind {
 // the calls of its session and connection (sharedAttrs) and with those of
 // its kind (k's blocks): for its server span, or the client span it names.
 func callAttrs(attrs []attribute.KeyValue, c *callSpan, k *callKind, server bool) []attribute.KeyValue {
-	if k.server == nil {
+	if !k.kept {
 		attrs = kindAttrs(attrs, c.method, c.target, c.tool, server)
 	}
 	if m := c.msg; m.Kind() == jsonrpc.KindRequest {
@@ -884,6 +911,14 @@ func (rec *calls) keepGateway() {
 	}
 	if len(rec.calls) > 0 {
 		t, c := rec.t, rec.calls[0]
+		if kind := rec.kindOf(c); kind.kept {
+			pipe := 0
+			if rec.sc.r == nil {
+				pipe = 1
+			}
+			t.upDuration.Inst().Record(c.ctx, took.Seconds(), kind.gateway[pipe].rec...)
+			return
+		}
 		k := opKey{client: true, pipe: rec.sc.r == nil, method: metricMethod(c.method)}
 		if c.target == rules.ToolCall && t.knownTool(c.tool) {
 			k.tool = c.tool
@@ -1034,12 +1069,20 @@ func (rec *calls) end(c *callSpan) {
 		}
 		endSpan(c.span, c.start.Add(took))
 	}
-	k := opKey{pipe: rec.sc.r == nil, version: rec.sc.version, method: metricMethod(c.method), errType: errType}
-	if c.target == rules.ToolCall {
-		k.tool = t.toolLabel(c.tool) // an agent must not mint series
+	kind := rec.kindOf(c)
+	overhead := kind.overhead
+	k := opKey{pipe: rec.sc.r == nil, version: rec.sc.version, method: c.method, errType: errType}
+	switch {
+	case !kind.kept:
+		k.method, overhead = metricMethod(c.method), t.methodOpt(c.method)
+		if c.target == rules.ToolCall {
+			k.tool = t.toolLabel(c.tool) // an agent must not mint series
+		}
+	case c.target == rules.ToolCall:
+		k.tool = c.tool // kept: listed (kindOf)
 	}
 	t.opDuration.Inst().Record(c.ctx, took.Seconds(), t.opOpts.get(k, buildOpOpt).rec...)
-	t.overhead.Record(c.ctx, max(took-c.upTook, 0).Seconds(), t.methodOpt(c.method).rec...)
+	t.overhead.Record(c.ctx, max(took-c.upTook, 0).Seconds(), overhead.rec...)
 }
 
 // isToolError reports whether a tools/call result says isError: true.
