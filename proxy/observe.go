@@ -43,9 +43,10 @@ import (
 // Cost: with Config.TracerProvider and Config.MeterProvider nil, an exchange
 // takes one nil check per hook, and the bytes sent upstream are those of an
 // untraced proxy. As `mcpguard proxy` ships (span ring and metrics), a small
-// tools/call takes 8 allocations and 1.1 KB more (BenchmarkCallCost), and
-// telemetry's and the decision log's hooks about 10 µs of CPU
-// (BenchmarkObserverSmallCall; bench/telcost; docs/performance.md).
+// tools/call takes 7 allocations and 1.1 KB more (BenchmarkCallCost), and
+// telemetry's and the decision log's hooks about 10 µs of CPU, 4–5 of them
+// after the answer (BenchmarkObserverSmallCall; bench/telcost;
+// docs/performance.md).
 
 // scopeName is the instrumentation scope of every span and instrument.
 const scopeName = "mcpguard.dev/mcpguard/proxy"

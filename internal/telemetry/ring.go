@@ -18,8 +18,9 @@ import (
 // store of NewRingTracerProvider's spans.
 //
 // A kept span is not a heap object of its own: each slot holds a span's
-// fixed fields (ids, times, kind) and one byte buffer with the rest (name,
-// status description, attributes) encoded, and the buffer of the span it
+// fixed fields (ids, times, kind), one byte buffer with the rest (name,
+// status description, attributes) encoded, and the attribute blocks the
+// span shares with others (spanBlocks), and the buffer of the span it
 // replaces goes back to be reused by a span still running (issue #18). A
 // full ring is then one array and a buffer per slot with nothing in it to
 // scan, instead of thousands of spans whose every attribute string the
@@ -27,7 +28,7 @@ import (
 // decodes what it returns.
 //
 // The slots are allocated ringChunk at a time, as spans first reach them:
-// a ring of the default 2048 slots is ~210 KiB, which a sidecar that has
+// a ring of the default 2048 slots is ~290 KiB, which a sidecar that has
 // kept no span yet would otherwise hold from its start (idle anonymous
 // memory, #18).
 type Ring struct {
@@ -36,7 +37,7 @@ type Ring struct {
 	next   atomic.Uint64                     // spans kept so far; a span's seq is its count
 }
 
-// ringChunk is how many slots are allocated at once (~6.5 KiB).
+// ringChunk is how many slots are allocated at once (~9 KiB).
 const ringChunk = 64
 
 // slot is one kept span. mu is held by the writer replacing it and by a
