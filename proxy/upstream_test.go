@@ -531,7 +531,10 @@ func TestUpstreamCallsKeepTheirOwn(t *testing.T) {
 		want := []string{"Accept: application/json, text/event-stream", "Content-Type: application/json",
 			"Mcp-Protocol-Version: 2025-11-25", "X-Call: " + id}
 		body := `{"jsonrpc":"2.0","id":` + id + `,"method":"tools/call","params":{"name":"echo"}}`
-		switch i % 4 {
+		// Each goroutine below takes every fourth call, and goes through
+		// the kinds in turn: a pooled request one kind left is taken by
+		// another on the same goroutine.
+		switch (i + i/4) % 4 {
 		case 0:
 			c.body = []byte(body)
 		case 1:
