@@ -118,17 +118,30 @@ type Block struct {
 
 // NewBlock returns the block of the valid attributes of kvs, which are
 // copied; ok is false when one is of a type the encoding does not hold
-// (a slice), and those are to be set as attributes of their own.
+// (a slice): the block leaves those out, to be set as attributes of their
+// own (encoded, they would refer to a list the block does not keep).
 func NewBlock(kvs ...attribute.KeyValue) (b *Block, ok bool) {
-	b = &Block{kvs: make([]attribute.KeyValue, 0, len(kvs))}
+	b, ok = &Block{kvs: make([]attribute.KeyValue, 0, len(kvs))}, true
 	for _, kv := range kvs {
-		if kv.Valid() {
+		switch {
+		case !kv.Valid():
+		case encodes(kv.Value.Type()):
 			b.kvs = append(b.kvs, kv)
+		default:
+			ok = false
 		}
 	}
-	var odd []attribute.KeyValue
-	b.enc, odd = Append(nil, b.kvs, nil)
-	return b, len(odd) == 0
+	b.enc, _ = Append(nil, b.kvs, nil)
+	return b, ok
+}
+
+// encodes reports whether the encoding holds a value of type t itself.
+func encodes(t attribute.Type) bool {
+	switch t {
+	case attribute.BOOL, attribute.INT64, attribute.FLOAT64, attribute.STRING:
+		return true
+	}
+	return false
 }
 
 // KeyValues returns the block's attributes, in order; the caller must not
