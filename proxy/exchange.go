@@ -184,13 +184,16 @@ func (ex *exchange) run(out output) {
 	ex.books.tellLog(&p.obs)
 	ctx = ex.calls.forwarded(ctx, forward)
 	body := &ex.forward
-	if p.up.h1 != nil {
-		// Most bodies go whole through h1Client: what is copied of
-		// them is copied into an array the last call gave back.
+	if p.up.sendsWhole(0) {
+		// Most bodies to an http:// gateway go whole through h1Client:
+		// what is copied of them is copied into an array the last call
+		// gave back. (Through any other transport a body may be read
+		// after the call returns, and is never given back.)
 		body.Pooled()
 	}
 	if err := encodeForward(body, forward, ex.batch, ex.calls); err != nil {
 		ex.fail(out, errInvalid("encoding the request: %v", err))
+		body.Release()
 		return
 	}
 	res, cerr := ex.send(ctx, body)
