@@ -24,7 +24,6 @@ import (
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"mcpguard.dev/mcpguard/internal/telemetry/decisionlog"
-	"mcpguard.dev/mcpguard/internal/telemetry/spanattr"
 	"mcpguard.dev/mcpguard/proxy/jsonrpc"
 	"mcpguard.dev/mcpguard/rules"
 )
@@ -43,10 +42,9 @@ import (
 // Cost: with Config.TracerProvider and Config.MeterProvider nil, an exchange
 // takes one nil check per hook, and the bytes sent upstream are those of an
 // untraced proxy. As `mcpguard proxy` ships (span ring and metrics), a small
-// tools/call takes 7 allocations and 1.1 KB more (BenchmarkCallCost), and
-// telemetry's and the decision log's hooks about 10 µs of CPU, 4–5 of them
-// after the answer (BenchmarkObserverSmallCall; bench/telcost;
-// docs/performance.md).
+// tools/call takes 8 allocations and 1.1 KB more (BenchmarkCallCost), and
+// telemetry's and the decision log's hooks about 10 µs of CPU
+// (BenchmarkObserverSmallCall; bench/telcost; docs/performance.md).
 
 // scopeName is the instrumentation scope of every span and instrument.
 const scopeName = "mcpguard.dev/mcpguard/proxy"
@@ -254,11 +252,6 @@ type telemetry struct {
 	opOpts       cache[opKey, measure]
 	toolOpts     cache[string, measure]
 	names        cache[spanNameKey, string] // span names of listed tools
-	kinds        cache[spanNameKey, *callKind]
-	policyAttrs  cache[policyKey, policyAttrs]
-	// shared holds the attributes the spans of a session's calls over one
-	// connection share (sharedAttrs), by a hash of the connection.
-	shared [sharedSlots]atomic.Pointer[sharedAttrs]
 
 	opDuration      mcpconv.ServerOperationDuration
 	sessionDuration mcpconv.ServerSessionDuration
@@ -279,24 +272,9 @@ type telemetry struct {
 type spanRecorder interface {
 	// StartSpan starts a span under ctx's span; attrs are copied.
 	StartSpan(ctx context.Context, name string, kind trace.SpanKind, start time.Time, attrs []attribute.KeyValue) (context.Context, trace.Span)
-	// RecordSpan records a span under ctx's span from start to end, its
-	// attributes those of b (nil: none), then attrs; a non-empty errDesc
-	// sets status Error with it.
-	RecordSpan(ctx context.Context, name string, kind trace.SpanKind, start, end time.Time, b *spanattr.Block, attrs []attribute.KeyValue, errDesc string)
-}
-
-// describer is a span that takes, beside attributes, a spanattr.Block: a
-// list encoded once and copied into every span that has it (the ring
-// tracer's, whose spans keep their attributes encoded). What every call of
-// a session over one connection shares (sharedAttrs), and what a rule's
-// decision puts on its spans (policyAttrs), is then encoded once, not per
-// call (issue #18).
-type describer interface {
-	// Describe sets the span's name and adds the attributes of a and of b
-	// (either nil: none), then kv.
-	Describe(name string, a, b *spanattr.Block, kv ...attribute.KeyValue)
-	// AddAttributes adds the attributes of b, then kv.
-	AddAttributes(b *spanattr.Block, kv ...attribute.KeyValue)
+	// RecordSpan records a span under ctx's span from start to end; a
+	// non-empty errDesc sets status Error with it.
+	RecordSpan(ctx context.Context, name string, kind trace.SpanKind, start, end time.Time, attrs []attribute.KeyValue, errDesc string)
 }
 
 // endSpan ends s at end, a time already read: through the span's EndAt
@@ -398,15 +376,11 @@ func (t *telemetry) start(ctx context.Context, name string, kind trace.SpanKind,
 }
 
 // record records a span from start to end (errDesc: status Error with it),
-// with nothing run under it; its attributes are those of b (nil: none),
-// then attrs.
-func (t *telemetry) record(ctx context.Context, name string, kind trace.SpanKind, start, end time.Time, b *spanattr.Block, attrs []attribute.KeyValue, errDesc string) {
+// with nothing run under it.
+func (t *telemetry) record(ctx context.Context, name string, kind trace.SpanKind, start, end time.Time, attrs []attribute.KeyValue, errDesc string) {
 	if t.recorder != nil {
-		t.recorder.RecordSpan(ctx, name, kind, start, end, b, attrs, errDesc)
+		t.recorder.RecordSpan(ctx, name, kind, start, end, attrs, errDesc)
 		return
-	}
-	if b != nil {
-		attrs = append(slices.Clip(b.KeyValues()), attrs...)
 	}
 	_, span := t.tracer.Start(ctx, name, trace.WithSpanKind(kind), trace.WithTimestamp(start), trace.WithAttributes(attrs...))
 	if errDesc != "" {
@@ -475,23 +449,14 @@ func (t *telemetry) decided(ctx context.Context, in *rules.Input, d rules.Decisi
 	if blocked {
 		errDesc = "denied"
 	}
-	// The policy span's decision, rule, mode and blocked, then its
-	// duration and reason; decision and rule copied onto the call's span.
-	pa := t.policyAttrs.get(policyKey{decision, d.Rule, string(d.Mode), blocked}, buildPolicyAttrs)
-	ds, blocks := call.(describer)
 	buf := attrPool.Get().(*[]attribute.KeyValue)
 	defer putAttrs(buf)
-	attrs, block := (*buf)[:0], pa.span
-	if t.recorder == nil { // the SDK's: a list of its own
-		attrs, block = append(attrs, block.KeyValues()...), nil
-	}
-	attrs = append(attrs, attrPolicyDuration.Float64(took.Seconds()), attrPolicyReason.String(d.Reason))
-	t.record(ctx, spanPolicy, trace.SpanKindInternal, end.Add(-took), end, block, attrs, errDesc)
+	attrs := append((*buf)[:0], attrPolicyDecision.String(decision), attrPolicyRule.String(d.Rule),
+		attrPolicyMode.String(string(d.Mode)), attrPolicyBlocked.Bool(blocked),
+		attrPolicyDuration.Float64(took.Seconds()), attrPolicyReason.String(d.Reason))
+	t.record(ctx, spanPolicy, trace.SpanKindInternal, end.Add(-took), end, attrs, errDesc)
 	used := len(attrs) // what putAttrs clears
-	attrs = attrs[:0]
-	if !blocks {
-		attrs = append(attrs, pa.call.KeyValues()...)
-	}
+	attrs = attrs[:2]  // decision and rule, for lists of calls
 	if args := in.Arguments; args != nil && t.recordArgs != nil {
 		args = t.recordArgs(args)
 		switch mt, _ := rules.MethodOf(in.Method); mt.Target {
@@ -503,31 +468,8 @@ func (t *telemetry) decided(ctx context.Context, in *rules.Input, d rules.Decisi
 			attrs = append(attrs, semconv.GenAIToolCallArgumentsKey.String(string(args)))
 		}
 	}
-	if blocks {
-		ds.AddAttributes(pa.call, attrs...)
-	} else {
-		call.SetAttributes(attrs...)
-	}
+	call.SetAttributes(attrs...)
 	*buf = attrs[:max(len(attrs), used)]
-}
-
-// policyKey is what a decision's span attributes but its duration and
-// reason are made from.
-type policyKey struct {
-	decision, rule, mode string
-	blocked              bool
-}
-
-// policyAttrs are a decision's attributes, encoded once per rule and
-// outcome: the policy span's (but its duration and reason), and those
-// copied onto the call's span.
-type policyAttrs struct{ span, call *spanattr.Block }
-
-func buildPolicyAttrs(k policyKey) policyAttrs {
-	span, _ := spanattr.NewBlock(attrPolicyDecision.String(k.decision), attrPolicyRule.String(k.rule),
-		attrPolicyMode.String(k.mode), attrPolicyBlocked.Bool(k.blocked))
-	call, _ := spanattr.NewBlock(span.KeyValues()[:2]...)
-	return policyAttrs{span, call}
 }
 
 // approved records how a person's approval of a call ended: a span from
@@ -542,7 +484,7 @@ func (t *telemetry) approved(ctx context.Context, in *rules.Input, d rules.Decis
 	if d.Blocks() {
 		errDesc = "denied"
 	}
-	t.record(ctx, spanApproval, trace.SpanKindInternal, end.Add(-took), end, nil, []attribute.KeyValue{
+	t.record(ctx, spanApproval, trace.SpanKindInternal, end.Add(-took), end, []attribute.KeyValue{
 		semconv.GenAIToolName(in.Tool), attrPolicyRule.String(d.Rule), attrPolicyDecision.String(decision),
 		attrApprovalOutcome.String(outcome), attrApprovalVia.String(via), attrPolicyReason.String(d.Reason)}, errDesc)
 	trace.SpanFromContext(ctx).SetAttributes(attrPolicyDecision.String(decision), attrApprovalOutcome.String(outcome))
@@ -578,7 +520,7 @@ func (t *telemetry) rejected(r *http.Request, e *callError) {
 		semconv.HTTPResponseStatusCode(e.status),
 	}, r)
 	now := time.Now()
-	t.record(ctx, spanRejected, trace.SpanKindServer, now, now, nil, attrs, e.msg)
+	t.record(ctx, spanRejected, trace.SpanKindServer, now, now, attrs, e.msg)
 }
 
 // cache holds what is built once per key and then read on every call:

@@ -3,12 +3,10 @@ package proxy
 import (
 	"context"
 	"encoding/json"
-	"hash/maphash"
 	"net"
 	"net/http"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -19,7 +17,6 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.41.0"
 	"go.opentelemetry.io/otel/trace"
 
-	"mcpguard.dev/mcpguard/internal/telemetry/spanattr"
 	"mcpguard.dev/mcpguard/proxy/jsonrpc"
 	"mcpguard.dev/mcpguard/rules"
 )
@@ -95,7 +92,6 @@ type callSpan struct {
 	resp     *jsonrpc.Message
 	took     time.Duration
 	upTook   time.Duration
-	kind     *callKind // calls.kindOf, at the books
 }
 
 // byIDFrom is the batch size from which calls are found by id through a
@@ -233,18 +229,12 @@ func (rec *calls) clientAttrs(attrs []attribute.KeyValue, first *callSpan) []att
 // describe sets the names and attributes of the spans open and forwarded
 // started without (undescribed), once: the same as they would have started
 // with, none of the attributes set again later (the ring tracer keeps the
-// last value of a key set twice, as the SDK does; here none is). Spans
-// that take blocks (describer: the ring tracer's) get what the calls of a
-// session over one connection share as one (sharedAttrs), and their own
-// attributes after it.
+// last value of a key set twice, as the SDK does; here none is).
 func (rec *calls) describe() {
 	if !rec.undescribed {
 		return
 	}
 	rec.undescribed = false
-	if rec.describeBlocks() {
-		return
-	}
 	buf := attrPool.Get().(*[]attribute.KeyValue)
 	defer putAttrs(buf)
 	attrs, used := (*buf)[:0], 0
@@ -270,183 +260,6 @@ func (rec *calls) describe() {
 		rec.client.SetAttributes(attrs...)
 	}
 	*buf = attrs[:used]
-}
-
-// describeBlocks is describe with the shared attributes as a block, when
-// every span takes one; false, having done nothing, when one does not.
-func (rec *calls) describeBlocks() bool {
-	for _, c := range rec.calls {
-		if _, ok := c.span.(describer); !ok {
-			return false
-		}
-	}
-	if _, ok := rec.client.(describer); rec.client != nil && !ok {
-		return false
-	}
-	sh := rec.t.sharedOf(rec.sc)
-	buf := attrPool.Get().(*[]attribute.KeyValue)
-	defer putAttrs(buf)
-	attrs, used := (*buf)[:0], 0
-	var first *callSpan // the client span's: the first forwarded (forwarded)
-	var firstKind *callKind
-	for _, c := range rec.calls {
-		k := rec.kindOf(c)
-		if c.forwarded && first == nil {
-			first, firstKind = c, k
-		}
-		attrs = callAttrs(attrs[:0], c, k, true)
-		used = max(used, len(attrs))
-		c.span.(describer).Describe(k.name, sh.server, k.server, attrs...)
-	}
-	if rec.client != nil && first != nil {
-		attrs = callAttrs(attrs[:0], first, firstKind, false)
-		if rec.upStatus != 0 {
-			attrs = append(attrs, semconv.HTTPResponseStatusCode(int(rec.upStatus)))
-		}
-		used = max(used, len(attrs))
-		// Named as its first message's span.
-		rec.client.(describer).Describe(firstKind.name, sh.client, firstKind.client, attrs...)
-	}
-	*buf = attrs[:used]
-	return true
-}
-
-// callKind is what the records of a method's calls share, with the tool
-// or prompt they name: the span name, the attributes naming the call
-// (kindAttrs) of the server span and of the client span as blocks, and the
-// measurement options of its metrics but the operation's (whose attributes
-// hold the session's protocol version and the outcome). Kept (kindOf), it
-// is the one lookup of these a call makes.
-type callKind struct {
-	name string
-	// kept: the blocks and measurement options are set; otherwise they
-	// are c's own to build (an agent's names).
-	kept           bool
-	server, client *spanattr.Block
-	overhead       measure    // methodOpt's
-	gateway        [2]measure // the gateway call's duration, over HTTP and over stdio (keepGateway)
-}
-
-// kindOf returns c's callKind, once per call.
-func (rec *calls) kindOf(c *callSpan) *callKind {
-	if c.kind == nil {
-		c.kind = rec.t.kindOf(c)
-	}
-	return c.kind
-}
-
-// kindOf returns c's callKind: kept for a method of the method table with
-// no target or a listed tool's (as span names are: spanName; listed now,
-// as the metrics' labels ask: toolLabel), built for c alone otherwise (an
-// agent chooses the names it sends), with nothing but its name.
-func (t *telemetry) kindOf(c *callSpan) *callKind {
-	_, known := rules.MethodOf(c.method)
-	switch {
-	case !known, c.tool != "" && !t.knownTool(c.tool),
-		c.tool == "" && c.target == rules.ToolCall: // a call naming no tool: "_OTHER" (toolLabel)
-		return &callKind{name: t.spanName(c.method, c.tool)}
-	}
-	return t.kinds.get(spanNameKey{c.method, c.tool}, func(k spanNameKey) *callKind {
-		mt, _ := rules.MethodOf(k.method)
-		ck := &callKind{name: t.spanName(k.method, k.target), kept: true, overhead: t.methodOpt(k.method)}
-		ck.server, _ = spanattr.NewBlock(kindAttrs(nil, k.method, mt.Target, k.target, true)...)
-		ck.client, _ = spanattr.NewBlock(kindAttrs(nil, k.method, mt.Target, k.target, false)...)
-		for i, pipe := range []bool{false, true} {
-			ok := opKey{client: true, pipe: pipe, method: k.method}
-			if mt.Target == rules.ToolCall {
-				ok.tool = k.target
-			}
-			ck.gateway[i] = t.opOpts.get(ok, buildOpOpt)
-		}
-		return ck
-	})
-}
-
-// callAttrs appends the attributes of c's own, beside those it shares with
-// the calls of its session and connection (sharedAttrs) and with those of
-// its kind (k's blocks): for its server span, or the client span it names.
-func callAttrs(attrs []attribute.KeyValue, c *callSpan, k *callKind, server bool) []attribute.KeyValue {
-	if !k.kept {
-		attrs = kindAttrs(attrs, c.method, c.target, c.tool, server)
-	}
-	if m := c.msg; m.Kind() == jsonrpc.KindRequest {
-		attrs = append(attrs, semconv.JSONRPCRequestID(requestID(m.ID)))
-	}
-	return attrs
-}
-
-// kindAttrs appends the attributes naming a call of method to tool (or
-// prompt): as serverAttrs has them, or with server false clientAttrs.
-func kindAttrs(attrs []attribute.KeyValue, method string, target rules.Target, tool string, server bool) []attribute.KeyValue {
-	attrs = append(attrs, semconv.McpMethodNameKey.String(method))
-	switch {
-	case target == rules.ToolCall:
-		attrs = append(attrs, semconv.GenAIToolName(tool), semconv.GenAIOperationNameExecuteTool)
-	case target == rules.PromptGet && server:
-		attrs = append(attrs, semconv.GenAIPromptName(tool))
-	}
-	return attrs
-}
-
-// sharedAttrs are the attributes the spans of a session's calls over one
-// connection have in common, encoded once (spanattr.Block): for a server
-// span, the session, protocol version and network (serverAttrs); for the
-// client span, the protocol version and the gateway (clientAttrs).
-type sharedAttrs struct {
-	session, version string
-	remote, host     string // the request's RemoteAddr and Host
-	proto            int    // its ProtoMajor; -1 on stdio
-	server, client   *spanattr.Block
-}
-
-// sharedSlots is how many sharedAttrs telemetry keeps, each found by a
-// hash of its connection: a slot is replaced when another connection
-// hashes to it, so memory stays bounded however many connections come.
-const sharedSlots = 64
-
-var sharedSeed = maphash.MakeSeed()
-
-// sharedOf returns the shared attributes of sc's spans, built and kept
-// when its slot holds another's.
-func (t *telemetry) sharedOf(sc scope) *sharedAttrs {
-	remote, host, proto := "", "", -1
-	if r := sc.r; r != nil {
-		remote, host, proto = r.RemoteAddr, r.Host, r.ProtoMajor
-	}
-	slot := &t.shared[(maphash.String(sharedSeed, remote)^maphash.String(sharedSeed, sc.session))%sharedSlots]
-	if sh := slot.Load(); sh != nil && sh.session == sc.session && sh.version == sc.version &&
-		sh.remote == remote && sh.host == host && sh.proto == proto {
-		return sh
-	}
-	k := &sharedAttrs{session: sc.session, version: sc.version, remote: remote, host: host, proto: proto}
-	// The strings kept are copies: the request's own would keep what they
-	// share memory with alive.
-	k.session, k.version = strings.Clone(k.session), strings.Clone(k.version)
-	k.remote, k.host = strings.Clone(k.remote), strings.Clone(k.host)
-	var attrs []attribute.KeyValue
-	if k.session != "" {
-		attrs = append(attrs, semconv.McpSessionID(k.session))
-	}
-	if k.version != "" {
-		attrs = append(attrs, semconv.McpProtocolVersion(k.version))
-	}
-	var r *http.Request // sc.r's network, in the copies
-	if sc.r != nil {
-		r = &http.Request{RemoteAddr: k.remote, Host: k.host, ProtoMajor: k.proto}
-	}
-	k.server, _ = spanattr.NewBlock(appendNetwork(attrs, r)...)
-	attrs = attrs[:0]
-	if k.version != "" {
-		attrs = append(attrs, semconv.McpProtocolVersion(k.version))
-	}
-	if sc.r != nil {
-		attrs = append(append(attrs, semconv.HTTPRequestMethodPost), t.upAttrs...)
-	} else {
-		attrs = append(attrs, semconv.NetworkTransportPipe)
-	}
-	k.client, _ = spanattr.NewBlock(attrs...)
-	slot.Store(k)
-	return k
 }
 
 // carriesTrace reports whether an agent's params._meta object carries
@@ -911,14 +724,6 @@ func (rec *calls) keepGateway() {
 	}
 	if len(rec.calls) > 0 {
 		t, c := rec.t, rec.calls[0]
-		if kind := rec.kindOf(c); kind.kept {
-			pipe := 0
-			if rec.sc.r == nil {
-				pipe = 1
-			}
-			t.upDuration.Inst().Record(c.ctx, took.Seconds(), kind.gateway[pipe].rec...)
-			return
-		}
 		k := opKey{client: true, pipe: rec.sc.r == nil, method: metricMethod(c.method)}
 		if c.target == rules.ToolCall && t.knownTool(c.tool) {
 			k.tool = c.tool
@@ -1069,20 +874,12 @@ func (rec *calls) end(c *callSpan) {
 		}
 		endSpan(c.span, c.start.Add(took))
 	}
-	kind := rec.kindOf(c)
-	overhead := kind.overhead
-	k := opKey{pipe: rec.sc.r == nil, version: rec.sc.version, method: c.method, errType: errType}
-	switch {
-	case !kind.kept:
-		k.method, overhead = metricMethod(c.method), t.methodOpt(c.method)
-		if c.target == rules.ToolCall {
-			k.tool = t.toolLabel(c.tool) // an agent must not mint series
-		}
-	case c.target == rules.ToolCall:
-		k.tool = c.tool // kept: listed (kindOf)
+	k := opKey{pipe: rec.sc.r == nil, version: rec.sc.version, method: metricMethod(c.method), errType: errType}
+	if c.target == rules.ToolCall {
+		k.tool = t.toolLabel(c.tool) // an agent must not mint series
 	}
 	t.opDuration.Inst().Record(c.ctx, took.Seconds(), t.opOpts.get(k, buildOpOpt).rec...)
-	t.overhead.Record(c.ctx, max(took-c.upTook, 0).Seconds(), overhead.rec...)
+	t.overhead.Record(c.ctx, max(took-c.upTook, 0).Seconds(), t.methodOpt(c.method).rec...)
 }
 
 // isToolError reports whether a tools/call result says isError: true.

@@ -18,9 +18,8 @@ import (
 // store of NewRingTracerProvider's spans.
 //
 // A kept span is not a heap object of its own: each slot holds a span's
-// fixed fields (ids, times, kind), one byte buffer with the rest (name,
-// status description, attributes) encoded, and the attribute blocks the
-// span shares with others (spanBlocks), and the buffer of the span it
+// fixed fields (ids, times, kind) and one byte buffer with the rest (name,
+// status description, attributes) encoded, and the buffer of the span it
 // replaces goes back to be reused by a span still running (issue #18). A
 // full ring is then one array and a buffer per slot with nothing in it to
 // scan, instead of thousands of spans whose every attribute string the
@@ -28,7 +27,7 @@ import (
 // decodes what it returns.
 //
 // The slots are allocated ringChunk at a time, as spans first reach them:
-// a ring of the default 2048 slots is ~290 KiB, which a sidecar that has
+// a ring of the default 2048 slots is ~210 KiB, which a sidecar that has
 // kept no span yet would otherwise hold from its start (idle anonymous
 // memory, #18).
 type Ring struct {
@@ -37,7 +36,7 @@ type Ring struct {
 	next   atomic.Uint64                     // spans kept so far; a span's seq is its count
 }
 
-// ringChunk is how many slots are allocated at once (~9 KiB).
+// ringChunk is how many slots are allocated at once (~6.5 KiB).
 const ringChunk = 64
 
 // slot is one kept span. mu is held by the writer replacing it and by a
@@ -60,7 +59,6 @@ type spanHead struct {
 	kind       trace.SpanKind
 	start, end int64 // Unix nanoseconds
 	attrs      int   // data[:attrs] are the encoded attributes; the name and status description follow
-	blocks     spanBlocks
 }
 
 // spanExtra is what a span's data does not encode: its events, and
@@ -173,7 +171,7 @@ func (sl *slot) span() Span {
 	h, data := &sl.head, *sl.data
 	name, desc := decodeName(data[h.attrs:])
 	out := Span{TraceID: h.traceID.String(), SpanID: h.spanID.String(), Name: name, Kind: h.kind.String(),
-		Start: time.Unix(0, h.start), End: time.Unix(0, h.end), Attributes: decodeAttrs(data[:h.attrs], &h.blocks, sl.extra)}
+		Start: time.Unix(0, h.start), End: time.Unix(0, h.end), Attributes: decodeAttrs(data[:h.attrs], sl.extra)}
 	if h.hasParent {
 		out.ParentSpanID = h.parentID.String()
 	}

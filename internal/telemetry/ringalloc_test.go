@@ -25,10 +25,10 @@ func TestRingKeepsWithoutAllocating(t *testing.T) {
 	defer parent.End()
 	t0 := time.Unix(1000, 0)
 	for range 2 * ring.Size() { // fill the ring: its buffers are then reused
-		tr.RecordSpan(ctx, "mcpguard.policy", trace.SpanKindInternal, t0, t0, nil, attrs, "")
+		tr.RecordSpan(ctx, "mcpguard.policy", trace.SpanKindInternal, t0, t0, attrs, "")
 	}
 	if n := testing.AllocsPerRun(1000, func() {
-		tr.RecordSpan(ctx, "mcpguard.policy", trace.SpanKindInternal, t0, t0, nil, attrs, "denied")
+		tr.RecordSpan(ctx, "mcpguard.policy", trace.SpanKindInternal, t0, t0, attrs, "denied")
 	}); n != 0 {
 		t.Errorf("RecordSpan: %v allocations, want 0", n)
 	}
@@ -57,7 +57,7 @@ func TestSpanDataRoundTrip(t *testing.T) {
 	b := appendAttrs(nil, kvs, &extra)
 	n := len(b)
 	b = appendName(b, "name "+long, "desc")
-	got := decodeAttrs(b[:n], &spanBlocks{}, extra)
+	got := decodeAttrs(b[:n], extra)
 	want := map[string]any{"b": true, "f": false, "i": int64(-7), "x": 0.25, "s": "later", "long": long,
 		"ss": []string{"a", "b"}, "is": []int64{1, 2}}
 	if len(got) != len(want) {
@@ -105,7 +105,7 @@ func TestRingReusesBuffersSafely(t *testing.T) {
 				id := fmt.Sprint(w, "-", i)
 				ctx, s := tr.StartSpan(context.Background(), "span "+id, trace.SpanKindServer, time.Time{},
 					[]attribute.KeyValue{attribute.String("id", id)})
-				tr.RecordSpan(ctx, "policy "+id, trace.SpanKindInternal, time.Time{}, time.Time{}, nil,
+				tr.RecordSpan(ctx, "policy "+id, trace.SpanKindInternal, time.Time{}, time.Time{},
 					[]attribute.KeyValue{attribute.String("id", id), attribute.String("pad", strings.Repeat("x", i%700))}, "")
 				s.SetAttributes(attribute.String("later", id))
 				s.End()
@@ -145,7 +145,7 @@ func TestRingSlotsAllocatedAsReached(t *testing.T) {
 			tr := NewRingTracerProvider(ring).Tracer("x").(*ringTracer)
 			for i := range tc.kept {
 				at := time.Unix(1000, int64(i))
-				tr.RecordSpan(context.Background(), fmt.Sprint(i), trace.SpanKindInternal, at, at, nil, nil, "")
+				tr.RecordSpan(context.Background(), fmt.Sprint(i), trace.SpanKindInternal, at, at, nil, "")
 			}
 			allocated := 0
 			for c := range ring.chunks {

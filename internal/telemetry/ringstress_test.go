@@ -33,7 +33,7 @@ func TestRingChunksUnderConcurrency(t *testing.T) {
 						for i := range perWriter {
 							id := strconv.Itoa(w*perWriter + i)
 							at := time.Unix(1000, int64(w*perWriter+i))
-							tr.RecordSpan(context.Background(), "span "+id, trace.SpanKindInternal, at, at, nil,
+							tr.RecordSpan(context.Background(), "span "+id, trace.SpanKindInternal, at, at,
 								[]attribute.KeyValue{attribute.String("id", id)}, "")
 						}
 					})

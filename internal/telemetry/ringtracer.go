@@ -10,8 +10,6 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/embedded"
-
-	"mcpguard.dev/mcpguard/internal/telemetry/spanattr"
 )
 
 // NewRingTracerProvider returns a TracerProvider that records every span
@@ -62,9 +60,8 @@ func (t *ringTracer) StartSpan(ctx context.Context, name string, kind trace.Span
 
 // RecordSpan records a span under ctx's span from start to end, with
 // nothing run under it: straight into the ring, no span made for it and no
-// context. Its attributes are those of b (nil: none), then attrs. A
-// non-empty errDesc sets status Error with that description.
-func (t *ringTracer) RecordSpan(ctx context.Context, name string, kind trace.SpanKind, start, end time.Time, b *spanattr.Block, attrs []attribute.KeyValue, errDesc string) {
+// context. A non-empty errDesc sets status Error with that description.
+func (t *ringTracer) RecordSpan(ctx context.Context, name string, kind trace.SpanKind, start, end time.Time, attrs []attribute.KeyValue, errDesc string) {
 	parent := trace.SpanContextFromContext(ctx)
 	h := spanHead{spanID: newSpanID(), kind: kind, isErr: errDesc != ""}
 	if parent.IsValid() {
@@ -84,9 +81,6 @@ func (t *ringTracer) RecordSpan(ctx context.Context, name string, kind trace.Spa
 	h.start, h.end = start.UnixNano(), end.UnixNano()
 	var extra *spanExtra
 	data := getData()
-	if b != nil {
-		*data = h.blocks.add(*data, b)
-	}
 	*data = appendAttrs(*data, attrs, &extra)
 	h.attrs = len(*data)
 	*data = appendName(*data, name, errDesc)
@@ -152,7 +146,6 @@ type ringSpan struct {
 	kind       trace.SpanKind
 	start      time.Time
 	data       *[]byte // the attributes so far (spandata.go); the ring's once ended
-	blocks     spanBlocks
 	extra      *spanExtra
 	status     codes.Code
 	statusDesc string
@@ -177,7 +170,7 @@ func (s *ringSpan) EndAt(end time.Time) {
 		end = time.Now()
 	}
 	h := spanHead{traceID: s.sc.TraceID(), spanID: s.sc.SpanID(), parentID: s.parent, hasParent: s.hasParent,
-		isErr: s.status == codes.Error, kind: s.kind, start: s.start.UnixNano(), end: end.UnixNano(), blocks: s.blocks}
+		isErr: s.status == codes.Error, kind: s.kind, start: s.start.UnixNano(), end: end.UnixNano()}
 	data, extra := s.data, s.extra
 	h.attrs = len(*data)
 	*data = appendName(*data, s.name, s.statusDesc)
@@ -245,38 +238,6 @@ func (s *ringSpan) SetAttributes(kv ...attribute.KeyValue) {
 		*s.data = appendAttrs(*s.data, kv, &s.extra)
 	}
 	s.mu.Unlock()
-}
-
-// Describe sets the span's name and adds the attributes of a and of b
-// (either nil: none), then kv: SetName and SetAttributes under one lock,
-// the blocks kept by reference (spanBlocks).
-func (s *ringSpan) Describe(name string, a, b *spanattr.Block, kv ...attribute.KeyValue) {
-	s.mu.Lock()
-	if !s.ended {
-		s.name = name
-		if a != nil {
-			*s.data = s.blocks.add(*s.data, a)
-		}
-		s.addLocked(b, kv)
-	}
-	s.mu.Unlock()
-}
-
-// AddAttributes adds the attributes of b (nil: none), then kv, as
-// SetAttributes would.
-func (s *ringSpan) AddAttributes(b *spanattr.Block, kv ...attribute.KeyValue) {
-	s.mu.Lock()
-	if !s.ended {
-		s.addLocked(b, kv)
-	}
-	s.mu.Unlock()
-}
-
-func (s *ringSpan) addLocked(b *spanattr.Block, kv []attribute.KeyValue) {
-	if b != nil {
-		*s.data = s.blocks.add(*s.data, b)
-	}
-	*s.data = appendAttrs(*s.data, kv, &s.extra)
 }
 
 func (s *ringSpan) TracerProvider() trace.TracerProvider { return s.p }

@@ -3,7 +3,6 @@ package telemetry
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -11,8 +10,6 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
-
-	"mcpguard.dev/mcpguard/internal/telemetry/spanattr"
 )
 
 func TestRingTracer(t *testing.T) {
@@ -110,7 +107,7 @@ func TestRingTracerFastPath(t *testing.T) {
 	ring := NewRing(8)
 	tr := NewRingTracerProvider(ring).Tracer("x").(interface {
 		StartSpan(context.Context, string, trace.SpanKind, time.Time, []attribute.KeyValue) (context.Context, trace.Span)
-		RecordSpan(context.Context, string, trace.SpanKind, time.Time, time.Time, *spanattr.Block, []attribute.KeyValue, string)
+		RecordSpan(context.Context, string, trace.SpanKind, time.Time, time.Time, []attribute.KeyValue, string)
 	})
 	t0 := time.Unix(1000, 0)
 	attrs := []attribute.KeyValue{attribute.String("a", "1")}
@@ -119,91 +116,18 @@ func TestRingTracerFastPath(t *testing.T) {
 	if trace.SpanFromContext(ctx) != server {
 		t.Fatal("the context does not carry the span")
 	}
-	block, ok := spanattr.NewBlock(attribute.String("c", "block"), attribute.Int("n", 3), attribute.String("b", "overridden"))
-	if !ok {
-		t.Fatal("a block of strings and ints refused")
-	}
-	tr.RecordSpan(ctx, "mcpguard.policy", trace.SpanKindInternal, t0.Add(time.Microsecond), t0.Add(2*time.Microsecond), block,
-		[]attribute.KeyValue{attribute.Bool("b", true)}, "denied")
-	type describer interface {
-		Describe(string, *spanattr.Block, *spanattr.Block, ...attribute.KeyValue)
-		AddAttributes(*spanattr.Block, ...attribute.KeyValue)
-	}
-	server.(describer).AddAttributes(nil, attribute.String("d", "before"))
-	other, _ := spanattr.NewBlock(attribute.String("e", "other block"))
-	server.(describer).Describe("tools/call y", block, other, attribute.String("c", "after the block"))
+	tr.RecordSpan(ctx, "mcpguard.policy", trace.SpanKindInternal, t0.Add(time.Microsecond), t0.Add(2*time.Microsecond), []attribute.KeyValue{attribute.Bool("b", true)}, "denied")
 	server.(interface{ EndAt(time.Time) }).EndAt(t0.Add(time.Millisecond))
-	server.(describer).Describe("too late", nil, block) // after the end: ignored
 	spans := ring.Spans()
 	if len(spans) != 2 {
 		t.Fatalf("%d spans kept, want 2", len(spans))
 	}
 	srv, pol := spans[0], spans[1]
-	if srv.Name != "tools/call y" || srv.Kind != "server" || !srv.Start.Equal(t0) || srv.Attr("a") != "1" || !srv.End.Equal(t0.Add(time.Millisecond)) ||
-		srv.Attr("d") != "before" || srv.Attr("c") != "after the block" || srv.Attributes["n"] != int64(3) || srv.Attr("e") != "other block" ||
-		len(srv.Attributes) != 6 {
+	if srv.Name != "tools/call x" || srv.Kind != "server" || !srv.Start.Equal(t0) || srv.Attr("a") != "1" || !srv.End.Equal(t0.Add(time.Millisecond)) {
 		t.Errorf("server span %+v", srv)
 	}
 	if pol.Name != "mcpguard.policy" || pol.Kind != "internal" || pol.ParentSpanID != srv.SpanID || pol.TraceID != srv.TraceID ||
-		pol.Error != "denied" || pol.Attributes["b"] != true || pol.Attr("c") != "block" || pol.Attributes["n"] != int64(3) ||
-		!pol.Start.Equal(t0.Add(time.Microsecond)) || !pol.End.Equal(t0.Add(2*time.Microsecond)) {
+		pol.Error != "denied" || pol.Attributes["b"] != true || !pol.Start.Equal(t0.Add(time.Microsecond)) || !pol.End.Equal(t0.Add(2*time.Microsecond)) {
 		t.Errorf("policy span %+v", pol)
-	}
-}
-
-// TestRingSpanBlocksInOrder: a span's attributes, set as blocks (kept by
-// reference, or copied past two) and as lists in any order, are kept as
-// the same attributes set one list after another would be: the last value
-// of a key wins, whichever way each came.
-func TestRingSpanBlocksInOrder(t *testing.T) {
-	block := func(kvs ...attribute.KeyValue) *spanattr.Block {
-		b, ok := spanattr.NewBlock(kvs...)
-		if !ok {
-			t.Fatal("block refused")
-		}
-		return b
-	}
-	a := block(attribute.String("k", "a"), attribute.String("a", "1"))
-	b := block(attribute.String("k", "b"), attribute.Int("b", 2))
-	c := block(attribute.String("k", "c"), attribute.Bool("c", true))
-	type step struct {
-		b  *spanattr.Block
-		kv []attribute.KeyValue
-	}
-	for _, tc := range []struct {
-		name  string
-		steps []step
-	}{
-		{"blocks only", []step{{a, nil}, {b, nil}}},
-		{"list after the blocks", []step{{a, nil}, {b, []attribute.KeyValue{attribute.String("k", "list")}}}},
-		{"list between", []step{{nil, []attribute.KeyValue{attribute.String("k", "first")}}, {a, nil},
-			{nil, []attribute.KeyValue{attribute.String("k", "between"), attribute.String("a", "x")}}, {b, nil}}},
-		{"a fourth block is copied", []step{{a, nil}, {b, nil}, {nil, []attribute.KeyValue{attribute.String("k", "x")}}, {c, nil},
-			{a, nil}, {nil, []attribute.KeyValue{attribute.String("z", "last")}}, {b, nil}}},
-		{"a block after a list wins", []step{{nil, []attribute.KeyValue{attribute.String("k", "list"), attribute.Int("b", 9)}}, {b, nil}}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			ring := NewRing(4)
-			tr := NewRingTracerProvider(ring).Tracer("x")
-			_, s := tr.Start(context.Background(), "s")
-			want := map[string]any{}
-			for _, st := range tc.steps {
-				s.(interface {
-					AddAttributes(*spanattr.Block, ...attribute.KeyValue)
-				}).AddAttributes(st.b, st.kv...)
-				var kvs []attribute.KeyValue
-				if st.b != nil {
-					kvs = append(kvs, st.b.KeyValues()...)
-				}
-				for _, kv := range append(kvs, st.kv...) {
-					want[string(kv.Key)] = kv.Value.AsInterface()
-				}
-			}
-			s.End()
-			got := ring.Spans()[0].Attributes
-			if fmt.Sprint(got) != fmt.Sprint(want) {
-				t.Errorf("kept %v, want %v", got, want)
-			}
-		})
 	}
 }

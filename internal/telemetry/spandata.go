@@ -1,22 +1,26 @@
 package telemetry
 
 import (
+	"encoding/binary"
+	"math"
 	"sync"
 
 	"go.opentelemetry.io/otel/attribute"
-
-	"mcpguard.dev/mcpguard/internal/telemetry/spanattr"
 )
 
-// A span's data, as the ring keeps it: its attributes as spanattr encodes
-// them, those of other types in the span's spanExtra.attrs; then its name
-// and status description, each a spanattr string.
+// A span's data, as the ring keeps it: its attributes, each
+//
+//	key (uvarint length, bytes) · type (one byte, attribute.Type) · value
+//
+// the value being one byte for a bool, eight (little-endian) for an int64
+// or a float64's bits, a uvarint length and the bytes for a string, and for
+// any other type a uvarint index into the span's spanExtra.attrs; then its
+// name and status description, each a uvarint length and the bytes. Later
+// attributes of the same key win when decoded, as in the SDK.
 
-// dataCap is a new data buffer's capacity: beside the blocks it shares
-// (spanBlocks), a small call's server span takes 44 bytes, its gateway
-// span 79, its policy span 103 (BenchmarkCallCost); 408-468, 320 and 223
-// when every attribute was encoded into the span's own data.
-const dataCap = 128
+// dataCap is a new data buffer's capacity: a small call's server span
+// takes about 450 bytes, its gateway span about 350.
+const dataCap = 512
 
 // maxPooledData bounds the buffers kept for reuse: a span that recorded a
 // large argument value leaves its buffer to the collector.
@@ -38,19 +42,35 @@ func putData(b *[]byte) {
 	}
 }
 
-// appendAttrs appends the valid attributes of kvs; those of a type the
-// data does not encode go to *extra, allocated when first needed.
+// appendAttrs appends the valid attributes of kvs; those of a type the data
+// does not encode go to *extra, allocated when first needed.
 func appendAttrs(b []byte, kvs []attribute.KeyValue, extra **spanExtra) []byte {
-	var odd []attribute.KeyValue
-	if *extra != nil {
-		odd = (*extra).attrs
-	}
-	b, more := spanattr.Append(b, kvs, odd)
-	if len(more) != len(odd) {
-		if *extra == nil {
-			*extra = &spanExtra{}
+	for _, kv := range kvs {
+		if !kv.Valid() {
+			continue
 		}
-		(*extra).attrs = more
+		b = appendString(b, string(kv.Key))
+		t := kv.Value.Type()
+		switch t {
+		case attribute.BOOL:
+			v := byte(0)
+			if kv.Value.AsBool() {
+				v = 1
+			}
+			b = append(b, byte(t), v)
+		case attribute.INT64:
+			b = binary.LittleEndian.AppendUint64(append(b, byte(t)), uint64(kv.Value.AsInt64()))
+		case attribute.FLOAT64:
+			b = binary.LittleEndian.AppendUint64(append(b, byte(t)), math.Float64bits(kv.Value.AsFloat64()))
+		case attribute.STRING:
+			b = appendString(append(b, byte(t)), kv.Value.AsString())
+		default:
+			if *extra == nil {
+				*extra = &spanExtra{}
+			}
+			b = binary.AppendUvarint(append(b, byte(t)), uint64(len((*extra).attrs)))
+			(*extra).attrs = append((*extra).attrs, kv)
+		}
 	}
 	return b
 }
@@ -58,55 +78,63 @@ func appendAttrs(b []byte, kvs []attribute.KeyValue, extra **spanExtra) []byte {
 // appendName appends a span's name and status description, after its
 // attributes.
 func appendName(b []byte, name, desc string) []byte {
-	return spanattr.AppendString(spanattr.AppendString(b, name), desc)
+	return appendString(appendString(b, name), desc)
+}
+
+func appendString(b []byte, s string) []byte {
+	if len(s) < 0x80 {
+		b = append(b, byte(len(s)))
+	} else {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+	}
+	return append(b, s...)
+}
+
+// readString reads what appendString appended at b[i:], and the index after
+// it.
+func readString(b []byte, i int) (string, int) {
+	n, w := binary.Uvarint(b[i:])
+	i += w
+	return string(b[i : i+int(n)]), i + int(n)
 }
 
 func decodeName(b []byte) (name, desc string) {
-	name, i := spanattr.ReadString(b, 0)
-	desc, _ = spanattr.ReadString(b, i)
+	name, i := readString(b, 0)
+	desc, _ = readString(b, i)
 	return name, desc
 }
 
-// decodeAttrs returns the attributes b encodes, with those of the blocks
-// among them, as GET /debug/traces shows them
-// (attribute.Value.AsInterface); nil when there are none.
-func decodeAttrs(b []byte, blocks *spanBlocks, extra *spanExtra) map[string]any {
-	var odd []attribute.KeyValue
-	if extra != nil {
-		odd = extra.attrs
+// decodeAttrs returns the attributes b encodes as GET /debug/traces shows
+// them (attribute.Value.AsInterface); nil when there are none.
+func decodeAttrs(b []byte, extra *spanExtra) map[string]any {
+	if len(b) == 0 {
+		return nil
 	}
-	var m map[string]any
-	from := 0
-	for i, blk := range blocks.b {
-		if blk == nil {
-			break
-		}
-		at := int(blocks.at[i])
-		m = blk.Decode(spanattr.Decode(m, b[from:at], odd))
-		from = at
-	}
-	return spanattr.Decode(m, b[from:], odd)
-}
-
-// spanBlocks are the blocks (spanattr.Block) a span's attributes include
-// by reference, in the order they were added, each where the data then
-// ended: the attributes of a session's calls in common are then kept once,
-// not in every span's data (issue #18). A span's blocks past these are
-// copied into its data.
-type spanBlocks struct {
-	b  [3]*spanattr.Block
-	at [3]uint32
-}
-
-// add appends blk to data, by reference when there is room.
-func (bs *spanBlocks) add(data []byte, blk *spanattr.Block) []byte {
-	for i := range bs.b {
-		if bs.b[i] == nil {
-			bs.b[i], bs.at[i] = blk, uint32(len(data))
-			return data
+	m := make(map[string]any)
+	for i := 0; i < len(b); {
+		var key string
+		key, i = readString(b, i)
+		t := attribute.Type(b[i])
+		i++
+		switch t {
+		case attribute.BOOL:
+			m[key] = b[i] == 1
+			i++
+		case attribute.INT64:
+			m[key] = int64(binary.LittleEndian.Uint64(b[i:]))
+			i += 8
+		case attribute.FLOAT64:
+			m[key] = math.Float64frombits(binary.LittleEndian.Uint64(b[i:]))
+			i += 8
+		case attribute.STRING:
+			m[key], i = readString(b, i)
+		default:
+			n, w := binary.Uvarint(b[i:])
+			i += w
+			m[key] = extra.attrs[n].Value.AsInterface()
 		}
 	}
-	return blk.AppendTo(data)
+	return m
 }
 
 // attrMap is kvs as GET /debug/traces shows them; nil when empty.
