@@ -514,7 +514,7 @@ func (p *Proxy) initialize(ctx context.Context, r *http.Request, m *jsonrpc.Mess
 		auth := p.up.agentCredential(r)
 		sess, ok = p.sessions.create(subjectOf(r), auth, version, nil)
 		if !ok {
-			p.closeUpstream(res.Header.Get("Mcp-Session-Id"), version, auth)
+			p.closeUpstream("", res.Header.Get("Mcp-Session-Id"), version, auth)
 			return nil, nil, errUnavailable("too many sessions (%d): retry later", p.cfg.MaxSessions)
 		}
 	}
@@ -529,15 +529,15 @@ func (p *Proxy) initialize(ctx context.Context, r *http.Request, m *jsonrpc.Mess
 	return sess, resp, nil
 }
 
-// closeUpstream ends a gateway session the proxy has no use for, which
-// the agent whose credential auth is (session.authorization) opened: the
-// proxy's session table was full, or another request of the session
-// re-initialized it first.
-func (p *Proxy) closeUpstream(id, version string, auth credential) {
+// closeUpstream ends a gateway session (id) the proxy has no use for,
+// which the agent whose credential auth is (session.authorization) opened:
+// the proxy's session table was full (sessID is "": there is no proxy
+// session), or another request of session sessID re-initialized it first.
+func (p *Proxy) closeUpstream(sessID, id, version string, auth credential) {
 	if id == "" {
 		return
 	}
-	go p.closeSession(&session{upstreamID: id, protocolVersion: version, authorization: auth}, nil, closedSurplus)
+	go p.closeSession(&session{id: sessID, upstreamID: id, protocolVersion: version, authorization: auth}, nil, closedSurplus)
 }
 
 // reinitialize re-opens the gateway side of a session the gateway lost
@@ -580,7 +580,7 @@ func (p *Proxy) reinitialize(ctx context.Context, r *http.Request, sess *session
 		// A POST and the GET stream both found the session lost and
 		// re-initialized it; the other's is kept, and this one must not
 		// linger at the gateway.
-		p.closeUpstream(newID, sess.protocolVersion, sess.authorization)
+		p.closeUpstream(sess.id, newID, sess.protocolVersion, sess.authorization)
 		return nil
 	}
 	p.log.Warn("gateway lost the session; re-initialized it", "session", sess.id)

@@ -81,6 +81,10 @@ const (
 	// its own (closeReason): "expired", "shutdown",
 	// "legacy_stream_closed" or "surplus".
 	attrSessionClose = attribute.Key("mcpguard.session.close_reason")
+	// attrUpstreamSession is the gateway session a surplus DELETE ends
+	// (closeUpstream), by its fingerprint (upstreamSessionHash): the
+	// proxy's own session, if any, does not hold it.
+	attrUpstreamSession = attribute.Key("mcpguard.upstream_session")
 )
 
 // Instrument names mcpguard adds to the conventions' MCP histograms.

@@ -3,6 +3,8 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -385,36 +387,47 @@ func TestOwnRequestsCarryCredentials(t *testing.T) {
 // shown).
 func TestOwnDeleteRefused(t *testing.T) {
 	for _, tt := range []struct {
-		name     string
-		forward  bool // --forward-authorization
-		agent    bool // the agent sends an Authorization
-		deletes  bool // the agent ends the session, rather than Shutdown
-		status   int  // the gateway's answer to the DELETE
+		name    string
+		forward bool // --forward-authorization
+		agent   bool // the agent sends an Authorization
+		// how the session ends: the agent's DELETE (closedByAgent),
+		// Shutdown (closedShutdown) or, for a second session the full
+		// table (MaxSessions 1) has no room for, closedSurplus
+		how      closeReason
+		status   int // the gateway's answer to the DELETE
 		level    string
 		sent     authSent
 		wantNext string
+		notNext  string // what next must not say; "": nothing
 	}{
-		{"agent's credential refused", true, true, false, http.StatusUnauthorized, "WARN", authSentAgent,
-			"it refused the agent's Authorization"},
-		{"no credential to forward", true, false, false, http.StatusForbidden, "WARN", authSentNone,
-			"the agent sent no Authorization on the session"},
-		{"no credential configured", false, true, false, http.StatusUnauthorized, "WARN", authSentNone,
-			"set --upstream-token-file, or --forward-authorization"},
-		{"gateway failed", true, true, false, http.StatusInternalServerError, "WARN", authSentAgent,
-			"it failed to end it: see the gateway's logs"},
-		{"session already gone", true, true, false, http.StatusNotFound, "INFO", authSentAgent,
-			"the gateway no longer has the session: nothing to do"},
-		{"the gateway ends sessions itself", true, true, false, http.StatusMethodNotAllowed, "INFO", authSentAgent,
-			"(MCP allows a 405 to DELETE) and ends them itself: nothing to do"},
-		{"the agent's own DELETE refused", true, true, true, http.StatusUnauthorized, "WARN", authSentAgent,
-			"it refused the agent's Authorization"},
+		{"agent's credential refused", true, true, closedShutdown, http.StatusUnauthorized, "WARN", authSentAgent,
+			"it refused the agent's Authorization, sent as the agent last sent it on the session", ""},
+		{"no credential to forward", true, false, closedShutdown, http.StatusForbidden, "WARN", authSentNone,
+			"the agent sent no Authorization on the session", ""},
+		{"no credential configured", false, true, closedShutdown, http.StatusUnauthorized, "WARN", authSentNone,
+			"set --upstream-token-file, or --forward-authorization", ""},
+		{"gateway failed", true, true, closedShutdown, http.StatusInternalServerError, "WARN", authSentAgent,
+			"it failed to end it: see the gateway's logs", ""},
+		{"session already gone", true, true, closedShutdown, http.StatusNotFound, "INFO", authSentAgent,
+			"the gateway no longer has the session: nothing to do", ""},
+		{"the gateway ends sessions itself", true, true, closedShutdown, http.StatusMethodNotAllowed, "INFO", authSentAgent,
+			"(MCP allows a 405 to DELETE) and ends them itself: nothing to do", ""},
+		// A redirect ended nothing: the proxy follows none.
+		{"redirected", true, true, closedShutdown, http.StatusTemporaryRedirect, "WARN", authSentAgent,
+			"it answered a redirect, which the proxy does not follow", ""},
+		{"the agent's own DELETE refused", true, true, closedByAgent, http.StatusUnauthorized, "WARN", authSentAgent,
+			"it refused the Authorization the agent sent with this DELETE", "may have expired"},
+		// No proxy session holds the gateway's: the line and the span name
+		// it by its fingerprint, not by an empty session id.
+		{"surplus session refused", true, true, closedSurplus, http.StatusUnauthorized, "WARN", authSentAgent,
+			"it refused the agent's Authorization", ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			gatewayAuth := ""
 			if tt.forward && tt.agent {
 				gatewayAuth = "Bearer " + agentToken
 			}
-			e := newOwnRequestsEnv(t, gatewayAuth, func(c *Config) { c.ForwardAuthorization = tt.forward })
+			e := newOwnRequestsEnv(t, gatewayAuth, func(c *Config) { c.ForwardAuthorization = tt.forward; c.MaxSessions = 1 })
 			e.gw.refuseDelete = tt.status
 			var hdr map[string]string
 			if tt.agent {
@@ -422,9 +435,15 @@ func TestOwnDeleteRefused(t *testing.T) {
 			} else {
 				hdr = rawSession(t, e.url)
 			}
-			reason := closedShutdown
-			if tt.deletes {
-				reason = closedByAgent
+			reason := tt.how
+			switch tt.how {
+			case closedSurplus:
+				if status, _, body := rawPost(t, e.url, []byte(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`),
+					map[string]string{"Authorization": hdr["Authorization"]}); status != http.StatusServiceUnavailable {
+					t.Fatalf("initialize beyond MaxSessions: %d %v, want 503", status, body)
+				}
+				waitFor(t, "the log line", func() bool { return strings.Contains(e.log.String(), "refused to end") })
+			case closedByAgent:
 				req, _ := http.NewRequest(http.MethodDelete, e.url, nil)
 				for k, v := range hdr {
 					req.Header.Set(k, v)
@@ -434,7 +453,7 @@ func TestOwnDeleteRefused(t *testing.T) {
 					t.Fatal(err)
 				}
 				res.Body.Close()
-			} else {
+			default:
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 				defer cancel()
 				if err := e.p.Shutdown(ctx); err != nil {
@@ -457,19 +476,44 @@ func TestOwnDeleteRefused(t *testing.T) {
 					t.Errorf("log line's %s = %v, want %v (%v)", k, line[k], v, line)
 				}
 			}
-			if next, _ := line["next"].(string); !strings.Contains(next, tt.wantNext) {
-				t.Errorf("log line's next = %q, want it to say %q", next, tt.wantNext)
+			if next, _ := line["next"].(string); !strings.Contains(next, tt.wantNext) || tt.notNext != "" && strings.Contains(next, tt.notNext) {
+				t.Errorf("log line's next = %q, want it to say %q and not %q", next, tt.wantNext, tt.notNext)
+			}
+			// The session is named: the proxy's, or the gateway's by its
+			// fingerprint when no proxy session holds it.
+			upID := e.gw.requests(http.MethodDelete, "")[0].header.Get("Mcp-Session-Id")
+			sum := sha256.Sum256([]byte(upID))
+			wantSession, wantUp := any(hdr["Mcp-Session-Id"]), any(nil)
+			if tt.how == closedSurplus {
+				wantSession, wantUp = nil, "sha256:"+hex.EncodeToString(sum[:8])
+			}
+			if line["session"] != wantSession || line["upstream_session"] != wantUp {
+				t.Errorf("log line's session, upstream_session = %#v, %#v, want %#v, %#v", line["session"], line["upstream_session"], wantSession, wantUp)
+			}
+			if upID == "" || strings.Contains(e.log.String(), upID) {
+				t.Errorf("the gateway's session id %q is in the log (or missing)", upID)
 			}
 			span := e.ownDeleteSpan(t)
 			if span.Status.Code != codes.Error || !strings.Contains(span.Status.Description, tt.wantNext) ||
 				!strings.Contains(span.Status.Description, fmt.Sprint(tt.status)) {
 				t.Errorf("span status = %v %q, want an error saying %d and %q", span.Status.Code, span.Status.Description, tt.status, tt.wantNext)
 			}
-			want := map[string]string{"error.type": fmt.Sprint(tt.status), "mcpguard.session.close_reason": string(reason)}
-			if tt.deletes {
+			want := map[string]string{"error.type": fmt.Sprint(tt.status), "mcpguard.session.close_reason": string(reason),
+				"mcp.session.id": hdr["Mcp-Session-Id"]}
+			switch tt.how {
+			case closedByAgent:
 				want["mcpguard.session.close_reason"] = "" // the agent's DELETE's span tells no reason: it is the agent's
+			case closedSurplus:
+				want["mcpguard.upstream_session"] = wantUp.(string)
+				delete(want, "mcp.session.id")
 			}
 			wantAttrs(t, span, want)
+			if _, ok := attrs(span)["mcp.session.id"]; tt.how == closedSurplus && ok {
+				t.Errorf("the surplus DELETE's span has mcp.session.id %q, want none: no proxy session holds it", attrs(span)["mcp.session.id"])
+			}
+			if spans, _ := json.Marshal(e.spans.GetSpans()); bytes.Contains(spans, []byte(upID)) {
+				t.Errorf("a span holds the gateway's session id %q", upID)
+			}
 			e.noSecrets(t)
 		})
 	}
@@ -494,5 +538,41 @@ func TestCredentialRedacted(t *testing.T) {
 	}
 	if c.value() != "Bearer "+agentToken || newCredential("").value() != "" {
 		t.Errorf("value() = %q: it must give the credential, for the request", c.value())
+	}
+}
+
+// TestDeleteRefusedAdviceDocumented: docs/operations.md lists, row by row,
+// the advice (next) the proxy gives for each refusal of a DELETE, word for
+// word, by status and by the credential that went.
+func TestDeleteRefusedAdviceDocumented(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "docs", "operations.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const kept = "the gateway keeps the session until its own idle timeout; "
+	for _, tt := range []struct {
+		status      int
+		sent        authSent
+		forwardAuth bool
+		agents      bool   // the agent's own DELETE
+		row         string // the row's status and authorization cells
+	}{
+		{http.StatusNotFound, authSentAgent, true, false, "404 | any"},
+		{http.StatusMethodNotAllowed, authSentNone, false, false, "405 | any"},
+		{http.StatusFound, authSentToken, false, false, "3xx | any"},
+		{http.StatusPermanentRedirect, authSentAgent, true, true, "3xx | any"},
+		{http.StatusBadGateway, authSentAgent, true, false, "5xx | any"},
+		{http.StatusTooManyRequests, authSentToken, false, false, "other 4xx | any"},
+		{http.StatusUnauthorized, authSentToken, true, false, "401, 403 | `upstream_token`"},
+		{http.StatusForbidden, authSentTransport, false, true, "401, 403 | `transport`"},
+		{http.StatusUnauthorized, authSentAgent, true, false, "401, 403 | `agent`, the proxy's own DELETE"},
+		{http.StatusUnauthorized, authSentAgent, true, true, "401, 403 | `agent`, the agent's DELETE"},
+		{http.StatusForbidden, authSentNone, true, false, "401, 403 | `none`, with `--forward-authorization`"},
+		{http.StatusUnauthorized, authSentNone, false, true, "401, 403 | `none`, without"},
+	} {
+		next := strings.TrimPrefix(deleteRefusedNext(tt.status, tt.sent, tt.forwardAuth, tt.agents), kept)
+		if row := "| " + tt.row + " | `" + next + "` |\n"; !bytes.Contains(doc, []byte(row)) {
+			t.Errorf("docs/operations.md has no row\n%s", row)
+		}
 	}
 }

@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -170,36 +172,67 @@ func (p *Proxy) closeSessionCtx(ctx context.Context, s *session, r *http.Request
 		from: r, authorization: s.authorization})
 	if err != nil {
 		span.answered(nil, p.upstreamError(err))
-		p.log.Warn("deleting the upstream session failed", "session", s.id, "reason", string(why), "err", err)
+		p.log.Warn("deleting the upstream session failed", append(sessionAttrs(s, why), "err", err)...)
 		return true
 	}
 	discard(resp.Body)
-	if resp.StatusCode < 400 {
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		span.answered(resp, nil)
 		return true
 	}
+	// Anything else leaves the session open, a redirect (3xx) included:
+	// the proxy follows none.
 	sent := p.up.authorizationSent(r, s.authorization)
-	next := deleteRefusedNext(resp.StatusCode, sent, p.up.forwardAuth)
+	next := deleteRefusedNext(resp.StatusCode, sent, p.up.forwardAuth, r != nil)
 	span.refused(resp, next)
 	level := slog.LevelWarn
 	if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed {
 		level = slog.LevelInfo // nothing is left open, or nothing can be done
 	}
-	p.log.Log(ctx, level, "the gateway refused to end the session", "session", s.id, "reason", string(why),
-		"status", resp.StatusCode, "authorization", string(sent), "next", next)
+	p.log.Log(ctx, level, "the gateway refused to end the session", append(sessionAttrs(s, why),
+		"status", resp.StatusCode, "authorization", string(sent), "next", next)...)
 	return true
 }
 
-// deleteRefusedNext says what a gateway's refusal (status) of a session's
-// DELETE, which carried the credential sent, means and what to do about it;
-// forwardAuth is Config.ForwardAuthorization.
-func deleteRefusedNext(status int, sent authSent, forwardAuth bool) string {
+// sessionAttrs names the session a DELETE ends, on its log lines: the
+// proxy's session id when there is one, and for a surplus gateway session
+// (closeUpstream), which the proxy's session does not hold and which may
+// have no proxy session at all, the gateway's session id's fingerprint
+// (upstreamSessionHash): never the id itself, a signed token.
+func sessionAttrs(s *session, why closeReason) []any {
+	attrs := make([]any, 0, 6)
+	if s.id != "" {
+		attrs = append(attrs, "session", s.id)
+	}
+	if why == closedSurplus {
+		attrs = append(attrs, "upstream_session", upstreamSessionHash(s.upstream()))
+	}
+	return append(attrs, "reason", string(why))
+}
+
+// upstreamSessionHash fingerprints a gateway session id for logs and
+// spans: "sha256:" and the first 16 hex digits of its SHA-256, which an
+// operator can compute from the gateway's own logs (printf %s ID |
+// sha256sum) without the proxy showing the id.
+func upstreamSessionHash(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return "sha256:" + hex.EncodeToString(sum[:8])
+}
+
+// deleteRefusedNext says what a gateway's refusal (status, anything but
+// 2xx) of a session's DELETE, which carried the credential sent, means and
+// what to do about it; forwardAuth is Config.ForwardAuthorization, agents
+// whether the DELETE was the agent's own (which carried the credential
+// the agent sent with it, not one kept since).
+func deleteRefusedNext(status int, sent authSent, forwardAuth, agents bool) string {
 	const kept = "the gateway keeps the session until its own idle timeout"
 	switch {
 	case status == http.StatusNotFound:
 		return "the gateway no longer has the session: nothing to do"
 	case status == http.StatusMethodNotAllowed:
 		return "the gateway does not let clients end sessions (MCP allows a 405 to DELETE) and ends them itself: nothing to do"
+	case status >= 300 && status < 400:
+		return kept + "; it answered a redirect, which the proxy does not follow: set --upstream to the URL the gateway serves MCP at"
 	case status >= 500:
 		return kept + "; it failed to end it: see the gateway's logs"
 	case status != http.StatusUnauthorized && status != http.StatusForbidden:
@@ -211,6 +244,9 @@ func deleteRefusedNext(status int, sent authSent, forwardAuth bool) string {
 	case authSentTransport:
 		return kept + "; it refused the credential of the sign-in: sign in again (mcpguard connect --login)"
 	case authSentAgent:
+		if agents {
+			return kept + "; it refused the Authorization the agent sent with this DELETE: see the gateway's logs for why, or give the sidecar a credential of its own with --upstream-token-file"
+		}
 		return kept + "; it refused the agent's Authorization, sent as the agent last sent it on the session, which may have expired since: give the sidecar a credential of its own with --upstream-token-file"
 	case authSentNone:
 		if forwardAuth {

@@ -48,10 +48,18 @@ func (t *telemetry) sessionCall(ctx context.Context, r *http.Request, s *session
 // ownSessionCall opens the client span of a request the proxy sends the
 // gateway on its own for session s, to end it for why: a root span named
 // by its HTTP method, with the attributes of sessionCall's and why
-// (attrSessionClose).
+// (attrSessionClose). A surplus gateway session (closeUpstream) is named
+// by its fingerprint (attrUpstreamSession), and has mcp.session.id only
+// when a proxy session opened it.
 func (t *telemetry) ownSessionCall(ctx context.Context, method string, s *session, why closeReason) (context.Context, *sessionSpan) {
-	attrs := make([]attribute.KeyValue, 0, 4+len(t.upAttrs))
-	attrs = append(attrs, semconv.HTTPRequestMethodKey.String(method), semconv.McpSessionID(s.id), attrSessionClose.String(string(why)))
+	attrs := make([]attribute.KeyValue, 0, 5+len(t.upAttrs))
+	attrs = append(attrs, semconv.HTTPRequestMethodKey.String(method), attrSessionClose.String(string(why)))
+	if s.id != "" {
+		attrs = append(attrs, semconv.McpSessionID(s.id))
+	}
+	if why == closedSurplus {
+		attrs = append(attrs, attrUpstreamSession.String(upstreamSessionHash(s.upstream())))
+	}
 	if s.protocolVersion != "" {
 		attrs = append(attrs, semconv.McpProtocolVersion(s.protocolVersion))
 	}
