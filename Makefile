@@ -8,8 +8,9 @@ test: ## the full suite, installing what the tests need (what CI runs)
 	scripts/test.sh
 
 FUZZTIME ?= 5m
+FUZZMINIMIZETIME ?= 10s
 fuzz: ## every fuzz target for FUZZTIME (default 5m each)
-	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
+	FUZZTIME=$(FUZZTIME) FUZZMINIMIZETIME=$(FUZZMINIMIZETIME) scripts/fuzz.sh
 
 soak: ## 1000 sessions + stateless load for 60s through the proxy
 	go run ./bench/soak
