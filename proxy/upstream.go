@@ -150,7 +150,7 @@ func (u *upstream) authorizationSent(from *http.Request, auth credential) authSe
 	switch {
 	case u.token != nil:
 		return authSentToken
-	case u.forwardAuth && (auth.v != nil || from != nil && header(from.Header, "Authorization") != ""):
+	case u.forwardAuth && agentAuthorization(from, auth) != "":
 		return authSentAgent
 	case u.wrapped:
 		return authSentTransport
@@ -344,17 +344,24 @@ func (u *upstream) setHeaders(ctx context.Context, h http.Header, c *upstreamCal
 		// claim; the gateway's logs should tell the proxy's DELETE from
 		// the agent's. The credential is what the gateway needs to act on
 		// the session at all.
-		auth := c.authorization.value()
-		if c.from != nil {
-			if a := header(c.from.Header, "Authorization"); a != "" {
-				auth = a
-			}
-		}
-		if auth != "" {
+		if auth := agentAuthorization(c.from, c.authorization); auth != "" {
 			h["Authorization"] = []string{auth}
 		}
 	}
 	return nil
+}
+
+// agentAuthorization is the agent's Authorization a call forwards (with
+// Config.ForwardAuthorization and no UpstreamToken): its request's, from,
+// or else its session's, kept; "" when neither has one. One rule for what
+// setHeaders sends and what authorizationSent reports.
+func agentAuthorization(from *http.Request, kept credential) string {
+	if from != nil {
+		if a := header(from.Header, "Authorization"); a != "" {
+			return a
+		}
+	}
+	return kept.value()
 }
 
 // callBody is the body of a call to the gateway: its bytes, or a
