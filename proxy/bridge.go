@@ -115,7 +115,12 @@ func (b *Bridge) send(ctx context.Context, line []byte) {
 		return
 	}
 	if m != nil && m.Method == "notifications/initialized" {
-		defer b.getOnce.Do(func() { go b.listen(ctx) })
+		// In order too: the client's next requests may not reach the
+		// server before it (MCP's lifecycle), as they could if it were
+		// posted beside them.
+		b.post(ctx, line, m)
+		b.getOnce.Do(func() { go b.listen(ctx) })
+		return
 	}
 	b.inflight.Add(1)
 	go func() {
@@ -168,11 +173,27 @@ func (b *Bridge) post(ctx context.Context, body []byte, m *jsonrpc.Message) {
 			b.fail(m, err)
 			return
 		}
+		if !answerable(m, res.StatusCode) {
+			// An error for a notification or a response has no id a
+			// stdio client can match, and one that gets an unmatched
+			// answer may drop the whole connection (the Go SDK does).
+			b.Logger.Warn("the MCP server refused a message that takes no answer", "endpoint", b.Endpoint,
+				"method", m.Method, "status", res.Status, "answer", string(bytes.TrimSpace(data)))
+			return
+		}
 		b.deliver(data, m)
 	default:
 		msg, _ := io.ReadAll(io.LimitReader(res.Body, 512))
 		b.fail(m, fmt.Errorf("%s answered %s: %s", b.Endpoint, res.Status, strings.TrimSpace(string(msg))))
 	}
+}
+
+// answerable says whether an answer to m goes to the client: always for a
+// request or a line the bridge could not read (the server's answer is all
+// the client gets), and for a notification or a response only when the
+// server accepted it with a body, which it should not send.
+func answerable(m *jsonrpc.Message, status int) bool {
+	return m == nil || m.Kind() == jsonrpc.KindRequest || status/100 == 2
 }
 
 // StatusError is an HTTP refusal of the credentials: 401 or 403.

@@ -303,7 +303,14 @@ func listenLoopback(prev *Credentials, issuer string) (*callback, bool, error) {
 	return cb, reuse, nil
 }
 
-func (cb *callback) close() { _ = cb.srv.Close() }
+// close lets the page being written reach the browser, then stops.
+func (cb *callback) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if cb.srv.Shutdown(ctx) != nil {
+		_ = cb.srv.Close()
+	}
+}
 
 // serve takes the authorization response. Only one that carries the state
 // of this sign-in counts: another local process cannot end it early.
@@ -332,6 +339,9 @@ func (cb *callback) serve(w http.ResponseWriter, r *http.Request) {
 		res.res = &auth.AuthorizationResult{Code: q.Get("code"), State: q.Get("state"), Iss: q.Get("iss")}
 		fmt.Fprint(w, "<!doctype html><title>mcpguard</title><p>Signed in. You can close this tab and go back to your MCP client.</p>\n")
 	}
+	// The page goes out before the result: once the sign-in goes on, the
+	// listener closes, and the browser must not be left with a reset.
+	_ = http.NewResponseController(w).Flush()
 	select {
 	case cb.results <- res:
 	default:
