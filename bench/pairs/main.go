@@ -156,6 +156,10 @@ type sample struct {
 	// upstream, all threads on a CPU (schedstat): to the nanosecond, where
 	// /proc/PID/stat counts 10 ms ticks, coarse for a 500 ms slice.
 	cpu, upCPU float64
+	// clientCPU is this program's, the client's: on a machine whose cores
+	// the three share, a path that costs the client more leaves less for
+	// the others.
+	clientCPU float64
 }
 
 func run(ctx context.Context, o options) error {
@@ -325,7 +329,7 @@ func measure(ctx context.Context, o options, paths []path, upstreamPID, n int) (
 
 // measureSlice drives one path's sessions for o.slice.
 func measureSlice(ctx context.Context, o options, sessions []*loadgen.Session, call loadgen.Call, pid, upstreamPID int) (sample, error) {
-	cpu0, upCPU0 := runTime(pid), runTime(upstreamPID)
+	cpu0, upCPU0, clientCPU0 := runTime(pid), runTime(upstreamPID), runTime(os.Getpid())
 	res, err := loadgen.Run(ctx, sessions, call, 0, time.Now().Add(o.slice))
 	if err != nil {
 		return sample{}, err
@@ -334,6 +338,7 @@ func measureSlice(ctx context.Context, o options, sessions []*loadgen.Session, c
 	return sample{
 		p50: us(res.P50), p90: us(res.P90), tput: res.Throughput(),
 		cpu: perCall(runTime(pid) - cpu0), upCPU: perCall(runTime(upstreamPID) - upCPU0),
+		clientCPU: perCall(runTime(os.Getpid()) - clientCPU0),
 	}, nil
 }
 
@@ -376,15 +381,17 @@ func report(w io.Writer, o options, paths []path, n int, s map[string][]sample, 
 	tput := func(x sample) float64 { return x.tput }
 	cpu := func(x sample) float64 { return x.cpu }
 	upCPU := func(x sample) float64 { return x.upCPU }
+	clientCPU := func(x sample) float64 { return x.clientCPU }
+	allCPU := func(x sample) float64 { return x.cpu + x.upCPU + x.clientCPU }
 
-	fmt.Fprintf(w, "%-22s %7s %7s %8s %18s %21s\n", "medians over rounds", "p50 µs", "p90 µs", "calls/s", "proxy CPU/call µs", "upstream CPU/call µs")
+	fmt.Fprintf(w, "%-22s %7s %7s %8s %18s %21s %19s\n", "medians over rounds", "p50 µs", "p90 µs", "calls/s", "proxy CPU/call µs", "upstream CPU/call µs", "client CPU/call µs")
 	for _, p := range paths {
 		proxyCPU := "–" // direct has none
 		if p.pid != 0 {
 			proxyCPU = fmt.Sprintf("%.1f", median(col(p.name, cpu)))
 		}
-		fmt.Fprintf(w, "  %-20s %7.0f %7.0f %8.0f %18s %21.1f\n", p.name, median(col(p.name, p50)), median(col(p.name, p90)),
-			median(col(p.name, tput)), proxyCPU, median(col(p.name, upCPU)))
+		fmt.Fprintf(w, "  %-20s %7.0f %7.0f %8.0f %18s %21.1f %19.1f\n", p.name, median(col(p.name, p50)), median(col(p.name, p90)),
+			median(col(p.name, tput)), proxyCPU, median(col(p.name, upCPU)), median(col(p.name, clientCPU)))
 	}
 	// compare prints a against b, paired by round.
 	compare := func(a, b string) {
@@ -396,6 +403,9 @@ func report(w io.Writer, o options, paths []path, n int, s map[string][]sample, 
 		fmt.Fprintf(w, "  p90 difference       %s\n", pair(p90, diff).us())
 		fmt.Fprintf(w, "  throughput ratio     %s\n", pair(tput, ratio).times())
 		fmt.Fprintf(w, "  CPU per call ratio   %s\n", pair(cpu, ratio).times())
+		fmt.Fprintf(w, "  upstream CPU ratio   %s\n", pair(upCPU, ratio).times())
+		fmt.Fprintf(w, "  client CPU ratio     %s\n", pair(clientCPU, ratio).times())
+		fmt.Fprintf(w, "  all three CPU ratio  %s\n", pair(allCPU, ratio).times())
 	}
 	for i, b := range o.binaries {
 		compare(b.name, rpName)
