@@ -173,13 +173,23 @@ func (b *Bridge) post(ctx context.Context, body []byte, m *jsonrpc.Message) {
 			b.fail(m, err)
 			return
 		}
-		if !answerable(m, res.StatusCode) {
+		if !answerable(m) {
 			// An error for a notification or a response has no id a
 			// stdio client can match, and one that gets an unmatched
 			// answer may drop the whole connection (the Go SDK does).
-			b.Logger.Warn("the MCP server refused a message that takes no answer", "endpoint", b.Endpoint,
+			msg := "the MCP server refused a message that takes no answer"
+			if res.StatusCode/100 == 2 {
+				msg = "the MCP server answered a message that takes no answer"
+			}
+			b.Logger.Warn(msg, "endpoint", b.Endpoint,
 				"method", m.Method, "status", res.Status, "answer", string(bytes.TrimSpace(data)))
 			return
+		}
+		if m != nil {
+			var ok bool
+			if data, ok = b.ownAnswer(data, m); !ok {
+				return
+			}
 		}
 		b.deliver(data, m)
 	default:
@@ -188,12 +198,38 @@ func (b *Bridge) post(ctx context.Context, body []byte, m *jsonrpc.Message) {
 	}
 }
 
-// answerable says whether an answer to m goes to the client: always for a
-// request or a line the bridge could not read (the server's answer is all
-// the client gets), and for a notification or a response only when the
-// server accepted it with a body, which it should not send.
-func answerable(m *jsonrpc.Message, status int) bool {
-	return m == nil || m.Kind() == jsonrpc.KindRequest || status/100 == 2
+// answerable says whether an answer to m goes to the client: for a request
+// or a line the bridge could not read (the server's answer is all the
+// client gets), never for a notification or a response, which MCP answers
+// with 202 and no body, or with an error status and at most an error that
+// has no id.
+func answerable(m *jsonrpc.Message) bool {
+	return m == nil || m.Kind() == jsonrpc.KindRequest
+}
+
+// ownAnswer holds the JSON answer to the request m to m's id: a stdio
+// client that reads an answer it cannot match may drop the whole
+// connection (the Go SDK does), leaving m and every other call unanswered.
+// A lone error with id null (what a server answers when it refused the
+// POST before it read the id: a body over its size limit, a draining
+// server) is m's error, and is given m's id; a lone answer with another id
+// is not m's, and m is answered with an error instead (ok false). Anything
+// else (a batch, what does not decode) goes as it came.
+func (b *Bridge) ownAnswer(data []byte, m *jsonrpc.Message) (_ []byte, ok bool) {
+	a, err := jsonrpc.DecodeOne(data, jsonrpc.DefaultLimits)
+	if err != nil || a.Kind() != jsonrpc.KindResponse || a.ID.String() == m.ID.String() {
+		return data, true
+	}
+	if a.ID.String() == jsonrpc.NullID.String() && a.Error != nil {
+		own, err := jsonrpc.Encode(&jsonrpc.Message{ID: m.ID, Error: a.Error})
+		if err != nil {
+			b.fail(m, err)
+			return nil, false
+		}
+		return own, true
+	}
+	b.fail(m, fmt.Errorf("%s answered %s with id %s, not the request's", b.Endpoint, m.Method, a.ID.Raw()))
+	return nil, false
 }
 
 // StatusError is an HTTP refusal of the credentials: 401 or 403.
