@@ -163,10 +163,18 @@ func (b *Bridge) post(ctx context.Context, body []byte, m *jsonrpc.Message) {
 	}
 	switch ct, _, _ := mime.ParseMediaType(res.Header.Get("Content-Type")); {
 	case res.StatusCode == http.StatusAccepted:
+		if m != nil && m.Kind() == jsonrpc.KindRequest {
+			b.fail(m, fmt.Errorf("%s accepted %s with 202 and will send no answer", b.Endpoint, m.Method))
+		}
 	case res.StatusCode == http.StatusUnauthorized || res.StatusCode == http.StatusForbidden:
 		b.fail(m, &StatusError{Code: res.StatusCode, Status: res.Status, Authenticate: res.Header.Get("WWW-Authenticate")})
 	case ct == "text/event-stream":
-		_ = b.relaySSE(res.Body, nil, m)
+		answered, err := b.relaySSE(res.Body, nil, m)
+		if !answered && m != nil && m.Kind() == jsonrpc.KindRequest {
+			// The bridge resumes no POST stream: the request would
+			// wait for ever.
+			b.fail(m, fmt.Errorf("%s ended the event stream of %s before its answer (%v)", b.Endpoint, m.Method, err))
+		}
 	case ct == "application/json":
 		data, err := io.ReadAll(res.Body)
 		if err != nil {
@@ -353,14 +361,15 @@ func (b *Bridge) fail(m *jsonrpc.Message, err error) {
 }
 
 // relaySSE writes the data of each event as a line, recording event ids in
-// lastID when given; req is the request a POST's stream answers, if any.
-func (b *Bridge) relaySSE(body io.Reader, lastID *string, req *jsonrpc.Message) error {
+// lastID when given; req is the request a POST's stream answers, if any,
+// and answered says whether an event answered it.
+func (b *Bridge) relaySSE(body io.Reader, lastID *string, req *jsonrpc.Message) (answered bool, _ error) {
 	rd := bufio.NewReaderSize(body, 64<<10)
 	var data bytes.Buffer
 	for {
 		line, err := rd.ReadBytes('\n')
 		if err != nil {
-			return err
+			return answered, err
 		}
 		line = bytes.TrimRight(line, "\r\n")
 		switch {
@@ -368,6 +377,11 @@ func (b *Bridge) relaySSE(body io.Reader, lastID *string, req *jsonrpc.Message) 
 			if d := bytes.TrimSpace(data.Bytes()); len(d) > 0 {
 				if req != nil && req.Method == "tools/list" {
 					b.learnTools(d)
+				}
+				if req != nil && !answered {
+					if a, err := jsonrpc.DecodeOne(d, jsonrpc.DefaultLimits); err == nil && a.Kind() == jsonrpc.KindResponse && a.ID.String() == req.ID.String() {
+						answered = true
+					}
 				}
 				b.out.write(d)
 			}
@@ -399,7 +413,7 @@ func (b *Bridge) listen(ctx context.Context) {
 			b.Logger.Warn("the server-to-client stream failed; retrying", "err", err, "in", backoff.String())
 		case res.StatusCode == http.StatusOK:
 			backoff = time.Second
-			err := b.relaySSE(res.Body, &lastID, nil)
+			_, err := b.relaySSE(res.Body, &lastID, nil)
 			res.Body.Close()
 			b.Logger.Info("the server-to-client stream ended; resuming", "err", err, "last_event_id", lastID)
 		case res.StatusCode == http.StatusMethodNotAllowed:

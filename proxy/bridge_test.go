@@ -22,6 +22,7 @@ import (
 // the connection (the Go SDK does), so only requests get answers.
 func TestBridgeAnswers(t *testing.T) {
 	const refusal = `{"jsonrpc":"2.0","id":null,"error":{"code":-32004,"message":"upstream error: the gateway is down"}}`
+	const progress = `{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":1}}`
 	tests := []struct {
 		name   string
 		line   string
@@ -44,6 +45,16 @@ func TestBridgeAnswers(t *testing.T) {
 		{"request refused", `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo"}}`, 502,
 			`{"jsonrpc":"2.0","id":7,"error":{"code":-32004,"message":"upstream error: the gateway is down"}}`,
 			`{"jsonrpc":"2.0","id":7,"error":{"code":-32004,"message":"upstream error: the gateway is down"}}`, false},
+		// A request must end in its answer: the bridge resumes no
+		// stream, so one that ends without it, or a 202, is an error.
+		{"request's stream ends before its answer", `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo"}}`, 200,
+			"event: message\ndata: " + progress + "\n\n",
+			progress + "\n" + `{"jsonrpc":"2.0","id":7,"error":{"code":-32004,"message":"mcpguard: `, true},
+		{"request answered in its stream", `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo"}}`, 200,
+			"event: message\ndata: " + progress + "\n\nevent: message\ndata: " + `{"jsonrpc":"2.0","id":7,"result":{"content":[]}}` + "\n\n",
+			progress + "\n" + `{"jsonrpc":"2.0","id":7,"result":{"content":[]}}`, false},
+		{"request answered 202", `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo"}}`, 202, "",
+			`{"jsonrpc":"2.0","id":7,"error":{"code":-32004,"message":"mcpguard: `, true},
 		{"unreadable line", `{"jsonrpc":"2.0","id":`, 400,
 			`{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"parse error"}}`,
 			`{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"parse error"}}`, false},
@@ -76,6 +87,9 @@ func TestBridgeAnswers(t *testing.T) {
 				case m.Method == "ping":
 					io.WriteString(w, `{"jsonrpc":"2.0","id":2,"result":{}}`)
 				default:
+					if strings.HasPrefix(tc.answer, "event:") {
+						w.Header().Set("Content-Type", "text/event-stream")
+					}
 					w.WriteHeader(tc.status)
 					io.WriteString(w, tc.answer)
 				}
@@ -107,7 +121,7 @@ func TestBridgeAnswers(t *testing.T) {
 					got = append(got, l)
 				}
 			}
-			if g := strings.Join(got, "\n"); g != tc.want && !(tc.prefix && len(got) == 1 && strings.HasPrefix(g, tc.want)) {
+			if g := strings.Join(got, "\n"); g != tc.want && !(tc.prefix && strings.HasPrefix(g, tc.want)) {
 				t.Errorf("for the refused message the client read %q, want %q", got, tc.want)
 			}
 			if tc.want == "" && !strings.Contains(logs.String(), "a message that takes no answer") {

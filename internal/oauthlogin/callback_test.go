@@ -2,19 +2,21 @@ package oauthlogin
 
 import (
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestCallbackPageReachesBrowser: the sign-in goes on, and the loopback
 // listener closes, the moment the authorization response arrives; the
 // browser still gets the whole page, not a reset connection.
 func TestCallbackPageReachesBrowser(t *testing.T) {
-	// One P makes the race this is about (the listener closed before the
+	// Several processors make the race this is about (the listener closed before the
 	// handler's page is out) likely enough to see in 200 sign-ins.
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4))
 	for i := range 200 {
@@ -75,5 +77,25 @@ func TestCallbackFlushesBeforeResult(t *testing.T) {
 	}
 	if r := <-cb.results; r.err != nil || r.res.Code != "c" {
 		t.Errorf("result %+v, %v", r.res, r.err)
+	}
+}
+
+// TestCallbackClosesPromptly: a connection the browser opened ahead and
+// never used (browsers preconnect) does not hold the sign-in up.
+func TestCallbackClosesPromptly(t *testing.T) {
+	cb, _, err := listenLoopback(nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	idle, err := net.Dial("tcp", cb.ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	time.Sleep(10 * time.Millisecond) // accepted
+	start := time.Now()
+	cb.close()
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("closing the listener took %s with a preconnected browser socket open", took)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -303,9 +304,11 @@ func listenLoopback(prev *Credentials, issuer string) (*callback, bool, error) {
 	return cb, reuse, nil
 }
 
-// close lets the page being written reach the browser, then stops.
+// close lets a page being written reach the browser, then stops. The page
+// is whole once flushed (serve), so the wait is short: Shutdown would wait
+// seconds for a connection a browser opened ahead and never used.
 func (cb *callback) close() {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	if cb.srv.Shutdown(ctx) != nil {
 		_ = cb.srv.Close()
@@ -331,14 +334,20 @@ func (cb *callback) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var res callbackResult
+	status, page := http.StatusOK, "<!doctype html><title>mcpguard</title><p>Signed in. You can close this tab and go back to your MCP client.</p>\n"
 	if e := q.Get("error"); e != "" {
 		res.err = fmt.Errorf("the authorization server refused the sign-in: %s %s", e, q.Get("error_description"))
-		w.WriteHeader(http.StatusForbidden)
-		fmt.Fprintf(w, "<!doctype html><title>mcpguard</title><p>The sign-in was refused: %s. You can close this tab.</p>\n", html.EscapeString(e))
+		status, page = http.StatusForbidden, fmt.Sprintf("<!doctype html><title>mcpguard</title><p>The sign-in was refused: %s. You can close this tab.</p>\n", html.EscapeString(e))
 	} else {
 		res.res = &auth.AuthorizationResult{Code: q.Get("code"), State: q.Get("state"), Iss: q.Get("iss")}
-		fmt.Fprint(w, "<!doctype html><title>mcpguard</title><p>Signed in. You can close this tab and go back to your MCP client.</p>\n")
 	}
+	// A whole page, its length declared, on a connection that ends with
+	// it: once flushed, nothing of it waits for the handler to return.
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Content-Length", strconv.Itoa(len(page)))
+	w.Header().Set("Connection", "close")
+	w.WriteHeader(status)
+	io.WriteString(w, page)
 	// The page goes out before the result: once the sign-in goes on, the
 	// listener closes, and the browser must not be left with a reset.
 	_ = http.NewResponseController(w).Flush()
