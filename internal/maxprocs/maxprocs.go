@@ -1,6 +1,8 @@
 // Package maxprocs fits the Go scheduler to the calls a proxy serves at once:
 // one processor (GOMAXPROCS=1) while calls come one at a time, the runtime's
-// own default as soon as two overlap.
+// own default as soon as two overlap; and the collector's pace with it
+// (gcpace.go): a heap goal of at least 16 MiB while wide, Go's default while
+// narrow.
 //
 // An agent calls its tools one after another, so the sidecar mostly serves
 // one call at a time, and a call's path is strictly serial: read the
@@ -22,7 +24,8 @@
 // call outlives the POST answered 202, and a subscriptions/listen stream
 // is a POST that is no call.
 //
-// GOMAXPROCS set by the operator is left alone (New returns nil).
+// GOMAXPROCS set by the operator is left alone (New returns nil), and so
+// is GOGC (the collector's pace is not fitted).
 package maxprocs
 
 import (
@@ -56,6 +59,7 @@ type Fitter struct {
 	busy     atomic.Bool  // settle is running: it makes every change, one at a time
 	settling sync.WaitGroup
 	set      func(narrow bool)
+	gc       *pace // the collector's, nil when not fitted
 }
 
 // New returns a Fitter, or nil when there is nothing to fit: the operator
@@ -64,7 +68,14 @@ func New() *Fitter {
 	if chosen(os.Getenv("GOMAXPROCS")) || runtime.GOMAXPROCS(0) < 2 {
 		return nil
 	}
-	return newFitter(setRuntime)
+	f := newFitter(setRuntime)
+	if f.gc = newPace(); f.gc != nil {
+		f.set = func(narrow bool) {
+			setRuntime(narrow)
+			f.gc.set(!narrow)
+		}
+	}
+	return f
 }
 
 // chosen reports whether the runtime took GOMAXPROCS=v as the operator's
@@ -111,6 +122,10 @@ func (f *Fitter) Begin() {
 		if f.narrow.Load() {
 			f.settle()
 		}
+		// Also when the process was never narrowed (from the start):
+		// the pace is roomy only once calls overlap, not for start-up's
+		// garbage.
+		f.gc.widen()
 		return
 	}
 	if !f.narrow.Load() && now-f.overlap.Load() >= int64(quiet) {

@@ -159,6 +159,9 @@ func TestRuntime(t *testing.T) {
 		t.Skipf("GOMAXPROCS is %d here: nothing to narrow", def)
 	}
 	defer runtime.SetDefaultGOMAXPROCS()
+	if _, set := os.LookupEnv("GOGC"); !set && gogc() != defaultPercent {
+		t.Errorf("before any call GOGC = %d, want %d: start-up's garbage is not paced", gogc(), defaultPercent)
+	}
 	var clock atomic.Int64
 	f.now = clock.Load
 	clock.Add(int64(2 * quiet))
@@ -173,5 +176,19 @@ func TestRuntime(t *testing.T) {
 	f.settling.Wait()
 	if got := runtime.GOMAXPROCS(0); got != def {
 		t.Fatalf("with two calls in flight GOMAXPROCS = %d, want the default %d", got, def)
+	}
+	if _, set := os.LookupEnv("GOGC"); !set && gogc() <= defaultPercent {
+		t.Errorf("with two calls in flight GOGC = %d, want the roomy pace", gogc())
+	}
+	// Narrow again, which is also how this test leaves the collector's
+	// pace: Go's default, the pace's hook disarmed.
+	f.End()
+	f.End()
+	clock.Add(int64(2 * quiet))
+	f.Begin()
+	f.settling.Wait()
+	f.End()
+	if _, set := os.LookupEnv("GOGC"); !set && gogc() != defaultPercent {
+		t.Errorf("after a call alone GOGC = %d, want %d", gogc(), defaultPercent)
 	}
 }
