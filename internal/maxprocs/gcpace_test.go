@@ -67,6 +67,7 @@ func TestPaceRuntime(t *testing.T) {
 	defer debug.SetGCPercent(debug.SetGCPercent(defaultPercent))
 
 	p := newPace()
+	defer p.set(false) // before GOGC is restored: a test that fails roomy leaves no hook armed
 	runtime.GC()
 	p.set(true)
 	if got := gogc(); got <= defaultPercent {
@@ -110,4 +111,37 @@ func TestPaceRuntime(t *testing.T) {
 	}
 	var nilPace *pace
 	nilPace.set(true) // does nothing
+}
+
+// TestPaceRearms: after a narrow spell whose cycles ended the hook, the
+// next widening arms it again, and GOGC follows the live heap once more.
+func TestPaceRearms(t *testing.T) {
+	if _, set := os.LookupEnv("GOGC"); set {
+		t.Skip("GOGC is set: the pace is not fitted")
+	}
+	defer debug.SetGCPercent(debug.SetGCPercent(defaultPercent))
+	p := newPace()
+	defer p.set(false)
+	runtime.GC()
+	p.set(true)
+	p.set(false)
+	runtime.GC() // runs the hook, which finds the pace narrow and ends
+	runtime.GC()
+	p.set(true)
+	if got := gogc(); got <= defaultPercent {
+		t.Fatalf("wide again with a small heap: GOGC %d, want more than %d", got, defaultPercent)
+	}
+	live := make([][]byte, 12)
+	for i := range live {
+		live[i] = make([]byte, 1<<20)
+	}
+	for deadline := time.Now().Add(5 * time.Second); gogc() != defaultPercent; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("wide again, 12 MiB live after a cycle: GOGC %d, want %d (no hook armed)", gogc(), defaultPercent)
+		}
+		runtime.GC()
+	}
+	runtime.KeepAlive(live)
+	live = nil
+	runtime.GC() // the live heap other tests read is small again
 }

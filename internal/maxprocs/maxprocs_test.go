@@ -159,6 +159,7 @@ func TestRuntime(t *testing.T) {
 		t.Skipf("GOMAXPROCS is %d here: nothing to narrow", def)
 	}
 	defer runtime.SetDefaultGOMAXPROCS()
+	defer f.gc.set(false) // however the test ends: Go's default, the hook disarmed
 	if _, set := os.LookupEnv("GOGC"); !set && gogc() != defaultPercent {
 		t.Errorf("before any call GOGC = %d, want %d: start-up's garbage is not paced", gogc(), defaultPercent)
 	}
@@ -171,6 +172,7 @@ func TestRuntime(t *testing.T) {
 	if got := runtime.GOMAXPROCS(0); got != 1 {
 		t.Fatalf("after a call alone GOMAXPROCS = %d, want 1", got)
 	}
+	runtime.GC() // the pace is roomy only for a small live heap
 	f.Begin()
 	f.Begin()
 	f.settling.Wait()
@@ -190,5 +192,43 @@ func TestRuntime(t *testing.T) {
 	f.End()
 	if _, set := os.LookupEnv("GOGC"); !set && gogc() != defaultPercent {
 		t.Errorf("after a call alone GOGC = %d, want %d", gogc(), defaultPercent)
+	}
+}
+
+// TestRuntimeWideFromStart: the process starts wide, so the first calls
+// that overlap change no processors and the Fitter's set is not called;
+// Begin itself makes the collector's pace roomy.
+func TestRuntimeWideFromStart(t *testing.T) {
+	t.Setenv("GOMAXPROCS", "")
+	os.Unsetenv("GOMAXPROCS") // t.Setenv restores it after the test
+	if _, set := os.LookupEnv("GOGC"); set {
+		t.Skip("GOGC is set: the pace is not fitted")
+	}
+	f := New()
+	if f == nil {
+		t.Skipf("GOMAXPROCS is %d here: nothing to fit", runtime.GOMAXPROCS(0))
+	}
+	defer runtime.SetDefaultGOMAXPROCS()
+	defer f.gc.set(false) // however the test ends: Go's default, the hook disarmed
+	var clock atomic.Int64
+	f.now = clock.Load
+	runtime.GC() // the pace is roomy only for a small live heap
+	f.Begin()
+	f.Begin()
+	f.settling.Wait()
+	if f.Narrow() {
+		t.Fatal("narrow with two calls in flight")
+	}
+	if got := gogc(); got <= defaultPercent {
+		t.Errorf("two calls in flight from the start: GOGC = %d, want the roomy pace", got)
+	}
+	f.End()
+	f.End()
+	clock.Add(int64(2 * quiet))
+	f.Begin()
+	f.settling.Wait()
+	f.End()
+	if got := gogc(); got != defaultPercent {
+		t.Errorf("after a call alone GOGC = %d, want %d", got, defaultPercent)
 	}
 }
