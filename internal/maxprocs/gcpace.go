@@ -16,7 +16,8 @@ import (
 // milliseconds of CPU that the calls in flight wait for. So while the
 // process is wide, the heap goal is at least roomyGoal: GOGC is raised to
 // what gives that goal for the heap live after the last cycle, set again
-// after every cycle. While calls come one at a time it is 100 again: there
+// after each cycle (or the next: a hook armed while a cycle marks survives
+// it). While calls come one at a time it is 100 again: there
 // a larger heap costs more than it saves (a cycle of fresh allocations that
 // misses the caches a small one stays in; measured in docs/performance.md).
 //
@@ -39,9 +40,10 @@ const defaultPercent = 100
 // percentFor is the GOGC that makes the heap goal at least roomyGoal, never
 // under the default nor over maxPercent. The runtime's goal is the heap
 // live after the last cycle plus GOGC percent of what the collector scans
-// (that heap, goroutine stacks, globals): counting the heap alone, a
-// sidecar with 0.4 MiB live just after start and 2.5 MiB of stacks and
-// globals would get a goal of 47 MiB, not 16.
+// (that heap, goroutine stacks, globals): counting the heap alone, the
+// sidecar at 16 sessions (2.5 MiB live, 1.5 MiB of stacks and globals)
+// would get a goal of 18.5 MiB, and one with 4 MiB live and as much again
+// of stacks and globals 28 MiB, not 16.
 func percentFor(live, scanned uint64) int {
 	if live >= roomyGoal {
 		return defaultPercent
@@ -91,7 +93,7 @@ func (p *pace) set(roomy bool) {
 // widen makes the pace roomy if it is not: a call that overlaps another
 // asks, whether or not the processors change (they do not from the start,
 // when the process is wide already). Once per widening it reads the live
-// heap and sets GOGC, a few microseconds, under the lock set(false) takes.
+// heap and sets GOGC, under a microsecond, under the lock set(false) takes.
 func (p *pace) widen() {
 	if p != nil && !p.wide.Load() {
 		p.set(true)

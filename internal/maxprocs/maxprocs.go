@@ -1,8 +1,8 @@
 // Package maxprocs fits the Go scheduler to the calls a proxy serves at once:
 // one processor (GOMAXPROCS=1) while calls come one at a time, the runtime's
 // own default as soon as two overlap; and the collector's pace with it
-// (gcpace.go): a heap goal of at least 16 MiB while wide, Go's default while
-// narrow.
+// (gcpace.go): a heap goal of at least 16 MiB once calls overlap, until the
+// process narrows again, Go's default while narrow.
 //
 // An agent calls its tools one after another, so the sidecar mostly serves
 // one call at a time, and a call's path is strictly serial: read the
