@@ -67,7 +67,7 @@ type pace struct {
 
 // newPace returns nil when the operator chose GOGC.
 func newPace() *pace {
-	if _, set := os.LookupEnv("GOGC"); set {
+	if os.Getenv("GOGC") != "" { // empty is unset, for the runtime too
 		return nil
 	}
 	return &pace{percent: defaultPercent, sample: []metrics.Sample{

@@ -63,6 +63,10 @@ func TestPaceRuntime(t *testing.T) {
 	if newPace() != nil {
 		t.Fatal("newPace() paces the collector though the operator set GOGC")
 	}
+	t.Setenv("GOGC", "") // unset, for the runtime too
+	if newPace() == nil {
+		t.Fatal("newPace() = nil for an empty GOGC, which the runtime takes as unset")
+	}
 	os.Unsetenv("GOGC") // t.Setenv restores it after the test
 	defer debug.SetGCPercent(debug.SetGCPercent(defaultPercent))
 
@@ -116,7 +120,7 @@ func TestPaceRuntime(t *testing.T) {
 // TestPaceRearms: after a narrow spell whose cycles ended the hook, the
 // next widening arms it again, and GOGC follows the live heap once more.
 func TestPaceRearms(t *testing.T) {
-	if _, set := os.LookupEnv("GOGC"); set {
+	if os.Getenv("GOGC") != "" {
 		t.Skip("GOGC is set: the pace is not fitted")
 	}
 	defer debug.SetGCPercent(debug.SetGCPercent(defaultPercent))
