@@ -82,26 +82,10 @@ func TestPaceRuntime(t *testing.T) {
 	}
 
 	// 12 MiB live: after the next cycle the goal needs only twice it.
-	live := make([][]byte, 12)
-	for i := range live {
-		live[i] = make([]byte, 1<<20)
-	}
-	for deadline := time.Now().Add(5 * time.Second); gogc() != defaultPercent; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("12 MiB live after a cycle: GOGC %d, want %d", gogc(), defaultPercent)
-		}
-		runtime.GC()
-	}
-	runtime.KeepAlive(live)
-	live = nil
+	bigHeap(t, "12 MiB live after a cycle")
 
 	// Small again: the next cycles raise it again.
-	for deadline := time.Now().Add(5 * time.Second); gogc() == defaultPercent; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the heap shrank, GOGC stayed at the default while wide")
-		}
-		runtime.GC()
-	}
+	untilGOGC(t, func(p int) bool { return p > defaultPercent }, "the heap shrank while wide: GOGC back above the default")
 
 	p.set(false)
 	if got := gogc(); got != defaultPercent {
@@ -135,17 +119,29 @@ func TestPaceRearms(t *testing.T) {
 	if got := gogc(); got <= defaultPercent {
 		t.Fatalf("wide again with a small heap: GOGC %d, want more than %d", got, defaultPercent)
 	}
+	bigHeap(t, "wide again, 12 MiB live after a cycle (no hook armed?)")
+	runtime.GC() // the live heap other tests read is small again
+}
+
+// bigHeap holds 12 MiB live until a cycle's hook has brought GOGC down to
+// the default (twice it is over the roomy goal), then lets it go.
+func bigHeap(t *testing.T, what string) {
+	t.Helper()
 	live := make([][]byte, 12)
 	for i := range live {
 		live[i] = make([]byte, 1<<20)
 	}
-	for deadline := time.Now().Add(5 * time.Second); gogc() != defaultPercent; time.Sleep(time.Millisecond) {
+	untilGOGC(t, func(p int) bool { return p == defaultPercent }, what+": GOGC at the default")
+	runtime.KeepAlive(live)
+}
+
+// untilGOGC collects until ok(GOGC), for at most 5 s.
+func untilGOGC(t *testing.T, ok func(int) bool, what string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !ok(gogc()); time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("wide again, 12 MiB live after a cycle: GOGC %d, want %d (no hook armed)", gogc(), defaultPercent)
+			t.Fatalf("%s: GOGC is %d", what, gogc())
 		}
 		runtime.GC()
 	}
-	runtime.KeepAlive(live)
-	live = nil
-	runtime.GC() // the live heap other tests read is small again
 }

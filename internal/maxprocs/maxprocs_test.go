@@ -186,10 +186,7 @@ func TestRuntime(t *testing.T) {
 	// pace: Go's default, the pace's hook disarmed.
 	f.End()
 	f.End()
-	clock.Add(int64(2 * quiet))
-	f.Begin()
-	f.settling.Wait()
-	f.End()
+	callAlone(f, &clock)
 	if os.Getenv("GOGC") == "" && gogc() != defaultPercent {
 		t.Errorf("after a call alone GOGC = %d, want %d", gogc(), defaultPercent)
 	}
@@ -224,11 +221,17 @@ func TestRuntimeWideFromStart(t *testing.T) {
 	}
 	f.End()
 	f.End()
+	callAlone(f, &clock)
+	if got := gogc(); got != defaultPercent {
+		t.Errorf("after a call alone GOGC = %d, want %d", got, defaultPercent)
+	}
+}
+
+// callAlone makes one call after a quiet spell, which narrows, and waits
+// for the change.
+func callAlone(f *Fitter, clock *atomic.Int64) {
 	clock.Add(int64(2 * quiet))
 	f.Begin()
 	f.settling.Wait()
 	f.End()
-	if got := gogc(); got != defaultPercent {
-		t.Errorf("after a call alone GOGC = %d, want %d", got, defaultPercent)
-	}
 }
