@@ -161,16 +161,23 @@ func (b *Bridge) post(ctx context.Context, body []byte, m *jsonrpc.Message) {
 		b.sessionID = res.Header.Get("Mcp-Session-Id")
 		b.mu.Unlock()
 	}
+	// Only a request gets an answer, or a line the bridge could not read
+	// (the server's answer is all the client gets). MCP answers a
+	// notification or a response with 202 and no body, or with an error
+	// status and at most an error without an id: passed on, a stdio client
+	// could not match it, and one that reads an answer it cannot match may
+	// drop the whole connection (the Go SDK does).
+	request := m != nil && m.Kind() == jsonrpc.KindRequest
 	switch ct, _, _ := mime.ParseMediaType(res.Header.Get("Content-Type")); {
 	case res.StatusCode == http.StatusAccepted:
-		if m != nil && m.Kind() == jsonrpc.KindRequest {
+		if request {
 			b.fail(m, fmt.Errorf("%s accepted %s with 202 and will send no answer", b.Endpoint, m.Method))
 		}
 	case res.StatusCode == http.StatusUnauthorized || res.StatusCode == http.StatusForbidden:
 		b.fail(m, &StatusError{Code: res.StatusCode, Status: res.Status, Authenticate: res.Header.Get("WWW-Authenticate")})
 	case ct == "text/event-stream":
 		answered, err := b.relaySSE(res.Body, nil, m)
-		if !answered && m != nil && m.Kind() == jsonrpc.KindRequest {
+		if !answered && request {
 			// The bridge resumes no POST stream: the request would
 			// wait for ever.
 			b.fail(m, fmt.Errorf("%s ended the event stream of %s before its answer (%v)", b.Endpoint, m.Method, err))
@@ -181,10 +188,7 @@ func (b *Bridge) post(ctx context.Context, body []byte, m *jsonrpc.Message) {
 			b.fail(m, err)
 			return
 		}
-		if !answerable(m) {
-			// An error for a notification or a response has no id a
-			// stdio client can match, and one that gets an unmatched
-			// answer may drop the whole connection (the Go SDK does).
+		if m != nil && !request {
 			msg := "the MCP server refused a message that takes no answer"
 			if res.StatusCode/100 == 2 {
 				msg = "the MCP server answered a message that takes no answer"
@@ -206,13 +210,9 @@ func (b *Bridge) post(ctx context.Context, body []byte, m *jsonrpc.Message) {
 	}
 }
 
-// answerable says whether an answer to m goes to the client: for a request
-// or a line the bridge could not read (the server's answer is all the
-// client gets), never for a notification or a response, which MCP answers
-// with 202 and no body, or with an error status and at most an error that
-// has no id.
-func answerable(m *jsonrpc.Message) bool {
-	return m == nil || m.Kind() == jsonrpc.KindRequest
+// answers reports whether a is the answer to the request req.
+func answers(a, req *jsonrpc.Message) bool {
+	return a.Kind() == jsonrpc.KindResponse && a.ID.String() == req.ID.String()
 }
 
 // ownAnswer holds the JSON answer to the request m to m's id: a stdio
@@ -225,7 +225,7 @@ func answerable(m *jsonrpc.Message) bool {
 // else (a batch, what does not decode) goes as it came.
 func (b *Bridge) ownAnswer(data []byte, m *jsonrpc.Message) (_ []byte, ok bool) {
 	a, err := jsonrpc.DecodeOne(data, jsonrpc.DefaultLimits)
-	if err != nil || a.Kind() != jsonrpc.KindResponse || a.ID.String() == m.ID.String() {
+	if err != nil || a.Kind() != jsonrpc.KindResponse || answers(a, m) {
 		return data, true
 	}
 	if a.ID.String() == jsonrpc.NullID.String() && a.Error != nil {
@@ -379,9 +379,8 @@ func (b *Bridge) relaySSE(body io.Reader, lastID *string, req *jsonrpc.Message) 
 					b.learnTools(d)
 				}
 				if req != nil && !answered {
-					if a, err := jsonrpc.DecodeOne(d, jsonrpc.DefaultLimits); err == nil && a.Kind() == jsonrpc.KindResponse && a.ID.String() == req.ID.String() {
-						answered = true
-					}
+					a, err := jsonrpc.DecodeOne(d, jsonrpc.DefaultLimits)
+					answered = err == nil && answers(a, req)
 				}
 				b.out.write(d)
 			}

@@ -57,9 +57,10 @@ func percentFor(live, scanned uint64) int {
 
 // pace sets GOGC from the processors' state. A nil *pace does nothing.
 type pace struct {
-	wide    atomic.Bool // roomy, for widen's look without the lock
-	mu      sync.Mutex
-	roomy   bool // calls overlap: the goal is at least roomyGoal
+	mu sync.Mutex
+	// roomy: calls overlap, the goal is at least roomyGoal. Written under
+	// mu; atomic so that widen can look without it.
+	roomy   atomic.Bool
 	armed   bool // a hook waits for the next cycle
 	percent int  // the GOGC last set
 	sample  []metrics.Sample
@@ -81,8 +82,7 @@ func (p *pace) set(roomy bool) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.roomy = roomy
-	p.wide.Store(roomy)
+	p.roomy.Store(roomy)
 	p.apply()
 	if roomy && !p.armed {
 		p.armed = true
@@ -95,7 +95,7 @@ func (p *pace) set(roomy bool) {
 // when the process is wide already). Once per widening it reads the live
 // heap and sets GOGC, under a microsecond, under the lock set(false) takes.
 func (p *pace) widen() {
-	if p != nil && !p.wide.Load() {
+	if p != nil && !p.roomy.Load() {
 		p.set(true)
 	}
 }
@@ -103,7 +103,7 @@ func (p *pace) widen() {
 // apply sets GOGC for the live heap now; p.mu is held.
 func (p *pace) apply() {
 	want := defaultPercent
-	if p.roomy {
+	if p.roomy.Load() {
 		metrics.Read(p.sample)
 		live := p.sample[0].Value.Uint64()
 		want = percentFor(live, live+p.sample[1].Value.Uint64()+p.sample[2].Value.Uint64())
@@ -121,7 +121,7 @@ func (p *pace) arm() {
 	runtime.AddCleanup(sentinel, func(*pace) {
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		if !p.roomy {
+		if !p.roomy.Load() {
 			p.armed = false
 			return
 		}
